@@ -1,0 +1,76 @@
+"""DSR Desk: the application factory."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from flask import Flask, request, url_for
+
+from config.settings import config_from_env
+
+
+def create_app(config: Mapping[str, Any] | None = None) -> Flask:
+    """Build the app from `config`, or from the environment when None."""
+    settings = dict(config) if config is not None else config_from_env()
+    app = Flask(__name__, instance_path=settings.get("INSTANCE_PATH"), instance_relative_config=False)
+    app.config.update(settings)
+    Path(app.config["INSTANCE_PATH"]).mkdir(parents=True, exist_ok=True)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
+    register_extensions(app)
+    register_blueprints(app)
+    register_errors(app)
+    register_commands(app)
+    register_template_helpers(app)
+    return app
+
+
+def register_extensions(app: Flask) -> None:
+    """Bind the database, CSRF protection and the broker."""
+    from app.extensions import csrf, db
+    from workers.broker import DEFAULT_NAMESPACE, app_context, configure_broker
+
+    db.init_app(app)
+    csrf.init_app(app)
+    configure_broker(app.config.get("DRAMATIQ_BROKER_URL"), namespace=app.config.get("DRAMATIQ_NAMESPACE") or DEFAULT_NAMESPACE)
+    importlib.import_module("workers.all")  # declares every actor on the configured broker
+
+    app_context.attach(app)
+
+
+def register_blueprints(app: Flask) -> None:
+    """One blueprint per feature."""
+    from app.controllers.views import bp as controllers_bp
+    from app.main.views import bp as main_bp
+
+    app.register_blueprint(main_bp)
+    app.register_blueprint(controllers_bp)
+
+
+def register_errors(app: Flask) -> None:
+    """Error pages."""
+    from app.errors import register_errors as register
+
+    register(app)
+
+
+def register_commands(app: Flask) -> None:
+    """The `flask` command groups of the operator contract."""
+    from app.cli import register
+
+    register(app)
+
+
+def register_template_helpers(app: Flask) -> None:
+    """`nav_items()` in every template."""
+    from app.web import NAV
+
+    def nav_items() -> list[dict[str, Any]]:
+        current = request.endpoint or ""
+        return [{"url": url_for(endpoint), "label": label, "active": current.split(".")[0] == endpoint.split(".")[0]} for endpoint, label in NAV]
+
+    app.jinja_env.globals["nav_items"] = nav_items

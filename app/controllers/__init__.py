@@ -1,0 +1,1 @@
+"""The controllers: the client companies (GDPR sense) and their contacts."""

@@ -1,0 +1,131 @@
+"""Declarative base, engine set-up and session lifecycles.
+
+Views get one session per request (`db.session`), the CLI and workers open
+`session_scope()`. Services receive a session and only flush: the edge commits.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Annotated, Any
+
+from flask import Flask, g
+from sqlalchemy import DateTime, Engine, MetaData, String, create_engine, event
+from sqlalchemy.orm import DeclarativeBase, Session, mapped_column, sessionmaker
+from sqlalchemy.types import TypeDecorator
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class UTCDateTime(TypeDecorator[dt.datetime]):
+    """Timezone-aware UTC datetimes on both databases (SQLite drops the zone)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: dt.datetime | None, dialect: Any) -> dt.datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given where UTC is required")
+        return value.astimezone(dt.UTC)
+
+    def process_result_value(self, value: dt.datetime | None, dialect: Any) -> dt.datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+
+
+intpk = Annotated[int, mapped_column(primary_key=True)]
+utc = Annotated[dt.datetime, mapped_column(UTCDateTime())]
+str_short = Annotated[str, mapped_column(String(200))]
+
+
+class Base(DeclarativeBase):
+    """Every model's base; constraint names are stable for Alembic."""
+
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {dt.datetime: UTCDateTime()}
+
+
+def utcnow() -> dt.datetime:
+    """The current time, timezone-aware UTC."""
+    return dt.datetime.now(dt.UTC)
+
+
+def make_engine(url: str, **kwargs: Any) -> Engine:
+    """An engine with the pragmas and transaction behaviour the desk relies on."""
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30}, **kwargs)
+        _configure_sqlite(engine)
+        return engine
+    return create_engine(url, pool_pre_ping=True, **kwargs)
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    # pysqlite's own transaction handling breaks SAVEPOINT and defers locks;
+    # take control (SQLAlchemy docs, "Serializable isolation / Savepoints").
+    # BEGIN IMMEDIATE takes the write lock up front, so two writers queue on
+    # busy_timeout instead of failing on a stale WAL snapshot.
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+class Database:
+    """The engine and session factory, bound to an app by `init_app`."""
+
+    def __init__(self) -> None:
+        self.engine: Engine | None = None
+        self.sessionmaker: sessionmaker[Session] = sessionmaker(expire_on_commit=False)
+
+    def init_app(self, app: Flask) -> None:
+        """Create the engine from DATABASE_URL and close sessions after each request."""
+        self.engine = make_engine(app.config["DATABASE_URL"])
+        self.sessionmaker.configure(bind=self.engine)
+        app.extensions["db"] = self
+        app.teardown_appcontext(self._close_request_session)
+
+    @property
+    def session(self) -> Session:
+        """The session of the current request (or app context), opened on first use."""
+        if "db_session" not in g:
+            g.db_session = self.sessionmaker()
+        session: Session = g.db_session
+        return session
+
+    def _close_request_session(self, _exc: BaseException | None) -> None:
+        session: Session | None = g.pop("db_session", None)
+        if session is not None:
+            session.close()
+
+    @contextmanager
+    def session_scope(self) -> Iterator[Session]:
+        """A unit of work for the CLI and workers: commit on success, roll back on error."""
+        session = self.sessionmaker()
+        try:
+            yield session
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
+        finally:
+            session.close()

@@ -1,0 +1,62 @@
+"""`demo seed`: fictional controllers (and, as features land, staff and tickets)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.controllers.models import Controller
+from app.controllers.service import ControllerInput, create_controller
+from app.principal import Principal
+
+DEMO_CONTROLLERS = [
+    ControllerInput(
+        name="WECO Retail GmbH",
+        dsr_contacts=["privacy@weco.example"],
+        breach_contacts=["security@weco.example"],
+        subprocessor_contacts=["legal@weco.example"],
+        domains=["weco.example", "weco-shop.example"],
+        identifiers=["WECO-0001"],
+    ),
+    ControllerInput(
+        name="Pexgle Kft.",
+        dsr_contacts=["dpo@pexgle.example"],
+        breach_contacts=["dpo@pexgle.example", "ciso@pexgle.example"],
+        subprocessor_contacts=["vendors@pexgle.example"],
+        domains=["pexgle.example"],
+        identifiers=["PX-7781"],
+    ),
+    ControllerInput(
+        name="Nordlicht Reisen AG",
+        dsr_contacts=["datenschutz@nordlicht.example"],
+        breach_contacts=["it@nordlicht.example"],
+        domains=["nordlicht.example"],
+        identifiers=["NL-42"],
+    ),
+    ControllerInput(
+        name="Atlas Insurance Ltd",
+        dsr_contacts=["gdpr@atlas-ins.example"],
+        breach_contacts=["incident@atlas-ins.example"],
+        domains=["atlas-ins.example"],
+    ),
+    ControllerInput(
+        name="Bistro Verde S.r.l.",
+        dsr_contacts=["privacy@bistroverde.example"],
+        domains=["bistroverde.example"],
+    ),
+]
+
+
+def seed(session: Session, *, now: dt.datetime) -> Iterator[str]:
+    """Create whatever demo data is missing; yields one line per thing done."""
+    by = Principal.system("demo seed")
+    existing = set(session.scalars(select(Controller.name)))
+    for data in DEMO_CONTROLLERS:
+        if data.name in existing:
+            continue
+        controller = create_controller(session, data, by=by, now=now)
+        yield f"controller {controller.id}: {controller.name}"
+    yield "demo data ready"

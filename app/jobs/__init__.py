@@ -1,0 +1,1 @@
+"""Job state: cursors of long jobs and heartbeats of the background processes."""

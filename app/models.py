@@ -1,0 +1,7 @@
+"""Imports every domain's models so Alembic and the tests see one metadata."""
+
+from app.controllers.models import Controller, ControllerContact, ControllerDomain, ControllerIdentifier
+from app.db import Base
+from app.jobs.models import JobState
+
+__all__ = ["Base", "Controller", "ControllerContact", "ControllerDomain", "ControllerIdentifier", "JobState"]

@@ -1,0 +1,1 @@
+"""Configuration of DSR Desk, read from the environment."""

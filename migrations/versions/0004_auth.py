@@ -1,0 +1,23 @@
+"""staff access: users, sessions, MFA
+
+Revision ID: 0004
+Revises: 0003
+Create Date: 2026-11-21
+
+Placeholder kept in the chain so parallel work can fill it; it changes nothing yet.
+"""
+
+from collections.abc import Sequence
+
+revision: str = "0004"
+down_revision: str | None = "0003"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    pass
+
+
+def downgrade() -> None:
+    pass

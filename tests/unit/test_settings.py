@@ -1,0 +1,84 @@
+"""Configuration from the environment: production refuses missing secrets, dev generates them once."""
+
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+import pytest
+
+from config.settings import ConfigError, DevSecretsWarning, config_from_env, normalise_database_url, parse_bind
+
+
+def prod_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    env = {
+        "DESK_ENV": "production",
+        "DESK_INSTANCE_PATH": str(tmp_path),
+        "SECRET_KEY": "s" * 40,
+        "MASTER_SECRET": "m" * 40,
+        "DATABASE_URL": "postgresql://desk@127.0.0.1:5432/desk",
+    }
+    env.update(extra)
+    return env
+
+
+@pytest.mark.parametrize("missing", ["SECRET_KEY", "MASTER_SECRET", "DATABASE_URL"])
+def test_production_refuses_to_start_without_a_secret_and_names_it(tmp_path: Path, missing: str) -> None:
+    env = prod_env(tmp_path)
+    del env[missing]
+    with pytest.raises(ConfigError, match=missing):
+        config_from_env(env)
+    assert not (tmp_path / "secrets.env").exists()
+
+
+def test_production_takes_secrets_from_the_environment(tmp_path: Path) -> None:
+    settings = config_from_env(prod_env(tmp_path))
+    assert settings["SECRET_KEY"] == "s" * 40
+    assert settings["DATABASE_URL"].startswith("postgresql+psycopg://")
+    assert settings["SESSION_COOKIE_SECURE"] is True
+
+
+def test_embedded_default_generates_secrets_once_owner_only(tmp_path: Path) -> None:
+    env = {"DESK_INSTANCE_PATH": str(tmp_path)}
+    with pytest.warns(DevSecretsWarning):
+        first = config_from_env(env)
+    path = tmp_path / "secrets.env"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    second = config_from_env(env)  # no warning the second time: filterwarnings=error would fail
+    assert first["SECRET_KEY"] == second["SECRET_KEY"]
+    assert first["MASTER_SECRET"] == second["MASTER_SECRET"]
+    assert len(first["MASTER_SECRET"]) >= 32
+    assert first["DATABASE_URL"] == f"sqlite:///{tmp_path / 'desk.sqlite3'}"
+    assert first["BIND"] == "127.0.0.1:5000"
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["not a url", "mysql://root@localhost/desk", "sqlite://", "sqlite:///:memory:", "://nothing"],
+)
+def test_malformed_or_unsupported_database_url_is_refused(url: str) -> None:
+    with pytest.raises(ConfigError, match="DATABASE_URL"):
+        normalise_database_url(url)
+
+
+def test_usual_database_url_forms_are_accepted() -> None:
+    assert normalise_database_url("sqlite:////tmp/x.db") == "sqlite:////tmp/x.db"
+    assert normalise_database_url("postgresql://postgres@127.0.0.1:5432/desk") == ("postgresql+psycopg://postgres@127.0.0.1:5432/desk")
+    assert normalise_database_url("postgres://u:p@h/d").startswith("postgresql+psycopg://u:p@h")
+
+
+@pytest.mark.parametrize("url", ["http://broker", "redis", "kafka://x"])
+def test_malformed_broker_url_is_refused(tmp_path: Path, url: str) -> None:
+    with pytest.raises(ConfigError, match="DRAMATIQ_BROKER_URL"):
+        config_from_env(prod_env(tmp_path, DRAMATIQ_BROKER_URL=url))
+
+
+@pytest.mark.parametrize("bind", ["5000", "host:", ":5000", "host:99999", "host:http"])
+def test_bad_bind_is_refused(bind: str) -> None:
+    with pytest.raises(ConfigError, match="BIND"):
+        parse_bind(bind)
+
+
+def test_unknown_desk_env_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="DESK_ENV"):
+        config_from_env({"DESK_ENV": "staging", "DESK_INSTANCE_PATH": str(tmp_path)})

@@ -1,0 +1,140 @@
+"""The dramatiq broker: Redis or RabbitMQ from DRAMATIQ_BROKER_URL, in-process when unset.
+
+The broker is only a doorbell (DESIGN.md): every job with a deadline is a
+database row, and sweepers re-enqueue what is due, so losing a message delays
+work but never loses it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+import dramatiq
+from dramatiq.brokers.stub import StubBroker
+from dramatiq.middleware import Middleware
+from flask import Flask
+
+log = logging.getLogger(__name__)
+
+DEFAULT_NAMESPACE = "dsr-desk"
+
+
+class BrokerConfigError(Exception):
+    """DRAMATIQ_BROKER_URL names no broker the desk supports."""
+
+
+class AppContextMiddleware(Middleware):
+    """Runs every message inside a Flask app context.
+
+    The web process attaches its own app; a standalone `dramatiq` worker
+    process builds one lazily from the environment on its first message, so
+    importing the actor modules never creates an app.
+    """
+
+    def __init__(self) -> None:
+        self.app: Flask | None = None
+        self._lock = threading.Lock()
+        self._local = threading.local()
+
+    def attach(self, app: Flask) -> None:
+        """Use this app for messages processed in this process."""
+        self.app = app
+
+    def _get_app(self) -> Flask:
+        with self._lock:
+            if self.app is None:
+                from app import create_app
+
+                self.app = create_app()
+            return self.app
+
+    def before_process_message(self, broker: Any, message: Any) -> None:
+        ctx = self._get_app().app_context()
+        ctx.push()
+        self._local.ctx = ctx
+
+    def _pop(self) -> None:
+        ctx = getattr(self._local, "ctx", None)
+        if ctx is not None:
+            self._local.ctx = None
+            ctx.pop()
+
+    def after_process_message(self, broker: Any, message: Any, *, result: Any = None, exception: Any = None) -> None:
+        self._pop()
+
+    def after_skip_message(self, broker: Any, message: Any) -> None:
+        self._pop()
+
+
+app_context = AppContextMiddleware()
+# (url, namespace) of the broker configure_broker last installed.
+_current_key: tuple[str | None, str] | None = None
+
+
+def make_broker(url: str | None, *, namespace: str = DEFAULT_NAMESPACE) -> dramatiq.Broker:
+    """A broker for the URL: redis://, amqp://, or the in-process stub when None."""
+    if not url:
+        return StubBroker()
+    scheme = url.split("://", 1)[0].lower()
+    if scheme in ("redis", "rediss"):
+        from dramatiq.brokers.redis import RedisBroker
+
+        return RedisBroker(url=url, namespace=namespace)
+    if scheme in ("amqp", "amqps"):
+        from dramatiq.brokers.rabbitmq import RabbitmqBroker
+
+        # Publisher confirms are off by default in dramatiq; a send must not vanish silently.
+        return RabbitmqBroker(url=url, confirm_delivery=True)
+    raise BrokerConfigError("DRAMATIQ_BROKER_URL must start with redis://, rediss://, amqp:// or amqps://")
+
+
+def configure_broker(url: str | None, *, namespace: str = DEFAULT_NAMESPACE) -> dramatiq.Broker:
+    """Make the broker for URL the global one, moving already declared actors onto it."""
+    global _current_key
+    key = (url or None, namespace)
+    previous = dramatiq.get_broker() if _current_key is not None else None
+    if previous is not None and _current_key == key:
+        return previous
+    broker = make_broker(url, namespace=namespace)
+    broker.add_middleware(app_context)
+    if previous is not None:
+        for name in previous.get_declared_actors():
+            moved = previous.get_actor(name)
+            moved.broker = broker
+            broker.declare_actor(moved)
+    dramatiq.set_broker(broker)
+    _current_key = key
+    return broker
+
+
+def is_in_process() -> bool:
+    """True when messages are processed by a worker thread in this process."""
+    return isinstance(dramatiq.get_broker(), StubBroker)
+
+
+def broker_status() -> str:
+    """ "in-process", "ok" or "unreachable", for /healthz."""
+    broker = dramatiq.get_broker()
+    if isinstance(broker, StubBroker):
+        return "in-process"
+    from dramatiq.brokers.rabbitmq import RabbitmqBroker
+    from dramatiq.brokers.redis import RedisBroker
+
+    try:
+        if isinstance(broker, RedisBroker):
+            broker.client.ping()
+        elif isinstance(broker, RabbitmqBroker) and not broker.connection.is_open:
+            return "unreachable"
+    except Exception as exc:  # the client libraries raise many types; any means "down"
+        log.warning("broker unreachable: %s", type(exc).__name__)
+        return "unreachable"
+    return "ok"
+
+
+def start_worker(*, threads: int = 2, worker_timeout: int = 100) -> dramatiq.Worker:
+    """A worker in this process (the embedded default, and tests against a real broker)."""
+    worker = dramatiq.Worker(dramatiq.get_broker(), worker_threads=threads, worker_timeout=worker_timeout)
+    worker.start()
+    return worker

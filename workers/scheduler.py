@@ -1,0 +1,176 @@
+"""The scheduler: enqueues periodic jobs; only one scheduler acts at a time.
+
+Production runs `python -m workers.scheduler` (one or more; a Postgres
+advisory lock elects the leader). The embedded default runs the same loop in
+a thread of the web process, with a file lock. Jobs are idempotent anyway:
+the database rows say what is due.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import fcntl
+import logging
+import os
+import signal
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import dramatiq
+from sqlalchemy import Connection, Engine, text
+from sqlalchemy.exc import SQLAlchemyError
+
+log = logging.getLogger(__name__)
+
+# An arbitrary, fixed 64-bit key: "DSRDESK1" in ASCII.
+ADVISORY_LOCK_KEY = 0x4453524445534B31 - (1 << 64)
+
+
+@dataclass(frozen=True)
+class Job:
+    """Send `actor` every `every` seconds."""
+
+    name: str
+    actor: str
+    every: float
+
+
+# Every periodic job of the desk; each domain adds its sweeper here.
+JOBS: list[Job] = [
+    Job("heartbeat", "heartbeat", 60),
+]
+
+
+class LeaderLock:
+    """Postgres advisory lock on a dedicated connection, or a file lock for SQLite."""
+
+    def __init__(self, engine: Engine, lock_file: Path) -> None:
+        self.engine = engine
+        self.lock_file = lock_file
+        self._conn: Connection | None = None
+        self._file: IO[str] | None = None
+
+    @property
+    def held(self) -> bool:
+        """Whether this process is the leader right now."""
+        if self._conn is not None:
+            try:
+                self._conn.execute(text("SELECT 1"))
+                self._conn.commit()
+            except SQLAlchemyError:
+                log.warning("scheduler lost its leader connection")
+                self._conn = None
+                return False
+            return True
+        return self._file is not None
+
+    def acquire(self) -> bool:
+        """Try once to become the leader."""
+        if self.held:
+            return True
+        if self.engine.dialect.name == "postgresql":
+            conn = self.engine.connect()
+            got = bool(conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": ADVISORY_LOCK_KEY}).scalar())
+            conn.commit()
+            if got:
+                self._conn = conn
+            else:
+                conn.close()
+            return got
+        self.lock_file.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(self.lock_file, "a+")  # held open for as long as we lead
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            return False
+        self._file = handle
+        return True
+
+    def release(self) -> None:
+        """Step down."""
+        if self._conn is not None:
+            try:
+                self._conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": ADVISORY_LOCK_KEY})
+                self._conn.commit()
+            finally:
+                self._conn.close()
+                self._conn = None
+        if self._file is not None:
+            fcntl.flock(self._file, fcntl.LOCK_UN)
+            self._file.close()
+            self._file = None
+
+
+class Scheduler:
+    """Decides which jobs are due and sends their actors while it holds the lock."""
+
+    def __init__(self, lock: LeaderLock, jobs: list[Job] | None = None) -> None:
+        self.lock = lock
+        self.jobs = list(JOBS if jobs is None else jobs)
+        self.last_sent: dict[str, dt.datetime] = {}
+
+    def due(self, now: dt.datetime) -> list[Job]:
+        """The jobs whose interval has passed since they were last sent."""
+        return [job for job in self.jobs if (last := self.last_sent.get(job.name)) is None or (now - last).total_seconds() >= job.every]
+
+    def tick(self, now: dt.datetime) -> list[str]:
+        """Send every due job if this process leads; return the names sent."""
+        if not self.lock.acquire():
+            return []
+        sent = []
+        broker = dramatiq.get_broker()
+        for job in self.due(now):
+            try:
+                broker.get_actor(job.actor).send()
+            except Exception as exc:  # broker down: the next tick tries again
+                log.warning("scheduler could not enqueue %s: %s", job.name, type(exc).__name__)
+                continue
+            self.last_sent[job.name] = now
+            sent.append(job.name)
+        return sent
+
+    def run(self, stop: threading.Event, *, poll: float = 1.0) -> None:
+        """Tick until `stop` is set."""
+        try:
+            while not stop.is_set():
+                self.tick(dt.datetime.now(dt.UTC))
+                stop.wait(poll)
+        finally:
+            self.lock.release()
+
+
+def scheduler_for(app: Any) -> Scheduler:
+    """A scheduler bound to the app's database."""
+    from app.extensions import db
+
+    assert db.engine is not None
+    return Scheduler(LeaderLock(db.engine, Path(app.config["INSTANCE_PATH"]) / "scheduler.lock"))
+
+
+def start_embedded(app: Any) -> tuple[threading.Thread, threading.Event]:
+    """Run the scheduler in a daemon thread of this process (embedded default)."""
+    stop = threading.Event()
+    scheduler = scheduler_for(app)
+    thread = threading.Thread(target=scheduler.run, args=(stop,), name="desk-scheduler", daemon=True)
+    thread.start()
+    return thread, stop
+
+
+def main() -> None:
+    """`python -m workers.scheduler`: the production scheduler process."""
+    from app import create_app
+
+    app = create_app()
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    log.info("scheduler started, pid %s", os.getpid())
+    with app.app_context():
+        scheduler_for(app).run(stop)
+
+
+if __name__ == "__main__":
+    main()
