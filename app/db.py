@@ -9,9 +9,10 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Annotated, Any
 
-from flask import Flask, g
+from flask import Flask, current_app, g
 from sqlalchemy import DateTime, Engine, MetaData, String, create_engine, event
 from sqlalchemy.orm import DeclarativeBase, Session, mapped_column, sessionmaker
 from sqlalchemy.types import TypeDecorator
@@ -90,19 +91,40 @@ def _configure_sqlite(engine: Engine) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-class Database:
-    """The engine and session factory, bound to an app by `init_app`."""
+@dataclass
+class _DatabaseState:
+    engine: Engine
+    sessionmaker: sessionmaker[Session]
 
-    def __init__(self) -> None:
-        self.engine: Engine | None = None
-        self.sessionmaker: sessionmaker[Session] = sessionmaker(expire_on_commit=False)
+
+class Database:
+    """Engine and session factory per app, reached through the current app context.
+
+    State lives in `app.extensions["db"]`, not on this object, so two apps in
+    one process (tests with their own database) never share an engine.
+    """
 
     def init_app(self, app: Flask) -> None:
         """Create the engine from DATABASE_URL and close sessions after each request."""
-        self.engine = make_engine(app.config["DATABASE_URL"])
-        self.sessionmaker.configure(bind=self.engine)
-        app.extensions["db"] = self
+        engine = make_engine(app.config["DATABASE_URL"])
+        app.extensions["db"] = _DatabaseState(engine, sessionmaker(bind=engine, expire_on_commit=False))
         app.teardown_appcontext(self._close_request_session)
+
+    @staticmethod
+    def state(app: Flask | None = None) -> _DatabaseState:
+        """The engine and session factory of `app`, or of the current app."""
+        state: _DatabaseState = (app or current_app).extensions["db"]
+        return state
+
+    @property
+    def engine(self) -> Engine:
+        """The current app's engine."""
+        return self.state().engine
+
+    @property
+    def sessionmaker(self) -> sessionmaker[Session]:
+        """The current app's session factory."""
+        return self.state().sessionmaker
 
     @property
     def session(self) -> Session:

@@ -61,29 +61,28 @@ def app(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     """The app on the test database."""
     application = create_app(make_config(database_url, tmp_path_factory.mktemp("instance")))
     yield application
-    assert db.engine is not None
-    db.engine.dispose()
+    db.state(application).engine.dispose()
 
 
 @pytest.fixture
 def connection(app: Flask) -> Iterator[Connection]:
     """One outer transaction per test; every session of the test joins it and it is rolled back."""
-    assert db.engine is not None
-    conn = db.engine.connect()
+    state = db.state(app)
+    conn = state.engine.connect()
     outer = conn.begin()
-    db.sessionmaker.configure(bind=conn, join_transaction_mode="create_savepoint")
+    state.sessionmaker.configure(bind=conn, join_transaction_mode="create_savepoint")
     try:
         yield conn
     finally:
-        db.sessionmaker.configure(bind=db.engine, join_transaction_mode="conservative_savepoint")
+        state.sessionmaker.configure(bind=state.engine, join_transaction_mode="conservative_savepoint")
         outer.rollback()
         conn.close()
 
 
 @pytest.fixture
-def session(connection: Connection) -> Iterator[Session]:
+def session(app: Flask, connection: Connection) -> Iterator[Session]:
     """A session inside the test's transaction."""
-    s = db.sessionmaker()
+    s = db.state(app).sessionmaker()
     try:
         yield s
     finally:

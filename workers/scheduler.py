@@ -146,8 +146,7 @@ def scheduler_for(app: Any) -> Scheduler:
     """A scheduler bound to the app's database."""
     from app.extensions import db
 
-    assert db.engine is not None
-    return Scheduler(LeaderLock(db.engine, Path(app.config["INSTANCE_PATH"]) / "scheduler.lock"))
+    return Scheduler(LeaderLock(db.state(app).engine, Path(app.config["INSTANCE_PATH"]) / "scheduler.lock"))
 
 
 def start_embedded(app: Any) -> tuple[threading.Thread, threading.Event]:
