@@ -1,7 +1,8 @@
 """Imports every domain's models so Alembic and the tests see one metadata."""
 
+from app.audit.models import AuditEvent
 from app.controllers.models import Controller, ControllerContact, ControllerDomain, ControllerIdentifier
 from app.db import Base
 from app.jobs.models import JobState
 
-__all__ = ["Base", "Controller", "ControllerContact", "ControllerDomain", "ControllerIdentifier", "JobState"]
+__all__ = ["AuditEvent", "Base", "Controller", "ControllerContact", "ControllerDomain", "ControllerIdentifier", "JobState"]

@@ -1,0 +1,290 @@
+"""Append audit events to the chain and query them for the auditor. Services flush; the caller commits.
+
+`record` writes the event in the caller's transaction, so a rolled-back change
+leaves no event. Appends are serialised: on Postgres by a transaction-scoped
+advisory lock taken before reading the chain head (held until commit or
+rollback); on SQLite every write transaction already starts with BEGIN IMMEDIATE.
+The unique `seq` is the last line of defence if something bypasses the lock.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Select, select, text
+from sqlalchemy.orm import Session
+
+from app.audit.chain import GENESIS, Link, canonical_json, event_hash
+from app.audit.models import AuditEvent
+from app.principal import Principal
+
+# Any constant identifies the lock; it only has to be the same in every writer.
+CHAIN_LOCK_KEY = 0x6175646974  # "audit"
+
+_CODE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,63}$")
+_KEY = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
+_JOB = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:/ -]{0,63}$")
+MAX_LIST = 1000
+MAX_DEPTH = 1  # one nested level, e.g. {"contacts": {"dsr": 2}}
+MAX_PAGE = 200
+
+
+class AuditError(Exception):
+    """Base of the audit service's errors."""
+
+
+class InvalidAuditEvent(AuditError, ValueError):
+    """An event or its details would carry something other than ids, counts, short codes and booleans."""
+
+
+def _is_code(value: str) -> bool:
+    # A short code is an identifier-like token: no spaces, no '@', at most 64 characters.
+    return bool(_CODE.match(value)) and "@" not in value
+
+
+def _check_value(path: str, value: Any, depth: int) -> Any:
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, str):
+        if not _is_code(value):
+            raise InvalidAuditEvent(f"audit detail {path} is not a short code (letters, digits, _ . : / -; at most 64; no '@')")
+        return value
+    if isinstance(value, Mapping):
+        if depth >= MAX_DEPTH:
+            raise InvalidAuditEvent(f"audit detail {path} nests too deep")
+        return _check_details(value, depth + 1, prefix=f"{path}.")
+    if isinstance(value, list | tuple):
+        if len(value) > MAX_LIST:
+            raise InvalidAuditEvent(f"audit detail {path} lists more than {MAX_LIST} items")
+        return [_check_value(f"{path}[{i}]", item, depth + 1) for i, item in enumerate(value)]
+    # Floats, bytes, dates and objects are refused: counts are ints, and anything richer
+    # could carry personal data or serialise differently on another database.
+    raise InvalidAuditEvent(f"audit detail {path} has type {type(value).__name__}; only ids, counts, short codes and booleans")
+
+
+def _check_details(details: Mapping[str, Any], depth: int = 0, prefix: str = "") -> dict[str, Any]:
+    clean: dict[str, Any] = {}
+    for key, value in details.items():
+        if not isinstance(key, str) or not _KEY.match(key):
+            raise InvalidAuditEvent(f"audit detail key {prefix}{key!r} is not a lower-case code")
+        clean[key] = _check_value(f"{prefix}{key}", value, depth)
+    return clean
+
+
+def check_details(details: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The details as they will be stored, or InvalidAuditEvent if they carry anything but ids, counts, codes, booleans."""
+    return _check_details(details or {})
+
+
+def _code(name: str, value: str) -> str:
+    if not isinstance(value, str) or not _is_code(value):
+        raise InvalidAuditEvent(f"audit {name} must be a short code")
+    return value
+
+
+def _actor(by: Principal) -> tuple[str, int | None, str | None]:
+    # A controller principal may carry the sender's email in `name`: that is personal data,
+    # so only the kind and the controller id are kept. Staff are kept by id, jobs by name.
+    if by.kind == "staff":
+        if by.id is None:
+            raise InvalidAuditEvent("a staff principal needs its id")
+        return "staff", by.id, None
+    if by.kind == "controller":
+        return "controller", by.id, None
+    if by.kind == "system":
+        name = by.name or "system"
+        if not _JOB.match(name) or "@" in name:
+            raise InvalidAuditEvent("a system principal's name must be a job name")
+        return "system", by.id, name
+    raise InvalidAuditEvent(f"unknown principal kind {by.kind!r}")
+
+
+def _lock_chain(session: Session) -> None:
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": CHAIN_LOCK_KEY})
+
+
+def chain_head(session: Session) -> tuple[int, str]:
+    """The last (seq, hash) of the chain, or (0, GENESIS) when it is empty."""
+    row = session.execute(select(AuditEvent.seq, AuditEvent.hash).order_by(AuditEvent.seq.desc()).limit(1)).first()
+    return (row[0], row[1]) if row is not None else (0, GENESIS)
+
+
+def record(
+    session: Session,
+    *,
+    by: Principal,
+    action: str,
+    target_type: str,
+    target_id: int | str | None = None,
+    controller_id: int | None = None,
+    details: Mapping[str, Any] | None = None,
+    now: dt.datetime,
+) -> AuditEvent:
+    """Append one event to the chain in the caller's transaction (flush only).
+
+    Raises InvalidAuditEvent if action, target or details are anything but ids,
+    counts, short codes and booleans: personal data never enters the log.
+    """
+    if now.tzinfo is None:
+        raise InvalidAuditEvent("audit time must be timezone-aware UTC")
+    at = now.astimezone(dt.UTC)
+    clean = check_details(details)
+    actor_kind, actor_id, actor_name = _actor(by)
+    target: str | None = None
+    if isinstance(target_id, bool):
+        raise InvalidAuditEvent("audit target id must be an id or a short code")
+    if isinstance(target_id, int):
+        target = str(target_id)
+    elif target_id is not None:
+        target = _code("target id", target_id)
+    link = Link(
+        seq=0,
+        at=at,
+        actor_kind=actor_kind,
+        actor_id=actor_id,
+        actor_name=actor_name,
+        action=_code("action", action),
+        target_type=_code("target type", target_type),
+        target_id=target,
+        controller_id=controller_id,
+        details=clean,
+        prev_hash=GENESIS,
+    )
+    # Pending events of this session must be in the database before the head is read.
+    session.flush()
+    _lock_chain(session)
+    seq, prev = chain_head(session)
+    link = Link(**{**link.__dict__, "seq": seq + 1, "prev_hash": prev})
+    event = AuditEvent(
+        seq=link.seq,
+        occurred_at=at,
+        actor_kind=actor_kind,
+        actor_id=actor_id,
+        actor_name=actor_name,
+        action=link.action,
+        target_type=link.target_type,
+        target_id=target,
+        controller_id=controller_id,
+        details_json=canonical_json(clean),
+        prev_hash=prev,
+        hash=event_hash(link),
+    )
+    session.add(event)
+    session.flush()
+    return event
+
+
+# --- the auditor's query (issue 3 item 14) ---------------------------------------------
+
+
+@dataclass(frozen=True)
+class EventView:
+    """One event as the auditor's page shows it: ids, codes and counts only."""
+
+    seq: int
+    occurred_at: dt.datetime
+    actor: str
+    actor_kind: str
+    actor_id: int | None
+    action: str
+    target_type: str
+    target_id: str | None
+    controller_id: int | None
+    details: dict[str, Any]
+    hash: str
+
+
+@dataclass(frozen=True)
+class EventFilter:
+    """What the auditor filters by; every field optional. `until` is exclusive."""
+
+    action: str | None = None
+    target_type: str | None = None
+    target_id: int | str | None = None
+    controller_id: int | None = None
+    since: dt.datetime | None = None
+    until: dt.datetime | None = None
+
+
+@dataclass(frozen=True)
+class EventPage:
+    """One page of events, newest first; pass `next_before` back as `before` for the next page."""
+
+    events: list[EventView]
+    next_before: int | None
+
+
+def _view(event: AuditEvent) -> EventView:
+    if event.actor_kind == "system":
+        actor = f"system:{event.actor_name or ''}"
+    else:
+        actor = f"{event.actor_kind}:{event.actor_id if event.actor_id is not None else '?'}"
+    return EventView(
+        seq=event.seq,
+        occurred_at=event.occurred_at,
+        actor=actor,
+        actor_kind=event.actor_kind,
+        actor_id=event.actor_id,
+        action=event.action,
+        target_type=event.target_type,
+        target_id=event.target_id,
+        controller_id=event.controller_id,
+        details=event.details,
+        hash=event.hash,
+    )
+
+
+def _filtered(query: Select[tuple[AuditEvent]], where: EventFilter, controller_scope: Collection[int] | None) -> Select[tuple[AuditEvent]]:
+    if where.action:
+        query = query.where(AuditEvent.action == where.action)
+    if where.target_type:
+        query = query.where(AuditEvent.target_type == where.target_type)
+    if where.target_id is not None and where.target_id != "":
+        query = query.where(AuditEvent.target_id == str(where.target_id))
+    if where.controller_id is not None:
+        query = query.where(AuditEvent.controller_id == where.controller_id)
+    if where.since is not None:
+        query = query.where(AuditEvent.occurred_at >= where.since)
+    if where.until is not None:
+        query = query.where(AuditEvent.occurred_at < where.until)
+    if controller_scope is not None:
+        query = query.where(AuditEvent.controller_id.in_(list(controller_scope)))
+    return query
+
+
+def search_events(
+    session: Session,
+    where: EventFilter | None = None,
+    *,
+    before: int | None = None,
+    limit: int = 50,
+    controller_scope: Collection[int] | None = None,
+) -> EventPage:
+    """Events matching `where`, newest first, `limit` per page (at most 200).
+
+    Keyset pagination on `seq` rather than OFFSET: the log only grows at the head,
+    so an offset would shift under the auditor as events arrive and cost a scan
+    of every skipped row, while `seq < before` is stable and served by the
+    (filter, seq) indexes. `controller_scope`, when given, limits the result to
+    events of those controllers (for a scoped role); None means all.
+    """
+    limit = max(1, min(limit, MAX_PAGE))
+    query = _filtered(select(AuditEvent), where or EventFilter(), controller_scope)
+    if before is not None:
+        query = query.where(AuditEvent.seq < before)
+    rows: Sequence[AuditEvent] = list(session.scalars(query.order_by(AuditEvent.seq.desc()).limit(limit + 1)))
+    more = len(rows) > limit
+    page = list(rows[:limit])
+    return EventPage(events=[_view(e) for e in page], next_before=page[-1].seq if more and page else None)
+
+
+def list_actions(session: Session) -> list[str]:
+    """The distinct action codes in the log, for the filter's choices."""
+    return list(session.scalars(select(AuditEvent.action).distinct().order_by(AuditEvent.action)))
