@@ -1,0 +1,85 @@
+"""A real browser against a real server: Debian's Chromium driven by Playwright.
+
+`live_server` serves a fresh app on a fresh database (real commits) on a free
+loopback port in a thread; `page` is a new Chromium page. Playwright never
+downloads a browser: it launches /usr/bin/chromium (scripts/system-packages).
+"""
+
+from __future__ import annotations
+
+import shutil
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from flask import Flask
+from playwright.sync_api import Browser, Page, sync_playwright
+from werkzeug.serving import BaseWSGIServer, make_server
+
+from app import create_app
+from app import migrations as desk_migrations
+from app.extensions import db
+from tests.conftest import make_config
+from tests.databases import fresh_database
+from workers.broker import app_context
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+# Flags of a headless Chromium on a machine with no network but loopback.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@dataclass
+class LiveServer:
+    """A running desk: its app (for set-up through services) and base URL."""
+
+    app: Flask
+    url: str
+
+
+@pytest.fixture(scope="module")
+def live_server(tmp_path_factory: pytest.TempPathFactory, app: Flask) -> Iterator[LiveServer]:
+    """The desk served on 127.0.0.1 in a thread, on a database of its own."""
+    folder = tmp_path_factory.mktemp("live")
+    with fresh_database(folder, "browser") as url:
+        desk_migrations.upgrade(url)
+        # As a user meets it: CSRF on, not in testing mode.
+        live_app = create_app(make_config(url, Path(folder) / "instance", WTF_CSRF_ENABLED=True, TESTING=False))
+        server: BaseWSGIServer = make_server("127.0.0.1", 0, live_app, threaded=True)
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        try:
+            yield LiveServer(live_app, f"http://127.0.0.1:{server.server_port}")
+        finally:
+            server.shutdown()
+            thread.join(timeout=5)
+            db.state(live_app).engine.dispose()
+            app_context.attach(app)
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Browser]:
+    """One headless Chromium for the run."""
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield launched
+        launched.close()
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    """A fresh browser context (no cookies) and page."""
+    context = browser.new_context()
+    context.set_default_timeout(10_000)
+    new_page = context.new_page()
+    yield new_page
+    context.close()
