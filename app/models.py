@@ -4,5 +4,21 @@ from app.audit.models import AuditEvent
 from app.controllers.models import Controller, ControllerContact, ControllerDomain, ControllerIdentifier
 from app.db import Base
 from app.jobs.models import JobState
+from app.mail.quarantine import QuarantinedMessage
+from app.tickets.models import Attachment, Blob, BlobChunk, Message, Ticket
 
-__all__ = ["AuditEvent", "Base", "Controller", "ControllerContact", "ControllerDomain", "ControllerIdentifier", "JobState"]
+__all__ = [
+    "AuditEvent",
+    "Base",
+    "Controller",
+    "ControllerContact",
+    "ControllerDomain",
+    "ControllerIdentifier",
+    "JobState",
+    "QuarantinedMessage",
+    "Attachment",
+    "Blob",
+    "BlobChunk",
+    "Message",
+    "Ticket",
+]

@@ -1,0 +1,153 @@
+"""Quarantined inbound mail: kept encrypted with its reason until a privacy officer releases or deletes it.
+
+API for the quarantine page (services flush and audit; the caller commits):
+- `hold(session, raw, reason=, detail=, source=, by=, now=) -> QuarantinedMessage`
+- `list_held(session, limit=, before_id=) -> list[QuarantinedMessage]`, `get(session, id)`
+- `raw_chunks(session, item)` streams the original for download
+- `release(session, id, by=, now=, support_address=...) -> ticket id` ingests it as if it were new mail,
+  skipping the check that held it (the officer vouched for it)
+- `delete(session, id, by=, now=)` destroys the stored original; the row stays as a tombstone
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from collections.abc import Iterator
+
+from sqlalchemy import CheckConstraint, ForeignKey, Index, Integer, String, select
+from sqlalchemy.orm import Mapped, Session, mapped_column
+
+from app.audit.service import record
+from app.db import Base, intpk, utc
+from app.principal import Principal
+from app.tickets.blobs import delete_blob, iter_blob, store_blob
+
+# Reason codes (short, no personal data; shown on the page and in the audit log).
+REASONS = {
+    "malformed": "the message could not be parsed as RFC 5322 mail",
+    "no_sender": "the message has no usable From address",
+    "too_large": "the message is larger than the desk accepts",
+    "empty": "the message is empty",
+    "loop": "the message looks like a mail loop",
+}
+STATES = ("held", "released", "deleted")
+
+
+class QuarantineError(Exception):
+    """Base of the quarantine service's errors."""
+
+
+class QuarantineNotFound(QuarantineError):
+    """No held message with that id."""
+
+
+class QuarantinedMessage(Base):
+    """A message refused by ingest, stored (encrypted, platform key) with the reason."""
+
+    __tablename__ = "mail_quarantine"
+    __table_args__ = (
+        CheckConstraint("state IN ('held', 'released', 'deleted')", name="state"),
+        Index("ix_mail_quarantine_state_id", "state", "id"),
+    )
+
+    id: Mapped[intpk]
+    state: Mapped[str] = mapped_column(String(10), default="held")
+    reason: Mapped[str] = mapped_column(String(40))
+    # A technical description from the parser (no header values, no addresses).
+    detail: Mapped[str] = mapped_column(String(500), default="")
+    source: Mapped[str] = mapped_column(String(10))
+    size: Mapped[int]
+    sha256: Mapped[str] = mapped_column(String(64))
+    raw_blob_id: Mapped[int | None] = mapped_column(ForeignKey("blobs.id", ondelete="SET NULL"))
+    received_at: Mapped[utc]
+    decided_at: Mapped[dt.datetime | None]
+    decided_by: Mapped[str | None] = mapped_column(String(100))
+    ticket_id: Mapped[int | None] = mapped_column(Integer)
+
+
+def hold(session: Session, raw: bytes, *, reason: str, detail: str, source: str, by: Principal, now: dt.datetime) -> QuarantinedMessage:
+    """Keep a refused message encrypted with its reason; audit-logged (ids and the reason code only)."""
+    if reason not in REASONS:
+        raise ValueError(f"unknown quarantine reason {reason!r}")
+    blob = store_blob(session, raw, controller_id=None, now=now)
+    item = QuarantinedMessage(
+        reason=reason,
+        detail=detail[:500],
+        source=source[:10],
+        size=len(raw),
+        sha256=hashlib.sha256(raw).hexdigest(),
+        raw_blob_id=blob.id,
+        received_at=now,
+    )
+    session.add(item)
+    session.flush()
+    record(session, by=by, action="quarantine.hold", target_type="mail_quarantine", target_id=item.id, details={"reason": reason, "size": len(raw)}, now=now)
+    return item
+
+
+def list_held(session: Session, *, limit: int = 50, before_id: int | None = None, state: str = "held") -> list[QuarantinedMessage]:
+    """Quarantined messages in one state, newest first, keyset-paginated by id."""
+    stmt = select(QuarantinedMessage).where(QuarantinedMessage.state == state)
+    if before_id is not None:
+        stmt = stmt.where(QuarantinedMessage.id < before_id)
+    return list(session.scalars(stmt.order_by(QuarantinedMessage.id.desc()).limit(max(1, min(limit, 200)))))
+
+
+def get(session: Session, item_id: int) -> QuarantinedMessage:
+    """One quarantined message, or QuarantineNotFound."""
+    item = session.get(QuarantinedMessage, item_id)
+    if item is None:
+        raise QuarantineNotFound(f"no quarantined message {item_id}")
+    return item
+
+
+def raw_chunks(session: Session, item: QuarantinedMessage) -> Iterator[bytes]:
+    """The original bytes, decrypted a chunk at a time (empty once deleted)."""
+    return iter_blob(session, item.raw_blob_id) if item.raw_blob_id else iter(())
+
+
+def _held(session: Session, item_id: int) -> QuarantinedMessage:
+    item = get(session, item_id)
+    if item.state != "held":
+        raise QuarantineNotFound(f"quarantined message {item_id} is already {item.state}")
+    return item
+
+
+def release(session: Session, item_id: int, *, by: Principal, now: dt.datetime, support_address: str, attachment_max_bytes: int) -> int:
+    """Ingest a held message as mail after all (its checks waived); returns the ticket id. Audit-logged."""
+    from app.mail.inbound import IngestSettings, ingest_message
+
+    item = _held(session, item_id)
+    raw = b"".join(raw_chunks(session, item))
+    settings = IngestSettings(support_address=support_address, attachment_max_bytes=attachment_max_bytes)
+    outcome = ingest_message(session, raw, settings=settings, by=by, now=now, source="release", force=True)
+    assert outcome.ticket_id is not None  # force=True never quarantines
+    item.state, item.decided_at, item.decided_by, item.ticket_id = "released", now, by.label[:100], outcome.ticket_id
+    if item.raw_blob_id is not None:
+        # The ticket's message now holds its own encrypted copy (under the controller's key).
+        blob_id, item.raw_blob_id = item.raw_blob_id, None
+        session.flush()
+        delete_blob(session, blob_id)
+    session.flush()
+    record(
+        session,
+        by=by,
+        action="quarantine.release",
+        target_type="mail_quarantine",
+        target_id=item.id,
+        details={"ticket_id": outcome.ticket_id, "message_id": outcome.message_pk, "reason": item.reason},
+        now=now,
+    )
+    return outcome.ticket_id
+
+
+def delete(session: Session, item_id: int, *, by: Principal, now: dt.datetime) -> None:
+    """Destroy the stored original of a held message; the row stays as an audit-visible tombstone."""
+    item = _held(session, item_id)
+    blob_id = item.raw_blob_id
+    item.state, item.decided_at, item.decided_by, item.raw_blob_id = "deleted", now, by.label[:100], None
+    session.flush()
+    if blob_id is not None:
+        delete_blob(session, blob_id)
+    record(session, by=by, action="quarantine.delete", target_type="mail_quarantine", target_id=item.id, details={"reason": item.reason}, now=now)

@@ -1,0 +1,42 @@
+"""Display-time HTML sanitising of inbound mail: the stored HTML is kept as received, shown only through this."""
+
+from __future__ import annotations
+
+import nh3
+
+_TAGS = {
+    "a", "abbr", "b", "blockquote", "br", "caption", "code", "col", "colgroup", "dd", "del", "div", "dl", "dt", "em",
+    "font", "h1", "h2", "h3", "h4", "h5", "h6", "hr", "i", "img", "ins", "kbd", "li", "ol", "p", "pre", "q", "s",
+    "small", "span", "strike", "strong", "sub", "sup", "table", "tbody", "td", "tfoot", "th", "thead", "tr", "u", "ul",
+}  # fmt: skip
+_ATTRIBUTES = {
+    "*": {"title", "align", "dir", "lang"},
+    "a": {"href"},
+    "img": {"src", "alt", "width", "height"},
+    "td": {"colspan", "rowspan"},
+    "th": {"colspan", "rowspan"},
+    "font": {"color"},
+}
+
+
+def _keep_inline_images_only(tag: str, attribute: str, value: str) -> str | None:
+    # Remote images are tracking pixels: a staff member opening a ticket must not tell
+    # the sender so. Only cid: (inline parts) and data: images survive.
+    if tag == "img" and attribute == "src":
+        return value if value.lower().startswith(("cid:", "data:image/")) else None
+    return value
+
+
+def sanitise_html(html: str | None) -> str:
+    """Allowlisted HTML safe to put into a page: no scripts, styles, event handlers, forms or remote images."""
+    if not html:
+        return ""
+    return nh3.clean(
+        html,
+        tags=_TAGS,
+        attributes=_ATTRIBUTES,
+        url_schemes={"http", "https", "mailto", "cid", "data"},
+        link_rel="noopener noreferrer nofollow",
+        attribute_filter=_keep_inline_images_only,
+        strip_comments=True,
+    )

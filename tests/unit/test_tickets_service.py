@@ -1,0 +1,100 @@
+"""Ticket services: references, blind-index lookup, queue pages, status and assignment audit, chunked attachments."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.audit.models import AuditEvent
+from app.principal import Principal
+from app.tickets import service as tickets
+from app.tickets.html import sanitise_html
+from app.tickets.models import BlobChunk
+from tests.factories import make_controller
+
+BY = Principal.system("tests")
+NOW = dt.datetime(2026, 11, 21, 12, 0, tzinfo=dt.UTC)
+
+
+def _ticket(session: Session, controller_id: int | None, email: str = "jane@example.org", at: dt.datetime = NOW) -> tickets.Ticket:
+    return tickets.create_ticket(session, controller_id=controller_id, requester_name="Jane Roe", requester_email=email, subject="Help", by=BY, now=at)
+
+
+def test_reference_is_year_and_id_and_findable(session: Session) -> None:
+    c = make_controller(session)
+    t = _ticket(session, c.id)
+    assert t.reference == f"T-2026-{t.id:06d}"
+    assert tickets.find_by_reference(session, f"Re: [{t.reference}] Help") is t
+    assert tickets.find_by_reference(session, t.reference or "", controller_ids={c.id + 1000}) is None
+    assert tickets.find_by_reference(session, "no reference here") is None
+
+
+def test_requester_lookup_through_blind_index_is_case_insensitive_and_scoped(session: Session) -> None:
+    a, b = make_controller(session), make_controller(session)
+    ta = _ticket(session, a.id, "Jane@Example.org")
+    tb = _ticket(session, b.id, "jane@example.org ")
+    _ticket(session, a.id, "someone@else.org")
+    assert {t.id for t in tickets.find_by_requester_email(session, "JANE@example.org")} >= {ta.id, tb.id}
+    assert [t.id for t in tickets.find_by_requester_email(session, "jane@example.org", controller_ids={a.id})] == [ta.id]
+    # The same address gives different index values under different controllers.
+    assert ta.requester_email_index != tb.requester_email_index
+
+
+def test_queue_pages_with_keyset_cursor_and_filters(session: Session) -> None:
+    c = make_controller(session)
+    made = [_ticket(session, c.id, at=NOW + dt.timedelta(minutes=i)) for i in range(7)]
+    tickets.change_status(session, made[0].id, "closed", by=BY, now=NOW)
+    tickets.assign(session, made[1].id, 42, by=BY, now=NOW)
+    first = tickets.queue(session, controller_id=c.id, limit=3)
+    assert [t.id for t in first.tickets] == [made[6].id, made[5].id, made[4].id]
+    second = tickets.queue(session, controller_id=c.id, limit=3, after=first.next_after)
+    assert [t.id for t in second.tickets] == [made[3].id, made[2].id, made[1].id]
+    third = tickets.queue(session, controller_id=c.id, limit=3, after=second.next_after)
+    assert [t.id for t in third.tickets] == [made[0].id] and third.next_after is None
+    assert [t.id for t in tickets.queue(session, controller_id=c.id, status="closed").tickets] == [made[0].id]
+    assert [t.id for t in tickets.queue(session, controller_id=c.id, assignee_id=42).tickets] == [made[1].id]
+    assert len(tickets.queue(session, controller_id=c.id, unassigned=True).tickets) == 6
+    assert [t.id for t in tickets.queue(session, controller_id=c.id, older_than=NOW + dt.timedelta(minutes=1)).tickets] == [made[0].id]
+
+
+def test_state_changes_are_audited_with_ids_only(session: Session) -> None:
+    c = make_controller(session)
+    t = _ticket(session, c.id)
+    tickets.change_status(session, t.id, "waiting", by=BY, now=NOW)
+    tickets.assign(session, t.id, 7, by=BY, now=NOW)
+    events = session.scalars(select(AuditEvent).where(AuditEvent.target_type == "ticket", AuditEvent.target_id == str(t.id)).order_by(AuditEvent.seq)).all()
+    assert [e.action for e in events] == ["ticket.create", "ticket.status", "ticket.assign"]
+    assert events[1].details == {"status_from": "new", "status_to": "waiting"}
+    assert all("jane" not in str(e.details).lower() for e in events)
+    with pytest.raises(tickets.InvalidTicketChange):
+        tickets.change_status(session, t.id, "deleted", by=BY, now=NOW)
+
+
+def test_scoped_get_is_not_found_for_another_controller(session: Session) -> None:
+    a, b = make_controller(session), make_controller(session)
+    t = _ticket(session, a.id)
+    with pytest.raises(tickets.TicketNotFound):
+        tickets.get_ticket(session, t.id, controller_ids={b.id})
+
+
+def test_attachment_is_chunked_and_streams_back(session: Session) -> None:
+    c = make_controller(session)
+    t = _ticket(session, c.id)
+    m = tickets.add_message(session, t, tickets.MessageInput(direction="inbound", body_text="see file"), by=BY, now=NOW)
+    content = bytes(range(256)) * 10_000  # 2.56 MB -> 3 chunks of 1 MiB
+    a = tickets.add_attachment(session, m, filename="scan.pdf", content_type="application/PDF", content=content, by=BY, now=NOW)
+    assert a.size == len(content) and a.content_type == "application/pdf"
+    assert session.scalar(select(BlobChunk.seq).where(BlobChunk.blob_id == a.blob_id).order_by(BlobChunk.seq.desc()).limit(1)) == 2
+    assert b"".join(tickets.attachment_chunks(session, a)) == content
+    with pytest.raises(tickets.AttachmentTooLarge):
+        tickets.add_attachment(session, m, filename="big.bin", content_type="application/zip", content=content, by=BY, now=NOW, max_bytes=1000)
+    assert tickets.inline_allowed("image/png") and not tickets.inline_allowed("text/html") and not tickets.inline_allowed("application/zip")
+
+
+def test_sanitise_html_removes_scripts_handlers_and_remote_images() -> None:
+    out = sanitise_html('<p onclick="x()">Hi<script>alert(1)</script><img src="https://tracker.example/p.gif"><img src="cid:logo"></p>')
+    assert "script" not in out and "onclick" not in out and "tracker" not in out
+    assert 'src="cid:logo"' in out and "Hi" in out
