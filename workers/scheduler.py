@@ -24,8 +24,8 @@ from sqlalchemy.exc import SQLAlchemyError
 
 log = logging.getLogger(__name__)
 
-# An arbitrary, fixed 64-bit key: "DSRDESK1" in ASCII.
-ADVISORY_LOCK_KEY = 0x4453524445534B31 - (1 << 64)
+# An arbitrary, fixed key: "DSRDESK1" in ASCII; it fits Postgres's signed bigint as it is.
+ADVISORY_LOCK_KEY = 0x4453524445534B31
 
 
 @dataclass(frozen=True)
@@ -61,7 +61,9 @@ class LeaderLock:
                 self._conn.commit()
             except SQLAlchemyError:
                 log.warning("scheduler lost its leader connection")
-                self._conn = None
+                conn, self._conn = self._conn, None
+                conn.invalidate()  # the server session, and with it the lock, is gone
+                conn.close()
                 return False
             return True
         return self._file is not None
