@@ -31,10 +31,12 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 
 def register_extensions(app: Flask) -> None:
     """Bind the database, CSRF protection and the broker."""
+    from app.crypto.keyring import install as install_keyring
     from app.extensions import csrf, db
     from workers.broker import DEFAULT_NAMESPACE, app_context, configure_broker
 
     db.init_app(app)
+    install_keyring(app)
     csrf.init_app(app)
     configure_broker(app.config.get("DRAMATIQ_BROKER_URL"), namespace=app.config.get("DRAMATIQ_NAMESPACE") or DEFAULT_NAMESPACE)
     importlib.import_module("workers.all")  # declares every actor on the configured broker

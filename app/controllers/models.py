@@ -7,6 +7,7 @@ import datetime as dt
 from sqlalchemy import CheckConstraint, Date, ForeignKey, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
+from app.crypto.fields import EncryptedField, EncryptedRow, blind_index_column, encrypted_column
 from app.db import Base, intpk, utc
 
 CONTACT_KINDS = ("dsr", "breach", "subprocessor")
@@ -39,11 +40,15 @@ class Controller(Base):
 
     def contact_emails(self, kind: str) -> list[str]:
         """The addresses that receive notices of one kind (dsr, breach, subprocessor)."""
-        return [c.email for c in self.contacts if c.kind == kind]
+        return [c.email or "" for c in self.contacts if c.kind == kind]
 
 
-class ControllerContact(Base):
-    """An address of the controller's representatives for one kind of notice."""
+class ControllerContact(EncryptedRow, Base):
+    """An address of the controller's representatives for one kind of notice.
+
+    The address is personal data of the representative (WECO §3.1(c)), so it is
+    stored encrypted under the controller's data key, with a blind index.
+    """
 
     __tablename__ = "controller_contacts"
     __table_args__ = (CheckConstraint("kind IN ('dsr', 'breach', 'subprocessor')", name="kind"),)
@@ -51,7 +56,9 @@ class ControllerContact(Base):
     id: Mapped[intpk]
     controller_id: Mapped[int] = mapped_column(ForeignKey("controllers.id", ondelete="CASCADE"), index=True)
     kind: Mapped[str] = mapped_column(String(20))
-    email: Mapped[str] = mapped_column(String(320))
+    email_ct: Mapped[bytes] = encrypted_column()
+    email_bidx: Mapped[bytes | None] = blind_index_column()
+    email = EncryptedField("email_ct", owner="controller_id", blind_index="email_bidx", normalise="email")
 
     controller: Mapped[Controller] = relationship(back_populates="contacts")
 

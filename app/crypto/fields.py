@@ -1,0 +1,271 @@
+"""Encrypted fields and blind indexes: THE way to store a sensitive value on a model.
+
+Usage (a table with personal data of a controller, and a platform secret)::
+
+    from app.crypto.fields import PLATFORM, EncryptedField, EncryptedRow, blind_index_column, encrypted_column
+
+    class Ticket(EncryptedRow, Base):                     # EncryptedRow adds `row_uid`
+        __tablename__ = "tickets"
+        id: Mapped[intpk]                                  # an integer `id` key (rotation walks id ranges)
+        controller_id: Mapped[int] = mapped_column(ForeignKey("controllers.id"))
+        requester_ct: Mapped[bytes] = encrypted_column()   # ciphertext (nullable=True for optional fields)
+        requester_bidx: Mapped[bytes | None] = blind_index_column()
+        requester = EncryptedField("requester_ct", owner="controller_id", blind_index="requester_bidx", normalise="email")
+
+    class StaffUser(EncryptedRow, Base):
+        totp_secret_ct: Mapped[bytes | None] = encrypted_column(nullable=True)
+        totp_secret = EncryptedField("totp_secret_ct", owner=PLATFORM)
+        # EncryptedBytes(...) for binary values (attachments)
+
+    ticket = Ticket(controller_id=3, requester="Jane@Example.com")   # set like a plain attribute
+    session.add(ticket); session.flush()                              # encrypted here, at flush
+    ticket.requester                                                  # -> "Jane@Example.com" (decrypts lazily)
+    session.scalars(select(Ticket).where(Ticket.requester.matches(session, "jane@example.com ", controller_id=3)))
+
+How it works: the plaintext set on the attribute is kept on the instance and
+encrypted in the flush (mapper `before_insert`/`before_update`), when the
+owner (`controller_id`, also when set through a relationship) is known. The
+key is the owner's active data key (created on first use; see keys.py). The
+row identity bound into the associated data is `row_uid`, a random UUID the
+client assigns before the INSERT, because an autoincrement id does not exist
+yet when the value is encrypted; it never changes. The owner of a row is fixed
+once a value is encrypted (moving a row to another controller means writing
+the value again). Each `EncryptedField` registers itself in `FIELDS`, which is
+how `keys rotate --reencrypt` finds every encrypted column, including ones
+added later. Reads outside a session work only for values already read or set.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar, overload
+
+from sqlalchemy import LargeBinary, String, and_, event, false
+from sqlalchemy.orm import Mapped, Mapper, Session, SessionTransaction, mapped_column, object_session
+from sqlalchemy.orm.attributes import flag_dirty
+from sqlalchemy.sql.elements import ColumnElement
+
+from app.crypto.cipher import INDEX_BYTES, NORMALISERS, CryptoError, blind_index, decrypt_field, encrypt_field, key_id_of
+from app.crypto.keys import PLATFORM, active_key, cache_for, find_index_key, forget_keys, load_key, owner_of
+from app.db import Base
+
+__all__ = [
+    "FIELDS",
+    "PLATFORM",
+    "EncryptedBytes",
+    "EncryptedField",
+    "EncryptedRow",
+    "blind_index_column",
+    "encrypted_column",
+    "new_row_uid",
+]
+
+T = TypeVar("T", str, bytes)
+_PENDING = "_dsr_desk_pending"  # plaintext set but not yet encrypted, by field name
+_PLAIN = "_dsr_desk_plain"  # (ciphertext, plaintext) last seen, by field name
+
+
+def new_row_uid() -> str:
+    """A random row identity, known before the INSERT."""
+    return uuid.uuid4().hex
+
+
+class EncryptedRow:
+    """Mixin for tables with encrypted fields: the row identity bound into every value's associated data."""
+
+    row_uid: Mapped[str] = mapped_column(String(32), unique=True, default=new_row_uid)
+
+
+def encrypted_column(*, nullable: bool = False) -> Any:
+    """The ciphertext column of an EncryptedField."""
+    return mapped_column(LargeBinary, nullable=nullable)
+
+
+def blind_index_column() -> Any:
+    """The blind-index column of an EncryptedField (indexed, so a lookup is one index scan)."""
+    return mapped_column(LargeBinary(INDEX_BYTES), index=True, nullable=True)
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    """One encrypted column, as rotation and status see it."""
+
+    model: type
+    name: str
+    column: str
+    owner: str
+    blind_index: str | None
+    normalise: str | None
+
+    @property
+    def table(self) -> str:
+        """The table holding the ciphertext."""
+        return str(self.model.__table__.name)  # type: ignore[attr-defined]
+
+
+FIELDS: list[FieldSpec] = []
+_BY_CLASS: dict[type, list[FieldSpec]] = {}
+
+
+def _specs(cls: type) -> list[FieldSpec]:
+    found = _BY_CLASS.get(cls)
+    if found is None:
+        found = [s for klass in cls.__mro__ for s in FIELDS if s.model is klass]
+        _BY_CLASS[cls] = found
+    return found
+
+
+class _Encrypted(Generic[T]):
+    def __init__(self, column: str, *, owner: str, blind_index: str | None = None, normalise: str | None = None) -> None:
+        if (blind_index is None) != (normalise is None):
+            raise TypeError("blind_index and normalise go together")
+        if normalise is not None and normalise not in NORMALISERS:
+            raise TypeError(f"normalise must be one of {sorted(NORMALISERS)}")
+        self.column = column
+        self.owner = owner
+        self.blind_index = blind_index
+        self.normalise = normalise
+        self.name = ""
+        self.model: type | None = None
+
+    def __set_name__(self, cls: type, name: str) -> None:
+        self.name = name
+        self.model = cls
+        FIELDS.append(FieldSpec(cls, name, self.column, self.owner, self.blind_index, self.normalise))
+        _BY_CLASS.clear()
+
+    def _encode(self, value: T) -> bytes:
+        raise NotImplementedError
+
+    def _decode(self, raw: bytes) -> T:
+        raise NotImplementedError
+
+    @overload
+    def __get__(self, instance: None, cls: type) -> _Encrypted[T]: ...
+    @overload
+    def __get__(self, instance: object, cls: type) -> T | None: ...
+    def __get__(self, instance: object | None, cls: type) -> _Encrypted[T] | T | None:
+        if instance is None:
+            return self
+        pending: dict[str, Any] = instance.__dict__.get(_PENDING) or {}
+        if self.name in pending:
+            return pending[self.name]
+        blob: bytes | None = getattr(instance, self.column)
+        if blob is None:
+            return None
+        seen = (instance.__dict__.get(_PLAIN) or {}).get(self.name)
+        if seen is not None and seen[0] == blob:
+            return seen[1]
+        session = object_session(instance)
+        if session is None:
+            raise CryptoError(f"{type(instance).__name__}.{self.name} can only be decrypted while its row is in a session")
+        key = load_key(session.connection(), cache_for(session), key_id_of(blob, where=f"{self.table_name}.{self.column}"))
+        value = self._decode(decrypt_field(key.aead, blob, table=self.table_name, column=self.column, row_uid=instance.row_uid))  # type: ignore[attr-defined]
+        instance.__dict__.setdefault(_PLAIN, {})[self.name] = (blob, value)
+        return value
+
+    def __set__(self, instance: object, value: T | None) -> None:
+        if value is None:
+            instance.__dict__.get(_PENDING, {}).pop(self.name, None)
+            setattr(instance, self.column, None)
+            if self.blind_index:
+                setattr(instance, self.blind_index, None)
+            return
+        self._encode(value)  # type errors now, not at flush
+        instance.__dict__.setdefault(_PENDING, {})[self.name] = value
+        flag_dirty(instance)  # so the flush visits the row even if nothing else changed
+
+    @property
+    def table_name(self) -> str:
+        """The table of the ciphertext column."""
+        return str(self.model.__table__.name)  # type: ignore[union-attr]
+
+    def index_value(self, session: Session, value: str, *, controller_id: int | None = None) -> bytes | None:
+        """The blind index of `value` for this owner, or None when the owner has no keys (nothing can match)."""
+        if self.normalise is None:
+            raise TypeError(f"{self.name} has no blind index")
+        owner = PLATFORM if self.owner == PLATFORM else owner_of(controller_id)
+        if owner == PLATFORM and self.owner != PLATFORM:
+            raise TypeError(f"{self.name} is per controller: pass controller_id")
+        index_key = find_index_key(session.connection(), cache_for(session), owner)
+        return None if index_key is None else blind_index(index_key, self.normalise, value)
+
+    def matches(self, session: Session, value: str, *, controller_id: int | None = None) -> ColumnElement[bool]:
+        """A WHERE clause: rows whose value equals `value` (after normalising), via the blind index."""
+        digest = self.index_value(session, value, controller_id=controller_id)
+        if digest is None:
+            return false()
+        column = getattr(self.model, self.blind_index or "")
+        if self.owner == PLATFORM:
+            return column == digest
+        return and_(column == digest, getattr(self.model, self.owner) == controller_id)
+
+
+class EncryptedField(_Encrypted[str]):
+    """An encrypted text field (UTF-8), optionally with a blind index."""
+
+    def _encode(self, value: str) -> bytes:
+        if not isinstance(value, str):
+            raise TypeError(f"{self.name} takes text")
+        return value.encode()
+
+    def _decode(self, raw: bytes) -> str:
+        return raw.decode()
+
+
+class EncryptedBytes(_Encrypted[bytes]):
+    """An encrypted binary field (attachments, key material)."""
+
+    def _encode(self, value: bytes) -> bytes:
+        if not isinstance(value, bytes | bytearray):
+            raise TypeError(f"{self.name} takes bytes")
+        return bytes(value)
+
+    def _decode(self, raw: bytes) -> bytes:
+        return raw
+
+
+def _owner_label(spec: FieldSpec, target: Any) -> str:
+    if spec.owner == PLATFORM:
+        return PLATFORM
+    controller_id = getattr(target, spec.owner)
+    if controller_id is None:
+        raise CryptoError(f"{type(target).__name__}.{spec.name}: {spec.owner} must be set before the value can be encrypted")
+    return owner_of(int(controller_id))
+
+
+@event.listens_for(Base, "before_insert", propagate=True)
+@event.listens_for(Base, "before_update", propagate=True)
+def _encrypt_pending(_mapper: Mapper[Any], connection: Any, target: Any) -> None:
+    specs = _specs(type(target))
+    if not specs:
+        return
+    if target.row_uid is None:
+        target.row_uid = new_row_uid()
+    pending: dict[str, Any] | None = target.__dict__.get(_PENDING)
+    if not pending:
+        return
+    session = object_session(target)
+    assert session is not None  # a flushed row is always in a session
+    cache = cache_for(session)
+    for spec in specs:
+        if spec.name not in pending:
+            continue
+        value = pending[spec.name]
+        key = active_key(connection, cache, _owner_label(spec, target))
+        field: _Encrypted[Any] = getattr(spec.model, spec.name)
+        blob = encrypt_field(key.aead, key.id, field._encode(value), table=spec.table, column=spec.column, row_uid=target.row_uid)
+        setattr(target, spec.column, blob)
+        if spec.blind_index and spec.normalise:
+            setattr(target, spec.blind_index, blind_index(key.index_key, spec.normalise, value))
+        target.__dict__.setdefault(_PLAIN, {})[spec.name] = (blob, value)
+        del pending[spec.name]
+
+
+@event.listens_for(Session, "after_transaction_end")
+def _forget_keys(session: Session, transaction: SessionTransaction) -> None:
+    # Unwrapped keys live no longer than a transaction, so a key shredded by
+    # another process is unusable here from the next transaction on.
+    if transaction.parent is None:
+        forget_keys(session)
