@@ -1,20 +1,14 @@
 """Imports every domain's models so Alembic and the tests see one metadata."""
 
 from app.audit.models import AuditEvent
-from app.auth.models import RecoveryCode, StaffSession, User, UserController
 from app.controllers.models import Controller, ControllerContact, ControllerDomain, ControllerIdentifier
 from app.crypto.models import DataKey
 from app.db import Base
 from app.jobs.models import JobState
-from app.mail.models import OutboxEmail
 from app.mail.quarantine import QuarantinedMessage
 from app.tickets.models import Attachment, Blob, BlobChunk, Message, Ticket
 
 __all__ = [
-    "RecoveryCode",
-    "StaffSession",
-    "User",
-    "UserController",
     "AuditEvent",
     "Base",
     "Controller",
@@ -23,7 +17,6 @@ __all__ = [
     "ControllerIdentifier",
     "DataKey",
     "JobState",
-    "OutboxEmail",
     "QuarantinedMessage",
     "Attachment",
     "Blob",
