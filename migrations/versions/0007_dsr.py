@@ -1,0 +1,23 @@
+"""data-subject requests: requests, controllers concerned, instructions, history
+
+Revision ID: 0007
+Revises: 0006
+Create Date: 2026-11-21
+
+Placeholder kept in the chain so parallel work can fill it; it changes nothing yet.
+"""
+
+from collections.abc import Sequence
+
+revision: str = "0007"
+down_revision: str | None = "0006"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    pass
+
+
+def downgrade() -> None:
+    pass
