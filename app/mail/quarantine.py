@@ -49,6 +49,7 @@ class QuarantinedMessage(Base):
     __table_args__ = (
         CheckConstraint("state IN ('held', 'released', 'deleted')", name="state"),
         Index("ix_mail_quarantine_state_id", "state", "id"),
+        Index("ix_mail_quarantine_sha256", "sha256"),
     )
 
     id: Mapped[intpk]
@@ -70,13 +71,18 @@ def hold(session: Session, raw: bytes, *, reason: str, detail: str, source: str,
     """Keep a refused message encrypted with its reason; audit-logged (ids and the reason code only)."""
     if reason not in REASONS:
         raise ValueError(f"unknown quarantine reason {reason!r}")
+    sha256 = hashlib.sha256(raw).hexdigest()
+    # The same refused bytes delivered again (an MTA retry) are one quarantine entry.
+    same = session.scalar(select(QuarantinedMessage).where(QuarantinedMessage.sha256 == sha256, QuarantinedMessage.state == "held").limit(1))
+    if same is not None:
+        return same
     blob = store_blob(session, raw, controller_id=None, now=now)
     item = QuarantinedMessage(
         reason=reason,
         detail=detail[:500],
         source=source[:10],
         size=len(raw),
-        sha256=hashlib.sha256(raw).hexdigest(),
+        sha256=sha256,
         raw_blob_id=blob.id,
         received_at=now,
     )

@@ -7,11 +7,10 @@ import hashlib
 from collections.abc import Iterable, Iterator
 from typing import BinaryIO
 
-from sqlalchemy import delete, insert, select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from app.tickets.models import Blob, BlobChunk
-from app.tickets.sealed import open_chunk, seal_chunk
+from app.tickets.models import Blob, BlobChunk, key_owner_for
 
 CHUNK_BYTES = 1024 * 1024
 
@@ -50,7 +49,8 @@ def store_blob(
     chunk_bytes: int = CHUNK_BYTES,
 ) -> Blob:
     """Encrypt and store `source` chunk by chunk; raises BlobTooLarge past `max_bytes` (and keeps nothing)."""
-    blob = Blob(controller_id=controller_id, size=0, sha256="", chunk_count=0, created_at=now)
+    owner = key_owner_for(controller_id)
+    blob = Blob(key_owner=owner, size=0, sha256="", chunk_count=0, created_at=now)
     session.add(blob)
     session.flush()
     digest = hashlib.sha256()
@@ -63,8 +63,12 @@ def store_blob(
             session.flush()
             raise BlobTooLarge(f"content is larger than {max_bytes} bytes")
         digest.update(piece)
-        # A Core insert: the session keeps no chunk objects, so memory stays at one chunk.
-        session.execute(insert(BlobChunk).values(blob_id=blob.id, seq=seq, data=seal_chunk(controller_id, blob.id, seq, piece)))
+        chunk = BlobChunk(blob_id=blob.id, seq=seq, key_owner=owner)
+        chunk.data = piece
+        session.add(chunk)
+        session.flush()
+        # Forget the flushed chunk so the session never holds more than one chunk's bytes.
+        session.expunge(chunk)
         seq += 1
     blob.size, blob.sha256, blob.chunk_count = size, digest.hexdigest(), seq
     session.flush()
@@ -76,12 +80,13 @@ def iter_blob(session: Session, blob_id: int) -> Iterator[bytes]:
     blob = session.get(Blob, blob_id)
     if blob is None:
         return
-    controller_id = blob.controller_id
     for seq in range(blob.chunk_count):
-        data = session.scalar(select(BlobChunk.data).where(BlobChunk.blob_id == blob_id, BlobChunk.seq == seq))
-        if data is None:
+        chunk = session.scalar(select(BlobChunk).where(BlobChunk.blob_id == blob_id, BlobChunk.seq == seq))
+        if chunk is None:
             raise LookupError(f"blob {blob_id} is missing chunk {seq}")
-        yield open_chunk(controller_id, blob_id, seq, data)
+        data = chunk.data
+        session.expunge(chunk)
+        yield data or b""
 
 
 def read_blob(session: Session, blob_id: int) -> bytes:
@@ -93,3 +98,22 @@ def delete_blob(session: Session, blob_id: int) -> None:
     """Remove a blob and its chunks."""
     session.execute(delete(BlobChunk).where(BlobChunk.blob_id == blob_id))
     session.execute(delete(Blob).where(Blob.id == blob_id))
+
+
+def move_blob(session: Session, blob_id: int, controller_id: int | None) -> None:
+    """Re-encrypt a blob under another owner's key, chunk by chunk (a ticket routed out of triage)."""
+    blob = session.get(Blob, blob_id)
+    owner = key_owner_for(controller_id)
+    if blob is None or blob.key_owner == owner:
+        return
+    for seq in range(blob.chunk_count):
+        chunk = session.scalar(select(BlobChunk).where(BlobChunk.blob_id == blob_id, BlobChunk.seq == seq))
+        if chunk is None:
+            raise LookupError(f"blob {blob_id} is missing chunk {seq}")
+        data = chunk.data or b""
+        chunk.key_owner = owner
+        chunk.data = data  # written again: the value is encrypted for its new owner at flush
+        session.flush()
+        session.expunge(chunk)
+    blob.key_owner = owner
+    session.flush()

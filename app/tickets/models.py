@@ -1,9 +1,11 @@
 """Tickets, their messages and attachments, and the encrypted blobs that hold large content.
 
-Every personal value is an encrypted column (requester, subject, bodies,
-file names, raw originals, blob chunks); the requester's and each sender's
-email also have a blind index for lookup. Read and write them through
-`app.tickets.service`, never by hand.
+Every personal value is an encrypted field (app.crypto.fields: requester,
+subject, bodies, file names, raw originals, blob chunks); the requester's and
+each sender's email also have a blind index for lookup. Values are encrypted
+under the data key of `key_owner`: the controller's id, or TRIAGE_KEY_OWNER (0)
+while the ticket waits in triage (its own key, never another controller's).
+Read and write them through `app.tickets.service`, never by hand.
 """
 
 from __future__ import annotations
@@ -11,17 +13,24 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import JSON, CheckConstraint, ForeignKey, Index, Integer, LargeBinary, String
+from sqlalchemy import JSON, CheckConstraint, ForeignKey, Index, Integer, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
+from app.crypto.fields import EncryptedBytes, EncryptedField, EncryptedRow, blind_index_column, encrypted_column
 from app.db import Base, intpk, utc
-from app.tickets.sealed import BlindIndex, Sealed
 
 STATUSES = ("new", "open", "waiting", "closed")
 DIRECTIONS = ("inbound", "outbound", "note")
+# The key owner of data that belongs to no controller yet (triage tickets, quarantined mail).
+TRIAGE_KEY_OWNER = 0
 
 
-class Ticket(Base):
+def key_owner_for(controller_id: int | None) -> int:
+    """The key owner of a controller's data (TRIAGE_KEY_OWNER for none)."""
+    return TRIAGE_KEY_OWNER if controller_id is None else controller_id
+
+
+class Ticket(EncryptedRow, Base):
     """A support case of one controller, or in triage while `controller_id` is NULL."""
 
     __tablename__ = "tickets"
@@ -39,12 +48,13 @@ class Ticket(Base):
     # T-YYYY-NNNNNN from the year and the row id: unique without a counter to race on.
     reference: Mapped[str | None] = mapped_column(String(24), unique=True)
     controller_id: Mapped[int | None] = mapped_column(ForeignKey("controllers.id", ondelete="RESTRICT"))
+    key_owner: Mapped[int] = mapped_column(Integer)
     status: Mapped[str] = mapped_column(String(10), default="new")
     assignee_id: Mapped[int | None] = mapped_column(Integer, index=True)
-    requester_name: Mapped[str | None] = mapped_column(Sealed())
-    requester_email: Mapped[str | None] = mapped_column(Sealed())
-    requester_email_index: Mapped[str | None] = mapped_column(BlindIndex(), index=True)
-    subject: Mapped[str | None] = mapped_column(Sealed())
+    requester_name_ct: Mapped[bytes | None] = encrypted_column(nullable=True)
+    requester_email_ct: Mapped[bytes | None] = encrypted_column(nullable=True)
+    requester_email_bidx: Mapped[bytes | None] = blind_index_column()
+    subject_ct: Mapped[bytes | None] = encrypted_column(nullable=True)
     # Random and unguessable: replies to support+<token>@ join this ticket.
     reply_token: Mapped[str] = mapped_column(String(32), unique=True)
     created_at: Mapped[utc]
@@ -53,8 +63,12 @@ class Ticket(Base):
 
     messages: Mapped[list[Message]] = relationship(back_populates="ticket", cascade="all, delete-orphan", order_by="Message.id", passive_deletes=True)
 
+    requester_name = EncryptedField("requester_name_ct", owner="key_owner")
+    requester_email = EncryptedField("requester_email_ct", owner="key_owner", blind_index="requester_email_bidx", normalise="email")
+    subject = EncryptedField("subject_ct", owner="key_owner")
 
-class Message(Base):
+
+class Message(EncryptedRow, Base):
     """One inbound email, outbound reply or internal note of a ticket."""
 
     __tablename__ = "ticket_messages"
@@ -66,13 +80,15 @@ class Message(Base):
     # The RFC 5322 Message-ID without angle brackets; unique, so a second ingest is a no-op.
     message_id: Mapped[str | None] = mapped_column(String(998), unique=True)
     author_id: Mapped[int | None] = mapped_column(Integer)
-    sender_name: Mapped[str | None] = mapped_column(Sealed())
-    sender_email: Mapped[str | None] = mapped_column(Sealed())
-    sender_email_index: Mapped[str | None] = mapped_column(BlindIndex(), index=True)
-    subject: Mapped[str | None] = mapped_column(Sealed())
-    body_text: Mapped[str | None] = mapped_column(Sealed())
-    reply_text: Mapped[str | None] = mapped_column(Sealed())
-    body_html: Mapped[str | None] = mapped_column(Sealed())
+    # The ticket's key owner, copied because each encrypted value is bound to its row's owner.
+    key_owner: Mapped[int] = mapped_column(Integer)
+    sender_name_ct: Mapped[bytes | None] = encrypted_column(nullable=True)
+    sender_email_ct: Mapped[bytes | None] = encrypted_column(nullable=True)
+    sender_email_bidx: Mapped[bytes | None] = blind_index_column()
+    subject_ct: Mapped[bytes | None] = encrypted_column(nullable=True)
+    body_text_ct: Mapped[bytes | None] = encrypted_column(nullable=True)
+    reply_text_ct: Mapped[bytes | None] = encrypted_column(nullable=True)
+    body_html_ct: Mapped[bytes | None] = encrypted_column(nullable=True)
     raw_blob_id: Mapped[int | None] = mapped_column(ForeignKey("blobs.id", ondelete="SET NULL"), index=True)
     raw_sha256: Mapped[str | None] = mapped_column(String(64))
     is_auto_reply: Mapped[bool] = mapped_column(default=False)
@@ -84,15 +100,23 @@ class Message(Base):
     ticket: Mapped[Ticket] = relationship(back_populates="messages")
     attachments: Mapped[list[Attachment]] = relationship(back_populates="message", cascade="all, delete-orphan", order_by="Attachment.id", passive_deletes=True)
 
+    sender_name = EncryptedField("sender_name_ct", owner="key_owner")
+    sender_email = EncryptedField("sender_email_ct", owner="key_owner", blind_index="sender_email_bidx", normalise="email")
+    subject = EncryptedField("subject_ct", owner="key_owner")
+    body_text = EncryptedField("body_text_ct", owner="key_owner")
+    reply_text = EncryptedField("reply_text_ct", owner="key_owner")
+    body_html = EncryptedField("body_html_ct", owner="key_owner")
 
-class Attachment(Base):
+
+class Attachment(EncryptedRow, Base):
     """A file of a message; its bytes live encrypted in a blob."""
 
     __tablename__ = "ticket_attachments"
 
     id: Mapped[intpk]
     message_id: Mapped[int] = mapped_column(ForeignKey("ticket_messages.id", ondelete="CASCADE"), index=True)
-    filename: Mapped[str | None] = mapped_column(Sealed())
+    key_owner: Mapped[int] = mapped_column(Integer)
+    filename_ct: Mapped[bytes | None] = encrypted_column(nullable=True)
     content_type: Mapped[str] = mapped_column(String(127))
     size: Mapped[int]
     sha256: Mapped[str] = mapped_column(String(64))
@@ -101,6 +125,8 @@ class Attachment(Base):
 
     message: Mapped[Message] = relationship(back_populates="attachments")
 
+    filename = EncryptedField("filename_ct", owner="key_owner")
+
 
 class Blob(Base):
     """Encrypted content stored in chunks so large files are never held whole."""
@@ -108,18 +134,23 @@ class Blob(Base):
     __tablename__ = "blobs"
 
     id: Mapped[intpk]
-    controller_id: Mapped[int | None] = mapped_column(ForeignKey("controllers.id", ondelete="RESTRICT"), index=True)
+    key_owner: Mapped[int] = mapped_column(Integer, index=True)
     size: Mapped[int]
     sha256: Mapped[str] = mapped_column(String(64))
     chunk_count: Mapped[int]
     created_at: Mapped[utc]
 
 
-class BlobChunk(Base):
-    """One encrypted chunk (at most BLOB_CHUNK_BYTES of plaintext) of a blob."""
+class BlobChunk(EncryptedRow, Base):
+    """One encrypted chunk (at most CHUNK_BYTES of plaintext) of a blob."""
 
     __tablename__ = "blob_chunks"
+    __table_args__ = (UniqueConstraint("blob_id", "seq", name="uq_blob_chunks_blob_id_seq"),)
 
-    blob_id: Mapped[int] = mapped_column(ForeignKey("blobs.id", ondelete="CASCADE"), primary_key=True)
-    seq: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
-    data: Mapped[bytes] = mapped_column(LargeBinary())
+    id: Mapped[intpk]
+    blob_id: Mapped[int] = mapped_column(ForeignKey("blobs.id", ondelete="CASCADE"))
+    seq: Mapped[int]
+    key_owner: Mapped[int] = mapped_column(Integer)
+    data_ct: Mapped[bytes] = encrypted_column()
+
+    data = EncryptedBytes("data_ct", owner="key_owner")

@@ -35,9 +35,8 @@ from sqlalchemy.orm import Session
 
 from app.audit.service import record
 from app.principal import Principal
-from app.tickets.blobs import BlobTooLarge, iter_blob, store_blob
-from app.tickets.models import DIRECTIONS, STATUSES, Attachment, Message, Ticket
-from app.tickets.sealed import email_index
+from app.tickets.blobs import BlobTooLarge, iter_blob, move_blob, store_blob
+from app.tickets.models import DIRECTIONS, STATUSES, Attachment, Message, Ticket, key_owner_for
 
 REFERENCE = re.compile(r"\bT-(\d{4})-(\d{6,})\b")
 MAX_PAGE = 200
@@ -99,15 +98,6 @@ def parse_reference(text: str | None) -> tuple[int, int] | None:
     return (int(match.group(1)), int(match.group(2))) if match else None
 
 
-def normalise_email_for_index(email: str) -> str:
-    """Lowercased and trimmed: the form the blind index is computed over."""
-    return (email or "").strip().lower()
-
-
-def _index(controller_id: int | None, email: str | None) -> str | None:
-    return email_index(controller_id, normalise_email_for_index(email)) if email else None
-
-
 def _audit(session: Session, ticket: Ticket, action: str, *, by: Principal, now: dt.datetime, **details: Any) -> None:
     record(session, by=by, action=action, target_type="ticket", target_id=ticket.id, controller_id=ticket.controller_id, details=details, now=now)
 
@@ -128,10 +118,10 @@ def create_ticket(
         raise InvalidTicketChange(f"unknown status {status!r}")
     ticket = Ticket(
         controller_id=controller_id,
+        key_owner=key_owner_for(controller_id),
         status=status,
         requester_name=requester_name,
         requester_email=requester_email,
-        requester_email_index=_index(controller_id, requester_email),
         subject=subject,
         reply_token=secrets.token_hex(10),
         created_at=now,
@@ -152,12 +142,12 @@ def add_message(session: Session, ticket: Ticket, data: MessageInput, *, by: Pri
         raise InvalidTicketChange(f"unknown message direction {data.direction!r}")
     message = Message(
         ticket_id=ticket.id,
+        key_owner=ticket.key_owner,
         direction=data.direction,
         message_id=data.message_id,
         author_id=data.author_id,
         sender_name=data.sender_name,
         sender_email=data.sender_email,
-        sender_email_index=_index(ticket.controller_id, data.sender_email),
         subject=data.subject,
         body_text=data.body_text,
         reply_text=data.reply_text,
@@ -196,6 +186,7 @@ def add_attachment(
         raise AttachmentTooLarge(f"the attachment is larger than {max_bytes} bytes") from None
     attachment = Attachment(
         message_id=message.id,
+        key_owner=ticket.key_owner,
         filename=filename,
         content_type=(content_type or "application/octet-stream").lower()[:127],
         size=blob.size,
@@ -263,10 +254,7 @@ def find_by_requester_email(
         scope: list[int | None] = [*session.scalars(select(Controller.id)), None]
     else:
         scope = [*controller_ids, *([None] if include_triage else [])]
-    conditions = [
-        and_(Ticket.controller_id.is_(None) if cid is None else Ticket.controller_id == cid, Ticket.requester_email_index == _index(cid, email))
-        for cid in scope
-    ]
+    conditions = [Ticket.requester_email.matches(session, email, controller_id=key_owner_for(cid)) for cid in scope]
     if not conditions:
         return []
     stmt = select(Ticket).where(or_(*conditions)).order_by(Ticket.created_at.desc(), Ticket.id.desc()).limit(limit)
@@ -367,16 +355,29 @@ def assign(
     return ticket
 
 
-def move_to_controller(session: Session, ticket_id: int, controller_id: int, *, by: Principal, now: dt.datetime) -> Ticket:
-    """Route a ticket (typically from triage) to a controller; its blind indexes follow the new controller's key."""
+def _rewrite(row: Any, names: Sequence[str], controller_id: int | None) -> None:
+    # An encrypted value is bound to its owner's key: read every value, change the owner, write them again.
+    values = {name: getattr(row, name) for name in names}
+    row.key_owner = key_owner_for(controller_id)
+    for name, value in values.items():
+        setattr(row, name, value)
+
+
+def move_to_controller(session: Session, ticket_id: int, controller_id: int | None, *, by: Principal, now: dt.datetime) -> Ticket:
+    """Route a ticket (typically out of triage) to a controller: every value is re-encrypted under its key; audit-logged."""
     ticket = get_ticket(session, ticket_id)
     if ticket.controller_id == controller_id:
         return ticket
     previous = ticket.controller_id
     ticket.controller_id = controller_id
-    ticket.requester_email_index = _index(controller_id, ticket.requester_email)
+    _rewrite(ticket, ("requester_name", "requester_email", "subject"), controller_id)
     for message in ticket.messages:
-        message.sender_email_index = _index(controller_id, message.sender_email)
+        _rewrite(message, ("sender_name", "sender_email", "subject", "body_text", "reply_text", "body_html"), controller_id)
+        if message.raw_blob_id is not None:
+            move_blob(session, message.raw_blob_id, controller_id)
+        for attachment in message.attachments:
+            _rewrite(attachment, ("filename",), controller_id)
+            move_blob(session, attachment.blob_id, controller_id)
     ticket.updated_at = now
     session.flush()
     _audit(session, ticket, "ticket.move", by=by, now=now, controller_from=previous, controller_to=controller_id)

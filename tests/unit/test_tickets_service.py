@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from app.audit.models import AuditEvent
@@ -40,7 +40,7 @@ def test_requester_lookup_through_blind_index_is_case_insensitive_and_scoped(ses
     assert {t.id for t in tickets.find_by_requester_email(session, "JANE@example.org")} >= {ta.id, tb.id}
     assert [t.id for t in tickets.find_by_requester_email(session, "jane@example.org", controller_ids={a.id})] == [ta.id]
     # The same address gives different index values under different controllers.
-    assert ta.requester_email_index != tb.requester_email_index
+    assert ta.requester_email_bidx != tb.requester_email_bidx
 
 
 def test_queue_pages_with_keyset_cursor_and_filters(session: Session) -> None:
@@ -98,3 +98,36 @@ def test_sanitise_html_removes_scripts_handlers_and_remote_images() -> None:
     out = sanitise_html('<p onclick="x()">Hi<script>alert(1)</script><img src="https://tracker.example/p.gif"><img src="cid:logo"></p>')
     assert "script" not in out and "onclick" not in out and "tracker" not in out
     assert 'src="cid:logo"' in out and "Hi" in out
+
+
+def test_personal_fields_are_ciphertext_in_the_database(session: Session) -> None:
+    c = make_controller(session)
+    t = tickets.create_ticket(
+        session, controller_id=c.id, requester_name="Canary Q. Person", requester_email="canary@example.org", subject="Canary subject", by=BY, now=NOW
+    )
+    m = tickets.add_message(
+        session, t, tickets.MessageInput(direction="inbound", body_text="canary body", raw=b"Subject: canary raw\r\n\r\ncanary"), by=BY, now=NOW
+    )
+    tickets.add_attachment(session, m, filename="canary.txt", content_type="text/plain", content=b"canary file", by=BY, now=NOW)
+    session.flush()
+    dump = b""
+    for table in ("tickets", "ticket_messages", "ticket_attachments", "blob_chunks"):
+        for row in session.execute(text(f"SELECT * FROM {table}")):
+            dump += repr(tuple(row)).encode()
+    assert b"anary" not in dump.replace(b"\\x", b"")
+    session.expire_all()
+    assert t.requester_email == "canary@example.org" and m.body_text == "canary body"
+
+
+def test_triage_ticket_moves_to_a_controller_and_stays_readable(session: Session) -> None:
+    c = make_controller(session)
+    t = _ticket(session, None, "triage.person@example.org")
+    m = tickets.add_message(session, t, tickets.MessageInput(direction="inbound", body_text="hello", sender_email="triage.person@example.org"), by=BY, now=NOW)
+    a = tickets.add_attachment(session, m, filename="f.txt", content_type="text/plain", content=b"data", by=BY, now=NOW)
+    assert [x.id for x in tickets.find_by_requester_email(session, "triage.person@example.org", controller_ids=set(), include_triage=True)] == [t.id]
+    tickets.move_to_controller(session, t.id, c.id, by=BY, now=NOW)
+    session.expire_all()
+    assert t.controller_id == c.id and t.key_owner == c.id
+    assert [x.id for x in tickets.find_by_requester_email(session, "triage.person@example.org", controller_ids={c.id})] == [t.id]
+    assert m.body_text == "hello" and a.filename == "f.txt"
+    assert b"".join(tickets.attachment_chunks(session, a)) == b"data"

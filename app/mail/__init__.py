@@ -1,0 +1,1 @@
+"""Mail: inbound (RFC 5322 -> tickets), threading, and the outbound outbox."""

@@ -1,0 +1,205 @@
+"""Inbound mail -> tickets: parse, de-duplicate, thread or route, store encrypted; quarantine what cannot be taken.
+
+`ingest_message` is the service (flushes only). `ingest_committed` is the edge
+used by `mail ingest`, `mail poll` and the IMAP actor: one transaction per
+message, committed before the caller acknowledges the message to its source
+(exit code to the MTA, IMAP move), so nothing accepted is lost.
+
+Outcomes and sysexits codes for the MTA:
+- stored (a new ticket or a reply on one), or duplicate (the Message-ID is already stored): EX_OK 0;
+- quarantined (kept encrypted with its reason for a privacy officer): EX_DATAERR 65;
+- the database or anything else failed before the commit: EX_TEMPFAIL 75, so the MTA retries.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from app.mail import quarantine
+from app.mail.parse import MalformedMessage, ParsedMail, parse_mail
+from app.mail.threading import find_thread, route_new
+from app.principal import Principal
+from app.tickets import service as tickets
+from app.tickets.models import Message
+
+log = logging.getLogger(__name__)
+
+EX_OK = 0
+EX_DATAERR = 65
+EX_TEMPFAIL = 75
+DEFAULT_ATTACHMENT_MAX_BYTES = 25 * 1024 * 1024
+REOPENING_STATUSES = ("waiting", "closed")
+
+
+@dataclass(frozen=True)
+class IngestSettings:
+    """Limits and addresses of the inbound path (from app.config)."""
+
+    support_address: str
+    attachment_max_bytes: int = DEFAULT_ATTACHMENT_MAX_BYTES
+    mail_max_bytes: int | None = None
+
+    @property
+    def max_message_bytes(self) -> int:
+        """The largest message taken as mail: attachments' limit, base64 overhead and headroom for the text."""
+        return self.mail_max_bytes or self.attachment_max_bytes * 2 + 10 * 1024 * 1024
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> IngestSettings:
+        """From PRIVACY_ADDRESS, ATTACHMENT_MAX_BYTES and MAIL_MAX_BYTES."""
+        return cls(
+            support_address=config.get("PRIVACY_ADDRESS") or "privacy@desk.localhost",
+            attachment_max_bytes=int(config.get("ATTACHMENT_MAX_BYTES") or DEFAULT_ATTACHMENT_MAX_BYTES),
+            mail_max_bytes=int(config["MAIL_MAX_BYTES"]) if config.get("MAIL_MAX_BYTES") else None,
+        )
+
+
+@dataclass(frozen=True)
+class IngestOutcome:
+    """What happened to one message."""
+
+    status: str  # stored | duplicate | quarantined
+    ticket_id: int | None = None
+    message_pk: int | None = None
+    quarantine_id: int | None = None
+    reason: str | None = None
+    new_ticket: bool = False
+    how: str | None = None
+
+    @property
+    def exit_code(self) -> int:
+        """The sysexits code for an MTA pipe."""
+        return EX_DATAERR if self.status == "quarantined" else EX_OK
+
+
+def _unparseable_as_mail(raw: bytes, reason: str) -> ParsedMail:
+    # A released message the parser refused: keep its text readable on a triage ticket.
+    text = raw[:200_000].decode("utf-8", errors="replace")
+    return ParsedMail(
+        message_id=f"released-{hashlib.sha256(raw).hexdigest()}@quarantine.invalid",
+        has_message_id=False,
+        in_reply_to=[],
+        references=[],
+        subject="",
+        from_name="",
+        from_email="",
+        recipients=[],
+        body_text=text,
+        body_html=None,
+        reply_text=text,
+        flags=["released_from_quarantine"],
+        notes=[{"code": "released_unparsed", "reason": reason}],
+    )
+
+
+def ingest_message(
+    session: Session,
+    raw: bytes,
+    *,
+    settings: IngestSettings,
+    by: Principal,
+    now: dt.datetime,
+    source: str = "pipe",
+    force: bool = False,
+) -> IngestOutcome:
+    """Store one raw message on its ticket (or a new one), or quarantine it; `force` (a release) never quarantines."""
+    try:
+        if len(raw) > settings.max_message_bytes:
+            raise MalformedMessage("too_large", f"{len(raw)} bytes; the limit is {settings.max_message_bytes}")
+        mail = parse_mail(raw, attachment_max_bytes=settings.attachment_max_bytes)
+    except MalformedMessage as exc:
+        if not force:
+            item = quarantine.hold(session, raw, reason=exc.reason, detail=exc.detail, source=source, by=by, now=now)
+            return IngestOutcome("quarantined", quarantine_id=item.id, reason=exc.reason)
+        mail = _unparseable_as_mail(raw, exc.reason)
+    if force and "released_from_quarantine" not in mail.flags:
+        mail.flags.append("released_from_quarantine")
+
+    existing = session.execute(select(Message.id, Message.ticket_id).where(Message.message_id == mail.message_id)).first()
+    if existing is not None:
+        return IngestOutcome("duplicate", ticket_id=existing.ticket_id, message_pk=existing.id)
+
+    thread = find_thread(session, mail, support_address=settings.support_address)
+    if thread is not None:
+        ticket, how, new = thread.ticket, thread.how, False
+    else:
+        route = route_new(session, mail)
+        ticket = tickets.create_ticket(
+            session,
+            controller_id=route.controller_id,
+            requester_name=mail.from_name or None,
+            requester_email=mail.from_email or None,
+            subject=mail.subject,
+            by=by,
+            now=now,
+        )
+        how, new = route.how, True
+    message = tickets.add_message(
+        session,
+        ticket,
+        tickets.MessageInput(
+            direction="inbound",
+            body_text=mail.body_text,
+            body_html=mail.body_html,
+            reply_text=mail.reply_text,
+            sender_name=mail.from_name or None,
+            sender_email=mail.from_email or None,
+            subject=mail.subject,
+            message_id=mail.message_id,
+            raw=raw,
+            is_auto_reply=mail.is_auto_reply,
+            flags=mail.flags,
+            notes=mail.notes,
+        ),
+        by=by,
+        now=now,
+    )
+    for part in mail.attachments:
+        tickets.add_attachment(session, message, filename=part.filename, content_type=part.content_type, content=part.content, by=by, now=now)
+    if not new and not mail.is_auto_reply and ticket.status in REOPENING_STATUSES:
+        # A person wrote again: the ticket needs attention. An auto-reply never reopens (no loops).
+        tickets.change_status(session, ticket.id, "open", by=by, now=now)
+    return IngestOutcome("stored", ticket_id=ticket.id, message_pk=message.id, new_ticket=new, how=how)
+
+
+def ingest_committed(
+    session_factory: Callable[[], Session],
+    raw: bytes,
+    *,
+    settings: IngestSettings,
+    by: Principal,
+    now: Callable[[], dt.datetime],
+    source: str,
+) -> IngestOutcome:
+    """Ingest in its own transaction and commit; a concurrent duplicate (unique Message-ID) is retried once as a no-op.
+
+    Database errors propagate (the caller reports a temporary failure); nothing is
+    acknowledged to the source before this returns.
+    """
+    for attempt in (1, 2):
+        session = session_factory()
+        try:
+            outcome = ingest_message(session, raw, settings=settings, by=by, now=now(), source=source)
+            session.commit()
+            return outcome
+        except IntegrityError:
+            session.rollback()
+            if attempt == 2:
+                raise
+            # Another process stored the same Message-ID between our check and our insert.
+            log.info("inbound message raced a concurrent ingest; retrying as a duplicate check")
+        except BaseException:
+            session.rollback()
+            raise
+        finally:
+            session.close()
+    raise AssertionError("unreachable")

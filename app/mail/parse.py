@@ -1,0 +1,306 @@
+"""RFC 5322 / MIME bytes -> a `ParsedMail` (pure: no database, no Flask).
+
+Inbound mail is untrusted. Every header is read defensively (a header that the
+strict parser rejects is read raw), every charset has a fallback, archives are
+never unpacked, and parts over the size limit are dropped with a note. The one
+way out besides a ParsedMail is `MalformedMessage`, whose `reason` is a
+quarantine reason code.
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import hashlib
+import re
+from dataclasses import dataclass, field
+from email.headerregistry import Address
+from email.message import EmailMessage, Message
+from email.utils import getaddresses, parseaddr
+from typing import Any
+
+import nh3
+from mailparser_reply import EmailReplyParser
+
+MAX_PARTS = 250
+MAX_DEPTH = 12
+MAX_HEADER_CHARS = 998 * 4
+REPLY_LANGUAGES = ["en", "de", "fr", "es", "it", "nl"]
+_MSGID = re.compile(r"<([^<>\s]{1,990})>")
+_AUTO_SUBJECT = re.compile(
+    r"^\s*(auto(matic)?[ -]?(reply|response|antwort)|out of (the )?office|abwesenheit|réponse automatique|respuesta automática|risposta automatica|"
+    r"automatische antwort|vacation|autoreply|auto:)",
+    re.IGNORECASE,
+)
+_SPACE = re.compile(r"[ \t]*\n{3,}")
+
+
+class MalformedMessage(Exception):
+    """The bytes cannot be taken as mail; `reason` is a quarantine reason code, `detail` is safe to store."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass
+class ParsedAttachment:
+    """A file part: its name, type and decoded bytes."""
+
+    filename: str | None
+    content_type: str
+    content: bytes
+
+
+@dataclass
+class ParsedMail:
+    """What the desk takes from one message."""
+
+    message_id: str
+    has_message_id: bool
+    in_reply_to: list[str]
+    references: list[str]
+    subject: str
+    from_name: str
+    from_email: str
+    recipients: list[str]
+    body_text: str
+    body_html: str | None
+    reply_text: str
+    attachments: list[ParsedAttachment] = field(default_factory=list)
+    is_auto_reply: bool = False
+    flags: list[str] = field(default_factory=list)
+    notes: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _header(msg: Message, name: str) -> str:
+    """A header as text; a value the strict parser chokes on is read raw, never raised."""
+    try:
+        value = msg.get(name)
+    except Exception:  # the header registry raises on some hostile values
+        value = None
+        for key, raw in msg.raw_items() if isinstance(msg, EmailMessage) else msg.items():
+            if key.lower() == name.lower():
+                value = raw
+                break
+    if value is None:
+        return ""
+    text = str(value)
+    return " ".join(text.split())[:MAX_HEADER_CHARS]
+
+
+def _message_ids(value: str) -> list[str]:
+    return _MSGID.findall(value or "")
+
+
+def _address_parts(msg: Message, name: str) -> list[tuple[str, str]]:
+    try:
+        header = msg.get(name)
+        if header is not None and hasattr(header, "addresses"):
+            return [(a.display_name or "", a.addr_spec) for a in header.addresses if isinstance(a, Address) and "@" in a.addr_spec]
+    except Exception:  # fall back to the lenient parser below
+        pass
+    return [(n, a) for n, a in getaddresses([_header(msg, name)]) if "@" in a]
+
+
+def _decode_text(part: Message, notes: list[dict[str, Any]]) -> str:
+    payload = part.get_payload(decode=True)
+    raw = payload if isinstance(payload, bytes) else b""
+    charset = (part.get_content_charset() or "").lower()
+    if charset:
+        try:
+            return raw.decode(charset)
+        except (LookupError, UnicodeDecodeError):
+            notes.append({"code": "charset_fallback", "declared": charset[:40]})
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        if not charset:
+            notes.append({"code": "charset_fallback", "declared": "none"})
+        # cp1252 is what undeclared 8-bit mail almost always is; replace what it cannot map.
+        return raw.decode("cp1252", errors="replace")
+
+
+def _filename(part: Message) -> str | None:
+    try:
+        name = part.get_filename()
+    except Exception:  # a broken RFC 2231 parameter
+        name = None
+    if not name:
+        return None
+    return " ".join(str(name).replace("/", "_").replace("\\", "_").split())[:255] or None
+
+
+def _encoded_size(part: Message) -> int:
+    payload = part.get_payload()
+    if not isinstance(payload, str):
+        return 0
+    cte = (part.get("Content-Transfer-Encoding") or "").strip().lower()
+    return len(payload) * 3 // 4 if cte == "base64" else len(payload)
+
+
+def _html_to_text(html: str) -> str:
+    text = nh3.clean(re.sub(r"(?i)<br\s*/?>|</p>|</div>|</tr>|</h\d>", "\n", html), tags=set())
+    text = text.replace("&nbsp;", " ").replace("&amp;", "&").replace("&lt;", "<").replace("&gt;", ">").replace("&quot;", '"').replace("&#39;", "'")
+    return _SPACE.sub("\n\n", text).strip()
+
+
+def extract_reply(text: str) -> str:
+    """The new text of a reply without quoted history and signature (mail-parser-reply); the whole text if that leaves nothing."""
+    if not text.strip():
+        return ""
+    try:
+        parsed = EmailReplyParser(languages=REPLY_LANGUAGES).read(text)
+        reply = parsed.replies[0].body if parsed.replies else ""
+    except Exception:  # a regex edge case must not lose the message: keep the whole text
+        reply = ""
+    # Quoted lines left below the new text by clients the library misses.
+    lines = (reply or "").splitlines()
+    while lines and (lines[-1].startswith(">") or not lines[-1].strip()):
+        lines.pop()
+    return "\n".join(lines).strip() or text.strip()
+
+
+def auto_reply_reason(msg: Message, subject: str) -> str | None:
+    """Why this message is automatic (RFC 3834 and the common vendor headers), or None for a person's mail."""
+    auto_submitted = _header(msg, "Auto-Submitted").lower()
+    if auto_submitted and not auto_submitted.startswith("no"):
+        return "auto_submitted"
+    if _header(msg, "Precedence").lower() in ("bulk", "junk", "list", "auto_reply"):
+        return "precedence"
+    for name in ("X-Autoreply", "X-Autorespond", "X-Auto-Reply", "X-Autogenerated", "X-AutoReply-From", "X-Mail-Autoreply"):
+        if _header(msg, name):
+            return "x_autoreply"
+    if _header(msg, "X-Auto-Response-Suppress").lower() in ("all", "oof") and _AUTO_SUBJECT.search(subject):
+        return "outlook_oof"
+    if _header(msg, "List-Id") or _header(msg, "List-Unsubscribe"):
+        return "mailing_list"
+    if _header(msg, "Return-Path").strip() == "<>" or msg.get_content_type() == "multipart/report":
+        return "bounce"
+    if _AUTO_SUBJECT.search(subject):
+        return "vacation_subject"
+    return None
+
+
+def _domain(address: str) -> str:
+    return address.rpartition("@")[2].strip().strip(">").lower()
+
+
+def parse_mail(raw: bytes, *, attachment_max_bytes: int) -> ParsedMail:
+    """Parse one message; MalformedMessage when it cannot be taken as mail."""
+    if not raw or not raw.strip():
+        raise MalformedMessage("empty", "no bytes were received")
+    try:
+        msg = email.message_from_bytes(raw, policy=email.policy.default)
+    except Exception as exc:  # the stdlib parser is lenient; this is a last resort
+        raise MalformedMessage("malformed", f"parser failed: {type(exc).__name__}") from None
+    if not msg.keys():
+        raise MalformedMessage("malformed", "no header section")
+    notes: list[dict[str, Any]] = []
+    flags: list[str] = []
+    defects = {type(d).__name__ for d in msg.defects}
+    if "MissingHeaderBodySeparatorDefect" in defects and len(msg.keys()) < 2:
+        raise MalformedMessage("malformed", "no header section")
+    if defects:
+        notes.append({"code": "header_defects", "kinds": sorted(defects)[:10]})
+
+    senders = _address_parts(msg, "From")
+    if not senders:
+        name, addr = parseaddr(_header(msg, "Sender") or _header(msg, "Reply-To"))
+        if "@" not in addr:
+            raise MalformedMessage("no_sender", "no usable From address")
+        senders = [(name, addr)]
+        flags.append("from_missing")
+    from_name, from_email = senders[0]
+    from_email = from_email.strip().strip("<>").lower()[:320]
+
+    subject = _header(msg, "Subject")[:998]
+    raw_id = _message_ids(_header(msg, "Message-ID"))
+    has_id = bool(raw_id)
+    # Without a Message-ID the content itself identifies the message, so a re-delivery is still a no-op.
+    message_id = raw_id[0] if has_id else f"{hashlib.sha256(raw).hexdigest()}@no-message-id.invalid"
+    if not has_id:
+        notes.append({"code": "message_id_missing"})
+
+    return_path = parseaddr(_header(msg, "Return-Path"))[1]
+    if return_path and "@" in return_path and _domain(return_path) != _domain(from_email):
+        flags.append("return_path_mismatch")
+    if "dmarc=fail" in _header(msg, "Authentication-Results").lower():
+        flags.append("dmarc_fail")
+
+    recipients = [a.lower() for name in ("Delivered-To", "X-Original-To", "Envelope-To", "To", "Cc") for _, a in _address_parts(msg, name)]
+
+    body_text: str | None = None
+    body_html: str | None = None
+    attachments: list[ParsedAttachment] = []
+    attached_bytes = 0
+    count = 0
+    dropped = 0
+
+    def visit(part: Message, depth: int) -> None:
+        nonlocal body_text, body_html, attached_bytes, count, dropped
+        count += 1
+        if count > MAX_PARTS or depth > MAX_DEPTH:
+            dropped += 1
+            return
+        ctype = part.get_content_type()
+        if part.is_multipart() and ctype != "message/rfc822":
+            payload = part.get_payload()
+            for sub in payload if isinstance(payload, list) else []:
+                if isinstance(sub, Message):
+                    visit(sub, depth + 1)
+            return
+        disposition = (part.get_content_disposition() or "").lower()
+        filename = _filename(part)
+        is_body = disposition != "attachment" and filename is None and ctype in ("text/plain", "text/html")
+        if is_body and ctype == "text/plain" and body_text is None:
+            body_text = _decode_text(part, notes)
+            return
+        if is_body and ctype == "text/html" and body_html is None:
+            body_html = _decode_text(part, notes)
+            return
+        # Everything else is a file, archives included: never unpacked, only counted against the limit.
+        if _encoded_size(part) > attachment_max_bytes - attached_bytes:
+            notes.append({"code": "attachment_dropped", "reason": "over_limit", "content_type": ctype[:100], "approx_size": _encoded_size(part)})
+            return
+        if ctype == "message/rfc822":
+            inner = part.get_payload()
+            content = inner[0].as_bytes() if isinstance(inner, list) and inner and isinstance(inner[0], Message) else b""
+        else:
+            decoded = part.get_payload(decode=True)
+            content = decoded if isinstance(decoded, bytes) else b""
+        if attached_bytes + len(content) > attachment_max_bytes:
+            notes.append({"code": "attachment_dropped", "reason": "over_limit", "content_type": ctype[:100], "approx_size": len(content)})
+            return
+        attached_bytes += len(content)
+        attachments.append(ParsedAttachment(filename=filename or f"part-{count}", content_type=ctype, content=content))
+
+    try:
+        visit(msg, 0)
+    except Exception as exc:  # a structure the stdlib cannot walk
+        raise MalformedMessage("malformed", f"MIME structure unreadable: {type(exc).__name__}") from None
+    if dropped:
+        notes.append({"code": "parts_dropped", "reason": "too_many_or_too_deep", "count": dropped})
+
+    text = body_text if body_text is not None else (_html_to_text(body_html) if body_html else "")
+    auto = auto_reply_reason(msg, subject)
+    if auto:
+        flags.append(f"auto:{auto}")
+    return ParsedMail(
+        message_id=message_id,
+        has_message_id=has_id,
+        in_reply_to=_message_ids(_header(msg, "In-Reply-To")),
+        references=_message_ids(_header(msg, "References")),
+        subject=subject,
+        from_name=" ".join(str(from_name).split())[:200],
+        from_email=from_email,
+        recipients=recipients,
+        body_text=text,
+        body_html=body_html,
+        reply_text=extract_reply(text),
+        attachments=attachments,
+        is_auto_reply=auto is not None,
+        flags=flags,
+        notes=notes,
+    )

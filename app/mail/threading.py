@@ -1,0 +1,87 @@
+"""Which ticket an inbound message belongs to, or which controller a new ticket goes to.
+
+Order (issue 5): In-Reply-To / References -> the ticket holding that Message-ID;
+then a ticket reference tag in the subject; then the per-ticket reply address
+token (support+<token>@...). A message that joins no ticket opens a new one,
+routed by the sender's domain (ControllerDomain, parent domains included), then
+by a controller identifier mentioned in the subject or body, else to triage.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.controllers.models import ControllerDomain, ControllerIdentifier
+from app.mail.parse import ParsedMail
+from app.tickets import service as tickets
+from app.tickets.models import Ticket
+
+SCAN_CHARS = 20_000
+
+
+@dataclass(frozen=True)
+class Thread:
+    """The existing ticket a message joins and how it was found."""
+
+    ticket: Ticket
+    how: str  # in_reply_to | subject_reference | reply_token
+
+
+@dataclass(frozen=True)
+class Route:
+    """The controller of a new ticket (None: triage) and how it was chosen."""
+
+    controller_id: int | None
+    how: str  # domain | identifier | triage
+
+
+def reply_tokens(recipients: list[str], support_address: str) -> list[str]:
+    """The tokens of support+<token>@ addresses among the recipients."""
+    base = support_address.partition("@")[0].split("+", 1)[0].lower()
+    found = []
+    for address in recipients:
+        local = address.partition("@")[0].lower()
+        prefix, plus, token = local.partition("+")
+        if plus and prefix == base and re.fullmatch(r"[0-9a-z]{1,32}", token):
+            found.append(token)
+    return found
+
+
+def find_thread(session: Session, mail: ParsedMail, *, support_address: str) -> Thread | None:
+    """The ticket this message replies to, or None."""
+    ticket = tickets.find_by_message_ids(session, [*mail.references, *mail.in_reply_to])
+    if ticket is not None:
+        return Thread(ticket, "in_reply_to")
+    ticket = tickets.find_by_reference(session, mail.subject)
+    if ticket is not None:
+        return Thread(ticket, "subject_reference")
+    for token in reply_tokens(mail.recipients, support_address):
+        ticket = tickets.find_by_reply_token(session, token)
+        if ticket is not None:
+            return Thread(ticket, "reply_token")
+    return None
+
+
+def _parent_domains(domain: str) -> list[str]:
+    labels = domain.strip(".").lower().split(".")
+    return [".".join(labels[i:]) for i in range(len(labels) - 1)]
+
+
+def route_new(session: Session, mail: ParsedMail) -> Route:
+    """The controller a new ticket from this message belongs to."""
+    domains = _parent_domains(mail.from_email.rpartition("@")[2])
+    if domains:
+        rows = session.execute(select(ControllerDomain.domain, ControllerDomain.controller_id).where(ControllerDomain.domain.in_(domains))).all()
+        if rows:
+            # The most specific registered domain wins (sub.example.com before example.com).
+            best = max(rows, key=lambda r: len(r.domain))
+            return Route(best.controller_id, "domain")
+    haystack = f"{mail.subject}\n{mail.body_text[:SCAN_CHARS]}"
+    for identifier, controller_id in session.execute(select(ControllerIdentifier.identifier, ControllerIdentifier.controller_id)):
+        if re.search(rf"(?<![A-Za-z0-9]){re.escape(identifier)}(?![A-Za-z0-9])", haystack, re.IGNORECASE):
+            return Route(controller_id, "identifier")
+    return Route(None, "triage")
