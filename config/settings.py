@@ -149,6 +149,8 @@ class BaseConfig:
         settings["BIND"] = env.get("BIND") or DEFAULT_BIND
         parse_bind(settings["BIND"])
         settings["OUTBOX_PATH"] = str(folder / "outbox")
+        # Outside the database on purpose: signed chain heads the database cannot rewrite.
+        settings["AUDIT_CHECKPOINT_PATH"] = env.get("AUDIT_CHECKPOINT_PATH") or str(folder / "audit-checkpoints.log")
         version = env.get("MASTER_KEY_VERSION") or "1"
         if not version.isdigit() or int(version) < 1:
             raise ConfigError("MASTER_KEY_VERSION must be a positive whole number")

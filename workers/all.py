@@ -1,5 +1,5 @@
 """Every actor module, for `dramatiq workers.all` and the web process."""
 
-from workers import maintenance
+from workers import audit, maintenance
 
-__all__ = ["maintenance"]
+__all__ = ["audit", "maintenance"]

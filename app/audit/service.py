@@ -13,12 +13,15 @@ import datetime as dt
 import re
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Select, select, text
 from sqlalchemy.orm import Session
 
+from app.audit import checkpoint as cp
 from app.audit.chain import GENESIS, Link, canonical_json, event_hash
+from app.audit.checkpoint import KeyFor
 from app.audit.models import AuditEvent
 from app.principal import Principal
 
@@ -288,3 +291,21 @@ def search_events(
 def list_actions(session: Session) -> list[str]:
     """The distinct action codes in the log, for the filter's choices."""
     return list(session.scalars(select(AuditEvent.action).distinct().order_by(AuditEvent.action)))
+
+
+# --- signed checkpoints (issue 3 item 11) -----------------------------------------------
+
+
+def take_checkpoint(session: Session, path: Path, *, key_version: int, key_for: KeyFor, now: dt.datetime) -> tuple[cp.Checkpoint, bool]:
+    """Sign the committed chain head and append it to `path`; (checkpoint, False) when the head is already the last line.
+
+    Reads only: the head is what other transactions committed, so the caller
+    should not hold uncommitted events in this session.
+    """
+    seq, head = chain_head(session)
+    last = cp.last_checkpoint(path)
+    if last is not None and (last.seq, last.hash, last.key_version) == (seq, head, key_version):
+        return last, False
+    checkpoint = cp.sign(seq, head, key_version=key_version, key_for=key_for, now=now)
+    cp.append(path, checkpoint)
+    return checkpoint, True
