@@ -136,6 +136,9 @@ def install(app: Flask) -> Keyring:
     state = app.extensions.get("db")
     if state is not None:
         bind_engine(state.engine, keyring)
+    from app.crypto.service import check_database  # late: the service imports the models
+
+    check_database(app.config["DATABASE_URL"], keyring)
     return keyring
 
 

@@ -112,7 +112,10 @@ def insert_generation(conn: Connection, keyring: Keyring, owner: str, generation
 def active_key(conn: Connection, cache: KeyCache, owner: str) -> LoadedKey:
     """The owner's active key generation, created on first use."""
     for _attempt in range(3):
-        row = conn.execute(select(data_keys).where(data_keys.c.owner == owner, data_keys.c.state == "active")).one_or_none()
+        # FOR SHARE (Postgres): rotation cannot retire this key until the writer
+        # commits, so no value is written under a key rotation already passed.
+        active = select(data_keys).where(data_keys.c.owner == owner, data_keys.c.state == "active").with_for_update(read=True)
+        row = conn.execute(active).one_or_none()
         if row is not None:
             key = cache.by_id.get(row.id) or unwrap_row(cache.keyring, row)
             cache.by_id[row.id] = key

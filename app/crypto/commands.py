@@ -1,0 +1,68 @@
+"""`flask --app wsgi keys status | keys rotate [--reencrypt]`."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from app.cli import group, operator
+from app.crypto import rotation
+from app.crypto.keyring import KeyringError
+from app.crypto.service import key_status, rewrap_keys
+from app.db import utcnow
+from app.extensions import db
+
+keys_cli = group("keys", "Encryption keys: status, rotation (WECO §9.1(a)).")
+
+
+@keys_cli.command("status")
+def keys_status() -> None:
+    """Per master key version: data keys and values using it, and whether its old secret may be removed."""
+    with db.session_scope() as session:
+        status = key_status(session)
+    click.echo(f"current master key version: {status.current_version}")
+    for v in status.versions:
+        if v.current:
+            note = "current"
+        elif not v.configured:
+            note = f"IN USE but {v.variable} is not set: restore it, then run keys rotate"
+        elif v.removable:
+            note = f"{v.variable} may be removed"
+        else:
+            note = f"{v.variable} still needed: run keys rotate"
+        click.echo(f"v{v.version}\tdata keys {v.data_keys}\tvalues {v.values}\t{note}")
+    click.echo(f"values on retired data keys (pending keys rotate --reencrypt): {status.values_on_retired_keys}")
+    click.echo(f"shredded data keys: {status.shredded_keys}")
+    click.echo(f"encrypted columns: {', '.join(status.fields) or '-'}")
+
+
+@keys_cli.command("rotate")
+@click.option("--reencrypt", is_flag=True, help="Also replace the data keys and re-encrypt every value (resumable, in batches).")
+@click.option("--batch-size", type=click.IntRange(1, 100_000), default=rotation.BATCH_ROWS, show_default=True, help="Rows per batch (--reencrypt).")
+def keys_rotate(reencrypt: bool, batch_size: int) -> None:
+    """Re-wrap every data key under the current master version; with --reencrypt, new data keys for every value."""
+    try:
+        if not reencrypt:
+            with db.session_scope() as session:
+                moved = rewrap_keys(session, by=operator("keys rotate"), now=utcnow())
+            click.echo(f"{moved} data keys re-wrapped under the current master key version")
+            return
+        with db.session_scope() as session:
+            bar = click.progressbar(length=1, label="re-encrypting", show_pos=True, file=sys.stderr)
+
+            def total(n: int) -> None:
+                bar.length = max(n, 1)
+                bar.pos = 0
+
+            def progress(n: int) -> None:
+                bar.update(n)
+
+            with bar:
+                result = rotation.run(
+                    session, by=operator("keys rotate --reencrypt"), clock=utcnow, batch_rows=batch_size, on_total=total, on_progress=progress
+                )
+        resumed = " (resumed)" if result.resumed else ""
+        click.echo(f"re-encryption finished{resumed}: {result.rotated} values re-encrypted, {result.keys_destroyed} old data keys destroyed")
+    except (KeyringError, rotation.RotationError) as exc:
+        raise click.ClickException(str(exc)) from None
