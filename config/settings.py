@@ -74,6 +74,15 @@ def validate_broker_url(raw: str | None) -> str | None:
     return raw
 
 
+def byte_size(raw: str | None, name: str, *, default: int) -> int:
+    """A size in bytes from the environment (a positive whole number), or the default when unset."""
+    if not raw:
+        return default
+    if not raw.strip().isdigit() or int(raw) < 1:
+        raise ConfigError(f"{name} must be a positive whole number of bytes")
+    return int(raw)
+
+
 def parse_bind(raw: str) -> tuple[str, int]:
     """BIND is HOST:PORT; the default binds loopback only (WECO §9.1(c))."""
     host, sep, port = raw.rpartition(":")

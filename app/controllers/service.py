@@ -11,6 +11,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, selectinload
 
 from app.addresses import InvalidAddress, normalise_domain, normalise_email
+from app.audit.service import record
 from app.controllers.models import (
     STATUSES,
     TERMINATION_OPTIONS,
@@ -133,6 +134,24 @@ def _apply(controller: Controller, clean: _Clean, data: ControllerInput) -> None
     controller.identifiers = [keep_ids.get(i) or ControllerIdentifier(identifier=i) for i in clean.identifiers]
 
 
+def _audit_counts(controller: Controller) -> dict[str, object]:
+    # The audit log takes counts, never the addresses themselves (personal data of the representatives).
+    contacts = {kind: sum(1 for c in controller.contacts if c.kind == kind) for kind in ("dsr", "breach", "subprocessor")}
+    return {"contacts": contacts, "domains": len(controller.domains), "identifiers": len(controller.identifiers)}
+
+
+def _audit_snapshot(controller: Controller) -> dict[str, object]:
+    # Compared in memory only, to name which fields changed; never stored.
+    return {
+        "name": controller.name,
+        "status": controller.status,
+        "termination": (controller.terminated_on, controller.termination_option),
+        "contacts": sorted((c.kind, c.email) for c in controller.contacts),
+        "domains": sorted(d.domain for d in controller.domains),
+        "identifiers": sorted(i.identifier for i in controller.identifiers),
+    }
+
+
 def create_controller(session: Session, data: ControllerInput, *, by: Principal, now: dt.datetime) -> Controller:
     """Register a client company; the DSR contact is mandatory (Pexgle §11.3)."""
     clean = _validate(session, data, controller_id=None)
@@ -140,6 +159,8 @@ def create_controller(session: Session, data: ControllerInput, *, by: Principal,
     _apply(controller, clean, data)
     session.add(controller)
     session.flush()
+    details = _audit_counts(controller)
+    record(session, by=by, action="controller.create", target_type="controller", target_id=controller.id, controller_id=controller.id, details=details, now=now)
     return controller
 
 
@@ -147,9 +168,14 @@ def update_controller(session: Session, controller_id: int, data: ControllerInpu
     """Change a controller's name, contacts, routing or status."""
     controller = get_controller(session, controller_id)
     clean = _validate(session, data, controller_id=controller.id)
+    before = _audit_snapshot(controller)
     _apply(controller, clean, data)
     controller.updated_at = now
     session.flush()
+    after = _audit_snapshot(controller)
+    changed = sorted(k for k in after if after[k] != before[k])
+    details = {**_audit_counts(controller), "changed": changed, "status": controller.status}
+    record(session, by=by, action="controller.update", target_type="controller", target_id=controller.id, controller_id=controller.id, details=details, now=now)
     return controller
 
 
