@@ -186,5 +186,5 @@ def register(app: Flask) -> None:
     from app.audit.commands import audit_cli  # imported here: it builds on this module's `group`
     from app.crypto.commands import keys_cli
 
-    for command in (db_cli, controllers_cli, demo_cli, audit_cli, keys_cli, serve):
+    for command in (db_cli, controllers_cli, demo_cli, audit_cli, keys_cli, mail_cli, serve):
         app.cli.add_command(command)

@@ -154,6 +154,8 @@ class BaseConfig:
         settings["DRAMATIQ_BROKER_URL"] = validate_broker_url(env.get("DRAMATIQ_BROKER_URL"))
         settings["SMTP_URL"] = env.get("SMTP_URL") or None
         settings["IMAP_URL"] = env.get("IMAP_URL") or None
+        settings["IMAP_CA_FILE"] = env.get("IMAP_CA_FILE") or None
+        settings["ATTACHMENT_MAX_BYTES"] = byte_size(env.get("ATTACHMENT_MAX_BYTES"), "ATTACHMENT_MAX_BYTES", default=25 * 1024 * 1024)
         settings["PRIVACY_ADDRESS"] = env.get("PRIVACY_ADDRESS") or "privacy@desk.localhost"
         settings["BIND"] = env.get("BIND") or DEFAULT_BIND
         parse_bind(settings["BIND"])
