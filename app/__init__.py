@@ -43,13 +43,23 @@ def register_extensions(app: Flask) -> None:
 
     app_context.attach(app)
 
+    from app.auth.gate import init_app as install_gate
+
+    install_gate(app)  # login, MFA and permission checks before every view; security headers after
+
 
 def register_blueprints(app: Flask) -> None:
     """One blueprint per feature."""
+    from app.auth.admin import bp as admin_bp
+    from app.auth.audit_page import bp as audit_log_bp
+    from app.auth.views import bp as auth_bp
     from app.controllers.views import bp as controllers_bp
     from app.main.views import bp as main_bp
 
     app.register_blueprint(main_bp)
+    app.register_blueprint(auth_bp)
+    app.register_blueprint(admin_bp)
+    app.register_blueprint(audit_log_bp)
     app.register_blueprint(controllers_bp)
 
 
@@ -68,11 +78,16 @@ def register_commands(app: Flask) -> None:
 
 
 def register_template_helpers(app: Flask) -> None:
-    """`nav_items()` in every template."""
+    """`nav_items()` in every template: the entries the current staff member may open."""
+    from app.auth.gate import may_visit
     from app.web import NAV
 
     def nav_items() -> list[dict[str, Any]]:
         current = request.endpoint or ""
-        return [{"url": url_for(endpoint), "label": label, "active": current.split(".")[0] == endpoint.split(".")[0]} for endpoint, label in NAV]
+        return [
+            {"url": url_for(endpoint), "label": label, "active": current.split(".")[0] == endpoint.split(".")[0]}
+            for endpoint, label in NAV
+            if may_visit(endpoint)
+        ]
 
     app.jinja_env.globals["nav_items"] = nav_items

@@ -184,7 +184,8 @@ def serve() -> None:
 def register(app: Flask) -> None:
     """Attach every command group to the app."""
     from app.audit.commands import audit_cli  # imported here: it builds on this module's `group`
+    from app.auth.commands import users_cli
     from app.crypto.commands import keys_cli
 
-    for command in (db_cli, controllers_cli, demo_cli, audit_cli, keys_cli, mail_cli, serve):
+    for command in (db_cli, controllers_cli, demo_cli, audit_cli, users_cli, keys_cli, mail_cli, serve):
         app.cli.add_command(command)

@@ -1,6 +1,7 @@
 """Imports every domain's models so Alembic and the tests see one metadata."""
 
 from app.audit.models import AuditEvent
+from app.auth.models import RecoveryCode, StaffSession, User, UserController
 from app.controllers.models import Controller, ControllerContact, ControllerDomain, ControllerIdentifier
 from app.crypto.models import DataKey
 from app.db import Base
@@ -9,6 +10,10 @@ from app.mail.quarantine import QuarantinedMessage
 from app.tickets.models import Attachment, Blob, BlobChunk, Message, Ticket
 
 __all__ = [
+    "RecoveryCode",
+    "StaffSession",
+    "User",
+    "UserController",
     "AuditEvent",
     "Base",
     "Controller",

@@ -23,4 +23,5 @@ def current_principal() -> Principal:
 
 
 # (endpoint, label) of the top navigation, in order; blueprints add themselves.
-NAV: list[tuple[str, str]] = [("controllers.index", "Controllers")]
+# Entries the current staff member may not open are hidden (app.auth.gate.may_visit).
+NAV: list[tuple[str, str]] = [("tickets.index", "Tickets"), ("controllers.index", "Controllers"), ("quarantine.index", "Quarantine"), ("admin.users", "Staff"), ("audit_log.index", "Audit log")]

@@ -141,6 +141,14 @@ class BaseConfig:
     PAGE_SIZE = 50
     SCHEDULER_EMBEDDED = True
     WORKER_EMBEDDED = True
+    # Staff access (app/auth): bcrypt cost, session lifetimes, login throttling.
+    BCRYPT_COST = 12
+    SESSION_IDLE_SECONDS = 30 * 60
+    SESSION_ABSOLUTE_SECONDS = 12 * 60 * 60
+    LOGIN_LOCK_THRESHOLD = 5
+    LOGIN_LOCK_BASE_SECONDS = 60
+    LOGIN_LOCK_MAX_SECONDS = 60 * 60
+    MIN_BCRYPT_COST = 4
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> dict[str, Any]:
@@ -167,6 +175,9 @@ class BaseConfig:
             raise ConfigError("MASTER_KEY_VERSION must be a positive whole number")
         settings["MASTER_KEY_VERSION"] = int(version)
         settings["MASTER_SECRETS_OLD"] = {int(m.group(1)): value for key, value in env.items() if (m := _OLD_MASTER.match(key))}
+        settings["BCRYPT_COST"] = bcrypt_cost(env.get("BCRYPT_COST"), default=cls.BCRYPT_COST, minimum=cls.MIN_BCRYPT_COST)
+        for name in ("SESSION_IDLE_SECONDS", "SESSION_ABSOLUTE_SECONDS"):
+            settings[name] = positive_int(env.get(name), name, default=getattr(cls, name))
         return settings
 
     @classmethod
@@ -175,6 +186,23 @@ class BaseConfig:
         missing = [name for name in GENERATED_SECRETS if not env.get(name)]
         values = load_dev_secrets(folder) if missing else {}
         return {name: env.get(name) or values[name] for name in GENERATED_SECRETS}
+
+
+def positive_int(raw: str | None, name: str, *, default: int) -> int:
+    """A positive whole number from the environment, or the default when unset."""
+    if not raw:
+        return default
+    if not raw.isdigit() or int(raw) < 1:
+        raise ConfigError(f"{name} must be a positive whole number")
+    return int(raw)
+
+
+def bcrypt_cost(raw: str | None, *, default: int, minimum: int) -> int:
+    """BCRYPT_COST: 4-31 as bcrypt allows; production insists on at least 12."""
+    cost = positive_int(raw, "BCRYPT_COST", default=default)
+    if not minimum <= cost <= 31:
+        raise ConfigError(f"BCRYPT_COST must be between {minimum} and 31")
+    return cost
 
 
 class DevelopmentConfig(BaseConfig):
@@ -186,6 +214,7 @@ class ProductionConfig(BaseConfig):
 
     DESK_ENV = "production"
     SESSION_COOKIE_SECURE = True
+    MIN_BCRYPT_COST = 12
     SCHEDULER_EMBEDDED = False
     WORKER_EMBEDDED = False
 

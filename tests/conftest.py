@@ -1,4 +1,15 @@
-"""Fixtures: `app`, `connection`, `session` (one rolled-back transaction per test), `client`, `runner`.
+"""Fixtures: `app`, `connection`, `session` (one rolled-back transaction per test), `client`, `runner`, `auth`.
+
+Every page but /login, the MFA steps, /healthz and /subprocessors needs a
+logged-in, MFA-verified staff member. In a web test, log in first:
+
+    def test_something(client, auth, session):
+        auth.login("admin")                         # a new admin, logged in through the real forms
+        auth.login("agent", controllers=[c])        # an agent who sees only controller c
+        user = auth.login(make_user(session, "privacy_officer"))   # or an existing user
+        auth.logout()
+
+`auth.login` returns the User; the client then carries the session cookie.
 
 The suite runs against Postgres + Redis when TEST_DATABASE_URL / TEST_BROKER_URL
 point at them, and against SQLite + the in-process broker otherwise. Each run
@@ -11,7 +22,7 @@ concurrency) must not use `session`: they make their own database with
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,10 +34,15 @@ from sqlalchemy.orm import Session
 
 from app import create_app
 from app import migrations as desk_migrations
+from app.auth import mfa
+from app.auth.models import User
+from app.controllers.models import Controller
+from app.db import utcnow
 from app.extensions import db
 from config.settings import DevelopmentConfig
 from tests import NAMESPACE
 from tests.databases import TEST_BROKER_URL, fresh_database
+from tests.factories import TEST_PASSWORD, make_user
 
 TEST_MASTER_SECRET = "test-master-secret-0123456789abcdef-0123456789"
 
@@ -40,6 +56,7 @@ def make_config(database_url: str, instance: Path, **overrides: Any) -> dict[str
         "MASTER_SECRET": TEST_MASTER_SECRET,
         "DRAMATIQ_BROKER_URL": TEST_BROKER_URL or "",
         "DRAMATIQ_NAMESPACE": NAMESPACE,
+        "BCRYPT_COST": "4",  # bcrypt's minimum: fast tests (production refuses less than 12)
     }
     env.update({k: v for k, v in overrides.items() if k.isupper() and isinstance(v, str)})
     settings = DevelopmentConfig.from_env(env)
@@ -99,3 +116,35 @@ def client(app: Flask, connection: Connection) -> FlaskClient:
 def runner(app: Flask, connection: Connection) -> FlaskCliRunner:
     """A CLI runner whose commands share the test's transaction."""
     return app.test_cli_runner()
+
+
+class AuthActions:
+    """Log a test client in and out through the real two-step login (password, then TOTP)."""
+
+    def __init__(self, client: FlaskClient, session: Session) -> None:
+        self.client = client
+        self.session = session
+
+    def login(self, who: User | str = "admin", *, controllers: Sequence[int | Controller] = ()) -> User:
+        """Log in as `who` (a role name makes a new enrolled user of that role); returns the user."""
+        user = who if isinstance(who, User) else make_user(self.session, who, controllers=controllers)
+        assert user.totp_secret, "auth.login needs an enrolled user (make_user(..., enrolled=True))"
+        # A TOTP step is accepted once: forget the last one so a helper login never looks like a replay.
+        user.totp_last_step = None
+        self.session.flush()
+        response = self.client.post("/login", data={"email": user.email, "password": TEST_PASSWORD})
+        assert response.status_code == 302, response.get_data(as_text=True)
+        response = self.client.post("/login/mfa", data={"code": mfa.code_at(user.totp_secret, utcnow())})
+        assert response.status_code == 302, response.get_data(as_text=True)
+        self.session.expire_all()
+        return user
+
+    def logout(self) -> None:
+        """End the session through the logout button."""
+        self.client.post("/logout")
+
+
+@pytest.fixture
+def auth(client: FlaskClient, session: Session) -> AuthActions:
+    """Login helper for web tests: `auth.login("agent", controllers=[c])`, `auth.logout()`."""
+    return AuthActions(client, session)

@@ -1,12 +1,16 @@
-"""Plain factory functions: `make_controller(session, **kw)`."""
+"""Plain factory functions: `make_controller(session, **kw)`, `make_user(session, role, **kw)`."""
 
 from __future__ import annotations
 
 import itertools
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy.orm import Session
 
+from app.auth import mfa
+from app.auth.models import User
+from app.auth.service import AuthPolicy, create_user
 from app.controllers.models import Controller
 from app.controllers.service import ControllerInput, create_controller
 from app.db import utcnow
@@ -26,3 +30,26 @@ def make_controller(session: Session, **kw: Any) -> Controller:
     }
     fields.update(kw)
     return create_controller(session, ControllerInput(**fields), by=TEST_PRINCIPAL, now=utcnow())
+
+
+# A password that passes the policy; tests log in with it.
+TEST_PASSWORD = "plum-harbour-lantern-47"
+# bcrypt's minimum cost keeps the suite fast; production insists on 12 or more.
+TEST_POLICY = AuthPolicy(bcrypt_cost=4)
+
+
+def make_user(
+    session: Session, role: str = "admin", *, controllers: Sequence[int | Controller] = (), enrolled: bool = True, password: str = TEST_PASSWORD, **kw: Any
+) -> User:
+    """A staff account with `TEST_PASSWORD`; with `enrolled` its TOTP is set up (secret in `user.totp_secret`)."""
+    n = next(_seq)
+    ids = [c.id if isinstance(c, Controller) else c for c in controllers]
+    email = kw.pop("email", f"staff{n}@desk.example")
+    user = create_user(session, email, role=role, password=password, controller_ids=ids, by=TEST_PRINCIPAL, now=utcnow(), policy=TEST_POLICY)
+    if enrolled:
+        user.totp_secret = mfa.new_secret()
+        user.mfa_enrolled_at = utcnow()
+    for key, value in kw.items():
+        setattr(user, key, value)
+    session.flush()
+    return user

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from sqlalchemy import func, select
@@ -187,22 +187,27 @@ def get_controller(session: Session, controller_id: int) -> Controller:
     return controller
 
 
-def list_controllers(session: Session, *, offset: int = 0, limit: int | None = None) -> list[Controller]:
-    """Controllers by name, with contacts, domains and identifiers loaded."""
+def list_controllers(session: Session, *, offset: int = 0, limit: int | None = None, only_ids: Collection[int] | None = None) -> list[Controller]:
+    """Controllers by name, with contacts, domains and identifiers loaded; `only_ids` limits to a staff member's scope."""
     query = (
         select(Controller)
         .options(selectinload(Controller.contacts), selectinload(Controller.domains), selectinload(Controller.identifiers))
         .order_by(Controller.name, Controller.id)
         .offset(offset)
     )
+    if only_ids is not None:
+        query = query.where(Controller.id.in_(list(only_ids)))
     if limit is not None:
         query = query.limit(limit)
     return list(session.scalars(query))
 
 
-def count_controllers(session: Session) -> int:
-    """How many controllers are registered."""
-    return session.scalar(select(func.count()).select_from(Controller)) or 0
+def count_controllers(session: Session, *, only_ids: Collection[int] | None = None) -> int:
+    """How many controllers are registered (within `only_ids` when given)."""
+    query = select(func.count()).select_from(Controller)
+    if only_ids is not None:
+        query = query.where(Controller.id.in_(list(only_ids)))
+    return session.scalar(query) or 0
 
 
 def controller_as_dict(controller: Controller) -> dict[str, object]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 
+from app.auth import rbac
 from app.controllers import service
 from app.controllers.forms import ControllerForm
 from app.db import utcnow
@@ -15,14 +16,29 @@ bp = Blueprint("controllers", __name__, url_prefix="/controllers")
 
 
 @bp.get("/")
+@rbac.require(rbac.CONTROLLERS_READ)
 def index() -> str:
     page, size = page_args(request)
-    total = service.count_controllers(db.session)
-    controllers = service.list_controllers(db.session, offset=(page - 1) * size, limit=size)
+    scope = rbac.controller_scope()  # agents: only the controllers assigned to them
+    total = service.count_controllers(db.session, only_ids=scope)
+    controllers = service.list_controllers(db.session, offset=(page - 1) * size, limit=size, only_ids=scope)
     return render_template("controllers/index.html", controllers=controllers, page=page, size=size, total=total)
 
 
+@bp.get("/<int:controller_id>/view")
+@rbac.require(rbac.CONTROLLERS_READ)
+def show(controller_id: int) -> str:
+    # Outside the scope is a 404, exactly like an id that does not exist.
+    rbac.ensure_controller_visible(controller_id)
+    try:
+        controller = service.get_controller(db.session, controller_id)
+    except service.ControllerNotFound:
+        abort(404)
+    return render_template("controllers/show.html", controller=controller)
+
+
 @bp.route("/new", methods=["GET", "POST"])
+@rbac.require(rbac.CONTROLLERS_MANAGE)
 def create() -> ResponseReturnValue:
     form = ControllerForm()
     if form.validate_on_submit():
@@ -39,6 +55,7 @@ def create() -> ResponseReturnValue:
 
 
 @bp.route("/<int:controller_id>", methods=["GET", "POST"])
+@rbac.require(rbac.CONTROLLERS_MANAGE)
 def edit(controller_id: int) -> ResponseReturnValue:
     try:
         controller = service.get_controller(db.session, controller_id)

@@ -8,6 +8,7 @@ from flask.testing import FlaskClient
 from sqlalchemy.orm import Session
 
 from app.controllers.models import Controller
+from tests.conftest import AuthActions
 from tests.factories import make_controller
 
 
@@ -30,15 +31,18 @@ def test_unknown_page_is_a_404_page_without_a_stack_trace(client: FlaskClient) -
     assert "Traceback" not in text
 
 
-def test_pages_load_nothing_from_the_internet(client: FlaskClient) -> None:
+def test_pages_load_nothing_from_the_internet(client: FlaskClient, auth: AuthActions) -> None:
+    auth.login("admin")
     html = client.get("/controllers/").get_data(as_text=True)
+    assert "Controllers" in html
     assert not re.search(r'(src|href)="(https?:)?//', html)
     css = client.get("/static/desk.css")
     assert css.status_code == 200
     css.close()
 
 
-def test_create_controller_through_the_form(client: FlaskClient, session: Session) -> None:
+def test_create_controller_through_the_form(client: FlaskClient, session: Session, auth: AuthActions) -> None:
+    auth.login("admin")
     response = client.post(
         "/controllers/new",
         data={"name": "Form Co", "dsr_contacts": "dpo@form.example", "domains": "form.example", "status": "active"},
@@ -48,7 +52,8 @@ def test_create_controller_through_the_form(client: FlaskClient, session: Sessio
     assert "Form Co" in page and "dpo@form.example" in page
 
 
-def test_bad_email_in_the_form_is_shown_and_nothing_is_saved(client: FlaskClient, session: Session) -> None:
+def test_bad_email_in_the_form_is_shown_and_nothing_is_saved(client: FlaskClient, session: Session, auth: AuthActions) -> None:
+    auth.login("admin")
     before = session.query(Controller).count()
     response = client.post("/controllers/new", data={"name": "Bad Co", "dsr_contacts": "nobody-at-all", "status": "active"})
     assert response.status_code == 422
@@ -56,7 +61,8 @@ def test_bad_email_in_the_form_is_shown_and_nothing_is_saved(client: FlaskClient
     assert session.query(Controller).count() == before
 
 
-def test_edit_controller_and_unknown_id_404(client: FlaskClient, session: Session) -> None:
+def test_edit_controller_and_unknown_id_404(client: FlaskClient, session: Session, auth: AuthActions) -> None:
+    auth.login("admin")
     c = make_controller(session)
     form = client.get(f"/controllers/{c.id}").get_data(as_text=True)
     assert c.name in form

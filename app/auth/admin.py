@@ -1,0 +1,127 @@
+"""The admin's staff pages: list, create, change role, disable/enable, reset MFA, lift a lockout."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
+from flask.typing import ResponseReturnValue
+
+from app.auth import rbac, service
+from app.auth.forms import ActionForm, RoleForm, UserForm
+from app.auth.models import User
+from app.controllers import service as controllers
+from app.db import utcnow
+from app.extensions import db
+from app.web import current_principal
+
+bp = Blueprint("admin", __name__, url_prefix="/admin")
+
+
+def _controller_choices() -> list[tuple[int, str]]:
+    return [(c.id, f"{c.id} · {c.name}") for c in controllers.list_controllers(db.session)]
+
+
+def _user_or_404(user_id: int) -> User:
+    try:
+        return service.get_user(db.session, user_id)
+    except service.UserNotFound:
+        abort(404)
+
+
+@bp.get("/users")
+@rbac.require(rbac.USERS_MANAGE)
+def users() -> ResponseReturnValue:
+    rows = service.list_users(db.session)
+    return render_template("admin/users.html", users=rows, now=utcnow(), action=ActionForm())
+
+
+@bp.route("/users/new", methods=["GET", "POST"])
+@rbac.require(rbac.USERS_MANAGE)
+def create_user() -> ResponseReturnValue:
+    form = UserForm()
+    form.controllers.choices = _controller_choices()
+    if form.validate_on_submit():
+        password = service.random_password()
+        try:
+            user = service.create_user(
+                db.session,
+                form.email.data or "",
+                role=form.role.data or "",
+                password=password,
+                controller_ids=form.controllers.data or [],
+                by=current_principal(),
+                now=utcnow(),
+                policy=service.AuthPolicy.from_config(current_app.config),
+            )
+        except service.InvalidUser as exc:
+            db.session.rollback()
+            for name, message in exc.errors.items():
+                getattr(form, name, form.email).errors.append(message)
+        else:
+            db.session.commit()
+            # Shown once, to the admin, to hand over in person; never stored in clear or logged.
+            return render_template("admin/created.html", user=user, password=password)
+    return render_template("admin/user_form.html", form=form, user=None), 200 if request.method == "GET" else 422
+
+
+@bp.route("/users/<int:user_id>", methods=["GET", "POST"])
+@rbac.require(rbac.USERS_MANAGE)
+def edit_user(user_id: int) -> ResponseReturnValue:
+    user = _user_or_404(user_id)
+    form = RoleForm()
+    form.controllers.choices = _controller_choices()
+    if request.method == "GET":
+        form.role.data = user.role
+        form.controllers.data = user.controller_ids
+    elif form.validate_on_submit():
+        try:
+            service.set_role(db.session, user.id, role=form.role.data or "", controller_ids=form.controllers.data or [], by=current_principal(), now=utcnow())
+        except service.InvalidUser as exc:
+            db.session.rollback()
+            for name, message in exc.errors.items():
+                getattr(form, name, form.role).errors.append(message)
+        else:
+            db.session.commit()
+            flash(f"User {user.id} saved; their open sessions were ended.", "success")
+            return redirect(url_for("admin.users"))
+    return render_template("admin/user_form.html", form=form, user=user, action=ActionForm(), now=utcnow()), 200 if request.method == "GET" else 422
+
+
+def _act(user_id: int, change: Callable[..., User], done: str) -> ResponseReturnValue:
+    _user_or_404(user_id)
+    if not ActionForm().validate_on_submit():
+        abort(400)
+    try:
+        change(db.session, user_id, by=current_principal(), now=utcnow())
+    except service.InvalidUser as exc:
+        db.session.rollback()
+        flash("; ".join(exc.errors.values()), "error")
+    else:
+        db.session.commit()
+        flash(f"User {user_id}: {done}.", "success")
+    return redirect(url_for("admin.edit_user", user_id=user_id))
+
+
+@bp.post("/users/<int:user_id>/disable")
+@rbac.require(rbac.USERS_MANAGE)
+def disable_user(user_id: int) -> ResponseReturnValue:
+    return _act(user_id, service.disable_user, "disabled, open sessions ended")
+
+
+@bp.post("/users/<int:user_id>/enable")
+@rbac.require(rbac.USERS_MANAGE)
+def enable_user(user_id: int) -> ResponseReturnValue:
+    return _act(user_id, service.enable_user, "enabled")
+
+
+@bp.post("/users/<int:user_id>/reset-mfa")
+@rbac.require(rbac.USERS_MANAGE)
+def reset_mfa(user_id: int) -> ResponseReturnValue:
+    return _act(user_id, service.reset_mfa, "MFA reset; they enrol again at their next login")
+
+
+@bp.post("/users/<int:user_id>/unlock")
+@rbac.require(rbac.USERS_MANAGE)
+def unlock_user(user_id: int) -> ResponseReturnValue:
+    return _act(user_id, service.unlock_user, "lock lifted")

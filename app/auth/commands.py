@@ -1,0 +1,95 @@
+"""`flask --app wsgi users ...`: staff accounts from the command line."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+
+import click
+from flask import current_app
+
+from app.auth import service
+from app.auth.models import ROLES, User
+from app.cli import group, operator
+from app.db import utcnow
+from app.extensions import db
+
+users_cli = group("users", "Staff accounts: create, list, disable, enable, reset-mfa, unlock.")
+
+
+def _read_password() -> str:
+    """Prompted twice on a terminal; the first line of stdin otherwise (for scripts)."""
+    if sys.stdin.isatty():
+        value: str = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+        return value
+    line = sys.stdin.readline()
+    return line.rstrip("\r\n")
+
+
+def _refuse(exc: service.AuthError) -> click.ClickException:
+    if isinstance(exc, service.InvalidUser):
+        return click.UsageError("; ".join(f"{k}: {v}" for k, v in exc.errors.items()))
+    if isinstance(exc, service.UserNotFound):
+        return click.UsageError("no staff account with that email or id")
+    return click.ClickException(str(exc))
+
+
+@users_cli.command("create")
+@click.argument("email")
+@click.option("--role", type=click.Choice(ROLES), required=True, help="agent, privacy_officer, admin or auditor.")
+@click.option("--controller", "controllers", type=int, multiple=True, help="Controller id assigned to the user (repeatable).")
+def users_create(email: str, role: str, controllers: tuple[int, ...]) -> None:
+    """Create a staff account; the password comes from stdin (prompted twice on a terminal). Prints its id."""
+    password = _read_password()
+    with db.session_scope() as session:
+        try:
+            user = service.create_user(
+                session,
+                email,
+                role=role,
+                password=password,
+                controller_ids=controllers,
+                by=operator("users create"),
+                now=utcnow(),
+                policy=service.AuthPolicy.from_config(current_app.config),
+            )
+        except service.AuthError as exc:
+            raise _refuse(exc) from None
+        click.echo(user.id)
+
+
+def _state(user: User) -> str:
+    now = utcnow()
+    if not user.is_active:
+        return "disabled"
+    if user.is_locked(now):
+        return "locked"
+    return "active" if user.mfa_enrolled_at else "mfa-pending"
+
+
+@users_cli.command("list")
+def users_list() -> None:
+    """List staff accounts: id, role, state, assigned controllers, email."""
+    with db.session_scope() as session:
+        for user in service.list_users(session):
+            ids = ",".join(map(str, user.controller_ids)) or "-"
+            click.echo(f"{user.id}\t{user.role}\t{_state(user)}\t{ids}\t{user.email}")
+
+
+def _change(name: str, fn: Callable[..., User], done: str) -> None:
+    @users_cli.command(name, help=f"{done[0].upper()}{done[1:]}: WHO is the account's email address or id.")
+    @click.argument("who")
+    def command(who: str) -> None:
+        with db.session_scope() as session:
+            try:
+                user = service.get_user(session, int(who)) if who.isdigit() else service.find_user(session, who)
+                fn(session, user.id, by=operator(f"users {name}"), now=utcnow())
+            except service.AuthError as exc:
+                raise _refuse(exc) from None
+            click.echo(f"user {user.id} {done}")
+
+
+_change("disable", service.disable_user, "disabled (open sessions ended)")
+_change("enable", service.enable_user, "enabled")
+_change("reset-mfa", service.reset_mfa, "MFA reset (enrols again at next login; sessions ended)")
+_change("unlock", service.unlock_user, "unlocked")
