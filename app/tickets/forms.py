@@ -1,0 +1,57 @@
+"""Forms of the staff ticket pages; every one carries the CSRF token (Flask-WTF)."""
+
+from __future__ import annotations
+
+from flask_wtf import FlaskForm
+from flask_wtf.file import FileField, FileRequired
+from wtforms import SelectField, StringField, TextAreaField
+from wtforms.fields.choices import SelectChoice
+from wtforms.validators import DataRequired, Length, Optional
+
+from app.tickets.models import STATUSES
+
+STATUS_CHOICES = [SelectChoice(s, s) for s in STATUSES]
+# Text a person types: generous, but bounded so a paste accident is refused, not stored.
+MAX_BODY = 100_000
+
+
+class ReplyForm(FlaskForm):
+    """A reply to the requester: stored on the ticket and queued in the outbox in one transaction."""
+
+    body = TextAreaField("Reply to the requester", validators=[DataRequired(), Length(max=MAX_BODY)])
+    status_after = SelectField("Then set the status to", choices=STATUS_CHOICES, default="waiting")
+
+
+class NoteForm(FlaskForm):
+    """An internal note: staff only, never mailed."""
+
+    body = TextAreaField("Internal note", validators=[DataRequired(), Length(max=MAX_BODY)])
+
+
+class StatusForm(FlaskForm):
+    """Change the ticket's status."""
+
+    status = SelectField("Status", choices=STATUS_CHOICES)
+
+
+class AssignForm(FlaskForm):
+    """Assign the ticket to a staff member ("" unassigns); choices are set per ticket."""
+
+    assignee = SelectField("Assignee", choices=[], validate_choice=True)
+
+
+class AttachmentForm(FlaskForm):
+    """Add a file to the ticket (as an internal note carrying it)."""
+
+    file = FileField("File", validators=[FileRequired()])
+    comment = StringField("Comment", validators=[Optional(), Length(max=2000)])
+
+
+class SearchForm(FlaskForm):
+    """Search by ticket reference or requester email; sent by POST so the address never lands in a URL or log."""
+
+    q = StringField("Reference or requester email", validators=[DataRequired(), Length(max=320)])
+
+
+class ActionForm(FlaskForm):
+    """A button that changes something (release, delete): only the CSRF token."""
