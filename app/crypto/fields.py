@@ -97,6 +97,7 @@ class FieldSpec:
     owner: str
     blind_index: str | None
     normalise: str | None
+    binary: bool = False
 
     @property
     def table(self) -> str:
@@ -132,7 +133,7 @@ class _Encrypted(Generic[T]):
     def __set_name__(self, cls: type, name: str) -> None:
         self.name = name
         self.model = cls
-        FIELDS.append(FieldSpec(cls, name, self.column, self.owner, self.blind_index, self.normalise))
+        FIELDS.append(FieldSpec(cls, name, self.column, self.owner, self.blind_index, self.normalise, isinstance(self, EncryptedBytes)))
         _BY_CLASS.clear()
 
     def _encode(self, value: T) -> bytes:

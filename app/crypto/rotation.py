@@ -34,6 +34,7 @@ from app.principal import Principal
 JOB = "keys.reencrypt"
 BATCH_ROWS = 5000
 MAX_PASSES = 10
+BATCH_BYTES = 32 * 1024 * 1024
 # Header + nonce identify one encryption of one value: comparing them is the
 # compare-and-swap, without shipping the whole old ciphertext back.
 PREFIX = HEADER.size + NONCE_BYTES
@@ -163,6 +164,21 @@ def remaining(conn: Connection, retiring: set[int]) -> int:
     return sum(n for key_id, n in values_by_key(conn).items() if key_id in retiring)
 
 
+def byte_capped_end(conn: Connection, spec: FieldSpec, lo: int, hi: int) -> int:
+    """The end of a batch starting after `lo` that holds at most BATCH_BYTES of ciphertext (at least one row)."""
+    table = table_of(spec)
+    column = table.c[spec.column]
+    sizes = conn.execute(select(table.c.id, func.length(column)).where(table.c.id > lo, table.c.id <= hi).order_by(table.c.id))
+    total = 0
+    end = lo
+    for row_id, size in sizes:
+        total += size or 0
+        if total > BATCH_BYTES and end > lo:
+            return end
+        end = row_id
+    return hi
+
+
 def max_id(conn: Connection, spec: FieldSpec) -> int:
     """The highest id of a field's table (rows added later are written under the new keys)."""
     table = table_of(spec)
@@ -193,6 +209,8 @@ def run(
             after, top = spans[name]
             while after < top:
                 hi = min(after + batch_rows, top)
+                if spec.binary:  # blobs: cap the bytes a batch holds in memory, not only its rows
+                    hi = byte_capped_end(session.connection(), spec, after, hi)
                 conn = session.connection()
                 state["rotated"] += rotate_batch(conn, spec, after, hi, _Keys(conn, session, retiring))
                 state.update(field=name, after_id=hi)

@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from sqlalchemy import select, text, update
 from sqlalchemy.orm import Session
 
+from app import create_app
+from app import migrations as desk_migrations
+from app.audit.models import AuditEvent
 from app.controllers.models import ControllerContact
 from app.crypto.cipher import DecryptionError
-from tests.factories import make_controller
+from app.crypto.service import shred_controller_keys
+from app.db import utcnow
+from app.extensions import db
+from tests.conftest import make_config
+from tests.factories import TEST_PRINCIPAL, make_controller
 
 CANARY = "canary-7f3a91@plaintext.example"
 
@@ -51,3 +60,75 @@ def test_flipped_byte_fails_clearly(session: Session) -> None:
     assert reloaded is not None
     with pytest.raises(DecryptionError, match="authentication failed"):
         _ = reloaded.email
+
+
+def _contact(session: Session, contact_id: int) -> ControllerContact:
+    session.expire_all()
+    found = session.get(ControllerContact, contact_id)
+    assert found is not None
+    return found
+
+
+def _store(session: Session, contact_id: int, blob: bytes) -> None:
+    session.execute(update(ControllerContact).where(ControllerContact.id == contact_id).values(email_ct=blob))
+
+
+def test_value_moved_to_another_row_or_relabelled_to_another_key_fails(session: Session) -> None:
+    # Given two controllers, each with a contact under its own data key
+    a = make_controller(session, dsr_contacts=["a@a.example"], breach_contacts=["b@a.example"])
+    b = make_controller(session, dsr_contacts=["c@b.example"])
+    a_dsr, a_breach, b_dsr = a.contacts[0], a.contacts[1], b.contacts[0]
+    a_blob, b_blob = bytes(a_dsr.email_ct), bytes(b_dsr.email_ct)
+    # When A's DSR ciphertext is copied onto A's breach contact (same key, another row)
+    _store(session, a_breach.id, a_blob)
+    with pytest.raises(DecryptionError, match="authentication failed"):
+        _ = _contact(session, a_breach.id).email
+    # When B's ciphertext is relabelled to name A's key
+    _store(session, b_dsr.id, a_blob[:5] + b_blob[5:])
+    with pytest.raises(DecryptionError, match="authentication failed"):
+        _ = _contact(session, b_dsr.id).email
+    # When it names a key that does not exist
+    _store(session, b_dsr.id, b"\x01\x00\x0f\x42\x40" + b_blob[5:])
+    with pytest.raises(DecryptionError, match="does not exist"):
+        _ = _contact(session, b_dsr.id).email
+    # Then the untouched value still reads
+    assert _contact(session, a_dsr.id).email == "a@a.example"
+
+
+def test_shredding_makes_a_controllers_values_undecryptable_and_is_audited(session: Session) -> None:
+    # Given two controllers with contacts
+    doomed = make_controller(session, dsr_contacts=["gone@doomed.example"])
+    kept = make_controller(session, dsr_contacts=["stays@kept.example"])
+    doomed_contact, kept_contact = doomed.contacts[0].id, kept.contacts[0].id
+    session.flush()
+    # When the first one's keys are shredded
+    destroyed = shred_controller_keys(session, doomed.id, by=TEST_PRINCIPAL, now=utcnow())
+    # Then its values fail with a clear error, the other's still read, and the audit log says so with ids only
+    assert destroyed == 1
+    with pytest.raises(DecryptionError, match="shredded"):
+        _ = _contact(session, doomed_contact).email
+    assert session.scalars(select(ControllerContact).where(ControllerContact.email.matches(session, "gone@doomed.example", controller_id=doomed.id))).all() == []
+    assert _contact(session, kept_contact).email == "stays@kept.example"
+    event = session.scalars(select(AuditEvent).where(AuditEvent.action == "keys.shred").order_by(AuditEvent.seq.desc())).first()
+    assert event is not None and event.target_id == str(doomed.id) and "gone@" not in event.details_json
+    assert shred_controller_keys(session, doomed.id, by=TEST_PRINCIPAL, now=utcnow()) == 0
+
+
+def test_canary_never_reaches_the_sqlite_file(tmp_path: Path) -> None:
+    # Given a real, committed SQLite database (whatever backend the suite runs on)
+    url = f"sqlite:///{tmp_path / 'canary.sqlite3'}"
+    desk_migrations.upgrade(url)
+    app = create_app(make_config(url, tmp_path / "instance"))
+    with app.app_context():
+        with db.session_scope() as s:
+            make_controller(s, dsr_contacts=[CANARY], breach_contacts=[CANARY.upper()])
+        with db.session_scope() as s:
+            found = s.scalars(select(ControllerContact).where(ControllerContact.email.matches(s, CANARY, controller_id=1))).all()
+            assert [c.email for c in found] == [CANARY, CANARY]  # the service stores addresses lowercased
+        db.state(app).engine.dispose()
+    # Then neither the main file nor the WAL holds the plaintext in any case
+    files = [p for p in tmp_path.glob("canary.sqlite3*") if p.is_file()]
+    assert files
+    for path in files:
+        data = path.read_bytes().lower()
+        assert CANARY.encode() not in data, path.name
