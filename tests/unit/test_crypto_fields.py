@@ -107,7 +107,8 @@ def test_shredding_makes_a_controllers_values_undecryptable_and_is_audited(sessi
     assert destroyed == 1
     with pytest.raises(DecryptionError, match="shredded"):
         _ = _contact(session, doomed_contact).email
-    assert session.scalars(select(ControllerContact).where(ControllerContact.email.matches(session, "gone@doomed.example", controller_id=doomed.id))).all() == []
+    lookup = ControllerContact.email.matches(session, "gone@doomed.example", controller_id=doomed.id)
+    assert session.scalars(select(ControllerContact).where(lookup)).all() == []
     assert _contact(session, kept_contact).email == "stays@kept.example"
     event = session.scalars(select(AuditEvent).where(AuditEvent.action == "keys.shred").order_by(AuditEvent.seq.desc())).first()
     assert event is not None and event.target_id == str(doomed.id) and "gone@" not in event.details_json

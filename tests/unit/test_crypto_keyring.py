@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from app.crypto.keyring import Keyring, KeyringError, UnknownKeyVersion
+from app.crypto.keyring import Keyring, UnknownKeyVersion
 from config.settings import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
