@@ -20,6 +20,9 @@ from app.controllers.models import (
     ControllerDomain,
     ControllerIdentifier,
 )
+from app.crypto.cipher import DecryptionError, key_id_of
+from app.crypto.keyring import KeyringError
+from app.crypto.keys import cache_for, data_keys, unwrap_row
 from app.principal import Principal
 
 _IDENTIFIER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,99}$")
@@ -199,7 +202,29 @@ def list_controllers(session: Session, *, offset: int = 0, limit: int | None = N
         query = query.where(Controller.id.in_(list(only_ids)))
     if limit is not None:
         query = query.limit(limit)
-    return list(session.scalars(query))
+    controllers = list(session.scalars(query))
+    _load_contact_keys(session, controllers)
+    return controllers
+
+
+def _load_contact_keys(session: Session, controllers: Sequence[Controller]) -> None:
+    # Each controller has its own data key: unwrap a page's keys with one query,
+    # not one query per row when the template decrypts the addresses (N+1).
+    cache = cache_for(session)
+    wanted: set[int] = set()
+    for contact in (c for controller in controllers for c in controller.contacts):
+        try:
+            wanted.add(key_id_of(contact.email_ct))
+        except DecryptionError:
+            continue  # reading the address reports it
+    wanted -= cache.by_id.keys()
+    if not wanted:
+        return
+    for row in session.connection().execute(select(data_keys).where(data_keys.c.id.in_(wanted))):
+        try:
+            cache.by_id[row.id] = unwrap_row(cache.keyring, row)
+        except (DecryptionError, KeyringError):
+            continue  # shredded or its master secret is gone: reading the address reports it
 
 
 def count_controllers(session: Session, *, only_ids: Collection[int] | None = None) -> int:
