@@ -186,6 +186,7 @@ def register(app: Flask) -> None:
     from app.audit.commands import audit_cli  # imported here: it builds on this module's `group`
     from app.auth.commands import users_cli
     from app.crypto.commands import keys_cli
+    from app.dsr.commands import dsr_cli
 
-    for command in (db_cli, controllers_cli, demo_cli, audit_cli, users_cli, keys_cli, mail_cli, serve):
+    for command in (db_cli, controllers_cli, demo_cli, audit_cli, users_cli, keys_cli, mail_cli, dsr_cli, serve):
         app.cli.add_command(command)

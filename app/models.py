@@ -5,6 +5,7 @@ from app.auth.models import RecoveryCode, StaffSession, User, UserController
 from app.controllers.models import Controller, ControllerContact, ControllerDomain, ControllerIdentifier
 from app.crypto.models import DataKey
 from app.db import Base
+from app.dsr.models import Dsr, DsrEvent, DsrForward, DsrSuggestion, Instruction, StandingInstruction
 from app.jobs.models import JobState
 from app.mail.quarantine import QuarantinedMessage
 from app.tickets.models import Attachment, Blob, BlobChunk, Message, Ticket
@@ -21,6 +22,12 @@ __all__ = [
     "ControllerDomain",
     "ControllerIdentifier",
     "DataKey",
+    "Dsr",
+    "DsrEvent",
+    "DsrForward",
+    "DsrSuggestion",
+    "Instruction",
+    "StandingInstruction",
     "JobState",
     "QuarantinedMessage",
     "Attachment",

@@ -41,6 +41,7 @@ class Job:
 JOBS: list[Job] = [
     Job("heartbeat", "heartbeat", 60),
     Job("audit checkpoint", "audit_checkpoint", 600),
+    Job("dsr-sweep", "sweep_dsrs", 60),
 ]
 
 

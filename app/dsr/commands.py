@@ -1,0 +1,78 @@
+"""`flask --app wsgi dsr list [--json]` and `dsr sweep` (one sweeper pass, for cron and operators)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import click
+from flask import current_app
+from sqlalchemy import select
+
+from app.cli import group, operator
+from app.controllers.models import Controller
+from app.dsr import deadlines
+from app.dsr import service as dsr_service
+from app.dsr.models import STATES
+from app.extensions import db
+
+dsr_cli = group("dsr", "Data-subject requests: list them, run one sweeper pass.")
+
+
+def _iso(value: object) -> str | None:
+    return value.isoformat() if value is not None else None  # type: ignore[attr-defined]
+
+
+@dsr_cli.command("list")
+@click.option("--json", "as_json", is_flag=True, help="One JSON array, for scripts.")
+@click.option("--state", type=click.Choice(STATES), help="Only requests in this state.")
+@click.option("--open", "open_only", is_flag=True, help="Only open requests.")
+@click.option("--limit", type=click.IntRange(1, 100_000), default=1000, show_default=True)
+def dsr_list(as_json: bool, state: str | None, open_only: bool, limit: int) -> None:
+    """Requests by deadline: reference, types, controller, state, received/due/forwarded, pending instructions."""
+    now = dsr_service.now_utc()
+    with db.session_scope() as session:
+        rows = dsr_service.list_dsrs(session, open_only=open_only, state=state, limit=limit)
+        pending = dsr_service.pending_instruction_counts(session, [d.id for d in rows])
+        names = dict(session.execute(select(Controller.id, Controller.name)).tuples().all())
+        items: list[dict[str, Any]] = [
+            {
+                "id": d.id,
+                "reference": d.reference,
+                "types": list(d.types),
+                "controllers": [{"id": cid, "name": names.get(cid)} for cid in d.controller_ids],
+                "state": d.state,
+                "sla_breached": d.sla_breached_at is not None,
+                "received_at": _iso(d.received_at),
+                "due_at": _iso(d.due_at),
+                "forwarded_at": _iso(d.forwarded_at),
+                "pending_instructions": pending.get(d.id, 0),
+            }
+            for d in rows
+        ]
+        lefts = {d.id: deadlines.format_left(deadlines.time_left(d.due_at, now)) for d in rows}
+    if as_json:
+        click.echo(json.dumps(items, indent=2))
+        return
+    if not items:
+        click.echo("no data-subject requests")
+        return
+    for item in items:
+        controllers = ",".join(str(c["name"]) for c in item["controllers"]) or "(triage)"
+        left = "" if item["forwarded_at"] else f"  {lefts[item['id']]}"
+        click.echo(
+            f"{item['reference']}  {'+'.join(item['types']) or '-'}  {controllers}  {item['state']}{' BREACHED' if item['sla_breached'] else ''}"
+            f"  received {item['received_at']}  due {item['due_at']}  forwarded {item['forwarded_at'] or '-'}{left}"
+            f"  pending instructions {item['pending_instructions']}"
+        )
+
+
+@dsr_cli.command("sweep")
+def dsr_sweep() -> None:
+    """One sweeper pass: forward what is pending, escalate 4 h before due, mark missed deadlines."""
+    settings = dsr_service.DsrSettings.from_config(current_app.config)
+    with db.session_scope() as session:
+        result = dsr_service.sweep(session, settings=settings, by=operator("dsr sweep"), now=dsr_service.now_utc())
+    click.echo(f"rung {result.rung}, forwarded {result.forwarded}, escalated {result.escalated}, breached {result.breached}")
+    if result.failed:
+        raise click.ClickException(f"could not forward DSR {', '.join(map(str, result.failed))} (no DSR contact for a controller?)")

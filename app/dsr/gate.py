@@ -1,0 +1,191 @@
+"""The instruction gate (WECO §12.2, Pexgle §11.5): nothing reaches a data subject without the controller's instruction.
+
+`check_outbound` is called by the outbox (`app.mail.outbound.enqueue_email`)
+for every email, so the rule holds server-side whatever a page or a script
+sends. An email is held to the rule when its recipient is the subject of an
+open DSR (blind-index lookup) or when it is related to a ticket with an open
+DSR and goes to anyone but staff or that DSR's controllers. Such an email
+passes only if, for each of those DSRs:
+
+- a privacy officer confirmed an instruction of the controller to respond and
+  the email carries the instructed text, or
+- it is a neutral acknowledgement (kind `acknowledgement`) whose text is the
+  template of a standing instruction of every controller the DSR concerns.
+
+A refusal raises InstructionRequired and is audit-logged. The audit entry is
+written after the caller's transaction ends (commit or rollback), in a
+transaction of its own, because the caller usually rolls back on the error
+and would take the evidence with it.
+
+`require_instruction` is the check execution services call (find, export,
+erase, rectify, restrict) before acting under a confirmed instruction.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import event, or_, select
+from sqlalchemy.orm import Session, SessionTransaction
+
+from app.audit.service import record
+from app.auth.models import User
+from app.controllers.models import ControllerContact
+from app.dsr.models import Dsr, DsrForward, Instruction, StandingInstruction
+from app.principal import Principal
+
+log = logging.getLogger(__name__)
+
+ACKNOWLEDGEMENT = "acknowledgement"
+_REFUSALS = "dsr_gate_refusals"
+
+
+class GateError(Exception):
+    """Base of the instruction gate's errors."""
+
+
+class InstructionRequired(GateError):
+    """The email would reach a data subject without a confirmed controller instruction; nothing was queued."""
+
+    def __init__(self, dsr_ids: list[int]) -> None:
+        super().__init__("no confirmed controller instruction authorises this message to the data subject (DSR " + ", ".join(map(str, dsr_ids)) + ")")
+        self.dsr_ids = dsr_ids
+
+
+class NoConfirmedInstruction(GateError):
+    """No confirmed instruction of the controller authorises this action on the request."""
+
+
+def _normalised(text: str | None) -> str:
+    return " ".join((text or "").split()).casefold()
+
+
+def _open_dsrs(session: Session, to: str, related_type: str | None, related_id: int | None) -> tuple[list[Dsr], bool]:
+    """Open DSRs the email touches, and whether the recipient is the subject of one of them."""
+    as_subject = list(session.scalars(select(Dsr).where(Dsr.subject_email.matches(session, to), Dsr.is_open.is_(True))))
+    found = {d.id: d for d in as_subject}
+    if related_type == "ticket" and related_id is not None:
+        for dsr in session.scalars(select(Dsr).where(Dsr.ticket_id == related_id, Dsr.is_open.is_(True))):
+            found.setdefault(dsr.id, dsr)
+    return sorted(found.values(), key=lambda d: d.id), bool(as_subject)
+
+
+def _is_staff_or_controller(session: Session, to: str, controller_ids: set[int]) -> bool:
+    if session.scalar(select(User.id).where(User.email == to.strip().lower(), User.disabled_at.is_(None))) is not None:
+        return True
+    if not controller_ids:
+        return False
+    conditions = [ControllerContact.email.matches(session, to, controller_id=cid) for cid in sorted(controller_ids)]
+    return session.scalar(select(ControllerContact.id).where(or_(*conditions)).limit(1)) is not None
+
+
+def _authorised(session: Session, dsr: Dsr, *, kind: str, body: str) -> bool:
+    if kind == ACKNOWLEDGEMENT:
+        controllers = set(dsr.controller_ids)
+        if not controllers:
+            return False  # triage: no controller has said anything yet
+        for cid in controllers:
+            templates = session.scalars(
+                select(StandingInstruction).where(
+                    StandingInstruction.controller_id == cid, StandingInstruction.kind == ACKNOWLEDGEMENT, StandingInstruction.revoked_at.is_(None)
+                )
+            )
+            if not any(_normalised(t.template) == body for t in templates):
+                return False
+        return True
+    confirmed = session.scalars(
+        select(Instruction).where(
+            Instruction.dsr_id == dsr.id, Instruction.state == "confirmed", Instruction.decision == "respond", Instruction.verified.is_(True)
+        )
+    )
+    return any(_normalised(i.response_text) and _normalised(i.response_text) in body for i in confirmed)
+
+
+def check_outbound(
+    session: Session,
+    *,
+    to: str,
+    kind: str,
+    body_text: str,
+    related_type: str | None,
+    related_id: int | None,
+    by: Principal,
+    now: dt.datetime,
+) -> None:
+    """Refuse (InstructionRequired, audit-logged) an email to a DSR's subject or ticket participant that no instruction authorises."""
+    dsrs, to_subject = _open_dsrs(session, to, related_type, related_id)
+    if not dsrs:
+        return
+    controllers = {cid for d in dsrs for cid in d.controller_ids}
+    if not to_subject and _is_staff_or_controller(session, to, controllers):
+        return
+    body = _normalised(body_text)
+    blocked = [d.id for d in dsrs if not _authorised(session, d, kind=kind, body=body)]
+    if not blocked:
+        return
+    session.info.setdefault(_REFUSALS, []).append(
+        {"by": by, "now": now, "dsr_ids": blocked, "kind": kind, "related_type": related_type, "related_id": related_id, "to_subject": to_subject}
+    )
+    log.warning("instruction gate refused an email of kind %s for DSR %s", kind, blocked)
+    raise InstructionRequired(blocked)
+
+
+@event.listens_for(Session, "after_transaction_end")
+def _write_refusals(session: Session, transaction: SessionTransaction) -> None:
+    if transaction.parent is not None:
+        return
+    refusals: list[dict[str, Any]] | None = session.info.pop(_REFUSALS, None)
+    if not refusals:
+        return
+    bind = session.get_bind()
+    try:
+        with Session(bind=bind, join_transaction_mode="create_savepoint") as audit_session:
+            for item in refusals:
+                for dsr_id in item["dsr_ids"]:
+                    record(
+                        audit_session,
+                        by=item["by"],
+                        action="dsr.reply_refused",
+                        target_type="dsr",
+                        target_id=dsr_id,
+                        details={
+                            "kind": item["kind"],
+                            "related_type": item["related_type"],
+                            "related_id": item["related_id"],
+                            "to_subject": item["to_subject"],
+                        },
+                        now=item["now"],
+                    )
+            audit_session.commit()
+    except Exception as exc:  # the refusal itself already happened; losing its audit line must be loud
+        log.error("instruction gate: could not audit a refused email (%s)", type(exc).__name__)
+        raise
+
+
+@dataclass(frozen=True)
+class Authority:
+    """The confirmed instruction an action is taken under."""
+
+    instruction_id: int
+    controller_id: int
+    decision: str
+
+
+def require_instruction(session: Session, dsr_id: int, decision: str, *, controller_id: int | None = None) -> Authority:
+    """The confirmed, verified instruction of `decision` on this DSR (of that controller), or NoConfirmedInstruction."""
+    stmt = select(Instruction).where(
+        Instruction.dsr_id == dsr_id, Instruction.state == "confirmed", Instruction.verified.is_(True), Instruction.decision == decision
+    )
+    if controller_id is not None:
+        stmt = stmt.where(Instruction.controller_id == controller_id)
+    instruction = session.scalars(stmt.order_by(Instruction.decided_at.desc(), Instruction.id.desc()).limit(1)).first()
+    if instruction is None or instruction.controller_id is None:
+        raise NoConfirmedInstruction(f"DSR {dsr_id} has no confirmed instruction to {decision}")
+    # An instruction from a controller the request was never forwarded to authorises nothing.
+    forwarded = session.scalar(select(DsrForward.id).where(DsrForward.dsr_id == dsr_id, DsrForward.controller_id == instruction.controller_id))
+    if forwarded is None:
+        raise NoConfirmedInstruction(f"DSR {dsr_id}: the instructing controller is not one the request concerns")
+    return Authority(instruction.id, instruction.controller_id, decision)

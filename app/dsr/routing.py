@@ -1,0 +1,62 @@
+"""Which controller a data-subject request concerns: the ticket's routing, the registry, then the subject's other tickets.
+
+Exactly one candidate routes the request; none or several leave it in triage
+(the 24 h clock keeps running) for a privacy officer to decide.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import or_, select
+from sqlalchemy.orm import Session
+
+from app.controllers.models import Controller, ControllerDomain
+from app.tickets.models import Ticket, key_owner_for
+
+
+@dataclass(frozen=True)
+class Routing:
+    """The candidate controllers and how they were found (codes only)."""
+
+    controller_ids: list[int]
+    how: list[str]
+
+    @property
+    def controller_id(self) -> int | None:
+        """The single controller, or None when triage must decide."""
+        return self.controller_ids[0] if len(self.controller_ids) == 1 else None
+
+
+def _domain_match(session: Session, email: str) -> int | None:
+    domain = email.rpartition("@")[2].strip(".").lower()
+    labels = domain.split(".")
+    parents = [".".join(labels[i:]) for i in range(len(labels) - 1)]
+    if not parents:
+        return None
+    rows = session.execute(select(ControllerDomain.domain, ControllerDomain.controller_id).where(ControllerDomain.domain.in_(parents))).all()
+    return max(rows, key=lambda r: len(r.domain)).controller_id if rows else None
+
+
+def controllers_of_subject(session: Session, email: str) -> set[int]:
+    """Controllers holding tickets of this requester, by the per-controller blind index (one query)."""
+    ids = list(session.scalars(select(Controller.id).where(Controller.status == "active")))
+    if not ids or not email.strip():
+        return set()
+    conditions = [Ticket.requester_email.matches(session, email, controller_id=key_owner_for(cid)) for cid in ids]
+    return {cid for cid in session.scalars(select(Ticket.controller_id).where(or_(*conditions)).distinct()) if cid is not None}
+
+
+def route(session: Session, *, ticket: Ticket | None, subject_email: str | None) -> Routing:
+    """The controllers a request concerns, from the ticket, the registry's domains and the subject's tickets."""
+    found: dict[int, list[str]] = {}
+    if ticket is not None and ticket.controller_id is not None:
+        found.setdefault(ticket.controller_id, []).append("ticket")
+    if subject_email:
+        by_domain = _domain_match(session, subject_email)
+        if by_domain is not None:
+            found.setdefault(by_domain, []).append("domain")
+        for cid in sorted(controllers_of_subject(session, subject_email)):
+            found.setdefault(cid, []).append("blind_index")
+    how = sorted({h for hs in found.values() for h in hs}) or ["none"]
+    return Routing(sorted(found), how)

@@ -1,0 +1,25 @@
+"""DSR actors: forward one request to its controllers, and the sweeper pass (every minute)."""
+
+from __future__ import annotations
+
+import dramatiq
+from flask import current_app
+
+from app.db import utcnow
+from app.dsr import service as dsr
+from app.extensions import db
+from app.principal import Principal
+
+
+@dramatiq.actor(actor_name=dsr.FORWARD_ACTOR, max_retries=5, time_limit=60_000, min_backoff=5_000)
+def forward_dsr(dsr_id: int) -> None:
+    """Forward a request to each controller not yet forwarded to; a no-op when done (duplicates are harmless)."""
+    with db.session_scope() as session:
+        dsr.forward(session, dsr_id, settings=dsr.DsrSettings.from_config(current_app.config), by=Principal.system("dsr forward"), now=utcnow())
+
+
+@dramatiq.actor(max_retries=0, time_limit=60_000)
+def sweep_dsrs() -> None:
+    """Forward what is pending, escalate 4 h before due, mark breaches (the database is the source of truth)."""
+    with db.session_scope() as session:
+        dsr.sweep(session, settings=dsr.DsrSettings.from_config(current_app.config), by=Principal.system("dsr sweep"), now=utcnow())
