@@ -155,8 +155,10 @@ def demo_seed() -> None:
     """Create demo data (idempotent: existing demo rows are kept)."""
     from app.demo import seed
 
+    from app.auth.service import AuthPolicy
+
     with db.session_scope() as session:
-        for line in seed(session, now=utcnow()):
+        for line in seed(session, now=utcnow(), policy=AuthPolicy.from_config(current_app.config)):
             click.echo(line)
 
 

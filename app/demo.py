@@ -8,6 +8,8 @@ from collections.abc import Iterator
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from app.auth.models import User
+from app.auth.service import AuthPolicy, create_user, random_password
 from app.controllers.models import Controller
 from app.controllers.service import ControllerInput, create_controller
 from app.principal import Principal
@@ -50,8 +52,17 @@ DEMO_CONTROLLERS = [
 ]
 
 
-def seed(session: Session, *, now: dt.datetime) -> Iterator[str]:
-    """Create whatever demo data is missing; yields one line per thing done."""
+# (email, role, names of the demo controllers assigned): one account per role.
+DEMO_STAFF = [
+    ("admin@desk.example", "admin", []),
+    ("agent@desk.example", "agent", ["WECO Retail GmbH", "Pexgle Kft."]),
+    ("privacy@desk.example", "privacy_officer", []),
+    ("auditor@desk.example", "auditor", []),
+]
+
+
+def seed(session: Session, *, now: dt.datetime, policy: AuthPolicy | None = None) -> Iterator[str]:
+    """Create whatever demo data is missing; yields one line per thing done (with new accounts' one-time passwords)."""
     by = Principal.system("demo seed")
     existing = set(session.scalars(select(Controller.name)))
     for data in DEMO_CONTROLLERS:
@@ -59,4 +70,19 @@ def seed(session: Session, *, now: dt.datetime) -> Iterator[str]:
             continue
         controller = create_controller(session, data, by=by, now=now)
         yield f"controller {controller.id}: {controller.name}"
+    ids = {name: cid for name, cid in session.execute(select(Controller.name, Controller.id))}
+    have = set(session.scalars(select(User.email)))
+    created = 0
+    for email, role, names in DEMO_STAFF:
+        if email in have:
+            continue
+        # A random password per run: the desk never ships a known default account.
+        password = random_password()
+        user = create_user(
+            session, email, role=role, password=password, controller_ids=[ids[n] for n in names if n in ids], by=by, now=now, policy=policy or AuthPolicy()
+        )
+        created += 1
+        yield f"staff {user.id}: {email} ({role}) one-time password: {password}"
+    if created:
+        yield "log in at /login; each account sets up its authenticator app (TOTP) at its first login. The passwords are shown only now."
     yield "demo data ready"

@@ -5,6 +5,10 @@ leaves no event. Appends are serialised: on Postgres by a transaction-scoped
 advisory lock taken before reading the chain head (held until commit or
 rollback); on SQLite every write transaction already starts with BEGIN IMMEDIATE.
 The unique `seq` is the last line of defence if something bypasses the lock.
+
+The lock is held until the caller's transaction ends, so callers record as the
+last step before they commit and keep such transactions short: every other
+auditing writer waits for them.
 """
 
 from __future__ import annotations

@@ -67,6 +67,7 @@ class _Broken(Exception):
 
 def _load_checkpoints(path: Path, key_for: cp.KeyFor) -> list[cp.Checkpoint]:
     found: list[cp.Checkpoint] = []
+    retired: list[cp.Checkpoint] = []
     for number, text in cp.read_lines(path):
         checkpoint = cp.parse_line(text, number)
         if checkpoint is None:
@@ -74,12 +75,23 @@ def _load_checkpoints(path: Path, key_for: cp.KeyFor) -> list[cp.Checkpoint]:
         try:
             authentic = cp.is_authentic(checkpoint, key_for)
         except cp.UnknownCheckpointKey:
-            raise _Broken(
-                checkpoint.seq, None, f"checkpoint file line {number} is signed under master key version {checkpoint.key_version}, which is not configured"
-            ) from None
+            retired.append(checkpoint)
+            continue
         if not authentic:
             raise _Broken(checkpoint.seq, None, f"checkpoint file line {number} has a bad signature")
         found.append(checkpoint)
+    # A checkpoint under a retired master version cannot be checked any more. It adds
+    # nothing once a verifiable checkpoint at the same or a later seq exists (the chain
+    # links fix every earlier event); otherwise the newest head would go unchecked.
+    newest = max((c.seq for c in found), default=-1)
+    for checkpoint in retired:
+        if checkpoint.seq > newest:
+            raise _Broken(
+                checkpoint.seq,
+                None,
+                f"checkpoint file line {checkpoint.line_no} is signed under master key version {checkpoint.key_version}, which is not configured"
+                " (run `audit checkpoint` under the current version before retiring an old one)",
+            )
     return found
 
 

@@ -201,6 +201,18 @@ def test_a_forged_or_foreign_checkpoint_is_refused(engine: Engine, checkpoints: 
     assert not result.ok and "master key version 3, which is not configured" in result.reason
 
 
+def test_a_checkpoint_under_a_retired_master_version_is_superseded_by_a_newer_one(engine: Engine, checkpoints: Path) -> None:
+    # Given a checkpoint signed under master version 3, whose secret has since been removed
+    append(engine, 4)
+    with Session(engine) as session:
+        seq, head = audit.chain_head(session)
+    checkpoints.write_text(cp.sign(seq, head, key_version=3, key_for=lambda v: b"z" * 32, now=T0).line() + "\n")
+    assert not verify(engine, checkpoints).ok
+    # When the head is signed again under a configured version, the old line is covered by the new one
+    sign_head(engine, checkpoints, version=2)
+    assert verify(engine, checkpoints).ok
+
+
 def test_checkpoints_record_the_master_version_and_skip_an_unchanged_head(engine: Engine, checkpoints: Path) -> None:
     append(engine, 2)
     sign_head(engine, checkpoints, version=1)
