@@ -1,5 +1,7 @@
 """A real browser against a real server: Debian's Chromium driven by Playwright.
 
+Log in with `live_server.login(page, "agent", controllers=(c_id,))` (the real two-step form).
+
 `live_server` serves a fresh app on a fresh database (real commits) on a free
 loopback port in a thread; `page` is a new Chromium page. Playwright never
 downloads a browser: it launches /usr/bin/chromium (scripts/system-packages).
@@ -20,9 +22,13 @@ from werkzeug.serving import BaseWSGIServer, make_server
 
 from app import create_app
 from app import migrations as desk_migrations
+from app.auth import mfa
+from app.auth.models import User
+from app.db import utcnow
 from app.extensions import db
 from tests.conftest import make_config
 from tests.databases import fresh_database
+from tests.factories import TEST_PASSWORD, make_user
 from workers.broker import app_context
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -44,6 +50,23 @@ class LiveServer:
 
     app: Flask
     url: str
+
+    def make_user(self, role: str = "admin", *, enrolled: bool = True, controllers: tuple[int, ...] = ()) -> User:
+        """A committed staff account of `role` with TEST_PASSWORD (and a TOTP secret when `enrolled`)."""
+        with self.app.app_context(), db.session_scope() as session:
+            return make_user(session, role, enrolled=enrolled, controllers=list(controllers))
+
+    def login(self, page: Page, role: str = "admin", *, controllers: tuple[int, ...] = ()) -> User:
+        """Log a new enrolled user of `role` in through the real two-step form in the browser."""
+        user = self.make_user(role, controllers=controllers)
+        page.goto(f"{self.url}/login")
+        page.get_by_label("Email").fill(user.email)
+        page.get_by_label("Password").fill(TEST_PASSWORD)
+        page.get_by_role("button", name="Continue").click()
+        page.get_by_label("Code").fill(mfa.code_at(user.totp_secret or "", utcnow()))
+        page.get_by_role("button", name="Log in").click()
+        page.wait_for_url(lambda url: "/login" not in url)
+        return user
 
 
 @pytest.fixture(scope="module")

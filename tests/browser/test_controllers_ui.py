@@ -8,7 +8,8 @@ from tests.browser.conftest import LiveServer
 
 
 def test_register_a_controller_then_fix_a_bad_address(live_server: LiveServer, page: Page) -> None:
-    # Given the controllers page
+    # Given an admin on the controllers page
+    live_server.login(page, "admin")
     page.goto(f"{live_server.url}/controllers/")
     page.get_by_role("link", name="New controller").click()
     # When the form is sent with a malformed DSR contact
