@@ -7,6 +7,7 @@ from app.crypto.models import DataKey
 from app.db import Base
 from app.dsr.models import Dsr, DsrEvent, DsrForward, DsrSuggestion, Instruction, StandingInstruction
 from app.jobs.models import JobState
+from app.mail.models import OutboxEmail
 from app.mail.quarantine import QuarantinedMessage
 from app.tickets.models import Attachment, Blob, BlobChunk, Message, Ticket
 
@@ -29,6 +30,7 @@ __all__ = [
     "Instruction",
     "StandingInstruction",
     "JobState",
+    "OutboxEmail",
     "QuarantinedMessage",
     "Attachment",
     "Blob",

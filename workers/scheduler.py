@@ -40,6 +40,7 @@ class Job:
 # Every periodic job of the desk; each domain adds its sweeper here.
 JOBS: list[Job] = [
     Job("heartbeat", "heartbeat", 60),
+    Job("outbox-sweep", "sweep_outbox", 30),
     Job("audit checkpoint", "audit_checkpoint", 600),
     Job("dsr-sweep", "sweep_dsrs", 60),
 ]

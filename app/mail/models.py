@@ -1,0 +1,70 @@
+"""Mail tables. The outbox: one row per outbound email, the source of truth for its delivery."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import JSON, CheckConstraint, ForeignKey, Index, Integer, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.crypto.fields import EncryptedField, EncryptedRow, encrypted_column
+from app.db import Base, intpk, utc
+
+OUTBOX_STATES = ("queued", "sending", "sent", "failed")
+
+
+class OutboxEmail(EncryptedRow, Base):
+    """An email the desk has decided to send: written in the transaction that caused it, sent by a worker.
+
+    `state` moves queued -> sending (claimed by one worker) -> sent | failed, or
+    back to queued with a later `due_at` after a temporary failure. The
+    Message-ID is fixed when the row is written, so a re-send after a crashed
+    worker carries the same Message-ID and the receiver can de-duplicate.
+    The recipient and the bodies are personal data, encrypted under the data
+    key of `key_owner` (the controller, or the triage owner 0 when there is
+    none, as for tickets); the subject must not carry personal data.
+    """
+
+    __tablename__ = "outbox_emails"
+    __table_args__ = (
+        CheckConstraint("state IN ('queued', 'sending', 'sent', 'failed')", name="state"),
+        Index("ix_outbox_emails_state_due_at", "state", "due_at"),
+        Index("ix_outbox_emails_related", "related_type", "related_id"),
+    )
+
+    id: Mapped[intpk]
+    message_id: Mapped[str] = mapped_column(String(250), unique=True)
+    kind: Mapped[str] = mapped_column(String(40))
+    state: Mapped[str] = mapped_column(String(20), default="queued")
+    controller_id: Mapped[int | None] = mapped_column(ForeignKey("controllers.id", ondelete="SET NULL"), index=True)
+    related_type: Mapped[str | None] = mapped_column(String(40))
+    related_id: Mapped[int | None] = mapped_column(Integer)
+
+    key_owner: Mapped[int] = mapped_column(Integer)
+    to_addr_ct: Mapped[bytes] = encrypted_column()
+    body_text_ct: Mapped[bytes] = encrypted_column()
+    body_html_ct: Mapped[bytes | None] = encrypted_column(nullable=True)
+    reply_to: Mapped[str | None] = mapped_column(String(320))
+    subject: Mapped[str] = mapped_column(String(998))
+    in_reply_to: Mapped[str | None] = mapped_column(String(998))
+    references: Mapped[str | None] = mapped_column(Text)
+    # Extra headers decided at enqueue time (Auto-Submitted, ...), already checked for CR/LF.
+    headers: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    due_at: Mapped[utc]
+    claim_token: Mapped[str | None] = mapped_column(String(64))
+    claimed_at: Mapped[dt.datetime | None]
+    sent_at: Mapped[dt.datetime | None]
+    smtp_response: Mapped[str | None] = mapped_column(String(500))
+    last_error: Mapped[str | None] = mapped_column(String(500))
+    delivery_note: Mapped[str | None] = mapped_column(String(200))
+
+    created_by: Mapped[str] = mapped_column(String(100))
+    created_at: Mapped[utc]
+    updated_at: Mapped[utc]
+
+    to_addr = EncryptedField("to_addr_ct", owner="key_owner")
+    body_text = EncryptedField("body_text_ct", owner="key_owner")
+    body_html = EncryptedField("body_html_ct", owner="key_owner")
