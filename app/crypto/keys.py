@@ -106,7 +106,7 @@ def insert_generation(conn: Connection, keyring: Keyring, owner: str, generation
         **wrapped_pair(keyring, owner, generation, os.urandom(32), index_key or os.urandom(32)),
     }
     dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    conn.execute(dialect.insert(data_keys).values(**values).on_conflict_do_nothing(index_elements=["owner", "generation"]))
+    conn.execute(dialect.insert(data_keys).values(**values).on_conflict_do_nothing())  # any unique index: a concurrent writer won
 
 
 def active_key(conn: Connection, cache: KeyCache, owner: str) -> LoadedKey:

@@ -1,0 +1,201 @@
+"""`keys rotate --reencrypt` from master v1 to v2: live writes meanwhile, kill -9 at any point, rerun."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from flask import Flask
+from sqlalchemy import create_engine, select, text
+
+from app import create_app
+from app import migrations as desk_migrations
+from app.controllers.models import Controller, ControllerContact
+from app.crypto import rotation
+from app.crypto.keys import data_keys
+from app.crypto.service import key_status, rewrap_keys
+from app.db import utcnow
+from app.extensions import db
+from config.settings import normalise_database_url
+from tests.conftest import make_config
+from tests.databases import fresh_database
+from tests.factories import TEST_PRINCIPAL, make_controller
+
+REPO = Path(__file__).resolve().parents[2]
+V1 = "v1-master-secret-0123456789abcdef-0123456789"
+V2 = "v2-master-secret-fedcba9876543210-9876543210"
+V2_ENV = {"MASTER_SECRET": V2, "MASTER_KEY_VERSION": "2", "MASTER_SECRET_V1": V1}
+
+
+@pytest.fixture
+def database(tmp_path: Path) -> Iterator[str]:
+    with fresh_database(tmp_path, "rotation") as url:
+        desk_migrations.upgrade(url)
+        yield url
+
+
+_APPS: list[Flask] = []
+
+
+@pytest.fixture(autouse=True)
+def _dispose_apps(database: str) -> Iterator[None]:
+    # Close every app's pool before the database is dropped.
+    yield
+    while _APPS:
+        db.state(_APPS.pop()).engine.dispose()
+
+
+def app_for(url: str, folder: Path, **env: str) -> Flask:
+    app = create_app(make_config(url, folder, **env))
+    _APPS.append(app)
+    return app
+
+
+def seed(app: Flask, controllers: int, contacts: int) -> dict[int, str]:
+    """Controllers with `contacts` DSR addresses each, under master v1; returns contact id -> address."""
+    with app.app_context(), db.session_scope() as s:
+        for i in range(controllers):
+            make_controller(s, name=f"Rot {i}", dsr_contacts=[f"p{k}@c{i}.example" for k in range(contacts)], domains=[])
+    return addresses(app)
+
+
+def addresses(app: Flask) -> dict[int, str]:
+    with app.app_context(), db.session_scope() as s:
+        return {c.id: c.email or "" for c in s.scalars(select(ControllerContact))}
+
+
+def assert_fully_rotated(app: Flask) -> None:
+    """Every data key is current and active, nothing left on v1, every value names an active key."""
+    with app.app_context(), db.session_scope() as s:
+        status = key_status(s)
+        by_version = {v.version: v for v in status.versions}
+        assert by_version[1].data_keys == 0 and by_version[1].values == 0 and by_version[1].removable
+        assert status.values_on_retired_keys == 0
+        states = {state for (state,) in s.execute(select(data_keys.c.state))}
+        assert states == {"active"}
+        assert s.execute(text("SELECT COUNT(*) FROM job_state WHERE name = :n"), {"n": rotation.JOB}).scalar() == 0
+
+
+def test_rotation_with_live_writes_loses_nothing(database: str, tmp_path: Path) -> None:
+    # Given 40 controllers x 3 contacts under master v1, and the desk restarted with v2 current
+    before = seed(app_for(database, tmp_path / "v1", MASTER_SECRET=V1), 40, 3)
+    app = app_for(database, tmp_path / "v2", **V2_ENV)
+    expected = dict(before)
+    lock = threading.Lock()
+    rotating = threading.Event()
+    finished = threading.Event()
+    errors: list[BaseException] = []
+    writes_during = [0]
+
+    def writer(seed_value: int) -> None:
+        rnd = random.Random(seed_value)
+        n = 0
+        try:
+            while not finished.is_set():
+                n += 1
+                with app.app_context(), db.session_scope() as s:
+                    if n % 3:  # overwrite an existing row in place: the rotation must not put the old value back
+                        contact_id = rnd.choice(sorted(before))
+                        contact = s.get(ControllerContact, contact_id)
+                        assert contact is not None
+                        value = f"w{seed_value}-{n}@live.example"
+                        contact.email = value
+                    else:  # a new row
+                        c = make_controller(s, name=f"Live {seed_value}-{n}", dsr_contacts=[f"new{seed_value}-{n}@live.example"], domains=[])
+                        s.flush()
+                        contact_id, value = c.contacts[0].id, f"new{seed_value}-{n}@live.example"
+                with lock:
+                    expected[contact_id] = value
+                    if rotating.is_set():
+                        writes_during[0] += 1
+                time.sleep(0.002)
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    try:
+        # When the rotation runs in small batches while they write
+        with app.app_context(), db.session_scope() as s:
+            rotating.set()
+            result = rotation.run(s, by=TEST_PRINCIPAL, clock=utcnow, batch_rows=5)
+    finally:
+        finished.set()
+        for t in threads:
+            t.join()
+    assert not errors, errors
+    # Then every value reads back as last written, nothing is left on v1, and writes did overlap the rotation
+    assert writes_during[0] > 0
+    assert result.rotated >= 1
+    assert addresses(app) == expected
+    assert_fully_rotated(app)
+    # And the old secret can go: the desk starts and reads everything without MASTER_SECRET_V1
+    without_v1 = app_for(database, tmp_path / "v2b", MASTER_SECRET=V2, MASTER_KEY_VERSION="2")
+    assert addresses(without_v1) == expected
+
+
+def test_plain_rotate_rewraps_every_key_and_keeps_values(database: str, tmp_path: Path) -> None:
+    before = seed(app_for(database, tmp_path / "v1", MASTER_SECRET=V1), 3, 2)
+    app = app_for(database, tmp_path / "v2", **V2_ENV)
+    with app.app_context(), db.session_scope() as s:
+        assert rewrap_keys(s, by=TEST_PRINCIPAL, now=utcnow()) == 3
+    with app.app_context(), db.session_scope() as s:
+        assert rewrap_keys(s, by=TEST_PRINCIPAL, now=utcnow()) == 0
+        assert {v.version: v.data_keys for v in key_status(s).versions} == {1: 0, 2: 3}
+    assert addresses(app_for(database, tmp_path / "v2b", MASTER_SECRET=V2, MASTER_KEY_VERSION="2")) == before
+
+
+def _rotate_process(url: str, folder: Path, *, capture: bool = False) -> subprocess.Popen[bytes]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MASTER_", "DESK_", "DATABASE_URL"))}
+    env.update(V2_ENV, DATABASE_URL=url, DESK_INSTANCE_PATH=str(folder), SECRET_KEY="k" * 40)
+    command = [sys.executable, "-m", "flask", "--app", "wsgi", "keys", "rotate", "--reencrypt", "--batch-size", "3"]
+    out = subprocess.PIPE if capture else subprocess.DEVNULL
+    return subprocess.Popen(command, cwd=REPO, env=env, stdout=out, stderr=out)
+
+
+def test_kill_9_mid_rotation_then_rerun_finishes(database: str, tmp_path: Path) -> None:
+    # Given 600 encrypted values under master v1
+    before = seed(app_for(database, tmp_path / "v1", MASTER_SECRET=V1), 200, 3)
+    watcher = create_engine(normalise_database_url(database))
+    rnd = random.Random(7)
+    interrupted = 0
+    try:
+        # When `keys rotate --reencrypt` is killed with SIGKILL at random points, three times
+        for _attempt in range(3):
+            proc = _rotate_process(database, tmp_path / "instance")
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and proc.poll() is None:
+                with watcher.connect() as conn:
+                    if conn.execute(text("SELECT COUNT(*) FROM job_state WHERE name = :n"), {"n": rotation.JOB}).scalar():
+                        break
+                time.sleep(0.01)
+            time.sleep(rnd.uniform(0, 0.15))
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGKILL)
+            proc.wait(timeout=60)
+            if proc.returncode == -signal.SIGKILL:
+                with watcher.connect() as conn:
+                    interrupted += conn.execute(text("SELECT COUNT(*) FROM job_state WHERE name = :n"), {"n": rotation.JOB}).scalar() or 0
+        # Then a rerun finishes the job
+        final = _rotate_process(database, tmp_path / "instance", capture=True)
+        out, err = final.communicate(timeout=120)
+        assert final.returncode == 0, err.decode()
+        assert b"re-encryption finished" in out
+    finally:
+        watcher.dispose()
+    assert interrupted >= 1, "no kill landed mid-rotation"
+    # And every value decrypts to what it was: none lost, none encrypted twice
+    app = app_for(database, tmp_path / "v2", **V2_ENV)
+    assert addresses(app) == before
+    assert_fully_rotated(app)
+    with app.app_context(), db.session_scope() as s:
+        assert s.scalar(select(Controller.id).where(Controller.name == "Rot 0")) is not None
