@@ -54,6 +54,7 @@ def register_blueprints(app: Flask) -> None:
     from app.auth.audit_page import bp as audit_log_bp
     from app.auth.views import bp as auth_bp
     from app.controllers.views import bp as controllers_bp
+    from app.dsr.views import bp as dsr_bp
     from app.mail.views import bp as quarantine_bp
     from app.main.views import bp as main_bp
     from app.tickets.views import bp as tickets_bp
@@ -65,6 +66,7 @@ def register_blueprints(app: Flask) -> None:
     app.register_blueprint(controllers_bp)
     app.register_blueprint(tickets_bp)
     app.register_blueprint(quarantine_bp)
+    app.register_blueprint(dsr_bp)
 
 
 def register_errors(app: Flask) -> None:

@@ -34,7 +34,7 @@ def dsr_list(as_json: bool, state: str | None, open_only: bool, limit: int) -> N
     with db.session_scope() as session:
         rows = dsr_service.list_dsrs(session, open_only=open_only, state=state, limit=limit)
         pending = dsr_service.pending_instruction_counts(session, [d.id for d in rows])
-        names = dict(session.execute(select(Controller.id, Controller.name)).tuples().all())
+        names = {cid: name for cid, name in session.execute(select(Controller.id, Controller.name))}
         items: list[dict[str, Any]] = [
             {
                 "id": d.id,

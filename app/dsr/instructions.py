@@ -161,7 +161,7 @@ def flag(session: Session, dsr_id: int, instruction_id: int, reason: str, *, set
                 "the GDPR or other data protection provisions, so we inform you as our agreement requires (WECO §5.3) and will not "
                 f"act on it until you confirm or amend it.\n\nOur concern:\n{text}\n\nPlease reply to this email.\n"
             ),
-            reply_to=settings.privacy_address,
+            reply_to=settings.reply_to,
             controller_id=controller.id,
             related_type="dsr",
             related_id=dsr.id,

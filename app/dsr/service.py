@@ -23,6 +23,7 @@ import dramatiq
 from sqlalchemy import and_, event, func, select, text, update
 from sqlalchemy.orm import Session
 
+from app.addresses import InvalidAddress, normalise_email
 from app.audit.service import record
 from app.auth.models import User
 from app.controllers.models import Controller
@@ -62,6 +63,14 @@ class DsrSettings:
 
     privacy_address: str
     msgid_domain: str
+
+    @property
+    def reply_to(self) -> str | None:
+        """Where controllers' replies go: the privacy address, unless it is not routable (the embedded default *.localhost)."""
+        try:
+            return normalise_email(self.privacy_address)
+        except InvalidAddress:
+            return None
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> DsrSettings:
@@ -305,7 +314,7 @@ def forward(session: Session, dsr_id: int, *, settings: DsrSettings, by: Princip
                 to=address,
                 subject=f"Data subject request {dsr.reference}",
                 body_text=body,
-                reply_to=settings.privacy_address,
+                reply_to=settings.reply_to,
                 controller_id=controller.id,
                 related_type="dsr",
                 related_id=dsr.id,

@@ -1,0 +1,270 @@
+"""DSR pages: the privacy officers' dashboard, one request with its history and instructions, and their forms."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, abort, flash, g, redirect, render_template, request, url_for
+from flask.typing import ResponseReturnValue
+from sqlalchemy import func, select
+
+from app.auth import rbac
+from app.controllers.models import Controller
+from app.dsr import chart as dsr_chart
+from app.dsr import deadlines, gate
+from app.dsr import instructions as dsr_instructions
+from app.dsr import service as dsr_service
+from app.dsr.models import DECISIONS, TYPES, UNFORWARDED, Dsr, DsrSuggestion
+from app.extensions import db
+from app.mail.outbound import InvalidOutboundEmail, enqueue_email
+from app.tickets import service as tickets
+from app.web import current_principal
+
+bp = Blueprint("dsr", __name__, url_prefix="/dsr")
+
+
+def _now() -> Any:
+    return dsr_service.now_utc()
+
+
+def _settings() -> dsr_service.DsrSettings:
+    from flask import current_app
+
+    return dsr_service.DsrSettings.from_config(current_app.config)
+
+
+def _dsr_or_404(dsr_id: int) -> Dsr:
+    try:
+        return dsr_service.get_dsr(db.session, dsr_id)
+    except dsr_service.DsrNotFound:
+        abort(404)
+
+
+@bp.app_context_processor
+def _banner() -> dict[str, Any]:
+    def dsr_alerts() -> int:
+        # The escalation banner: privacy officers see how many requests are within 4 h of (or past) their deadline unforwarded.
+        staff: rbac.StaffContext | None = g.get("staff")
+        if staff is None or not staff.can(rbac.DSR_MANAGE):
+            return 0
+        horizon = _now() + deadlines.ESCALATE_BEFORE
+        count = db.session.scalar(select(func.count()).select_from(Dsr).where(Dsr.state.in_(UNFORWARDED), Dsr.due_at <= horizon))
+        return int(count or 0)
+
+    return {"dsr_alerts": dsr_alerts}
+
+
+@bp.get("/")
+@rbac.require(rbac.DSR_MANAGE)
+def dashboard() -> str:
+    now = _now()
+    board = dsr_service.dashboard(db.session, now=now)
+    names = {cid: name for cid, name in db.session.execute(select(Controller.id, Controller.name))}
+    return render_template(
+        "dsr/dashboard.html",
+        board=board,
+        now=now,
+        names=names,
+        chart=dsr_chart.geometry(board.weeks),
+        urgency=deadlines.urgency,
+        time_left=lambda d: deadlines.format_left(deadlines.time_left(d.due_at, now)),
+    )
+
+
+@bp.get("/<int:dsr_id>")
+@rbac.require(rbac.DSR_MANAGE)
+def show(dsr_id: int) -> str:
+    dsr = _dsr_or_404(dsr_id)
+    now = _now()
+    controllers = list(db.session.scalars(select(Controller).where(Controller.status == "active").order_by(Controller.name)))
+    names = {c.id: c.name for c in db.session.scalars(select(Controller))}
+    standing = {cid: dsr_instructions.active_standing(db.session, cid) for cid in dsr.controller_ids}
+    return render_template(
+        "dsr/show.html",
+        dsr=dsr,
+        now=now,
+        names=names,
+        controllers=controllers,
+        standing=standing,
+        decisions=DECISIONS,
+        urgency=deadlines.urgency(dsr.due_at, now, forwarded=dsr.forwarded_at is not None),
+        left=deadlines.format_left(deadlines.time_left(dsr.due_at, now)),
+    )
+
+
+@bp.route("/new/<int:ticket_id>", methods=["GET", "POST"])
+@rbac.require(rbac.TICKETS_WORK)
+def create(ticket_id: int) -> ResponseReturnValue:
+    """Staff mark a ticket as a DSR ("this is a DSR"), with its types and the subject."""
+    try:
+        ticket = tickets.get_ticket(db.session, ticket_id, controller_ids=rbac.controller_scope())
+    except tickets.TicketNotFound:
+        abort(404)
+    suggestion = db.session.scalar(select(DsrSuggestion).where(DsrSuggestion.ticket_id == ticket.id))
+    if request.method == "POST":
+        data = dsr_service.DsrInput(
+            types=request.form.getlist("types"),
+            subject_email=request.form.get("subject_email", ""),
+            subject_name=request.form.get("subject_name", ""),
+            subject_identifiers=request.form.get("subject_identifiers", ""),
+            request_text=request.form.get("request_text", ""),
+        )
+        try:
+            dsr = dsr_service.create_from_ticket(db.session, ticket.id, data, by=current_principal(), now=_now())
+        except dsr_service.InvalidDsr as exc:
+            db.session.rollback()
+            flash(str(exc), "error")
+        else:
+            db.session.commit()
+            flash(f"{dsr.reference} recorded; due {dsr.due_at:%Y-%m-%d %H:%M} UTC.", "success")
+            if rbac.current_staff().can(rbac.DSR_MANAGE):
+                return redirect(url_for("dsr.show", dsr_id=dsr.id))
+            return redirect(url_for("tickets.show", ticket_id=ticket.id))
+        return render_template("dsr/new.html", ticket=ticket, types=TYPES, suggestion=suggestion, form=request.form), 422
+    return render_template("dsr/new.html", ticket=ticket, types=TYPES, suggestion=suggestion, form={})
+
+
+def _back(dsr_id: int) -> ResponseReturnValue:
+    return redirect(url_for("dsr.show", dsr_id=dsr_id))
+
+
+@bp.post("/<int:dsr_id>/route")
+@rbac.require(rbac.DSR_MANAGE)
+def route(dsr_id: int) -> ResponseReturnValue:
+    _dsr_or_404(dsr_id)
+    ids = [int(v) for v in request.form.getlist("controller_id") if v.isdigit()]
+    try:
+        dsr_service.assign_controllers(db.session, dsr_id, ids, by=current_principal(), now=_now())
+    except dsr_service.InvalidDsr as exc:
+        db.session.rollback()
+        flash(str(exc), "error")
+    else:
+        db.session.commit()
+        flash("Controller recorded; the forward is on its way.", "success")
+    return _back(dsr_id)
+
+
+@bp.post("/<int:dsr_id>/breach-reason")
+@rbac.require(rbac.DSR_MANAGE)
+def breach_reason(dsr_id: int) -> ResponseReturnValue:
+    _dsr_or_404(dsr_id)
+    try:
+        dsr_service.record_breach_reason(db.session, dsr_id, request.form.get("reason", ""), by=current_principal(), now=_now())
+    except dsr_service.InvalidDsr as exc:
+        db.session.rollback()
+        flash(str(exc), "error")
+    else:
+        db.session.commit()
+        flash("Reason recorded.", "success")
+    return _back(dsr_id)
+
+
+@bp.post("/<int:dsr_id>/instructions/<int:instruction_id>/confirm")
+@rbac.require(rbac.DSR_MANAGE)
+def confirm(dsr_id: int, instruction_id: int) -> ResponseReturnValue:
+    _dsr_or_404(dsr_id)
+    try:
+        dsr_instructions.confirm(
+            db.session,
+            dsr_id,
+            instruction_id,
+            request.form.get("decision", ""),
+            response_text=request.form.get("response_text"),
+            by=current_principal(),
+            now=_now(),
+        )
+    except dsr_instructions.InstructionNotFound:
+        abort(404)
+    except dsr_instructions.InstructionNotConfirmable as exc:
+        db.session.rollback()
+        flash(str(exc), "error")
+    else:
+        db.session.commit()
+        flash("Instruction confirmed.", "success")
+    return _back(dsr_id)
+
+
+@bp.post("/<int:dsr_id>/instructions/<int:instruction_id>/flag")
+@rbac.require(rbac.DSR_MANAGE)
+def flag(dsr_id: int, instruction_id: int) -> ResponseReturnValue:
+    _dsr_or_404(dsr_id)
+    try:
+        dsr_instructions.flag(db.session, dsr_id, instruction_id, request.form.get("reason", ""), settings=_settings(), by=current_principal(), now=_now())
+    except dsr_instructions.InstructionNotFound:
+        abort(404)
+    except dsr_instructions.InstructionNotConfirmable as exc:
+        db.session.rollback()
+        flash(str(exc), "error")
+    else:
+        db.session.commit()
+        flash("Instruction flagged; the controller has been told why.", "success")
+    return _back(dsr_id)
+
+
+@bp.post("/<int:dsr_id>/reply")
+@rbac.require(rbac.DSR_MANAGE)
+def reply(dsr_id: int) -> ResponseReturnValue:
+    """Send the subject what the controller instructed; the outbox's gate decides, not this page."""
+    dsr = _dsr_or_404(dsr_id)
+    if not dsr.subject_email:
+        flash("The request has no subject email address.", "error")
+        return _back(dsr_id)
+    settings = _settings()
+    try:
+        enqueue_email(
+            db.session,
+            to=dsr.subject_email,
+            subject=f"Your request {dsr.reference}",
+            body_text=request.form.get("body_text", ""),
+            reply_to=settings.reply_to,
+            related_type="ticket" if dsr.ticket_id else "dsr",
+            related_id=dsr.ticket_id or dsr.id,
+            kind="reply",
+            msgid_domain=settings.msgid_domain,
+            by=current_principal(),
+            now=_now(),
+        )
+    except gate.InstructionRequired:
+        db.session.rollback()
+        flash("Refused: no confirmed controller instruction authorises this message to the data subject.", "error")
+        return render_template("dsr/refused.html", dsr=dsr), 409
+    except InvalidOutboundEmail as exc:
+        db.session.rollback()
+        flash(str(exc), "error")
+        return _back(dsr_id)
+    db.session.commit()
+    flash("Reply queued.", "success")
+    return _back(dsr_id)
+
+
+@bp.post("/standing/<int:controller_id>")
+@rbac.require(rbac.DSR_MANAGE)
+def standing(controller_id: int) -> ResponseReturnValue:
+    """Record (or revoke, with an empty template) a controller's standing acknowledgement instruction."""
+    template = request.form.get("template", "").strip()
+    try:
+        if template:
+            dsr_instructions.record_standing(db.session, controller_id, template, by=current_principal(), now=_now())
+        else:
+            dsr_instructions.revoke_standing(db.session, controller_id, by=current_principal(), now=_now())
+    except dsr_instructions.InstructionNotFound:
+        abort(404)
+    except dsr_instructions.InstructionNotConfirmable as exc:
+        db.session.rollback()
+        flash(str(exc), "error")
+    else:
+        db.session.commit()
+        flash("Standing instruction recorded." if template else "Standing instruction revoked.", "success")
+    back = request.form.get("dsr_id", "")
+    return redirect(url_for("dsr.show", dsr_id=int(back))) if back.isdigit() else redirect(url_for("dsr.dashboard"))
+
+
+@bp.post("/suggestions/<int:suggestion_id>/dismiss")
+@rbac.require(rbac.DSR_MANAGE)
+def dismiss(suggestion_id: int) -> ResponseReturnValue:
+    try:
+        dsr_service.dismiss_suggestion(db.session, suggestion_id, by=current_principal(), now=_now())
+    except dsr_service.DsrNotFound:
+        abort(404)
+    db.session.commit()
+    return redirect(url_for("dsr.dashboard"))

@@ -1,0 +1,156 @@
+"""The DSR pages as a privacy officer uses them: dashboard with the chart, a request, instructions, the refused reply."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+
+from flask.testing import FlaskClient
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from app.audit.models import AuditEvent
+from app.db import utcnow
+from app.dsr import instructions as dsr_instructions
+from app.dsr import service as dsr_service
+from app.dsr.models import Dsr, Instruction
+from app.mail.models import OutboxEmail
+from tests.conftest import AuthActions
+from tests.dsr.test_dsr_service import SETTINGS, make_ticket
+from tests.factories import TEST_PRINCIPAL, make_controller
+
+
+def recent_dsr(session: Session, controller_id: int | None, *, hours_ago: float, email: str = "jane@subject.example") -> Dsr:
+    now = utcnow()
+    ticket = make_ticket(session, controller_id, email)
+    ticket.messages[0].created_at = now - dt.timedelta(hours=hours_ago)
+    session.flush()
+    data = dsr_service.DsrInput(types=["access"], subject_email=email, subject_name="Jane Doe", request_text="Send me a copy.")
+    return dsr_service.create_from_ticket(session, ticket.id, data, by=TEST_PRINCIPAL, now=now)
+
+
+def test_the_dashboard_orders_by_time_left_colours_urgency_and_draws_the_chart(client: FlaskClient, auth: AuthActions, session: Session) -> None:
+    controller = make_controller(session)
+    relaxed = recent_dsr(session, controller.id, hours_ago=1)
+    urgent = recent_dsr(session, controller.id, hours_ago=21)
+    triage = recent_dsr(session, None, hours_ago=3, email="nobody@unknown.example")
+    auth.login("privacy_officer")
+    page = client.get("/dsr/")
+    assert page.status_code == 200
+    html = page.get_data(as_text=True)
+    section = html.split('id="unforwarded"')[1].split("</table>")[0]
+    assert section.index(str(urgent.reference)) < section.index(str(triage.reference)) < section.index(str(relaxed.reference))
+    assert re.search(rf'class="urgency-escalated">\s*<td><a href="/dsr/{urgent.id}"', html)
+    assert str(triage.reference) in html.split('id="triage"')[1].split("</table>")[0]
+    assert "<svg" in html and "bar-received" in html and "<script" not in html
+    assert "not forwarded and due within 4 hours" in html  # the banner
+    assert "jane@subject.example" not in html  # the dashboard lists references, not people
+
+
+def test_agents_and_auditors_cannot_open_the_dashboard(client: FlaskClient, auth: AuthActions, session: Session) -> None:
+    auth.login("agent")
+    assert client.get("/dsr/").status_code == 403
+
+
+def test_marking_a_ticket_as_a_dsr_starts_the_clock_at_the_first_message(client: FlaskClient, auth: AuthActions, session: Session) -> None:
+    controller = make_controller(session)
+    ticket = make_ticket(session, controller.id, "max@subject.example")
+    first = ticket.messages[0].created_at
+    auth.login("privacy_officer")
+    form = client.get(f"/dsr/new/{ticket.id}")
+    assert form.status_code == 200 and "max@subject.example" in form.get_data(as_text=True)
+    response = client.post(f"/dsr/new/{ticket.id}", data={"types": ["erasure", "access"], "subject_email": "max@subject.example", "request_text": "Delete me."})
+    assert response.status_code == 302
+    dsr = session.scalars(select(Dsr).where(Dsr.ticket_id == ticket.id)).one()
+    assert dsr.types == ["access", "erasure"] and dsr.received_at == first and dsr.controller_ids == [controller.id]
+    bad = client.post(f"/dsr/new/{ticket.id}", data={"types": ["nonsense"]})
+    assert bad.status_code == 422
+
+
+def test_a_reply_without_instruction_is_refused_audited_and_nothing_is_queued(client: FlaskClient, auth: AuthActions, session: Session) -> None:
+    controller = make_controller(session)
+    dsr = recent_dsr(session, controller.id, hours_ago=2)
+    auth.login("privacy_officer")
+    before = session.scalar(select(func.count()).select_from(OutboxEmail).where(OutboxEmail.kind == "reply"))
+    response = client.post(f"/dsr/{dsr.id}/reply", data={"body_text": "We found your data."})
+    assert response.status_code == 409
+    assert session.scalar(select(func.count()).select_from(OutboxEmail).where(OutboxEmail.kind == "reply")) == before
+    assert (
+        session.scalar(select(func.count()).select_from(AuditEvent).where(AuditEvent.action == "dsr.reply_refused", AuditEvent.target_id == str(dsr.id))) == 1
+    )
+
+
+def test_confirm_an_instruction_then_the_instructed_reply_goes_out(client: FlaskClient, auth: AuthActions, session: Session) -> None:
+    controller = make_controller(session, dsr_contacts=["dpo@ui-ctl.example"])
+    dsr = recent_dsr(session, controller.id, hours_ago=2)
+    dsr_service.forward(session, dsr.id, settings=SETTINGS, by=TEST_PRINCIPAL, now=utcnow())
+    good = dsr_instructions.receive(
+        session,
+        dsr,
+        controller_id=controller.id,
+        sender_email="dpo@ui-ctl.example",
+        reply_text="Reply: we hold no data.",
+        raw=b"x",
+        raw_sha256="a" * 64,
+        message_pk=None,
+        by=TEST_PRINCIPAL,
+        now=utcnow(),
+    )
+    forged = dsr_instructions.receive(
+        session,
+        dsr,
+        controller_id=controller.id,
+        sender_email="mallory@evil.example",
+        reply_text="Send everything.",
+        raw=b"y",
+        raw_sha256="b" * 64,
+        message_pk=None,
+        by=TEST_PRINCIPAL,
+        now=utcnow(),
+    )
+    auth.login("privacy_officer")
+    page = client.get(f"/dsr/{dsr.id}").get_data(as_text=True)
+    assert f"/dsr/{dsr.id}/instructions/{good.id}/confirm" in page
+    assert f"/dsr/{dsr.id}/instructions/{forged.id}/confirm" not in page and "cannot be confirmed" in page
+    client.post(f"/dsr/{dsr.id}/instructions/{forged.id}/confirm", data={"decision": "no_action"})
+    session.expire_all()
+    assert session.get(Instruction, forged.id).state == "unverified"  # type: ignore[union-attr]
+    client.post(f"/dsr/{dsr.id}/instructions/{good.id}/confirm", data={"decision": "respond", "response_text": "We hold no data about you."})
+    session.expire_all()
+    assert session.get(Instruction, good.id).state == "confirmed"  # type: ignore[union-attr]
+    response = client.post(f"/dsr/{dsr.id}/reply", data={"body_text": "Dear subject,\nWe hold no data about you."})
+    assert response.status_code == 302
+    assert session.scalar(select(func.count()).select_from(OutboxEmail).where(OutboxEmail.kind == "reply", OutboxEmail.related_id == dsr.ticket_id)) == 1
+
+
+def test_flagging_an_instruction_emails_the_controller(client: FlaskClient, auth: AuthActions, session: Session) -> None:
+    controller = make_controller(session, dsr_contacts=["dpo@flag-ctl.example"])
+    dsr = recent_dsr(session, controller.id, hours_ago=2)
+    dsr_service.forward(session, dsr.id, settings=SETTINGS, by=TEST_PRINCIPAL, now=utcnow())
+    item = dsr_instructions.receive(
+        session,
+        dsr,
+        controller_id=controller.id,
+        sender_email="dpo@flag-ctl.example",
+        reply_text="Publish her data.",
+        raw=b"x",
+        raw_sha256="c" * 64,
+        message_pk=None,
+        by=TEST_PRINCIPAL,
+        now=utcnow(),
+    )
+    auth.login("privacy_officer")
+    client.post(f"/dsr/{dsr.id}/instructions/{item.id}/flag", data={"reason": "Publishing a subject's data has no legal basis."})
+    rows = list(session.scalars(select(OutboxEmail).where(OutboxEmail.kind == "dsr_instruction_flag")))
+    assert [r.to_addr for r in rows] == ["dpo@flag-ctl.example"]
+    assert str(dsr.reference) in rows[0].subject
+
+
+def test_a_missed_deadline_asks_for_a_reason(client: FlaskClient, auth: AuthActions, session: Session) -> None:
+    dsr = recent_dsr(session, None, hours_ago=30, email="late@unknown.example")
+    dsr_service.sweep(session, settings=SETTINGS, by=TEST_PRINCIPAL, now=utcnow())
+    auth.login("privacy_officer")
+    assert "Missed deadline" in client.get(f"/dsr/{dsr.id}").get_data(as_text=True)
+    client.post(f"/dsr/{dsr.id}/breach-reason", data={"reason": "The mail server was down over the weekend."})
+    session.expire_all()
+    assert session.get(Dsr, dsr.id).breach_reason == "The mail server was down over the weekend."  # type: ignore[union-attr]
