@@ -13,6 +13,7 @@ import fcntl
 import logging
 import os
 import signal
+import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -166,8 +167,14 @@ def start_embedded(app: Any) -> tuple[threading.Thread, threading.Event]:
 def main() -> None:
     """`python -m workers.scheduler`: the production scheduler process."""
     from app import create_app
+    from config.settings import ConfigError
 
-    app = create_app()
+    try:
+        app = create_app()
+    except ConfigError as exc:
+        # One line naming the variable, never a traceback (operator contract).
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +17,7 @@ from dramatiq.brokers.stub import StubBroker
 from sqlalchemy import Engine, text
 
 from app.db import make_engine
+from config.settings import REPO_ROOT
 from tests.databases import ON_POSTGRES, fresh_database
 from workers.scheduler import JOBS, Job, LeaderLock, Scheduler
 
@@ -180,3 +184,17 @@ def test_when_the_leaders_connection_dies_the_other_scheduler_takes_over(engine:
     finally:
         first.release()
         second.release()
+
+
+@pytest.mark.parametrize(
+    ("bad", "named"),
+    [({"DRAMATIQ_BROKER_URL": "kafka://127.0.0.1:9092"}, "DRAMATIQ_BROKER_URL"), ({"DESK_ENV": "production"}, "SECRET_KEY")],
+)
+def test_the_scheduler_process_refuses_bad_settings_in_one_line(tmp_path: Path, bad: dict[str, str], named: str) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DRAMATIQ_", "SECRET_KEY", "MASTER_SECRET", "DATABASE_URL", "DESK_"))}
+    env.update(DESK_INSTANCE_PATH=str(tmp_path), **bad)
+    done = subprocess.run([sys.executable, "-m", "workers.scheduler"], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [done.stderr.strip()]
+    assert done.stderr.startswith("error: ") and named in done.stderr
+    assert "Traceback" not in done.stderr
