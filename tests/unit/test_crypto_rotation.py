@@ -163,8 +163,8 @@ def _rotate_process(url: str, folder: Path, *, capture: bool = False) -> subproc
 
 
 def test_kill_9_mid_rotation_then_rerun_finishes(database: str, tmp_path: Path) -> None:
-    # Given 600 encrypted values under master v1
-    before = seed(app_for(database, tmp_path / "v1", MASTER_SECRET=V1), 200, 3)
+    # Given 300 encrypted values under master v1
+    before = seed(app_for(database, tmp_path / "v1", MASTER_SECRET=V1), 100, 3)
     watcher = create_engine(normalise_database_url(database))
     rnd = random.Random(7)
     interrupted = 0
