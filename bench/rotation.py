@@ -36,8 +36,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from app import create_app  # noqa: E402
 from app import migrations as desk_migrations  # noqa: E402
 from app.crypto.cipher import HEADER, NONCE_BYTES, encrypt_field, field_aad  # noqa: E402
-from app.crypto.keys import KeyCache, LoadedKey, active_key, load_key, owner_of  # noqa: E402
 from app.crypto.keyring import keyring_for  # noqa: E402
+from app.crypto.keys import KeyCache, LoadedKey, active_key, load_key, owner_of  # noqa: E402
 from app.crypto.service import key_status  # noqa: E402
 from app.extensions import db  # noqa: E402
 from config.settings import DevelopmentConfig  # noqa: E402
