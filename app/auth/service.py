@@ -390,10 +390,9 @@ def confirm_enrolment(session: Session, user: User, code: str, *, now: dt.dateti
     if user.mfa_enrolled_at is not None or not user.totp_secret:
         raise MfaState("no enrolment pending")
     step = mfa.verify_totp(user.totp_secret, code, last_step=user.totp_last_step, now=now)
-    if step is None:
+    if step is None or not _claim_step(session, user, step):
         _register_failure(session, user, stage="mfa_enrolment", now=now, policy=policy)
         raise MfaFailed()
-    user.totp_last_step = step
     user.mfa_enrolled_at = now
     user.updated_at = now
     codes = _new_codes(session, user, now=now)
@@ -409,15 +408,19 @@ def verify_second_factor(session: Session, user: User, code: str, *, now: dt.dat
         raise MfaState("not enrolled")
     if mfa.looks_like_totp(code):
         step = mfa.verify_totp(user.totp_secret, code, last_step=user.totp_last_step, now=now)
-        if step is not None:
-            user.totp_last_step = step
+        if step is not None and _claim_step(session, user, step):
             _succeed(session, user, now=now)
             return "totp"
     else:
         hashed = mfa.hash_recovery_code(code)
-        row = session.scalar(select(RecoveryCode).where(RecoveryCode.user_id == user.id, RecoveryCode.code_hash == hashed, RecoveryCode.used_at.is_(None)))
-        if row is not None:
-            row.used_at = now
+        used = session.execute(
+            update(RecoveryCode)
+            .where(RecoveryCode.user_id == user.id, RecoveryCode.code_hash == hashed, RecoveryCode.used_at.is_(None))
+            .values(used_at=now)
+            .execution_options(synchronize_session="fetch")
+        )
+        # The conditional UPDATE is the check: of two simultaneous uses, one finds the code already spent.
+        if int(getattr(used, "rowcount", 0) or 0) == 1:
             _succeed(session, user, now=now)
             _audit(
                 session,
@@ -430,6 +433,18 @@ def verify_second_factor(session: Session, user: User, code: str, *, now: dt.dat
             return "recovery"
     _register_failure(session, user, stage="mfa", now=now, policy=policy)
     raise MfaFailed()
+
+
+def _claim_step(session: Session, user: User, step: int) -> bool:
+    """Store `step` as the last accepted one if it is later (atomic: a code raced through two requests counts once)."""
+    claimed = session.execute(
+        update(User)
+        .where(User.id == user.id, (User.totp_last_step.is_(None)) | (User.totp_last_step < step))
+        .values(totp_last_step=step)
+        .execution_options(synchronize_session=False)
+    )
+    session.refresh(user, ["totp_last_step"])
+    return int(getattr(claimed, "rowcount", 0) or 0) == 1
 
 
 def remaining_recovery_codes(session: Session, user_id: int) -> int:
