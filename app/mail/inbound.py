@@ -24,6 +24,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from app.dsr import intake as dsr_intake
 from app.mail import quarantine
 from app.mail.parse import MalformedMessage, ParsedMail, parse_mail
 from app.mail.threading import find_thread, route_new
@@ -165,6 +166,10 @@ def ingest_message(
     )
     for part in mail.attachments:
         tickets.add_attachment(session, message, filename=part.filename, content_type=part.content_type, content=part.content, by=by, now=now)
+    # Issue 6: a reply to a DSR forward becomes an instruction; new mail to the privacy address opens a DSR.
+    dsr_intake.after_inbound(
+        session, ticket=ticket, message=message, mail=mail, raw=raw, new_ticket=new, privacy_address=settings.support_address, by=by, now=now
+    )
     if not new and not mail.is_auto_reply and ticket.status in REOPENING_STATUSES:
         # A person wrote again: the ticket needs attention. An auto-reply never reopens (no loops).
         tickets.change_status(session, ticket.id, "open", by=by, now=now)
