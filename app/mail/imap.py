@@ -85,23 +85,37 @@ def _tls_context(settings: ImapSettings) -> ssl.SSLContext:
 def connect(settings: ImapSettings) -> imaplib.IMAP4:
     """A logged-in connection over verified TLS (implicit or STARTTLS)."""
     context = _tls_context(settings)
+    conn: imaplib.IMAP4 | None = None
     try:
         if settings.implicit_tls:
-            conn: imaplib.IMAP4 = imaplib.IMAP4_SSL(settings.host, settings.port, ssl_context=context, timeout=settings.timeout)
+            conn = imaplib.IMAP4_SSL(settings.host, settings.port, ssl_context=context, timeout=settings.timeout)
         else:
             conn = imaplib.IMAP4(settings.host, settings.port, timeout=settings.timeout)
             if "STARTTLS" not in conn.capabilities:
-                conn.shutdown()
                 raise ImapError("the IMAP server does not offer STARTTLS; refusing to send the password in clear")
             conn.starttls(ssl_context=context)
         conn.login(settings.username, settings.password)
+        return conn
+    except ImapError:
+        _close(conn)
+        raise
     except ssl.SSLError as exc:
+        _close(conn)
         raise ImapError(f"TLS with the IMAP server failed: {exc.reason or type(exc).__name__}") from None
     except imaplib.IMAP4.error as exc:
+        _close(conn)
         raise ImapError(f"the IMAP server refused the login or command: {type(exc).__name__}") from None
     except OSError as exc:
+        _close(conn)
         raise ImapError(f"cannot reach the IMAP server: {type(exc).__name__}") from None
-    return conn
+
+
+def _close(conn: imaplib.IMAP4 | None) -> None:
+    if conn is not None:
+        try:
+            conn.shutdown()
+        except OSError:
+            pass
 
 
 def _check(typ: str, data: object, what: str) -> None:
@@ -109,24 +123,29 @@ def _check(typ: str, data: object, what: str) -> None:
         raise ImapError(f"IMAP {what} failed")
 
 
+def _quote(name: str) -> str:
+    # imaplib sends arguments as given: a mailbox name is an IMAP quoted string.
+    return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
 def _ensure_folder(conn: imaplib.IMAP4, name: str) -> None:
-    typ, data = conn.list("", name)
+    typ, data = conn.list('""', _quote(name))
     if typ == "OK" and any(item for item in data if item):
         return
-    typ, _ = conn.create(name)
+    typ, _ = conn.create(_quote(name))
     if typ != "OK":
         # Another poller may have created it meanwhile; only a second failure to list is fatal.
-        typ, data = conn.list("", name)
+        typ, data = conn.list('""', _quote(name))
         if typ != "OK" or not any(item for item in data if item):
             raise ImapError("cannot create the processed folder")
 
 
-def _move(conn: imaplib.IMAP4, uid: bytes, folder: str) -> None:
+def _move(conn: imaplib.IMAP4, uid: str, folder: str) -> None:
     if "MOVE" in conn.capabilities:
-        typ, data = conn.uid("MOVE", uid, folder)
+        typ, data = conn.uid("MOVE", uid, _quote(folder))
         _check(typ, data, "MOVE")
         return
-    typ, data = conn.uid("COPY", uid, folder)
+    typ, data = conn.uid("COPY", uid, _quote(folder))
     _check(typ, data, "COPY")
     typ, data = conn.uid("STORE", uid, "+FLAGS.SILENT", r"(\Deleted)")
     _check(typ, data, "STORE")
@@ -150,11 +169,11 @@ def poll_once(settings: ImapSettings, ingest: Callable[[bytes], str], *, limit: 
     conn = connect(settings)
     try:
         _ensure_folder(conn, settings.processed)
-        typ, data = conn.select(settings.mailbox)
+        typ, data = conn.select(_quote(settings.mailbox))
         _check(typ, data, "SELECT")
         typ, data = conn.uid("SEARCH", "UNDELETED")
         _check(typ, data, "SEARCH")
-        uids = (data[0] or b"").split()[:limit] if data else []
+        uids = [u.decode("ascii") for u in (data[0] or b"").split()[:limit]] if data else []
         for uid in uids:
             typ, fetched = conn.uid("FETCH", uid, "(BODY.PEEK[])")
             _check(typ, fetched, "FETCH")

@@ -51,8 +51,8 @@ class IngestSettings:
 
     @property
     def max_message_bytes(self) -> int:
-        """The largest message taken as mail: attachments' limit, base64 overhead and headroom for the text."""
-        return self.mail_max_bytes or self.attachment_max_bytes * 2 + 10 * 1024 * 1024
+        """The largest message taken as mail: the attachment limit in base64, with headroom for text and dropped parts."""
+        return self.mail_max_bytes or self.attachment_max_bytes * 4 + 10 * 1024 * 1024
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> IngestSettings:
