@@ -44,6 +44,7 @@ JOBS: list[Job] = [
     Job("outbox-sweep", "sweep_outbox", 30),
     Job("audit checkpoint", "audit_checkpoint", 600),
     Job("dsr-sweep", "sweep_dsrs", 60),
+    Job("imap-poll", "poll_imap", 60),
 ]
 
 

@@ -118,3 +118,18 @@ def test_mail_poll_command(server: Dovecot, app: Flask, runner: FlaskCliRunner, 
     assert result.exit_code == 0, result.output
     assert "fetched 1: stored 1" in result.output and "moved 1" in result.output
     assert stored(session, "cli-poll-1@example.org") == 1
+
+
+def test_scheduled_actor_polls_only_when_imap_url_is_set(server: Dovecot, app: Flask, session: Session, monkeypatch: pytest.MonkeyPatch) -> None:
+    from workers.inbound import poll_imap
+    from workers.scheduler import JOBS
+
+    assert any(job.actor == "poll_imap" for job in JOBS)
+    server.append(build(message_id="<actor-1@example.org>"))
+    monkeypatch.setitem(app.config, "IMAP_URL", None)
+    poll_imap()  # unset: nothing happens
+    assert server.count("INBOX") == 1
+    monkeypatch.setitem(app.config, "IMAP_URL", server.url())
+    monkeypatch.setitem(app.config, "IMAP_CA_FILE", server.ca_file)
+    poll_imap()
+    assert (server.count("INBOX"), stored(session, "actor-1@example.org")) == (0, 1)
