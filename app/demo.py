@@ -85,4 +85,7 @@ def seed(session: Session, *, now: dt.datetime, policy: AuthPolicy | None = None
         yield f"staff {user.id}: {email} ({role}) one-time password: {password}"
     if created:
         yield "log in at /login; each account sets up its authenticator app (TOTP) at its first login. The passwords are shown only now."
+    from app.dsr.demo import seed as seed_dsrs  # here: demo data of each feature stays in its package
+
+    yield from seed_dsrs(session, now=now)
     yield "demo data ready"

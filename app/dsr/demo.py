@@ -1,0 +1,110 @@
+"""Demo data-subject requests: one in every state, some close to (or past) their deadline, and 12 weeks of history for the chart."""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+from collections.abc import Iterator
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from app.controllers.models import Controller
+from app.dsr import deadlines
+from app.dsr import instructions as dsr_instructions
+from app.dsr import service as dsr_service
+from app.dsr.models import Dsr, DsrEvent, DsrForward
+from app.principal import Principal
+from app.tickets import service as tickets
+
+SETTINGS = dsr_service.DsrSettings(privacy_address="privacy@desk.example", msgid_domain="desk.example")
+
+# (label, controller name or None for triage, hours since the subject wrote, types, what happens next)
+LIVE = [
+    ("triage, fresh", None, 2, ["access"], "none"),
+    ("triage, 3 h left (escalated)", None, 21, ["erasure"], "none"),
+    ("triage, deadline missed, reason missing", None, 27, ["rectification"], "none"),
+    ("triage, deadline missed, reason recorded", None, 30, ["objection"], "reason"),
+    ("awaiting forward", "Pexgle Kft.", 0.2, ["access", "portability"], "none"),
+    ("forwarded", "WECO Retail GmbH", 5, ["erasure"], "forward"),
+    ("forwarded, instruction pending", "Nordlicht Reisen AG", 30, ["access"], "instruction"),
+    ("instructed", "Atlas Insurance Ltd", 50, ["erasure", "restriction"], "confirmed"),
+    ("closed", "Bistro Verde S.r.l.", 200, ["access"], "closed"),
+]
+SUBJECTS = ["anna.kovacs", "jonas.weber", "marie.dubois", "peter.nagy", "lena.fischer", "tom.baker", "eva.szabo", "luc.martin", "ida.berg"]
+
+
+def _ticket(session: Session, controller_id: int | None, email: str, name: str, at: dt.datetime, text: str, by: Principal) -> tickets.Ticket:
+    ticket = tickets.create_ticket(session, controller_id=controller_id, requester_name=name, requester_email=email, subject="My personal data", by=by, now=at)
+    tickets.add_message(
+        session,
+        ticket,
+        tickets.MessageInput(direction="inbound", sender_name=name, sender_email=email, subject="My personal data", body_text=text),
+        by=by,
+        now=at,
+    )
+    return ticket
+
+
+def seed(session: Session, *, now: dt.datetime) -> Iterator[str]:
+    """Create the demo requests unless some exist; yields one line per request."""
+    if session.scalar(select(func.count()).select_from(Dsr)):
+        return
+    by = Principal.system("demo seed")
+    ids = {name: cid for name, cid in session.execute(select(Controller.name, Controller.id))}
+    for (label, controller, hours, types, then), local in zip(LIVE, SUBJECTS, strict=True):
+        at = now - dt.timedelta(hours=hours)
+        name = local.replace(".", " ").title()
+        email = f"{local}@mail.example"
+        cid = ids.get(controller) if controller else None
+        ticket = _ticket(session, cid, email, name, at, f"Hello, under the GDPR I would like to exercise my right ({', '.join(types)}).", by)
+        data = dsr_service.DsrInput(
+            types=types, subject_email=email, subject_name=name, request_text=f"The subject asks for {' and '.join(types)} of their personal data."
+        )
+        dsr = dsr_service.create_from_ticket(
+            session, ticket.id, data, controller_ids=[cid] if cid else None, by=by, now=now if then == "none" else at + dt.timedelta(minutes=1)
+        )
+        if then in ("forward", "instruction", "confirmed", "closed"):
+            dsr_service.forward(session, dsr.id, settings=SETTINGS, by=by, now=at + dt.timedelta(minutes=3))
+        if then in ("instruction", "confirmed", "closed") and cid is not None:
+            contact = session.get(Controller, cid).contact_emails("dsr")[0]  # type: ignore[union-attr]
+            item = dsr_instructions.receive(
+                session, dsr, controller_id=cid, sender_email=contact, reply_text="Please confirm to the subject that we will handle it.",
+                raw=b"demo", raw_sha256="0" * 64, message_pk=None, by=by, now=at + dt.timedelta(hours=3),
+            )  # fmt: skip
+            if then in ("confirmed", "closed"):
+                dsr_instructions.confirm(session, dsr.id, item.id, "erase" if "erasure" in types else "no_action", by=by, now=at + dt.timedelta(hours=4))
+        if then == "closed":
+            dsr_service.close_dsr(session, dsr.id, "completed", by=by, now=at + dt.timedelta(hours=48))
+        if then == "reason":
+            dsr_service.sweep(session, settings=SETTINGS, by=by, now=now)
+            dsr_service.record_breach_reason(session, dsr.id, "Two controllers claimed the subject over a holiday weekend.", by=by, now=now)
+        yield f"DSR {dsr.reference}: {label}"
+    yield f"DSR history: {_history(session, ids, now=now, by=by)} closed requests over 12 weeks (for the chart)"
+    dsr_service.sweep(session, settings=SETTINGS, by=by, now=now)
+
+
+def _history(session: Session, ids: dict[str, int], *, now: dt.datetime, by: Principal) -> int:
+    # Plain rows, no emails: closed requests only there to give the 12-week chart a shape.
+    rng = random.Random(6)
+    controller_ids = sorted(ids.values())
+    count = 0
+    for week in range(1, 12):
+        for _ in range(rng.randint(2, 7)):
+            received = now - dt.timedelta(weeks=week, hours=rng.randint(0, 160))
+            took = dt.timedelta(minutes=rng.choice([4, 15, 60, 180, 600, 1300, 1700]))
+            dsr = Dsr(
+                types=[rng.choice(["access", "erasure", "rectification"])], state="closed", is_open=False, source="privacy_address",
+                received_at=received, due_at=deadlines.due_at(received), forwarded_at=received + took,
+                forward_seconds=int(took.total_seconds()), sla_breached_at=received + deadlines.FORWARD_WITHIN if took > deadlines.FORWARD_WITHIN else None,
+                closed_at=received + took + dt.timedelta(days=3), outcome="completed", created_at=received, updated_at=received + took,
+            )  # fmt: skip
+            session.add(dsr)
+            session.flush()
+            dsr.reference = dsr_service.format_reference(received, dsr.id)
+            cid = rng.choice(controller_ids)
+            session.add(DsrForward(dsr_id=dsr.id, controller_id=cid, state="forwarded", forwarded_at=received + took, outbox_ids=[], created_at=received))
+            session.add(DsrEvent(dsr_id=dsr.id, at=received, code="demo_history", by_label=by.label, details={}))
+            count += 1
+    session.flush()
+    return count
