@@ -18,14 +18,15 @@ MAX_BODY = 100_000
 class ReplyForm(FlaskForm):
     """A reply to the requester: stored on the ticket and queued in the outbox in one transaction."""
 
-    body = TextAreaField("Reply to the requester", validators=[DataRequired(), Length(max=MAX_BODY)])
+    # Field names differ per form: both sit on one page and each label must point at its own box.
+    reply = TextAreaField("Reply to the requester", validators=[DataRequired(), Length(max=MAX_BODY)])
     status_after = SelectField("Then set the status to", choices=STATUS_CHOICES, default="waiting")
 
 
 class NoteForm(FlaskForm):
     """An internal note: staff only, never mailed."""
 
-    body = TextAreaField("Internal note", validators=[DataRequired(), Length(max=MAX_BODY)])
+    note = TextAreaField("Internal note", validators=[DataRequired(), Length(max=MAX_BODY)])
 
 
 class StatusForm(FlaskForm):

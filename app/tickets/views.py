@@ -164,6 +164,8 @@ def _queue_page(controller_id: int | None) -> str:
         first_url=url_for(endpoint, **route_args),
         next_url=url_for(endpoint, **route_args, after=encode_cursor(page.next_after)) if page.next_after else None,
         paged=bool(request.args.get("after")),
+        # One url_for instead of fifty: /tickets/<id> is the prefix plus the id.
+        ticket_base=url_for("tickets.index"),
         me=staff.user_id,
     )
 
@@ -270,7 +272,7 @@ def note(ticket_id: int) -> Response:
     form = NoteForm()
     if not form.validate_on_submit():
         return _refused(ticket, _form_errors(form))
-    data = service.MessageInput(direction="note", body_text=form.body.data, author_id=rbac.current_staff().user_id)
+    data = service.MessageInput(direction="note", body_text=form.note.data, author_id=rbac.current_staff().user_id)
     service.add_message(db.session, ticket, data, by=current_principal(), now=utcnow())
     return _done(ticket, "Internal note added.")
 
@@ -306,7 +308,7 @@ def reply(ticket_id: int) -> Response:
     last_inbound = next((m for m in reversed(thread) if m.direction == "inbound" and m.message_id and _SAFE_MSGID.match(m.message_id)), None)
     # The subject carries only the reference (threading) and never the ticket's own subject (personal data).
     subject = f"Re: your request [{ticket.reference}]"
-    body = form.body.data or ""
+    body = form.reply.data or ""
     try:
         # One transaction: the ticket message and the outbox row exist together or not at all.
         outgoing = enqueue_email(

@@ -141,8 +141,8 @@ def test_another_controllers_ticket_is_404_everywhere(client: FlaskClient, auth:
 
     for ticket in (theirs, triage):
         assert client.get(f"/tickets/{ticket.id}").status_code == 404
-        assert client.post(f"/tickets/{ticket.id}/note", data={"body": "x"}).status_code == 404
-        assert client.post(f"/tickets/{ticket.id}/reply", data={"body": "x", "status_after": "waiting"}).status_code == 404
+        assert client.post(f"/tickets/{ticket.id}/note", data={"note": "x"}).status_code == 404
+        assert client.post(f"/tickets/{ticket.id}/reply", data={"reply": "x", "status_after": "waiting"}).status_code == 404
         assert client.post(f"/tickets/{ticket.id}/status", data={"status": "closed"}).status_code == 404
         assert client.post(f"/tickets/{ticket.id}/assign", data={"assignee": ""}).status_code == 404
         upload = {"file": (io.BytesIO(b"x"), "x.txt", "text/plain")}
@@ -170,7 +170,7 @@ def test_roles_without_ticket_work_are_refused(client: FlaskClient, auth: AuthAc
     assert client.get("/tickets/").status_code == 403
     assert client.get(f"/tickets/queue/{c.id}").status_code == 403
     assert client.get(f"/tickets/{ticket.id}").status_code == 403
-    assert client.post(f"/tickets/{ticket.id}/note", data={"body": "x"}).status_code == 403
+    assert client.post(f"/tickets/{ticket.id}/note", data={"note": "x"}).status_code == 403
 
 
 def test_logged_out_visitor_is_sent_to_login(client: FlaskClient, session: Session) -> None:
@@ -178,7 +178,7 @@ def test_logged_out_visitor_is_sent_to_login(client: FlaskClient, session: Sessi
     ticket = make_ticket(session, c)
     response = client.get(f"/tickets/{ticket.id}")
     assert response.status_code == 302 and "/login" in response.headers["Location"]
-    assert client.post(f"/tickets/{ticket.id}/note", data={"body": "x"}).status_code == 302
+    assert client.post(f"/tickets/{ticket.id}/note", data={"note": "x"}).status_code == 302
     assert len(ticket.messages) == 1
 
 
@@ -224,7 +224,7 @@ def test_reply_writes_the_message_and_an_outbox_row_together(
     ticket = make_ticket(session, c, message_id="original-1@mail.example")
     agent = auth.login("agent", controllers=[c])
 
-    response = client.post(f"/tickets/{ticket.id}/reply", data={"body": "Please reset it here.", "status_after": "waiting"})
+    response = client.post(f"/tickets/{ticket.id}/reply", data={"reply": "Please reset it here.", "status_after": "waiting"})
     assert response.status_code == 303
 
     session.expire_all()
@@ -247,7 +247,7 @@ def test_reply_without_requester_address_is_refused_and_changes_nothing(client: 
     c = make_controller(session)
     ticket = tickets.create_ticket(session, controller_id=c.id, requester_name=None, requester_email=None, subject="x", by=BY, now=utcnow())
     auth.login("agent", controllers=[c])
-    response = client.post(f"/tickets/{ticket.id}/reply", data={"body": "hello", "status_after": "waiting"}, follow_redirects=True)
+    response = client.post(f"/tickets/{ticket.id}/reply", data={"reply": "hello", "status_after": "waiting"}, follow_redirects=True)
     assert "no requester address" in response.get_data(as_text=True)
     assert session.scalar(select(func.count()).select_from(OutboxEmail).where(OutboxEmail.related_id == ticket.id)) == 0
 
@@ -256,7 +256,7 @@ def test_note_is_internal_and_audited(client: FlaskClient, auth: AuthActions, se
     c = make_controller(session)
     ticket = make_ticket(session, c)
     auth.login("agent", controllers=[c])
-    response = client.post(f"/tickets/{ticket.id}/note", data={"body": "Called the customer <b>today</b>"}, follow_redirects=True)
+    response = client.post(f"/tickets/{ticket.id}/note", data={"note": "Called the customer <b>today</b>"}, follow_redirects=True)
     html = response.get_data(as_text=True)
     assert "Internal note added." in html and "Called the customer &lt;b&gt;today&lt;/b&gt;" in html
     session.expire_all()
@@ -264,7 +264,7 @@ def test_note_is_internal_and_audited(client: FlaskClient, auth: AuthActions, se
     notes = list(session.scalars(select(Message).where(Message.ticket_id == ticket.id, Message.direction == "note")))
     assert len(notes) == 1
     assert audit_actions(session, ticket).count("ticket.message") == 2  # the inbound one and the note
-    assert client.post(f"/tickets/{ticket.id}/note", data={"body": ""}, follow_redirects=True).status_code == 200
+    assert client.post(f"/tickets/{ticket.id}/note", data={"note": ""}, follow_redirects=True).status_code == 200
     assert session.scalar(select(func.count()).select_from(Message).where(Message.ticket_id == ticket.id)) == 2
 
 
@@ -383,7 +383,7 @@ def test_forms_without_the_csrf_token_change_nothing(
     monkeypatch.setitem(app.config, "WTF_CSRF_ENABLED", True)
     page = client.get(f"/tickets/{ticket.id}").get_data(as_text=True)
     assert page.count('name="csrf_token"') >= 5  # every form on the page carries it
-    for action, data in (("note", {"body": "x"}), ("status", {"status": "closed"}), ("reply", {"body": "x", "status_after": "closed"})):
+    for action, data in (("note", {"note": "x"}), ("status", {"status": "closed"}), ("reply", {"reply": "x", "status_after": "closed"})):
         assert client.post(f"/tickets/{ticket.id}/{action}", data=data).status_code == 400
     session.expire_all()
     assert session.get(Ticket, ticket.id).status == "new"  # type: ignore[union-attr]
