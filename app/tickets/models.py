@@ -42,6 +42,9 @@ class Ticket(EncryptedRow, Base):
         Index("ix_tickets_queue_status", "controller_id", "status", "created_at", "id"),
         Index("ix_tickets_queue_assignee", "controller_id", "assignee_id", "status", "created_at", "id"),
         Index("ix_tickets_queue_all", "controller_id", "created_at", "id"),
+        # "My tickets" / "unassigned" in any status (migration 0009): without it a
+        # person with few tickets in a large queue meant scanning the whole queue.
+        Index("ix_tickets_queue_assignee_any", "controller_id", "assignee_id", "created_at", "id"),
     )
 
     id: Mapped[intpk]
