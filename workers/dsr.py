@@ -23,3 +23,10 @@ def sweep_dsrs() -> None:
     """Forward what is pending, escalate 4 h before due, mark breaches (the database is the source of truth)."""
     with db.session_scope() as session:
         dsr.sweep(session, settings=dsr.DsrSettings.from_config(current_app.config), by=Principal.system("dsr sweep"), now=utcnow())
+
+
+@dramatiq.actor(max_retries=0, time_limit=120_000)
+def refresh_dsr_chart() -> None:
+    """Recompute the dashboard's 12-week chart (weekly resolution: every 10 minutes is plenty)."""
+    with db.session_scope() as session:
+        dsr.refresh_chart(session, now=utcnow())

@@ -43,8 +43,9 @@ JOBS: list[Job] = [
     Job("heartbeat", "heartbeat", 60),
     Job("outbox-sweep", "sweep_outbox", 30),
     Job("audit checkpoint", "audit_checkpoint", 600),
-    Job("dsr-sweep", "sweep_dsrs", 60),
     Job("imap-poll", "poll_imap", 60),
+    Job("dsr-sweep", "sweep_dsrs", 60),
+    Job("dsr-chart", "refresh_dsr_chart", 600),
 ]
 
 

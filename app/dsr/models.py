@@ -43,6 +43,8 @@ class Dsr(EncryptedRow, Base):
         Index("ix_dsrs_is_open_due_at", "is_open", "due_at"),
         # The 12-week chart: an index-only scan over the window.
         Index("ix_dsrs_received_at_forward_seconds", "received_at", "forward_seconds"),
+        # Missed deadlines (rare): found without reading the open requests.
+        Index("ix_dsrs_sla_breached_at", "sla_breached_at"),
     )
 
     id: Mapped[intpk]

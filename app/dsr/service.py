@@ -21,7 +21,7 @@ from typing import Any
 
 import dramatiq
 from sqlalchemy import and_, event, func, select, text, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, selectinload
 
 from app.addresses import InvalidAddress, normalise_email
 from app.audit.service import record
@@ -31,6 +31,7 @@ from app.db import utcnow
 from app.dsr import deadlines
 from app.dsr.models import OPEN_STATES, TYPES, UNFORWARDED, Dsr, DsrEvent, DsrForward, DsrSuggestion
 from app.dsr.routing import route
+from app.jobs.service import get_state, save_state
 from app.mail.outbound import enqueue_email, msgid_domain_for
 from app.principal import Principal
 from app.tickets import service as tickets
@@ -538,7 +539,7 @@ def close_dsr(session: Session, dsr_id: int, outcome: str, *, by: Principal, now
 
 def list_dsrs(session: Session, *, open_only: bool = False, state: str | None = None, limit: int = 200) -> list[Dsr]:
     """Requests by deadline (open ones first when not filtered)."""
-    stmt = select(Dsr)
+    stmt = select(Dsr).options(selectinload(Dsr.forwards))
     if open_only:
         stmt = stmt.where(Dsr.is_open.is_(True))
     if state is not None:
@@ -575,12 +576,18 @@ def dashboard(session: Session, *, now: dt.datetime, limit: int = 100) -> Dashbo
     """Everything the dashboard shows, in a handful of indexed queries."""
     unforwarded: list[Dsr] = []
     for state in ("awaiting_forward", "triage"):
-        unforwarded += session.scalars(select(Dsr).where(Dsr.state == state).order_by(Dsr.due_at, Dsr.id).limit(limit)).all()
+        unforwarded += session.scalars(
+            select(Dsr).options(selectinload(Dsr.forwards)).where(Dsr.state == state).order_by(Dsr.due_at, Dsr.id).limit(limit)
+        ).all()
     unforwarded.sort(key=lambda d: (d.due_at, d.id))
     triage = [d for d in unforwarded if d.state == "triage"]
     forwarded_open = list(
         session.scalars(
-            select(Dsr).where(Dsr.is_open.is_(True), Dsr.state.in_(("forwarded", "instructed"))).order_by(Dsr.due_at.desc(), Dsr.id.desc()).limit(limit)
+            select(Dsr)
+            .options(selectinload(Dsr.forwards))
+            .where(Dsr.is_open.is_(True), Dsr.state.in_(("forwarded", "instructed")))
+            .order_by(Dsr.due_at.desc(), Dsr.id.desc())
+            .limit(limit)
         )
     )
     escalated = session.scalar(select(func.count()).select_from(Dsr).where(Dsr.state.in_(UNFORWARDED), Dsr.due_at <= now + deadlines.ESCALATE_BEFORE))
@@ -588,7 +595,34 @@ def dashboard(session: Session, *, now: dt.datetime, limit: int = 100) -> Dashbo
         select(func.count()).select_from(Dsr).where(Dsr.state.in_(OPEN_STATES), Dsr.sla_breached_at.is_not(None), Dsr.breach_reason_ct.is_(None))
     )
     suggestions = list(session.scalars(select(DsrSuggestion).where(DsrSuggestion.state == "open").order_by(DsrSuggestion.id.desc()).limit(limit)))
-    return Dashboard(unforwarded[:limit], forwarded_open, triage, int(escalated or 0), int(without_reason or 0), suggestions, chart(session, now=now))
+    return Dashboard(unforwarded[:limit], forwarded_open, triage, int(escalated or 0), int(without_reason or 0), suggestions, cached_chart(session, now=now))
+
+
+CHART_STATE = "dsr.chart"
+# The chart has weekly resolution: the job refreshes it every 10 minutes; older than this, the page computes it itself.
+CHART_MAX_AGE = dt.timedelta(minutes=15)
+
+
+def refresh_chart(session: Session, *, now: dt.datetime) -> list[deadlines.Week]:
+    """Compute the 12-week chart and keep it for the dashboard (the `dsr-chart` job, every 10 minutes)."""
+    weeks = chart(session, now=now)
+    state = {
+        "computed_at": now.isoformat(),
+        "weeks": [[w.start.isoformat(), w.received, w.forwarded_in_time, w.median_seconds] for w in weeks],
+    }
+    save_state(session, CHART_STATE, state, now=now)
+    return weeks
+
+
+def cached_chart(session: Session, *, now: dt.datetime) -> list[deadlines.Week]:
+    """The kept chart when it is fresh and of the current 12 weeks, else computed now (one aggregate over the window)."""
+    state = get_state(session, CHART_STATE)
+    if state:
+        computed = dt.datetime.fromisoformat(state["computed_at"])
+        weeks = [deadlines.Week(dt.datetime.fromisoformat(start), received, in_time, median) for start, received, in_time, median in state["weeks"]]
+        if dt.timedelta(0) <= now - computed <= CHART_MAX_AGE and [w.start for w in weeks] == deadlines.week_starts(now):
+            return weeks
+    return chart(session, now=now)
 
 
 def chart(session: Session, *, now: dt.datetime, weeks: int = 12) -> list[deadlines.Week]:
@@ -616,14 +650,14 @@ def _chart_postgres(session: Session, starts: list[dt.datetime], window_end: dt.
     # Aggregated in the database: one index-only scan over the window, 12 rows back.
     rows = session.execute(
         text(
-            "SELECT floor(extract(epoch FROM received_at - :start) / 604800)::int AS week, count(*) AS received,"
+            "SELECT date_bin('7 days', received_at, :start) AS week, count(*) AS received,"
             " count(*) FILTER (WHERE forward_seconds <= :within) AS in_time,"
             " percentile_disc(0.5) WITHIN GROUP (ORDER BY forward_seconds) AS median"
             " FROM dsrs WHERE received_at >= :start AND received_at < :end GROUP BY 1"
         ),
         {"start": starts[0], "end": window_end, "within": within},
     ).all()
-    by_week = {int(r.week): r for r in rows}
+    by_week = {int((r.week - starts[0]) / dt.timedelta(weeks=1)): r for r in rows}
     out = []
     for i, start in enumerate(starts):
         r = by_week.get(i)

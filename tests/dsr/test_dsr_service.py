@@ -246,3 +246,15 @@ def test_the_chart_counts_weeks_and_medians(session: Session) -> None:
     assert len(weeks) == 12
     this = [w for w in weeks if w.start <= T0 < w.start + dt.timedelta(weeks=1)][0]
     assert this.received >= 3 and this.forwarded_in_time >= 2
+
+
+def test_the_dashboard_reads_the_kept_chart_while_fresh_and_recomputes_when_stale(session: Session) -> None:
+    controller = make_controller(session)
+    now = T0 + dt.timedelta(days=2)
+    kept = dsr_service.refresh_chart(session, now=now)
+    # A request forwarded after the chart was kept shows only once the kept chart is stale
+    dsr = make_dsr(session, controller.id, now=T0)
+    dsr_service.forward(session, dsr.id, settings=SETTINGS, by=TEST_PRINCIPAL, now=T0 + dt.timedelta(hours=2))
+    assert dsr_service.cached_chart(session, now=now + dt.timedelta(minutes=5)) == kept
+    fresh = dsr_service.cached_chart(session, now=now + dt.timedelta(minutes=20))
+    assert sum(w.received for w in fresh) == sum(w.received for w in kept) + 1

@@ -1,0 +1,280 @@
+"""The DSR sweeper pass and the DSR dashboard at 100,000 open requests and 1,000,000 tickets (Postgres).
+
+    .venv/bin/python bench/dsr.py [--tickets 1000000] [--dsrs 100000] [--runs 20]
+
+Creates a fresh Postgres database (dropped afterwards) and migrates it; makes
+10 controllers, an agent and a privacy officer through the services; loads
+the tickets with bench/queue_page.py's generator (COPY, every personal value
+encrypted per row, blind index); then COPYs the requests: subject name and
+email encrypted per row under the platform key with the email's blind index,
+received over the last 12 weeks. Most are forwarded and open (awaiting the
+controller's instruction); 100 wait for their forward (the doorbell rung a
+minute ago), 2,900 sit in triage, those within 4 h of the deadline already
+escalated and those past it already marked, as the sweeper leaves them.
+
+Measures (median and max of --runs, warm):
+- one sweeper pass in that steady state (`app.dsr.service.sweep`: finds the
+  pending forwards and rings them on the in-process broker, looks for
+  requests to escalate and to mark), committed;
+- the same pass with work: 50 requests newly inside the 4-hour window
+  (escalation emails to the privacy officer through the outbox, history and
+  audit events), committed;
+- the dashboard's queries (`app.dsr.service.dashboard`: three lists of 100,
+  two counts, the suggestions, the 12-week chart aggregated in SQL);
+- the whole dashboard page (GET /dsr/ as the privacy officer: login gate,
+  queries, template with the SVG chart);
+and prints the EXPLAIN (ANALYZE, BUFFERS) of every query of both.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import random
+import statistics
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT))
+
+from bench.queue_page import NULL, _hex, desk_environment, fresh_postgres, load_tickets, login_cookie, setup_desk  # noqa: E402
+
+DSR_COLUMNS = (
+    "id, reference, types, state, is_open, source, subject_name_ct, subject_email_ct, subject_email_bidx,"
+    " received_at, due_at, forwarded_at, forward_seconds, escalated_at, sla_breached_at, created_at, updated_at, row_uid"
+)
+FORWARD_COLUMNS = "id, dsr_id, controller_id, state, forwarded_at, message_id, outbox_ids, created_at"
+PENDING_FORWARD = 100
+TRIAGE = 2_900
+
+
+def privacy_officer(app: Any) -> tuple[str, str, str]:
+    """An enrolled privacy officer (email, password, TOTP secret)."""
+    from app.auth import mfa
+    from app.auth import service as auth
+    from app.db import utcnow
+    from app.extensions import db
+    from app.principal import Principal
+
+    email, password = "bench.privacy@desk.example", auth.random_password()
+    policy = auth.AuthPolicy.from_config(app.config)
+    enrolled_at = utcnow() - dt.timedelta(seconds=90)
+    with app.app_context(), db.session_scope() as session:
+        user = auth.create_user(
+            session, email, role="privacy_officer", password=password, controller_ids=[], by=Principal.system("bench"), now=enrolled_at, policy=policy
+        )
+        secret = auth.begin_enrolment(session, user, now=enrolled_at)
+        auth.confirm_enrolment(session, user, mfa.code_at(secret, enrolled_at), now=enrolled_at, policy=policy)
+    return email, password, secret
+
+
+def load_dsrs(app: Any, database_url: str, controller_ids: list[int], count: int, now: dt.datetime) -> None:
+    """`count` open requests and their forward rows by COPY, in the states the sweeper leaves them."""
+    import psycopg
+
+    from app.crypto.cipher import blind_index, encrypt_field
+    from app.crypto.keys import PLATFORM, active_key, cache_for
+    from app.extensions import db
+
+    with app.app_context(), db.session_scope() as session:
+        key = active_key(session.connection(), cache_for(session), PLATFORM)
+    rng = random.Random(6)
+    window = dt.timedelta(weeks=12)
+    dsr_lines: list[str] = []
+    forward_lines: list[str] = []
+    forward_id = 0
+    for n in range(1, count + 1):
+        uid = uuid.uuid4().hex
+        email = f"subject{n}@mail.example"
+        name_ct = _hex(encrypt_field(key.aead, key.id, f"Subject {n}".encode(), table="dsrs", column="subject_name_ct", row_uid=uid))
+        email_ct = _hex(encrypt_field(key.aead, key.id, email.encode(), table="dsrs", column="subject_email_ct", row_uid=uid))
+        bidx = _hex(blind_index(key.index_key, "email", email))
+        if n <= PENDING_FORWARD + TRIAGE:
+            # Unforwarded: received in the last 26 hours.
+            received = now - dt.timedelta(minutes=rng.uniform(1, 26 * 60))
+            state = "awaiting_forward" if n <= PENDING_FORWARD else "triage"
+            forwarded_at, seconds = None, None
+        else:
+            received = now - window * rng.random()
+            seconds = int(rng.choice([rng.uniform(60, 3600), rng.uniform(3600, 80_000), rng.uniform(80_000, 100_000)]))
+            forwarded_at = received + dt.timedelta(seconds=seconds)
+            if forwarded_at > now:
+                forwarded_at, seconds = now, int((now - received).total_seconds())
+            state = "instructed" if n % 3 == 0 else "forwarded"
+        due = received + dt.timedelta(hours=24)
+        escalated = due - dt.timedelta(hours=4) if forwarded_at is None and due - dt.timedelta(hours=4) <= now else None
+        breached = due if forwarded_at is None and due <= now else (due if seconds is not None and seconds > 86_400 else None)
+        iso = received.isoformat()
+        dsr_lines.append(
+            f"{n}\tDSR-{received.year}-{n:06d}\t{json.dumps(['access'])}\t{state}\tt\tprivacy_address\t{name_ct}\t{email_ct}\t{bidx}\t"
+            f"{iso}\t{due.isoformat()}\t{forwarded_at.isoformat() if forwarded_at else NULL}\t{NULL if seconds is None else seconds}\t"
+            f"{escalated.isoformat() if escalated else NULL}\t{breached.isoformat() if breached else NULL}\t{iso}\t{iso}\t{uid}\n"
+        )
+        if state != "triage":
+            forward_id += 1
+            pending = state == "awaiting_forward"
+            created = now - dt.timedelta(minutes=1) if pending else received
+            forward_lines.append(
+                f"{forward_id}\t{n}\t{controller_ids[n % len(controller_ids)]}\t{'pending' if pending else 'forwarded'}\t"
+                f"{NULL if pending else forwarded_at.isoformat()}\t{NULL if pending else f'fwd{n}@desk.example'}\t[]\t{created.isoformat()}\n"  # type: ignore[union-attr]
+            )
+    url = database_url.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(url) as conn:
+        with conn.cursor() as cur:
+            with cur.copy(f"COPY dsrs ({DSR_COLUMNS}) FROM STDIN") as copy:
+                copy.write("".join(dsr_lines))
+            with cur.copy(f"COPY dsr_forwards ({FORWARD_COLUMNS}) FROM STDIN") as copy:
+                copy.write("".join(forward_lines))
+        conn.execute("SELECT setval(pg_get_serial_sequence('dsrs', 'id'), %s)", (count,))
+        conn.execute("SELECT setval(pg_get_serial_sequence('dsr_forwards', 'id'), %s)", (forward_id,))
+        conn.commit()
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("VACUUM ANALYZE dsrs")
+        conn.execute("VACUUM ANALYZE dsr_forwards")
+
+
+def timed(fn: Any, runs: int) -> tuple[float, float]:
+    """(median, max) milliseconds of `runs` calls after one warm-up."""
+    fn()
+    samples = []
+    for _ in range(runs):
+        began = time.perf_counter()
+        fn()
+        samples.append((time.perf_counter() - began) * 1000)
+    return statistics.median(samples), max(samples)
+
+
+def capture(app: Any, fn: Any) -> list[tuple[str, Any]]:
+    """The SQL statements (with parameters) `fn` executes."""
+    from sqlalchemy import event
+
+    from app.extensions import db
+
+    with app.app_context():
+        engine = db.engine
+    seen: list[tuple[str, Any]] = []
+
+    def record(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool) -> None:
+        if statement.lstrip().upper().startswith("SELECT"):
+            seen.append((statement, parameters))
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        fn()
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    return seen
+
+
+def explain_all(database_url: str, statements: list[tuple[str, Any]]) -> str:
+    """EXPLAIN (ANALYZE, BUFFERS) of each captured statement, compacted."""
+    import psycopg
+
+    out = []
+    url = database_url.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(url) as conn:
+        for sql, params in statements:
+            rows = conn.execute("EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) " + sql, params).fetchall()
+            out.append("  " + " ".join(sql.split())[:300])
+            out.extend("    " + r[0] for r in rows)
+        conn.rollback()
+    return "\n".join(out)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n", 1)[0])
+    parser.add_argument("--tickets", type=int, default=1_000_000)
+    parser.add_argument("--dsrs", type=int, default=100_000)
+    parser.add_argument("--runs", type=int, default=20)
+    args = parser.parse_args()
+
+    from app import create_app
+    from app import migrations as desk_migrations
+    from app.db import utcnow
+    from app.dsr import service as dsr_service
+    from app.extensions import db
+    from app.principal import Principal
+    from config.settings import config_from_env
+
+    instance = Path(f"/tmp/dsr-bench-{uuid.uuid4().hex[:8]}")
+    with fresh_postgres() as database_url:
+        env = desk_environment(database_url, instance)
+        desk_migrations.upgrade(database_url)
+        settings = config_from_env(env)
+        settings.update(WTF_CSRF_ENABLED=False, SESSION_COOKIE_SECURE=False, PRIVACY_ADDRESS="privacy@desk.example")
+        app = create_app(settings)
+        controller_ids, agent_id, _, _ = setup_desk(app)
+        started = time.monotonic()
+        load_tickets(app, database_url, controller_ids, agent_id, args.tickets)
+        print(f"loaded {args.tickets:,} tickets in {time.monotonic() - started:.0f} s")
+        email, password, secret = privacy_officer(app)
+        now = utcnow()
+        started = time.monotonic()
+        load_dsrs(app, database_url, controller_ids, args.dsrs, now)
+        print(f"loaded {args.dsrs:,} open DSRs ({PENDING_FORWARD} awaiting forward, {TRIAGE:,} in triage) in {time.monotonic() - started:.0f} s")
+
+        dsr_settings = dsr_service.DsrSettings.from_config(app.config)
+        by = Principal.system("bench")
+
+        def sweep_pass() -> dsr_service.SweepResult:
+            with app.app_context(), db.session_scope() as session:
+                return dsr_service.sweep(session, settings=dsr_settings, by=by, now=utcnow())
+
+        first = sweep_pass()
+        print(f"first pass (settles the load): rung {first.rung}, forwarded {first.forwarded}, escalated {first.escalated}, breached {first.breached}")
+        steady_med, steady_max = timed(sweep_pass, args.runs)
+        sweep_sql = capture(app, sweep_pass)
+
+        def dashboard_queries() -> None:
+            with app.app_context(), db.session_scope() as session:
+                board = dsr_service.dashboard(session, now=utcnow())
+                assert len(board.weeks) == 12
+
+        dash_med, dash_max = timed(dashboard_queries, args.runs)
+        dash_sql = capture(app, dashboard_queries)
+
+        app.config["BENCH_TOTP_SECRET"] = secret
+        cookie = login_cookie(app, email, password)
+        client = app.test_client(use_cookies=False)
+
+        def page() -> None:
+            response = client.get("/dsr/", headers={"Cookie": cookie})
+            assert response.status_code == 200, response.status_code
+
+        page_med, page_max = timed(page, args.runs)
+
+        # A pass with work: 50 triage requests newly inside the 4-hour window.
+        import psycopg
+
+        url = database_url.replace("postgresql+psycopg://", "postgresql://")
+        work: list[float] = []
+        for _ in range(3):
+            with psycopg.connect(url) as conn:
+                conn.execute(
+                    "UPDATE dsrs SET escalated_at = NULL, due_at = now() + interval '3 hours' WHERE id IN "
+                    "(SELECT id FROM dsrs WHERE state = 'triage' AND escalated_at IS NOT NULL AND sla_breached_at IS NULL ORDER BY id LIMIT 50)"
+                )
+                conn.commit()
+            began = time.perf_counter()
+            result = sweep_pass()
+            work.append((time.perf_counter() - began) * 1000)
+            assert result.escalated >= 50, result
+
+        print()
+        print(f"sweeper pass, steady state ({args.dsrs:,} open DSRs, {args.tickets:,} tickets): median {steady_med:.1f} ms, max {steady_max:.1f} ms")
+        print(f"sweeper pass escalating 50 requests (50 emails to the privacy officer via the outbox): median {statistics.median(work):.1f} ms")
+        print(f"dashboard queries: median {dash_med:.1f} ms, max {dash_max:.1f} ms")
+        print(f"dashboard page GET /dsr/ (gate + queries + template + SVG): median {page_med:.1f} ms, max {page_max:.1f} ms")
+        print("\nEXPLAIN, sweeper pass (steady state):")
+        print(explain_all(database_url, sweep_sql))
+        print("\nEXPLAIN, dashboard queries:")
+        print(explain_all(database_url, dash_sql))
+
+
+if __name__ == "__main__":
+    main()
