@@ -189,6 +189,10 @@ def register(app: Flask) -> None:
     from app.auth.commands import users_cli
     from app.crypto.commands import keys_cli
     from app.dsr.commands import dsr_cli
+    from app.mail.commands import mail_cli
+    from app.mail.outbox_commands import sweep_outbox_command
+
+    mail_cli.add_command(sweep_outbox_command)
 
     for command in (db_cli, controllers_cli, demo_cli, audit_cli, users_cli, keys_cli, mail_cli, dsr_cli, serve):
         app.cli.add_command(command)

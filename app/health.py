@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
-from app.db import Database
+from app.db import Database, utcnow
 from workers.broker import broker_status
 
 
@@ -33,4 +33,16 @@ def health_report(database: Database, config: Mapping[str, Any]) -> dict[str, An
         "database_backend": "postgresql" if str(config["DATABASE_URL"]).startswith("postgresql") else "sqlite",
         "broker": broker_state,
         "mail": "smtp" if config.get("SMTP_URL") else "file-outbox",
+        "outbox": outbox_backlog(database) if db_state == "ok" else None,
     }
+
+
+def outbox_backlog(database: Database) -> dict[str, int] | None:
+    """Outbound emails per state (numbers only): queued, due, sending, failed."""
+    from app.mail.outbound import backlog
+
+    try:
+        with database.sessionmaker() as session:
+            return backlog(session, now=utcnow())
+    except SQLAlchemyError:
+        return None

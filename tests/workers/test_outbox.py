@@ -5,15 +5,18 @@ from __future__ import annotations
 import datetime as dt
 import email
 import email.policy
+import json
 
 import pytest
+from flask.testing import FlaskClient
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
 from app.db import utcnow
 from app.mail import outbound
 from app.mail.models import OutboxEmail
-from app.mail.outbound import InvalidOutboundEmail, SmtpUrlError, enqueue_email, parse_smtp_url
+from app.mail.outbound import InvalidOutboundEmail, enqueue_email
+from app.mail.transport import SmtpUrlError, parse_smtp_url
 from tests.factories import TEST_PRINCIPAL
 
 
@@ -163,3 +166,13 @@ def test_the_recipient_and_bodies_are_stored_encrypted(session: Session) -> None
         assert b"jane" not in bytes(blob).lower()
     session.expire(row)
     assert row.to_addr == "jane.doe@example.org" and row.body_text == "Jane Doe asks for her data"
+
+
+def test_healthz_reports_the_outbox_backlog_as_numbers_only(client: FlaskClient, session: Session) -> None:
+    _queue(session, to="jane.doe@example.org")
+    session.flush()
+    report = client.get("/healthz").get_json()
+    assert report["outbox"]["queued"] >= 1 and report["outbox"]["due"] >= 1
+    assert set(report["outbox"]) == {"queued", "due", "sending", "failed"}
+    assert all(isinstance(n, int) for n in report["outbox"].values())
+    assert "jane" not in json.dumps(report)

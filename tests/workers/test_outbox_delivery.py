@@ -7,6 +7,7 @@ when TEST_BROKER_URL is set.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -335,3 +336,25 @@ def test_a_worker_process_killed_after_the_server_accepted_sends_a_copy_with_the
     assert [r.message["Message-ID"] for r in smtp.received] == [done.message_id, done.message_id]
     assert smtp.received[0].content == smtp.received[1].content  # byte-identical copies
     assert done.delivery_note == "resent after stale claim"
+
+
+def test_the_sweep_command_enqueues_due_rows_or_sends_them_itself(committed_app: Flask, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    folder = tmp_path / "outbox"
+    committed_app.config.update(SMTP_URL=None, OUTBOX_PATH=str(folder))
+    broker = dramatiq.get_broker()
+    broker.flush_all()
+    with monkeypatch.context() as patch:
+        patch.setattr(broker, "enqueue", lambda *a, **k: (_ for _ in ()).throw(ConnectionError("broker unreachable")))
+        row = queue_email(committed_app)
+    runner = committed_app.test_cli_runner()
+    # The broker is back: the sweep hands the row to the workers (none run here, so it stays queued)
+    enqueued = runner.invoke(args=["mail", "sweep-outbox", "--json"])
+    assert enqueued.exit_code == 0, enqueued.output
+    assert json.loads(enqueued.output) == {"due": 1, "enqueued": 1, "backlog": {"queued": 1, "due": 1, "sending": 0, "failed": 0}}
+    broker.flush_all()
+    # --send-now delivers from the command itself
+    sent_now = runner.invoke(args=["mail", "sweep-outbox", "--send-now"])
+    assert sent_now.exit_code == 0, sent_now.output
+    assert "due=1 sent=1" in sent_now.output and "queued=0" in sent_now.output
+    assert row_of(committed_app, row.id).state == "sent"
+    assert [p.name for p in folder.iterdir()] == [f"{row.message_id.strip('<>')}.eml"]

@@ -1,0 +1,40 @@
+"""`flask --app wsgi mail sweep-outbox`: hand every due outbox row to a worker, or send it from this process."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import click
+from flask import current_app
+from flask.cli import with_appcontext
+
+from app.db import utcnow
+from app.extensions import db
+from app.mail import outbound
+
+
+@click.command("sweep-outbox")
+@click.option("--send-now", is_flag=True, help="Send due rows from this process instead of enqueueing them (broker down, cron).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@with_appcontext
+def sweep_outbox_command(send_now: bool, as_json: bool) -> None:
+    """Re-enqueue every due queued row and stale sending row; prints counts only."""
+    settings = outbound.OutboundSettings.from_config(current_app.config)
+    report: dict[str, object] = {}
+    if send_now:
+        with db.session_scope() as session:
+            due = outbound.due_for_delivery(session, now=utcnow(), policy=settings.policy)
+        outcomes = Counter(outbound.deliver(db.session_scope, outbox_id, settings=settings) for outbox_id in due)
+        report.update(due=len(due), **{k: outcomes.get(k, 0) for k in ("sent", "queued", "failed", "skipped")})
+    else:
+        with db.session_scope() as session:
+            due_count, rung = outbound.sweep(session, now=utcnow(), policy=settings.policy)
+        report.update(due=due_count, enqueued=rung)
+    with db.session_scope() as session:
+        report["backlog"] = outbound.backlog(session, now=utcnow())
+    if as_json:
+        click.echo(json.dumps(report, sort_keys=True))
+        return
+    click.echo(" ".join(f"{k}={v}" for k, v in report.items() if k != "backlog"))
+    click.echo("backlog " + " ".join(f"{k}={v}" for k, v in report["backlog"].items()))  # type: ignore[attr-defined]
