@@ -153,9 +153,8 @@ def controllers_list(as_json: bool) -> None:
 @demo_cli.command("seed")
 def demo_seed() -> None:
     """Create demo data (idempotent: existing demo rows are kept)."""
-    from app.demo import seed
-
     from app.auth.service import AuthPolicy
+    from app.demo import seed
 
     with db.session_scope() as session:
         for line in seed(session, now=utcnow(), policy=AuthPolicy.from_config(current_app.config)):
@@ -190,9 +189,10 @@ def register(app: Flask) -> None:
     from app.crypto.commands import keys_cli
     from app.dsr.commands import dsr_cli
     from app.mail.commands import mail_cli
-    from app.mail.outbox_commands import sweep_outbox_command
+    from app.mail.outbox_commands import requeue_outbox_command, sweep_outbox_command
 
     mail_cli.add_command(sweep_outbox_command)
+    mail_cli.add_command(requeue_outbox_command)
 
     for command in (db_cli, controllers_cli, demo_cli, audit_cli, users_cli, keys_cli, mail_cli, dsr_cli, serve):
         app.cli.add_command(command)

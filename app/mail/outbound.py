@@ -155,6 +155,8 @@ def enqueue_email(
         # Keep the thread root and the most recent ancestors (RFC 5322 §3.6.4 leaves trimming to the sender).
         refs = refs[:1] + refs[-(MAX_REFERENCES - 1) :]
     extra = _extra_headers(headers or {})
+    if auto_submitted not in (None, "auto-generated", "auto-replied", "no"):
+        raise InvalidOutboundEmail("auto_submitted must be auto-generated, auto-replied or no")
     flag = auto_submitted or ("no" if kind in HUMAN_KINDS else "auto-replied" if kind in AUTO_REPLY_KINDS else "auto-generated")
     if flag != "no":
         extra["Auto-Submitted"] = flag
@@ -529,6 +531,29 @@ def _ring_retries_after_commit(session: Session) -> None:
 
 
 # --- sweeper and figures ---------------------------------------------------------
+
+
+class OutboxEmailNotFound(OutboxError):
+    """No outbox row with that id."""
+
+
+class NotRequeueable(OutboxError):
+    """Only a failed email can be queued again; the message says its state."""
+
+
+def requeue(session: Session, outbox_id: int, *, by: Principal, now: dt.datetime) -> OutboxEmail:
+    """Give a failed email a fresh set of attempts (after the cause is fixed); same Message-ID, audit-logged."""
+    row = session.get(OutboxEmail, outbox_id)
+    if row is None:
+        raise OutboxEmailNotFound(f"no outbox email {outbox_id}")
+    if row.state != "failed":
+        raise NotRequeueable(f"outbox email {outbox_id} is {row.state}, not failed")
+    row.state, row.attempts, row.due_at, row.updated_at = "queued", 0, now, now
+    row.delivery_note = "requeued by an operator after failing"
+    session.flush()
+    record(session, by=by, action="outbox.requeued", target_type="outbox_email", target_id=row.id, controller_id=row.controller_id, now=now)
+    session.info.setdefault(_PENDING_KEY, set()).add(row.id)
+    return row
 
 
 def due_for_delivery(session: Session, *, now: dt.datetime, policy: OutboxPolicy, limit: int = 1000) -> list[int]:

@@ -1,4 +1,4 @@
-"""`flask --app wsgi mail sweep-outbox`: hand every due outbox row to a worker, or send it from this process."""
+"""`mail sweep-outbox` (hand due outbox rows to a worker, or send them from here) and `mail requeue-outbox ID`."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import click
 from flask import current_app
 from flask.cli import with_appcontext
 
+from app.cli import operator
 from app.db import utcnow
 from app.extensions import db
 from app.mail import outbound
@@ -38,3 +39,16 @@ def sweep_outbox_command(send_now: bool, as_json: bool) -> None:
         return
     click.echo(" ".join(f"{k}={v}" for k, v in report.items() if k != "backlog"))
     click.echo("backlog " + " ".join(f"{k}={v}" for k, v in report["backlog"].items()))  # type: ignore[attr-defined]
+
+
+@click.command("requeue-outbox")
+@click.argument("outbox_id", type=int)
+@with_appcontext
+def requeue_outbox_command(outbox_id: int) -> None:
+    """Queue failed outbox email OUTBOX_ID again (same Message-ID), once the cause is fixed."""
+    try:
+        with db.session_scope() as session:
+            outbound.requeue(session, outbox_id, by=operator("mail requeue-outbox"), now=utcnow())
+    except (outbound.OutboxEmailNotFound, outbound.NotRequeueable) as exc:
+        raise click.UsageError(str(exc)) from None
+    click.echo(f"outbox email {outbox_id} queued again")

@@ -358,3 +358,22 @@ def test_the_sweep_command_enqueues_due_rows_or_sends_them_itself(committed_app:
     assert "due=1 sent=1" in sent_now.output and "queued=0" in sent_now.output
     assert row_of(committed_app, row.id).state == "sent"
     assert [p.name for p in folder.iterdir()] == [f"{row.message_id.strip('<>')}.eml"]
+
+
+def test_a_failed_email_can_be_requeued_by_an_operator_and_then_goes_out(mail_app: Flask, smtp: SmtpServer) -> None:
+    smtp.handler.rcpt_reply = "550 5.7.1 relaying denied"
+    with worker():
+        row = queue_email(mail_app)
+        wait_for(lambda: row_of(mail_app, row.id).state == "failed")
+        runner = mail_app.test_cli_runner()
+        refused = runner.invoke(args=["mail", "requeue-outbox", "999999"])
+        assert refused.exit_code == 2 and "no outbox email 999999" in refused.output
+        # The relay is fixed, the operator requeues the email
+        smtp.handler.rcpt_reply = None
+        result = runner.invoke(args=["mail", "requeue-outbox", str(row.id)])
+        assert result.exit_code == 0, result.output
+        done = wait_for(lambda: sent(mail_app, row.id))
+        again = runner.invoke(args=["mail", "requeue-outbox", str(row.id)])
+        assert again.exit_code == 2 and "is sent, not failed" in again.output
+    assert len(smtp.received) == 1 and smtp.received[0].message["Message-ID"] == row.message_id
+    assert done.attempts == 1
