@@ -27,7 +27,9 @@ from app.auth.models import User
 from app.auth.service import list_users
 from app.controllers import service as controllers
 from app.db import utcnow
+from app.dsr.gate import InstructionRequired
 from app.extensions import db
+from app.mail.outbound import InvalidOutboundEmail, enqueue_email, msgid_domain_for
 from app.tickets import service
 from app.tickets.forms import AssignForm, AttachmentForm, NoteForm, ReplyForm, SearchForm, StatusForm
 from app.tickets.html import sanitise_html
@@ -295,7 +297,6 @@ def _reply_to(ticket: Ticket) -> str | None:
 @bp.post("/<int:ticket_id>/reply")
 @rbac.require(rbac.TICKETS_WORK)
 def reply(ticket_id: int) -> Response:
-    from app.mail.outbound import InvalidOutboundEmail, enqueue_email, msgid_domain_for
 
     ticket = _ticket_or_404(ticket_id)
     form = ReplyForm()
@@ -327,6 +328,9 @@ def reply(ticket_id: int) -> Response:
             by=by,
             now=now,
         )
+    except InstructionRequired:
+        # WECO §12.2 / Pexgle §11.5: the outbox's gate refuses mail to the subject of an open DSR.
+        return _refused(ticket, "Not sent: this requester has an open data-subject request, and no confirmed controller instruction authorises this reply.")
     except InvalidOutboundEmail as exc:
         return _refused(ticket, f"The reply was not sent: {exc}")
     data = service.MessageInput(

@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 from app.audit.models import AuditEvent
 from app.controllers.models import Controller
 from app.db import utcnow
+from app.dsr.service import DsrInput, create_from_ticket
 from app.mail.models import OutboxEmail
 from app.principal import Principal
 from app.tickets import service as tickets
@@ -250,6 +251,21 @@ def test_reply_without_requester_address_is_refused_and_changes_nothing(client: 
     response = client.post(f"/tickets/{ticket.id}/reply", data={"reply": "hello", "status_after": "waiting"}, follow_redirects=True)
     assert "no requester address" in response.get_data(as_text=True)
     assert session.scalar(select(func.count()).select_from(OutboxEmail).where(OutboxEmail.related_id == ticket.id)) == 0
+
+
+def test_reply_to_the_subject_of_an_open_dsr_needs_an_instruction(client: FlaskClient, auth: AuthActions, session: Session) -> None:
+    # Given a ticket that staff marked as a data-subject request, with no instruction from the controller yet
+    c = make_controller(session)
+    ticket = make_ticket(session, c, email="subject@example.org")
+    create_from_ticket(session, ticket.id, DsrInput(types=["access"], subject_email="subject@example.org"), by=BY, now=utcnow())
+    auth.login("agent", controllers=[c])
+    # When an agent replies to the requester
+    response = client.post(f"/tickets/{ticket.id}/reply", data={"reply": "Here is your data.", "status_after": "waiting"}, follow_redirects=True)
+    # Then nothing is queued or stored, and the page says why
+    assert "no confirmed controller instruction" in response.get_data(as_text=True)
+    session.expire_all()
+    assert session.scalar(select(func.count()).select_from(OutboxEmail).where(OutboxEmail.related_id == ticket.id)) == 0
+    assert session.scalar(select(func.count()).select_from(Message).where(Message.ticket_id == ticket.id, Message.direction == "outbound")) == 0
 
 
 def test_note_is_internal_and_audited(client: FlaskClient, auth: AuthActions, session: Session) -> None:
