@@ -41,6 +41,12 @@ class AssignForm(FlaskForm):
     assignee = SelectField("Assignee", choices=[], validate_choice=True)
 
 
+class MoveForm(FlaskForm):
+    """Route a ticket to a controller (out of triage, or away from a wrong one); choices are set per request."""
+
+    controller = SelectField("Controller", choices=[], validate_choice=True)
+
+
 class AttachmentForm(FlaskForm):
     """Add a file to the ticket (as an internal note carrying it)."""
 

@@ -31,7 +31,7 @@ from app.dsr.gate import InstructionRequired
 from app.extensions import db
 from app.mail.outbound import InvalidOutboundEmail, enqueue_email, msgid_domain_for
 from app.tickets import service
-from app.tickets.forms import AssignForm, AttachmentForm, NoteForm, ReplyForm, SearchForm, StatusForm
+from app.tickets.forms import AssignForm, AttachmentForm, MoveForm, NoteForm, ReplyForm, SearchForm, StatusForm
 from app.tickets.html import sanitise_html
 from app.tickets.models import STATUSES, Attachment, Message, Ticket
 from app.web import current_principal
@@ -242,6 +242,15 @@ def render_body(message: Message) -> dict[str, Markup | str | None]:
     return {"main_text": text or "", "main_html": None, "full_text": None, "full_html": None}
 
 
+def _move_form(ticket: Ticket) -> MoveForm | None:
+    """The routing form, for unscoped roles only: an agent never sees the controllers outside their scope."""
+    if _scope() is not None:
+        return None
+    form = MoveForm()
+    form.controller.choices = [(str(c.id), f"{c.name} (#{c.id})") for c in controllers.list_controllers(db.session) if c.id != ticket.controller_id]
+    return form
+
+
 @bp.get("/<int:ticket_id>")
 @rbac.require(rbac.TICKETS_WORK)
 def show(ticket_id: int) -> str:
@@ -262,6 +271,7 @@ def show(ticket_id: int) -> str:
         status_form=status_form,
         assign_form=_assign_form(ticket, people),
         attachment_form=AttachmentForm(),
+        move_form=_move_form(ticket),
         max_attachment_mib=attachment_max_bytes() / (1024 * 1024),
         me=rbac.current_staff().user_id,
     )
@@ -366,6 +376,20 @@ def assign(ticket_id: int) -> Response:
     assignee_id = int(form.assignee.data) if form.assignee.data else None
     service.assign(db.session, ticket.id, assignee_id, by=current_principal(), now=utcnow(), controller_ids=_scope())
     return _done(ticket, "Assigned." if assignee_id else "Unassigned.")
+
+
+@bp.post("/<int:ticket_id>/move")
+@rbac.require(rbac.TICKETS_WORK)
+def move(ticket_id: int) -> Response:
+    ticket = _ticket_or_404(ticket_id)
+    form = _move_form(ticket)
+    if form is None:
+        abort(404)  # agents: routing between controllers is not theirs to do (nor to know of)
+    if not form.validate_on_submit():
+        return _refused(ticket, "Choose the controller this ticket belongs to.")
+    # Every value of the ticket is re-encrypted under the new controller's key (the service does it).
+    service.move_to_controller(db.session, ticket.id, int(form.controller.data or 0), by=current_principal(), now=utcnow())
+    return _done(ticket, f"Moved to controller #{form.controller.data}.")
 
 
 @bp.post("/<int:ticket_id>/attachments")

@@ -187,7 +187,7 @@ def test_state_changes_refuse_get(client: FlaskClient, auth: AuthActions, sessio
     c = make_controller(session)
     ticket = make_ticket(session, c)
     auth.login("agent", controllers=[c])
-    for action in ("note", "reply", "status", "assign", "attachments"):
+    for action in ("note", "reply", "status", "assign", "attachments", "move"):
         assert client.get(f"/tickets/{ticket.id}/{action}").status_code == 405
 
 
@@ -303,6 +303,27 @@ def test_status_and_assignment_change_and_are_audited(client: FlaskClient, auth:
     assert actions.count("ticket.status") == 1 and actions.count("ticket.assign") == 1
     event = session.scalars(select(AuditEvent).where(AuditEvent.action == "ticket.assign", AuditEvent.target_id == str(ticket.id))).one()
     assert "jane" not in event.details_json and "@" not in event.details_json  # ids only
+
+
+def test_privacy_officer_routes_a_triage_ticket_to_its_controller(client: FlaskClient, auth: AuthActions, session: Session) -> None:
+    c = make_controller(session, name="Routing Target GmbH")
+    ticket = make_ticket(session, None, body_text="Please delete my account.")
+    auth.login("privacy_officer")
+    assert "Route out of triage" in client.get(f"/tickets/{ticket.id}").get_data(as_text=True)
+    assert client.post(f"/tickets/{ticket.id}/move", data={"controller": str(c.id)}).status_code == 303
+    session.expire_all()
+    moved = session.get(Ticket, ticket.id)
+    assert moved is not None and moved.controller_id == c.id and moved.requester_email == "jane@example.org"
+    assert "ticket.move" in audit_actions(session, ticket)
+    # The controller's agent now finds it in their queue, readable under the controller's key
+    auth.logout()
+    auth.login("agent", controllers=[c])
+    assert ticket.reference in client.get(f"/tickets/queue/{c.id}").get_data(as_text=True)
+    page = client.get(f"/tickets/{ticket.id}").get_data(as_text=True)
+    assert "Please delete my account." in page and "Route out of triage" not in page and "Move to controller" not in page
+    # but may not move it anywhere
+    other = make_controller(session)
+    assert client.post(f"/tickets/{ticket.id}/move", data={"controller": str(other.id)}).status_code == 404
 
 
 # --- attachments --------------------------------------------------------------------------------
