@@ -9,6 +9,7 @@ SMTP login, and SMTP_URL is never echoed.
 from __future__ import annotations
 
 import email.policy
+import functools
 import ipaddress
 import os
 import re
@@ -127,6 +128,12 @@ def parse_smtp_url(url: str) -> SmtpSettings:
     )
 
 
+@functools.cache
+def default_tls_context() -> ssl.SSLContext:
+    """The system's trust store with hostname checks, built once per process (loading the CA bundle costs ~0.3 s)."""
+    return ssl.create_default_context()
+
+
 class SmtpTransport:
     """Sends over SMTP with the certificate verified by the default SSL context."""
 
@@ -143,7 +150,7 @@ class SmtpTransport:
         """One SMTP transaction for one recipient; raises TemporaryFailure or PermanentFailure."""
         s = self.settings
         try:
-            context = self.ssl_context or ssl.create_default_context()
+            context = self.ssl_context or default_tls_context()
             client: smtplib.SMTP
             if s.implicit_tls:
                 client = smtplib.SMTP_SSL(s.host, s.port, local_hostname=self.local_hostname, timeout=s.timeout, context=context)
