@@ -19,8 +19,9 @@ Measures (median and max of --runs, warm):
 - the same pass with work: 50 requests newly inside the 4-hour window
   (escalation emails to the privacy officer through the outbox, history and
   audit events), committed;
+- the `dsr-chart` job (the 12-week aggregate in SQL, every 10 minutes);
 - the dashboard's queries (`app.dsr.service.dashboard`: three lists of 100,
-  two counts, the suggestions, the 12-week chart aggregated in SQL);
+  two counts, the suggestions, the kept chart);
 - the whole dashboard page (GET /dsr/ as the privacy officer: login gate,
   queries, template with the SVG chart);
 and prints the EXPLAIN (ANALYZE, BUFFERS) of every query of both.
@@ -235,6 +236,12 @@ def main() -> None:
                 board = dsr_service.dashboard(session, now=utcnow())
                 assert len(board.weeks) == 12
 
+        def chart_job() -> None:
+            with app.app_context(), db.session_scope() as session:
+                dsr_service.refresh_chart(session, now=utcnow())
+
+        chart_med, chart_max = timed(chart_job, max(3, args.runs // 4))
+        chart_sql = capture(app, chart_job)
         dash_med, dash_max = timed(dashboard_queries, args.runs)
         dash_sql = capture(app, dashboard_queries)
 
@@ -268,12 +275,17 @@ def main() -> None:
         print()
         print(f"sweeper pass, steady state ({args.dsrs:,} open DSRs, {args.tickets:,} tickets): median {steady_med:.1f} ms, max {steady_max:.1f} ms")
         print(f"sweeper pass escalating 50 requests (50 emails to the privacy officer via the outbox): median {statistics.median(work):.1f} ms")
+        print(f"dsr-chart job (12-week aggregate over the window, kept for the dashboard): median {chart_med:.1f} ms, max {chart_max:.1f} ms")
         print(f"dashboard queries: median {dash_med:.1f} ms, max {dash_max:.1f} ms")
         print(f"dashboard page GET /dsr/ (gate + queries + template + SVG): median {page_med:.1f} ms, max {page_max:.1f} ms")
         print("\nEXPLAIN, sweeper pass (steady state):")
         print(explain_all(database_url, sweep_sql))
         print("\nEXPLAIN, dashboard queries:")
         print(explain_all(database_url, dash_sql))
+        print("\nEXPLAIN, dsr-chart job:")
+        print(explain_all(database_url, chart_sql))
+        with open("/proc/loadavg") as f:
+            print(f"\nload average at the end: {f.read().split()[:3]}")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,77 @@
+"""Inbound mail and DSRs: the privacy address opens a request, other mail may be suggested, replies to a forward become instructions."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.dsr import service as dsr_service
+from app.dsr.models import Dsr, DsrSuggestion, Instruction
+from app.mail.inbound import IngestSettings, ingest_message
+from app.mail.models import OutboxEmail
+from tests.factories import TEST_PRINCIPAL, make_controller
+
+SETTINGS = IngestSettings(support_address="privacy@desk.example")
+NOW = dt.datetime(2026, 11, 20, 23, 50, tzinfo=dt.UTC)
+
+
+def mail(to: str, body: str, *, msgid: str, sender: str = "Kim Lee <kim@mailbox.example>", extra: str = "") -> bytes:
+    return (
+        f"From: {sender}\r\nTo: {to}\r\nSubject: Hello\r\nMessage-ID: <{msgid}>\r\n{extra}Content-Type: text/plain; charset=utf-8\r\n\r\n{body}\r\n"
+    ).encode()
+
+
+def test_mail_to_the_privacy_address_opens_a_request_timed_from_its_arrival(session: Session) -> None:
+    controller = make_controller(session, domains=["kimcorp.example"])
+    outcome = ingest_message(
+        session,
+        mail("privacy@desk.example", "Bitte löschen Sie meine Daten.", msgid="a1@x", sender="kim@kimcorp.example"),
+        settings=SETTINGS,
+        by=TEST_PRINCIPAL,
+        now=NOW,
+    )
+    dsr = session.scalars(select(Dsr).where(Dsr.ticket_id == outcome.ticket_id)).one()
+    assert dsr.source == "privacy_address" and dsr.received_at == NOW and dsr.types == ["erasure"]
+    assert dsr.subject_email == "kim@kimcorp.example" and dsr.controller_ids == [controller.id]
+
+
+def test_other_mail_that_reads_like_a_request_is_only_suggested(session: Session) -> None:
+    outcome = ingest_message(
+        session, mail("support@desk.example", "Please send me a copy of my personal data.", msgid="a2@x"), settings=SETTINGS, by=TEST_PRINCIPAL, now=NOW
+    )
+    assert session.scalars(select(Dsr).where(Dsr.ticket_id == outcome.ticket_id)).first() is None
+    suggestion = session.scalars(select(DsrSuggestion).where(DsrSuggestion.ticket_id == outcome.ticket_id)).one()
+    assert suggestion.types == ["access"] and suggestion.state == "open"
+
+
+def test_an_auto_reply_to_the_privacy_address_is_not_a_request(session: Session) -> None:
+    outcome = ingest_message(
+        session,
+        mail("privacy@desk.example", "I am out of the office.", msgid="a3@x", extra="Auto-Submitted: auto-replied\r\n"),
+        settings=SETTINGS,
+        by=TEST_PRINCIPAL,
+        now=NOW,
+    )
+    assert session.scalars(select(Dsr).where(Dsr.ticket_id == outcome.ticket_id)).first() is None
+
+
+def test_a_reply_to_the_forward_threads_onto_the_ticket_and_becomes_an_instruction(session: Session) -> None:
+    make_controller(session, domains=["kimcorp2.example"], dsr_contacts=["dpo@kimcorp2.example"])
+    outcome = ingest_message(
+        session, mail("privacy@desk.example", "Delete my data.", msgid="a4@x", sender="kim@kimcorp2.example"), settings=SETTINGS, by=TEST_PRINCIPAL, now=NOW
+    )
+    dsr = session.scalars(select(Dsr).where(Dsr.ticket_id == outcome.ticket_id)).one()
+    dsr_service.forward(session, dsr.id, settings=dsr_service.DsrSettings("privacy@desk.example", "desk.example"), by=TEST_PRINCIPAL, now=NOW)
+    forward = session.scalars(select(OutboxEmail).where(OutboxEmail.related_id == dsr.id, OutboxEmail.kind == "dsr_forward")).one()
+    reply = mail(
+        "privacy@desk.example", "Go ahead and erase.\r\n\r\n> quoted forward", msgid="r1@kimcorp2.example", sender="dpo@kimcorp2.example",
+        extra=f"In-Reply-To: {forward.message_id}\r\nAuthentication-Results: mx; dkim=fail; spf=pass\r\n",
+    )  # fmt: skip
+    joined = ingest_message(session, reply, settings=SETTINGS, by=TEST_PRINCIPAL, now=NOW + dt.timedelta(hours=3))
+    assert joined.ticket_id == dsr.ticket_id and not joined.new_ticket
+    instruction = session.scalars(select(Instruction).where(Instruction.dsr_id == dsr.id)).one()
+    assert instruction.state == "pending" and instruction.auth_verdict == "dkim=fail spf=pass"
+    assert instruction.reply_text is not None and instruction.reply_text.startswith("Go ahead and erase.")
+    assert session.scalars(select(Dsr).where(Dsr.ticket_id == dsr.ticket_id)).one().id == dsr.id  # no second request from the reply
