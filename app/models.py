@@ -9,6 +9,7 @@ from app.dsr.models import Dsr, DsrEvent, DsrForward, DsrSuggestion, Instruction
 from app.jobs.models import JobState
 from app.mail.models import OutboxEmail
 from app.mail.quarantine import QuarantinedMessage
+from app.subject_data.models import DownloadToken, RestrictedTicket, Restriction, SubjectExport, SubjectRun
 from app.tickets.models import Attachment, Blob, BlobChunk, Message, Ticket
 
 __all__ = [
@@ -32,6 +33,11 @@ __all__ = [
     "JobState",
     "OutboxEmail",
     "QuarantinedMessage",
+    "DownloadToken",
+    "RestrictedTicket",
+    "Restriction",
+    "SubjectExport",
+    "SubjectRun",
     "Attachment",
     "Blob",
     "BlobChunk",

@@ -84,4 +84,12 @@ ROUTE_MATRIX: dict[tuple[str, str], str | frozenset[str]] = {
     ("dsr.reply", "POST"): PRIVACY,
     ("dsr.standing", "POST"): PRIVACY,
     ("dsr.dismiss", "POST"): PRIVACY,
+    # executing a request under the controller's instruction (issue 6, items 7-10): privacy officers
+    ("subject_data.start", "POST"): PRIVACY,
+    ("subject_data.restrict_data", "POST"): PRIVACY,
+    ("subject_data.lift", "POST"): PRIVACY,
+    ("subject_data.close", "POST"): PRIVACY,
+    ("subject_data.run", "GET"): PRIVACY,
+    ("subject_data.token", "POST"): PRIVACY,
+    ("subject_data.download", "POST"): PRIVACY,
 }

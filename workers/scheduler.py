@@ -46,6 +46,7 @@ JOBS: list[Job] = [
     Job("imap-poll", "poll_imap", 60),
     Job("dsr-sweep", "sweep_dsrs", 60),
     Job("dsr-chart", "refresh_dsr_chart", 600),
+    Job("subject-data-sweep", "sweep_subject_data", 60),
 ]
 
 

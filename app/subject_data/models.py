@@ -1,0 +1,120 @@
+"""Subject-data tables: execution runs (export, erase, rectify), stored exports, download tokens, restrictions.
+
+A run's parameters (the identifiers to redact, the corrected values) are
+personal data: encrypted under the controller's key while the run works and
+cleared when it finishes, so a finished run keeps only ids and counts.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import JSON, CheckConstraint, ForeignKey, Index, Integer, LargeBinary, String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.crypto.cipher import INDEX_BYTES
+from app.crypto.fields import EncryptedField, EncryptedRow, encrypted_column
+from app.db import Base, intpk, utc
+
+RUN_KINDS = ("export", "erase", "rectify")
+RUN_STATES = ("queued", "running", "done", "failed")
+# The confirmed instruction decision each kind of run needs (app.dsr.gate.require_instruction).
+DECISION_FOR = {"export": "provide_data", "erase": "erase", "rectify": "rectify", "restrict": "restrict"}
+EXPORT_FORMATS = ("json", "pdf")
+RESTRICTION_KINDS = ("restriction", "objection")
+
+
+class SubjectRun(EncryptedRow, Base):
+    """One execution of an instruction on a subject's data at one controller, with its exact report."""
+
+    __tablename__ = "subject_data_runs"
+    __table_args__ = (
+        CheckConstraint("kind IN ('export', 'erase', 'rectify')", name="kind"),
+        CheckConstraint("state IN ('queued', 'running', 'done', 'failed')", name="state"),
+        # The sweeper: unfinished runs by age.
+        Index("ix_subject_data_runs_state_updated_at", "state", "updated_at"),
+    )
+
+    id: Mapped[intpk]
+    dsr_id: Mapped[int] = mapped_column(ForeignKey("dsrs.id", ondelete="CASCADE"), index=True)
+    controller_id: Mapped[int] = mapped_column(ForeignKey("controllers.id", ondelete="RESTRICT"), index=True)
+    kind: Mapped[str] = mapped_column(String(10))
+    state: Mapped[str] = mapped_column(String(10), default="queued")
+    instruction_id: Mapped[int] = mapped_column(Integer)
+    requested_by: Mapped[int | None] = mapped_column(Integer)
+    key_owner: Mapped[int] = mapped_column(Integer)
+    params_ct: Mapped[bytes | None] = encrypted_column(nullable=True)
+    # What was changed and what failed: ids, counts and reason codes only.
+    report: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[utc]
+    updated_at: Mapped[utc]
+    finished_at: Mapped[dt.datetime | None]
+
+    params = EncryptedField("params_ct", owner="key_owner")
+
+
+class SubjectExport(Base):
+    """A generated export file (JSON or PDF), stored as an encrypted blob under the controller's key."""
+
+    __tablename__ = "subject_data_exports"
+    __table_args__ = (CheckConstraint("format IN ('json', 'pdf')", name="format"),)
+
+    id: Mapped[intpk]
+    run_id: Mapped[int] = mapped_column(ForeignKey("subject_data_runs.id", ondelete="CASCADE"), index=True)
+    dsr_id: Mapped[int] = mapped_column(ForeignKey("dsrs.id", ondelete="CASCADE"), index=True)
+    controller_id: Mapped[int] = mapped_column(ForeignKey("controllers.id", ondelete="RESTRICT"))
+    format: Mapped[str] = mapped_column(String(4))
+    blob_id: Mapped[int | None] = mapped_column(ForeignKey("blobs.id", ondelete="SET NULL"))
+    size: Mapped[int]
+    sha256: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[utc]
+    expires_at: Mapped[utc] = mapped_column(index=True)
+    deleted_at: Mapped[dt.datetime | None]
+
+
+class DownloadToken(Base):
+    """An issued single-use download token: the `jti` is consumed by one conditional UPDATE."""
+
+    __tablename__ = "download_tokens"
+
+    jti: Mapped[str] = mapped_column(String(64), primary_key=True)
+    resource: Mapped[str] = mapped_column(String(64))
+    user_id: Mapped[int] = mapped_column(Integer)
+    issued_at: Mapped[utc]
+    expires_at: Mapped[utc] = mapped_column(index=True)
+    used_at: Mapped[dt.datetime | None]
+
+
+class Restriction(Base):
+    """A restriction (Art. 18) or objection (Art. 21) on a subject's data at one controller, until lifted.
+
+    `email_bidx` is the controller's blind index of the subject's email, so a
+    ticket the subject opens later is recognised as restricted too.
+    """
+
+    __tablename__ = "subject_restrictions"
+    __table_args__ = (
+        CheckConstraint("kind IN ('restriction', 'objection')", name="kind"),
+        Index("ix_subject_restrictions_controller_id_email_bidx", "controller_id", "email_bidx"),
+    )
+
+    id: Mapped[intpk]
+    dsr_id: Mapped[int | None] = mapped_column(ForeignKey("dsrs.id", ondelete="SET NULL"), index=True)
+    controller_id: Mapped[int] = mapped_column(ForeignKey("controllers.id", ondelete="RESTRICT"))
+    kind: Mapped[str] = mapped_column(String(12))
+    email_bidx: Mapped[bytes | None] = mapped_column(LargeBinary(INDEX_BYTES))
+    instruction_id: Mapped[int] = mapped_column(Integer)
+    created_by: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[utc]
+    lifted_at: Mapped[dt.datetime | None]
+    lifted_by: Mapped[int | None] = mapped_column(Integer)
+
+
+class RestrictedTicket(Base):
+    """A ticket covered by a restriction (the subject's tickets when it was recorded)."""
+
+    __tablename__ = "subject_restricted_tickets"
+
+    restriction_id: Mapped[int] = mapped_column(ForeignKey("subject_restrictions.id", ondelete="CASCADE"), primary_key=True)
+    ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id", ondelete="CASCADE"), primary_key=True, index=True)

@@ -1,0 +1,133 @@
+"""Restriction (Art. 18) and objection (Art. 21): the subject's data shown only to privacy officers until lifted.
+
+A restriction covers the subject's tickets at one controller when it is
+recorded, and any ticket of that controller whose requester has the same
+address later (the controller's blind index). While it is active: agents
+cannot open those tickets, privacy officers can and every access is
+audit-logged, exports leave them out and replies from the ticket are refused.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Collection
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.audit.service import record
+from app.dsr.models import Dsr
+from app.principal import Principal
+from app.subject_data.find import subject_ticket_ids
+from app.subject_data.models import RESTRICTION_KINDS, RestrictedTicket, Restriction
+from app.tickets.models import Ticket
+
+
+class RestrictionError(Exception):
+    """Base of the restriction service's errors."""
+
+
+class InvalidRestriction(RestrictionError, ValueError):
+    """Refused input; the message is safe to show."""
+
+
+def restricted_ticket_ids(session: Session, ticket_ids: Collection[int]) -> set[int]:
+    """Which of these tickets are under an active restriction or objection (two indexed queries)."""
+    ids = [int(t) for t in ticket_ids if t]
+    if not ids:
+        return set()
+    listed = set(
+        session.scalars(
+            select(RestrictedTicket.ticket_id)
+            .join(Restriction, Restriction.id == RestrictedTicket.restriction_id)
+            .where(RestrictedTicket.ticket_id.in_(ids), Restriction.lifted_at.is_(None))
+        )
+    )
+    rest = [t for t in ids if t not in listed]
+    if rest:
+        # Tickets the subject opened after the restriction was recorded: same controller, same blind index.
+        later = session.scalars(
+            select(Ticket.id)
+            .join(Restriction, (Restriction.controller_id == Ticket.controller_id) & (Restriction.email_bidx == Ticket.requester_email_bidx))
+            .where(Ticket.id.in_(rest), Restriction.lifted_at.is_(None))
+        )
+        listed.update(later)
+    return listed
+
+
+def is_restricted(session: Session, ticket_id: int) -> bool:
+    """Whether one ticket is under an active restriction or objection."""
+    return bool(restricted_ticket_ids(session, [ticket_id]))
+
+
+def log_access(session: Session, ticket_id: int, controller_id: int | None, *, what: str, by: Principal, now: dt.datetime) -> None:
+    """Audit one access to restricted data (a privacy officer opened the ticket or a file of it)."""
+    record(
+        session,
+        by=by,
+        action="subject_data.restricted_access",
+        target_type="ticket",
+        target_id=ticket_id,
+        controller_id=controller_id,
+        details={"what": what},
+        now=now,
+    )
+
+
+def restrict(session: Session, dsr: Dsr, controller_id: int, kind: str, *, instruction_id: int, by: Principal, now: dt.datetime) -> Restriction:
+    """Record a restriction or objection on the subject's data at one controller (flush only)."""
+    if kind not in RESTRICTION_KINDS:
+        raise InvalidRestriction(f"kind must be one of {', '.join(RESTRICTION_KINDS)}")
+    email = dsr.subject_email
+    if not email:
+        raise InvalidRestriction("the request has no subject email to recognise the subject's data by")
+    item = Restriction(
+        dsr_id=dsr.id,
+        controller_id=controller_id,
+        kind=kind,
+        email_bidx=Ticket.requester_email.index_value(session, email, controller_id=controller_id),
+        instruction_id=instruction_id,
+        created_by=by.id,
+        created_at=now,
+    )
+    session.add(item)
+    session.flush()
+    ticket_ids = subject_ticket_ids(session, email, controller_id, source_ticket_id=dsr.ticket_id)
+    session.add_all(RestrictedTicket(restriction_id=item.id, ticket_id=t) for t in ticket_ids)
+    session.flush()
+    record(
+        session,
+        by=by,
+        action="subject_data.restrict",
+        target_type="dsr",
+        target_id=dsr.id,
+        controller_id=controller_id,
+        details={"restriction_id": item.id, "kind": kind, "tickets": len(ticket_ids), "instruction_id": instruction_id},
+        now=now,
+    )
+    return item
+
+
+def lift(session: Session, restriction_id: int, *, by: Principal, now: dt.datetime) -> Restriction:
+    """End a restriction (the controller instructed so); audit-logged."""
+    item = session.get(Restriction, restriction_id)
+    if item is None or item.lifted_at is not None:
+        raise InvalidRestriction("no active restriction with that id")
+    item.lifted_at, item.lifted_by = now, by.id
+    session.flush()
+    record(
+        session,
+        by=by,
+        action="subject_data.lift",
+        target_type="dsr",
+        target_id=item.dsr_id,
+        controller_id=item.controller_id,
+        details={"restriction_id": item.id, "kind": item.kind},
+        now=now,
+    )
+    return item
+
+
+def active_for(session: Session, dsr_id: int) -> list[Restriction]:
+    """Restrictions recorded for a request (active and lifted), newest first."""
+    return list(session.scalars(select(Restriction).where(Restriction.dsr_id == dsr_id).order_by(Restriction.id.desc())))

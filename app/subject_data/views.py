@@ -1,0 +1,245 @@
+"""Execution pages (privacy officers): act on a request under its confirmed instruction, run reports, downloads.
+
+The actions hang off the DSR page (`templates/subject_data/_panel.html`,
+included by `dsr/show.html`); every POST re-checks the instruction in the
+service. A download is two steps: a POST issues a 60-second single-use token
+onto a page of its own, whose form POSTs it back: the token is never in a
+URL (so never in an access log, the history or a Referer).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from flask import Blueprint, abort, current_app, flash, g, redirect, render_template, request, stream_with_context, url_for
+from flask.typing import ResponseReturnValue
+from sqlalchemy import select
+from werkzeug.wrappers import Response
+
+from app.auth import rbac
+from app.controllers.models import Controller
+from app.crypto.keyring import get_keyring
+from app.db import utcnow
+from app.dsr import service as dsr_service
+from app.dsr.gate import NoConfirmedInstruction, require_instruction
+from app.dsr.models import Dsr
+from app.extensions import db
+from app.subject_data import restrict, service, tokens
+from app.subject_data.models import DECISION_FOR, SubjectExport, SubjectRun
+from app.tickets.blobs import iter_blob
+from app.tickets.models import Ticket
+from app.web import current_principal
+
+bp = Blueprint("subject_data", __name__, url_prefix="/subject-data")
+
+CONTENT_TYPES = {"json": "application/json", "pdf": "application/pdf"}
+
+
+def _key() -> bytes:
+    return get_keyring().derive(tokens.KEY_PURPOSE)
+
+
+def _dsr_or_404(dsr_id: int) -> Dsr:
+    try:
+        return dsr_service.get_dsr(db.session, dsr_id)
+    except dsr_service.DsrNotFound:
+        abort(404)
+
+
+def _back(dsr_id: int) -> Response:
+    return redirect(url_for("dsr.show", dsr_id=dsr_id), code=303)
+
+
+def _controller_arg() -> int:
+    value = request.form.get("controller_id", "")
+    if not value.isdigit():
+        abort(400)
+    return int(value)
+
+
+# --- the panel on the DSR page ------------------------------------------------------
+
+
+def panel(dsr: Dsr) -> dict[str, Any]:
+    """What the DSR page shows of execution: counts per controller, which actions are authorised, runs, restrictions."""
+    session = db.session
+    names = {c.id: c.name for c in session.scalars(select(Controller).where(Controller.id.in_(dsr.controller_ids or [0])))}
+    rows = []
+    for cid in dsr.controller_ids:
+        allowed = {}
+        for action, decision in DECISION_FOR.items():
+            try:
+                require_instruction(session, dsr.id, decision, controller_id=cid)
+                allowed[action] = True
+            except NoConfirmedInstruction:
+                allowed[action] = False
+        found = service.find_for(session, dsr.id, cid).counts if dsr.subject_email else None
+        rows.append({"controller_id": cid, "name": names.get(cid, f"#{cid}"), "found": found, "allowed": allowed})
+    runs = list(session.scalars(select(SubjectRun).where(SubjectRun.dsr_id == dsr.id).order_by(SubjectRun.id.desc())))
+    return {"controllers": rows, "runs": runs, "restrictions": restrict.active_for(session, dsr.id)}
+
+
+@bp.app_context_processor
+def _helpers() -> dict[str, Any]:
+    return {"subject_data_panel": panel}
+
+
+# --- restricted tickets (called by the ticket pages) --------------------------------
+
+
+def guard_ticket(ticket: Ticket, *, what: str = "ticket") -> None:
+    """Restricted data: agents get a 403 page; a privacy officer may look, and the access is audit-logged at once."""
+    if not restrict.is_restricted(db.session, ticket.id):
+        return
+    staff = rbac.current_staff()
+    if not staff.can(rbac.DSR_MANAGE):
+        abort(Response(render_template("subject_data/restricted.html", ticket=ticket), status=403))
+    if g.get("restricted_access_logged") == (ticket.id, what):
+        return
+    # Its own transaction: the access is on record even if this request fails or only reads.
+    with db.session_scope() as log_session:
+        restrict.log_access(log_session, ticket.id, ticket.controller_id, what=what, by=current_principal(), now=utcnow())
+    g.restricted_access_logged = (ticket.id, what)
+
+
+def refuse_reply(ticket: Ticket) -> bool:
+    """True when a reply from this ticket must be refused (its data is restricted)."""
+    return restrict.is_restricted(db.session, ticket.id)
+
+
+# --- actions --------------------------------------------------------------------
+
+
+def _act(dsr_id: int, fn: Any, done: str) -> Response:
+    try:
+        fn()
+    except service.RunNotFound:
+        abort(404)
+    except service.SubjectDataError as exc:
+        db.session.rollback()
+        flash(f"Refused: {exc}.", "error")
+    else:
+        db.session.commit()
+        flash(done, "success")
+    return _back(dsr_id)
+
+
+@bp.post("/dsr/<int:dsr_id>/run")
+@rbac.require(rbac.DSR_MANAGE)
+def start(dsr_id: int) -> ResponseReturnValue:
+    """Queue an export, erasure or rectification (the worker does it, batch by batch)."""
+    _dsr_or_404(dsr_id)
+    kind, cid = request.form.get("kind", ""), _controller_arg()
+    labels = {"export": "Export", "erase": "Erasure", "rectify": "Rectification"}
+
+    def go() -> None:
+        service.start(
+            db.session,
+            dsr_id,
+            cid,
+            kind,
+            new_name=request.form.get("new_name"),
+            new_email=request.form.get("new_email"),
+            by=current_principal(),
+            now=utcnow(),
+        )
+
+    return _act(dsr_id, go, f"{labels.get(kind, 'Run')} queued; the report appears below when it is done.")
+
+
+@bp.post("/dsr/<int:dsr_id>/restrict")
+@rbac.require(rbac.DSR_MANAGE)
+def restrict_data(dsr_id: int) -> ResponseReturnValue:
+    _dsr_or_404(dsr_id)
+    cid = _controller_arg()
+    kind = request.form.get("kind", "restriction")
+    return _act(
+        dsr_id,
+        lambda: service.restrict(db.session, dsr_id, cid, kind, by=current_principal(), now=utcnow()),
+        "Recorded: the subject's data is now shown to privacy officers only.",
+    )
+
+
+@bp.post("/dsr/<int:dsr_id>/restrictions/<int:restriction_id>/lift")
+@rbac.require(rbac.DSR_MANAGE)
+def lift(dsr_id: int, restriction_id: int) -> ResponseReturnValue:
+    _dsr_or_404(dsr_id)
+    return _act(dsr_id, lambda: service.lift(db.session, dsr_id, restriction_id, by=current_principal(), now=utcnow()), "Restriction lifted.")
+
+
+@bp.post("/dsr/<int:dsr_id>/close")
+@rbac.require(rbac.DSR_MANAGE)
+def close(dsr_id: int) -> ResponseReturnValue:
+    _dsr_or_404(dsr_id)
+    settings = dsr_service.DsrSettings.from_config(current_app.config)
+    return _act(
+        dsr_id,
+        lambda: service.close(db.session, dsr_id, settings=settings, by=current_principal(), now=utcnow()),
+        "Closed; the controller is notified of completion.",
+    )
+
+
+# --- reports and downloads ---------------------------------------------------------------
+
+
+@bp.get("/runs/<int:run_id>")
+@rbac.require(rbac.DSR_MANAGE)
+def run(run_id: int) -> str:
+    item = db.session.get(SubjectRun, run_id)
+    if item is None:
+        abort(404)
+    exports = list(db.session.scalars(select(SubjectExport).where(SubjectExport.run_id == item.id).order_by(SubjectExport.id)))
+    return render_template("subject_data/run.html", run=item, dsr=db.session.get(Dsr, item.dsr_id), exports=exports)
+
+
+def _export_or_404(export_id: int) -> SubjectExport:
+    item = db.session.get(SubjectExport, export_id)
+    if item is None or item.blob_id is None or item.deleted_at is not None:
+        abort(404)
+    return item
+
+
+@bp.post("/exports/<int:export_id>/token")
+@rbac.require(rbac.DSR_MANAGE)
+def token(export_id: int) -> ResponseReturnValue:
+    """Issue a single-use 60-second token for one download, on a no-referrer, no-store page whose form posts it back."""
+    item = _export_or_404(export_id)
+    staff = rbac.current_staff()
+    value = tokens.issue(db.session, _key(), resource=f"export:{item.id}", user_id=staff.user_id, now=utcnow())
+    db.session.commit()
+    response = Response(render_template("subject_data/download.html", export=item, token=value, seconds=int(tokens.TTL.total_seconds())))
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["Referrer-Policy"] = "no-referrer"
+    return response
+
+
+@bp.post("/download")
+@rbac.require(rbac.DSR_MANAGE)
+def download() -> ResponseReturnValue:
+    """Serve an export once: the token is verified (HS256 only, every claim) and its jti consumed before a byte is sent."""
+    raw = request.form.get("token", "")
+    staff = rbac.current_staff()
+    try:
+        claims = tokens.verify(raw, _key())
+        if not claims.resource.startswith("export:") or not claims.resource[7:].isdigit():
+            raise tokens.InvalidToken("the download link is not valid")
+        item = _export_or_404(int(claims.resource[7:]))
+        tokens.consume(db.session, claims, user_id=staff.user_id, resource=claims.resource, now=utcnow())
+    except tokens.TokenError as exc:
+        db.session.rollback()
+        # 400 for a token that is not ours or not valid, 410 for one already used or expired (never 403: the person may download).
+        return render_template("subject_data/token_refused.html", reason=str(exc)), 410 if isinstance(exc, tokens.TokenNotUsable) else 400
+    service.record_download(db.session, item, by=current_principal(), now=utcnow())
+    # Committed before the first byte: a second request with the same token finds the jti used.
+    db.session.commit()
+    assert item.blob_id is not None
+    chunks: Iterator[bytes] = iter_blob(db.session, item.blob_id)
+    response = Response(stream_with_context(chunks), content_type=CONTENT_TYPES[item.format])
+    response.headers["Content-Length"] = str(item.size)
+    dsr = db.session.get(Dsr, item.dsr_id)
+    name = f"{dsr.reference if dsr else 'export'}-controller-{item.controller_id}.{item.format}"
+    response.headers["Content-Disposition"] = f'attachment; filename="{name}"'
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    return response
