@@ -86,6 +86,9 @@ def seed(session: Session, *, now: dt.datetime, policy: AuthPolicy | None = None
     if created:
         yield "log in at /login; each account sets up its authenticator app (TOTP) at its first login. The passwords are shown only now."
     from app.dsr.demo import seed as seed_dsrs  # here: demo data of each feature stays in its package
+    from app.tickets.demo import seed as seed_tickets
+
+    yield from seed_tickets(session, now=now)
 
     yield from seed_dsrs(session, now=now)
     yield "demo data ready"

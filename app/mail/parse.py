@@ -14,8 +14,8 @@ import email.policy
 import hashlib
 import re
 from dataclasses import dataclass, field
-from email.headerregistry import Address
-from email.message import EmailMessage, Message
+from email.header import decode_header, make_header
+from email.message import Message
 from email.utils import getaddresses, parseaddr
 from typing import Any
 
@@ -74,20 +74,33 @@ class ParsedMail:
     notes: list[dict[str, Any]] = field(default_factory=list)
 
 
-def _header(msg: Message, name: str) -> str:
-    """A header as text; a value the strict parser chokes on is read raw, never raised."""
+def _raw_headers(msg: Message) -> dict[str, list[str]]:
+    # The raw header values, read once: the policy's header objects are parsed anew on
+    # every access, which cost most of the parsing time; only what is used gets decoded.
+    cached: dict[str, list[str]] | None = getattr(msg, "_desk_raw_headers", None)
+    if cached is None:
+        cached = {}
+        for key, value in msg.raw_items():
+            cached.setdefault(key.lower(), []).append(str(value))
+        msg._desk_raw_headers = cached  # type: ignore[attr-defined]
+    return cached
+
+
+def _decode_words(value: str) -> str:
+    if "=?" not in value:
+        return value
     try:
-        value = msg.get(name)
-    except Exception:  # the header registry raises on some hostile values
-        value = None
-        for key, raw in msg.raw_items() if isinstance(msg, EmailMessage) else msg.items():
-            if key.lower() == name.lower():
-                value = raw
-                break
-    if value is None:
+        return str(make_header(decode_header(value)))
+    except Exception:  # an unknown charset or broken encoded word: keep the raw text
+        return value
+
+
+def _header(msg: Message, name: str) -> str:
+    """A header as text (RFC 2047 words decoded); a value that cannot be decoded is returned raw, never raised."""
+    values = _raw_headers(msg).get(name.lower())
+    if not values:
         return ""
-    text = str(value)
-    return " ".join(text.split())[:MAX_HEADER_CHARS]
+    return " ".join(_decode_words(values[0]).split())[:MAX_HEADER_CHARS]
 
 
 def _message_ids(value: str) -> list[str]:
@@ -95,13 +108,8 @@ def _message_ids(value: str) -> list[str]:
 
 
 def _address_parts(msg: Message, name: str) -> list[tuple[str, str]]:
-    try:
-        header = msg.get(name)
-        if header is not None and hasattr(header, "addresses"):
-            return [(a.display_name or "", a.addr_spec) for a in header.addresses if isinstance(a, Address) and "@" in a.addr_spec]
-    except Exception:  # fall back to the lenient parser below
-        pass
-    return [(n, a) for n, a in getaddresses([_header(msg, name)]) if "@" in a]
+    raw = [" ".join(v.split()) for v in _raw_headers(msg).get(name.lower(), [])]
+    return [(_decode_words(n), a) for n, a in getaddresses(raw) if "@" in a]
 
 
 def _decode_text(part: Message, notes: list[dict[str, Any]]) -> str:

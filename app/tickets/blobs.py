@@ -50,7 +50,14 @@ def store_blob(
 ) -> Blob:
     """Encrypt and store `source` chunk by chunk; raises BlobTooLarge past `max_bytes` (and keeps nothing)."""
     owner = key_owner_for(controller_id)
-    blob = Blob(key_owner=owner, size=0, sha256="", chunk_count=0, created_at=now)
+    if isinstance(source, bytes | bytearray | memoryview):
+        # Content already in memory: check and describe it up front, one INSERT and no UPDATE.
+        if max_bytes is not None and len(source) > max_bytes:
+            raise BlobTooLarge(f"content is larger than {max_bytes} bytes")
+        size = len(source)
+        blob = Blob(key_owner=owner, size=size, sha256=hashlib.sha256(source).hexdigest(), chunk_count=-(-size // chunk_bytes), created_at=now)
+    else:
+        blob = Blob(key_owner=owner, size=0, sha256="", chunk_count=0, created_at=now)
     session.add(blob)
     session.flush()
     digest = hashlib.sha256()
@@ -70,8 +77,9 @@ def store_blob(
         # Forget the flushed chunk so the session never holds more than one chunk's bytes.
         session.expunge(chunk)
         seq += 1
-    blob.size, blob.sha256, blob.chunk_count = size, digest.hexdigest(), seq
-    session.flush()
+    if (blob.size, blob.sha256, blob.chunk_count) != (size, digest.hexdigest(), seq):
+        blob.size, blob.sha256, blob.chunk_count = size, digest.hexdigest(), seq
+        session.flush()
     return blob
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
-from sqlalchemy import select, text
+from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
 from app.audit.models import AuditEvent
@@ -131,3 +131,14 @@ def test_triage_ticket_moves_to_a_controller_and_stays_readable(session: Session
     assert [x.id for x in tickets.find_by_requester_email(session, "triage.person@example.org", controller_ids={c.id})] == [t.id]
     assert m.body_text == "hello" and a.filename == "f.txt"
     assert b"".join(tickets.attachment_chunks(session, a)) == b"data"
+
+
+def test_demo_tickets_are_seeded_once_with_threads_and_attachments(session: Session) -> None:
+    from app.tickets.demo import seed
+    from app.tickets.models import Attachment
+
+    make_controller(session)
+    lines = list(seed(session, now=NOW, count=20))
+    assert lines and lines[0].startswith("tickets: 20 demo tickets")
+    assert session.scalar(select(func.count()).select_from(Attachment)) > 0
+    assert list(seed(session, now=NOW, count=20)) == []  # a second run adds nothing

@@ -1,0 +1,128 @@
+"""Demo tickets: a few hundred fictional requests with threads, notes and attachments (`demo seed`)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+from collections.abc import Iterator
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from app.controllers.models import Controller
+from app.principal import Principal
+from app.tickets import service as tickets
+from app.tickets.models import Message
+
+TICKETS = 200
+MARKER = "demo-ticket-0@demo.desk.example"
+FIRST = ["Jane", "Lukas", "Amélie", "Priya", "Tomasz", "Sofia", "Jürgen", "Aoife", "Mateo", "Ingrid", "Kwame", "Yuki", "Olga", "Hamza", "Chloé"]
+LAST = ["Roe", "Schneider", "Durand", "Nair", "Kowalski", "Rossi", "Müller", "Byrne", "García", "Olsen", "Mensah", "Tanaka", "Petrova", "Haddad", "Martin"]
+MAILBOXES = ["mail.example", "post.example", "inbox.example", "web.example"]
+TOPICS = [
+    ("Copy of my personal data", "Hello,\n\nunder Article 15 GDPR I would like a copy of all personal data you hold about me.\n\nThank you"),
+    ("Please delete my account", "Hi,\n\nI no longer use your service. Please delete my account and all data about me.\n\nRegards"),
+    ("Wrong address on my invoices", "Hello,\n\nmy invoices still show my old address. Please correct it.\n\nBest"),
+    ("Stop marketing emails", "Please stop sending me newsletters and offers. I never agreed to them."),
+    ("Export of my order history", "Could you send me my order history in a machine-readable format (CSV or JSON)?"),
+    ("Auskunft über meine Daten", "Guten Tag,\n\nbitte teilen Sie mir mit, welche Daten Sie über mich gespeichert haben.\n\nMit freundlichen Grüßen"),
+    ("Login problem after password reset", "I reset my password but still cannot log in. Can you help?"),
+    ("Question about a charge", "There is a charge on my card I do not recognise. Which order is it for?"),
+]
+REPLIES = [
+    "Thank you, that answers my question.",
+    "I have attached the form you asked for.",
+    "Yes, please go ahead.",
+    "It still does not work, see the screenshot.",
+    "Danke, das hat geholfen.",
+]
+DESK_ANSWERS = [
+    "Hello,\n\nthank you for your message. We have forwarded your request to the company responsible and will get back to you.",
+    "Hello,\n\ncould you confirm your customer number so that we can find your records?",
+    "Hello,\n\nthe change is done. Is there anything else we can do for you?",
+]
+NOTES = [
+    "Forwarded to the controller's DPO.",
+    "Waiting for the customer number.",
+    "Checked: no marketing consent on file.",
+    "Identity verified by reply address.",
+]
+# A 1x1 PNG and a tiny PDF: real file types for the inline/download paths.
+PNG = bytes.fromhex(
+    "89504e470d0a1a0a0000000d49484452000000010000000108060000001f15c4890000000d49444154789c63f8cfc0f01f0005050201a5d8a1e20000000049454e44ae426082"
+)
+PDF = b"%PDF-1.4\n1 0 obj<<>>endobj\ntrailer<<>>\n%%EOF\n"
+
+
+def seed(session: Session, *, now: dt.datetime, count: int = TICKETS) -> Iterator[str]:
+    """Create the demo tickets once (skipped when they exist); deterministic, so every newcomer sees the same desk."""
+    if tickets.message_exists(session, MARKER):
+        return
+    rng = random.Random(20261121)
+    by = Principal.system("demo seed")
+    controller_ids: list[int | None] = [*session.scalars(select(Controller.id).order_by(Controller.id)), None]
+    statuses = ["new", "open", "open", "waiting", "waiting", "closed", "closed", "closed"]
+    made = 0
+    for n in range(count):
+        first, last = rng.choice(FIRST), rng.choice(LAST)
+        email = f"{first}.{last}{n}".lower().encode("ascii", "ignore").decode() + f"@{rng.choice(MAILBOXES)}"
+        subject, body = rng.choice(TOPICS)
+        opened = now - dt.timedelta(minutes=rng.randint(10, 60 * 24 * 90))
+        ticket = tickets.create_ticket(
+            session, controller_id=rng.choice(controller_ids), requester_name=f"{first} {last}", requester_email=email, subject=subject, by=by, now=opened
+        )
+        first_message = tickets.add_message(
+            session,
+            ticket,
+            tickets.MessageInput(
+                direction="inbound",
+                body_text=body,
+                reply_text=body,
+                sender_name=f"{first} {last}",
+                sender_email=email,
+                subject=subject,
+                message_id=f"demo-ticket-{n}@demo.desk.example",
+            ),
+            by=by,
+            now=opened,
+        )
+        if rng.random() < 0.25:
+            kind = rng.choice([("id-card.png", "image/png", PNG), ("form.pdf", "application/pdf", PDF)])
+            tickets.add_attachment(session, first_message, filename=kind[0], content_type=kind[1], content=kind[2], by=by, now=opened)
+        at = opened
+        for turn in range(rng.randint(0, 2)):
+            at += dt.timedelta(minutes=rng.randint(5, 600))
+            if turn % 2 == 0:
+                text = rng.choice(DESK_ANSWERS)
+                tickets.add_message(
+                    session,
+                    ticket,
+                    tickets.MessageInput(direction="outbound", body_text=text, subject=f"Re: {subject}", message_id=f"demo-out-{n}-{turn}@desk.example"),
+                    by=by,
+                    now=at,
+                )
+            else:
+                text = rng.choice(REPLIES)
+                tickets.add_message(
+                    session,
+                    ticket,
+                    tickets.MessageInput(
+                        direction="inbound",
+                        body_text=text,
+                        reply_text=text,
+                        sender_name=f"{first} {last}",
+                        sender_email=email,
+                        message_id=f"demo-in-{n}-{turn}@demo.desk.example",
+                    ),
+                    by=by,
+                    now=at,
+                )
+        if rng.random() < 0.3:
+            tickets.add_message(session, ticket, tickets.MessageInput(direction="note", body_text=rng.choice(NOTES)), by=by, now=at)
+        status = rng.choice(statuses)
+        if status != "new":
+            tickets.change_status(session, ticket.id, status, by=by, now=at)
+        made += 1
+    session.flush()
+    total = session.scalar(select(func.count()).select_from(Message))
+    yield f"tickets: {made} demo tickets with {total} messages"
