@@ -30,6 +30,7 @@ from app.db import utcnow
 from app.dsr.gate import InstructionRequired
 from app.extensions import db
 from app.mail.outbound import InvalidOutboundEmail, enqueue_email, msgid_domain_for
+from app.subject_data.views import guard_ticket, refuse_reply
 from app.tickets import service
 from app.tickets.forms import AssignForm, AttachmentForm, MoveForm, NoteForm, ReplyForm, SearchForm, StatusForm
 from app.tickets.html import sanitise_html
@@ -75,9 +76,12 @@ def _ticket_or_404(ticket_id: int) -> Ticket:
     scope = _scope()
     try:
         # Unscoped roles also work the triage queue; agents never see it.
-        return service.get_ticket(db.session, ticket_id, controller_ids=scope, include_triage=scope is None)
+        ticket = service.get_ticket(db.session, ticket_id, controller_ids=scope, include_triage=scope is None)
     except service.TicketNotFound:
         abort(404)
+    # Restricted data (Art. 18/21): privacy officers only, each access audit-logged (app.subject_data).
+    guard_ticket(ticket, what=(request.endpoint or "tickets").split(".")[-1])
+    return ticket
 
 
 def _done(ticket: Ticket, message: str) -> Response:
@@ -314,6 +318,8 @@ def reply(ticket_id: int) -> Response:
         return _refused(ticket, _form_errors(form))
     if not ticket.requester_email:
         return _refused(ticket, "This ticket has no requester address to reply to.")
+    if refuse_reply(ticket):
+        return _refused(ticket, "Not sent: the requester's data is under a restriction or objection until it is lifted.")
     now, by, config = utcnow(), current_principal(), current_app.config
     thread = _thread(ticket)
     last_inbound = next((m for m in reversed(thread) if m.direction == "inbound" and m.message_id and _SAFE_MSGID.match(m.message_id)), None)

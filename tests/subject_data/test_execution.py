@@ -1,0 +1,161 @@
+"""Execution services without HTTP: find, the instruction each action needs, erasure, rectification, restriction, closing."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.audit.models import AuditEvent
+from app.crypto.fields import FIELDS
+from app.dsr.models import Dsr
+from app.mail import quarantine
+from app.mail.models import OutboxEmail
+from app.subject_data import restrict, service
+from app.subject_data.models import SubjectRun
+from app.tickets import service as tickets
+from app.tickets.models import Attachment, Message, Ticket
+from tests.factories import TEST_PRINCIPAL
+from tests.subject_data.support import CANARY_EMAIL, CANARY_ID, CANARY_NAME, SETTINGS, T0, drain, instruct, scene
+
+CANARIES = (CANARY_EMAIL.lower(), CANARY_NAME.lower(), CANARY_ID.lower())
+
+
+def decrypted_hits(session: Session, canaries: tuple[str, ...] = CANARIES) -> list[str]:
+    """Every encrypted field of every row, decrypted, that still mentions the subject."""
+    hits = []
+    for spec in FIELDS:
+        for row in session.scalars(select(spec.model)):  # type: ignore[call-overload]
+            value = getattr(row, spec.name)
+            text = value.decode("utf-8", "replace") if isinstance(value, bytes) else (value or "")
+            if any(c in text.lower() for c in canaries):
+                hits.append(f"{spec.table}.{spec.name}#{row.id}")
+    return hits
+
+
+def test_find_counts_the_subjects_data_before_anything_is_done(session: Session) -> None:
+    sc = scene(session)
+    found = service.find_for(session, sc.dsr.id, sc.controller.id)
+    # Two tickets of three messages each, the forward's note on the source ticket, and the message they wrote into a bystander's ticket.
+    assert found.counts == {"tickets": 2, "messages": 8, "attachments": 2, "outbox": 1}
+    assert sorted(found.ticket_ids) == sorted(t.id for t in sc.tickets)
+    assert len(found.other_message_ids) == 1
+
+
+@pytest.mark.parametrize(("kind", "wrong"), [("export", "erase"), ("erase", "provide_data"), ("rectify", "restrict")])
+def test_no_action_without_a_confirmed_instruction_of_its_own_kind(session: Session, kind: str, wrong: str) -> None:
+    sc = scene(session)
+    with pytest.raises(service.NotAuthorised):
+        service.start(session, sc.dsr.id, sc.controller.id, kind, new_name="X Y", by=TEST_PRINCIPAL, now=T0)
+    instruct(session, sc, wrong)
+    with pytest.raises(service.NotAuthorised):
+        service.start(session, sc.dsr.id, sc.controller.id, kind, new_name="X Y", by=TEST_PRINCIPAL, now=T0)
+    if wrong != "restrict":
+        with pytest.raises(service.NotAuthorised):
+            service.restrict(session, sc.dsr.id, sc.controller.id, "restriction", by=TEST_PRINCIPAL, now=T0)
+    assert session.scalar(select(SubjectRun.id)) is None
+
+
+def test_erasure_leaves_no_trace_of_the_subject_and_reports_what_changed(session: Session) -> None:
+    sc = scene(session)
+    held = quarantine.hold(
+        session, b"From: " + CANARY_EMAIL.encode() + b"\r\n\r\nbroken", reason="malformed", detail="", source="pipe", by=TEST_PRINCIPAL, now=T0
+    )
+    other = quarantine.hold(session, b"From: someone@else.example\r\n\r\nbroken", reason="malformed", detail="", source="pipe", by=TEST_PRINCIPAL, now=T0)
+    instruct(session, sc, "erase")
+    run = service.start(session, sc.dsr.id, sc.controller.id, "erase", by=TEST_PRINCIPAL, now=T0)
+    drain(session, run.id)
+    session.expire_all()
+    assert decrypted_hits(session) == []
+    run = session.get(SubjectRun, run.id)
+    assert run is not None and run.state == "done" and run.params is None
+    changed = run.report["changed"]
+    assert changed["messages"] == 8 and changed["tickets"] == 2 and changed["attachments_removed"] == 2 and changed["raw_destroyed"] == 4
+    assert changed["outbox"] == 1 and changed["instructions"] == 1 and changed["quarantine_deleted"] == 1 and changed["dsrs"] == 1
+    assert run.report.get("failed", []) == []
+    assert session.scalar(select(Attachment.id).join(Message).where(Message.ticket_id.in_([t.id for t in sc.tickets]))) is None
+    assert session.get(quarantine.QuarantinedMessage, held.id).state == "deleted"  # type: ignore[union-attr]
+    assert session.get(quarantine.QuarantinedMessage, other.id).state == "held"  # type: ignore[union-attr]
+    # The bystander's own data stays; the subject's message in their ticket is anonymised.
+    bystander = session.get(Ticket, sc.bystander.id)
+    assert bystander is not None and bystander.requester_email == "bea@bystander.example"
+    texts = [m.body_text for m in bystander.messages]
+    assert "Where is my order?" in texts and "Cc from [erased]: same problem" in texts
+    # The request is the record of what was done: reference, types, dates; no subject.
+    dsr = session.get(Dsr, sc.dsr.id)
+    assert dsr is not None and dsr.subject_email is None and dsr.subject_email_bidx is None and dsr.reference
+    details = " ".join(e.details_json for e in session.scalars(select(AuditEvent))).lower()
+    assert not any(c in details for c in CANARIES)
+    assert tickets.find_by_requester_email(session, CANARY_EMAIL, controller_ids=[sc.controller.id]) == []
+
+
+def test_erasure_is_resumable_and_a_finished_run_is_a_no_op(session: Session) -> None:
+    sc = scene(session, messages=6, tickets_count=3)
+    instruct(session, sc, "erase")
+    run = service.start(session, sc.dsr.id, sc.controller.id, "erase", by=TEST_PRINCIPAL, now=T0)
+    # Interrupted after the plan and the first batch of messages ...
+    from app.subject_data import erase
+
+    batch, erase.BATCH = erase.BATCH, 5
+    try:
+        assert service.step(session, run.id, by=TEST_PRINCIPAL, now=T0) is False
+        assert service.step(session, run.id, by=TEST_PRINCIPAL, now=T0) is False
+        partial = session.get(SubjectRun, run.id)
+        assert partial is not None and partial.state == "running" and partial.report["changed"]["messages"] == 5
+        # ... the rerun continues from the cursor and completes.
+        drain(session, run.id)
+    finally:
+        erase.BATCH = batch
+    done = session.get(SubjectRun, run.id)
+    assert done is not None and done.state == "done"
+    assert done.report["changed"]["messages"] == 3 * 6 + 1 + 1
+    before = json.dumps(done.report, sort_keys=True)
+    assert service.step(session, run.id, by=TEST_PRINCIPAL, now=T0) is True
+    assert json.dumps(session.get(SubjectRun, run.id).report, sort_keys=True) == before  # type: ignore[union-attr]
+    assert decrypted_hits(session) == []
+
+
+def test_rectification_writes_the_corrected_values_and_removes_the_old(session: Session) -> None:
+    sc = scene(session)
+    instruct(session, sc, "rectify")
+    run = service.start(
+        session, sc.dsr.id, sc.controller.id, "rectify", new_name="Quentin Zebra-Smith", new_email="q.smith@new.example", by=TEST_PRINCIPAL, now=T0
+    )
+    drain(session, run.id)
+    session.expire_all()
+    ticket = session.get(Ticket, sc.tickets[0].id)
+    assert ticket is not None and ticket.requester_email == "q.smith@new.example" and ticket.requester_name == "Quentin Zebra-Smith"
+    assert tickets.find_by_requester_email(session, "q.smith@new.example", controller_ids=[sc.controller.id])
+    assert not tickets.find_by_requester_email(session, CANARY_EMAIL, controller_ids=[sc.controller.id])
+    first = session.scalars(select(Message).where(Message.ticket_id == ticket.id).order_by(Message.id)).first()
+    assert first is not None and "Quentin Zebra-Smith (q.smith@new.example)" in (first.body_text or "") and first.raw_blob_id is None
+    # The old values remain only in the attachments, which cannot be rewritten and are reported.
+    hits = decrypted_hits(session, (CANARY_EMAIL.lower(), CANARY_NAME.lower()))
+    assert hits and all(h.startswith(("blob_chunks.", "ticket_attachments.")) for h in hits), hits
+    run = session.get(SubjectRun, run.id)
+    assert run is not None and run.report["changed"]["attachments_not_rectifiable"] == 2
+    dsr = session.get(Dsr, sc.dsr.id)
+    assert dsr is not None and dsr.subject_email == "q.smith@new.example"
+
+
+def test_restriction_flags_the_subjects_tickets_until_lifted_and_closing_notifies_the_controller(session: Session) -> None:
+    sc = scene(session)
+    instruct(session, sc, "restrict")
+    item = service.restrict(session, sc.dsr.id, sc.controller.id, "objection", by=TEST_PRINCIPAL, now=T0)
+    ids = [t.id for t in sc.tickets]
+    assert restrict.restricted_ticket_ids(session, [*ids, sc.bystander.id]) == set(ids)
+    # A ticket the subject opens later is covered too (same controller, same blind index).
+    later = tickets.create_ticket(
+        session, controller_id=sc.controller.id, requester_name="Q", requester_email=CANARY_EMAIL.upper(), subject="again", by=TEST_PRINCIPAL, now=T0
+    )
+    assert restrict.is_restricted(session, later.id)
+    service.close(session, sc.dsr.id, settings=SETTINGS, by=TEST_PRINCIPAL, now=T0)
+    dsr = session.get(Dsr, sc.dsr.id)
+    assert dsr is not None and dsr.outcome == "restricted" and not dsr.is_open
+    notice = session.scalars(select(OutboxEmail).where(OutboxEmail.kind == "dsr_completion")).one()
+    assert notice.to_addr == "dpo@ctl-subject.example" and dsr.reference in notice.subject
+    assert CANARY_EMAIL not in notice.body_text and "objection recorded" in notice.body_text
+    service.lift(session, sc.dsr.id, item.id, by=TEST_PRINCIPAL, now=T0)
+    assert restrict.restricted_ticket_ids(session, [*ids, later.id]) == set()
