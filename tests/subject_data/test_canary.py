@@ -1,0 +1,90 @@
+"""Erasure leaves no canary of the subject in any table (decrypted) nor, on SQLite, in the database file bytes.
+
+Runs on a really committed database: the erasure is interrupted after two
+committed batches (as a killed worker would leave it) and a second run
+completes it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from flask import Flask
+from sqlalchemy import LargeBinary, String, Text, select
+from sqlalchemy.engine import make_url
+
+from app.crypto.fields import FIELDS
+from app.db import Base, utcnow
+from app.extensions import db
+from app.principal import Principal
+from app.subject_data import erase, service
+from app.subject_data.models import SubjectRun
+from tests.factories import TEST_PRINCIPAL
+from tests.subject_data.support import CANARY_EMAIL, CANARY_ID, CANARY_NAME, instruct, scene
+
+CANARIES = [c.lower() for c in (CANARY_EMAIL, CANARY_NAME, CANARY_ID)]
+
+
+def plain_hits(session) -> list[str]:  # type: ignore[no-untyped-def]
+    """Every text or binary column of every table, as stored, that mentions the subject."""
+    hits = []
+    for table in Base.metadata.sorted_tables:
+        columns = [c for c in table.columns if isinstance(c.type, String | Text | LargeBinary)]
+        for row in session.execute(select(*columns)) if columns else []:
+            for column, value in zip(columns, row, strict=True):
+                text = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value or "")
+                if any(c in text.lower() for c in CANARIES):
+                    hits.append(f"{table.name}.{column.name}")
+    return hits
+
+
+def decrypted(session) -> tuple[list[str], list[bytes]]:  # type: ignore[no-untyped-def]
+    """Encrypted fields that decrypt to something about the subject, and their ciphertexts."""
+    hits, blobs = [], []
+    for spec in FIELDS:
+        for row in session.scalars(select(spec.model)):  # type: ignore[call-overload]
+            value = getattr(row, spec.name)
+            text = value.decode("utf-8", "replace") if isinstance(value, bytes) else (value or "")
+            if any(c in text.lower() for c in CANARIES):
+                hits.append(f"{spec.table}.{spec.name}#{row.id}")
+                blobs.append(getattr(row, spec.column))
+    return hits, blobs
+
+
+def test_erasure_leaves_no_canary_in_any_table_or_in_the_database_file(committed_app: Flask) -> None:
+    by = Principal.system("tests")
+    with committed_app.app_context():
+        with db.session_scope() as session:
+            sc = scene(session, messages=10, tickets_count=3)
+            instruct(session, sc, "erase")
+            run_id = service.start(session, sc.dsr.id, sc.controller.id, "erase", by=TEST_PRINCIPAL, now=utcnow()).id
+        with db.session_scope() as session:
+            before, ciphertexts = decrypted(session)
+            assert len(before) > 40 and plain_hits(session) == []
+        # Given a worker that died after two committed batches ...
+        batch, erase.BATCH = erase.BATCH, 8
+        try:
+            assert service.run_to_end(db.session_scope, run_id, by=by, clock=utcnow, max_steps=3) is False
+            with db.session_scope() as session:
+                assert session.get(SubjectRun, run_id).state == "running"  # type: ignore[union-attr]
+                assert 0 < len(decrypted(session)[0]) < len(before)
+            # ... the rerun completes.
+            assert service.run_to_end(db.session_scope, run_id, by=by, clock=utcnow) is True
+        finally:
+            erase.BATCH = batch
+        with db.session_scope() as session:
+            run = session.get(SubjectRun, run_id)
+            assert run is not None and run.state == "done" and run.report.get("failed", []) == []
+            assert decrypted(session)[0] == [] and plain_hits(session) == []
+        engine = db.engine
+        url = make_url(str(engine.url))
+    if url.get_backend_name() != "sqlite":
+        return
+    db.state(committed_app).engine.dispose()
+    path = Path(url.database or "")
+    data = path.read_bytes() + (Path(f"{path}-wal").read_bytes() if Path(f"{path}-wal").exists() else b"")
+    # secure_delete zeroed the freed cells and pages; the truncated WAL holds no old page image.
+    for canary in (CANARY_EMAIL, CANARY_NAME, CANARY_ID):
+        assert canary.encode() not in data
+    leftovers = [c for c in ciphertexts if c[20:52] in data]
+    assert leftovers == [], f"{len(leftovers)} old ciphertexts still in the file"
