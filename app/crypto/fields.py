@@ -161,7 +161,9 @@ class _Encrypted(Generic[T]):
         session = object_session(instance)
         if session is None:
             raise CryptoError(f"{type(instance).__name__}.{self.name} can only be decrypted while its row is in a session")
-        key = load_key(session.connection(), cache_for(session), key_id_of(blob, where=f"{self.table_name}.{self.column}"))
+        cache = cache_for(session)
+        key_id = key_id_of(blob, where=f"{self.table_name}.{self.column}")
+        key = cache.by_id.get(key_id) or load_key(session.connection(), cache, key_id)  # no connection call on a cache hit
         value = self._decode(decrypt_field(key.aead, blob, table=self.table_name, column=self.column, row_uid=instance.row_uid))  # type: ignore[attr-defined]
         instance.__dict__.setdefault(_PLAIN, {})[self.name] = (blob, value)
         return value

@@ -5,14 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select, text, update
+from sqlalchemy import event, select, text, update
 from sqlalchemy.orm import Session
 
 from app import create_app
 from app import migrations as desk_migrations
 from app.audit.models import AuditEvent
 from app.controllers.models import ControllerContact
-from app.crypto.cipher import DecryptionError
+from app.crypto.cipher import DecryptionError, key_id_of
+from app.crypto.keys import forget_keys, preload_keys
 from app.crypto.service import shred_controller_keys
 from app.db import utcnow
 from app.extensions import db
@@ -133,3 +134,20 @@ def test_canary_never_reaches_the_sqlite_file(tmp_path: Path) -> None:
     for path in files:
         data = path.read_bytes().lower()
         assert CANARY.encode() not in data, path.name
+
+
+def test_preloading_a_page_of_keys_takes_one_query(session: Session) -> None:
+    # Given contacts of three controllers, each under its own data key
+    ids = [make_controller(session).id for _ in range(3)]
+    session.expire_all()
+    contacts = session.scalars(select(ControllerContact).where(ControllerContact.controller_id.in_(ids))).all()
+    forget_keys(session)
+    statements: list[str] = []
+    listen = event.listens_for(session.connection(), "before_cursor_execute")(lambda *a: statements.append(a[2]))
+    # When the page's keys are preloaded and every address read
+    preload_keys(session, [key_id_of(c.email_ct) for c in contacts])
+    emails = [c.email for c in contacts]
+    event.remove(session.connection(), "before_cursor_execute", listen)
+    # Then one statement loaded every key and the reads needed none
+    assert len(statements) == 1 and "data_keys" in statements[0]
+    assert all(e and e.endswith(".example") for e in emails)
