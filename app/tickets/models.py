@@ -53,7 +53,7 @@ class Ticket(EncryptedRow, Base):
     controller_id: Mapped[int | None] = mapped_column(ForeignKey("controllers.id", ondelete="RESTRICT"))
     key_owner: Mapped[int] = mapped_column(Integer)
     status: Mapped[str] = mapped_column(String(10), default="new")
-    assignee_id: Mapped[int | None] = mapped_column(Integer, index=True)
+    assignee_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"), index=True)
     requester_name_ct: Mapped[bytes | None] = encrypted_column(nullable=True)
     requester_email_ct: Mapped[bytes | None] = encrypted_column(nullable=True)
     requester_email_bidx: Mapped[bytes | None] = blind_index_column()
@@ -82,7 +82,8 @@ class Message(EncryptedRow, Base):
     direction: Mapped[str] = mapped_column(String(10))
     # The RFC 5322 Message-ID without angle brackets; unique, so a second ingest is a no-op.
     message_id: Mapped[str | None] = mapped_column(String(998), unique=True)
-    author_id: Mapped[int | None] = mapped_column(Integer)
+    # The staff member who wrote an outbound reply or a note (None for inbound mail).
+    author_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     # The ticket's key owner, copied because each encrypted value is bound to its row's owner.
     key_owner: Mapped[int] = mapped_column(Integer)
     sender_name_ct: Mapped[bytes | None] = encrypted_column(nullable=True)

@@ -13,7 +13,7 @@ from app.principal import Principal
 from app.tickets import service as tickets
 from app.tickets.html import sanitise_html
 from app.tickets.models import BlobChunk
-from tests.factories import make_controller
+from tests.factories import make_controller, make_user
 
 BY = Principal.system("tests")
 NOW = dt.datetime(2026, 11, 21, 12, 0, tzinfo=dt.UTC)
@@ -45,9 +45,10 @@ def test_requester_lookup_through_blind_index_is_case_insensitive_and_scoped(ses
 
 def test_queue_pages_with_keyset_cursor_and_filters(session: Session) -> None:
     c = make_controller(session)
+    agent = make_user(session, "agent", controllers=[c])
     made = [_ticket(session, c.id, at=NOW + dt.timedelta(minutes=i)) for i in range(7)]
     tickets.change_status(session, made[0].id, "closed", by=BY, now=NOW)
-    tickets.assign(session, made[1].id, 42, by=BY, now=NOW)
+    tickets.assign(session, made[1].id, agent.id, by=BY, now=NOW)
     first = tickets.queue(session, controller_id=c.id, limit=3)
     assert [t.id for t in first.tickets] == [made[6].id, made[5].id, made[4].id]
     second = tickets.queue(session, controller_id=c.id, limit=3, after=first.next_after)
@@ -55,7 +56,7 @@ def test_queue_pages_with_keyset_cursor_and_filters(session: Session) -> None:
     third = tickets.queue(session, controller_id=c.id, limit=3, after=second.next_after)
     assert [t.id for t in third.tickets] == [made[0].id] and third.next_after is None
     assert [t.id for t in tickets.queue(session, controller_id=c.id, status="closed").tickets] == [made[0].id]
-    assert [t.id for t in tickets.queue(session, controller_id=c.id, assignee_id=42).tickets] == [made[1].id]
+    assert [t.id for t in tickets.queue(session, controller_id=c.id, assignee_id=agent.id).tickets] == [made[1].id]
     assert len(tickets.queue(session, controller_id=c.id, unassigned=True).tickets) == 6
     assert [t.id for t in tickets.queue(session, controller_id=c.id, older_than=NOW + dt.timedelta(minutes=1)).tickets] == [made[0].id]
 
@@ -63,8 +64,9 @@ def test_queue_pages_with_keyset_cursor_and_filters(session: Session) -> None:
 def test_state_changes_are_audited_with_ids_only(session: Session) -> None:
     c = make_controller(session)
     t = _ticket(session, c.id)
+    agent = make_user(session, "agent", controllers=[c])
     tickets.change_status(session, t.id, "waiting", by=BY, now=NOW)
-    tickets.assign(session, t.id, 7, by=BY, now=NOW)
+    tickets.assign(session, t.id, agent.id, by=BY, now=NOW)
     events = session.scalars(select(AuditEvent).where(AuditEvent.target_type == "ticket", AuditEvent.target_id == str(t.id)).order_by(AuditEvent.seq)).all()
     assert [e.action for e in events] == ["ticket.create", "ticket.status", "ticket.assign"]
     assert events[1].details == {"status_from": "new", "status_to": "waiting"}
