@@ -56,8 +56,8 @@ def register_blueprints(app: Flask) -> None:
     from app.controllers.views import bp as controllers_bp
     from app.dsr.views import bp as dsr_bp
     from app.mail.views import bp as quarantine_bp
-    from app.subject_data.views import bp as subject_data_bp
     from app.main.views import bp as main_bp
+    from app.subject_data.views import bp as subject_data_bp
     from app.tickets.views import bp as tickets_bp
 
     app.register_blueprint(main_bp)

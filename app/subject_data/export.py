@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from fpdf import FPDF
+from fpdf.enums import WrapMode, XPos, YPos
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, selectinload
 
@@ -102,6 +103,11 @@ def _latin1(text: str | None) -> str:
     return (text or "").encode("latin-1", "replace").decode("latin-1")
 
 
+def _line(pdf: FPDF, height: int, text: str) -> None:
+    # Back to the left margin after each block; long addresses break anywhere rather than overflow.
+    pdf.multi_cell(0, height, text, new_x=XPos.LMARGIN, new_y=YPos.NEXT, wrapmode=WrapMode.CHAR)
+
+
 class _Summary(FPDF):
     def footer(self) -> None:
         self.set_y(-12)
@@ -116,7 +122,7 @@ def _pdf(session: Session, head: dict[str, Any], tickets: list[Ticket], scope: A
     # The core fonts are Latin-1 only; the JSON export is the exact, complete record.
     font = "Helvetica"
     pdf.set_font(font, "B", 14)
-    pdf.multi_cell(0, 8, _latin1(f"Data export for data subject request {head['dsr']['reference']}"))
+    _line(pdf, 8, _latin1(f"Data export for data subject request {head['dsr']['reference']}"))
     pdf.set_font(font, size=10)
     subject = head["subject"]
     lines = [
@@ -128,24 +134,24 @@ def _pdf(session: Session, head: dict[str, Any], tickets: list[Ticket], scope: A
         "The complete record is the JSON export of the same request; this summary shows excerpts.",
     ]
     for line in lines:
-        pdf.multi_cell(0, 6, _latin1(line))
+        _line(pdf, 6, _latin1(line))
     for t in tickets:
         pdf.ln(3)
         pdf.set_font(font, "B", 11)
-        pdf.multi_cell(0, 6, _latin1(f"{t.reference} - {t.subject or '(no subject)'} - {t.status}, opened {t.created_at:%Y-%m-%d}"))
+        _line(pdf, 6, _latin1(f"{t.reference} - {t.subject or '(no subject)'} - {t.status}, opened {t.created_at:%Y-%m-%d}"))
     pdf.ln(3)
     pdf.set_font(font, "B", 11)
-    pdf.multi_cell(0, 6, "Messages")
+    _line(pdf, 6, "Messages")
     shown = 0
     for m in session.scalars(select(Message).where(scope).order_by(Message.id).limit(PDF_MAX_MESSAGES)):
         pdf.set_font(font, "B", 9)
-        pdf.multi_cell(0, 5, _latin1(f"{m.created_at:%Y-%m-%d %H:%M} UTC, {m.direction}, ticket #{m.ticket_id}, from {m.sender_email or '-'}"))
+        _line(pdf, 5, _latin1(f"{m.created_at:%Y-%m-%d %H:%M} UTC, {m.direction}, ticket #{m.ticket_id}, from {m.sender_email or '-'}"))
         pdf.set_font(font, size=9)
         excerpt = " ".join((m.body_text or "").split())[:PDF_EXCERPT_CHARS]
-        pdf.multi_cell(0, 5, _latin1(excerpt or "(no text)"))
+        _line(pdf, 5, _latin1(excerpt or "(no text)"))
         shown += 1
     if shown == PDF_MAX_MESSAGES:
-        pdf.multi_cell(0, 5, f"(first {PDF_MAX_MESSAGES} messages shown; see the JSON export)")
+        _line(pdf, 5, f"(first {PDF_MAX_MESSAGES} messages shown; see the JSON export)")
     return bytes(pdf.output())
 
 

@@ -97,9 +97,9 @@ def guard_ticket(ticket: Ticket, *, what: str = "ticket") -> None:
         abort(Response(render_template("subject_data/restricted.html", ticket=ticket), status=403))
     if g.get("restricted_access_logged") == (ticket.id, what):
         return
-    # Its own transaction: the access is on record even if this request fails or only reads.
-    with db.session_scope() as log_session:
-        restrict.log_access(log_session, ticket.id, ticket.controller_id, what=what, by=current_principal(), now=utcnow())
+    # Committed at once (the guard runs before the view changes anything): the access is on record even if the view then fails.
+    restrict.log_access(db.session, ticket.id, ticket.controller_id, what=what, by=current_principal(), now=utcnow())
+    db.session.commit()
     g.restricted_access_logged = (ticket.id, what)
 
 
