@@ -47,7 +47,8 @@ from bench.queue_page import NULL, _hex, desk_environment, fresh_postgres, load_
 
 DSR_COLUMNS = (
     "id, reference, types, state, is_open, source, subject_name_ct, subject_email_ct, subject_email_bidx,"
-    " received_at, due_at, forwarded_at, forward_seconds, escalated_at, sla_breached_at, created_at, updated_at, row_uid"
+    " received_at, due_at, forwarded_at, forward_seconds, escalated_at, sla_breached_at, breach_reason_ct, breach_reason_missing,"
+    " created_at, updated_at, row_uid"
 )
 FORWARD_COLUMNS = "id, dsr_id, controller_id, state, forwarded_at, message_id, outbox_ids, created_at"
 PENDING_FORWARD = 100
@@ -102,7 +103,8 @@ def load_dsrs(app: Any, database_url: str, controller_ids: list[int], count: int
             forwarded_at, seconds = None, None
         else:
             received = now - window * rng.random()
-            seconds = int(rng.choice([rng.uniform(60, 3600), rng.uniform(3600, 80_000), rng.uniform(80_000, 100_000)]))
+            # Most forwards within minutes or hours; 2 % late (breached, most with a recorded reason).
+            seconds = int(rng.uniform(86_400, 120_000) if rng.random() < 0.02 else rng.choice([rng.uniform(60, 3600), rng.uniform(3600, 86_000)]))
             forwarded_at = received + dt.timedelta(seconds=seconds)
             if forwarded_at > now:
                 forwarded_at, seconds = now, int((now - received).total_seconds())
@@ -111,10 +113,17 @@ def load_dsrs(app: Any, database_url: str, controller_ids: list[int], count: int
         escalated = due - dt.timedelta(hours=4) if forwarded_at is None and due - dt.timedelta(hours=4) <= now else None
         breached = due if forwarded_at is None and due <= now else (due if seconds is not None and seconds > 86_400 else None)
         iso = received.isoformat()
+        reason_ct, missing = NULL, "f"
+        if breached is not None:
+            if n % 10:
+                reason = b"The controller's contact address bounced; forwarded after the registry was corrected."
+                reason_ct = _hex(encrypt_field(key.aead, key.id, reason, table="dsrs", column="breach_reason_ct", row_uid=uid))
+            else:
+                missing = "t"
         dsr_lines.append(
             f"{n}\tDSR-{received.year}-{n:06d}\t{json.dumps(['access'])}\t{state}\tt\tprivacy_address\t{name_ct}\t{email_ct}\t{bidx}\t"
             f"{iso}\t{due.isoformat()}\t{forwarded_at.isoformat() if forwarded_at else NULL}\t{NULL if seconds is None else seconds}\t"
-            f"{escalated.isoformat() if escalated else NULL}\t{breached.isoformat() if breached else NULL}\t{iso}\t{iso}\t{uid}\n"
+            f"{escalated.isoformat() if escalated else NULL}\t{breached.isoformat() if breached else NULL}\t{reason_ct}\t{missing}\t{iso}\t{iso}\t{uid}\n"
         )
         if state != "triage":
             forward_id += 1
@@ -211,6 +220,12 @@ def main() -> None:
         app = create_app(settings)
         controller_ids, agent_id, _, _ = setup_desk(app)
         started = time.monotonic()
+        # The shared generator invents assignee ids (colleagues of the agent) that have no user row; the
+        # assignee foreign key is irrelevant to what is measured here, so this throwaway database drops it.
+        import psycopg
+
+        with psycopg.connect(database_url.replace("postgresql+psycopg://", "postgresql://"), autocommit=True) as conn:
+            conn.execute("ALTER TABLE tickets DROP CONSTRAINT IF EXISTS fk_tickets_assignee_id_users")
         load_tickets(app, database_url, controller_ids, agent_id, args.tickets)
         print(f"loaded {args.tickets:,} tickets in {time.monotonic() - started:.0f} s")
         email, password, secret = privacy_officer(app)
@@ -256,8 +271,6 @@ def main() -> None:
         page_med, page_max = timed(page, args.runs)
 
         # A pass with work: 50 triage requests newly inside the 4-hour window.
-        import psycopg
-
         url = database_url.replace("postgresql+psycopg://", "postgresql://")
         work: list[float] = []
         for _ in range(3):

@@ -92,11 +92,11 @@ def _history(session: Session, ids: dict[str, int], *, now: dt.datetime, by: Pri
     for week in range(1, 12):
         for _ in range(rng.randint(2, 7)):
             received = now - dt.timedelta(weeks=week, hours=rng.randint(0, 160))
-            took = dt.timedelta(minutes=rng.choice([4, 15, 60, 180, 600, 1300, 1700]))
+            took = dt.timedelta(minutes=rng.choice([4, 15, 60, 180, 600, 1300]))
             dsr = Dsr(
                 types=[rng.choice(["access", "erasure", "rectification"])], state="closed", is_open=False, source="privacy_address",
                 received_at=received, due_at=deadlines.due_at(received), forwarded_at=received + took,
-                forward_seconds=int(took.total_seconds()), sla_breached_at=received + deadlines.FORWARD_WITHIN if took > deadlines.FORWARD_WITHIN else None,
+                forward_seconds=int(took.total_seconds()),
                 closed_at=received + took + dt.timedelta(days=3), outcome="completed", created_at=received, updated_at=received + took,
             )  # fmt: skip
             session.add(dsr)

@@ -43,8 +43,9 @@ class Dsr(EncryptedRow, Base):
         Index("ix_dsrs_is_open_due_at", "is_open", "due_at"),
         # The 12-week chart: an index-only scan over the window.
         Index("ix_dsrs_received_at_forward_seconds", "received_at", "forward_seconds"),
-        # Missed deadlines (rare): found without reading the open requests.
-        Index("ix_dsrs_sla_breached_at", "sla_breached_at"),
+        # The sweeper's escalation and breach checks: only rows still to act on, by deadline.
+        Index("ix_dsrs_state_escalated_at_due_at", "state", "escalated_at", "due_at"),
+        Index("ix_dsrs_state_sla_breached_at_due_at", "state", "sla_breached_at", "due_at"),
     )
 
     id: Mapped[intpk]
@@ -72,6 +73,8 @@ class Dsr(EncryptedRow, Base):
     escalated_at: Mapped[dt.datetime | None]
     sla_breached_at: Mapped[dt.datetime | None]
     breach_reason_ct: Mapped[bytes | None] = encrypted_column(nullable=True)
+    # Set with sla_breached_at, cleared when the reason is recorded: the dashboard counts these by index.
+    breach_reason_missing: Mapped[bool] = mapped_column(Boolean, default=False, index=True)
     closed_at: Mapped[dt.datetime | None]
     outcome: Mapped[str | None] = mapped_column(String(40))
     created_at: Mapped[utc]

@@ -21,7 +21,7 @@ from typing import Any
 
 import dramatiq
 from sqlalchemy import and_, event, func, select, text, update
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm import Session, load_only, selectinload
 
 from app.addresses import InvalidAddress, normalise_email
 from app.audit.service import record
@@ -29,7 +29,7 @@ from app.auth.models import User
 from app.controllers.models import Controller
 from app.db import utcnow
 from app.dsr import deadlines
-from app.dsr.models import OPEN_STATES, TYPES, UNFORWARDED, Dsr, DsrEvent, DsrForward, DsrSuggestion
+from app.dsr.models import TYPES, UNFORWARDED, Dsr, DsrEvent, DsrForward, DsrSuggestion
 from app.dsr.routing import route
 from app.jobs.service import get_state, save_state
 from app.mail.outbound import enqueue_email, msgid_domain_for
@@ -460,7 +460,7 @@ def mark_breached(session: Session, dsr: Dsr, *, by: Principal, now: dt.datetime
     claimed = session.execute(
         update(Dsr)
         .where(Dsr.id == dsr.id, Dsr.sla_breached_at.is_(None), Dsr.forwarded_at.is_(None))
-        .values(sla_breached_at=now, updated_at=now)
+        .values(sla_breached_at=now, breach_reason_missing=True, updated_at=now)
         .execution_options(synchronize_session=False)
     )
     if getattr(claimed, "rowcount", 0) != 1:
@@ -515,6 +515,7 @@ def record_breach_reason(session: Session, dsr_id: int, reason: str, *, by: Prin
     if len(text) < 10 or len(text) > 4000:
         raise InvalidDsr("reason must be 10 to 4000 characters")
     dsr.breach_reason = text
+    dsr.breach_reason_missing = False
     dsr.updated_at = now
     session.flush()
     add_event(session, dsr, "breach_reason", by=by, now=now)
@@ -572,28 +573,34 @@ class Dashboard:
     weeks: list[deadlines.Week]
 
 
-def dashboard(session: Session, *, now: dt.datetime, limit: int = 100) -> Dashboard:
+# What a dashboard row shows: no ciphertext is read for a list of references.
+_ROW = (
+    load_only(
+        Dsr.id, Dsr.reference, Dsr.types, Dsr.state, Dsr.is_open, Dsr.received_at, Dsr.due_at, Dsr.forwarded_at,
+        Dsr.escalated_at, Dsr.sla_breached_at, Dsr.breach_reason_missing,
+    ),
+    selectinload(Dsr.forwards).load_only(DsrForward.dsr_id, DsrForward.controller_id),
+)  # fmt: skip
+
+
+def dashboard(session: Session, *, now: dt.datetime, limit: int = 50) -> Dashboard:
     """Everything the dashboard shows, in a handful of indexed queries."""
     unforwarded: list[Dsr] = []
     for state in ("awaiting_forward", "triage"):
-        unforwarded += session.scalars(
-            select(Dsr).options(selectinload(Dsr.forwards)).where(Dsr.state == state).order_by(Dsr.due_at, Dsr.id).limit(limit)
-        ).all()
+        unforwarded += session.scalars(select(Dsr).options(*_ROW).where(Dsr.state == state).order_by(Dsr.due_at, Dsr.id).limit(limit)).all()
     unforwarded.sort(key=lambda d: (d.due_at, d.id))
     triage = [d for d in unforwarded if d.state == "triage"]
     forwarded_open = list(
         session.scalars(
             select(Dsr)
-            .options(selectinload(Dsr.forwards))
+            .options(*_ROW)
             .where(Dsr.is_open.is_(True), Dsr.state.in_(("forwarded", "instructed")))
             .order_by(Dsr.due_at.desc(), Dsr.id.desc())
             .limit(limit)
         )
     )
     escalated = session.scalar(select(func.count()).select_from(Dsr).where(Dsr.state.in_(UNFORWARDED), Dsr.due_at <= now + deadlines.ESCALATE_BEFORE))
-    without_reason = session.scalar(
-        select(func.count()).select_from(Dsr).where(Dsr.state.in_(OPEN_STATES), Dsr.sla_breached_at.is_not(None), Dsr.breach_reason_ct.is_(None))
-    )
+    without_reason = session.scalar(select(func.count()).select_from(Dsr).where(Dsr.breach_reason_missing.is_(True)))
     suggestions = list(session.scalars(select(DsrSuggestion).where(DsrSuggestion.state == "open").order_by(DsrSuggestion.id.desc()).limit(limit)))
     return Dashboard(unforwarded[:limit], forwarded_open, triage, int(escalated or 0), int(without_reason or 0), suggestions, cached_chart(session, now=now))
 

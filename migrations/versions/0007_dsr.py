@@ -57,6 +57,7 @@ def upgrade() -> None:
         sa.Column("escalated_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("sla_breached_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("breach_reason_ct", sa.LargeBinary(), nullable=True),
+        sa.Column("breach_reason_missing", sa.Boolean(), nullable=False),
         sa.Column("closed_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("outcome", sa.String(length=40), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
@@ -73,7 +74,9 @@ def upgrade() -> None:
     with op.batch_alter_table("dsrs", schema=None) as batch_op:
         batch_op.create_index("ix_dsrs_is_open_due_at", ["is_open", "due_at"], unique=False)
         batch_op.create_index("ix_dsrs_received_at_forward_seconds", ["received_at", "forward_seconds"], unique=False)
-        batch_op.create_index("ix_dsrs_sla_breached_at", ["sla_breached_at"], unique=False)
+        batch_op.create_index(batch_op.f("ix_dsrs_breach_reason_missing"), ["breach_reason_missing"], unique=False)
+        batch_op.create_index("ix_dsrs_state_escalated_at_due_at", ["state", "escalated_at", "due_at"], unique=False)
+        batch_op.create_index("ix_dsrs_state_sla_breached_at_due_at", ["state", "sla_breached_at", "due_at"], unique=False)
         batch_op.create_index("ix_dsrs_state_due_at", ["state", "due_at"], unique=False)
         batch_op.create_index(batch_op.f("ix_dsrs_subject_email_bidx"), ["subject_email_bidx"], unique=False)
         batch_op.create_index(batch_op.f("ix_dsrs_ticket_id"), ["ticket_id"], unique=False)
@@ -200,7 +203,9 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_dsrs_ticket_id"))
         batch_op.drop_index(batch_op.f("ix_dsrs_subject_email_bidx"))
         batch_op.drop_index("ix_dsrs_state_due_at")
-        batch_op.drop_index("ix_dsrs_sla_breached_at")
+        batch_op.drop_index("ix_dsrs_state_sla_breached_at_due_at")
+        batch_op.drop_index("ix_dsrs_state_escalated_at_due_at")
+        batch_op.drop_index(batch_op.f("ix_dsrs_breach_reason_missing"))
         batch_op.drop_index("ix_dsrs_received_at_forward_seconds")
         batch_op.drop_index("ix_dsrs_is_open_due_at")
 
