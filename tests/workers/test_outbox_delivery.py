@@ -7,6 +7,7 @@ when TEST_BROKER_URL is set.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import signal
@@ -177,18 +178,20 @@ def test_a_4xx_refusal_is_retried_and_a_5xx_refusal_fails_for_good(mail_app: Fla
 def test_a_worker_that_died_after_claiming_is_resent_after_its_claim_goes_stale(mail_app: Flask, smtp: SmtpServer) -> None:
     # Given a worker claimed the row and died before sending (no worker thread runs yet)
     row = queue_email(mail_app)
-    policy = settings_of(mail_app).policy
+    settings = settings_of(mail_app)
+    claimed_at = utcnow()
     with mail_app.app_context(), db.session_scope() as session:
-        assert outbound.claim(session, row.id, now=utcnow(), policy=policy) is not None
+        assert outbound.claim(session, row.id, now=claimed_at, policy=settings.policy) is not None
     assert row_of(mail_app, row.id).state == "sending"
+    # A doorbell while the claim is live leaves the row alone, and the sweeper does not pick it
+    with mail_app.app_context():
+        assert outbound.deliver(db.session_scope, row.id, settings=settings, clock=lambda: claimed_at + dt.timedelta(seconds=1)) == "skipped"
+        with db.session_scope() as session:
+            assert outbound.due_for_delivery(session, now=claimed_at + dt.timedelta(seconds=1), policy=settings.policy) == []
+    assert smtp.received == []
+    # When the claim is older than the stale limit and the sweeper runs
+    time.sleep(STALE_SECONDS)
     with worker():
-        # The doorbell from the commit finds a live claim and leaves the row alone
-        time.sleep(0.5)
-        with mail_app.app_context(), db.session_scope() as session:
-            assert outbound.due_for_delivery(session, now=utcnow(), policy=policy) == []
-        assert smtp.received == []
-        # When the claim is older than the stale limit and the sweeper runs
-        time.sleep(STALE_SECONDS)
         mail_actors.sweep_outbox.send()
         done = wait_for(lambda: sent(mail_app, row.id))
     # Then it is delivered once, and the row says it was a re-send of an unknown outcome
@@ -197,6 +200,7 @@ def test_a_worker_that_died_after_claiming_is_resent_after_its_claim_goes_stale(
 
 
 def test_concurrent_workers_send_a_row_only_once(mail_app: Flask, smtp: SmtpServer) -> None:
+    mail_app.config["OUTBOX_STALE_SECONDS"] = 600  # a slow machine must not turn a live claim stale mid-test
     row = queue_email(mail_app)
     outcomes: list[str] = []
     start = threading.Barrier(6)
