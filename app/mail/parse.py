@@ -26,13 +26,17 @@ MAX_PARTS = 250
 MAX_DEPTH = 12
 MAX_HEADER_CHARS = 998 * 4
 REPLY_LANGUAGES = ["en", "de", "fr", "es", "it", "nl"]
-_MSGID = re.compile(r"<([^<>\s]{1,990})>")
+# Printable ASCII only: a NUL or control character in an id must not reach a database index.
+_MSGID = re.compile(r"<([\x21-\x3b\x3d\x3f-\x7e]{1,990})>")
 _AUTO_SUBJECT = re.compile(
     r"^\s*(auto(matic)?[ -]?(reply|response|antwort)|out of (the )?office|abwesenheit|réponse automatique|respuesta automática|risposta automatica|"
     r"automatische antwort|vacation|autoreply|auto:)",
     re.IGNORECASE,
 )
 _SPACE = re.compile(r"[ \t]*\n{3,}")
+_TOKEN = re.compile(r"[^a-z0-9!#$&^_.+/-]")
+# C0 controls and DEL never belong in a header value; NUL would break any database text column.
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 
 
 class MalformedMessage(Exception):
@@ -100,7 +104,7 @@ def _header(msg: Message, name: str) -> str:
     values = _raw_headers(msg).get(name.lower())
     if not values:
         return ""
-    return " ".join(_decode_words(values[0]).split())[:MAX_HEADER_CHARS]
+    return " ".join(_CONTROL.sub("", _decode_words(values[0])).split())[:MAX_HEADER_CHARS]
 
 
 def _message_ids(value: str) -> list[str]:
@@ -108,19 +112,24 @@ def _message_ids(value: str) -> list[str]:
 
 
 def _address_parts(msg: Message, name: str) -> list[tuple[str, str]]:
-    raw = [" ".join(v.split()) for v in _raw_headers(msg).get(name.lower(), [])]
+    raw = [" ".join(_CONTROL.sub("", v).split()) for v in _raw_headers(msg).get(name.lower(), [])]
     return [(_decode_words(n), a) for n, a in getaddresses(raw) if "@" in a]
 
 
 def _decode_text(part: Message, notes: list[dict[str, Any]]) -> str:
     payload = part.get_payload(decode=True)
     raw = payload if isinstance(payload, bytes) else b""
+    # NUL is never text (after decoding: UTF-16 has zero bytes); dropping it keeps every consumer safe.
+    return _decode_bytes(part, raw, notes).replace("\x00", "")
+
+
+def _decode_bytes(part: Message, raw: bytes, notes: list[dict[str, Any]]) -> str:
     charset = (part.get_content_charset() or "").lower()
     if charset:
         try:
             return raw.decode(charset)
         except (LookupError, UnicodeDecodeError):
-            notes.append({"code": "charset_fallback", "declared": charset[:40]})
+            notes.append({"code": "charset_fallback", "declared": _TOKEN.sub("", charset)[:40]})
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError:
@@ -252,7 +261,7 @@ def parse_mail(raw: bytes, *, attachment_max_bytes: int) -> ParsedMail:
         if count > MAX_PARTS or depth > MAX_DEPTH:
             dropped += 1
             return
-        ctype = part.get_content_type()
+        ctype = _TOKEN.sub("", part.get_content_type())[:127] or "application/octet-stream"
         if part.is_multipart() and ctype != "message/rfc822":
             payload = part.get_payload()
             for sub in payload if isinstance(payload, list) else []:

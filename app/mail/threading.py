@@ -67,6 +67,8 @@ def find_thread(session: Session, mail: ParsedMail, *, support_address: str) -> 
 
 
 def _parent_domains(domain: str) -> list[str]:
+    if not re.fullmatch(r"[a-z0-9.-]{1,253}", domain.lower()):
+        return []  # not a DNS name (IDN in Unicode, junk): no domain routing, never a bad query
     labels = domain.strip(".").lower().split(".")
     return [".".join(labels[i:]) for i in range(len(labels) - 1)]
 

@@ -176,3 +176,16 @@ def test_fifty_megabyte_attachment_is_dropped_with_a_note_and_the_rest_kept(sess
     assert outcome.status == "stored" and message is not None
     assert [a.filename for a in message.attachments] == ["small.png"]
     assert any(n["code"] == "attachment_dropped" and n["approx_size"] >= 50 * 1024 * 1024 for n in message.notes)
+
+
+def test_nul_and_control_bytes_anywhere_are_stored_not_crashed(session: Session) -> None:
+    raw = (
+        b"From: Nul \x00 Person <nul\x00@exa\x00mple.org>\r\nTo: privacy@desk.localhost\r\nSubject: zero \x00 byte\r\n"
+        b"Message-ID: <nul\x00id@example.org>\r\nContent-Type: text/plain; charset=utf-8\r\n"
+        b'Content-Disposition: inline; filename="a\x00b.txt"\r\n\r\nbody with \x00 and \x1b[31m escape\r\n'
+    )
+    outcome = ingest(session, raw)
+    assert outcome.status in ("stored", "quarantined")
+    if outcome.status == "stored":
+        message = session.get(Message, outcome.message_pk)
+        assert message is not None and "\x00" not in (message.message_id or "")
