@@ -24,4 +24,11 @@ def current_principal() -> Principal:
 
 # (endpoint, label) of the top navigation, in order; blueprints add themselves.
 # Entries the current staff member may not open are hidden (app.auth.gate.may_visit).
-NAV: list[tuple[str, str]] = [("tickets.index", "Tickets"), ("dsr.dashboard", "Requests"), ("controllers.index", "Controllers"), ("quarantine.index", "Quarantine"), ("admin.users", "Staff"), ("audit_log.index", "Audit log")]
+NAV: list[tuple[str, str]] = [
+    ("tickets.index", "Tickets"),
+    ("dsr.dashboard", "Requests"),
+    ("controllers.index", "Controllers"),
+    ("quarantine.index", "Quarantine"),
+    ("admin.users", "Staff"),
+    ("audit_log.index", "Audit log"),
+]
