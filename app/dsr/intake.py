@@ -21,8 +21,9 @@ from sqlalchemy.orm import Session
 
 from app.dsr import classifier
 from app.dsr import instructions as dsr_instructions
+from app.dsr.gate import InstructionRequired
 from app.dsr.models import Dsr, DsrForward
-from app.dsr.service import DsrInput, create_dsr, suggest
+from app.dsr.service import DsrInput, DsrSettings, acknowledge, create_dsr, suggest
 from app.principal import Principal
 from app.tickets.models import Message, Ticket
 
@@ -87,7 +88,7 @@ def after_inbound(
     hint = classifier.classify(text)
     from_controller = ticket.controller_id is not None and dsr_instructions.is_registered_contact(session, ticket.controller_id, mail.from_email)
     if addressed_to(mail.recipients, privacy_address) and not from_controller:
-        create_dsr(
+        dsr = create_dsr(
             session,
             DsrInput(
                 types=hint.types,
@@ -102,6 +103,11 @@ def after_inbound(
             by=by,
             now=now,
         )
+        domain = privacy_address.rpartition("@")[2]
+        try:
+            acknowledge(session, dsr, settings=DsrSettings(privacy_address, domain), by=by, now=now)
+        except InstructionRequired:
+            pass  # templates of several controllers disagree: no acknowledgement (the refusal is audit-logged)
         return "dsr"
     if hint.looks_like_dsr:
         suggest(session, ticket, hint.types, hint.languages, hint.score, now=now)

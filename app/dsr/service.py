@@ -242,6 +242,41 @@ def assign_controllers(session: Session, dsr_id: int, controller_ids: Collection
     return dsr
 
 
+def acknowledge(session: Session, dsr: Dsr, *, settings: DsrSettings, by: Principal, now: dt.datetime) -> bool:
+    """Send the subject the neutral acknowledgement a controller's standing instruction allows; off without one (WECO §12.2)."""
+    from app.dsr.gate import ACKNOWLEDGEMENT
+    from app.dsr.models import StandingInstruction
+
+    if not dsr.subject_email or not dsr.forwards:
+        return False
+    templates = []
+    for cid in dsr.controller_ids:
+        standing = session.scalar(
+            select(StandingInstruction)
+            .where(StandingInstruction.controller_id == cid, StandingInstruction.kind == ACKNOWLEDGEMENT, StandingInstruction.revoked_at.is_(None))
+            .order_by(StandingInstruction.id.desc())
+            .limit(1)
+        )
+        if standing is None:
+            return False
+        templates.append(standing.template)
+    enqueue_email(
+        session,
+        to=dsr.subject_email,
+        subject=f"Your request {dsr.reference}",
+        body_text=templates[0] or "",
+        reply_to=settings.reply_to,
+        related_type="ticket" if dsr.ticket_id else "dsr",
+        related_id=dsr.ticket_id or dsr.id,
+        kind=ACKNOWLEDGEMENT,
+        msgid_domain=settings.msgid_domain,
+        by=by,
+        now=now,
+    )
+    add_event(session, dsr, "acknowledged", by=by, now=now)
+    return True
+
+
 def get_dsr(session: Session, dsr_id: int, *, controller_ids: Collection[int] | None = None) -> Dsr:
     """One request (DsrNotFound when missing or none of its controllers is in scope)."""
     dsr = session.get(Dsr, dsr_id)

@@ -75,3 +75,23 @@ def test_a_reply_to_the_forward_threads_onto_the_ticket_and_becomes_an_instructi
     assert instruction.state == "pending" and instruction.auth_verdict == "dkim=fail spf=pass"
     assert instruction.reply_text is not None and instruction.reply_text.startswith("Go ahead and erase.")
     assert session.scalars(select(Dsr).where(Dsr.ticket_id == dsr.ticket_id)).one().id == dsr.id  # no second request from the reply
+
+
+def test_a_neutral_acknowledgement_goes_out_only_under_a_standing_instruction(session: Session) -> None:
+    from app.dsr import instructions as dsr_instructions
+
+    with_standing = make_controller(session, domains=["ack-yes.example"])
+    make_controller(session, domains=["ack-no.example"])
+    template = "We have received your request and passed it to the company responsible for your data."
+    dsr_instructions.record_standing(session, with_standing.id, template, by=TEST_PRINCIPAL, now=NOW)
+    for n, domain in enumerate(("ack-yes.example", "ack-no.example")):
+        ingest_message(
+            session,
+            mail("privacy@desk.example", "Delete my data please.", msgid=f"ack{n}@x", sender=f"sam@{domain}"),
+            settings=SETTINGS,
+            by=TEST_PRINCIPAL,
+            now=NOW,
+        )
+    acks = list(session.scalars(select(OutboxEmail).where(OutboxEmail.kind == "acknowledgement")))
+    assert [(a.to_addr, a.body_text) for a in acks] == [("sam@ack-yes.example", template)]
+    assert "sam" not in acks[0].subject
