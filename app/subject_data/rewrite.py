@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping
 
@@ -37,6 +38,7 @@ class Rewriter:
         return bool(value) and _email(value or "") in self.emails
 
 
+@functools.lru_cache(maxsize=4096)
 def _email(value: str) -> str | None:
     try:
         return normalise_email(value)
