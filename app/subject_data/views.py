@@ -80,9 +80,14 @@ def panel(dsr: Dsr) -> dict[str, Any]:
     return {"controllers": rows, "runs": runs, "restrictions": restrict.active_for(session, dsr.id)}
 
 
+def restricted_ids(tickets: Any) -> set[int]:
+    """Which tickets of a list are restricted: lists show them masked, for everyone (opening one is the logged access)."""
+    return restrict.restricted_ticket_ids(db.session, [t.id for t in tickets])
+
+
 @bp.app_context_processor
 def _helpers() -> dict[str, Any]:
-    return {"subject_data_panel": panel}
+    return {"subject_data_panel": panel, "restricted_ids": restricted_ids}
 
 
 # --- restricted tickets (called by the ticket pages) --------------------------------

@@ -77,6 +77,10 @@ def test_restricted_data_is_hidden_from_agents_shown_to_officers_with_every_acce
     hidden = client.get(f"/tickets/{ticket_id}")
     assert hidden.status_code == 403 and CANARY_NAME not in hidden.get_data(as_text=True)
     assert client.get(f"/tickets/{sc.bystander.id}").status_code == 200
+    # Lists mask them too: the queue shows the reference and "restricted", not the subject or the address.
+    queue = client.get(f"/tickets/queue/{sc.controller.id}").get_data(as_text=True)
+    assert sc.tickets[0].reference in queue and "restricted" in queue
+    assert CANARY_EMAIL not in queue and CANARY_NAME not in queue and "bea@bystander.example" in queue
 
 
 def test_closing_records_the_outcome_and_notifies_the_controller(client: FlaskClient, auth: AuthActions, session: Session) -> None:
