@@ -114,7 +114,7 @@ def ingest_message(
 ) -> IngestOutcome:
     """Store one raw message on its ticket (or a new one), or quarantine it; `force` (a release) never quarantines."""
     try:
-        if len(raw) > settings.max_message_bytes:
+        if len(raw) > settings.max_message_bytes and not force:
             raise MalformedMessage("too_large", f"{len(raw)} bytes; the limit is {settings.max_message_bytes}")
         mail = parse_mail(raw, attachment_max_bytes=settings.attachment_max_bytes)
     except MalformedMessage as exc:

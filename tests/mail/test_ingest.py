@@ -189,3 +189,14 @@ def test_nul_and_control_bytes_anywhere_are_stored_not_crashed(session: Session)
     if outcome.status == "stored":
         message = session.get(Message, outcome.message_pk)
         assert message is not None and "\x00" not in (message.message_id or "")
+
+
+def test_released_oversized_message_is_parsed_not_dumped(session: Session) -> None:
+    small = IngestSettings(support_address="privacy@desk.localhost", attachment_max_bytes=1000, mail_max_bytes=2000)
+    held = ingest(session, build(subject="Big one", body="y" * 5000, message_id="<big-release@x>"), small)
+    ticket_id = quarantine.release(
+        session, held.quarantine_id or 0, by=Principal.staff(3), now=NOW, support_address="privacy@desk.localhost", attachment_max_bytes=1000
+    )
+    ticket = session.get(Ticket, ticket_id)
+    assert ticket is not None and ticket.subject == "Big one"
+    assert ticket.messages[0].message_id == "big-release@x" and "released_from_quarantine" in ticket.messages[0].flags
