@@ -99,7 +99,7 @@ def guard_ticket(ticket: Ticket, *, what: str = "ticket") -> None:
         return
     staff = rbac.current_staff()
     if not staff.can(rbac.DSR_MANAGE):
-        abort(Response(render_template("subject_data/restricted.html", ticket=ticket), status=403))
+        abort(Response(render_template("subject_data/restricted.html", ticket=ticket), status=403, mimetype="text/html"))
     if g.get("restricted_access_logged") == (ticket.id, what):
         return
     # Committed at once (the guard runs before the view changes anything): the access is on record even if the view then fails.
@@ -213,7 +213,7 @@ def token(export_id: int) -> ResponseReturnValue:
     staff = rbac.current_staff()
     value = tokens.issue(db.session, _key(), resource=f"export:{item.id}", user_id=staff.user_id, now=utcnow())
     db.session.commit()
-    response = Response(render_template("subject_data/download.html", export=item, token=value, seconds=int(tokens.TTL.total_seconds())))
+    response = Response(render_template("subject_data/download.html", export=item, token=value, seconds=int(tokens.TTL.total_seconds())), mimetype="text/html")
     response.headers["Cache-Control"] = "no-store"
     response.headers["Referrer-Policy"] = "no-referrer"
     return response

@@ -36,7 +36,7 @@ def test_an_export_is_queued_under_the_instruction_and_downloaded_once(client: F
     files = {e.format: e for e in session.scalars(select(SubjectExport).where(SubjectExport.run_id == run.id))}
     # Step 1: a POST issues the token onto a no-referrer, no-store page; the token is in a form field, never a URL.
     issued = client.post(f"/subject-data/exports/{files['json'].id}/token")
-    assert issued.status_code == 200
+    assert issued.status_code == 200 and issued.mimetype == "text/html"
     assert issued.headers["Referrer-Policy"] == "no-referrer" and "no-store" in issued.headers["Cache-Control"]
     html = issued.get_data(as_text=True)
     token = TOKEN.search(html).group(1)  # type: ignore[union-attr]
@@ -75,7 +75,7 @@ def test_restricted_data_is_hidden_from_agents_shown_to_officers_with_every_acce
     auth.logout()
     auth.login("agent", controllers=[sc.controller])
     hidden = client.get(f"/tickets/{ticket_id}")
-    assert hidden.status_code == 403 and CANARY_NAME not in hidden.get_data(as_text=True)
+    assert hidden.status_code == 403 and hidden.mimetype == "text/html" and CANARY_NAME not in hidden.get_data(as_text=True)
     assert client.get(f"/tickets/{sc.bystander.id}").status_code == 200
     # Lists mask them too: the queue shows the reference and "restricted", not the subject or the address.
     queue = client.get(f"/tickets/queue/{sc.controller.id}").get_data(as_text=True)
