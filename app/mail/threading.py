@@ -1,7 +1,7 @@
 """Which ticket an inbound message belongs to, or which controller a new ticket goes to.
 
 Order (issue 5): In-Reply-To / References -> the ticket holding that Message-ID;
-then a ticket reference tag in the subject; then the per-ticket reply address
+then a ticket reference tag in the subject (from someone already on the ticket); then the per-ticket reply address
 token (support+<token>@...). A message that joins no ticket opens a new one,
 routed by the sender's domain (ControllerDomain, parent domains included), then
 by a controller identifier mentioned in the subject or body, else to triage.
@@ -57,13 +57,25 @@ def find_thread(session: Session, mail: ParsedMail, *, support_address: str) -> 
     if ticket is not None:
         return Thread(ticket, "in_reply_to")
     ticket = tickets.find_by_reference(session, mail.subject)
-    if ticket is not None:
+    # References are sequential, so anyone can guess one: a reference in the subject joins
+    # only mail from someone already on the ticket; a stranger's mail opens its own ticket.
+    if ticket is not None and _known_sender(ticket, mail.from_email):
         return Thread(ticket, "subject_reference")
     for token in reply_tokens(mail.recipients, support_address):
         ticket = tickets.find_by_reply_token(session, token)
         if ticket is not None:
             return Thread(ticket, "reply_token")
     return None
+
+
+def _known_sender(ticket: Ticket, address: str) -> bool:
+    """Whether the address is the ticket's requester or sent one of its messages."""
+    wanted = address.strip().lower()
+    if not wanted:
+        return False
+    known = {(ticket.requester_email or "").strip().lower()}
+    known.update((m.sender_email or "").strip().lower() for m in ticket.messages if m.direction == "inbound")
+    return wanted in known
 
 
 def _parent_domains(domain: str) -> list[str]:

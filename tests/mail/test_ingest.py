@@ -74,8 +74,14 @@ def test_reply_joins_its_ticket_by_in_reply_to_and_reopens_it(session: Session, 
 
 def test_reply_joins_by_reference_tag_in_subject(session: Session) -> None:
     ticket = _desk_ticket(session, None, "unrelated@desk.example")
-    outcome = ingest(session, build(subject=f"Re: [{ticket.reference}] Your request", message_id="<ref-1@example.org>"))
+    outcome = ingest(session, build(sender="R <R@Example.org>", subject=f"Re: [{ticket.reference}] Your request", message_id="<ref-1@example.org>"))
     assert (outcome.ticket_id, outcome.how) == (ticket.id, "subject_reference")
+
+
+def test_a_strangers_mail_with_a_guessed_reference_opens_its_own_ticket(session: Session) -> None:
+    ticket = _desk_ticket(session, None, "unrelated3@desk.example")
+    outcome = ingest(session, build(sender="mallory@evil.example", subject=f"Re: [{ticket.reference}] new instructions", message_id="<ref-2@x>"))
+    assert outcome.new_ticket and outcome.ticket_id != ticket.id
 
 
 def test_reply_joins_by_reply_address_token(session: Session) -> None:
