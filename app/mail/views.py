@@ -10,7 +10,7 @@ from app.db import utcnow
 from app.extensions import db
 from app.mail import quarantine
 from app.tickets.forms import ActionForm
-from app.tickets.views import attachment_max_bytes
+from app.tickets.views import attachment_max_bytes, real_id
 from app.web import current_principal
 
 bp = Blueprint("quarantine", __name__, url_prefix="/quarantine")
@@ -26,6 +26,8 @@ def index() -> str:
     if state not in quarantine.STATES:
         abort(400)
     before = request.args.get("before", type=int)
+    if before is not None and not 0 < before < 2**31:
+        abort(400)
     items = quarantine.list_held(db.session, state=state, before_id=before, limit=50)
     older = url_for("quarantine.index", state=state, before=items[-1].id) if len(items) == 50 else None
     return render_template(
@@ -42,7 +44,7 @@ def release(item_id: int) -> Response:
     try:
         ticket_id = quarantine.release(
             db.session,
-            item_id,
+            real_id(item_id),
             by=current_principal(),
             now=utcnow(),
             support_address=config.get("PRIVACY_ADDRESS") or "privacy@desk.localhost",
@@ -62,7 +64,7 @@ def delete(item_id: int) -> Response:
     if not ActionForm().validate_on_submit():
         abort(400)
     try:
-        quarantine.delete(db.session, item_id, by=current_principal(), now=utcnow())
+        quarantine.delete(db.session, real_id(item_id), by=current_principal(), now=utcnow())
     except quarantine.QuarantineNotFound:
         db.session.rollback()
         abort(404)

@@ -87,3 +87,5 @@ def test_unknown_item_and_get_are_refused(client: FlaskClient, auth: AuthActions
     assert client.post("/quarantine/999999/delete").status_code == 404
     assert client.get("/quarantine/1/delete").status_code == 405
     assert client.get("/quarantine/?state=bogus").status_code == 400
+    assert client.get("/quarantine/?before=99999999999999999999").status_code == 400
+    assert client.post("/quarantine/99999999999999999999/delete").status_code == 404

@@ -105,7 +105,8 @@ def test_queue_filters_by_status_assignee_and_age(client: FlaskClient, auth: Aut
     assert refs("assignee=none") == {old.reference, waiting.reference}
     assert refs("age=7") == {old.reference}
     assert client.get(f"/tickets/queue/{c.id}?status=bogus").status_code == 400
-    assert client.get(f"/tickets/queue/{c.id}?after=not-a-cursor").status_code == 400
+    for cursor in ("not-a-cursor", "99999999999999999999_1", "1_99999999999", "-1_5"):
+        assert client.get(f"/tickets/queue/{c.id}?after={cursor}").status_code == 400
 
 
 def test_queue_pages_with_a_keyset_cursor(client: FlaskClient, auth: AuthActions, session: Session) -> None:
@@ -150,6 +151,8 @@ def test_another_controllers_ticket_is_404_everywhere(client: FlaskClient, auth:
         assert client.post(f"/tickets/{ticket.id}/attachments", data=upload, content_type="multipart/form-data").status_code == 404
     assert client.get(f"/tickets/{theirs.id}/attachments/{attachment.id}").status_code == 404
     assert client.get("/tickets/999999999").status_code == 404
+    assert client.get("/tickets/99999999999999999999").status_code == 404
+    assert client.get(f"/tickets/queue/{other.id}?assignee=99999999999999999999").status_code == 404
     session.expire_all()
     assert audit_actions(session, theirs) == before
     assert session.get(Ticket, theirs.id).status == "new"  # type: ignore[union-attr]
