@@ -47,25 +47,32 @@ class Found:
         return {"tickets": len(self.ticket_ids), "messages": self.messages, "attachments": self.attachments, "outbox": self.outbox}
 
 
-def subject_ticket_ids(session: Session, email: str | None, controller_id: int, *, source_ticket_id: int | None = None) -> list[int]:
+def _digest(session: Session, email: str, controller_id: int) -> bytes | None:
+    # Requester and sender addresses share the controller's email blind index: one digest serves both lookups.
+    return Ticket.requester_email.index_value(session, email, controller_id=controller_id)
+
+
+def subject_ticket_ids(
+    session: Session, email: str | None, controller_id: int, *, source_ticket_id: int | None = None, digest: bytes | None = None
+) -> list[int]:
     """The subject's tickets at the controller (requester blind index), plus the request's source ticket when it is theirs."""
     ids: set[int] = set()
-    if email:
-        condition = Ticket.requester_email.matches(session, email, controller_id=controller_id)
-        ids.update(session.scalars(select(Ticket.id).where(condition)))
+    digest = digest or (_digest(session, email, controller_id) if email else None)
+    if digest is not None:
+        ids.update(session.scalars(select(Ticket.id).where(Ticket.requester_email_bidx == digest, Ticket.key_owner == controller_id)))
     if source_ticket_id is not None:
-        owner = session.scalar(select(Ticket.controller_id).where(Ticket.id == source_ticket_id))
-        exists = session.scalar(select(Ticket.id).where(Ticket.id == source_ticket_id)) is not None
-        if exists and owner in (controller_id, None):
+        source = session.execute(select(Ticket.id, Ticket.controller_id).where(Ticket.id == source_ticket_id)).first()
+        if source is not None and source.controller_id in (controller_id, None):
             ids.add(source_ticket_id)
     return sorted(ids)
 
 
-def other_message_ids(session: Session, email: str | None, controller_id: int, ticket_ids: Collection[int]) -> list[int]:
+def other_message_ids(session: Session, email: str | None, controller_id: int, ticket_ids: Collection[int], *, digest: bytes | None = None) -> list[int]:
     """Messages the subject sent into other tickets of the controller (sender blind index)."""
-    if not email:
+    digest = digest or (_digest(session, email, controller_id) if email else None)
+    if digest is None:
         return []
-    stmt = select(Message.id).where(Message.sender_email.matches(session, email, controller_id=controller_id))
+    stmt = select(Message.id).where(Message.sender_email_bidx == digest, Message.key_owner == controller_id)
     if ticket_ids:
         stmt = stmt.where(Message.ticket_id.not_in(list(ticket_ids)))
     return sorted(session.scalars(stmt))
@@ -86,16 +93,22 @@ def find(session: Session, dsr: Dsr, controller_id: int, *, exclude_ticket_ids: 
     if controller_id not in dsr.controller_ids:
         raise NotConcerned(f"DSR {dsr.id} does not concern controller {controller_id}")
     email = dsr.subject_email
-    ticket_ids = [t for t in subject_ticket_ids(session, email, controller_id, source_ticket_id=dsr.ticket_id) if t not in set(exclude_ticket_ids)]
-    others = other_message_ids(session, email, controller_id, ticket_ids)
+    digest = _digest(session, email, controller_id) if email else None
+    excluded = set(exclude_ticket_ids)
+    ticket_ids = [t for t in subject_ticket_ids(session, email, controller_id, source_ticket_id=dsr.ticket_id, digest=digest) if t not in excluded]
+    others = other_message_ids(session, email, controller_id, ticket_ids, digest=digest)
     found = Found(controller_id=controller_id, ticket_ids=ticket_ids, other_message_ids=others)
     scope = message_scope(ticket_ids, others)
-    found.messages = int(session.scalar(select(func.count()).select_from(Message).where(scope)) or 0)
-    found.attachments = int(session.scalar(select(func.count()).select_from(Attachment).join(Message, Attachment.message_id == Message.id).where(scope)) or 0)
-    related = [OutboxEmail.related_type == "dsr"]
+    # Messages and their attachments counted in one statement.
+    messages, attachments = session.execute(
+        select(func.count(func.distinct(Message.id)), func.count(Attachment.id))
+        .select_from(Message)
+        .outerjoin(Attachment, Attachment.message_id == Message.id)
+        .where(scope)
+    ).one()
+    found.messages, found.attachments = int(messages or 0), int(attachments or 0)
+    related: ColumnElement[bool] = (OutboxEmail.related_type == "dsr") & (OutboxEmail.related_id == dsr.id)
     if ticket_ids:
-        related.append((OutboxEmail.related_type == "ticket") & OutboxEmail.related_id.in_(ticket_ids))
-    found.outbox = int(
-        session.scalar(select(func.count()).select_from(OutboxEmail).where(or_(*[related[0] & (OutboxEmail.related_id == dsr.id), *related[1:]]))) or 0
-    )
+        related = or_(related, (OutboxEmail.related_type == "ticket") & OutboxEmail.related_id.in_(ticket_ids))
+    found.outbox = int(session.scalar(select(func.count()).select_from(OutboxEmail).where(related)) or 0)
     return found
