@@ -124,7 +124,17 @@ def setup_desk(app: Any) -> tuple[list[int], int, str, str]:
         user = auth.create_user(session, email, role="agent", password=password, controller_ids=[ids[0]], by=by, now=enrolled_at, policy=policy)
         secret = auth.begin_enrolment(session, user, now=enrolled_at)
         auth.confirm_enrolment(session, user, mfa.code_at(secret, enrolled_at), now=enrolled_at, policy=policy)
+        # 19 colleagues to share the assignments (tickets.assignee_id references users). They never log in,
+        # so bcrypt's minimum cost keeps the set-up quick.
+        quick = auth.AuthPolicy(bcrypt_cost=4)
+        colleagues = [
+            auth.create_user(
+                session, f"colleague{n}@desk.example", role="agent", password=password, controller_ids=[ids[0]], by=by, now=enrolled_at, policy=quick
+            ).id
+            for n in range(1, 20)
+        ]
         app.config["BENCH_TOTP_SECRET"] = secret
+        app.config["BENCH_COLLEAGUES"] = colleagues
         return ids, user.id, email, password
 
 
@@ -147,7 +157,7 @@ def _rows(first: int) -> str:
     rng = random.Random(first)
     statuses = [s for s, _ in STATUSES]
     weights = [w for _, w in STATUSES]
-    assignees = [agent_id, *range(agent_id + 1000, agent_id + 1019)]  # the agent and 19 colleagues (ids only)
+    assignees = [agent_id, *_GEN["colleagues"]]  # the agent and the colleagues from setup_desk
     out = []
     for n in range(first, min(first + CHUNK, count + 1)):
         cid = controller_ids[0] if rng.random() < SHARE_OF_FIRST else rng.choice(controller_ids[1:])
@@ -184,7 +194,15 @@ def load_tickets(app: Any, database_url: str, controller_ids: list[int], agent_i
     with app.app_context(), db.session_scope() as session:
         keys = {cid: active_key(session.connection(), cache_for(session), f"controller:{cid}") for cid in controller_ids}
     start = dt.datetime(2024, 11, 1, tzinfo=dt.UTC)
-    _GEN.update(keys=keys, controllers=controller_ids, agent=agent_id, count=count, start=start, step=(dt.datetime(2026, 11, 1, tzinfo=dt.UTC) - start) / count)
+    _GEN.update(
+        keys=keys,
+        colleagues=app.config.get("BENCH_COLLEAGUES", []),
+        controllers=controller_ids,
+        agent=agent_id,
+        count=count,
+        start=start,
+        step=(dt.datetime(2026, 11, 1, tzinfo=dt.UTC) - start) / count,
+    )
     with app.app_context():
         dialect = db.engine.dialect
     # Bulk load first, index after: the same index definitions as the migration, built once instead of row by row.
