@@ -141,6 +141,6 @@ def test_demo_tickets_are_seeded_once_with_threads_and_attachments(session: Sess
 
     make_controller(session)
     lines = list(seed(session, now=NOW, count=20))
-    assert lines and lines[0].startswith("tickets: 20 demo tickets")
+    assert lines and lines[0].startswith("tickets: 20 demo tickets with ")
     assert session.scalar(select(func.count()).select_from(Attachment)) > 0
     assert list(seed(session, now=NOW, count=20)) == []  # a second run adds nothing
