@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import dramatiq
-from sqlalchemy import event, select, update
+from sqlalchemy import delete, event, select, update
 from sqlalchemy.orm import Session
 
 from app.audit.service import record
@@ -31,8 +31,9 @@ from app.principal import Principal
 from app.subject_data import erase, export
 from app.subject_data import restrict as restriction
 from app.subject_data.find import Found, NotConcerned, find
-from app.subject_data.models import DECISION_FOR, SubjectExport, SubjectRun
+from app.subject_data.models import DECISION_FOR, DownloadToken, SubjectExport, SubjectRun
 from app.subject_data.rewrite import terms_of
+from app.tickets.blobs import delete_blob
 
 log = logging.getLogger(__name__)
 
@@ -271,11 +272,6 @@ def _forget_after_rollback(session: Session) -> None:
 
 def sweep(session: Session, *, now: dt.datetime) -> dict[str, int]:
     """Re-ring unfinished runs gone quiet; delete expired export files and spent tokens."""
-    from sqlalchemy import delete
-
-    from app.subject_data.models import DownloadToken
-    from app.tickets.blobs import delete_blob
-
     stale = set(session.scalars(select(SubjectRun.id).where(SubjectRun.state.in_(("queued", "running")), SubjectRun.updated_at < now - STALE_AFTER)))
     session.info.setdefault(_DOORBELLS, set()).update(stale)
     expired = 0

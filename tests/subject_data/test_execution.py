@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 
 import pytest
@@ -14,8 +15,9 @@ from app.dsr.models import Dsr
 from app.mail import quarantine
 from app.mail.models import OutboxEmail
 from app.subject_data import restrict, service
-from app.subject_data.models import SubjectRun
+from app.subject_data.models import SubjectExport, SubjectRun
 from app.tickets import service as tickets
+from app.tickets.blobs import read_blob
 from app.tickets.models import Attachment, Message, Ticket
 from tests.factories import TEST_PRINCIPAL
 from tests.subject_data.support import CANARY_EMAIL, CANARY_ID, CANARY_NAME, SETTINGS, T0, drain, instruct, scene
@@ -159,3 +161,21 @@ def test_restriction_flags_the_subjects_tickets_until_lifted_and_closing_notifie
     assert CANARY_EMAIL not in notice.body_text and "objection recorded" in notice.body_text
     service.lift(session, sc.dsr.id, item.id, by=TEST_PRINCIPAL, now=T0)
     assert restrict.restricted_ticket_ids(session, [*ids, later.id]) == set()
+
+
+def test_an_export_leaves_out_restricted_tickets_and_expired_files_are_deleted(session: Session) -> None:
+    sc = scene(session)
+    instruct(session, sc, "restrict")
+    instruct(session, sc, "provide_data")
+    service.restrict(session, sc.dsr.id, sc.controller.id, "restriction", by=TEST_PRINCIPAL, now=T0)
+    run = service.start(session, sc.dsr.id, sc.controller.id, "export", by=TEST_PRINCIPAL, now=T0)
+    drain(session, run.id)
+    files = session.scalars(select(SubjectExport).where(SubjectExport.run_id == run.id)).all()
+    assert sorted(f.format for f in files) == ["json", "pdf"]
+    data = json.loads(read_blob(session, next(f.blob_id for f in files if f.format == "json") or 0))
+    assert data["counts"]["restricted_tickets_excluded"] == 2 and data["tickets"] == []
+    # Only the message they wrote into the bystander's (unrestricted) ticket remains.
+    assert [m["ticket_id"] for m in data["messages"]] == [sc.bystander.id]
+    swept = service.sweep(session, now=T0 + dt.timedelta(days=8))
+    assert swept["exports_deleted"] == 2
+    assert all(f.blob_id is None and f.deleted_at is not None for f in session.scalars(select(SubjectExport)))
