@@ -6,6 +6,7 @@ import datetime as dt
 import json
 
 import pytest
+from flask.testing import FlaskCliRunner
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -179,3 +180,16 @@ def test_an_export_leaves_out_restricted_tickets_and_expired_files_are_deleted(s
     swept = service.sweep(session, now=T0 + dt.timedelta(days=8))
     assert swept["exports_deleted"] == 2
     assert all(f.blob_id is None and f.deleted_at is not None for f in session.scalars(select(SubjectExport)))
+
+
+def test_an_operator_resumes_an_interrupted_run_from_the_cli(session: Session, runner: FlaskCliRunner) -> None:
+    sc = scene(session)
+    instruct(session, sc, "erase")
+    run = service.start(session, sc.dsr.id, sc.controller.id, "erase", by=TEST_PRINCIPAL, now=T0)
+    assert service.step(session, run.id, by=TEST_PRINCIPAL, now=T0) is False
+    listed = runner.invoke(args=["subject-data", "runs", "--unfinished", "--json"])
+    assert listed.exit_code == 0 and json.loads(listed.output)[0]["id"] == run.id
+    result = runner.invoke(args=["subject-data", "resume", str(run.id)])
+    assert result.exit_code == 0 and f"run {run.id}: done" in result.output
+    assert runner.invoke(args=["subject-data", "resume", "999999"]).exit_code == 2
+    assert CANARY_EMAIL not in result.output

@@ -1,0 +1,68 @@
+"""`flask --app wsgi subject-data runs [--json]`, `subject-data resume RUN_ID` and `subject-data sweep` (operators)."""
+
+from __future__ import annotations
+
+import json
+
+import click
+from sqlalchemy import select
+
+from app.cli import group, operator
+from app.db import utcnow
+from app.extensions import db
+from app.subject_data import service
+from app.subject_data.models import SubjectRun
+
+subject_data_cli = group("subject-data", "Execution runs of data-subject requests: list, resume one, sweep.")
+
+
+@subject_data_cli.command("runs")
+@click.option("--json", "as_json", is_flag=True, help="One JSON array, for scripts.")
+@click.option("--unfinished", is_flag=True, help="Only queued or running runs.")
+def runs(as_json: bool, unfinished: bool) -> None:
+    """Runs, newest first: id, request, controller, kind, state, what changed, how many items failed (no personal data)."""
+    with db.session_scope() as session:
+        stmt = select(SubjectRun).order_by(SubjectRun.id.desc()).limit(1000)
+        if unfinished:
+            stmt = stmt.where(SubjectRun.state.in_(("queued", "running")))
+        items = [
+            {
+                "id": r.id,
+                "dsr_id": r.dsr_id,
+                "controller_id": r.controller_id,
+                "kind": r.kind,
+                "state": r.state,
+                "changed": r.report.get("changed", {}),
+                "failed": len(r.report.get("failed", [])),
+            }
+            for r in session.scalars(stmt)
+        ]
+    if as_json:
+        click.echo(json.dumps(items, indent=2))
+        return
+    for i in items:
+        click.echo(f"{i['id']}\tDSR {i['dsr_id']}\tcontroller {i['controller_id']}\t{i['kind']}\t{i['state']}\tfailed {i['failed']}")
+
+
+@subject_data_cli.command("resume")
+@click.argument("run_id", type=int)
+def resume(run_id: int) -> None:
+    """Finish an interrupted run here, batch by batch (the same work the worker does; a finished run is a no-op)."""
+    with db.session_scope() as session:
+        if session.get(SubjectRun, run_id) is None:
+            raise click.UsageError(f"no run {run_id}")
+    service.run_to_end(db.session_scope, run_id, by=operator("subject-data resume"), clock=utcnow)
+    with db.session_scope() as session:
+        run = session.get(SubjectRun, run_id)
+        assert run is not None
+        click.echo(f"run {run.id}: {run.state}, changed {run.report.get('changed', {})}, failed {len(run.report.get('failed', []))}")
+        if run.state == "failed":
+            raise SystemExit(1)
+
+
+@subject_data_cli.command("sweep")
+def sweep() -> None:
+    """One sweeper pass: ring quiet runs, delete expired export files and spent tokens."""
+    with db.session_scope() as session:
+        result = service.sweep(session, now=utcnow())
+    click.echo(" ".join(f"{k}={v}" for k, v in result.items()))
