@@ -358,8 +358,11 @@ def finalize(session: Session, run: SubjectRun, params: dict[str, Any], cursor: 
     rw = _rewriter(params)
     for dsr in session.scalars(select(Dsr).where(Dsr.id.in_(cursor["dsr_ids"] or [0])).order_by(Dsr.id)):
         controllers = set(session.scalars(select(DsrForward.controller_id).where(DsrForward.dsr_id == dsr.id)))
-        if controllers - {run.controller_id}:
-            # The request also concerns other controllers, whose own instructions decide about its subject fields.
+        erased = set(
+            session.scalars(select(SubjectRun.controller_id).where(SubjectRun.dsr_id == dsr.id, SubjectRun.kind == run.kind, SubjectRun.state == "done"))
+        )
+        if controllers - {run.controller_id} - erased:
+            # Other controllers of the request have not had the same done yet: their instructions decide about its subject fields.
             _bump(report, "dsrs_kept_for_other_controllers")
             continue
         try:

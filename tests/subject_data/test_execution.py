@@ -12,6 +12,8 @@ from sqlalchemy.orm import Session
 
 from app.audit.models import AuditEvent
 from app.crypto.fields import FIELDS
+from app.dsr import instructions as dsr_instructions
+from app.dsr import service as dsr_service
 from app.dsr.models import Dsr
 from app.mail import quarantine
 from app.mail.models import OutboxEmail
@@ -20,7 +22,7 @@ from app.subject_data.models import SubjectExport, SubjectRun
 from app.tickets import service as tickets
 from app.tickets.blobs import read_blob
 from app.tickets.models import Attachment, Message, Ticket
-from tests.factories import TEST_PRINCIPAL
+from tests.factories import TEST_PRINCIPAL, make_controller
 from tests.subject_data.support import CANARY_EMAIL, CANARY_ID, CANARY_NAME, SETTINGS, T0, drain, instruct, scene
 
 CANARIES = (CANARY_EMAIL.lower(), CANARY_NAME.lower(), CANARY_ID.lower())
@@ -193,3 +195,35 @@ def test_an_operator_resumes_an_interrupted_run_from_the_cli(session: Session, r
     assert result.exit_code == 0 and f"run {run.id}: done" in result.output
     assert runner.invoke(args=["subject-data", "resume", "999999"]).exit_code == 2
     assert CANARY_EMAIL not in result.output
+
+
+def test_a_request_of_two_controllers_keeps_its_subject_until_both_have_erased(session: Session) -> None:
+    sc = scene(session)
+    other = make_controller(session, dsr_contacts=["dpo@other-ctl.example"])
+    dsr_service.assign_controllers(session, sc.dsr.id, [other.id], by=TEST_PRINCIPAL, now=T0)
+    dsr_service.forward(session, sc.dsr.id, settings=SETTINGS, by=TEST_PRINCIPAL, now=T0)
+    instruct(session, sc, "erase")
+    first = service.start(session, sc.dsr.id, sc.controller.id, "erase", by=TEST_PRINCIPAL, now=T0)
+    drain(session, first.id)
+    session.expire_all()
+    dsr = session.get(Dsr, sc.dsr.id)
+    assert dsr is not None and dsr.subject_email == CANARY_EMAIL
+    assert session.get(SubjectRun, first.id).report["changed"]["dsrs_kept_for_other_controllers"] == 1  # type: ignore[union-attr]
+    instruction = dsr_instructions.receive(
+        session,
+        dsr,
+        controller_id=other.id,
+        sender_email="dpo@other-ctl.example",
+        reply_text="Erase.",
+        raw=b"y",
+        raw_sha256="b" * 64,
+        message_pk=None,
+        by=TEST_PRINCIPAL,
+        now=T0,
+    )
+    dsr_instructions.confirm(session, dsr.id, instruction.id, "erase", by=TEST_PRINCIPAL, now=T0)
+    second = service.start(session, sc.dsr.id, other.id, "erase", by=TEST_PRINCIPAL, now=T0)
+    drain(session, second.id)
+    session.expire_all()
+    dsr = session.get(Dsr, sc.dsr.id)
+    assert dsr is not None and dsr.subject_email is None and dsr.subject_name is None
