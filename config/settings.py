@@ -165,6 +165,8 @@ class BaseConfig:
         settings["IMAP_CA_FILE"] = env.get("IMAP_CA_FILE") or None
         settings["ATTACHMENT_MAX_BYTES"] = byte_size(env.get("ATTACHMENT_MAX_BYTES"), "ATTACHMENT_MAX_BYTES", default=25 * 1024 * 1024)
         settings["PRIVACY_ADDRESS"] = env.get("PRIVACY_ADDRESS") or "privacy@desk.localhost"
+        # Where ordinary support mail arrives; unset: the privacy address serves both (every new mail is a DSR).
+        settings["SUPPORT_ADDRESS"] = env.get("SUPPORT_ADDRESS") or None
         settings["BIND"] = env.get("BIND") or DEFAULT_BIND
         parse_bind(settings["BIND"])
         settings["OUTBOX_PATH"] = str(folder / "outbox")

@@ -48,6 +48,13 @@ class IngestSettings:
     support_address: str
     attachment_max_bytes: int = DEFAULT_ATTACHMENT_MAX_BYTES
     mail_max_bytes: int | None = None
+    # New mail to this address opens a DSR (Pexgle §11.3); None: the support address is the privacy address.
+    privacy_address: str | None = None
+
+    @property
+    def dsr_address(self) -> str:
+        """The address whose new mail is a data-subject request."""
+        return self.privacy_address or self.support_address
 
     @property
     def max_message_bytes(self) -> int:
@@ -56,9 +63,11 @@ class IngestSettings:
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> IngestSettings:
-        """From PRIVACY_ADDRESS, ATTACHMENT_MAX_BYTES and MAIL_MAX_BYTES."""
+        """From SUPPORT_ADDRESS (default: PRIVACY_ADDRESS), PRIVACY_ADDRESS, ATTACHMENT_MAX_BYTES and MAIL_MAX_BYTES."""
+        privacy = config.get("PRIVACY_ADDRESS") or "privacy@desk.localhost"
         return cls(
-            support_address=config.get("PRIVACY_ADDRESS") or "privacy@desk.localhost",
+            support_address=config.get("SUPPORT_ADDRESS") or privacy,
+            privacy_address=privacy,
             attachment_max_bytes=int(config.get("ATTACHMENT_MAX_BYTES") or DEFAULT_ATTACHMENT_MAX_BYTES),
             mail_max_bytes=int(config["MAIL_MAX_BYTES"]) if config.get("MAIL_MAX_BYTES") else None,
         )
@@ -167,9 +176,7 @@ def ingest_message(
     for part in mail.attachments:
         tickets.add_attachment(session, message, filename=part.filename, content_type=part.content_type, content=part.content, by=by, now=now)
     # Issue 6: a reply to a DSR forward becomes an instruction; new mail to the privacy address opens a DSR.
-    dsr_intake.after_inbound(
-        session, ticket=ticket, message=message, mail=mail, raw=raw, new_ticket=new, privacy_address=settings.support_address, by=by, now=now
-    )
+    dsr_intake.after_inbound(session, ticket=ticket, message=message, mail=mail, raw=raw, new_ticket=new, privacy_address=settings.dsr_address, by=by, now=now)
     if not new and not mail.is_auto_reply and ticket.status in REOPENING_STATUSES:
         # A person wrote again: the ticket needs attention. An auto-reply never reopens (no loops).
         tickets.change_status(session, ticket.id, "open", by=by, now=now)

@@ -120,13 +120,22 @@ def _held(session: Session, item_id: int) -> QuarantinedMessage:
     return item
 
 
-def release(session: Session, item_id: int, *, by: Principal, now: dt.datetime, support_address: str, attachment_max_bytes: int) -> int:
+def release(
+    session: Session,
+    item_id: int,
+    *,
+    by: Principal,
+    now: dt.datetime,
+    support_address: str,
+    attachment_max_bytes: int,
+    privacy_address: str | None = None,
+) -> int:
     """Ingest a held message as mail after all (its checks waived); returns the ticket id. Audit-logged."""
     from app.mail.inbound import IngestSettings, ingest_message
 
     item = _held(session, item_id)
     raw = b"".join(raw_chunks(session, item))
-    settings = IngestSettings(support_address=support_address, attachment_max_bytes=attachment_max_bytes)
+    settings = IngestSettings(support_address=support_address, attachment_max_bytes=attachment_max_bytes, privacy_address=privacy_address)
     outcome = ingest_message(session, raw, settings=settings, by=by, now=now, source="release", force=True)
     assert outcome.ticket_id is not None  # force=True never quarantines
     item.state, item.decided_at, item.decided_by, item.ticket_id = "released", now, by.label[:100], outcome.ticket_id

@@ -9,6 +9,7 @@ from app.auth import rbac
 from app.db import utcnow
 from app.extensions import db
 from app.mail import quarantine
+from app.mail.inbound import IngestSettings
 from app.tickets.forms import ActionForm
 from app.tickets.views import attachment_max_bytes, real_id
 from app.web import current_principal
@@ -40,14 +41,15 @@ def index() -> str:
 def release(item_id: int) -> Response:
     if not ActionForm().validate_on_submit():
         abort(400)
-    config = current_app.config
+    addresses = IngestSettings.from_config(current_app.config)
     try:
         ticket_id = quarantine.release(
             db.session,
             real_id(item_id),
             by=current_principal(),
             now=utcnow(),
-            support_address=config.get("PRIVACY_ADDRESS") or "privacy@desk.localhost",
+            support_address=addresses.support_address,
+            privacy_address=addresses.privacy_address,
             attachment_max_bytes=attachment_max_bytes(),
         )
     except quarantine.QuarantineNotFound:

@@ -29,6 +29,7 @@ from app.controllers import service as controllers
 from app.db import utcnow
 from app.dsr.gate import InstructionRequired
 from app.extensions import db
+from app.mail.inbound import IngestSettings
 from app.mail.outbound import InvalidOutboundEmail, enqueue_email, msgid_domain_for
 from app.subject_data.views import guard_ticket, refuse_reply
 from app.tickets import service
@@ -310,7 +311,7 @@ def _thread_ids(thread: list[Message]) -> list[str]:
 
 def _reply_to(ticket: Ticket) -> str | None:
     """The ticket's own reply address, or None when PRIVACY_ADDRESS cannot carry one (e.g. the embedded *.localhost default)."""
-    address = service.reply_address(ticket, current_app.config.get("PRIVACY_ADDRESS") or "privacy@desk.localhost")
+    address = service.reply_address(ticket, IngestSettings.from_config(current_app.config).support_address)
     try:
         normalise_email(address)
     except InvalidAddress:

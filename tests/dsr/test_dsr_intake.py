@@ -95,3 +95,17 @@ def test_a_neutral_acknowledgement_goes_out_only_under_a_standing_instruction(se
     acks = list(session.scalars(select(OutboxEmail).where(OutboxEmail.kind == "acknowledgement")))
     assert [(a.to_addr, a.body_text) for a in acks] == [("sam@ack-yes.example", template)]
     assert "sam" not in acks[0].subject
+
+
+def test_with_a_separate_support_address_only_privacy_mail_opens_a_request(session: Session) -> None:
+    # Given SUPPORT_ADDRESS and PRIVACY_ADDRESS set apart, as an operator would configure them
+    settings = IngestSettings.from_config({"SUPPORT_ADDRESS": "help@desk.example", "PRIVACY_ADDRESS": "privacy@desk.example"})
+    # When an ordinary question reaches the support address
+    support = ingest_message(session, mail("help@desk.example", "My invoice is wrong.", msgid="s1@x"), settings=settings, by=TEST_PRINCIPAL, now=NOW)
+    # Then it is a ticket and no request
+    assert support.ticket_id is not None
+    assert session.scalars(select(Dsr).where(Dsr.ticket_id == support.ticket_id)).first() is None
+    # And mail to the privacy address still opens a request with its clock running
+    privacy = ingest_message(session, mail("privacy@desk.example", "Please delete my data.", msgid="s2@x"), settings=settings, by=TEST_PRINCIPAL, now=NOW)
+    dsr = session.scalars(select(Dsr).where(Dsr.ticket_id == privacy.ticket_id)).one()
+    assert dsr.received_at == NOW and dsr.due_at == NOW + dt.timedelta(hours=24)
