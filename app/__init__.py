@@ -10,6 +10,7 @@ from typing import Any
 
 from flask import Flask, request, url_for
 
+from app.web import install_id_converter
 from config.settings import config_from_env
 
 
@@ -22,6 +23,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
     register_extensions(app)
+    install_id_converter(app)
     register_blueprints(app)
     register_errors(app)
     register_commands(app)

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
-from flask import Request, g
+from typing import Any
+
+from flask import Flask, Request, g
+from werkzeug.routing import IntegerConverter, Map
 
 from app.principal import Principal
+
+# Every id column is a 32-bit integer: a larger id in a URL is a 404 at routing,
+# never a database error (Postgres refuses to compare an INTEGER with a bigger literal).
+MAX_ID = 2**31 - 1
 
 MAX_PAGE_SIZE = 200
 
@@ -14,6 +21,20 @@ def page_args(request: Request, default_size: int = 50) -> tuple[int, int]:
     page = request.args.get("page", 1, type=int) or 1
     size = request.args.get("size", default_size, type=int) or default_size
     return max(page, 1), min(max(size, 1), MAX_PAGE_SIZE)
+
+
+class IdConverter(IntegerConverter):
+    """`<int:...>` in every route: a positive id that fits the id columns."""
+
+    def __init__(self, map: Map, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("min", 1)
+        kwargs.setdefault("max", MAX_ID)
+        super().__init__(map, *args, **kwargs)
+
+
+def install_id_converter(app: Flask) -> None:
+    """Make `<int:...>` the bounded id converter; call before any blueprint is registered."""
+    app.url_map.converters["int"] = IdConverter
 
 
 def current_principal() -> Principal:

@@ -11,7 +11,7 @@ from app.extensions import db
 from app.mail import quarantine
 from app.mail.inbound import IngestSettings
 from app.tickets.forms import ActionForm
-from app.tickets.views import attachment_max_bytes, real_id
+from app.tickets.views import attachment_max_bytes
 from app.web import current_principal
 
 bp = Blueprint("quarantine", __name__, url_prefix="/quarantine")
@@ -45,7 +45,7 @@ def release(item_id: int) -> Response:
     try:
         ticket_id = quarantine.release(
             db.session,
-            real_id(item_id),
+            item_id,
             by=current_principal(),
             now=utcnow(),
             support_address=addresses.support_address,
@@ -66,7 +66,7 @@ def delete(item_id: int) -> Response:
     if not ActionForm().validate_on_submit():
         abort(400)
     try:
-        quarantine.delete(db.session, real_id(item_id), by=current_principal(), now=utcnow())
+        quarantine.delete(db.session, item_id, by=current_principal(), now=utcnow())
     except quarantine.QuarantineNotFound:
         db.session.rollback()
         abort(404)

@@ -36,7 +36,7 @@ from app.tickets import service
 from app.tickets.forms import AssignForm, AttachmentForm, MoveForm, NoteForm, ReplyForm, SearchForm, StatusForm
 from app.tickets.html import sanitise_html
 from app.tickets.models import STATUSES, Attachment, Message, Ticket
-from app.web import current_principal
+from app.web import MAX_ID, current_principal
 
 bp = Blueprint("tickets", __name__, url_prefix="/tickets")
 
@@ -46,7 +46,6 @@ _CURSOR = re.compile(r"^(\d{1,20})_(\d{1,19})$")
 # Message-IDs we put into References: anything else from hostile mail is left out, never sent back.
 _SAFE_MSGID = re.compile(r"^[^\s<>]{1,240}$")
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
-_MAX_ID = 2**31 - 1  # ids are 32-bit integers: a larger one in a cursor is a bad request, not a database error
 
 
 def attachment_max_bytes() -> int:
@@ -65,19 +64,12 @@ def decode_cursor(text: str | None) -> tuple[dt.datetime, int] | None:
     if not text:
         return None
     match = _CURSOR.match(text)
-    if match is None or int(match.group(2)) > _MAX_ID:
+    if match is None or int(match.group(2)) > MAX_ID:
         abort(400)
     try:
         return _EPOCH + dt.timedelta(microseconds=int(match.group(1))), int(match.group(2))
     except OverflowError:
         abort(400)
-
-
-def real_id(value: int) -> int:
-    """A URL id that fits the 32-bit id columns, else 404 (Postgres would refuse the comparison with an error)."""
-    if not 0 < value <= _MAX_ID:
-        abort(404)
-    return value
 
 
 def _scope() -> frozenset[int] | None:
@@ -88,7 +80,7 @@ def _ticket_or_404(ticket_id: int) -> Ticket:
     scope = _scope()
     try:
         # Unscoped roles also work the triage queue; agents never see it.
-        ticket = service.get_ticket(db.session, real_id(ticket_id), controller_ids=scope, include_triage=scope is None)
+        ticket = service.get_ticket(db.session, ticket_id, controller_ids=scope, include_triage=scope is None)
     except service.TicketNotFound:
         abort(404)
     # Restricted data (Art. 18/21): privacy officers only, each access audit-logged (app.subject_data).
@@ -130,7 +122,7 @@ def index() -> str:
 @bp.get("/queue/<int:controller_id>")
 @rbac.require(rbac.TICKETS_WORK)
 def queue(controller_id: int) -> str:
-    rbac.ensure_controller_visible(real_id(controller_id))
+    rbac.ensure_controller_visible(controller_id)
     return _queue_page(controller_id)
 
 
@@ -151,7 +143,7 @@ def _queue_page(controller_id: int | None) -> str:
     assignee_id: int | None = None
     if assignee == "me":
         assignee_id = staff.user_id
-    elif assignee.isdigit() and int(assignee) <= _MAX_ID:
+    elif assignee.isdigit() and int(assignee) <= MAX_ID:
         assignee_id = int(assignee)
     elif assignee not in ("", "none"):
         abort(400)
@@ -450,7 +442,7 @@ def content_disposition(kind: str, filename: str | None) -> str:
 @rbac.require(rbac.TICKETS_WORK)
 def download(ticket_id: int, attachment_id: int) -> Response:
     ticket = _ticket_or_404(ticket_id)
-    attachment = db.session.get(Attachment, real_id(attachment_id))
+    attachment = db.session.get(Attachment, attachment_id)
     if attachment is None or attachment.message.ticket_id != ticket.id:
         abort(404)
     base_type = attachment.content_type.split(";")[0].strip().lower()

@@ -8,7 +8,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy.orm import Session
-from werkzeug.routing import Rule
+from werkzeug.routing import IntegerConverter, Rule
 
 from app import create_app
 from app.auth import rbac
@@ -51,7 +51,7 @@ def matrix_problems(app: Flask) -> list[str]:
 
 
 def url_for_rule(rule: Rule) -> str:
-    values = {name: 999999 if rule._converters[name].__class__.__name__ == "IntegerConverter" else "x" for name in rule.arguments}
+    values = {name: 999999 if isinstance(rule._converters[name], IntegerConverter) else "x" for name in rule.arguments}
     url = rule.build(values, append_unknown=False)
     assert url is not None
     return url[1]

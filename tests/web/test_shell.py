@@ -74,3 +74,10 @@ def test_edit_controller_and_unknown_id_404(client: FlaskClient, session: Sessio
     session.expire_all()
     assert session.get(Controller, c.id).name == "Renamed Co"
     assert client.get("/controllers/999999").status_code == 404
+
+
+def test_an_id_too_large_for_the_database_is_a_404_everywhere(client: FlaskClient, auth: AuthActions) -> None:
+    auth.login("admin")
+    for url in ("/controllers/99999999999", "/controllers/99999999999/view", "/tickets/99999999999", "/controllers/0"):
+        response = client.get(url)
+        assert response.status_code == 404, url
