@@ -13,7 +13,7 @@ import secrets
 from dataclasses import dataclass
 
 from sqlalchemy import select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, joinedload
 
 from app.auth.models import StaffSession, User
 
@@ -48,7 +48,10 @@ def resolve_session(session: Session, token: str | None, *, now: dt.datetime, li
     """The live session for a cookie token, touched; None when unknown, revoked, expired or its user is disabled."""
     if not token:
         return None
-    row = session.scalar(select(StaffSession).where(StaffSession.token_hash == token_hash(token)))
+    # One statement for the gate: the row, its user and the user's controller scope, joined
+    # (every request pays for it; lazy loads were three round trips).
+    query = select(StaffSession).where(StaffSession.token_hash == token_hash(token)).options(joinedload(StaffSession.user).joinedload(User.controllers))
+    row = session.scalars(query).unique().one_or_none()
     if row is None or row.revoked_at is not None:
         return None
     if now - row.last_seen_at > lifetimes.idle or now - row.created_at > lifetimes.absolute:
