@@ -12,8 +12,9 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Collection
 
-from sqlalchemy import select
+from sqlalchemy import exists, or_, select
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import ColumnElement
 
 from app.audit.service import record
 from app.dsr.models import Dsr
@@ -53,6 +54,25 @@ def restricted_ticket_ids(session: Session, ticket_ids: Collection[int]) -> set[
         )
         listed.update(later)
     return listed
+
+
+def restricted_flag() -> ColumnElement[bool]:
+    """Per `Ticket` row of the enclosing query: under an active restriction or objection (the same two rules, as EXISTS).
+
+    Lets a list fold the check into its own statement (the queue page: one statement per page);
+    both probes are indexed (restricted tickets by ticket id, restrictions by controller and blind index).
+    """
+    listed = exists().where(
+        RestrictedTicket.ticket_id == Ticket.id,
+        Restriction.id == RestrictedTicket.restriction_id,
+        Restriction.lifted_at.is_(None),
+    )
+    later = exists().where(
+        Restriction.controller_id == Ticket.controller_id,
+        Restriction.email_bidx == Ticket.requester_email_bidx,
+        Restriction.lifted_at.is_(None),
+    )
+    return or_(listed, later)
 
 
 def is_restricted(session: Session, ticket_id: int) -> bool:

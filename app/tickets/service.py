@@ -30,8 +30,9 @@ from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
-from sqlalchemy import Select, or_, select, tuple_
+from sqlalchemy import Select, literal, or_, select, tuple_
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import ColumnElement
 
 from app.audit.service import record
 from app.principal import Principal
@@ -85,6 +86,8 @@ class QueuePage:
 
     tickets: list[Ticket]
     next_after: tuple[dt.datetime, int] | None
+    # Ids of the page's tickets the caller's `restricted` flag marked; None when no flag was asked for.
+    restricted: set[int] | None = None
 
 
 def format_reference(created_at: dt.datetime, ticket_id: int) -> str:
@@ -297,14 +300,18 @@ def queue(
     older_than: dt.datetime | None = None,
     after: tuple[dt.datetime, int] | None = None,
     limit: int = 50,
+    restricted: ColumnElement[bool] | None = None,
 ) -> QueuePage:
     """A page of a controller's queue (controller_id None = triage), newest first, in one query.
 
     `older_than` filters by age (created before that time); `after` is the keyset
-    cursor returned as `next_after` by the previous page.
+    cursor returned as `next_after` by the previous page. `restricted` is a boolean
+    per ticket computed in the same statement (e.g. app.subject_data.restrict.restricted_flag()):
+    the ids where it holds come back as `restricted`.
     """
     limit = max(1, min(limit, MAX_PAGE))
-    stmt = select(Ticket).where(Ticket.controller_id.is_(None) if controller_id is None else Ticket.controller_id == controller_id)
+    flag = restricted if restricted is not None else literal(False)
+    stmt = select(Ticket, flag).where(Ticket.controller_id.is_(None) if controller_id is None else Ticket.controller_id == controller_id)
     if status is not None:
         if status not in STATUSES:
             raise InvalidTicketChange(f"unknown status {status!r}")
@@ -320,10 +327,11 @@ def queue(
         # A row-value comparison is an index condition (Postgres starts the scan at the
         # cursor); the equivalent OR is only a filter, which made page N cost O(N) rows.
         stmt = stmt.where(tuple_(Ticket.created_at, Ticket.id) < tuple_(at, last_id))
-    rows = list(session.scalars(stmt.order_by(Ticket.created_at.desc(), Ticket.id.desc()).limit(limit + 1)))
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return QueuePage(tickets=rows, next_after=(rows[-1].created_at, rows[-1].id) if more else None)
+    result = list(session.execute(stmt.order_by(Ticket.created_at.desc(), Ticket.id.desc()).limit(limit + 1)))
+    more = len(result) > limit
+    rows = [ticket for ticket, _flag in result[:limit]]
+    hidden = {ticket.id for ticket, flagged in result[:limit] if flagged} if restricted is not None else None
+    return QueuePage(tickets=rows, next_after=(rows[-1].created_at, rows[-1].id) if more else None, restricted=hidden)
 
 
 def change_status(session: Session, ticket_id: int, status: str, *, by: Principal, now: dt.datetime, controller_ids: Collection[int] | None = None) -> Ticket:

@@ -31,6 +31,7 @@ from app.dsr.gate import InstructionRequired
 from app.extensions import db
 from app.mail.inbound import IngestSettings
 from app.mail.outbound import InvalidOutboundEmail, enqueue_email, msgid_domain_for
+from app.subject_data.restrict import restricted_flag
 from app.subject_data.views import guard_ticket, refuse_reply
 from app.tickets import service
 from app.tickets.forms import AssignForm, AttachmentForm, MoveForm, NoteForm, ReplyForm, SearchForm, StatusForm
@@ -160,6 +161,8 @@ def _queue_page(controller_id: int | None) -> str:
         older_than=older_than,
         after=decode_cursor(request.args.get("after")),
         limit=50,
+        # Restricted tickets are masked in the list: the check rides in the queue's own statement.
+        restricted=restricted_flag(),
     )
     filters = {k: v for k, v in {"status": status, "assignee": assignee, "age": age}.items() if v}
     endpoint = "tickets.triage" if controller_id is None else "tickets.queue"
