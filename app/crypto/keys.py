@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import os
+import threading
+import weakref
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from sqlalchemy import Connection, Table, func, select, update
+from sqlalchemy import Connection, Table, and_, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import ColumnElement
 
 from app.crypto.cipher import DecryptionError, unwrap_key, wrap_context, wrap_key
 from app.crypto.keyring import WRAP, Keyring, KeyringError, keyring_for
@@ -36,6 +39,7 @@ class LoadedKey:
     generation: int
     aead: AESGCM
     index_key: bytes
+    wrapped: bytes = b""  # the wrapped form it came from: with the id, names this exact key (ids can be reused)
 
 
 @dataclass
@@ -67,7 +71,7 @@ def unwrap_row(keyring: Keyring, row: Any) -> LoadedKey:
     kek = keyring.derive(WRAP, row.master_version)
     key = unwrap_key(kek, row.wrapped_key, context=wrap_context(row.owner, row.generation, "data", row.master_version))
     index_key = unwrap_key(kek, row.wrapped_index_key, context=wrap_context(row.owner, row.generation, "index", row.master_version))
-    return LoadedKey(row.id, row.owner, row.generation, AESGCM(key), index_key)
+    return LoadedKey(row.id, row.owner, row.generation, AESGCM(key), index_key, bytes(row.wrapped_key))
 
 
 def wrapped_pair(keyring: Keyring, owner: str, generation: int, key: bytes, index_key: bytes) -> dict[str, Any]:
@@ -157,3 +161,76 @@ def find_index_key(conn: Connection, cache: KeyCache, owner: str) -> bytes | Non
 def set_state(conn: Connection, key_id: int, state: str) -> None:
     """Move a key generation to another state."""
     conn.execute(update(data_keys).where(data_keys.c.id == key_id).values(state=state, updated_at=utcnow()))
+
+
+# --- keys kept across transactions, re-checked inside the reader's own statement ---------------
+#
+# A list page (the ticket queue) would otherwise pay one data_keys query per request: the
+# transaction cache above starts empty each time. An unwrapped key may be kept per process, but
+# decrypting with a key that another process has shredded since must never happen, so a
+# remembered key is never used on trust. The reader adds `live_remembered()` as a column of the
+# statement that reads its rows (no extra round trip): it counts how many of the owner's
+# remembered keys are still in data_keys unchanged (same id and same wrapped bytes) and not
+# shredded, in that statement's own snapshot. Only when all of them are is the set copied into
+# the transaction's cache (`adopt_remembered`); otherwise the owner's remembered keys are
+# dropped and the keys load from the table as before (a rewrap also just causes a reload).
+# So a shred committed before the reading statement is seen in every process, with no TTL; a
+# shred committing while that statement runs is the same race a per-transaction load has.
+# A shred in this process drops them at once as well (shred_controller_keys -> forget_remembered).
+
+_REMEMBERED: weakref.WeakKeyDictionary[Keyring, dict[tuple[str, str], dict[int, LoadedKey]]] = weakref.WeakKeyDictionary()
+_REMEMBERED_LOCK = threading.Lock()
+_REMEMBERED_MAX = 4096  # keys per keyring; beyond it the process starts over (bounded memory)
+
+
+def _database_of(session: Session) -> str:
+    bind = session.get_bind()
+    return str(bind.engine.url)  # engine or connection: key ids are per database
+
+
+def remembered(session: Session, owner: str) -> dict[int, LoadedKey]:
+    """The keys of `owner` this process remembers for this session's database and keyring."""
+    with _REMEMBERED_LOCK:
+        owners = _REMEMBERED.get(keyring_for(session)) or {}
+        return dict(owners.get((_database_of(session), owner), {}))
+
+
+def live_remembered(keys: dict[int, LoadedKey], owner: str) -> ColumnElement[int]:
+    """A scalar subquery: how many of these remembered keys are still live, unchanged (add it to the reading statement)."""
+    # Id AND wrapped bytes: a rolled-back or deleted id used again (SQLite reuses rowids) is another key.
+    same = or_(*(and_(data_keys.c.id == key.id, data_keys.c.wrapped_key == key.wrapped) for key in keys.values()))
+    live = select(func.count()).select_from(data_keys).where(same, data_keys.c.owner == owner, data_keys.c.state != "shredded")
+    return live.scalar_subquery()
+
+
+def adopt_remembered(session: Session, owner: str, keys: dict[int, LoadedKey], live: int | None) -> None:
+    """Use the checked keys in this transaction when the statement found every one live; else forget the owner's."""
+    if not keys:
+        return
+    if live == len(keys):
+        cache_for(session).by_id.update(keys)
+        return
+    with _REMEMBERED_LOCK:
+        # Shredded, deleted or rewrapped since: never used again; the keys load from the table.
+        (_REMEMBERED.get(keyring_for(session)) or {}).pop((_database_of(session), owner), None)
+
+
+def remember_keys(session: Session, owner: str) -> None:
+    """Keep the owner's keys this transaction unwrapped, for later requests of this process (checked before each use)."""
+    cache = cache_for(session)
+    loaded = {key_id: key for key_id, key in cache.by_id.items() if key.owner == owner}
+    if not loaded:
+        return
+    with _REMEMBERED_LOCK:
+        owners = _REMEMBERED.setdefault(cache.keyring, {})
+        if sum(len(keys) for keys in owners.values()) >= _REMEMBERED_MAX:
+            owners.clear()
+        owners.setdefault((_database_of(session), owner), {}).update(loaded)
+
+
+def forget_remembered(owner: str | None = None) -> None:
+    """Drop remembered keys of one owner (or all) in this process: a shred here needs no check to take effect."""
+    with _REMEMBERED_LOCK:
+        for owners in _REMEMBERED.values():
+            for where in [w for w in owners if owner is None or w[1] == owner]:
+                del owners[where]

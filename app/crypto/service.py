@@ -18,7 +18,7 @@ from app.audit.service import record
 from app.crypto.cipher import HEADER, unwrap_key, wrap_context, wrap_key
 from app.crypto.fields import FIELDS, FieldSpec
 from app.crypto.keyring import WRAP, Keyring, KeyringError, keyring_for
-from app.crypto.keys import data_keys, forget_keys, owner_of
+from app.crypto.keys import data_keys, forget_keys, forget_remembered, owner_of
 from app.db import make_engine
 from app.principal import Principal
 
@@ -180,6 +180,7 @@ def shred_controller_keys(session: Session, controller_id: int, *, by: Principal
         .values(state="shredded", wrapped_key=None, wrapped_index_key=None, master_version=None, updated_at=now)
     ).rowcount
     forget_keys(session)
+    forget_remembered(owner)  # other processes see the shred in their next reading statement (app.crypto.keys)
     record(
         session,
         by=by,

@@ -35,6 +35,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
 from app.audit.service import record
+from app.crypto.keys import adopt_remembered, live_remembered, owner_of, remember_keys, remembered
 from app.principal import Principal
 from app.tickets.blobs import BlobTooLarge, iter_blob, move_blob, store_blob
 from app.tickets.models import DIRECTIONS, STATUSES, Attachment, Message, Ticket, key_owner_for
@@ -311,7 +312,12 @@ def queue(
     """
     limit = max(1, min(limit, MAX_PAGE))
     flag = restricted if restricted is not None else literal(False)
-    stmt = select(Ticket, flag).where(Ticket.controller_id.is_(None) if controller_id is None else Ticket.controller_id == controller_id)
+    # The data keys this process already unwrapped for the owner ride along as a liveness check
+    # (app.crypto.keys: a key shredded elsewhere is never used), so decrypting the page needs no key query.
+    owner = owner_of(key_owner_for(controller_id))
+    known = remembered(session, owner)
+    live = live_remembered(known, owner) if known else literal(None)
+    stmt = select(Ticket, flag, live).where(Ticket.controller_id.is_(None) if controller_id is None else Ticket.controller_id == controller_id)
     if status is not None:
         if status not in STATUSES:
             raise InvalidTicketChange(f"unknown status {status!r}")
@@ -328,10 +334,17 @@ def queue(
         # cursor); the equivalent OR is only a filter, which made page N cost O(N) rows.
         stmt = stmt.where(tuple_(Ticket.created_at, Ticket.id) < tuple_(at, last_id))
     result = list(session.execute(stmt.order_by(Ticket.created_at.desc(), Ticket.id.desc()).limit(limit + 1)))
+    if result:
+        adopt_remembered(session, owner, known, result[0][2])
     more = len(result) > limit
-    rows = [ticket for ticket, _flag in result[:limit]]
-    hidden = {ticket.id for ticket, flagged in result[:limit] if flagged} if restricted is not None else None
+    rows = [ticket for ticket, _flag, _live in result[:limit]]
+    hidden = {ticket.id for ticket, flagged, _live in result[:limit] if flagged} if restricted is not None else None
     return QueuePage(tickets=rows, next_after=(rows[-1].created_at, rows[-1].id) if more else None, restricted=hidden)
+
+
+def remember_queue_keys(session: Session, controller_id: int | None) -> None:
+    """After a queue page was shown: keep its owner's unwrapped keys for this process's next pages (checked before each use)."""
+    remember_keys(session, owner_of(key_owner_for(controller_id)))
 
 
 def change_status(session: Session, ticket_id: int, status: str, *, by: Principal, now: dt.datetime, controller_ids: Collection[int] | None = None) -> Ticket:

@@ -167,7 +167,7 @@ def _queue_page(controller_id: int | None) -> str:
     filters = {k: v for k, v in {"status": status, "assignee": assignee, "age": age}.items() if v}
     endpoint = "tickets.triage" if controller_id is None else "tickets.queue"
     route_args: dict[str, Any] = dict(filters) if controller_id is None else {"controller_id": controller_id, **filters}
-    return render_template(
+    html = render_template(
         "tickets/queue.html",
         page=page,
         controller_id=controller_id,
@@ -181,6 +181,8 @@ def _queue_page(controller_id: int | None) -> str:
         ticket_base=url_for("tickets.index"),
         me=staff.user_id,
     )
+    service.remember_queue_keys(db.session, controller_id)
+    return html
 
 
 # --- search -------------------------------------------------------------------
