@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from flask import Blueprint, abort, flash, g, redirect, render_template, request, url_for
@@ -128,77 +129,71 @@ def _back(dsr_id: int) -> ResponseReturnValue:
     return redirect(url_for("dsr.show", dsr_id=dsr_id))
 
 
+def _act(dsr_id: int, action: Callable[[], object], *, done: str, refused: type[Exception]) -> ResponseReturnValue:
+    """Run one service call: commit and say `done`, or roll back and show the refusal; back to the request page."""
+    try:
+        action()
+    except dsr_instructions.InstructionNotFound:
+        abort(404)
+    except refused as exc:
+        db.session.rollback()
+        flash(str(exc), "error")
+    else:
+        db.session.commit()
+        flash(done, "success")
+    return _back(dsr_id)
+
+
 @bp.post("/<int:dsr_id>/route")
 @rbac.require(rbac.DSR_MANAGE)
 def route(dsr_id: int) -> ResponseReturnValue:
     _dsr_or_404(dsr_id)
     ids = [int(v) for v in request.form.getlist("controller_id") if v.isdigit()]
-    try:
-        dsr_service.assign_controllers(db.session, dsr_id, ids, by=current_principal(), now=_now())
-    except dsr_service.InvalidDsr as exc:
-        db.session.rollback()
-        flash(str(exc), "error")
-    else:
-        db.session.commit()
-        flash("Controller recorded; the forward is on its way.", "success")
-    return _back(dsr_id)
+    return _act(
+        dsr_id,
+        lambda: dsr_service.assign_controllers(db.session, dsr_id, ids, by=current_principal(), now=_now()),
+        done="Controller recorded; the forward is on its way.",
+        refused=dsr_service.InvalidDsr,
+    )
 
 
 @bp.post("/<int:dsr_id>/breach-reason")
 @rbac.require(rbac.DSR_MANAGE)
 def breach_reason(dsr_id: int) -> ResponseReturnValue:
     _dsr_or_404(dsr_id)
-    try:
-        dsr_service.record_breach_reason(db.session, dsr_id, request.form.get("reason", ""), by=current_principal(), now=_now())
-    except dsr_service.InvalidDsr as exc:
-        db.session.rollback()
-        flash(str(exc), "error")
-    else:
-        db.session.commit()
-        flash("Reason recorded.", "success")
-    return _back(dsr_id)
+    reason = request.form.get("reason", "")
+    return _act(
+        dsr_id,
+        lambda: dsr_service.record_breach_reason(db.session, dsr_id, reason, by=current_principal(), now=_now()),
+        done="Reason recorded.",
+        refused=dsr_service.InvalidDsr,
+    )
 
 
 @bp.post("/<int:dsr_id>/instructions/<int:instruction_id>/confirm")
 @rbac.require(rbac.DSR_MANAGE)
 def confirm(dsr_id: int, instruction_id: int) -> ResponseReturnValue:
     _dsr_or_404(dsr_id)
-    try:
-        dsr_instructions.confirm(
-            db.session,
-            dsr_id,
-            instruction_id,
-            request.form.get("decision", ""),
-            response_text=request.form.get("response_text"),
-            by=current_principal(),
-            now=_now(),
-        )
-    except dsr_instructions.InstructionNotFound:
-        abort(404)
-    except dsr_instructions.InstructionNotConfirmable as exc:
-        db.session.rollback()
-        flash(str(exc), "error")
-    else:
-        db.session.commit()
-        flash("Instruction confirmed.", "success")
-    return _back(dsr_id)
+    decision, response_text = request.form.get("decision", ""), request.form.get("response_text")
+    return _act(
+        dsr_id,
+        lambda: dsr_instructions.confirm(db.session, dsr_id, instruction_id, decision, response_text=response_text, by=current_principal(), now=_now()),
+        done="Instruction confirmed.",
+        refused=dsr_instructions.InstructionNotConfirmable,
+    )
 
 
 @bp.post("/<int:dsr_id>/instructions/<int:instruction_id>/flag")
 @rbac.require(rbac.DSR_MANAGE)
 def flag(dsr_id: int, instruction_id: int) -> ResponseReturnValue:
     _dsr_or_404(dsr_id)
-    try:
-        dsr_instructions.flag(db.session, dsr_id, instruction_id, request.form.get("reason", ""), settings=_settings(), by=current_principal(), now=_now())
-    except dsr_instructions.InstructionNotFound:
-        abort(404)
-    except dsr_instructions.InstructionNotConfirmable as exc:
-        db.session.rollback()
-        flash(str(exc), "error")
-    else:
-        db.session.commit()
-        flash("Instruction flagged; the controller has been told why.", "success")
-    return _back(dsr_id)
+    reason = request.form.get("reason", "")
+    return _act(
+        dsr_id,
+        lambda: dsr_instructions.flag(db.session, dsr_id, instruction_id, reason, settings=_settings(), by=current_principal(), now=_now()),
+        done="Instruction flagged; the controller has been told why.",
+        refused=dsr_instructions.InstructionNotConfirmable,
+    )
 
 
 @bp.post("/<int:dsr_id>/reply")
