@@ -103,8 +103,11 @@ def _gate() -> Response | None:
     token = session.get(SESSION_KEY)
     row = None
     if token:
-        row = resolve_session(db.session, token, now=utcnow(), lifetimes=lifetimes(current_app.config))
-        db.session.commit()
+        row, wrote = resolve_session(db.session, token, now=utcnow(), lifetimes=lifetimes(current_app.config))
+        if wrote:
+            # An expiry or a touch stands even if the view then fails. Otherwise the transaction runs on
+            # into the view: one connection checkout and one BEGIN a request instead of two.
+            db.session.commit()
         if row is None:
             end_cookie()
         else:

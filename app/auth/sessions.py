@@ -11,6 +11,7 @@ import datetime as dt
 import hashlib
 import secrets
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, joinedload
@@ -44,27 +45,35 @@ def start_session(session: Session, user: User, *, stage: str, now: dt.datetime,
     return token, row
 
 
-def resolve_session(session: Session, token: str | None, *, now: dt.datetime, lifetimes: Lifetimes) -> StaffSession | None:
-    """The live session for a cookie token, touched; None when unknown, revoked, expired or its user is disabled."""
+class Resolved(NamedTuple):
+    """What resolve_session found, and whether it wrote (an expiry or a touch): the caller commits only then."""
+
+    row: StaffSession | None
+    wrote: bool
+
+
+def resolve_session(session: Session, token: str | None, *, now: dt.datetime, lifetimes: Lifetimes) -> Resolved:
+    """The live session for a cookie token, touched; row None when unknown, revoked, expired or its user is disabled."""
     if not token:
-        return None
+        return Resolved(None, wrote=False)
     # One statement for the gate: the row, its user and the user's controller scope, joined
     # (every request pays for it; lazy loads were three round trips).
     query = select(StaffSession).where(StaffSession.token_hash == token_hash(token)).options(joinedload(StaffSession.user).joinedload(User.controllers))
     row = session.scalars(query).unique().one_or_none()
     if row is None or row.revoked_at is not None:
-        return None
+        return Resolved(None, wrote=False)
     if now - row.last_seen_at > lifetimes.idle or now - row.created_at > lifetimes.absolute:
         row.revoked_at = now
         session.flush()
-        return None
+        return Resolved(None, wrote=True)
     if not row.user.is_active:
-        return None
+        return Resolved(None, wrote=False)
     # Touch at most once a minute: saves a write per request and keeps the idle timeout honest.
     if now - row.last_seen_at >= dt.timedelta(minutes=1):
         row.last_seen_at = now
         session.flush()
-    return row
+        return Resolved(row, wrote=True)
+    return Resolved(row, wrote=False)
 
 
 def revoke_session(session: Session, row: StaffSession, *, now: dt.datetime) -> None:

@@ -68,13 +68,15 @@ def key_id_of(blob: bytes, *, where: str = "value") -> int:
 
 def decrypt_field(aead: AESGCM, blob: bytes, *, table: str, column: str, row_uid: str) -> bytes:
     """Decrypt one field value; any mismatch raises DecryptionError, never returns garbage."""
-    where = f"{table}.{column} of row {row_uid}"
-    key_id_of(blob, where=where)
+    # The error text is built only on failure: a queue page decrypts a hundred values.
+    if len(blob) < HEADER.size + NONCE_BYTES + TAG_BYTES or blob[0] != FORMAT_V1:
+        key_id_of(blob, where=f"{table}.{column} of row {row_uid}")  # raises with the reason
     header = blob[: HEADER.size]
     nonce = blob[HEADER.size : HEADER.size + NONCE_BYTES]
     try:
         return aead.decrypt(nonce, blob[HEADER.size + NONCE_BYTES :], field_aad(header, table, column, row_uid))
     except InvalidTag:
+        where = f"{table}.{column} of row {row_uid}"
         raise DecryptionError(f"cannot decrypt {where}: authentication failed (tampered, moved to another row or column, or relabelled)") from None
 
 

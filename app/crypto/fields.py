@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, Generic, TypeVar, overload
 
 from sqlalchemy import LargeBinary, String, and_, event, false
@@ -161,12 +162,16 @@ class _Encrypted(Generic[T]):
         session = object_session(instance)
         if session is None:
             raise CryptoError(f"{type(instance).__name__}.{self.name} can only be decrypted while its row is in a session")
-        cache = cache_for(session)
-        key_id = key_id_of(blob, where=f"{self.table_name}.{self.column}")
-        key = cache.by_id.get(key_id) or load_key(session.connection(), cache, key_id)  # no connection call on a cache hit
-        value = self._decode(decrypt_field(key.aead, blob, table=self.table_name, column=self.column, row_uid=instance.row_uid))  # type: ignore[attr-defined]
+        value = self.decrypt(session, blob, row_uid=instance.row_uid)  # type: ignore[attr-defined]
         instance.__dict__.setdefault(_PLAIN, {})[self.name] = (blob, value)
         return value
+
+    def decrypt(self, session: Session, blob: bytes, *, row_uid: str) -> T:
+        """The plaintext of this column's ciphertext from row `row_uid`, also when a query selected columns, not entities."""
+        cache = cache_for(session)
+        key_id = key_id_of(blob, where=self._where)
+        key = cache.by_id.get(key_id) or load_key(session.connection(), cache, key_id)  # no connection call on a cache hit
+        return self._decode(decrypt_field(key.aead, blob, table=self.table_name, column=self.column, row_uid=row_uid))
 
     def __set__(self, instance: object, value: T | None) -> None:
         if value is None:
@@ -179,10 +184,14 @@ class _Encrypted(Generic[T]):
         instance.__dict__.setdefault(_PENDING, {})[self.name] = value
         flag_dirty(instance)  # so the flush visits the row even if nothing else changed
 
-    @property
+    @cached_property
     def table_name(self) -> str:
-        """The table of the ciphertext column."""
+        """The table of the ciphertext column (fixed once the model is mapped; read per decrypted value)."""
         return str(self.model.__table__.name)  # type: ignore[union-attr]
+
+    @cached_property
+    def _where(self) -> str:
+        return f"{self.table_name}.{self.column}"
 
     def index_value(self, session: Session, value: str, *, controller_id: int | None = None) -> bytes | None:
         """The blind index of `value` for this owner, or None when the owner has no keys (nothing can match)."""

@@ -50,15 +50,16 @@ def test_queue_pages_with_keyset_cursor_and_filters(session: Session) -> None:
     tickets.change_status(session, made[0].id, "closed", by=BY, now=NOW)
     tickets.assign(session, made[1].id, agent.id, by=BY, now=NOW)
     first = tickets.queue(session, controller_id=c.id, limit=3)
-    assert [t.id for t in first.tickets] == [made[6].id, made[5].id, made[4].id]
+    assert [t.id for t in first.rows] == [made[6].id, made[5].id, made[4].id]
+    assert [(t.reference, t.subject, t.requester_email) for t in first.rows[:1]] == [(made[6].reference, "Help", "jane@example.org")]
     second = tickets.queue(session, controller_id=c.id, limit=3, after=first.next_after)
-    assert [t.id for t in second.tickets] == [made[3].id, made[2].id, made[1].id]
+    assert [t.id for t in second.rows] == [made[3].id, made[2].id, made[1].id]
     third = tickets.queue(session, controller_id=c.id, limit=3, after=second.next_after)
-    assert [t.id for t in third.tickets] == [made[0].id] and third.next_after is None
-    assert [t.id for t in tickets.queue(session, controller_id=c.id, status="closed").tickets] == [made[0].id]
-    assert [t.id for t in tickets.queue(session, controller_id=c.id, assignee_id=agent.id).tickets] == [made[1].id]
-    assert len(tickets.queue(session, controller_id=c.id, unassigned=True).tickets) == 6
-    assert [t.id for t in tickets.queue(session, controller_id=c.id, older_than=NOW + dt.timedelta(minutes=1)).tickets] == [made[0].id]
+    assert [t.id for t in third.rows] == [made[0].id] and third.next_after is None
+    assert [t.id for t in tickets.queue(session, controller_id=c.id, status="closed").rows] == [made[0].id]
+    assert [t.id for t in tickets.queue(session, controller_id=c.id, assignee_id=agent.id).rows] == [made[1].id]
+    assert len(tickets.queue(session, controller_id=c.id, unassigned=True).rows) == 6
+    assert [t.id for t in tickets.queue(session, controller_id=c.id, older_than=NOW + dt.timedelta(minutes=1)).rows] == [made[0].id]
 
 
 def test_state_changes_are_audited_with_ids_only(session: Session) -> None:

@@ -99,7 +99,11 @@ def test_the_queue_masks_tickets_under_either_restriction_rule(client: FlaskClie
     session.add_all([RestrictedTicket(restriction_id=active.id, ticket_id=listed.id), RestrictedTicket(restriction_id=gone.id, ticket_id=lifted.id)])
     session.flush()
     page = tickets.queue(session, controller_id=controller.id, restricted=restricted_flag())
-    assert page.restricted == {listed.id, later.id} == restricted_ticket_ids(session, [t.id for t in page.tickets])
+    assert page.restricted == {listed.id, later.id} == restricted_ticket_ids(session, [t.id for t in page.rows])
+    # A masked ticket's personal data is not even decrypted for the list; the others are.
+    shown = {row.id: (row.subject, row.requester_email) for row in page.rows}
+    assert shown[listed.id] == shown[later.id] == (None, None)
+    assert shown[lifted.id] == ("Lifted subject", "lifted@example.org") and shown[free.id] == ("Free subject", "free@example.org")
     auth.login("agent", controllers=[controller])
     html = client.get(f"/tickets/queue/{controller.id}").get_data(as_text=True)
     assert "Listed subject" not in html and "Later subject" not in html and "later@example.org" not in html
