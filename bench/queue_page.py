@@ -1,6 +1,6 @@
 """Requests per second of a filtered ticket queue page at 1,000,000 tickets, gunicorn on loopback.
 
-    .venv/bin/python bench/queue_page.py [--tickets 1000000] [--duration 15]
+    .venv/bin/python bench/queue_page.py [--tickets 1000000] [--duration 15] [--rounds 3]
 
 Creates a fresh Postgres database (dropped afterwards) and migrates it; makes
 10 controllers and an agent through the services; bulk-loads the tickets
@@ -12,13 +12,14 @@ to the controller under test. Then starts gunicorn with config/gunicorn.py
 (2 sync workers, DESK_ENV=production) on a free loopback port, logs the agent
 in (password, then TOTP), counts the SQL statements of one page (a
 SQLAlchemy event in a one-off request; the login gate's and the page's own
-counted apart), and runs `wrk -t2 -c16 -d15s --latency` against
+counted apart), and runs `wrk -t2 -c16 -d15s --latency` three times against
 `/tickets/queue/<id>?status=open` (the first page: 50 rows, requester and
 subject decrypted), then 5 s against a page deep in the same queue (keyset
 cursor half-way down).
 
-Prints requests/s, p50 and p99 latency, statements per page, the query plan
-of both pages, and the ratio to the ceiling in shared/PERFORMANCE.md (Flask +
+Prints requests/s, p50 and p99 latency of each round, the worst p99 against
+issue 5's goal (p99 under 100 ms with at most 2 queries a page), statements
+per page, the query plan of both pages, and the ratio to the ceiling in shared/PERFORMANCE.md (Flask +
 one ORM 50-row query on Postgres, gunicorn 2 sync workers: 653 rps). Needs wrk.
 """
 
@@ -45,6 +46,8 @@ from typing import Any
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
+GOAL_P99_MS = 100.0  # issue 5: the queue page's p99 at 1,000,000 tickets
+GOAL_STATEMENTS = 2
 CEILING_RPS = 653  # shared/PERFORMANCE.md: Flask + Jinja 50-row page + one ORM 50-row query on Postgres
 ADMIN_URL = os.environ.get("BENCH_DATABASE_URL") or "postgresql://postgres@127.0.0.1:5432/postgres"
 CONTROLLERS = 10
@@ -365,7 +368,8 @@ def run_wrk(url: str, cookie: str, duration: int) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n", 1)[0])
     parser.add_argument("--tickets", type=int, default=1_000_000)
-    parser.add_argument("--duration", type=int, default=15, help="seconds of load on the first page")
+    parser.add_argument("--duration", type=int, default=15, help="seconds of load on the first page, per round")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of load on the first page (the worst p99 is held against the goal)")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed: run `bash scripts/system-packages` (as root)")
@@ -419,7 +423,8 @@ def main() -> None:
             rows = len(re.findall(r"T-\d{4}-\d{6,}", page))
             if status != 200 or rows != 50 or "@example.net" not in page:
                 raise SystemExit(f"the page is not what an agent sees: HTTP {status}, {rows} rows")
-            result = run_wrk(base + first, cookie, args.duration)
+            rounds = [run_wrk(base + first, cookie, args.duration) for _ in range(max(1, args.rounds))]
+            result = sorted(rounds, key=lambda r: r["rps"])[len(rounds) // 2]  # the median round
             deep_result = run_wrk(base + deep, cookie, 5)
         finally:
             server.terminate()
@@ -439,7 +444,7 @@ def main() -> None:
             db.engine.dispose()
     shutil.rmtree(instance, ignore_errors=True)
 
-    for name, r in (("queue page", result), ("deep page", deep_result), ("ceiling", ceiling)):
+    for name, r in (*((f"queue page, round {n}", r) for n, r in enumerate(rounds, 1)), ("deep page", deep_result), ("ceiling", ceiling)):
         if r["non_2xx"]:
             print(r["raw"])
             raise SystemExit(f"wrk saw {r['non_2xx']} non-2xx/3xx responses on the {name}")
@@ -454,8 +459,16 @@ def main() -> None:
     for label, plan in plans.items():
         print(f"plan, {label}:\n{plan}")
     print("server: gunicorn -c config/gunicorn.py wsgi:app, 2 sync workers, DESK_ENV=production, Postgres 127.0.0.1, access log on")
-    print(f"load: wrk -t2 -c16 -d{args.duration}s --latency -H 'Cookie: <agent session>' {first}")
-    print(f"requests/s: {result['rps']:.0f}   latency p50: {result['p50']:.1f} ms  p99: {result['p99']:.1f} ms")
+    print(f"load: {len(rounds)} x wrk -t2 -c16 -d{args.duration}s --latency -H 'Cookie: <agent session>' {first}")
+    for n, r in enumerate(rounds, 1):
+        print(f"round {n}: requests/s: {r['rps']:.0f}   latency p50: {r['p50']:.1f} ms  p99: {r['p99']:.1f} ms")
+    worst = max(r["p99"] for r in rounds)
+    met = worst < GOAL_P99_MS and gate + own <= GOAL_STATEMENTS
+    print(
+        f"goal (issue 5): p99 < {GOAL_P99_MS:.0f} ms with <= {GOAL_STATEMENTS} statements: worst p99 {worst:.1f} ms = "
+        f"{worst / GOAL_P99_MS:.2f} of the goal, {gate + own} statements: {'met' if met else 'NOT met'}"
+    )
+    print(f"median round: requests/s: {result['rps']:.0f}   latency p50: {result['p50']:.1f} ms  p99: {result['p99']:.1f} ms")
     print(f"ratio to the ceiling ({CEILING_RPS} rps, PERFORMANCE.md): {result['rps'] / CEILING_RPS:.2f}")
     print(
         f"same-run ceiling (Flask + Jinja 50 rows + one ORM 50-row query, same gunicorn, same wrk): {ceiling['rps']:.0f} rps, "
