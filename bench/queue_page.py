@@ -14,7 +14,7 @@ in (password, then TOTP), counts the SQL statements of one page (a
 SQLAlchemy event in a one-off request; the login gate's and the page's own
 counted apart), and runs `wrk -t2 -c16 -d15s --latency` three times against
 `/tickets/queue/<id>?status=open` (the first page: 50 rows, requester and
-subject decrypted), then 5 s against a page deep in the same queue (keyset
+subject decrypted), then 10 s against a page deep in the same queue (keyset
 cursor half-way down).
 
 Prints requests/s, p50 and p99 latency of each round, the worst p99 against
@@ -425,7 +425,7 @@ def main() -> None:
                 raise SystemExit(f"the page is not what an agent sees: HTTP {status}, {rows} rows")
             rounds = [run_wrk(base + first, cookie, args.duration) for _ in range(max(1, args.rounds))]
             result = sorted(rounds, key=lambda r: r["rps"])[len(rounds) // 2]  # the median round
-            deep_result = run_wrk(base + deep, cookie, 5)
+            deep_result = run_wrk(base + deep, cookie, 10)
         finally:
             server.terminate()
             server.wait(timeout=30)
@@ -475,7 +475,7 @@ def main() -> None:
         f"p50 {ceiling['p50']:.1f} ms, p99 {ceiling['p99']:.1f} ms; ratio {result['rps'] / ceiling['rps']:.2f}"
     )
     print(f"load average during the run: {os.getloadavg()[0]:.1f} (2 cores)")
-    print(f"deep page (keyset cursor half-way, wrk 5 s): {deep_result['rps']:.0f} rps, p50 {deep_result['p50']:.1f} ms, p99 {deep_result['p99']:.1f} ms")
+    print(f"deep page (keyset cursor half-way, wrk 10 s): {deep_result['rps']:.0f} rps, p50 {deep_result['p50']:.1f} ms, p99 {deep_result['p99']:.1f} ms")
 
 
 if __name__ == "__main__":
