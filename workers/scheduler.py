@@ -9,7 +9,6 @@ the database rows say what is due.
 from __future__ import annotations
 
 import datetime as dt
-import fcntl
 import logging
 import os
 import signal
@@ -17,11 +16,12 @@ import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import dramatiq
-from sqlalchemy import Connection, Engine, text
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy import Engine
+
+from app.jobs.locks import ProcessLock
 
 log = logging.getLogger(__name__)
 
@@ -50,67 +50,11 @@ JOBS: list[Job] = [
 ]
 
 
-class LeaderLock:
-    """Postgres advisory lock on a dedicated connection, or a file lock for SQLite."""
+class LeaderLock(ProcessLock):
+    """The scheduler's leadership: one process at a time sends the periodic jobs."""
 
     def __init__(self, engine: Engine, lock_file: Path) -> None:
-        self.engine = engine
-        self.lock_file = lock_file
-        self._conn: Connection | None = None
-        self._file: IO[str] | None = None
-
-    @property
-    def held(self) -> bool:
-        """Whether this process is the leader right now."""
-        if self._conn is not None:
-            try:
-                self._conn.execute(text("SELECT 1"))
-                self._conn.commit()
-            except SQLAlchemyError:
-                log.warning("scheduler lost its leader connection")
-                conn, self._conn = self._conn, None
-                conn.invalidate()  # the server session, and with it the lock, is gone
-                conn.close()
-                return False
-            return True
-        return self._file is not None
-
-    def acquire(self) -> bool:
-        """Try once to become the leader."""
-        if self.held:
-            return True
-        if self.engine.dialect.name == "postgresql":
-            conn = self.engine.connect()
-            got = bool(conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": ADVISORY_LOCK_KEY}).scalar())
-            conn.commit()
-            if got:
-                self._conn = conn
-            else:
-                conn.close()
-            return got
-        self.lock_file.parent.mkdir(parents=True, exist_ok=True)
-        handle = open(self.lock_file, "a+")  # held open for as long as we lead
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.close()
-            return False
-        self._file = handle
-        return True
-
-    def release(self) -> None:
-        """Step down."""
-        if self._conn is not None:
-            try:
-                self._conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": ADVISORY_LOCK_KEY})
-                self._conn.commit()
-            finally:
-                self._conn.close()
-                self._conn = None
-        if self._file is not None:
-            fcntl.flock(self._file, fcntl.LOCK_UN)
-            self._file.close()
-            self._file = None
+        super().__init__(engine, ADVISORY_LOCK_KEY, lock_file)
 
 
 class Scheduler:

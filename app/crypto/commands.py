@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import click
+from flask import current_app
 
+from app.audit.checkpoint import last_checkpoint
+from app.audit.commands import checkpoint_path
 from app.cli import group, operator
 from app.crypto import rotation
 from app.crypto.keyring import KeyringError
 from app.crypto.service import key_status, rewrap_keys
 from app.db import utcnow
 from app.extensions import db
+from app.jobs.locks import LockHeld, ProcessLock, advisory_key
 
 keys_cli = group("keys", "Encryption keys: status, rotation (WECO §9.1(a)).")
 
@@ -19,20 +24,28 @@ keys_cli = group("keys", "Encryption keys: status, rotation (WECO §9.1(a)).")
 @keys_cli.command("status")
 def keys_status() -> None:
     """Per master key version: data keys and values using it, and whether its old secret may be removed."""
+    newest = last_checkpoint(checkpoint_path(current_app))
     with db.session_scope() as session:
-        status = key_status(session)
+        status = key_status(session, newest_checkpoint_version=newest.key_version if newest else None)
+        progress = rotation.describe_progress(session)
     click.echo(f"current master key version: {status.current_version}")
     for v in status.versions:
         if v.current:
             note = "current"
-        elif not v.configured:
+        elif v.data_keys and not v.configured:
             note = f"IN USE but {v.variable} is not set: restore it, then run keys rotate"
-        elif v.removable:
-            note = f"{v.variable} may be removed"
-        else:
+        elif v.data_keys:
             note = f"{v.variable} still needed: run keys rotate"
+        elif v.signs_newest_checkpoint and not v.configured:
+            note = f"{v.variable} is not set but signed the newest audit checkpoint: run audit checkpoint under the current version"
+        elif v.signs_newest_checkpoint:
+            note = f"{v.variable} still signs the newest audit checkpoint: run audit checkpoint, then it may be removed"
+        else:
+            note = f"{v.variable} may be removed"
         click.echo(f"v{v.version}\tdata keys {v.data_keys}\tvalues {v.values}\t{note}")
     click.echo(f"values on retired data keys (pending keys rotate --reencrypt): {status.values_on_retired_keys}")
+    if progress:
+        click.echo(f"re-encryption under way or stopped: {progress} (keys rotate --reencrypt resumes it)")
     click.echo(f"shredded data keys: {status.shredded_keys}")
     click.echo(f"encrypted columns: {', '.join(status.fields) or '-'}")
 
@@ -42,6 +55,22 @@ def keys_status() -> None:
 @click.option("--batch-size", type=click.IntRange(1, 100_000), default=rotation.BATCH_ROWS, show_default=True, help="Rows per batch (--reencrypt).")
 def keys_rotate(reencrypt: bool, batch_size: int) -> None:
     """Re-wrap every data key under the current master version; with --reencrypt, new data keys for every value."""
+    # One rotation at a time (across processes and hosts sharing the database): a second run would
+    # retire the keys the first one is moving values onto, or redo its batches.
+    lock = ProcessLock(db.engine, advisory_key("keys rotate"), Path(current_app.config["INSTANCE_PATH"]) / "keys-rotate.lock")
+    try:
+        with lock:
+            _rotate(reencrypt, batch_size)
+    except LockHeld:
+        raise click.ClickException("another keys rotate is running; nothing was changed (a stopped --reencrypt run resumes when started again)") from None
+    except KeyboardInterrupt:
+        with db.session_scope() as session:
+            where = rotation.describe_progress(session)
+        click.echo(f"\nstopped: {where or 'before the first batch'}; run keys rotate --reencrypt again to resume", err=True)
+        sys.exit(130)
+
+
+def _rotate(reencrypt: bool, batch_size: int) -> None:
     try:
         if not reencrypt:
             with db.session_scope() as session:

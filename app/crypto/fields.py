@@ -48,7 +48,7 @@ from sqlalchemy.orm.attributes import flag_dirty
 from sqlalchemy.sql.elements import ColumnElement
 
 from app.crypto.cipher import INDEX_BYTES, NORMALISERS, CryptoError, blind_index, decrypt_field, encrypt_field, key_id_of
-from app.crypto.keys import PLATFORM, active_key, cache_for, find_index_key, forget_keys, load_key, owner_of
+from app.crypto.keys import PLATFORM, active_key, cache_for, find_index_key, forget_active_keys, forget_keys, load_key, owner_of
 from app.db import Base
 
 __all__ = [
@@ -281,3 +281,6 @@ def _forget_keys(session: Session, transaction: SessionTransaction) -> None:
     # another process is unusable here from the next transaction on.
     if transaction.parent is None:
         forget_keys(session)
+    elif transaction.nested:
+        # A savepoint rolled back released the FOR SHARE locks taken inside it: ask for active keys again.
+        forget_active_keys(session)

@@ -48,6 +48,10 @@ class KeyCache:
 
     keyring: Keyring
     by_id: dict[int, LoadedKey] = field(default_factory=dict)
+    # Each owner's active key once this transaction has locked it (FOR SHARE holds until the end of the
+    # transaction), so writing many values asks once, not once per value. Dropped when a savepoint ends
+    # (a rolled-back savepoint releases its row locks) and by anything that changes key states.
+    active: dict[str, LoadedKey] = field(default_factory=dict)
 
 
 def cache_for(session: Session) -> KeyCache:
@@ -62,6 +66,13 @@ def cache_for(session: Session) -> KeyCache:
 def forget_keys(session: Session) -> None:
     """Drop a session's cached keys (transaction end, shredding)."""
     session.info.pop(_CACHE, None)
+
+
+def forget_active_keys(session: Session) -> None:
+    """Drop only which keys are active (a savepoint ended: the row locks taken inside it may be gone)."""
+    cache: KeyCache | None = session.info.get(_CACHE)
+    if cache is not None:
+        cache.active.clear()
 
 
 def unwrap_row(keyring: Keyring, row: Any) -> LoadedKey:
@@ -131,7 +142,10 @@ def insert_generation(conn: Connection, keyring: Keyring, owner: str, generation
 
 
 def active_key(conn: Connection, cache: KeyCache, owner: str) -> LoadedKey:
-    """The owner's active key generation, created on first use."""
+    """The owner's active key generation, created on first use; asked of the database once a transaction."""
+    known = cache.active.get(owner)
+    if known is not None:
+        return known
     for _attempt in range(3):
         # FOR SHARE (Postgres): rotation cannot retire this key until the writer
         # commits, so no value is written under a key rotation already passed.
@@ -140,6 +154,7 @@ def active_key(conn: Connection, cache: KeyCache, owner: str) -> LoadedKey:
         if row is not None:
             key = cache.by_id.get(row.id) or unwrap_row(cache.keyring, row)
             cache.by_id[row.id] = key
+            cache.active[owner] = key
             return key
         latest = conn.execute(select(func.max(data_keys.c.generation)).where(data_keys.c.owner == owner)).scalar()
         insert_generation(conn, cache.keyring, owner, (latest or 0) + 1)
@@ -159,7 +174,7 @@ def find_index_key(conn: Connection, cache: KeyCache, owner: str) -> bytes | Non
 
 
 def set_state(conn: Connection, key_id: int, state: str) -> None:
-    """Move a key generation to another state."""
+    """Move a key generation to another state (the caller drops its session's key cache: forget_keys)."""
     conn.execute(update(data_keys).where(data_keys.c.id == key_id).values(state=state, updated_at=utcnow()))
 
 

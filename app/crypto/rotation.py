@@ -26,7 +26,7 @@ from app.audit.service import record
 from app.crypto.cipher import HEADER, NONCE_BYTES, DecryptionError, decrypt_field, encrypt_field, key_id_of
 from app.crypto.fields import FIELDS, FieldSpec
 from app.crypto.keyring import keyring_for
-from app.crypto.keys import KeyCache, LoadedKey, active_key, data_keys, insert_generation, load_key, set_state, unwrap_row
+from app.crypto.keys import KeyCache, LoadedKey, active_key, data_keys, forget_keys, insert_generation, load_key, set_state, unwrap_row
 from app.crypto.service import rewrap_keys, table_of, values_by_key
 from app.jobs.service import clear_state, get_state, save_state
 from app.principal import Principal
@@ -78,11 +78,22 @@ def start(session: Session, *, by: Principal, now: dt.datetime) -> tuple[dict[st
         index_key = unwrap_row(keyring, row).index_key  # kept, so blind indexes stay valid
         set_state(conn, row.id, "retired")
         insert_generation(conn, keyring, row.owner, row.generation + 1, index_key=index_key)
+    forget_keys(session)  # nothing later in this transaction may still use a key just retired
     retiring = sorted(conn.execute(select(data_keys.c.id).where(data_keys.c.state == "retired")).scalars())
     state: dict[str, Any] = {"retiring": retiring, "done": [], "field": None, "after_id": 0, "pass": 1, "rotated": 0}
     save_state(session, JOB, state, now=now)
     record(session, by=by, action="keys.reencrypt.start", target_type="data_keys", details={"keys_retired": len(retiring)}, now=now)
     return state, False
+
+
+def describe_progress(session: Session) -> str | None:
+    """Where a started re-encryption stands (its saved cursor), or None when none is under way."""
+    state = get_state(session, JOB)
+    if state is None:
+        return None
+    at = f"column {state['field']} after id {state['after_id']}" if state.get("field") else "between columns"
+    done = len(state.get("done") or [])
+    return f"pass {state.get('pass', 1)}, {done} of {len(fields())} columns done, {at}, {state.get('rotated', 0)} values re-encrypted so far"
 
 
 class _Keys:

@@ -37,11 +37,12 @@ class VersionStatus:
     current: bool
     data_keys: int = 0
     values: int = 0
+    signs_newest_checkpoint: bool = False  # the newest audit checkpoint can only be verified with this version's secret
 
     @property
     def removable(self) -> bool:
-        """An old secret may be removed once no data key is wrapped under it."""
-        return not self.current and self.data_keys == 0
+        """An old secret may be removed once no data key is wrapped under it and the newest audit checkpoint is not signed with it."""
+        return not self.current and self.data_keys == 0 and not self.signs_newest_checkpoint
 
 
 @dataclass
@@ -73,8 +74,13 @@ def values_by_key(conn: Connection) -> Counter[int]:
     return counts
 
 
-def key_status(session: Session) -> KeyStatus:
-    """Per master version: data keys wrapped under it and values depending on it; whether its secret may go."""
+def key_status(session: Session, *, newest_checkpoint_version: int | None = None) -> KeyStatus:
+    """Per master version: data keys wrapped under it and values depending on it; whether its secret may go.
+
+    `newest_checkpoint_version` is the master version that signed the newest audit checkpoint
+    (app.audit.checkpoint.last_checkpoint): `audit verify` needs that secret until a newer
+    checkpoint is signed under the current version.
+    """
     keyring = keyring_for(session)
     conn = session.connection()
     per_key = values_by_key(conn)
@@ -91,6 +97,9 @@ def key_status(session: Session) -> KeyStatus:
         status.values += per_key.get(key_id, 0)
         if state == "retired":
             retired_values += per_key.get(key_id, 0)
+    if newest_checkpoint_version is not None:
+        signer = newest_checkpoint_version
+        versions.setdefault(signer, VersionStatus(signer, keyring.variable(signer), keyring.has_version(signer), False)).signs_newest_checkpoint = True
     return KeyStatus(
         keyring.current_version,
         sorted(versions.values(), key=lambda s: s.version),

@@ -17,6 +17,8 @@ from app.crypto.keys import forget_keys, preload_keys
 from app.crypto.service import shred_controller_keys
 from app.db import utcnow
 from app.extensions import db
+from app.tickets import service as tickets
+from app.tickets.models import Ticket
 from tests.conftest import make_config
 from tests.factories import TEST_PRINCIPAL, make_controller
 
@@ -151,3 +153,32 @@ def test_preloading_a_page_of_keys_takes_one_query(session: Session) -> None:
     # Then one statement loaded every key and the reads needed none
     assert len(statements) == 1 and "data_keys" in statements[0]
     assert all(e and e.endswith(".example") for e in emails)
+
+
+def _ticket(session: Session, controller_id: int, email: str) -> Ticket:
+    who = {"requester_name": "Jo", "requester_email": email, "subject": "Hi"}
+    return tickets.create_ticket(session, controller_id=controller_id, **who, by=TEST_PRINCIPAL, now=utcnow())
+
+
+def test_a_transaction_asks_for_the_active_key_once_and_again_after_a_savepoint(session: Session) -> None:
+    # Given a controller whose data key exists
+    c = make_controller(session, dsr_contacts=["first@once.example"])
+    session.flush()
+    statements: list[str] = []
+    listen = event.listens_for(session.connection(), "before_cursor_execute")(lambda *a: statements.append(a[2]))
+    # The active-key lookup (FOR SHARE on Postgres): by owner and state = 'active'
+    asked = lambda: sum("FROM data_keys" in s and "data_keys.owner =" in s and "data_keys.state =" in s for s in statements)  # noqa: E731
+    # When two tickets (three encrypted values each) are written in the same transaction
+    for n in range(2):
+        _ticket(session, c.id, f"jo{n}@once.example")
+    # Then the active key was looked up (and locked) once: at the controller's first write, before these
+    before_savepoint = asked()
+    # When a savepoint that wrote a value ends
+    with session.begin_nested():
+        _ticket(session, c.id, "jo@inside.example")
+    _ticket(session, c.id, "jo@after.example")
+    event.remove(session.connection(), "before_cursor_execute", listen)
+    # Then the next write asked again (locks taken in a savepoint can go with it), and every value still reads
+    assert before_savepoint == 0 and asked() == 1
+    found = session.scalars(select(Ticket).where(Ticket.controller_id == c.id)).all()
+    assert sorted(t.requester_email or "" for t in found) == ["jo0@once.example", "jo1@once.example", "jo@after.example", "jo@inside.example"]

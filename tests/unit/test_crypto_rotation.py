@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -11,6 +12,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from flask import Flask
@@ -24,6 +26,7 @@ from app.crypto.keys import data_keys
 from app.crypto.service import key_status, rewrap_keys
 from app.db import utcnow
 from app.extensions import db
+from app.jobs.locks import ProcessLock, advisory_key
 from config.settings import normalise_database_url
 from tests.conftest import make_config
 from tests.databases import fresh_database
@@ -154,9 +157,14 @@ def test_plain_rotate_rewraps_every_key_and_keeps_values(database: str, tmp_path
     assert addresses(app_for(database, tmp_path / "v2b", MASTER_SECRET=V2, MASTER_KEY_VERSION="2")) == before
 
 
-def _rotate_process(url: str, folder: Path, *, capture: bool = False) -> subprocess.Popen[bytes]:
+def _desk_env(url: str, folder: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MASTER_", "DESK_", "DATABASE_URL"))}
     env.update(V2_ENV, DATABASE_URL=url, DESK_INSTANCE_PATH=str(folder), SECRET_KEY="k" * 40)
+    return env
+
+
+def _rotate_process(url: str, folder: Path, *, capture: bool = False) -> subprocess.Popen[bytes]:
+    env = _desk_env(url, folder)
     command = [sys.executable, "-m", "flask", "--app", "wsgi", "keys", "rotate", "--reencrypt", "--batch-size", "3"]
     out = subprocess.PIPE if capture else subprocess.DEVNULL
     return subprocess.Popen(command, cwd=REPO, env=env, stdout=out, stderr=out)
@@ -199,3 +207,97 @@ def test_kill_9_mid_rotation_then_rerun_finishes(database: str, tmp_path: Path) 
     assert_fully_rotated(app)
     with app.app_context(), db.session_scope() as s:
         assert s.scalar(select(Controller.id).where(Controller.name == "Rot 0")) is not None
+
+
+def _job_started(watcher: Any, proc: subprocess.Popen[bytes]) -> bool:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and proc.poll() is None:
+        with watcher.connect() as conn:
+            if conn.execute(text("SELECT COUNT(*) FROM job_state WHERE name = :n"), {"n": rotation.JOB}).scalar():
+                return True
+        time.sleep(0.01)
+    return False
+
+
+def test_a_second_rotation_is_refused_while_one_runs_and_changes_nothing(database: str, tmp_path: Path) -> None:
+    # Given values under master v1, and another `keys rotate` holding the rotation lock
+    before = seed(app_for(database, tmp_path / "v1", MASTER_SECRET=V1), 3, 2)
+    app = app_for(database, tmp_path / "instance", **V2_ENV)
+    with app.app_context():
+        holder = ProcessLock(db.engine, advisory_key("keys rotate"), tmp_path / "instance" / "keys-rotate.lock")
+        assert holder.acquire()
+        try:
+            # When the operator starts a second one
+            second = _rotate_process(database, tmp_path / "instance", capture=True)
+            out, err = second.communicate(timeout=120)
+            # Then it is refused in one line, and no key, value or cursor moved
+            assert second.returncode == 1, out.decode() + err.decode()
+            assert "another keys rotate is running; nothing was changed" in err.decode()
+            with db.session_scope() as s:
+                assert {v.version: v.data_keys for v in key_status(s).versions} == {1: 3, 2: 0}
+                assert s.execute(text("SELECT COUNT(*) FROM job_state WHERE name = :n"), {"n": rotation.JOB}).scalar() == 0
+        finally:
+            holder.release()
+    # And once the first has finished, the next run goes through
+    third = _rotate_process(database, tmp_path / "instance", capture=True)
+    out, err = third.communicate(timeout=120)
+    assert third.returncode == 0, err.decode()
+    assert addresses(app) == before
+    assert_fully_rotated(app)
+
+
+def test_ctrl_c_reports_where_the_rotation_stopped_and_a_rerun_resumes(database: str, tmp_path: Path) -> None:
+    # Given 300 values under master v1 and a running `keys rotate --reencrypt`
+    before = seed(app_for(database, tmp_path / "v1", MASTER_SECRET=V1), 100, 3)
+    watcher = create_engine(normalise_database_url(database))
+    try:
+        proc = _rotate_process(database, tmp_path / "instance", capture=True)
+        assert _job_started(watcher, proc), "the rotation never started"
+        # When the operator presses Ctrl-C
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        watcher.dispose()
+    if proc.returncode == 0:
+        pytest.fail("the rotation finished before Ctrl-C landed: seed more values")
+    # Then it says where it stopped and how to resume, with the shell's exit status for SIGINT
+    assert proc.returncode == 130, err.decode()
+    assert re.search(r"stopped: pass 1, \d+ of \d+ columns done, .*values re-encrypted so far; run keys rotate --reencrypt again to resume", err.decode())
+    # And `keys status` shows the saved cursor
+    status = subprocess.run(
+        [sys.executable, "-m", "flask", "--app", "wsgi", "keys", "status"],
+        cwd=REPO,
+        env=_desk_env(database, tmp_path / "instance"),
+        capture_output=True,
+        check=True,
+    )
+    assert b"re-encryption under way or stopped: pass 1" in status.stdout
+    # And a rerun finishes the job with every value intact
+    final = _rotate_process(database, tmp_path / "instance", capture=True)
+    out, err = final.communicate(timeout=120)
+    assert final.returncode == 0 and b"(resumed)" in out, err.decode()
+    app = app_for(database, tmp_path / "v2", **V2_ENV)
+    assert addresses(app) == before
+    assert_fully_rotated(app)
+
+
+def test_status_keeps_the_old_secret_while_it_signs_the_newest_audit_checkpoint(database: str, tmp_path: Path) -> None:
+    # Given a desk on master v1 that signed an audit checkpoint
+    v1 = app_for(database, tmp_path / "instance", MASTER_SECRET=V1)
+    seed(v1, 1, 1)
+    assert v1.test_cli_runner().invoke(args=["audit", "checkpoint"]).exit_code == 0
+    # When the operator moves to v2 and re-wraps every data key
+    v2 = app_for(database, tmp_path / "instance", **V2_ENV)
+    runner = v2.test_cli_runner()
+    assert runner.invoke(args=["keys", "rotate"]).exit_code == 0
+    # Then no data key needs v1 any more, but the newest checkpoint does: V1 may not go yet
+    line = next(x for x in runner.invoke(args=["keys", "status"]).output.splitlines() if x.startswith("v1\t"))
+    assert "data keys 0" in line and "MASTER_SECRET_V1 still signs the newest audit checkpoint: run audit checkpoint" in line
+    # When a checkpoint is signed under v2
+    assert runner.invoke(args=["audit", "checkpoint"]).exit_code == 0
+    # Then V1 may be removed, and `audit verify` passes without it
+    line = next(x for x in runner.invoke(args=["keys", "status"]).output.splitlines() if x.startswith("v1\t"))
+    assert "MASTER_SECRET_V1 may be removed" in line
+    without_v1 = app_for(database, tmp_path / "instance", MASTER_SECRET=V2, MASTER_KEY_VERSION="2")
+    verified = without_v1.test_cli_runner().invoke(args=["audit", "verify"])
+    assert verified.exit_code == 0, verified.output
