@@ -19,7 +19,7 @@ bp = Blueprint("admin", __name__, url_prefix="/admin")
 
 
 def _controller_choices() -> list[tuple[int, str]]:
-    return [(c.id, f"{c.id} · {c.name}") for c in controllers.list_controllers(db.session)]
+    return [(c.id, f"{c.id} · {c.name}") for c in controllers.controller_names(db.session)]
 
 
 def _user_or_404(user_id: int) -> User:

@@ -6,6 +6,7 @@ import datetime as dt
 import re
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, selectinload
@@ -21,8 +22,7 @@ from app.controllers.models import (
     ControllerIdentifier,
 )
 from app.crypto.cipher import DecryptionError, key_id_of
-from app.crypto.keyring import KeyringError
-from app.crypto.keys import cache_for, data_keys, unwrap_row
+from app.crypto.keys import preload_keys
 from app.principal import Principal
 
 _IDENTIFIER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,99}$")
@@ -203,28 +203,87 @@ def list_controllers(session: Session, *, offset: int = 0, limit: int | None = N
     if limit is not None:
         query = query.limit(limit)
     controllers = list(session.scalars(query))
-    _load_contact_keys(session, controllers)
+    # Each controller has its own data key: unwrap a page's keys with one query,
+    # not one query per row when the template decrypts the addresses (N+1).
+    preload_keys(session, _key_ids(c.email_ct for controller in controllers for c in controller.contacts))
     return controllers
 
 
-def _load_contact_keys(session: Session, controllers: Sequence[Controller]) -> None:
-    # Each controller has its own data key: unwrap a page's keys with one query,
-    # not one query per row when the template decrypts the addresses (N+1).
-    cache = cache_for(session)
+def _key_ids(blobs: Iterable[bytes]) -> set[int]:
     wanted: set[int] = set()
-    for contact in (c for controller in controllers for c in controller.contacts):
+    for blob in blobs:
         try:
-            wanted.add(key_id_of(contact.email_ct))
+            wanted.add(key_id_of(blob))
         except DecryptionError:
             continue  # reading the address reports it
-    wanted -= cache.by_id.keys()
-    if not wanted:
-        return
-    for row in session.connection().execute(select(data_keys).where(data_keys.c.id.in_(wanted))):
+    return wanted
+
+
+class ControllerName(NamedTuple):
+    """A controller as a choice or a link: id and name."""
+
+    id: int
+    name: str
+
+
+def controller_names(session: Session, *, only_ids: Collection[int] | None = None) -> list[ControllerName]:
+    """Ids and names by name, in one statement (choices and link lists: no contacts, no keys)."""
+    query = select(Controller.id, Controller.name).order_by(Controller.name, Controller.id)
+    if only_ids is not None:
+        query = query.where(Controller.id.in_(list(only_ids)))
+    return [ControllerName(row.id, row.name) for row in session.execute(query)]
+
+
+UNREADABLE = "(unreadable: data key shredded)"
+
+
+@dataclass(frozen=True)
+class ControllerRow:
+    """One line of the controllers list: what the page shows, the DSR contacts decrypted."""
+
+    id: int
+    name: str
+    status: str
+    terminated_on: dt.date | None
+    dsr_contacts: list[str]
+    domains: list[str]
+
+
+@dataclass(frozen=True)
+class ControllerPage:
+    """A page of the controllers list and how many controllers there are in all (within the scope)."""
+
+    rows: list[ControllerRow]
+    total: int
+
+
+def list_page(session: Session, *, offset: int, limit: int, only_ids: Collection[int] | None = None) -> ControllerPage:
+    """A page of the list by name with its total: three statements however long the page (rows, contacts, their keys)."""
+    # The total rides along as a window count; the domains as one aggregated string per row.
+    domains = select(func.aggregate_strings(ControllerDomain.domain, " ")).where(ControllerDomain.controller_id == Controller.id).scalar_subquery()
+    query = select(Controller.id, Controller.name, Controller.status, Controller.terminated_on, domains.label("domains"), func.count().over().label("total"))
+    if only_ids is not None:
+        query = query.where(Controller.id.in_(list(only_ids)))
+    rows = session.execute(query.order_by(Controller.name, Controller.id).offset(offset).limit(limit)).all()
+    if not rows:
+        return ControllerPage([], count_controllers(session, only_ids=only_ids) if offset else 0)
+    contacts: dict[int, list[str]] = {row.id: [] for row in rows}
+    found = session.execute(
+        select(ControllerContact.controller_id, ControllerContact.email_ct, ControllerContact.row_uid)
+        .where(ControllerContact.controller_id.in_(list(contacts)), ControllerContact.kind == "dsr")
+        .order_by(ControllerContact.id)
+    ).all()
+    preload_keys(session, _key_ids(c.email_ct for c in found))
+    for contact in found:
         try:
-            cache.by_id[row.id] = unwrap_row(cache.keyring, row)
-        except (DecryptionError, KeyringError):
-            continue  # shredded or its master secret is gone: reading the address reports it
+            email = ControllerContact.email.decrypt(session, contact.email_ct, row_uid=contact.row_uid)
+        except DecryptionError:
+            email = UNREADABLE  # a terminated controller's shredded key: the row still lists
+        contacts[contact.controller_id].append(email)
+    return ControllerPage(
+        [ControllerRow(r.id, r.name, r.status, r.terminated_on, contacts[r.id], sorted((r.domains or "").split())) for r in rows],
+        int(rows[0].total),
+    )
 
 
 def count_controllers(session: Session, *, only_ids: Collection[int] | None = None) -> int:

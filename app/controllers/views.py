@@ -20,9 +20,8 @@ bp = Blueprint("controllers", __name__, url_prefix="/controllers")
 def index() -> str:
     page, size = page_args(request)
     scope = rbac.controller_scope()  # agents: only the controllers assigned to them
-    total = service.count_controllers(db.session, only_ids=scope)
-    controllers = service.list_controllers(db.session, offset=(page - 1) * size, limit=size, only_ids=scope)
-    return render_template("controllers/index.html", controllers=controllers, page=page, size=size, total=total)
+    listing = service.list_page(db.session, offset=(page - 1) * size, limit=size, only_ids=scope)
+    return render_template("controllers/index.html", controllers=listing.rows, page=page, size=size, total=listing.total)
 
 
 @bp.get("/<int:controller_id>/view")

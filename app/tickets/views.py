@@ -114,7 +114,7 @@ def index() -> str:
     scope = _scope()
     return render_template(
         "tickets/index.html",
-        controllers=controllers.list_controllers(db.session, only_ids=scope),
+        controllers=controllers.controller_names(db.session, only_ids=scope),
         triage=scope is None,
         search=SearchForm(),
     )
@@ -260,7 +260,7 @@ def _move_form(ticket: Ticket) -> MoveForm | None:
     if _scope() is not None:
         return None
     form = MoveForm()
-    form.controller.choices = [(str(c.id), f"{c.name} (#{c.id})") for c in controllers.list_controllers(db.session) if c.id != ticket.controller_id]
+    form.controller.choices = [(str(c.id), f"{c.name} (#{c.id})") for c in controllers.controller_names(db.session) if c.id != ticket.controller_id]
     return form
 
 
