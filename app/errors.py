@@ -8,6 +8,8 @@ from flask import Flask, render_template, request
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException, InternalServerError
 
+from app.crypto.cipher import DecryptionError
+
 log = logging.getLogger(__name__)
 
 MESSAGES = {
@@ -39,6 +41,16 @@ def register_errors(app: Flask) -> None:
     @app.errorhandler(HTTPException)
     def _http(exc: HTTPException) -> tuple[str, int]:
         return _render(exc.code or 500)
+
+    @app.errorhandler(DecryptionError)
+    def _undecryptable(_exc: DecryptionError) -> tuple[str, int]:
+        # Crypto-shredded (the controller's data key destroyed) or altered: say so, never show ciphertext.
+        log.error("undecryptable value on %s", request.endpoint)
+        return _render(
+            500,
+            "Personal data on this page cannot be decrypted: its data key was destroyed (crypto-shredding) or the stored value was altered."
+            " Nothing was changed; `flask --app wsgi keys status` and the audit log say more.",
+        )
 
     @app.errorhandler(InternalServerError)
     def _internal(exc: InternalServerError) -> tuple[str, int]:

@@ -8,8 +8,10 @@ from flask.testing import FlaskClient
 from sqlalchemy.orm import Session
 
 from app.controllers.models import Controller
+from app.crypto.service import shred_controller_keys
+from app.db import utcnow
 from tests.conftest import AuthActions
-from tests.factories import make_controller
+from tests.factories import TEST_PRINCIPAL, make_controller
 
 
 def test_healthz_reports_database_and_broker_without_personal_data(client: FlaskClient, session: Session) -> None:
@@ -81,3 +83,20 @@ def test_an_id_too_large_for_the_database_is_a_404_everywhere(client: FlaskClien
     for url in ("/controllers/99999999999", "/controllers/99999999999/view", "/tickets/99999999999", "/controllers/0"):
         response = client.get(url)
         assert response.status_code == 404, url
+
+
+def test_a_page_whose_data_key_was_shredded_says_so_instead_of_a_bare_server_error(client: FlaskClient, auth: AuthActions, session: Session) -> None:
+    # Given a controller whose data key was destroyed (crypto-shredding)
+    gone = make_controller(session, name="Shredded Detail AG", dsr_contacts=["dpo@shredded-detail.example"])
+    shred_controller_keys(session, gone.id, by=TEST_PRINCIPAL, now=utcnow())
+    auth.login("admin")
+    # When an admin opens its page
+    response = client.get(f"/controllers/{gone.id}/view")
+    # Then the page explains why nothing can be shown, and shows no ciphertext or address
+    page = response.get_data(as_text=True)
+    assert response.status_code == 500
+    assert "cannot be decrypted: its data key was destroyed (crypto-shredding)" in page
+    assert "dpo@shredded-detail.example" not in page
+    # And the list still shows the controller, its address marked unreadable
+    listing = client.get("/controllers/").get_data(as_text=True)
+    assert "Shredded Detail AG" in listing and "unreadable: data key shredded" in listing
