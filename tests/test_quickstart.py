@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 import sqlite3
 import stat
 import subprocess
@@ -18,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from config.settings import REPO_ROOT
+from tests.loopback import free_port
 
 # Variables a newcomer does not have: the embedded default must work without any of them.
 _OPERATOR_VARIABLES = re.compile(r"^(DATABASE_URL|SECRET_KEY|MASTER_SECRET.*|MASTER_KEY_VERSION|DESK_ENV|DRAMATIQ_.*|SMTP_URL|IMAP_URL|TEST_.*)$")
@@ -55,13 +55,6 @@ def test_the_readme_quick_start_is_two_make_commands_and_make_run_does_what_it_s
         "$(PY) -m flask --app wsgi serve",
     ]
     assert "$(VENV)/.installed" in next(line for line in (REPO_ROOT / "Makefile").read_text().splitlines() if line.startswith("run:"))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-    return port
 
 
 def listening_addresses(port: int) -> set[str]:
