@@ -16,13 +16,14 @@ point at them, and against SQLite + the in-process broker otherwise. Each run
 creates its own database (and Redis namespace) and drops it at the end.
 
 Tests that need real commits seen by other threads or processes (workers,
-concurrency) must not use `session`: they make their own database with
-`tests.databases.fresh_database`.
+concurrency) must not use `session`: they take `committed_app`, an app on a
+fresh database of its own (or `app_on_own_database` with settings of their own).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,7 @@ from config.settings import DevelopmentConfig
 from tests import NAMESPACE
 from tests.databases import TEST_BROKER_URL, fresh_database
 from tests.factories import TEST_PASSWORD, make_user
+from workers.broker import app_context
 
 TEST_MASTER_SECRET = "test-master-secret-0123456789abcdef-0123456789"
 
@@ -79,6 +81,32 @@ def app(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     application = create_app(make_config(database_url, tmp_path_factory.mktemp("instance")))
     yield application
     db.state(application).engine.dispose()
+
+
+@contextmanager
+def app_on_own_database(app: Flask, folder: Path, label: str, **overrides: Any) -> Iterator[Flask]:
+    """A second app on a fresh, migrated database that really commits; the suite's `app` is restored afterwards.
+
+    Worker threads and other processes commit in their own sessions, so such tests
+    cannot share the rolled-back test transaction. The app-context middleware is a
+    process global: creating the private app points it there, and this points it
+    back at the suite's app at the end.
+    """
+    with fresh_database(folder, label) as url:
+        desk_migrations.upgrade(url)
+        private = create_app(make_config(url, folder / "instance", **overrides))
+        try:
+            yield private
+        finally:
+            db.state(private).engine.dispose()
+            app_context.attach(app)
+
+
+@pytest.fixture
+def committed_app(app: Flask, tmp_path: Path) -> Iterator[Flask]:
+    """An app on a fresh, migrated database of its own, for tests whose commits must be real (workers, rollbacks, file bytes)."""
+    with app_on_own_database(app, tmp_path, "committed") as private:
+        yield private
 
 
 @pytest.fixture

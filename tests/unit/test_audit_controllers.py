@@ -2,26 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 from flask import Flask
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from app import create_app
-from app import migrations as desk_migrations
 from app.audit.models import AuditEvent
 from app.controllers.models import Controller
 from app.controllers.service import ControllerInput, create_controller, update_controller
 from app.db import utcnow
 from app.extensions import db
 from app.principal import Principal
-from tests.conftest import make_config
-from tests.databases import fresh_database
 from tests.factories import make_controller
-from workers.broker import app_context
 
 STAFF = Principal.staff(42)
 
@@ -49,22 +41,9 @@ def test_updating_a_controller_records_which_fields_changed(session: Session) ->
     assert "globex" not in event.details_json
 
 
-@pytest.fixture
-def own_app(app: Flask, tmp_path: Path) -> Iterator[Flask]:
-    """An app on its own database, so the test can really commit and roll back."""
-    with fresh_database(tmp_path, "auditctl") as url:
-        desk_migrations.upgrade(url)
-        private = create_app(make_config(url, tmp_path / "instance"))
-        try:
-            yield private
-        finally:
-            db.state(private).engine.dispose()
-            app_context.attach(app)
-
-
-def test_a_rolled_back_controller_change_leaves_no_event(own_app: Flask) -> None:
+def test_a_rolled_back_controller_change_leaves_no_event(committed_app: Flask) -> None:
     data = ControllerInput(name="Initech", dsr_contacts=["dpo@initech.example"])
-    with own_app.app_context():
+    with committed_app.app_context():
         # Given a change that fails after the service has flushed it and its event
         with pytest.raises(RuntimeError), db.session_scope() as session:
             create_controller(session, data, by=STAFF, now=utcnow())

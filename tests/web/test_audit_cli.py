@@ -9,27 +9,17 @@ import pytest
 from flask import Flask
 from sqlalchemy import text
 
-from app import create_app
-from app import migrations as desk_migrations
 from app.audit import service as audit
 from app.db import utcnow
 from app.extensions import db
 from app.principal import Principal
-from tests.conftest import make_config
-from tests.databases import fresh_database
-from workers.broker import app_context
+from tests.conftest import app_on_own_database
 
 
 @pytest.fixture
 def own_app(app: Flask, tmp_path: Path) -> Iterator[Flask]:
-    with fresh_database(tmp_path, "auditcli") as url:
-        desk_migrations.upgrade(url)
-        private = create_app(make_config(url, tmp_path / "instance", AUDIT_CHECKPOINT_PATH=str(tmp_path / "signed" / "heads.log")))
-        try:
-            yield private
-        finally:
-            db.state(private).engine.dispose()
-            app_context.attach(app)
+    with app_on_own_database(app, tmp_path, "auditcli", AUDIT_CHECKPOINT_PATH=str(tmp_path / "signed" / "heads.log")) as private:
+        yield private
 
 
 def _append(app: Flask, n: int) -> None:
