@@ -14,10 +14,12 @@ import datetime as dt
 import hashlib
 import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from fpdf import FPDF
 from fpdf.enums import WrapMode, XPos, YPos
+from fpdf.fonts import TTFFont
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, selectinload
 
@@ -99,30 +101,41 @@ def _json_pieces(session: Session, head: dict[str, Any], tickets: list[Ticket], 
     yield b"\n ]\n}\n"
 
 
-def _latin1(text: str | None) -> str:
-    return (text or "").encode("latin-1", "replace").decode("latin-1")
-
-
-def _line(pdf: FPDF, height: int, text: str) -> None:
-    # Back to the left margin after each block; long addresses break anywhere rather than overflow.
-    pdf.multi_cell(0, height, text, new_x=XPos.LMARGIN, new_y=YPos.NEXT, wrapmode=WrapMode.CHAR)
+# DejaVu Sans (vendored, licence beside it): Latin, Greek and Cyrillic scripts print as they are
+# (Łukasz, Ελένη, Ольга); the PDF core fonts are Latin-1 only.
+FONTS = Path(__file__).resolve().parent / "fonts"
+FONT = "DejaVu"
 
 
 class _Summary(FPDF):
+    def __init__(self) -> None:
+        super().__init__()
+        self.add_font(FONT, "", FONTS / "DejaVuSans.ttf")
+        self.add_font(FONT, "B", FONTS / "DejaVuSans-Bold.ttf")
+
     def footer(self) -> None:
         self.set_y(-12)
-        self.set_font("Helvetica", size=8)
+        self.set_font(FONT, size=8)
         self.cell(0, 8, f"Page {self.page_no()}", align="C")
+
+    def text_block(self, height: int, text: str | None) -> None:
+        """A block of text, back to the left margin after it; a character the font lacks prints as "?"."""
+        font = self.current_font
+        assert isinstance(font, TTFFont)  # set_font(FONT) came first
+        cmap = font.cmap
+        printable = "".join(ch if ord(ch) in cmap else "?" for ch in (text or ""))
+        # Long addresses break anywhere rather than overflow.
+        self.multi_cell(0, height, printable, new_x=XPos.LMARGIN, new_y=YPos.NEXT, wrapmode=WrapMode.CHAR)
 
 
 def _pdf(session: Session, head: dict[str, Any], tickets: list[Ticket], scope: Any) -> bytes:
     pdf = _Summary()
     pdf.set_auto_page_break(auto=True, margin=15)
     pdf.add_page()
-    # The core fonts are Latin-1 only; the JSON export is the exact, complete record.
-    font = "Helvetica"
+    # The JSON export is the exact, complete record; this is a readable summary.
+    font = FONT
     pdf.set_font(font, "B", 14)
-    _line(pdf, 8, _latin1(f"Data export for data subject request {head['dsr']['reference']}"))
+    pdf.text_block(8, f"Data export for data subject request {head['dsr']['reference']}")
     pdf.set_font(font, size=10)
     subject = head["subject"]
     lines = [
@@ -134,24 +147,24 @@ def _pdf(session: Session, head: dict[str, Any], tickets: list[Ticket], scope: A
         "The complete record is the JSON export of the same request; this summary shows excerpts.",
     ]
     for line in lines:
-        _line(pdf, 6, _latin1(line))
+        pdf.text_block(6, line)
     for t in tickets:
         pdf.ln(3)
         pdf.set_font(font, "B", 11)
-        _line(pdf, 6, _latin1(f"{t.reference} - {t.subject or '(no subject)'} - {t.status}, opened {t.created_at:%Y-%m-%d}"))
+        pdf.text_block(6, f"{t.reference} - {t.subject or '(no subject)'} - {t.status}, opened {t.created_at:%Y-%m-%d}")
     pdf.ln(3)
     pdf.set_font(font, "B", 11)
-    _line(pdf, 6, "Messages")
+    pdf.text_block(6, "Messages")
     shown = 0
     for m in session.scalars(select(Message).where(scope).order_by(Message.id).limit(PDF_MAX_MESSAGES)):
         pdf.set_font(font, "B", 9)
-        _line(pdf, 5, _latin1(f"{m.created_at:%Y-%m-%d %H:%M} UTC, {m.direction}, ticket #{m.ticket_id}, from {m.sender_email or '-'}"))
+        pdf.text_block(5, f"{m.created_at:%Y-%m-%d %H:%M} UTC, {m.direction}, ticket #{m.ticket_id}, from {m.sender_email or '-'}")
         pdf.set_font(font, size=9)
         excerpt = " ".join((m.body_text or "").split())[:PDF_EXCERPT_CHARS]
-        _line(pdf, 5, _latin1(excerpt or "(no text)"))
+        pdf.text_block(5, excerpt or "(no text)")
         shown += 1
     if shown == PDF_MAX_MESSAGES:
-        _line(pdf, 5, f"(first {PDF_MAX_MESSAGES} messages shown; see the JSON export)")
+        pdf.text_block(5, f"(first {PDF_MAX_MESSAGES} messages shown; see the JSON export)")
     return bytes(pdf.output())
 
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
+import io
 import json
 
 import pytest
 from flask.testing import FlaskCliRunner
+from pypdf import PdfReader
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -227,3 +229,25 @@ def test_a_request_of_two_controllers_keeps_its_subject_until_both_have_erased(s
     session.expire_all()
     dsr = session.get(Dsr, sc.dsr.id)
     assert dsr is not None and dsr.subject_email is None and dsr.subject_name is None
+
+
+def test_the_pdf_summary_prints_greek_cyrillic_and_polish_names_as_written(session: Session) -> None:
+    # Given the subject wrote in several scripts (and one the font lacks)
+    sc = scene(session, messages=1, tickets_count=1)
+    written = "Łukasz Żółć, Ελένη Παπαδοπούλου, Ольга Смирнова"
+    tickets.add_message(
+        session,
+        sc.tickets[0],
+        tickets.MessageInput(direction="inbound", body_text=f"{written} 日本", sender_email=CANARY_EMAIL, sender_name=CANARY_NAME),
+        by=TEST_PRINCIPAL,
+        now=T0,
+    )
+    instruct(session, sc, "provide_data")
+    # When the export runs
+    run = service.start(session, sc.dsr.id, sc.controller.id, "export", by=TEST_PRINCIPAL, now=T0)
+    drain(session, run.id)
+    pdf = next(f for f in session.scalars(select(SubjectExport).where(SubjectExport.run_id == run.id)) if f.format == "pdf")
+    # Then the PDF's text holds the names as written; a character the font lacks is a "?", never dropped silently
+    text = "\n".join(page.extract_text() for page in PdfReader(io.BytesIO(read_blob(session, pdf.blob_id or 0))).pages)
+    assert written in " ".join(text.split())
+    assert f"{written} ??" in " ".join(text.split())
