@@ -8,7 +8,8 @@ import email.policy
 import ssl
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from pathlib import Path
@@ -100,6 +101,17 @@ class SmtpServer:
     @property
     def received(self) -> list[Received]:
         return self.handler.received
+
+
+@contextmanager
+def running_smtp(**smtp_kwargs: Any) -> Iterator[SmtpServer]:
+    """A started SmtpServer (aiosmtpd keyword arguments passed on), stopped when the block ends."""
+    server = SmtpServer(**smtp_kwargs)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 def make_tls_material(folder: Path) -> tuple[Path, ssl.SSLContext]:

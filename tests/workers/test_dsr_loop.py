@@ -13,8 +13,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import dramatiq
@@ -33,24 +31,13 @@ from app.dsr.models import Dsr, DsrForward, Instruction
 from app.extensions import db
 from app.mail import outbound
 from config.settings import REPO_ROOT
-from tests.conftest import TEST_MASTER_SECRET
 from tests.factories import TEST_PRINCIPAL
 from tests.workers.smtp_support import SmtpServer, wait_for
+from tests.workers.support import process_env, worker
 from workers import mail as mail_actors
-from workers.broker import start_worker
 
 FRIDAY_2350 = dt.datetime(2026, 11, 20, 23, 50, tzinfo=dt.UTC)
 DPO = "dpo@acme-corp.example"
-
-
-@pytest.fixture
-def smtp() -> Iterator[SmtpServer]:
-    server = SmtpServer()
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture
@@ -66,15 +53,6 @@ def desk(committed_app: Flask, smtp: SmtpServer) -> Flask:
             now=utcnow(),
         )
     return committed_app
-
-
-@contextmanager
-def worker() -> Iterator[dramatiq.Worker]:
-    running = start_worker(threads=2)
-    try:
-        yield running
-    finally:
-        running.stop()
 
 
 def subject_mail(message_id: str = "<req-1@mailbox.example>") -> bytes:
@@ -236,14 +214,7 @@ def test_a_worker_killed_mid_forward_and_duplicate_doorbells_still_forward_once(
         patch.setattr(broker, "enqueue", lambda *a, **k: None)  # keep the doorbell away from any worker for now
         assert ingest(desk, subject_mail()) == 0
     dsr = the_dsr(desk)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DRAMATIQ_", "SMTP_", "DATABASE_"))}
-    env.update(
-        DATABASE_URL=desk.config["DATABASE_URL"],
-        DESK_INSTANCE_PATH=desk.config["INSTANCE_PATH"],
-        SECRET_KEY="test-secret-key",
-        MASTER_SECRET=TEST_MASTER_SECRET,
-        PRIVACY_ADDRESS="privacy@desk.example",
-    )
+    env = process_env(desk, PRIVACY_ADDRESS="privacy@desk.example")
     # Given a worker process that forwarded but is killed before its commit
     proc = subprocess.Popen([sys.executable, "-c", _FORWARD_THEN_HANG, str(dsr.id)], cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:

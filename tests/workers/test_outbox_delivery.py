@@ -15,8 +15,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -31,24 +29,13 @@ from app.extensions import db
 from app.mail import outbound
 from app.mail.models import OutboxEmail
 from config.settings import REPO_ROOT
-from tests.conftest import TEST_MASTER_SECRET
 from tests.factories import TEST_PRINCIPAL
 from tests.workers.smtp_support import SmtpServer, wait_for
+from tests.workers.support import process_env, worker
 from workers import mail as mail_actors
-from workers.broker import start_worker
 from workers.scheduler import JOBS
 
 STALE_SECONDS = 2.0
-
-
-@pytest.fixture
-def smtp() -> Iterator[SmtpServer]:
-    server = SmtpServer()
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture
@@ -62,15 +49,6 @@ def mail_app(committed_app: Flask, smtp: SmtpServer) -> Flask:
     )
     dramatiq.get_broker().flush_all()  # doorbells other tests left behind are not ours
     return committed_app
-
-
-@contextmanager
-def worker() -> Iterator[dramatiq.Worker]:
-    running = start_worker(threads=2)
-    try:
-        yield running
-    finally:
-        running.stop()
 
 
 def queue_email(app: Flask, **kw: Any) -> OutboxEmail:
@@ -299,15 +277,7 @@ def _kill_mid_send(app: Flask, smtp: SmtpServer, stall_at: str) -> OutboxEmail:
     """Run a sending process, SIGKILL it while the SMTP server holds it at `stall_at`, then let the sweeper finish."""
     smtp.handler.stall_at = stall_at
     row = queue_email(app)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DRAMATIQ_", "SMTP_", "DATABASE_"))}
-    env.update(
-        DATABASE_URL=app.config["DATABASE_URL"],
-        DESK_INSTANCE_PATH=app.config["INSTANCE_PATH"],
-        SECRET_KEY="test-secret-key",
-        MASTER_SECRET=TEST_MASTER_SECRET,
-        SMTP_URL=app.config["SMTP_URL"],
-        PRIVACY_ADDRESS=app.config["PRIVACY_ADDRESS"],
-    )
+    env = process_env(app, SMTP_URL=app.config["SMTP_URL"], PRIVACY_ADDRESS=app.config["PRIVACY_ADDRESS"])
     proc = subprocess.Popen([sys.executable, "-c", _DELIVER_ONCE, str(row.id)], cwd=REPO_ROOT, env=env, stderr=subprocess.PIPE)
     try:
         assert smtp.handler.stalled.wait(60), proc.stderr.read().decode() if proc.poll() is not None and proc.stderr else "never reached the server"

@@ -6,12 +6,11 @@ import ssl
 from collections.abc import Iterator
 from email.message import EmailMessage
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from app.mail.transport import PermanentFailure, SmtpTransport, TemporaryFailure, parse_smtp_url
-from tests.workers.smtp_support import SmtpServer, make_tls_material, password_check
+from tests.workers.smtp_support import SmtpServer, make_tls_material, password_check, running_smtp
 
 
 def _message() -> EmailMessage:
@@ -35,28 +34,22 @@ def tls(tmp_path: Path) -> tuple[Path, ssl.SSLContext]:
     return make_tls_material(tmp_path)
 
 
-def _server(**kwargs: Any) -> Iterator[SmtpServer]:
-    server = SmtpServer(**kwargs)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
 @pytest.fixture
 def starttls_server(tls: tuple[Path, ssl.SSLContext]) -> Iterator[SmtpServer]:
-    yield from _server(tls_context=tls[1], require_starttls=True, authenticator=password_check("mailer", "s3cret pass"), auth_require_tls=True)
+    with running_smtp(tls_context=tls[1], require_starttls=True, authenticator=password_check("mailer", "s3cret pass"), auth_require_tls=True) as server:
+        yield server
 
 
 @pytest.fixture
 def implicit_tls_server(tls: tuple[Path, ssl.SSLContext]) -> Iterator[SmtpServer]:
-    yield from _server(server_hostname="127.0.0.1", ssl_context=tls[1])
+    with running_smtp(server_hostname="127.0.0.1", ssl_context=tls[1]) as server:
+        yield server
 
 
 @pytest.fixture
 def plain_server() -> Iterator[SmtpServer]:
-    yield from _server()
+    with running_smtp() as server:
+        yield server
 
 
 def test_starttls_is_used_when_offered_and_the_login_travels_inside_it(starttls_server: SmtpServer, tls: tuple[Path, ssl.SSLContext]) -> None:
