@@ -3,14 +3,15 @@
     .venv/bin/python bench/dsr.py [--tickets 1000000] [--dsrs 100000] [--runs 20]
 
 Creates a fresh Postgres database (dropped afterwards) and migrates it; makes
-10 controllers, an agent and a privacy officer through the services; loads
-the tickets with bench/queue_page.py's generator (COPY, every personal value
-encrypted per row, blind index); then COPYs the requests: subject name and
-email encrypted per row under the platform key with the email's blind index,
-received over the last 12 weeks. Most are forwarded and open (awaiting the
-controller's instruction); 100 wait for their forward (the doorbell rung a
-minute ago), 2,900 sit in triage, those within 4 h of the deadline already
-escalated and those past it already marked, as the sweeper leaves them.
+10 controllers, an agent and a privacy officer through the services; loads the
+tickets with the generator in bench/common.py that bench/queue_page.py uses
+(COPY, every personal value encrypted per row, blind index); then COPYs the
+requests: subject name and email encrypted per row under the platform key with
+the email's blind index, received over the last 12 weeks. Most are forwarded
+and open (awaiting the controller's instruction); 100 wait for their forward
+(the doorbell rung a minute ago), 2,900 sit in triage, those within 4 h of the
+deadline already escalated and those past it already marked, as the sweeper
+leaves them.
 
 Measures (median and max of --runs, warm):
 - one sweeper pass in that steady state (`app.dsr.service.sweep`: finds the
@@ -43,7 +44,19 @@ from typing import Any
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
-from bench.queue_page import NULL, _hex, desk_environment, fresh_postgres, load_tickets, login_cookie, setup_desk  # noqa: E402
+from bench.common import (  # noqa: E402
+    NULL,
+    capture,
+    copy_bytes,
+    enrol_staff,
+    explain_all,
+    libpq_url,
+    load_tickets,
+    login_cookie,
+    production_desk,
+    setup_desk,
+    timed,
+)
 
 DSR_COLUMNS = (
     "id, reference, types, state, is_open, source, subject_name_ct, subject_email_ct, subject_email_bidx,"
@@ -53,26 +66,6 @@ DSR_COLUMNS = (
 FORWARD_COLUMNS = "id, dsr_id, controller_id, state, forwarded_at, message_id, outbox_ids, created_at"
 PENDING_FORWARD = 100
 TRIAGE = 2_900
-
-
-def privacy_officer(app: Any) -> tuple[str, str, str]:
-    """An enrolled privacy officer (email, password, TOTP secret)."""
-    from app.auth import mfa
-    from app.auth import service as auth
-    from app.db import utcnow
-    from app.extensions import db
-    from app.principal import Principal
-
-    email, password = "bench.privacy@desk.example", auth.random_password()
-    policy = auth.AuthPolicy.from_config(app.config)
-    enrolled_at = utcnow() - dt.timedelta(seconds=90)
-    with app.app_context(), db.session_scope() as session:
-        user = auth.create_user(
-            session, email, role="privacy_officer", password=password, controller_ids=[], by=Principal.system("bench"), now=enrolled_at, policy=policy
-        )
-        secret = auth.begin_enrolment(session, user, now=enrolled_at)
-        auth.confirm_enrolment(session, user, mfa.code_at(secret, enrolled_at), now=enrolled_at, policy=policy)
-    return email, password, secret
 
 
 def load_dsrs(app: Any, database_url: str, controller_ids: list[int], count: int, now: dt.datetime) -> None:
@@ -93,9 +86,9 @@ def load_dsrs(app: Any, database_url: str, controller_ids: list[int], count: int
     for n in range(1, count + 1):
         uid = uuid.uuid4().hex
         email = f"subject{n}@mail.example"
-        name_ct = _hex(encrypt_field(key.aead, key.id, f"Subject {n}".encode(), table="dsrs", column="subject_name_ct", row_uid=uid))
-        email_ct = _hex(encrypt_field(key.aead, key.id, email.encode(), table="dsrs", column="subject_email_ct", row_uid=uid))
-        bidx = _hex(blind_index(key.index_key, "email", email))
+        name_ct = copy_bytes(encrypt_field(key.aead, key.id, f"Subject {n}".encode(), table="dsrs", column="subject_name_ct", row_uid=uid))
+        email_ct = copy_bytes(encrypt_field(key.aead, key.id, email.encode(), table="dsrs", column="subject_email_ct", row_uid=uid))
+        bidx = copy_bytes(blind_index(key.index_key, "email", email))
         if n <= PENDING_FORWARD + TRIAGE:
             # Unforwarded: received in the last 26 hours.
             received = now - dt.timedelta(minutes=rng.uniform(1, 26 * 60))
@@ -117,7 +110,7 @@ def load_dsrs(app: Any, database_url: str, controller_ids: list[int], count: int
         if breached is not None:
             if n % 10:
                 reason = b"The controller's contact address bounced; forwarded after the registry was corrected."
-                reason_ct = _hex(encrypt_field(key.aead, key.id, reason, table="dsrs", column="breach_reason_ct", row_uid=uid))
+                reason_ct = copy_bytes(encrypt_field(key.aead, key.id, reason, table="dsrs", column="breach_reason_ct", row_uid=uid))
             else:
                 missing = "t"
         dsr_lines.append(
@@ -133,7 +126,7 @@ def load_dsrs(app: Any, database_url: str, controller_ids: list[int], count: int
                 f"{forward_id}\t{n}\t{controller_ids[n % len(controller_ids)]}\t{'pending' if pending else 'forwarded'}\t"
                 f"{NULL if pending else forwarded_at.isoformat()}\t{NULL if pending else f'fwd{n}@desk.example'}\t[]\t{created.isoformat()}\n"  # type: ignore[union-attr]
             )
-    url = database_url.replace("postgresql+psycopg://", "postgresql://")
+    url = libpq_url(database_url)
     with psycopg.connect(url) as conn:
         with conn.cursor() as cur:
             with cur.copy(f"COPY dsrs ({DSR_COLUMNS}) FROM STDIN") as copy:
@@ -148,54 +141,6 @@ def load_dsrs(app: Any, database_url: str, controller_ids: list[int], count: int
         conn.execute("VACUUM ANALYZE dsr_forwards")
 
 
-def timed(fn: Any, runs: int) -> tuple[float, float]:
-    """(median, max) milliseconds of `runs` calls after one warm-up."""
-    fn()
-    samples = []
-    for _ in range(runs):
-        began = time.perf_counter()
-        fn()
-        samples.append((time.perf_counter() - began) * 1000)
-    return statistics.median(samples), max(samples)
-
-
-def capture(app: Any, fn: Any) -> list[tuple[str, Any]]:
-    """The SQL statements (with parameters) `fn` executes."""
-    from sqlalchemy import event
-
-    from app.extensions import db
-
-    with app.app_context():
-        engine = db.engine
-    seen: list[tuple[str, Any]] = []
-
-    def record(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool) -> None:
-        if statement.lstrip().upper().startswith("SELECT"):
-            seen.append((statement, parameters))
-
-    event.listen(engine, "before_cursor_execute", record)
-    try:
-        fn()
-    finally:
-        event.remove(engine, "before_cursor_execute", record)
-    return seen
-
-
-def explain_all(database_url: str, statements: list[tuple[str, Any]]) -> str:
-    """EXPLAIN (ANALYZE, BUFFERS) of each captured statement, compacted."""
-    import psycopg
-
-    out = []
-    url = database_url.replace("postgresql+psycopg://", "postgresql://")
-    with psycopg.connect(url) as conn:
-        for sql, params in statements:
-            rows = conn.execute("EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) " + sql, params).fetchall()
-            out.append("  " + " ".join(sql.split())[:300])
-            out.extend("    " + r[0] for r in rows)
-        conn.rollback()
-    return "\n".join(out)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n", 1)[0])
     parser.add_argument("--tickets", type=int, default=1_000_000)
@@ -203,26 +148,18 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=20)
     args = parser.parse_args()
 
-    from app import create_app
-    from app import migrations as desk_migrations
     from app.db import utcnow
     from app.dsr import service as dsr_service
     from app.extensions import db
     from app.principal import Principal
-    from config.settings import config_from_env
 
-    instance = Path(f"/tmp/dsr-bench-{uuid.uuid4().hex[:8]}")
-    with fresh_postgres() as database_url:
-        env = desk_environment(database_url, instance)
-        desk_migrations.upgrade(database_url)
-        settings = config_from_env(env)
-        settings.update(WTF_CSRF_ENABLED=False, SESSION_COOKIE_SECURE=False, PRIVACY_ADDRESS="privacy@desk.example")
-        app = create_app(settings)
-        controller_ids, agent_id, _, _ = setup_desk(app)
+    with production_desk(PRIVACY_ADDRESS="privacy@desk.example") as desk:
+        app, database_url = desk.app, desk.database_url
+        controller_ids, agent = setup_desk(app)
         started = time.monotonic()
-        load_tickets(app, database_url, controller_ids, agent_id, args.tickets)
+        load_tickets(app, database_url, controller_ids, agent.id, args.tickets)
         print(f"loaded {args.tickets:,} tickets in {time.monotonic() - started:.0f} s")
-        email, password, secret = privacy_officer(app)
+        officer = enrol_staff(app, "bench.privacy@desk.example", "privacy_officer")
         now = utcnow()
         started = time.monotonic()
         load_dsrs(app, database_url, controller_ids, args.dsrs, now)
@@ -254,8 +191,7 @@ def main() -> None:
         dash_med, dash_max = timed(dashboard_queries, args.runs)
         dash_sql = capture(app, dashboard_queries)
 
-        app.config["BENCH_TOTP_SECRET"] = secret
-        cookie = login_cookie(app, email, password)
+        cookie = login_cookie(app, officer)
         client = app.test_client(use_cookies=False)
 
         def page() -> None:
@@ -267,7 +203,7 @@ def main() -> None:
         # A pass with work: 50 triage requests newly inside the 4-hour window.
         import psycopg
 
-        url = database_url.replace("postgresql+psycopg://", "postgresql://")
+        url = libpq_url(database_url)
         work: list[float] = []
         for _ in range(3):
             with psycopg.connect(url) as conn:

@@ -24,16 +24,14 @@ import statistics
 import sys
 import tempfile
 import time
-import uuid
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
-ADMIN_URL = os.environ.get("BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+from bench.common import fresh_postgres  # noqa: E402
+
 FIRST = ["Jane", "Lukas", "Amélie", "Priya", "Tomasz", "Sofia", "Jürgen", "Aoife", "Mateo", "Ingrid", "Kwame", "Yuki"]
 LAST = ["Roe", "Schneider", "Durand", "Nair", "Kowalski", "Rossi", "Müller", "Byrne", "García", "Olsen", "Mensah", "Tanaka"]
 FREEMAIL = ["gmail.example", "outlook.example", "web.example", "posteo.example", "icloud.example"]
@@ -60,27 +58,6 @@ QUOTE_OUTLOOK = (
     "\n\n________________________________\nFrom: Support <support@desk.example>\n"
     "Sent: Monday, November 16, 2026 10:02 AM\nSubject: Your request\n\nHello,\nplease confirm.\n"
 )
-
-
-@contextmanager
-def fresh_postgres() -> Iterator[str]:
-    """A new database, dropped on the way out."""
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.engine import make_url
-
-    from config.settings import normalise_database_url
-
-    admin_url = normalise_database_url(ADMIN_URL, variable="BENCH_DATABASE_URL")
-    name = f"dsr_bench_ingest_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield make_url(admin_url).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 def _person(rng: random.Random) -> tuple[str, str]:
@@ -179,7 +156,7 @@ def main() -> None:
 
     corpus = generate(args.messages, args.seed)
     print(f"corpus: {len(corpus)} messages, {sum(map(len, corpus)) / 1e6:.1f} MB")
-    with fresh_postgres() as url, tempfile.TemporaryDirectory() as instance:
+    with fresh_postgres("ingest") as url, tempfile.TemporaryDirectory() as instance:
         desk_migrations.upgrade(url)
         env = {"DATABASE_URL": url, "SECRET_KEY": "bench-" * 8, "MASTER_SECRET": "bench-master-" * 4, "DESK_INSTANCE_PATH": instance}
         app = create_app(config_from_env(env))

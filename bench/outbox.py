@@ -29,7 +29,7 @@ from typing import Any
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
-from bench.queue_page import desk_environment, fresh_postgres  # noqa: E402
+from bench.common import desk_environment, free_port, fresh_postgres  # noqa: E402
 
 
 def pct(values: list[float], q: float) -> float:
@@ -71,14 +71,11 @@ def main() -> None:
     args = parser.parse_args()
 
     import os
-    import socket
 
     from aiosmtpd.controller import Controller
     from sqlalchemy import func, select
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     sink = Sink()
     smtp = Controller(sink, hostname="127.0.0.1", port=port)
     smtp.start()

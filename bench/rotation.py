@@ -40,6 +40,7 @@ from app.crypto.keyring import keyring_for  # noqa: E402
 from app.crypto.keys import KeyCache, LoadedKey, active_key, load_key, owner_of  # noqa: E402
 from app.crypto.service import key_status  # noqa: E402
 from app.extensions import db  # noqa: E402
+from bench.common import ADMIN_URL, fresh_postgres, libpq_url  # noqa: E402
 from config.settings import DevelopmentConfig  # noqa: E402
 
 V1 = "bench-master-secret-v1-0123456789abcdef-0123"
@@ -59,7 +60,7 @@ def seed(url: str, folder: str, rows: int) -> None:
     """N values encrypted by the desk's code under master v1, written with COPY."""
     app = create_app(settings(url, folder, MASTER_SECRET=V1))
     controllers = max(1, -(-rows // PER_CONTROLLER))
-    raw = psycopg.connect(url.replace("postgresql+psycopg", "postgresql"))
+    raw = psycopg.connect(libpq_url(url))
     with raw, raw.cursor() as cur:
         with cur.copy("COPY controllers (name, status, created_at, updated_at) FROM STDIN") as copy:
             for i in range(controllers):
@@ -72,7 +73,7 @@ def seed(url: str, folder: str, rows: int) -> None:
         conn = session.connection()
         for cid in ids:
             keys[cid] = active_key(conn, cache, owner_of(cid))
-    raw = psycopg.connect(url.replace("postgresql+psycopg", "postgresql"))
+    raw = psycopg.connect(libpq_url(url))
     written = 0
     with raw, raw.cursor() as cur:
         while written < rows:
@@ -93,7 +94,7 @@ def seed(url: str, folder: str, rows: int) -> None:
 
 
 def vacuum(url: str) -> None:
-    with psycopg.connect(url.replace("postgresql+psycopg", "postgresql"), autocommit=True) as conn:
+    with psycopg.connect(libpq_url(url), autocommit=True) as conn:
         conn.execute(f"VACUUM FULL ANALYZE {TABLE}")
         conn.execute("CHECKPOINT")
 
@@ -108,7 +109,7 @@ def ceiling(url: str, folder: str) -> float:
         for (key_id,) in conn.exec_driver_sql("SELECT id FROM data_keys WHERE state = 'active'"):
             aeads[key_id] = load_key(conn, cache, key_id).aead
     db.state(app).engine.dispose()
-    raw = psycopg.connect(url.replace("postgresql+psycopg", "postgresql"))
+    raw = psycopg.connect(libpq_url(url))
     rows = 0
     started = time.perf_counter()
     with raw, raw.cursor() as cur:
@@ -165,24 +166,16 @@ def desk(url: str, folder: str, rows: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
-    parser.add_argument("--admin-url", default=os.environ.get("BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"))
+    parser.add_argument("--admin-url", default=ADMIN_URL)
     args = parser.parse_args()
-    name = f"dsr_bench_rotation_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(args.admin_url, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    url = args.admin_url.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://") + f"/{name}"
-    try:
-        with tempfile.TemporaryDirectory() as folder:
-            desk_migrations.upgrade(url)
-            print(f"seeding {args.rows:,} encrypted 1 KiB values", file=sys.stderr)
-            seed(url, folder, args.rows)
-            vacuum(url)
-            raw_rate = ceiling(url, folder)
-            vacuum(url)
-            desk_rate = desk(url, folder, args.rows)
-    finally:
-        with psycopg.connect(args.admin_url, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with fresh_postgres("rotation", args.admin_url) as url, tempfile.TemporaryDirectory() as folder:
+        desk_migrations.upgrade(url)
+        print(f"seeding {args.rows:,} encrypted 1 KiB values", file=sys.stderr)
+        seed(url, folder, args.rows)
+        vacuum(url)
+        raw_rate = ceiling(url, folder)
+        vacuum(url)
+        desk_rate = desk(url, folder, args.rows)
     print(f"rows: {args.rows:,}")
     print(f"ceiling (raw psycopg): {raw_rate:,.0f} rows/s")
     print(f"desk keys rotate --reencrypt: {desk_rate:,.0f} rows/s")

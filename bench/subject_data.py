@@ -4,13 +4,13 @@
 
 Creates a fresh Postgres database (dropped afterwards) and migrates it; makes
 10 controllers and an agent through the services; loads the tickets with
-bench/queue_page.py's generator (COPY, every personal value encrypted per
-row, blind index); COPYs `--messages` background messages (one per ticket,
-sender email encrypted with its blind index, a body); then, through the
-services, `--subjects` subjects of the first controller, each with 20
-tickets of 50 messages (1,000; every inbound one with its raw original),
-an attachment per ticket, a DSR forwarded to the controller and a confirmed
-`erase` instruction.
+the generator in bench/common.py that bench/queue_page.py uses (COPY, every
+personal value encrypted per row, blind index); COPYs `--messages`
+background messages (one per ticket, sender email encrypted with its blind
+index, a body); then, through the services, `--subjects` subjects of the
+first controller, each with 20 tickets of 50 messages (1,000; every inbound
+one with its raw original), an attachment per ticket, a DSR forwarded to the
+controller and a confirmed `erase` instruction.
 
 Measures (warm; median and max):
 - `app.subject_data.service.find_for` (the counts the DSR page shows before
@@ -38,8 +38,7 @@ from typing import Any
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
-from bench.dsr import capture, explain_all, timed  # noqa: E402
-from bench.queue_page import _hex, desk_environment, fresh_postgres, load_tickets, setup_desk  # noqa: E402
+from bench.common import capture, copy_bytes, explain_all, libpq_url, load_tickets, production_desk, setup_desk, timed  # noqa: E402
 
 MESSAGE_COLUMNS = "id, ticket_id, direction, key_owner, sender_email_ct, sender_email_bidx, body_text_ct, is_auto_reply, flags, notes, created_at, row_uid"
 TICKETS_PER_SUBJECT = 20
@@ -54,7 +53,7 @@ def load_messages(app: Any, database_url: str, count: int) -> None:
     from app.crypto.keys import active_key, cache_for
     from app.extensions import db
 
-    url = database_url.replace("postgresql+psycopg://", "postgresql://")
+    url = libpq_url(database_url)
     with psycopg.connect(url) as conn:
         owners = conn.execute("SELECT id, key_owner FROM tickets ORDER BY id LIMIT %s", (count,)).fetchall()
     with app.app_context(), db.session_scope() as session:
@@ -64,9 +63,9 @@ def load_messages(app: Any, database_url: str, count: int) -> None:
     for n, (ticket_id, owner) in enumerate(owners, start=1):
         key, uid = keys[owner], uuid.uuid4().hex
         email = f"sender{n}@example.org"
-        email_ct = _hex(encrypt_field(key.aead, key.id, email.encode(), table="ticket_messages", column="sender_email_ct", row_uid=uid))
-        body_ct = _hex(encrypt_field(key.aead, key.id, b"Hello, a question about my order.", table="ticket_messages", column="body_text_ct", row_uid=uid))
-        bidx = _hex(blind_index(key.index_key, "email", email))
+        email_ct = copy_bytes(encrypt_field(key.aead, key.id, email.encode(), table="ticket_messages", column="sender_email_ct", row_uid=uid))
+        body_ct = copy_bytes(encrypt_field(key.aead, key.id, b"Hello, a question about my order.", table="ticket_messages", column="body_text_ct", row_uid=uid))
+        bidx = copy_bytes(blind_index(key.index_key, "email", email))
         lines.append(f"{n}\t{ticket_id}\tinbound\t{owner}\t{email_ct}\t{bidx}\t{body_ct}\tf\t[]\t[]\t{stamp}\t{uid}\n")
     with psycopg.connect(url) as conn:
         with conn.cursor() as cur, cur.copy(f"COPY ticket_messages ({MESSAGE_COLUMNS}) FROM STDIN") as copy:
@@ -154,28 +153,20 @@ def main() -> None:
 
     import psycopg
 
-    from app import create_app
-    from app import migrations as desk_migrations
     from app.db import utcnow
     from app.extensions import db
     from app.principal import Principal
     from app.subject_data import service
     from app.subject_data.models import SubjectRun
-    from config.settings import config_from_env
 
-    instance = Path(f"/tmp/subject-bench-{uuid.uuid4().hex[:8]}")
-    with fresh_postgres() as database_url:
-        env = desk_environment(database_url, instance)
-        desk_migrations.upgrade(database_url)
-        settings = config_from_env(env)
-        settings.update(WTF_CSRF_ENABLED=False, SESSION_COOKIE_SECURE=False, PRIVACY_ADDRESS="privacy@desk.example")
-        app = create_app(settings)
-        controller_ids, agent_id, _, _ = setup_desk(app)
+    with production_desk(PRIVACY_ADDRESS="privacy@desk.example") as desk:
+        app, database_url = desk.app, desk.database_url
+        controller_ids, agent = setup_desk(app)
         started = time.monotonic()
-        with psycopg.connect(database_url.replace("postgresql+psycopg://", "postgresql://"), autocommit=True) as conn:
+        with psycopg.connect(libpq_url(database_url), autocommit=True) as conn:
             # The shared generator invents assignee ids without user rows; irrelevant here.
             conn.execute("ALTER TABLE tickets DROP CONSTRAINT IF EXISTS fk_tickets_assignee_id_users")
-        load_tickets(app, database_url, controller_ids, agent_id, args.tickets)
+        load_tickets(app, database_url, controller_ids, agent.id, args.tickets)
         print(f"loaded {args.tickets:,} tickets in {time.monotonic() - started:.0f} s")
         started = time.monotonic()
         load_messages(app, database_url, args.messages)
@@ -183,7 +174,7 @@ def main() -> None:
         started = time.monotonic()
         subjects = [make_subject(app, controller_ids[0], n) for n in range(args.subjects)]
         print(f"made {args.subjects} subjects of {TICKETS_PER_SUBJECT * MESSAGES_PER_TICKET} messages each in {time.monotonic() - started:.0f} s")
-        with psycopg.connect(database_url.replace("postgresql+psycopg://", "postgresql://"), autocommit=True) as conn:
+        with psycopg.connect(libpq_url(database_url), autocommit=True) as conn:
             for table in ("tickets", "ticket_messages", "ticket_attachments", "outbox_emails", "dsrs"):
                 conn.execute(f"VACUUM ANALYZE {table}")
 
