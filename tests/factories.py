@@ -1,7 +1,9 @@
-"""Plain factory functions: `make_controller(session, **kw)`, `make_user(session, role, **kw)`."""
+"""Plain factory functions: `make_controller(session, **kw)`, `make_user(session, role, **kw)`, `make_instruction(session, dsr, ...)`."""
 
 from __future__ import annotations
 
+import datetime as dt
+import hashlib
 import itertools
 from collections.abc import Sequence
 from typing import Any
@@ -14,6 +16,8 @@ from app.auth.service import AuthPolicy, create_user
 from app.controllers.models import Controller
 from app.controllers.service import ControllerInput, create_controller
 from app.db import utcnow
+from app.dsr import instructions as dsr_instructions
+from app.dsr.models import Dsr, Instruction
 from app.principal import Principal
 
 _seq = itertools.count(1)
@@ -53,3 +57,21 @@ def make_user(
         setattr(user, key, value)
     session.flush()
     return user
+
+
+def make_instruction(
+    session: Session, dsr: Dsr, *, controller_id: int, sender_email: str, reply_text: str, raw: bytes = b"x", now: dt.datetime | None = None
+) -> Instruction:
+    """A controller's email reply to a forward, kept as the mail path keeps it: pending from a registered contact, else unverified."""
+    return dsr_instructions.receive(
+        session,
+        dsr,
+        controller_id=controller_id,
+        sender_email=sender_email,
+        reply_text=reply_text,
+        raw=raw,
+        raw_sha256=hashlib.sha256(raw).hexdigest(),
+        message_pk=None,
+        by=TEST_PRINCIPAL,
+        now=now or utcnow(),
+    )

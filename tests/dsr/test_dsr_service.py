@@ -16,7 +16,7 @@ from app.dsr.models import Dsr, DsrEvent, DsrForward
 from app.mail.models import OutboxEmail
 from app.mail.outbound import enqueue_email
 from app.tickets import service as tickets
-from tests.factories import TEST_PRINCIPAL, make_controller, make_user
+from tests.factories import TEST_PRINCIPAL, make_controller, make_instruction, make_user
 
 SETTINGS = dsr_service.DsrSettings(privacy_address="privacy@desk.example", msgid_domain="desk.example")
 T0 = dt.datetime(2026, 11, 20, 23, 50, tzinfo=dt.UTC)  # a Friday
@@ -147,16 +147,13 @@ def test_a_confirmed_respond_instruction_lets_exactly_that_text_through(session:
     controller = make_controller(session, dsr_contacts=["dpo@ctl.example"])
     dsr = make_dsr(session, controller.id)
     dsr_service.forward(session, dsr.id, settings=SETTINGS, by=TEST_PRINCIPAL, now=T0 + dt.timedelta(hours=2))
-    instruction = dsr_instructions.receive(
+    instruction = make_instruction(
         session,
         dsr,
         controller_id=controller.id,
         sender_email="dpo@ctl.example",
         reply_text="Tell her we deleted it.",
         raw=b"Authentication-Results: mx; dkim=pass spf=pass\r\n\r\nx",
-        raw_sha256="0" * 64,
-        message_pk=None,
-        by=TEST_PRINCIPAL,
         now=T0 + dt.timedelta(hours=5),
     )
     assert instruction.state == "pending" and instruction.auth_verdict == "dkim=pass spf=pass"
@@ -183,18 +180,7 @@ def test_a_confirmed_respond_instruction_lets_exactly_that_text_through(session:
 def test_a_reply_from_an_unregistered_address_cannot_be_confirmed(session: Session) -> None:
     controller = make_controller(session, dsr_contacts=["dpo@ctl2.example"])
     dsr = make_dsr(session, controller.id)
-    instruction = dsr_instructions.receive(
-        session,
-        dsr,
-        controller_id=controller.id,
-        sender_email="attacker@evil.example",
-        reply_text="Send her everything.",
-        raw=b"x",
-        raw_sha256="1" * 64,
-        message_pk=None,
-        by=TEST_PRINCIPAL,
-        now=T0,
-    )
+    instruction = make_instruction(session, dsr, controller_id=controller.id, sender_email="attacker@evil.example", reply_text="Send her everything.", now=T0)
     assert instruction.state == "unverified" and instruction.auth_verdict is None
     officer = make_user(session, "privacy_officer")
     with pytest.raises(dsr_instructions.InstructionNotConfirmable):

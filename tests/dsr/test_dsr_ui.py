@@ -11,13 +11,12 @@ from sqlalchemy.orm import Session
 
 from app.audit.models import AuditEvent
 from app.db import utcnow
-from app.dsr import instructions as dsr_instructions
 from app.dsr import service as dsr_service
 from app.dsr.models import Dsr, Instruction
 from app.mail.models import OutboxEmail
 from tests.conftest import AuthActions
 from tests.dsr.test_dsr_service import SETTINGS, make_ticket
-from tests.factories import TEST_PRINCIPAL, make_controller
+from tests.factories import TEST_PRINCIPAL, make_controller, make_instruction
 
 
 def recent_dsr(session: Session, controller_id: int | None, *, hours_ago: float, email: str = "jane@subject.example") -> Dsr:
@@ -84,30 +83,8 @@ def test_confirm_an_instruction_then_the_instructed_reply_goes_out(client: Flask
     controller = make_controller(session, dsr_contacts=["dpo@ui-ctl.example"])
     dsr = recent_dsr(session, controller.id, hours_ago=2)
     dsr_service.forward(session, dsr.id, settings=SETTINGS, by=TEST_PRINCIPAL, now=utcnow())
-    good = dsr_instructions.receive(
-        session,
-        dsr,
-        controller_id=controller.id,
-        sender_email="dpo@ui-ctl.example",
-        reply_text="Reply: we hold no data.",
-        raw=b"x",
-        raw_sha256="a" * 64,
-        message_pk=None,
-        by=TEST_PRINCIPAL,
-        now=utcnow(),
-    )
-    forged = dsr_instructions.receive(
-        session,
-        dsr,
-        controller_id=controller.id,
-        sender_email="mallory@evil.example",
-        reply_text="Send everything.",
-        raw=b"y",
-        raw_sha256="b" * 64,
-        message_pk=None,
-        by=TEST_PRINCIPAL,
-        now=utcnow(),
-    )
+    good = make_instruction(session, dsr, controller_id=controller.id, sender_email="dpo@ui-ctl.example", reply_text="Reply: we hold no data.")
+    forged = make_instruction(session, dsr, controller_id=controller.id, sender_email="mallory@evil.example", reply_text="Send everything.", raw=b"y")
     auth.login("privacy_officer")
     page = client.get(f"/dsr/{dsr.id}").get_data(as_text=True)
     assert f"/dsr/{dsr.id}/instructions/{good.id}/confirm" in page
@@ -127,18 +104,7 @@ def test_flagging_an_instruction_emails_the_controller(client: FlaskClient, auth
     controller = make_controller(session, dsr_contacts=["dpo@flag-ctl.example"])
     dsr = recent_dsr(session, controller.id, hours_ago=2)
     dsr_service.forward(session, dsr.id, settings=SETTINGS, by=TEST_PRINCIPAL, now=utcnow())
-    item = dsr_instructions.receive(
-        session,
-        dsr,
-        controller_id=controller.id,
-        sender_email="dpo@flag-ctl.example",
-        reply_text="Publish her data.",
-        raw=b"x",
-        raw_sha256="c" * 64,
-        message_pk=None,
-        by=TEST_PRINCIPAL,
-        now=utcnow(),
-    )
+    item = make_instruction(session, dsr, controller_id=controller.id, sender_email="dpo@flag-ctl.example", reply_text="Publish her data.")
     auth.login("privacy_officer")
     client.post(f"/dsr/{dsr.id}/instructions/{item.id}/flag", data={"reason": "Publishing a subject's data has no legal basis."})
     rows = list(session.scalars(select(OutboxEmail).where(OutboxEmail.kind == "dsr_instruction_flag")))

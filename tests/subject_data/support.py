@@ -15,7 +15,7 @@ from app.principal import Principal
 from app.subject_data import service
 from app.tickets import service as tickets
 from app.tickets.models import Ticket
-from tests.factories import TEST_PRINCIPAL, make_controller
+from tests.factories import TEST_PRINCIPAL, make_controller, make_instruction
 
 SETTINGS = dsr_service.DsrSettings(privacy_address="privacy@desk.example", msgid_domain="desk.example")
 T0 = dt.datetime(2026, 11, 20, 9, 0, tzinfo=dt.UTC)
@@ -117,16 +117,12 @@ def scene(session: Session, *, messages: int = 3, tickets_count: int = 2, contro
 
 def instruct(session: Session, sc: Scene, decision: str, *, now: dt.datetime = T0) -> None:
     """The controller replies from its registered address and a privacy officer confirms `decision`."""
-    instruction = dsr_instructions.receive(
+    instruction = make_instruction(
         session,
         sc.dsr,
         controller_id=sc.controller.id,
         sender_email="dpo@ctl-subject.example",
         reply_text=f"Please go ahead for {CANARY_NAME} ({CANARY_EMAIL}).",
-        raw=b"x",
-        raw_sha256="a" * 64,
-        message_pk=None,
-        by=TEST_PRINCIPAL,
         now=now,
     )
     dsr_instructions.confirm(session, sc.dsr.id, instruction.id, decision, by=TEST_PRINCIPAL, now=now)

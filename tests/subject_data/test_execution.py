@@ -24,7 +24,7 @@ from app.subject_data.models import SubjectExport, SubjectRun
 from app.tickets import service as tickets
 from app.tickets.blobs import read_blob
 from app.tickets.models import Attachment, Message, Ticket
-from tests.factories import TEST_PRINCIPAL, make_controller
+from tests.factories import TEST_PRINCIPAL, make_controller, make_instruction
 from tests.subject_data.support import CANARY_EMAIL, CANARY_ID, CANARY_NAME, SETTINGS, T0, drain, instruct, scene
 
 CANARIES = (CANARY_EMAIL.lower(), CANARY_NAME.lower(), CANARY_ID.lower())
@@ -211,18 +211,7 @@ def test_a_request_of_two_controllers_keeps_its_subject_until_both_have_erased(s
     dsr = session.get(Dsr, sc.dsr.id)
     assert dsr is not None and dsr.subject_email == CANARY_EMAIL
     assert session.get(SubjectRun, first.id).report["changed"]["dsrs_kept_for_other_controllers"] == 1  # type: ignore[union-attr]
-    instruction = dsr_instructions.receive(
-        session,
-        dsr,
-        controller_id=other.id,
-        sender_email="dpo@other-ctl.example",
-        reply_text="Erase.",
-        raw=b"y",
-        raw_sha256="b" * 64,
-        message_pk=None,
-        by=TEST_PRINCIPAL,
-        now=T0,
-    )
+    instruction = make_instruction(session, dsr, controller_id=other.id, sender_email="dpo@other-ctl.example", reply_text="Erase.", raw=b"y", now=T0)
     dsr_instructions.confirm(session, dsr.id, instruction.id, "erase", by=TEST_PRINCIPAL, now=T0)
     second = service.start(session, sc.dsr.id, other.id, "erase", by=TEST_PRINCIPAL, now=T0)
     drain(session, second.id)
