@@ -42,6 +42,15 @@ def _finish_login(user: User, pending: StaffSession, *, method: str) -> None:
     gate.start_cookie(token)
 
 
+def _locked_out(pending: StaffSession) -> ResponseReturnValue:
+    """Too many wrong codes at an MFA step (login or enrolment): end the half-way session and go back to the password form."""
+    revoke_session(db.session, pending, now=utcnow())
+    db.session.commit()
+    gate.end_cookie()
+    flash("Too many failed attempts: the account is locked for a while. An admin can lift the lock.", "error")
+    return redirect(url_for("auth.login"))
+
+
 @bp.route("/login", methods=["GET", "POST"])
 @rbac.login_step
 def login() -> ResponseReturnValue:
@@ -81,11 +90,7 @@ def mfa_step() -> ResponseReturnValue:
         try:
             method = service.verify_second_factor(db.session, user, form.code.data or "", now=utcnow(), policy=_policy())
         except service.AccountLocked:
-            revoke_session(db.session, pending, now=utcnow())
-            db.session.commit()
-            gate.end_cookie()
-            flash("Too many failed attempts: the account is locked for a while. An admin can lift the lock.", "error")
-            return redirect(url_for("auth.login"))
+            return _locked_out(pending)
         except service.LoginFailed:
             db.session.commit()
             gate.end_cookie()
@@ -119,11 +124,7 @@ def enrol() -> ResponseReturnValue:
         try:
             codes = service.confirm_enrolment(db.session, user, form.code.data or "", now=utcnow(), policy=_policy())
         except service.AccountLocked:
-            revoke_session(db.session, pending, now=utcnow())
-            db.session.commit()
-            gate.end_cookie()
-            flash("Too many failed attempts: the account is locked for a while. An admin can lift the lock.", "error")
-            return redirect(url_for("auth.login"))
+            return _locked_out(pending)
         except service.MfaFailed:
             db.session.commit()
             form.code.errors.append("The code does not match. Check the time on your phone and enter the current code.")

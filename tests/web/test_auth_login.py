@@ -174,7 +174,29 @@ def test_wrong_totp_codes_count_towards_the_lock(client: FlaskClient, session: S
         assert response.status_code == 401
         response = client.post("/login/mfa", data={"code": mfa.code_at(secret, T0)})
         assert response.status_code == 302 and response.headers["Location"].startswith("/login")
+        assert "Too many failed attempts" in client.get("/login").get_data(as_text=True)
         assert client.get("/").status_code == 302
+
+
+def test_wrong_codes_at_enrolment_lock_the_account_and_end_the_half_way_session(client: FlaskClient, session: Session) -> None:
+    user = make_user(session, enrolled=False)
+    with time_machine.travel(T0, tick=False):
+        # Given a new staff member at the enrolment step who typed five wrong codes
+        assert password_step(client, user) == 302
+        assert client.get("/login/mfa/setup").status_code == 200
+        session.expire_all()
+        secret = session.get(User, user.id).totp_secret or ""
+        wrong = "000000" if mfa.code_at(secret, T0) != "000000" else "111111"
+        for _ in range(5):
+            assert client.post("/login/mfa/setup", data={"code": wrong}).status_code == 401
+        # When the right code comes while the account is locked
+        response = client.post("/login/mfa/setup", data={"code": mfa.code_at(secret, T0)}, follow_redirects=True)
+        # Then it is refused with the reason, the half-way session is over and nothing was enrolled
+        assert response.request.path == "/login"
+        assert "Too many failed attempts" in response.get_data(as_text=True)
+        assert client.get("/login/mfa/setup").headers["Location"].startswith("/login")
+    session.expire_all()
+    assert session.get(User, user.id).mfa_enrolled_at is None  # type: ignore[union-attr]
 
 
 def test_a_password_hashed_at_another_cost_is_rehashed_at_login(client: FlaskClient, session: Session) -> None:
