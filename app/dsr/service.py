@@ -19,8 +19,7 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import dramatiq
-from sqlalchemy import and_, event, func, select, text, update
+from sqlalchemy import and_, func, select, text, update
 from sqlalchemy.orm import Session, load_only, selectinload
 
 from app.addresses import InvalidAddress, normalise_email
@@ -31,6 +30,7 @@ from app.db import utcnow
 from app.dsr import deadlines
 from app.dsr.models import TYPES, UNFORWARDED, Dsr, DsrEvent, DsrForward, DsrSuggestion
 from app.dsr.routing import route
+from app.jobs.doorbell import Doorbell
 from app.jobs.service import get_state, save_state
 from app.mail.outbound import enqueue_email, msgid_domain_for
 from app.principal import Principal
@@ -43,7 +43,13 @@ FORWARD_ACTOR = "forward_dsr"
 SWEEP_BATCH = 500
 # A pending forward whose doorbell has not been answered by then is forwarded by the sweeper itself.
 FORWARD_INLINE_AFTER = dt.timedelta(minutes=5)
-_DOORBELLS = "dsr_forward_doorbells"
+_FORWARD_DOORBELL = Doorbell(
+    FORWARD_ACTOR,
+    key="dsr_forward_doorbells",
+    log=log,
+    broker_down="dsr: broker unavailable (%s); the sweeper will forward DSR %s",
+    no_actor="dsr: no %s actor declared; the sweeper will forward %d request(s)",
+)
 
 
 class DsrError(Exception):
@@ -238,7 +244,7 @@ def assign_controllers(session: Session, dsr_id: int, controller_ids: Collection
     session.flush()
     if added:
         add_event(session, dsr, "route", by=by, now=now, controller_ids=added)
-        session.info.setdefault(_DOORBELLS, set()).add(dsr.id)
+        _FORWARD_DOORBELL.ring_after_commit(session, [dsr.id])
     return dsr
 
 
@@ -411,32 +417,7 @@ def _mark_forwarded_if_complete(session: Session, dsr: Dsr, *, now: dt.datetime)
 
 def ring_forward(dsr_ids: Collection[int]) -> int:
     """Ask a worker to forward these requests; a broker failure is logged and left to the sweeper."""
-    try:
-        actor_ = dramatiq.get_broker().get_actor(FORWARD_ACTOR)
-    except dramatiq.errors.ActorNotFound:
-        log.warning("dsr: no %s actor declared; the sweeper will forward %d request(s)", FORWARD_ACTOR, len(dsr_ids))
-        return 0
-    rung = 0
-    for dsr_id in sorted(dsr_ids):
-        try:
-            actor_.send(dsr_id)
-        except Exception as exc:  # any broker client error means "down"; the pending forward row is safe
-            log.warning("dsr: broker unavailable (%s); the sweeper will forward DSR %s", type(exc).__name__, dsr_id)
-            continue
-        rung += 1
-    return rung
-
-
-@event.listens_for(Session, "after_commit")
-def _ring_after_commit(session: Session) -> None:
-    ids = session.info.pop(_DOORBELLS, None)
-    if ids:
-        ring_forward(ids)
-
-
-@event.listens_for(Session, "after_rollback")
-def _forget_after_rollback(session: Session) -> None:
-    session.info.pop(_DOORBELLS, None)
+    return _FORWARD_DOORBELL.ring(sorted(dsr_ids))
 
 
 # --- sweeper ----------------------------------------------------------------------
@@ -523,7 +504,7 @@ def sweep(session: Session, *, settings: DsrSettings, by: Principal, now: dt.dat
                 result.forwarded += 1 if forward(session, dsr_id, settings=settings, by=by, now=now) else 0
         except InvalidDsr:
             result.failed.append(dsr_id)
-    session.info.setdefault(_DOORBELLS, set()).update(ring)
+    _FORWARD_DOORBELL.ring_after_commit(session, ring)
     result.rung = len(ring)
     horizon = now + deadlines.ESCALATE_BEFORE
     for state in UNFORWARDED:

@@ -39,7 +39,6 @@ from email.utils import format_datetime
 from pathlib import Path
 from typing import Any, Literal
 
-import dramatiq
 from sqlalchemy import event, func, or_, select, update
 from sqlalchemy.orm import Session
 
@@ -48,6 +47,7 @@ from app.audit.service import record
 from app.crypto.cipher import CryptoError
 from app.db import utcnow
 from app.dsr.gate import check_outbound
+from app.jobs.doorbell import Doorbell
 from app.mail.models import OutboxEmail
 from app.mail.transport import (
     DeliveryFailure,
@@ -192,7 +192,7 @@ def enqueue_email(
     )
     session.add(row)
     session.flush()
-    session.info.setdefault(_PENDING_KEY, set()).add(row.id)
+    _DOORBELL.ring_after_commit(session, [row.id])
     return row
 
 
@@ -237,38 +237,18 @@ def _extra_headers(headers: Mapping[str, str]) -> dict[str, str]:
 
 # --- doorbell: tell a worker after the commit --------------------------------
 
-_PENDING_KEY = "outbox_pending_ids"
-
-
-@event.listens_for(Session, "after_commit")
-def _ring_after_commit(session: Session) -> None:
-    ids = session.info.pop(_PENDING_KEY, None)
-    if ids:
-        ring_doorbell(sorted(ids))
-
-
-@event.listens_for(Session, "after_rollback")
-def _forget_after_rollback(session: Session) -> None:
-    session.info.pop(_PENDING_KEY, None)
+_DOORBELL = Doorbell(
+    SEND_ACTOR,
+    key="outbox_pending_ids",
+    log=log,
+    broker_down="outbox: broker unavailable (%s); the sweeper will send outbox %s",
+    no_actor="outbox: no %s actor declared; the sweeper will send %d email(s)",
+)
 
 
 def ring_doorbell(outbox_ids: Sequence[int], *, delay: dt.timedelta | None = None) -> int:
     """Ask a worker to send these rows; a broker failure is logged, the sweeper sends them later."""
-    try:
-        send = dramatiq.get_broker().get_actor(SEND_ACTOR)
-    except dramatiq.errors.ActorNotFound:
-        log.warning("outbox: no %s actor declared; the sweeper will send %d email(s)", SEND_ACTOR, len(outbox_ids))
-        return 0
-    options: dict[str, Any] = {"delay": int(delay.total_seconds() * 1000)} if delay and delay.total_seconds() > 0 else {}
-    rung = 0
-    for outbox_id in outbox_ids:
-        try:
-            send.send_with_options(args=(outbox_id,), **options)
-        except Exception as exc:  # any broker client error means "down"; the row is safe in the database
-            log.warning("outbox: broker unavailable (%s); the sweeper will send outbox %s", type(exc).__name__, outbox_id)
-            continue
-        rung += 1
-    return rung
+    return _DOORBELL.ring(outbox_ids, delay=delay)
 
 
 # --- the message --------------------------------------------------------------
@@ -552,7 +532,7 @@ def requeue(session: Session, outbox_id: int, *, by: Principal, now: dt.datetime
     row.delivery_note = "requeued by an operator after failing"
     session.flush()
     record(session, by=by, action="outbox.requeued", target_type="outbox_email", target_id=row.id, controller_id=row.controller_id, now=now)
-    session.info.setdefault(_PENDING_KEY, set()).add(row.id)
+    _DOORBELL.ring_after_commit(session, [row.id])
     return row
 
 

@@ -16,8 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import dramatiq
-from sqlalchemy import delete, event, select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from app.audit.service import record
@@ -25,6 +24,7 @@ from app.controllers.models import Controller
 from app.dsr import service as dsr_service
 from app.dsr.gate import NoConfirmedInstruction, require_instruction
 from app.dsr.models import Dsr
+from app.jobs.doorbell import Doorbell
 from app.jobs.service import clear_state, get_state, save_state
 from app.mail.outbound import enqueue_email
 from app.principal import Principal
@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 RUN_ACTOR = "run_subject_job"
 # A run not advanced for this long lost its doorbell or its worker: the sweeper rings again.
 STALE_AFTER = dt.timedelta(minutes=2)
-_DOORBELLS = "subject_data_doorbells"
+_RUN_DOORBELL = Doorbell(RUN_ACTOR, key="subject_data_doorbells", log=log, broker_down="subject data: broker unavailable (%s); the sweeper will advance run %s")
 
 
 class SubjectDataError(Exception):
@@ -146,7 +146,7 @@ def start(
     session.add(run)
     session.flush()
     dsr_service.add_event(session, dsr, f"{kind}_started", by=by, now=now, run_id=run.id, controller_id=controller_id, instruction_id=instruction_id)
-    session.info.setdefault(_DOORBELLS, set()).add(run.id)
+    _RUN_DOORBELL.ring_after_commit(session, [run.id])
     return run
 
 
@@ -241,39 +241,10 @@ def run_to_end(sessions: Callable[[], Any], run_id: int, *, by: Principal, clock
     return False
 
 
-def ring(run_ids: set[int]) -> int:
-    """Ask a worker to advance these runs; a broker failure is left to the sweeper."""
-    try:
-        actor_ = dramatiq.get_broker().get_actor(RUN_ACTOR)
-    except dramatiq.errors.ActorNotFound:
-        return 0
-    rung = 0
-    for run_id in sorted(run_ids):
-        try:
-            actor_.send(run_id)
-        except Exception as exc:  # any broker error means "down": the run row is safe and the sweeper rings again
-            log.warning("subject data: broker unavailable (%s); the sweeper will advance run %s", type(exc).__name__, run_id)
-            continue
-        rung += 1
-    return rung
-
-
-@event.listens_for(Session, "after_commit")
-def _ring_after_commit(session: Session) -> None:
-    ids = session.info.pop(_DOORBELLS, None)
-    if ids:
-        ring(ids)
-
-
-@event.listens_for(Session, "after_rollback")
-def _forget_after_rollback(session: Session) -> None:
-    session.info.pop(_DOORBELLS, None)
-
-
 def sweep(session: Session, *, now: dt.datetime) -> dict[str, int]:
     """Re-ring unfinished runs gone quiet; delete expired export files and spent tokens."""
     stale = set(session.scalars(select(SubjectRun.id).where(SubjectRun.state.in_(("queued", "running")), SubjectRun.updated_at < now - STALE_AFTER)))
-    session.info.setdefault(_DOORBELLS, set()).update(stale)
+    _RUN_DOORBELL.ring_after_commit(session, stale)
     expired = 0
     for item in session.scalars(select(SubjectExport).where(SubjectExport.expires_at < now, SubjectExport.deleted_at.is_(None)).limit(100)):
         blob_id, item.blob_id, item.deleted_at = item.blob_id, None, now
