@@ -5,9 +5,11 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.controllers.models import Controller
+from app.crypto.fields import FIELDS
 from app.dsr import instructions as dsr_instructions
 from app.dsr import service as dsr_service
 from app.dsr.models import Dsr
@@ -22,6 +24,7 @@ T0 = dt.datetime(2026, 11, 20, 9, 0, tzinfo=dt.UTC)
 CANARY_EMAIL = "zebra.canary-7f3a@canary-subject.example"
 CANARY_NAME = "Quentin Zebracanary"
 CANARY_ID = "ACCT-99-ZEBRA-7F3A"
+CANARIES = (CANARY_EMAIL.lower(), CANARY_NAME.lower(), CANARY_ID.lower())
 
 
 @dataclass
@@ -134,3 +137,15 @@ def drain(session: Session, run_id: int, *, by: Principal = TEST_PRINCIPAL, now:
         if service.step(session, run_id, by=by, now=now):
             return n
     raise AssertionError("run did not finish")
+
+
+def decrypted_hits(session: Session, canaries: tuple[str, ...] = CANARIES) -> dict[str, bytes]:
+    """Every encrypted field of every row, decrypted, that still mentions the subject: "table.field#id" -> its ciphertext as stored."""
+    hits: dict[str, bytes] = {}
+    for spec in FIELDS:
+        for row in session.scalars(select(spec.model)):  # type: ignore[call-overload]
+            value = getattr(row, spec.name)
+            text = value.decode("utf-8", "replace") if isinstance(value, bytes) else (value or "")
+            if any(c in text.lower() for c in canaries):
+                hits[f"{spec.table}.{spec.name}#{row.id}"] = getattr(row, spec.column)
+    return hits

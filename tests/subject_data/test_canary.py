@@ -13,16 +13,13 @@ from flask import Flask
 from sqlalchemy import LargeBinary, String, Text, select
 from sqlalchemy.engine import make_url
 
-from app.crypto.fields import FIELDS
 from app.db import Base, utcnow
 from app.extensions import db
 from app.principal import Principal
 from app.subject_data import erase, service
 from app.subject_data.models import SubjectRun
 from tests.factories import TEST_PRINCIPAL
-from tests.subject_data.support import CANARY_EMAIL, CANARY_ID, CANARY_NAME, instruct, scene
-
-CANARIES = [c.lower() for c in (CANARY_EMAIL, CANARY_NAME, CANARY_ID)]
+from tests.subject_data.support import CANARIES, CANARY_EMAIL, CANARY_ID, CANARY_NAME, decrypted_hits, instruct, scene
 
 
 def plain_hits(session) -> list[str]:  # type: ignore[no-untyped-def]
@@ -38,19 +35,6 @@ def plain_hits(session) -> list[str]:  # type: ignore[no-untyped-def]
     return hits
 
 
-def decrypted(session) -> tuple[list[str], list[bytes]]:  # type: ignore[no-untyped-def]
-    """Encrypted fields that decrypt to something about the subject, and their ciphertexts."""
-    hits, blobs = [], []
-    for spec in FIELDS:
-        for row in session.scalars(select(spec.model)):  # type: ignore[call-overload]
-            value = getattr(row, spec.name)
-            text = value.decode("utf-8", "replace") if isinstance(value, bytes) else (value or "")
-            if any(c in text.lower() for c in CANARIES):
-                hits.append(f"{spec.table}.{spec.name}#{row.id}")
-                blobs.append(getattr(row, spec.column))
-    return hits, blobs
-
-
 def test_erasure_leaves_no_canary_in_any_table_or_in_the_database_file(committed_app: Flask) -> None:
     by = Principal.system("tests")
     with committed_app.app_context():
@@ -59,7 +43,8 @@ def test_erasure_leaves_no_canary_in_any_table_or_in_the_database_file(committed
             instruct(session, sc, "erase")
             run_id = service.start(session, sc.dsr.id, sc.controller.id, "erase", by=TEST_PRINCIPAL, now=utcnow()).id
         with db.session_scope() as session:
-            before, ciphertexts = decrypted(session)
+            before = decrypted_hits(session)
+            ciphertexts = list(before.values())
             assert len(before) > 40 and plain_hits(session) == []
         # Given a worker that died after two committed batches ...
         batch, erase.BATCH = erase.BATCH, 8
@@ -67,7 +52,7 @@ def test_erasure_leaves_no_canary_in_any_table_or_in_the_database_file(committed
             assert service.run_to_end(db.session_scope, run_id, by=by, clock=utcnow, max_steps=3) is False
             with db.session_scope() as session:
                 assert session.get(SubjectRun, run_id).state == "running"  # type: ignore[union-attr]
-                assert 0 < len(decrypted(session)[0]) < len(before)
+                assert 0 < len(decrypted_hits(session)) < len(before)
             # ... the rerun completes.
             assert service.run_to_end(db.session_scope, run_id, by=by, clock=utcnow) is True
         finally:
@@ -75,7 +60,7 @@ def test_erasure_leaves_no_canary_in_any_table_or_in_the_database_file(committed
         with db.session_scope() as session:
             run = session.get(SubjectRun, run_id)
             assert run is not None and run.state == "done" and run.report.get("failed", []) == []
-            assert decrypted(session)[0] == [] and plain_hits(session) == []
+            assert decrypted_hits(session) == {} and plain_hits(session) == []
         engine = db.engine
         url = make_url(str(engine.url))
     if url.get_backend_name() != "sqlite":
