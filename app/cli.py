@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Callable
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import click
@@ -33,6 +36,33 @@ class DeskGroup(AppGroup):
 def group(name: str, help_text: str) -> DeskGroup:
     """A command group of the operator contract."""
     return DeskGroup(name, help=help_text)
+
+
+@contextmanager
+def stop_on_ctrl_c(what: str) -> Iterator[threading.Event]:
+    """For a long job that commits batch by batch: the first Ctrl-C asks it to stop after the current batch
+    (set on the event it checks between batches); a second one interrupts at once.
+
+    Stopping between batches never leaves a statement half-run (a KeyboardInterrupt inside a database call
+    can surface as a driver error), and the job's saved cursor then names exactly where it stopped.
+    """
+    stop = threading.Event()
+
+    def ask(_signum: int, _frame: Any) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+        click.echo(f"\nstopping {what} after the current batch (Ctrl-C again to stop at once)", err=True)
+
+    try:
+        previous = signal.signal(signal.SIGINT, ask)
+    except ValueError:  # not the main thread (e.g. an embedding caller): plain KeyboardInterrupt behaviour
+        yield stop
+        return
+    try:
+        yield stop
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def operator(command: str) -> Principal:

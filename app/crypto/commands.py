@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -10,7 +11,7 @@ from flask import current_app
 
 from app.audit.checkpoint import last_checkpoint
 from app.audit.commands import checkpoint_path
-from app.cli import group, operator
+from app.cli import group, operator, stop_on_ctrl_c
 from app.crypto import rotation
 from app.crypto.keyring import KeyringError
 from app.crypto.service import key_status, rewrap_keys
@@ -59,18 +60,21 @@ def keys_rotate(reencrypt: bool, batch_size: int) -> None:
     # retire the keys the first one is moving values onto, or redo its batches.
     lock = ProcessLock(db.engine, advisory_key("keys rotate"), Path(current_app.config["INSTANCE_PATH"]) / "keys-rotate.lock")
     try:
-        with lock:
-            _rotate(reencrypt, batch_size)
+        with lock, stop_on_ctrl_c("the re-encryption") as stop:
+            _rotate(reencrypt, batch_size, should_stop=stop.is_set)
     except LockHeld:
         raise click.ClickException("another keys rotate is running; nothing was changed (a stopped --reencrypt run resumes when started again)") from None
-    except KeyboardInterrupt:
+    except rotation.RotationStopped as stopped:
+        click.echo(f"stopped: {stopped}; run keys rotate --reencrypt again to resume", err=True)
+        sys.exit(130)  # the shell's status for a stop by SIGINT
+    except KeyboardInterrupt:  # a second Ctrl-C: mid-batch; the last committed batch is where it resumes
         with db.session_scope() as session:
             where = rotation.describe_progress(session)
         click.echo(f"\nstopped: {where or 'before the first batch'}; run keys rotate --reencrypt again to resume", err=True)
         sys.exit(130)
 
 
-def _rotate(reencrypt: bool, batch_size: int) -> None:
+def _rotate(reencrypt: bool, batch_size: int, *, should_stop: Callable[[], bool]) -> None:
     try:
         if not reencrypt:
             with db.session_scope() as session:
@@ -89,7 +93,13 @@ def _rotate(reencrypt: bool, batch_size: int) -> None:
 
             with bar:
                 result = rotation.run(
-                    session, by=operator("keys rotate --reencrypt"), clock=utcnow, batch_rows=batch_size, on_total=total, on_progress=progress
+                    session,
+                    by=operator("keys rotate --reencrypt"),
+                    clock=utcnow,
+                    batch_rows=batch_size,
+                    on_total=total,
+                    on_progress=progress,
+                    should_stop=should_stop,
                 )
         resumed = " (resumed)" if result.resumed else ""
         click.echo(f"re-encryption finished{resumed}: {result.rotated} values re-encrypted, {result.keys_destroyed} old data keys destroyed")

@@ -44,6 +44,10 @@ class RotationError(Exception):
     """The rotation cannot continue (a value does not decrypt, or it does not converge)."""
 
 
+class RotationStopped(Exception):
+    """Stopped on request after a committed batch; the message says where (the saved cursor)."""
+
+
 @dataclass
 class RotationResult:
     """What one run did."""
@@ -204,8 +208,13 @@ def run(
     batch_rows: int = BATCH_ROWS,
     on_total: Callable[[int], None] = lambda _n: None,
     on_progress: Callable[[int], None] = lambda _n: None,
+    should_stop: Callable[[], bool] = lambda: False,
 ) -> RotationResult:
-    """Run (or resume) the re-encryption to the end; commits after every batch (this is the job's edge)."""
+    """Run (or resume) the re-encryption to the end; commits after every batch (this is the job's edge).
+
+    `should_stop` is asked after each committed batch: when it says so, RotationStopped is raised with the
+    saved cursor (a rerun resumes from it).
+    """
     state, resumed = start(session, by=by, now=clock())
     session.commit()
     retiring = set(state["retiring"])
@@ -229,6 +238,8 @@ def run(
                 session.commit()
                 on_progress(hi - after)
                 after = hi
+                if should_stop():
+                    raise RotationStopped(describe_progress(session) or "before the first batch")
             state["done"].append(name)
             state.update(field=None, after_id=0)
             save_state(session, JOB, state, now=clock())

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import click
 from sqlalchemy import select
 
-from app.cli import group, operator
+from app.cli import group, operator, stop_on_ctrl_c
 from app.db import utcnow
 from app.extensions import db
 from app.subject_data import service
@@ -51,7 +52,18 @@ def resume(run_id: int) -> None:
     with db.session_scope() as session:
         if session.get(SubjectRun, run_id) is None:
             raise click.UsageError(f"no run {run_id}")
-    service.run_to_end(db.session_scope, run_id, by=operator("subject-data resume"), clock=utcnow)
+
+    def progress() -> None:
+        with db.session_scope() as session:
+            click.echo(f"  run {run_id}: {service.describe_progress(session, run_id)}", err=True)
+
+    with stop_on_ctrl_c(f"run {run_id}") as stop:
+        finished = service.run_to_end(db.session_scope, run_id, by=operator("subject-data resume"), clock=utcnow, should_stop=stop.is_set, on_step=progress)
+    if not finished:
+        with db.session_scope() as session:
+            where = service.describe_progress(session, run_id)
+        click.echo(f"stopped: run {run_id} {where}; run subject-data resume {run_id} again to finish", err=True)
+        sys.exit(130)  # the shell's status for a stop by SIGINT
     with db.session_scope() as session:
         run = session.get(SubjectRun, run_id)
         assert run is not None

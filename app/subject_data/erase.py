@@ -96,8 +96,17 @@ def truncate_wal(engine: Engine) -> str:
     raw = engine.raw_connection()
     try:
         cursor = raw.cursor()
-        cursor.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        row = cursor.fetchone()
+        # Best effort: while another connection reads, TRUNCATE waits for it up to the busy timeout and then
+        # reports busy (the next checkpoint truncates). Wait a second, not the desk's 30 s write timeout.
+        cursor.execute("PRAGMA busy_timeout")
+        current = cursor.fetchone()
+        previous = int(current[0]) if current else 30_000
+        cursor.execute("PRAGMA busy_timeout = 1000")
+        try:
+            cursor.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            row = cursor.fetchone()
+        finally:
+            cursor.execute(f"PRAGMA busy_timeout = {previous}")  # the connection goes back to the pool
         busy = row[0] if row else 0
         cursor.close()
     finally:

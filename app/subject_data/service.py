@@ -227,8 +227,21 @@ def _finish(session: Session, run: SubjectRun, *, by: Principal, now: dt.datetim
     dsr_service.add_event(session, dsr, f"{run.kind}_{run.state}", by=by, now=now, run_id=run.id, controller_id=run.controller_id, **dict(details))
 
 
-def run_to_end(sessions: Callable[[], Any], run_id: int, *, by: Principal, clock: Callable[[], dt.datetime], max_steps: int | None = None) -> bool:
-    """Advance a run batch by batch, one committed transaction each (the actor); True when finished."""
+def run_to_end(
+    sessions: Callable[[], Any],
+    run_id: int,
+    *,
+    by: Principal,
+    clock: Callable[[], dt.datetime],
+    max_steps: int | None = None,
+    should_stop: Callable[[], bool] = lambda: False,
+    on_step: Callable[[], None] = lambda: None,
+) -> bool:
+    """Advance a run batch by batch, one committed transaction each (the actor); True when finished.
+
+    `on_step` is called after each committed batch, then `should_stop` is asked: when it says so the run
+    stops there (False), its cursor saved for the next resume.
+    """
     steps = 0
     while max_steps is None or steps < max_steps:
         with sessions() as session:
@@ -238,7 +251,22 @@ def run_to_end(sessions: Callable[[], Any], run_id: int, *, by: Principal, clock
         if finished:
             erase.truncate_wal(bind.engine if hasattr(bind, "engine") else bind)
             return True
+        on_step()
+        if should_stop():
+            return False
     return False
+
+
+def describe_progress(session: Session, run_id: int) -> str:
+    """Where a run stands: its state, or for an unfinished one its phase and cursor and what it changed so far (ids and counts only)."""
+    run = get_run(session, run_id)
+    changed = ", ".join(f"{k} {v}" for k, v in sorted((run.report or {}).get("changed", {}).items())) or "nothing yet"
+    if run.state not in ("queued", "running"):
+        return f"{run.kind} {run.state} (changed: {changed})"
+    cursor = get_state(session, _cursor_name(run.id))
+    if cursor is None:
+        return f"{run.kind} {run.state}, not started (changed: {changed})"
+    return f"{run.kind} {run.state}, phase {cursor['phase']} after id {cursor['after']} (changed so far: {changed})"
 
 
 def sweep(session: Session, *, now: dt.datetime) -> dict[str, int]:

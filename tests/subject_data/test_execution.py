@@ -5,6 +5,8 @@ from __future__ import annotations
 import datetime as dt
 import io
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 from flask.testing import FlaskCliRunner
@@ -182,6 +184,34 @@ def test_an_operator_resumes_an_interrupted_run_from_the_cli(session: Session, r
     assert result.exit_code == 0 and f"run {run.id}: done" in result.output
     assert runner.invoke(args=["subject-data", "resume", "999999"]).exit_code == 2
     assert CANARY_EMAIL not in result.output
+
+
+def test_a_run_asked_to_stop_stops_after_a_committed_batch_says_where_and_resumes(session: Session, runner: FlaskCliRunner) -> None:
+    # Given an erasure run with several batches to do
+    sc = scene(session)
+    instruct(session, sc, "erase")
+    run = service.start(session, sc.dsr.id, sc.controller.id, "erase", by=TEST_PRINCIPAL, now=T0)
+
+    @contextmanager
+    def same_session() -> Iterator[Session]:
+        yield session
+
+    # When it is asked to stop (as Ctrl-C does in `subject-data resume`)
+    steps: list[str] = []
+
+    def note() -> None:
+        steps.append(service.describe_progress(session, run.id))
+
+    finished = service.run_to_end(same_session, run.id, by=TEST_PRINCIPAL, clock=lambda: T0, should_stop=lambda: True, on_step=note)
+    # Then it stopped after one batch, unfinished, and says where it stands
+    assert finished is False and len(steps) == 1
+    where = service.describe_progress(session, run.id)
+    assert where.startswith("erase running, phase ") and " after id " in where
+    assert CANARY_EMAIL not in where and CANARY_NAME not in where
+    # And `subject-data resume` finishes it, showing its progress batch by batch
+    result = runner.invoke(args=["subject-data", "resume", str(run.id)])
+    assert result.exit_code == 0, result.output
+    assert f"run {run.id}: erase running, phase " in result.output and f"run {run.id}: done" in result.output
 
 
 def test_a_request_of_two_controllers_keeps_its_subject_until_both_have_erased(session: Session) -> None:

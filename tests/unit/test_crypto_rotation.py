@@ -262,6 +262,7 @@ def test_ctrl_c_reports_where_the_rotation_stopped_and_a_rerun_resumes(database:
         pytest.fail("the rotation finished before Ctrl-C landed: seed more values")
     # Then it says where it stopped and how to resume, with the shell's exit status for SIGINT
     assert proc.returncode == 130, err.decode()
+    assert "stopping the re-encryption after the current batch" in err.decode()
     assert re.search(r"stopped: pass 1, \d+ of \d+ columns done, .*values re-encrypted so far; run keys rotate --reencrypt again to resume", err.decode())
     # And `keys status` shows the saved cursor
     status = subprocess.run(
