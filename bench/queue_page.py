@@ -15,7 +15,8 @@ one page (a SQLAlchemy event in a one-off request; the login gate's and the
 page's own counted apart), and runs `wrk -t2 -c16 -d15s --latency` three times
 against `/tickets/queue/<id>?status=open` (the first page: 50 rows, requester
 and subject decrypted), then 10 s against a page deep in the same queue
-(keyset cursor half-way down).
+(keyset cursor half-way down). Before the load it times every filter combination of the page (status x assignee
+x age, 36) through the queue service in-process: the first page and a walk of 20 pages by cursor.
 
 Prints requests/s, p50 and p99 latency of each round, the worst p99 against
 issue 5's goal (p99 under 100 ms with at most 2 queries a page), statements
@@ -111,6 +112,48 @@ def ceiling_app() -> Any:
     return ceiling
 
 
+def filter_timings(app: Any, controller_id: int, agent_id: int, colleague_id: int) -> list[tuple[str, float, float]]:
+    """Every filter of the queue page (status x assignee x age) through the queue service, in-process:
+    (filters, median ms of the first page over 7 runs, ms a page walking 20 pages by cursor)."""
+    import datetime as dt
+    import itertools
+    import statistics
+
+    from app.db import utcnow
+    from app.extensions import db
+    from app.subject_data.restrict import restricted_flag
+    from app.tickets import service
+
+    found = []
+    with app.app_context():
+        assignees: dict[str, dict[str, Any]] = {
+            "anyone": {},
+            "me": {"assignee_id": agent_id},
+            "a colleague": {"assignee_id": colleague_id},
+            "nobody": {"unassigned": True},
+        }
+        for status, (who, chosen), age in itertools.product((None, "open", "closed"), assignees.items(), (None, 30, 365)):
+            older_than = utcnow() - dt.timedelta(days=age) if age else None
+            kw: dict[str, Any] = dict(controller_id=controller_id, status=status, older_than=older_than, restricted=restricted_flag(), **chosen)
+            first = []
+            for _ in range(7):
+                with db.session_scope() as session:
+                    began = time.perf_counter()
+                    service.queue(session, **kw)
+                    first.append((time.perf_counter() - began) * 1000)
+            with db.session_scope() as session:
+                after, pages, began = None, 0, time.perf_counter()
+                while pages < 20:
+                    page = service.queue(session, after=after, **kw)
+                    pages += 1
+                    if page.next_after is None:
+                        break
+                    after = page.next_after
+                walk = (time.perf_counter() - began) * 1000 / pages
+            found.append((f"status {status or 'any'}, assignee {who}, age {f'> {age} days' if age else 'any'}", statistics.median(first), walk))
+    return found
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n", 1)[0])
     parser.add_argument("--tickets", type=int, default=1_000_000)
@@ -132,6 +175,7 @@ def main() -> None:
         print(f"loaded {args.tickets:,} tickets (COPY, 3 encrypted values + blind index each, then VACUUM ANALYZE) in {loaded:.0f} s")
 
         cid = controller_ids[0]
+        filters = filter_timings(app, cid, agent.id, app.config["BENCH_COLLEAGUES"][0])
         cookie = login_cookie(app, agent)
         first = f"/tickets/queue/{cid}?status=open"
         gate, own, statements = statements_per_page(app, cookie, first)
@@ -192,6 +236,11 @@ def main() -> None:
     )
     print(f"median round: requests/s: {result.rps:.0f}   latency p50: {result.p50:.1f} ms  p99: {result.p99:.1f} ms")
     print(f"ratio to the ceiling ({CEILING_RPS} rps, PERFORMANCE.md): {result.rps / CEILING_RPS:.2f}")
+    print(f"every filter of the page through the queue service, in-process ({len(filters)} combinations; first page median of 7, then 20 pages by cursor):")
+    for label, median, walk in filters:
+        print(f"  {label}: first page {median:.1f} ms, {walk:.1f} ms a page over 20 pages")
+    slowest = max(filters, key=lambda f: max(f[1], f[2]))
+    print(f"  slowest: {slowest[0]} ({max(slowest[1], slowest[2]):.1f} ms)")
     print(
         f"same-run ceiling (Flask + Jinja 50 rows + one ORM 50-row query, same gunicorn, same wrk): {ceiling.rps:.0f} rps, "
         f"p50 {ceiling.p50:.1f} ms, p99 {ceiling.p99:.1f} ms; ratio {result.rps / ceiling.rps:.2f}"
