@@ -40,7 +40,13 @@ log = logging.getLogger(__name__)
 RUN_ACTOR = "run_subject_job"
 # A run not advanced for this long lost its doorbell or its worker: the sweeper rings again.
 STALE_AFTER = dt.timedelta(minutes=2)
-_RUN_DOORBELL = Doorbell(RUN_ACTOR, key="subject_data_doorbells", log=log, broker_down="subject data: broker unavailable (%s); the sweeper will advance run %s")
+_RUN_DOORBELL = Doorbell(
+    RUN_ACTOR,
+    key="subject_data_doorbells",
+    log=log,
+    broker_down="subject data: broker unavailable (%s); the sweeper will advance run %s",
+    no_actor="subject data: no %s actor declared; the sweeper will advance %d run(s)",
+)
 
 
 class SubjectDataError(Exception):
