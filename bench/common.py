@@ -47,22 +47,12 @@ def libpq_url(database_url: str) -> str:
 @contextmanager
 def fresh_postgres(label: str = "", admin_url: str = ADMIN_URL) -> Iterator[str]:
     """A new database on the server of `admin_url` (named dsr_bench_[label_]<hex>), dropped on the way out."""
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.engine import make_url
-
     from config.settings import normalise_database_url
+    from tests.databases import server_database
 
-    admin_url = normalise_database_url(admin_url, variable="BENCH_DATABASE_URL")
     name = f"dsr_bench_{label + '_' if label else ''}{uuid.uuid4().hex[:10]}"
-    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield make_url(admin_url).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with server_database(normalise_database_url(admin_url, variable="BENCH_DATABASE_URL"), name) as url:
+        yield url
 
 
 def desk_environment(database_url: str, instance: Path) -> dict[str, str]:

@@ -26,7 +26,16 @@ def fresh_database(folder: Path, label: str = "desk") -> Iterator[str]:
         yield f"sqlite:///{folder / (name + '.sqlite3')}"
         return
     assert TEST_DATABASE_URL is not None
-    admin_url = normalise_database_url(TEST_DATABASE_URL, variable="TEST_DATABASE_URL")
+    with server_database(normalise_database_url(TEST_DATABASE_URL, variable="TEST_DATABASE_URL"), name) as url:
+        yield url
+
+
+@contextmanager
+def server_database(admin_url: str, name: str) -> Iterator[str]:
+    """Database `name` created on the Postgres server of `admin_url`, its URL yielded, dropped (even if in use) afterwards.
+
+    Also what bench/common.py's fresh databases use.
+    """
     admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{name}"'))
