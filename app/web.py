@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
-from flask import Flask, Request, g
+from flask import Flask, Request, g, stream_with_context
 from werkzeug.routing import IntegerConverter, Map
 
+from app.extensions import db
 from app.principal import Principal
+from app.tickets.blobs import iter_blob
 
 # Every id column is a 32-bit integer: a larger id in a URL is a 404 at routing,
 # never a database error (Postgres refuses to compare an INTEGER with a bigger literal).
@@ -41,6 +44,21 @@ def current_principal() -> Principal:
     """The staff member of this request; the auth layer sets `g.principal`."""
     principal: Principal | None = g.get("principal")
     return principal or Principal.system("web-anonymous")
+
+
+def streamed_blob(blob_id: int) -> Iterator[bytes]:
+    """A response body streaming a stored blob (file, export) chunk by chunk, read in a session of its own.
+
+    Flask tears the request down (closing the request's session) when the view returns, before
+    the first byte goes out; a body that went on using that session would check out a
+    connection that nothing gives back to the pool.
+    """
+
+    def chunks() -> Iterator[bytes]:
+        with db.session_scope() as session:
+            yield from iter_blob(session, blob_id)
+
+    return stream_with_context(chunks())
 
 
 # (endpoint, label) of the top navigation, in order; blueprints add themselves.

@@ -9,10 +9,9 @@ URL (so never in an access log, the history or a Referer).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
-from flask import Blueprint, abort, current_app, flash, g, redirect, render_template, request, stream_with_context, url_for
+from flask import Blueprint, abort, current_app, flash, g, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 from sqlalchemy import select
 from werkzeug.wrappers import Response
@@ -27,9 +26,8 @@ from app.dsr.models import Dsr
 from app.extensions import db
 from app.subject_data import restrict, service, tokens
 from app.subject_data.models import DECISION_FOR, SubjectExport, SubjectRun
-from app.tickets.blobs import iter_blob
 from app.tickets.models import Ticket
-from app.web import current_principal
+from app.web import current_principal, streamed_blob
 
 bp = Blueprint("subject_data", __name__, url_prefix="/subject-data")
 
@@ -239,8 +237,7 @@ def download() -> ResponseReturnValue:
     # Committed before the first byte: a second request with the same token finds the jti used.
     db.session.commit()
     assert item.blob_id is not None
-    chunks: Iterator[bytes] = iter_blob(db.session, item.blob_id)
-    response = Response(stream_with_context(chunks), content_type=CONTENT_TYPES[item.format])
+    response = Response(streamed_blob(item.blob_id), content_type=CONTENT_TYPES[item.format])
     response.headers["Content-Length"] = str(item.size)
     dsr = db.session.get(Dsr, item.dsr_id)
     name = f"{dsr.reference if dsr else 'export'}-controller-{item.controller_id}.{item.format}"

@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote
 
-from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, stream_with_context, url_for
+from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 from markupsafe import Markup
 from sqlalchemy import select
@@ -37,7 +36,7 @@ from app.tickets import service
 from app.tickets.forms import AssignForm, AttachmentForm, MoveForm, NoteForm, ReplyForm, SearchForm, StatusForm
 from app.tickets.html import sanitise_html
 from app.tickets.models import STATUSES, Attachment, Message, Ticket
-from app.web import MAX_ID, current_principal
+from app.web import MAX_ID, current_principal, streamed_blob
 
 bp = Blueprint("tickets", __name__, url_prefix="/tickets")
 
@@ -452,8 +451,7 @@ def download(ticket_id: int, attachment_id: int) -> Response:
         abort(404)
     base_type = attachment.content_type.split(";")[0].strip().lower()
     inline = service.inline_allowed(base_type)
-    chunks: Iterator[bytes] = service.attachment_chunks(db.session, attachment)
-    response = Response(stream_with_context(chunks), content_type=base_type if inline else "application/octet-stream")
+    response = Response(streamed_blob(attachment.blob_id), content_type=base_type if inline else "application/octet-stream")
     response.headers["Content-Length"] = str(attachment.size)
     response.headers["Content-Disposition"] = content_disposition("inline" if inline else "attachment", attachment.filename)
     response.headers["X-Content-Type-Options"] = "nosniff"

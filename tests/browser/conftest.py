@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import shutil
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,8 +86,18 @@ def live_server(tmp_path_factory: pytest.TempPathFactory, app: Flask) -> Iterato
         finally:
             server.shutdown()
             thread.join(timeout=5)
-            db.state(live_app).engine.dispose()
+            engine = db.state(live_app).engine
+            # Every request gives its connection back. A request thread may still be finishing (the browser
+            # already has the last byte), so allow it a moment; a connection still out after that is a leak
+            # (a streamed download once kept one for good), and would otherwise surface much later as a
+            # ResourceWarning in whichever test the garbage collector happened to run.
+            deadline = time.monotonic() + 10
+            while engine.pool.checkedout() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            leaked = engine.pool.checkedout()
+            engine.dispose()
             app_context.attach(app)
+            assert leaked == 0, f"{leaked} database connection(s) never returned to the pool by the live server's requests"
 
 
 @pytest.fixture(scope="session")
