@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 
 from flask import Flask, current_app, g
-from sqlalchemy import DateTime, Engine, MetaData, String, create_engine, event
+from sqlalchemy import DateTime, Engine, MetaData, String, Table, create_engine, event
+from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.orm import DeclarativeBase, Session, mapped_column, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
@@ -55,6 +56,13 @@ class Base(DeclarativeBase):
 
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
     type_annotation_map = {dt.datetime: UTCDateTime()}
+
+
+def table_of_model(model: type) -> Table:
+    """The Core table a mapped class is stored in."""
+    table: object = sa_inspect(model).local_table
+    assert isinstance(table, Table), f"{model.__name__} is not mapped to a table"
+    return table
 
 
 def utcnow() -> dt.datetime:

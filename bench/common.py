@@ -290,8 +290,18 @@ class WrkResult:
 
 def _ms(value: str) -> float:
     """One of wrk's latency figures ("850.00us", "12.50ms", "1.20s") in milliseconds."""
-    number, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", value).groups()  # type: ignore[union-attr]
-    return float(number) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+    match = re.fullmatch(r"([\d.]+)(us|ms|s)", value)
+    if match is None:
+        raise SystemExit(f"unexpected wrk latency figure {value!r}")
+    return float(match.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[match.group(2)]
+
+
+def _figure(pattern: str, out: str) -> str:
+    """The first group of `pattern` in wrk's output; a clear exit when wrk printed something else."""
+    match = re.search(pattern, out)
+    if match is None:
+        raise SystemExit(f"wrk's output has no {pattern!r}:\n{out}")
+    return match.group(1)
 
 
 def run_wrk(url: str, cookie: str | None, duration: int) -> WrkResult:
@@ -301,9 +311,9 @@ def run_wrk(url: str, cookie: str | None, duration: int) -> WrkResult:
     failures = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     errors = re.search(r"Socket errors: (.*)", out)
     return WrkResult(
-        rps=float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),  # type: ignore[union-attr]
-        p50=_ms(re.search(r"\s50%\s+(\S+)", out).group(1)),  # type: ignore[union-attr]
-        p99=_ms(re.search(r"\s99%\s+(\S+)", out).group(1)),  # type: ignore[union-attr]
+        rps=float(_figure(r"Requests/sec:\s+([\d.]+)", out)),
+        p50=_ms(_figure(r"\s50%\s+(\S+)", out)),
+        p99=_ms(_figure(r"\s99%\s+(\S+)", out)),
         non_2xx=int(failures.group(1)) if failures else 0,
         socket_errors=errors.group(1) if errors else None,
         raw=out,
@@ -409,6 +419,7 @@ def load_tickets(app: Any, database_url: str, controller_ids: list[int], agent_i
     from sqlalchemy.schema import CreateIndex, DropIndex
 
     from app.crypto.keys import active_key, cache_for
+    from app.db import table_of_model
     from app.extensions import db
     from app.tickets.models import Ticket
 
@@ -427,7 +438,7 @@ def load_tickets(app: Any, database_url: str, controller_ids: list[int], agent_i
     with app.app_context():
         dialect = db.engine.dialect
     # Bulk load first, index after: the same index definitions as the migration, built once instead of row by row.
-    indexes = sorted(Ticket.__table__.indexes, key=lambda i: str(i.name))  # type: ignore[attr-defined]
+    indexes = sorted(table_of_model(Ticket).indexes, key=lambda i: str(i.name))
     url = libpq_url(database_url)
     with psycopg.connect(url) as conn:
         conn.execute("SET synchronous_commit = off")
@@ -446,3 +457,14 @@ def load_tickets(app: Any, database_url: str, controller_ids: list[int], agent_i
         conn.commit()
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("VACUUM ANALYZE tickets")
+
+
+@contextmanager
+def desk_with_tickets(count: int, **config: Any) -> Iterator[tuple[Desk, list[int], Staff]]:
+    """A production desk (production_desk) with the bench's controllers and agent (setup_desk) and `count` generated tickets; prints the load time."""
+    with production_desk(**config) as desk:
+        controller_ids, agent = setup_desk(desk.app)
+        started = time.monotonic()
+        load_tickets(desk.app, desk.database_url, controller_ids, agent.id, count)
+        print(f"loaded {count:,} tickets in {time.monotonic() - started:.0f} s")
+        yield desk, controller_ids, agent

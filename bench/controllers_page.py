@@ -28,7 +28,7 @@ from typing import Any
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
-from bench.common import WrkResult, enrol_staff, gunicorn, login_cookie, production_desk, recorded_statements, require_wrk, run_wrk  # noqa: E402
+from bench.common import WrkResult, enrol_staff, gunicorn, login_cookie, production_desk, recorded_statements, require_wrk, run_wrk  # noqa: E402 - after the sys.path line above (run as a script)
 
 CEILING_RPS = 653  # shared/PERFORMANCE.md: the same page shape + one ORM 50-row query on Postgres
 

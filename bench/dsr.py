@@ -44,17 +44,15 @@ from typing import Any
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
-from bench.common import (  # noqa: E402
+from bench.common import (  # noqa: E402 - after the sys.path line above (run as a script)
     NULL,
     capture,
     copy_bytes,
+    desk_with_tickets,
     enrol_staff,
     explain_all,
     libpq_url,
-    load_tickets,
     login_cookie,
-    production_desk,
-    setup_desk,
     timed,
 )
 
@@ -122,9 +120,10 @@ def load_dsrs(app: Any, database_url: str, controller_ids: list[int], count: int
             forward_id += 1
             pending = state == "awaiting_forward"
             created = now - dt.timedelta(minutes=1) if pending else received
+            sent_at = forwarded_at.isoformat() if forwarded_at and not pending else NULL
             forward_lines.append(
                 f"{forward_id}\t{n}\t{controller_ids[n % len(controller_ids)]}\t{'pending' if pending else 'forwarded'}\t"
-                f"{NULL if pending else forwarded_at.isoformat()}\t{NULL if pending else f'fwd{n}@desk.example'}\t[]\t{created.isoformat()}\n"  # type: ignore[union-attr]
+                f"{sent_at}\t{NULL if pending else f'fwd{n}@desk.example'}\t[]\t{created.isoformat()}\n"
             )
     url = libpq_url(database_url)
     with psycopg.connect(url) as conn:
@@ -153,12 +152,8 @@ def main() -> None:
     from app.extensions import db
     from app.principal import Principal
 
-    with production_desk(PRIVACY_ADDRESS="privacy@desk.example") as desk:
+    with desk_with_tickets(args.tickets, PRIVACY_ADDRESS="privacy@desk.example") as (desk, controller_ids, agent):
         app, database_url = desk.app, desk.database_url
-        controller_ids, agent = setup_desk(app)
-        started = time.monotonic()
-        load_tickets(app, database_url, controller_ids, agent.id, args.tickets)
-        print(f"loaded {args.tickets:,} tickets in {time.monotonic() - started:.0f} s")
         officer = enrol_staff(app, "bench.privacy@desk.example", "privacy_officer")
         now = utcnow()
         started = time.monotonic()

@@ -29,7 +29,7 @@ from typing import Any
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
-from bench.common import desk_environment, free_port, fresh_postgres  # noqa: E402
+from bench.common import desk_environment, free_port, fresh_postgres  # noqa: E402 - after the sys.path line above (run as a script)
 
 
 def pct(values: list[float], q: float) -> float:

@@ -37,7 +37,7 @@ from typing import Any
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
-from bench.common import (  # noqa: E402
+from bench.common import (  # noqa: E402 - after the sys.path line above (run as a script)
     CONTROLLERS,
     SHARE_OF_FIRST,
     gunicorn,

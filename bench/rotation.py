@@ -33,15 +33,15 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from app import create_app  # noqa: E402
-from app import migrations as desk_migrations  # noqa: E402
-from app.crypto.cipher import HEADER, NONCE_BYTES, encrypt_field, field_aad  # noqa: E402
-from app.crypto.keyring import keyring_for  # noqa: E402
-from app.crypto.keys import KeyCache, LoadedKey, active_key, load_key, owner_of  # noqa: E402
-from app.crypto.service import key_status  # noqa: E402
-from app.extensions import db  # noqa: E402
-from bench.common import ADMIN_URL, fresh_postgres, libpq_url  # noqa: E402
-from config.settings import DevelopmentConfig  # noqa: E402
+from app import create_app  # noqa: E402 - after the sys.path line above (run as a script)
+from app import migrations as desk_migrations  # noqa: E402 - after the sys.path line above (run as a script)
+from app.crypto.cipher import HEADER, NONCE_BYTES, encrypt_field, field_aad  # noqa: E402 - after the sys.path line above (run as a script)
+from app.crypto.keyring import keyring_for  # noqa: E402 - after the sys.path line above (run as a script)
+from app.crypto.keys import KeyCache, LoadedKey, active_key, load_key, owner_of  # noqa: E402 - after the sys.path line above (run as a script)
+from app.crypto.service import key_status  # noqa: E402 - after the sys.path line above (run as a script)
+from app.extensions import db  # noqa: E402 - after the sys.path line above (run as a script)
+from bench.common import ADMIN_URL, fresh_postgres, libpq_url  # noqa: E402 - after the sys.path line above (run as a script)
+from config.settings import DevelopmentConfig  # noqa: E402 - after the sys.path line above (run as a script)
 
 V1 = "bench-master-secret-v1-0123456789abcdef-0123"
 V2 = "bench-master-secret-v2-fedcba9876543210-3210"
@@ -114,7 +114,8 @@ def ceiling(url: str, folder: str) -> float:
     started = time.perf_counter()
     with raw, raw.cursor() as cur:
         cur.execute("CREATE TEMP TABLE ceiling_tmp (id bigint, value bytea) ON COMMIT DELETE ROWS")
-        top = cur.execute(f"SELECT max(id) FROM {TABLE}").fetchone()[0]  # type: ignore[index]
+        found = cur.execute(f"SELECT max(id) FROM {TABLE}").fetchone()
+        top = found[0] if found and found[0] is not None else 0
         lo = 0
         while lo < top:
             hi = lo + BATCH

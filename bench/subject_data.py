@@ -38,7 +38,7 @@ from typing import Any
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
-from bench.common import capture, copy_bytes, explain_all, libpq_url, load_tickets, production_desk, setup_desk, timed  # noqa: E402
+from bench.common import capture, copy_bytes, desk_with_tickets, explain_all, libpq_url, timed  # noqa: E402 - after the sys.path line above
 
 MESSAGE_COLUMNS = "id, ticket_id, direction, key_owner, sender_email_ct, sender_email_bidx, body_text_ct, is_auto_reply, flags, notes, created_at, row_uid"
 TICKETS_PER_SUBJECT = 20
@@ -122,7 +122,8 @@ def make_subject(app: Any, controller_id: int, n: int) -> tuple[int, str]:
         with db.session_scope() as session:
             settings = dsr_service.DsrSettings.from_config(app.config)
             data = dsr_service.DsrInput(types=["erasure"], subject_email=email, subject_name=name, request_text=f"{name} asks for erasure.")
-            dsr = dsr_service.create_from_ticket(session, first, data, controller_ids=[controller_id], by=by, now=now)  # type: ignore[arg-type]
+            assert first is not None  # TICKETS_PER_SUBJECT >= 1
+            dsr = dsr_service.create_from_ticket(session, first, data, controller_ids=[controller_id], by=by, now=now)
             dsr_service.forward(session, dsr.id, settings=settings, by=by, now=now)
             controller = session.get(Controller, controller_id)
             assert controller is not None
@@ -159,12 +160,8 @@ def main() -> None:
     from app.subject_data import service
     from app.subject_data.models import SubjectRun
 
-    with production_desk(PRIVACY_ADDRESS="privacy@desk.example") as desk:
+    with desk_with_tickets(args.tickets, PRIVACY_ADDRESS="privacy@desk.example") as (desk, controller_ids, agent):
         app, database_url = desk.app, desk.database_url
-        controller_ids, agent = setup_desk(app)
-        started = time.monotonic()
-        load_tickets(app, database_url, controller_ids, agent.id, args.tickets)
-        print(f"loaded {args.tickets:,} tickets in {time.monotonic() - started:.0f} s")
         started = time.monotonic()
         load_messages(app, database_url, args.messages)
         print(f"loaded {args.messages:,} background messages in {time.monotonic() - started:.0f} s")

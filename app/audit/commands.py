@@ -42,7 +42,7 @@ def write_checkpoint(app: Flask) -> tuple[cp.Checkpoint, bool]:
 @audit_cli.command("checkpoint")
 def audit_checkpoint() -> None:
     """Sign the chain head (seq, hash) and append it to AUDIT_CHECKPOINT_PATH."""
-    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    app = current_app._get_current_object()  # type: ignore[attr-defined]  # the proxy's method; Flask types current_app as Flask
     try:
         checkpoint, written = write_checkpoint(app)
     except cp.CheckpointError as exc:
@@ -55,7 +55,7 @@ def audit_checkpoint() -> None:
 @click.option("--quiet", is_flag=True, help="Print only the result line.")
 def audit_verify(quiet: bool) -> None:
     """Check every link of the chain and every signed checkpoint; exit 1 at the first broken event."""
-    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    app = current_app._get_current_object()  # type: ignore[attr-defined]  # the proxy's method; Flask types current_app as Flask
     keys = checkpoint_keys(app)
     path = checkpoint_path(app)
     with db.session_scope() as session:

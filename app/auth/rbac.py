@@ -15,7 +15,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from flask import abort, g
 
@@ -84,9 +84,13 @@ def role_can(role: str, permission: str) -> bool:
     return permission in (PUBLIC, LOGIN) or permission in ROLE_PERMISSIONS.get(role, frozenset())
 
 
+# The permission each decorated view declared, by view function (the gate and the route matrix read it).
+_DECLARED: dict[Callable[..., Any], str] = {}
+
+
 def declared_permission(view: Callable[..., Any] | None) -> str | None:
     """The permission a view declared, or None."""
-    return getattr(view, "permission", None) if view is not None else None
+    return _DECLARED.get(view) if view is not None else None
 
 
 def _declare(permission: str) -> Callable[[F], F]:
@@ -103,8 +107,8 @@ def _declare(permission: str) -> Callable[[F], F]:
                     abort(403)
             return view(*args, **kwargs)
 
-        wrapper.permission = permission  # type: ignore[attr-defined]
-        return wrapper  # type: ignore[return-value]
+        _DECLARED[wrapper] = permission
+        return cast(F, wrapper)  # functools.wraps keeps the view's signature; mypy cannot see through it
 
     return decorate
 

@@ -49,7 +49,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from app.crypto.cipher import INDEX_BYTES, NORMALISERS, CryptoError, blind_index, decrypt_field, encrypt_field, key_id_of
 from app.crypto.keys import PLATFORM, active_key, cache_for, find_index_key, forget_active_keys, forget_keys, load_key, owner_of
-from app.db import Base
+from app.db import Base, table_of_model
 
 __all__ = [
     "FIELDS",
@@ -103,7 +103,7 @@ class FieldSpec:
     @property
     def table(self) -> str:
         """The table holding the ciphertext."""
-        return str(self.model.__table__.name)  # type: ignore[attr-defined]
+        return table_of_model(self.model).name
 
 
 FIELDS: list[FieldSpec] = []
@@ -162,7 +162,8 @@ class _Encrypted(Generic[T]):
         session = object_session(instance)
         if session is None:
             raise CryptoError(f"{type(instance).__name__}.{self.name} can only be decrypted while its row is in a session")
-        value = self.decrypt(session, blob, row_uid=instance.row_uid)  # type: ignore[attr-defined]
+        assert isinstance(instance, EncryptedRow), f"{type(instance).__name__} holds encrypted fields without EncryptedRow"
+        value = self.decrypt(session, blob, row_uid=instance.row_uid)
         instance.__dict__.setdefault(_PLAIN, {})[self.name] = (blob, value)
         return value
 
@@ -187,7 +188,8 @@ class _Encrypted(Generic[T]):
     @cached_property
     def table_name(self) -> str:
         """The table of the ciphertext column (fixed once the model is mapped; read per decrypted value)."""
-        return str(self.model.__table__.name)  # type: ignore[union-attr]
+        assert self.model is not None  # set by __set_name__ when the model class is made
+        return table_of_model(self.model).name
 
     @cached_property
     def _where(self) -> str:

@@ -156,7 +156,8 @@ def _write_postgres(conn: Connection, spec: FieldSpec, lo: int, hi: int, out: li
     from psycopg import sql
 
     raw = conn.connection.driver_connection
-    with raw.cursor() as cur:  # type: ignore[union-attr]
+    assert raw is not None  # a live connection of this transaction
+    with raw.cursor() as cur:
         if not conn.info.get("desk_rotation_tmp"):
             cur.execute("CREATE TEMP TABLE IF NOT EXISTS desk_rotation (id bigint, prefix bytea, value bytea) ON COMMIT DELETE ROWS")
             conn.info["desk_rotation_tmp"] = True

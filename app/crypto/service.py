@@ -19,7 +19,7 @@ from app.crypto.cipher import HEADER, unwrap_key, wrap_context, wrap_key
 from app.crypto.fields import FIELDS, FieldSpec
 from app.crypto.keyring import WRAP, Keyring, KeyringError, keyring_for
 from app.crypto.keys import data_keys, forget_keys, forget_remembered, owner_of
-from app.db import make_engine
+from app.db import make_engine, table_of_model
 from app.principal import Principal
 
 
@@ -58,8 +58,7 @@ class KeyStatus:
 
 def table_of(spec: FieldSpec) -> Table:
     """The Core table of an encrypted field."""
-    table: Table = spec.model.__table__  # type: ignore[attr-defined]
-    return table
+    return table_of_model(spec.model)
 
 
 def values_by_key(conn: Connection) -> Counter[int]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from typing import Any
 
@@ -19,8 +20,8 @@ from app.extensions import db
 dsr_cli = group("dsr", "Data-subject requests: list them, run one sweeper pass.")
 
 
-def _iso(value: object) -> str | None:
-    return value.isoformat() if value is not None else None  # type: ignore[attr-defined]
+def _iso(value: dt.date | None) -> str | None:
+    return value.isoformat() if value is not None else None
 
 
 @dsr_cli.command("list")

@@ -67,7 +67,7 @@ def seed(session: Session, *, now: dt.datetime) -> Iterator[str]:
         if then in ("forward", "instruction", "confirmed", "closed"):
             dsr_service.forward(session, dsr.id, settings=SETTINGS, by=by, now=at + dt.timedelta(minutes=3))
         if then in ("instruction", "confirmed", "closed") and cid is not None:
-            contact = session.get(Controller, cid).contact_emails("dsr")[0]  # type: ignore[union-attr]
+            contact = session.get_one(Controller, cid).contact_emails("dsr")[0]
             item = dsr_instructions.receive(
                 session, dsr, controller_id=cid, sender_email=contact, reply_text="Please confirm to the subject that we will handle it.",
                 raw=b"demo", raw_sha256="0" * 64, message_pk=None, by=by, now=at + dt.timedelta(hours=3),

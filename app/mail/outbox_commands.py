@@ -33,12 +33,13 @@ def sweep_outbox_command(send_now: bool, as_json: bool) -> None:
             due_count, rung = outbound.sweep(session, now=utcnow(), policy=settings.policy)
         report.update(due=due_count, enqueued=rung)
     with db.session_scope() as session:
-        report["backlog"] = outbound.backlog(session, now=utcnow())
+        backlog = outbound.backlog(session, now=utcnow())
+    report["backlog"] = backlog
     if as_json:
         click.echo(json.dumps(report, sort_keys=True))
         return
     click.echo(" ".join(f"{k}={v}" for k, v in report.items() if k != "backlog"))
-    click.echo("backlog " + " ".join(f"{k}={v}" for k, v in report["backlog"].items()))  # type: ignore[attr-defined]
+    click.echo("backlog " + " ".join(f"{k}={v}" for k, v in backlog.items()))
 
 
 @click.command("requeue-outbox")

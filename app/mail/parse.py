@@ -13,6 +13,7 @@ import email
 import email.policy
 import hashlib
 import re
+import weakref
 from dataclasses import dataclass, field
 from email.header import decode_header, make_header
 from email.message import Message
@@ -78,15 +79,19 @@ class ParsedMail:
     notes: list[dict[str, Any]] = field(default_factory=list)
 
 
+# The raw header values of each message being parsed, read once: the policy's header objects
+# are parsed anew on every access, which cost most of the parsing time; only what is used gets
+# decoded. Kept only as long as the message object lives.
+_RAW_HEADERS: weakref.WeakKeyDictionary[Message, dict[str, list[str]]] = weakref.WeakKeyDictionary()
+
+
 def _raw_headers(msg: Message) -> dict[str, list[str]]:
-    # The raw header values, read once: the policy's header objects are parsed anew on
-    # every access, which cost most of the parsing time; only what is used gets decoded.
-    cached: dict[str, list[str]] | None = getattr(msg, "_desk_raw_headers", None)
+    cached = _RAW_HEADERS.get(msg)
     if cached is None:
         cached = {}
         for key, value in msg.raw_items():
             cached.setdefault(key.lower(), []).append(str(value))
-        msg._desk_raw_headers = cached  # type: ignore[attr-defined]
+        _RAW_HEADERS[msg] = cached
     return cached
 
 
