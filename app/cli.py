@@ -4,71 +4,18 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import signal
-import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any
 
 import click
 from flask import Flask, current_app
-from flask.cli import AppGroup, ScriptInfo
-from sqlalchemy.exc import DBAPIError, OperationalError
+from flask.cli import ScriptInfo
 
 from app import migrations
+from app.clikit import group, operator
 from app.controllers import service as controllers
 from app.db import utcnow
 from app.extensions import db
-from app.principal import Principal
-
-
-class DeskGroup(AppGroup):
-    """A command group whose infrastructure failures end in one line, not a traceback."""
-
-    def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except (OperationalError, DBAPIError) as exc:
-            reason = type(exc.orig).__name__ if exc.orig is not None else type(exc).__name__
-            raise click.ClickException(f"the database is unreachable or refused the request ({reason})") from None
-
-
-def group(name: str, help_text: str) -> DeskGroup:
-    """A command group of the operator contract."""
-    return DeskGroup(name, help=help_text)
-
-
-@contextmanager
-def stop_on_ctrl_c(what: str) -> Iterator[threading.Event]:
-    """For a long job that commits batch by batch: the first Ctrl-C asks it to stop after the current batch
-    (set on the event it checks between batches); a second one interrupts at once.
-
-    Stopping between batches never leaves a statement half-run (a KeyboardInterrupt inside a database call
-    can surface as a driver error), and the job's saved cursor then names exactly where it stopped.
-    """
-    stop = threading.Event()
-
-    def ask(_signum: int, _frame: Any) -> None:
-        if stop.is_set():
-            raise KeyboardInterrupt
-        stop.set()
-        click.echo(f"\nstopping {what} after the current batch (Ctrl-C again to stop at once)", err=True)
-
-    try:
-        previous = signal.signal(signal.SIGINT, ask)
-    except ValueError:  # not the main thread (e.g. an embedding caller): plain KeyboardInterrupt behaviour
-        yield stop
-        return
-    try:
-        yield stop
-    finally:
-        signal.signal(signal.SIGINT, previous)
-
-
-def operator(command: str) -> Principal:
-    """The principal recorded for an operator command."""
-    return Principal.system(f"cli:{command}")
-
 
 db_cli = group("db", "Database schema (Alembic migrations).")
 controllers_cli = group("controllers", "The controllers (client companies) and their contacts.")

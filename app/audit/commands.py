@@ -11,7 +11,7 @@ from flask import Flask, current_app
 from app.audit import checkpoint as cp
 from app.audit.service import chain_head, take_checkpoint
 from app.audit.verify import verify_chain
-from app.cli import group
+from app.clikit import group
 from app.db import utcnow
 from app.extensions import db
 

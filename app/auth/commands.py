@@ -10,7 +10,7 @@ from flask import current_app
 
 from app.auth import service
 from app.auth.models import ROLES, User
-from app.cli import group, operator
+from app.clikit import group, operator
 from app.db import utcnow
 from app.extensions import db
 

@@ -11,7 +11,7 @@ from flask import current_app
 
 from app.audit.checkpoint import last_checkpoint
 from app.audit.commands import checkpoint_path
-from app.cli import group, operator, stop_on_ctrl_c
+from app.clikit import group, operator, stop_on_ctrl_c
 from app.crypto import rotation
 from app.crypto.keyring import KeyringError
 from app.crypto.service import key_status, rewrap_keys

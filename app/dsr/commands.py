@@ -10,7 +10,7 @@ import click
 from flask import current_app
 from sqlalchemy import select
 
-from app.cli import group, operator
+from app.clikit import group, operator
 from app.controllers.models import Controller
 from app.dsr import deadlines
 from app.dsr import service as dsr_service

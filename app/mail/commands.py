@@ -8,7 +8,7 @@ import sys
 import click
 from flask import current_app
 
-from app.cli import group, operator
+from app.clikit import group, operator
 from app.db import utcnow
 from app.extensions import db
 from app.mail.imap import ImapError, ImapSettings, PollResult, poll_once

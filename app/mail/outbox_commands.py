@@ -9,7 +9,7 @@ import click
 from flask import current_app
 from flask.cli import with_appcontext
 
-from app.cli import operator
+from app.clikit import operator
 from app.db import utcnow
 from app.extensions import db
 from app.mail import outbound

@@ -8,7 +8,7 @@ import sys
 import click
 from sqlalchemy import select
 
-from app.cli import group, operator, stop_on_ctrl_c
+from app.clikit import group, operator, stop_on_ctrl_c
 from app.db import utcnow
 from app.extensions import db
 from app.subject_data import service

@@ -1,0 +1,1 @@
+"""The helpdesk core: tickets, messages and attachments."""
