@@ -28,7 +28,7 @@ class OutboxEmail(EncryptedRow, Base):
 
     __tablename__ = "outbox_emails"
     __table_args__ = (
-        CheckConstraint("state IN ('queued', 'sending', 'sent', 'failed')", name="state"),
+        CheckConstraint("state IN ('queued', 'sending', 'sent', 'failed', 'refused')", name="state"),
         Index("ix_outbox_emails_state_due_at", "state", "due_at"),
         Index("ix_outbox_emails_related", "related_type", "related_id"),
     )
