@@ -2,6 +2,7 @@
 
 from app.audit.models import AuditEvent
 from app.auth.models import RecoveryCode, StaffSession, User, UserController
+from app.blobs.models import Blob, BlobChunk
 from app.controllers.models import Controller, ControllerContact, ControllerDomain, ControllerIdentifier
 from app.crypto.models import DataKey
 from app.db import Base
@@ -10,7 +11,7 @@ from app.jobs.models import JobState
 from app.mail.models import OutboxEmail
 from app.mail.quarantine import QuarantinedMessage
 from app.subject_data.models import DownloadToken, RestrictedTicket, Restriction, SubjectExport, SubjectRun
-from app.tickets.models import Attachment, Blob, BlobChunk, Message, Ticket
+from app.tickets.models import Attachment, Message, Ticket
 
 __all__ = [
     "RecoveryCode",

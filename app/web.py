@@ -8,9 +8,9 @@ from typing import Any
 from flask import Flask, Request, g, stream_with_context
 from werkzeug.routing import IntegerConverter, Map
 
+from app.blobs.store import iter_blob
 from app.extensions import db
 from app.principal import Principal
-from app.tickets.blobs import iter_blob
 
 # Every id column is a 32-bit integer: a larger id in a URL is a 404 at routing,
 # never a database error (Postgres refuses to compare an INTEGER with a bigger literal).

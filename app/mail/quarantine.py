@@ -19,9 +19,10 @@ from sqlalchemy import CheckConstraint, ForeignKey, Index, Integer, String, sele
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from app.audit.service import record
+from app.blobs.store import delete_blob, iter_blob, store_blob
 from app.db import Base, intpk, utc
 from app.principal import Principal
-from app.tickets.blobs import delete_blob, iter_blob, store_blob
+from app.tickets.models import TRIAGE_KEY_OWNER
 
 # Reason codes (short, no personal data; shown on the page and in the audit log).
 REASONS = {
@@ -76,7 +77,7 @@ def hold(session: Session, raw: bytes, *, reason: str, detail: str, source: str,
     same = session.scalar(select(QuarantinedMessage).where(QuarantinedMessage.sha256 == sha256, QuarantinedMessage.state == "held").limit(1))
     if same is not None:
         return same
-    blob = store_blob(session, raw, controller_id=None, now=now)
+    blob = store_blob(session, raw, key_owner=TRIAGE_KEY_OWNER, now=now)
     item = QuarantinedMessage(
         reason=reason,
         detail=detail[:500],

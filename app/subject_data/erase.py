@@ -35,6 +35,8 @@ from typing import Any
 from sqlalchemy import Engine, delete, or_, select, update
 from sqlalchemy.orm import Session
 
+from app.blobs.models import Blob, BlobChunk
+from app.blobs.store import read_blob
 from app.crypto.cipher import CryptoError, blind_index, decrypt_field, encrypt_field, key_id_of
 from app.crypto.keys import LoadedKey, active_key, cache_for, load_key, owner_of
 from app.dsr.models import Dsr, DsrForward, Instruction
@@ -44,8 +46,7 @@ from app.principal import Principal
 from app.subject_data.find import message_scope, other_message_ids, subject_ticket_ids
 from app.subject_data.models import Restriction, SubjectRun
 from app.subject_data.rewrite import Rewriter
-from app.tickets.blobs import read_blob
-from app.tickets.models import Attachment, Blob, BlobChunk, Message, Ticket
+from app.tickets.models import Attachment, Message, Ticket
 
 BATCH = 250
 QUARANTINE_BATCH = 50

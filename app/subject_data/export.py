@@ -23,13 +23,13 @@ from fpdf.fonts import TTFFont
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, selectinload
 
+from app.blobs.store import iter_blob, store_blob
 from app.controllers.models import Controller
 from app.dsr.models import Dsr
 from app.subject_data.find import message_scope, other_message_ids, subject_ticket_ids
 from app.subject_data.models import SubjectExport, SubjectRun
 from app.subject_data.restrict import restricted_ticket_ids
-from app.tickets.blobs import iter_blob, store_blob
-from app.tickets.models import Attachment, Message, Ticket
+from app.tickets.models import Attachment, Message, Ticket, key_owner_for
 
 SCHEMA = "https://dsr-desk.example/schemas/subject-export/1"
 FORMAT_VERSION = 1
@@ -204,7 +204,7 @@ def generate(session: Session, run: SubjectRun, *, now: dt.datetime) -> list[Sub
     }
     made = []
     for fmt, content in (("json", _json_pieces(session, head, tickets, scope)), ("pdf", iter([_pdf(session, head, tickets, scope)]))):
-        blob = store_blob(session, content, controller_id=run.controller_id, now=now)
+        blob = store_blob(session, content, key_owner=key_owner_for(run.controller_id), now=now)
         item = SubjectExport(
             run_id=run.id,
             dsr_id=dsr.id,

@@ -20,6 +20,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from app.audit.service import record
+from app.blobs.store import delete_blob
 from app.controllers.models import Controller
 from app.dsr import service as dsr_service
 from app.dsr.gate import NoConfirmedInstruction, require_instruction
@@ -33,7 +34,6 @@ from app.subject_data import restrict as restriction
 from app.subject_data.find import Found, NotConcerned, find
 from app.subject_data.models import DECISION_FOR, DownloadToken, SubjectExport, SubjectRun
 from app.subject_data.rewrite import terms_of
-from app.tickets.blobs import delete_blob
 
 log = logging.getLogger(__name__)
 

@@ -1,8 +1,9 @@
-"""Tickets, their messages and attachments, and the encrypted blobs that hold large content.
+"""Tickets, their messages and attachments (their large content lives in app.blobs).
 
 Every personal value is an encrypted field (app.crypto.fields: requester,
-subject, bodies, file names, raw originals, blob chunks); the requester's and
-each sender's email also have a blind index for lookup. Values are encrypted
+subject, bodies, file names; raw originals and attachment bytes are blobs of
+app.blobs under the same key owner); the requester's and each sender's email
+also have a blind index for lookup. Values are encrypted
 under the data key of `key_owner`: the controller's id, or TRIAGE_KEY_OWNER (0)
 while the ticket waits in triage (its own key, never another controller's).
 Read and write them through `app.tickets.service`, never by hand.
@@ -13,10 +14,10 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import JSON, CheckConstraint, ForeignKey, Index, Integer, String, UniqueConstraint
+from sqlalchemy import JSON, CheckConstraint, ForeignKey, Index, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from app.crypto.fields import EncryptedBytes, EncryptedField, EncryptedRow, blind_index_column, encrypted_column
+from app.crypto.fields import EncryptedField, EncryptedRow, blind_index_column, encrypted_column
 from app.db import Base, intpk, utc
 
 STATUSES = ("new", "open", "waiting", "closed")
@@ -130,31 +131,3 @@ class Attachment(EncryptedRow, Base):
     message: Mapped[Message] = relationship(back_populates="attachments")
 
     filename = EncryptedField("filename_ct", owner="key_owner")
-
-
-class Blob(Base):
-    """Encrypted content stored in chunks so large files are never held whole."""
-
-    __tablename__ = "blobs"
-
-    id: Mapped[intpk]
-    key_owner: Mapped[int] = mapped_column(Integer, index=True)
-    size: Mapped[int]
-    sha256: Mapped[str] = mapped_column(String(64))
-    chunk_count: Mapped[int]
-    created_at: Mapped[utc]
-
-
-class BlobChunk(EncryptedRow, Base):
-    """One encrypted chunk (at most CHUNK_BYTES of plaintext) of a blob."""
-
-    __tablename__ = "blob_chunks"
-    __table_args__ = (UniqueConstraint("blob_id", "seq", name="uq_blob_chunks_blob_id_seq"),)
-
-    id: Mapped[intpk]
-    blob_id: Mapped[int] = mapped_column(ForeignKey("blobs.id", ondelete="CASCADE"))
-    seq: Mapped[int]
-    key_owner: Mapped[int] = mapped_column(Integer)
-    data_ct: Mapped[bytes] = encrypted_column()
-
-    data = EncryptedBytes("data_ct", owner="key_owner")

@@ -35,9 +35,9 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
 from app.audit.service import record
+from app.blobs.store import BlobTooLarge, iter_blob, move_blob, store_blob
 from app.crypto.keys import adopt_remembered, live_remembered, owner_of, remember_keys, remembered
 from app.principal import Principal
-from app.tickets.blobs import BlobTooLarge, iter_blob, move_blob, store_blob
 from app.tickets.models import DIRECTIONS, STATUSES, Attachment, Message, Ticket, key_owner_for
 
 REFERENCE = re.compile(r"\bT-(\d{4})-(\d{6,})\b")
@@ -174,7 +174,7 @@ def add_message(session: Session, ticket: Ticket, data: MessageInput, *, by: Pri
         created_at=now,
     )
     if data.raw is not None:
-        blob = store_blob(session, data.raw, controller_id=ticket.controller_id, now=now, max_bytes=raw_max_bytes)
+        blob = store_blob(session, data.raw, key_owner=ticket.key_owner, now=now, max_bytes=raw_max_bytes)
         message.raw_blob_id, message.raw_sha256 = blob.id, blob.sha256
     session.add(message)
     ticket.updated_at = now
@@ -197,7 +197,7 @@ def add_attachment(
     """Store a file of a message encrypted in chunks; AttachmentTooLarge past `max_bytes` (nothing kept)."""
     ticket = message.ticket
     try:
-        blob = store_blob(session, content, controller_id=ticket.controller_id, now=now, max_bytes=max_bytes)
+        blob = store_blob(session, content, key_owner=ticket.key_owner, now=now, max_bytes=max_bytes)
     except BlobTooLarge:
         raise AttachmentTooLarge(f"the attachment is larger than {max_bytes} bytes") from None
     attachment = Attachment(
@@ -427,10 +427,10 @@ def move_to_controller(session: Session, ticket_id: int, controller_id: int | No
     for message in ticket.messages:
         _rewrite(message, ("sender_name", "sender_email", "subject", "body_text", "reply_text", "body_html"), controller_id)
         if message.raw_blob_id is not None:
-            move_blob(session, message.raw_blob_id, controller_id)
+            move_blob(session, message.raw_blob_id, key_owner_for(controller_id))
         for attachment in message.attachments:
             _rewrite(attachment, ("filename",), controller_id)
-            move_blob(session, attachment.blob_id, controller_id)
+            move_blob(session, attachment.blob_id, key_owner_for(controller_id))
     ticket.updated_at = now
     session.flush()
     _audit(session, ticket, "ticket.move", by=by, now=now, controller_from=previous, controller_to=controller_id)

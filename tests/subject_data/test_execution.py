@@ -15,6 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.audit.models import AuditEvent
+from app.blobs.store import read_blob
 from app.dsr import instructions as dsr_instructions
 from app.dsr import service as dsr_service
 from app.dsr.models import Dsr
@@ -23,7 +24,6 @@ from app.mail.models import OutboxEmail
 from app.subject_data import restrict, service
 from app.subject_data.models import SubjectExport, SubjectRun
 from app.tickets import service as tickets
-from app.tickets.blobs import read_blob
 from app.tickets.models import Attachment, Message, Ticket
 from tests.factories import TEST_PRINCIPAL, make_controller, make_instruction
 from tests.subject_data.support import CANARIES, CANARY_EMAIL, CANARY_NAME, SETTINGS, T0, decrypted_hits, drain, instruct, scene

@@ -9,10 +9,10 @@ from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
 from app.audit.models import AuditEvent
+from app.blobs.models import BlobChunk
 from app.principal import Principal
 from app.tickets import service as tickets
 from app.tickets.html import sanitise_html
-from app.tickets.models import BlobChunk
 from tests.factories import make_controller, make_user
 
 BY = Principal.system("tests")

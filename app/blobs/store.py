@@ -1,4 +1,9 @@
-"""Encrypted blob storage in chunks: attachments and raw originals are written and read a chunk at a time."""
+"""Encrypted blob storage in chunks: attachments, raw originals, exports are written and read a chunk at a time.
+
+A platform service: it knows no ticket and no controller. The caller names the
+`key_owner` whose data key encrypts the chunks (for helpdesk data,
+`app.tickets.models.key_owner_for(controller_id)`).
+"""
 
 from __future__ import annotations
 
@@ -10,12 +15,13 @@ from typing import BinaryIO
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from app.tickets.models import Blob, BlobChunk, key_owner_for
+from app.blobs.models import Blob, BlobChunk
+from app.exceptions import Refused
 
 CHUNK_BYTES = 1024 * 1024
 
 
-class BlobTooLarge(Exception):
+class BlobTooLarge(Refused):
     """The content is larger than the limit given to `store_blob`; nothing was kept."""
 
 
@@ -43,13 +49,13 @@ def store_blob(
     session: Session,
     source: bytes | BinaryIO | Iterable[bytes],
     *,
-    controller_id: int | None,
+    key_owner: int,
     now: dt.datetime,
     max_bytes: int | None = None,
     chunk_bytes: int = CHUNK_BYTES,
 ) -> Blob:
-    """Encrypt and store `source` chunk by chunk; raises BlobTooLarge past `max_bytes` (and keeps nothing)."""
-    owner = key_owner_for(controller_id)
+    """Encrypt and store `source` chunk by chunk under `key_owner`'s data key; raises BlobTooLarge past `max_bytes` (and keeps nothing)."""
+    owner = key_owner
     if isinstance(source, bytes | bytearray | memoryview):
         # Content already in memory: check and describe it up front, one INSERT and no UPDATE.
         if max_bytes is not None and len(source) > max_bytes:
@@ -104,14 +110,20 @@ def read_blob(session: Session, blob_id: int) -> bytes:
 
 def delete_blob(session: Session, blob_id: int) -> None:
     """Remove a blob and its chunks."""
-    session.execute(delete(BlobChunk).where(BlobChunk.blob_id == blob_id))
-    session.execute(delete(Blob).where(Blob.id == blob_id))
+    delete_blobs(session, [blob_id])
 
 
-def move_blob(session: Session, blob_id: int, controller_id: int | None) -> None:
-    """Re-encrypt a blob under another owner's key, chunk by chunk (a ticket routed out of triage)."""
+def delete_blobs(session: Session, blob_ids: list[int]) -> None:
+    """Remove blobs and their chunks in two statements (after the rows pointing at them are gone)."""
+    if blob_ids:
+        session.execute(delete(BlobChunk).where(BlobChunk.blob_id.in_(blob_ids)))
+        session.execute(delete(Blob).where(Blob.id.in_(blob_ids)))
+
+
+def move_blob(session: Session, blob_id: int, key_owner: int) -> None:
+    """Re-encrypt a blob under `key_owner`'s key, chunk by chunk (a ticket routed out of triage)."""
     blob = session.get(Blob, blob_id)
-    owner = key_owner_for(controller_id)
+    owner = key_owner
     if blob is None or blob.key_owner == owner:
         return
     for seq in range(blob.chunk_count):
