@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Protocol
 
 from app.audit.chain import format_time
+from app.exceptions import DeskError
 
 PURPOSE = "audit-checkpoint"
 LINE_VERSION = "v1"
@@ -37,7 +38,7 @@ _TAIL_BYTES = 4096
 KeyFor = Callable[[int], bytes]
 
 
-class CheckpointError(Exception):
+class CheckpointError(DeskError):
     """The checkpoint file cannot be read or written."""
 
 

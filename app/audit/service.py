@@ -27,6 +27,7 @@ from app.audit import checkpoint as cp
 from app.audit.chain import GENESIS, Link, canonical_json, event_hash
 from app.audit.checkpoint import KeyFor
 from app.audit.models import AuditEvent
+from app.exceptions import DeskError
 from app.principal import Principal
 
 # Any constant identifies the lock; it only has to be the same in every writer.
@@ -40,7 +41,7 @@ MAX_DEPTH = 1  # one nested level, e.g. {"contacts": {"dsr": 2}}
 MAX_PAGE = 200
 
 
-class AuditError(Exception):
+class AuditError(DeskError):
     """Base of the audit service's errors."""
 
 

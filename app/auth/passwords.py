@@ -15,6 +15,8 @@ from pathlib import Path
 
 import bcrypt
 
+from app.exceptions import DeskError, Refused
+
 MIN_LENGTH = 12
 MAX_LENGTH = 128
 MAX_BYTES = 72  # bcrypt's input limit
@@ -22,11 +24,11 @@ COMMON_PASSWORDS_FILE = Path(__file__).with_name("common-passwords.txt")
 _COST = re.compile(r"^\$2[aby]\$(\d\d)\$")
 
 
-class PasswordError(Exception):
+class PasswordError(DeskError):
     """Base of the password module's errors."""
 
 
-class WeakPassword(PasswordError):
+class WeakPassword(PasswordError, Refused):
     """The password breaks the policy; the message is safe to show to its owner."""
 
 

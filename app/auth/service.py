@@ -22,6 +22,7 @@ from app.auth import mfa, passwords
 from app.auth.models import ROLES, RecoveryCode, StaffSession, User, UserController
 from app.auth.sessions import revoke_user_sessions
 from app.controllers.models import Controller
+from app.exceptions import Conflict, DeskError, NotFound, Refused
 from app.principal import Principal
 
 # Who acts before anyone is logged in (failed logins of unknown addresses).
@@ -29,15 +30,15 @@ LOGIN_PRINCIPAL = Principal.system("web-login")
 MFA_ISSUER = "DSR Desk"
 
 
-class AuthError(Exception):
+class AuthError(DeskError):
     """Base of the staff-access service's errors."""
 
 
-class UserNotFound(AuthError):
+class UserNotFound(AuthError, NotFound):
     """No user with that id."""
 
 
-class InvalidUser(AuthError):
+class InvalidUser(AuthError, Refused):
     """Input refused; `errors` maps a field name to a message safe to show."""
 
     def __init__(self, errors: dict[str, str]) -> None:
@@ -45,15 +46,15 @@ class InvalidUser(AuthError):
         self.errors = errors
 
 
-class LoginFailed(AuthError):
+class LoginFailed(AuthError, Refused):
     """Wrong email, wrong password, disabled or locked: one answer for all, so none can be told apart."""
 
 
-class MfaFailed(AuthError):
+class MfaFailed(AuthError, Refused):
     """The TOTP or recovery code was wrong, reused or too old."""
 
 
-class AccountLocked(AuthError):
+class AccountLocked(AuthError, Conflict):
     """Too many failed attempts; `until` is when the lock ends."""
 
     def __init__(self, until: dt.datetime) -> None:
@@ -61,7 +62,7 @@ class AccountLocked(AuthError):
         self.until = until
 
 
-class MfaState(AuthError):
+class MfaState(AuthError, Conflict):
     """The account is not in the MFA state this step needs (already enrolled, or not yet)."""
 
 

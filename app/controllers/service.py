@@ -23,20 +23,21 @@ from app.controllers.models import (
 )
 from app.crypto.cipher import DecryptionError, key_id_of
 from app.crypto.keys import preload_keys
+from app.exceptions import DeskError, NotFound, Refused
 from app.principal import Principal
 
 _IDENTIFIER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,99}$")
 
 
-class ControllerError(Exception):
+class ControllerError(DeskError):
     """Base of the controller service's errors."""
 
 
-class ControllerNotFound(ControllerError):
+class ControllerNotFound(ControllerError, NotFound):
     """No controller with that id."""
 
 
-class InvalidController(ControllerError):
+class InvalidController(ControllerError, Refused):
     """Input refused; `errors` maps a field name to a message safe to show."""
 
     def __init__(self, errors: dict[str, str]) -> None:

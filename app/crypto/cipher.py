@@ -22,6 +22,8 @@ from collections.abc import Callable
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from app.exceptions import DeskError
+
 FORMAT_V1 = 0x01
 HEADER = struct.Struct(">BI")
 NONCE_BYTES = 12
@@ -36,7 +38,7 @@ WRAP_FORMAT = 0x01
 INDEX_BYTES = 16
 
 
-class CryptoError(Exception):
+class CryptoError(DeskError):
     """A value or key could not be encrypted or decrypted."""
 
 

@@ -24,6 +24,7 @@ from flask import Flask, current_app, has_app_context
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
+from app.exceptions import DeskError
 from config.settings import ConfigError
 
 MIN_SECRET_BYTES = 32
@@ -37,7 +38,7 @@ TOKEN = "token"
 EXTENSION_KEY = "keyring"
 
 
-class KeyringError(ConfigError):
+class KeyringError(ConfigError, DeskError):
     """The master secrets are missing or malformed; the message names the variable."""
 
 

@@ -28,6 +28,7 @@ from app.crypto.fields import FIELDS, FieldSpec
 from app.crypto.keyring import keyring_for
 from app.crypto.keys import KeyCache, LoadedKey, active_key, data_keys, forget_keys, insert_generation, load_key, set_state, unwrap_row
 from app.crypto.service import rewrap_keys, table_of, values_by_key
+from app.exceptions import DeskError
 from app.jobs.service import clear_state, get_state, save_state
 from app.principal import Principal
 
@@ -40,7 +41,7 @@ BATCH_BYTES = 32 * 1024 * 1024
 PREFIX = HEADER.size + NONCE_BYTES
 
 
-class RotationError(Exception):
+class RotationError(DeskError):
     """The rotation cannot continue (a value does not decrypt, or it does not converge)."""
 
 

@@ -21,6 +21,7 @@ from app.controllers.models import Controller, ControllerContact
 from app.dsr.gate import ACKNOWLEDGEMENT
 from app.dsr.models import DECISIONS, Dsr, Instruction, StandingInstruction
 from app.dsr.service import DsrError, DsrSettings, add_event, get_dsr
+from app.exceptions import NotFound, Refused
 from app.mail.outbound import enqueue_email
 from app.principal import Principal
 
@@ -28,11 +29,11 @@ MAX_TEXT = 20_000
 _VERDICT = re.compile(r"\b(dkim|spf|dmarc|arc)\s*=\s*([a-z]+)", re.IGNORECASE)
 
 
-class InstructionNotFound(DsrError):
+class InstructionNotFound(DsrError, NotFound):
     """No instruction with that id on that request."""
 
 
-class InstructionNotConfirmable(DsrError, ValueError):
+class InstructionNotConfirmable(DsrError, Refused, ValueError):
     """The instruction cannot be confirmed or flagged (unverified sender, already decided); the message is safe to show."""
 
 

@@ -30,6 +30,7 @@ from app.db import utcnow
 from app.dsr import deadlines
 from app.dsr.models import TYPES, UNFORWARDED, Dsr, DsrEvent, DsrForward, DsrSuggestion
 from app.dsr.routing import route
+from app.exceptions import DeskError, NotFound, Refused
 from app.jobs.doorbell import Doorbell
 from app.jobs.service import get_state, save_state
 from app.mail.outbound import enqueue_email, msgid_domain_for
@@ -52,15 +53,15 @@ _FORWARD_DOORBELL = Doorbell(
 )
 
 
-class DsrError(Exception):
+class DsrError(DeskError):
     """Base of the DSR service's errors."""
 
 
-class DsrNotFound(DsrError):
+class DsrNotFound(DsrError, NotFound):
     """No request with that id (or not in the caller's scope)."""
 
 
-class InvalidDsr(DsrError, ValueError):
+class InvalidDsr(DsrError, Refused, ValueError):
     """Input the desk refuses; the message is safe to show (names the field, never the value)."""
 
 

@@ -18,10 +18,12 @@ from typing import IO
 from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import SQLAlchemyError
 
+from app.exceptions import Conflict
+
 log = logging.getLogger(__name__)
 
 
-class LockHeld(Exception):
+class LockHeld(Conflict):
     """Another process holds the lock."""
 
 

@@ -37,6 +37,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from app.audit.service import record
 from app.blobs.store import BlobTooLarge, iter_blob, move_blob, store_blob
 from app.crypto.keys import adopt_remembered, live_remembered, owner_of, remember_keys, remembered
+from app.exceptions import DeskError, NotFound, Refused
 from app.principal import Principal
 from app.tickets.models import DIRECTIONS, STATUSES, Attachment, Message, Ticket, key_owner_for
 
@@ -46,19 +47,19 @@ MAX_PAGE = 200
 INLINE_CONTENT_TYPES = frozenset({"image/png", "image/jpeg", "image/gif", "image/webp", "text/plain", "application/pdf"})
 
 
-class TicketError(Exception):
+class TicketError(DeskError):
     """Base of the ticket service's errors."""
 
 
-class TicketNotFound(TicketError):
+class TicketNotFound(TicketError, NotFound):
     """No ticket with that id (or not in the caller's scope)."""
 
 
-class InvalidTicketChange(TicketError, ValueError):
+class InvalidTicketChange(TicketError, Refused, ValueError):
     """A status, direction or assignee the desk refuses; the message is safe to show."""
 
 
-class AttachmentTooLarge(TicketError):
+class AttachmentTooLarge(TicketError, Refused):
     """An attachment would exceed the size limit; nothing was stored."""
 
 
