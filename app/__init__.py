@@ -23,6 +23,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
     register_extensions(app)
+    register_domains(app)
     install_id_converter(app)
     register_blueprints(app)
     register_errors(app)
@@ -48,6 +49,13 @@ def register_extensions(app: Flask) -> None:
     from app.auth.gate import init_app as install_gate
 
     install_gate(app)  # login, MFA and permission checks before every view; security headers after
+
+
+def register_domains(app: Flask) -> None:
+    """Each domain fills the core's registries (intake handlers, outbound policies): one call per domain."""
+    from app.dsr.setup import register as register_dsr
+
+    register_dsr(app)
 
 
 def register_blueprints(app: Flask) -> None:

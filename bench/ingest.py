@@ -181,7 +181,7 @@ def main() -> None:
             started, cpu_started = time.perf_counter(), time.process_time()
             for raw in corpus:
                 t0 = time.perf_counter()
-                outcome = ingest_committed(db.sessionmaker, raw, settings=settings, by=by, now=utcnow, source="pipe")
+                outcome = ingest_committed(db.session_scope, raw, settings=settings, by=by, clock=utcnow, source="pipe")
                 latencies.append(time.perf_counter() - t0)
                 outcomes[outcome.status] += 1
             elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu_started

@@ -5,9 +5,13 @@ from __future__ import annotations
 import logging
 
 import dramatiq
+from flask import current_app
 
-from app.mail.commands import poll
+from app.db import utcnow
+from app.extensions import db
 from app.mail.imap import ImapError
+from app.mail.poll import poll_mailbox
+from app.principal import Principal
 
 log = logging.getLogger(__name__)
 
@@ -16,7 +20,7 @@ log = logging.getLogger(__name__)
 def poll_imap() -> None:
     """Fetch, store (committed) and then move each message; the next tick retries whatever is left."""
     try:
-        result = poll()
+        result = poll_mailbox(current_app.config, db.session_scope, by=Principal.system("imap poll"), clock=utcnow)
     except ImapError as exc:
         log.warning("IMAP poll failed: %s", exc)
         return

@@ -1,12 +1,18 @@
-"""What inbound mail does to DSRs (called by `app.mail.inbound.ingest_message` after a message is stored).
+"""What inbound mail does to DSRs: the DSR domain's intake handlers (`app.mail.intake`, registered by `app.dsr.setup`).
 
-- A reply threaded (In-Reply-To / References) to a forward becomes an
+`app.mail.inbound.ingest_message` offers each stored message to them, in this order:
+
+- `claim_instruction`: a reply (In-Reply-To / References) to a forward becomes an
   instruction of the forward's controller: pending if the sender is one of
   its registered addresses, unverified otherwise.
-- A new message addressed to PRIVACY_ADDRESS opens a DSR, its clock running
-  from the moment the message reached the desk.
-- Any other new ticket is run through the keyword classifier; a hit is kept
-  as a suggestion for staff to confirm.
+- `claim_request`: a new message addressed to PRIVACY_ADDRESS opens a DSR, its
+  clock running from the moment the message reached the desk.
+- `suggest_request` (a fallback, asked after every other domain's handlers): any
+  other new ticket is run through the keyword classifier; a hit is kept as a
+  suggestion for staff to confirm.
+
+Auto-replies (out-of-office, bounces) are neither requests nor instructions: every handler passes them.
+`ticket_of_dsr` tells mail threading which ticket a request's outbox rows (forwards, notices) belong to.
 """
 
 from __future__ import annotations
@@ -14,7 +20,6 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 from collections.abc import Sequence
-from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -24,8 +29,9 @@ from app.dsr import instructions as dsr_instructions
 from app.dsr.gate import InstructionRequired
 from app.dsr.models import Dsr, DsrForward
 from app.dsr.service import DsrInput, DsrSettings, acknowledge, create_dsr, suggest
+from app.mail.intake import Inbound
 from app.principal import Principal
-from app.tickets.models import Message, Ticket
+from app.tickets.models import Message
 
 REQUEST_TEXT_CHARS = 4000
 
@@ -50,66 +56,82 @@ def forward_of(session: Session, message_ids: Sequence[str]) -> tuple[int, int] 
     return (row.dsr_id, row.controller_id) if row is not None else None
 
 
-def after_inbound(
-    session: Session,
-    *,
-    ticket: Ticket,
-    message: Message,
-    mail: Any,
-    raw: bytes,
-    new_ticket: bool,
-    privacy_address: str,
-    by: Principal,
-    now: dt.datetime,
-) -> str | None:
-    """Turn a stored inbound message into an instruction, a DSR or a suggestion; returns what it did (a code) or None."""
+def ticket_of_dsr(session: Session, dsr_id: int) -> int | None:
+    """The ticket a request came from (outbox rows with related_type "dsr" thread onto it), or None."""
+    return session.scalar(select(Dsr.ticket_id).where(Dsr.id == dsr_id))
+
+
+def _forward_answered(session: Session, inbound: Inbound) -> tuple[int, int] | None:
+    # The outbox row the message answers says it directly; the forward's note on the ticket (and
+    # DsrForward.message_id) still finds a forward named further up the References.
+    sent = inbound.replied_to
+    if sent is not None and sent.kind == "dsr_forward" and sent.related_type == "dsr" and sent.related_id is not None and sent.controller_id is not None:
+        return sent.related_id, sent.controller_id
+    return forward_of(session, [*inbound.mail.in_reply_to, *inbound.mail.references])
+
+
+def claim_instruction(session: Session, inbound: Inbound, *, by: Principal, now: dt.datetime) -> str | None:
+    """A reply to a forward becomes an instruction of the forward's controller ("instruction"); anything else passes."""
+    mail = inbound.mail
     if mail.is_auto_reply:
-        return None  # out-of-office and bounces are neither requests nor instructions
-    thread = forward_of(session, [*mail.in_reply_to, *mail.references])
-    if thread is not None:
-        dsr = session.get(Dsr, thread[0])
-        if dsr is not None:
-            dsr_instructions.receive(
-                session,
-                dsr,
-                controller_id=thread[1],
-                sender_email=mail.from_email,
-                reply_text=mail.reply_text or mail.body_text,
-                raw=raw,
-                raw_sha256=message.raw_sha256 or hashlib.sha256(raw).hexdigest(),
-                message_pk=message.id,
-                by=by,
-                now=now,
-            )
-            return "instruction"
-    if not new_ticket:
         return None
-    text = f"{mail.subject}\n{mail.body_text}"
-    hint = classifier.classify(text)
-    from_controller = ticket.controller_id is not None and dsr_instructions.is_registered_contact(session, ticket.controller_id, mail.from_email)
-    if addressed_to(mail.recipients, privacy_address) and not from_controller:
-        dsr = create_dsr(
-            session,
-            DsrInput(
-                types=hint.types,
-                subject_email=mail.from_email or None,
-                subject_name=mail.from_name or None,
-                request_text=(mail.reply_text or mail.body_text or "")[:REQUEST_TEXT_CHARS],
-            ),
-            source="privacy_address",
-            received_at=message.created_at,
-            ticket=ticket,
-            message_pk=message.id,
-            by=by,
-            now=now,
-        )
-        domain = privacy_address.rpartition("@")[2]
-        try:
-            acknowledge(session, dsr, settings=DsrSettings(privacy_address, domain), by=by, now=now)
-        except InstructionRequired:
-            pass  # templates of several controllers disagree: no acknowledgement (the refusal is audit-logged)
-        return "dsr"
-    if hint.looks_like_dsr:
-        suggest(session, ticket, hint.types, hint.languages, hint.score, now=now)
-        return "suggestion"
-    return None
+    thread = _forward_answered(session, inbound)
+    dsr = session.get(Dsr, thread[0]) if thread is not None else None
+    if thread is None or dsr is None:
+        return None
+    dsr_instructions.receive(
+        session,
+        dsr,
+        controller_id=thread[1],
+        sender_email=mail.from_email,
+        reply_text=mail.reply_text or mail.body_text,
+        raw=inbound.raw,
+        raw_sha256=inbound.message.raw_sha256 or hashlib.sha256(inbound.raw).hexdigest(),
+        message_pk=inbound.message.id,
+        by=by,
+        now=now,
+    )
+    return "instruction"
+
+
+def claim_request(session: Session, inbound: Inbound, *, by: Principal, now: dt.datetime) -> str | None:
+    """New mail to the privacy address, not from a registered contact of the ticket's controller, opens a DSR ("dsr")."""
+    mail, ticket = inbound.mail, inbound.ticket
+    if mail.is_auto_reply or not inbound.new_ticket or not addressed_to(mail.recipients, inbound.privacy_address):
+        return None
+    if ticket.controller_id is not None and dsr_instructions.is_registered_contact(session, ticket.controller_id, mail.from_email):
+        return None  # a controller writing to the privacy address is not a data subject
+    hint = classifier.classify(f"{mail.subject}\n{mail.body_text}")
+    dsr = create_dsr(
+        session,
+        DsrInput(
+            types=hint.types,
+            subject_email=mail.from_email or None,
+            subject_name=mail.from_name or None,
+            request_text=(mail.reply_text or mail.body_text or "")[:REQUEST_TEXT_CHARS],
+        ),
+        source="privacy_address",
+        received_at=inbound.message.created_at,
+        ticket=ticket,
+        message_pk=inbound.message.id,
+        by=by,
+        now=now,
+    )
+    domain = inbound.privacy_address.rpartition("@")[2]
+    try:
+        acknowledge(session, dsr, settings=DsrSettings(inbound.privacy_address, domain), by=by, now=now)
+    except InstructionRequired:
+        pass  # templates of several controllers disagree: no acknowledgement (the refusal is audit-logged)
+    return "dsr"
+
+
+def suggest_request(session: Session, inbound: Inbound, *, by: Principal, now: dt.datetime) -> str | None:
+    """Another new ticket that reads like a request is kept as a suggestion for staff ("suggestion")."""
+    mail = inbound.mail
+    if mail.is_auto_reply or not inbound.new_ticket:
+        return None
+    hint = classifier.classify(f"{mail.subject}\n{mail.body_text}")
+    if not hint.looks_like_dsr:
+        return None
+    suggest(session, inbound.ticket, hint.types, hint.languages, hint.score, now=now)
+    return "suggestion"

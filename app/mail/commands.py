@@ -11,8 +11,9 @@ from flask import current_app
 from app.clikit import group, operator
 from app.db import utcnow
 from app.extensions import db
-from app.mail.imap import ImapError, ImapSettings, PollResult, poll_once
+from app.mail.imap import ImapError
 from app.mail.inbound import EX_TEMPFAIL, IngestSettings, ingest_committed
+from app.mail.poll import poll_mailbox
 
 log = logging.getLogger(__name__)
 
@@ -25,11 +26,11 @@ def ingest() -> None:
     raw = sys.stdin.buffer.read()
     try:
         outcome = ingest_committed(
-            db.sessionmaker,
+            db.session_scope,
             raw,
             settings=IngestSettings.from_config(current_app.config),
             by=operator("mail ingest"),
-            now=utcnow,
+            clock=utcnow,
             source="pipe",
         )
     except Exception as exc:
@@ -44,27 +45,11 @@ def ingest() -> None:
     sys.exit(outcome.exit_code)
 
 
-def poll(config: dict[str, object] | None = None) -> PollResult | None:
-    """One IMAP pass over IMAP_URL (None when it is unset); each message committed before it is moved."""
-    settings_map = config if config is not None else current_app.config
-    url = settings_map.get("IMAP_URL")
-    if not url:
-        return None
-    imap = ImapSettings.from_url(str(url), ca_file=str(settings_map.get("IMAP_CA_FILE") or "") or None)
-    ingest_settings = IngestSettings.from_config(settings_map)
-    by = operator("mail poll")
-
-    def ingest_one(raw: bytes) -> str:
-        return ingest_committed(db.sessionmaker, raw, settings=ingest_settings, by=by, now=utcnow, source="imap").status
-
-    return poll_once(imap, ingest_one)
-
-
 @mail_cli.command("poll")
 def poll_command() -> None:
     """One IMAP pass over IMAP_URL: fetch, store (committed), then move each message to the processed folder."""
     try:
-        result = poll()
+        result = poll_mailbox(current_app.config, db.session_scope, by=operator("mail poll"), clock=utcnow)
     except ImapError as exc:
         raise click.ClickException(str(exc)) from None
     if result is None:

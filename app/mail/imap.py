@@ -17,13 +17,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from app.exceptions import Refused
+
 log = logging.getLogger(__name__)
 
 DEFAULT_PROCESSED = "Processed"
 MAX_PER_PASS = 500
 
 
-class ImapError(Exception):
+class ImapError(Refused):
     """IMAP_URL is unusable or the server refused; the message is safe to show (no password)."""
 
 

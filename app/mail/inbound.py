@@ -1,9 +1,13 @@
 """Inbound mail -> tickets: parse, de-duplicate, thread or route, store encrypted; quarantine what cannot be taken.
 
-`ingest_message` is the service (flushes only). `ingest_committed` is the edge
-used by `mail ingest`, `mail poll` and the IMAP actor: one transaction per
-message, committed before the caller acknowledges the message to its source
-(exit code to the MTA, IMAP move), so nothing accepted is lost.
+`ingest_message` is the service (flushes only): it stores the message on its
+ticket and then offers it to the intake handlers the domains registered
+(`app.mail.intake`; a DSR, an instruction, ...) in the same transaction.
+`ingest_committed` is the batch job used by `mail ingest`, `mail poll` and the
+IMAP actor: one transaction per message, committed before the caller
+acknowledges the message to its source (exit code to the MTA, IMAP move), so
+nothing accepted is lost. `release_quarantined` ingests a held message after
+an officer vouched for it.
 
 Outcomes and sysexits codes for the MTA:
 - stored (a new ticket or a reply on one), or duplicate (the Message-ID is already stored): EX_OK 0;
@@ -16,7 +20,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,10 +28,11 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from app.dsr import intake as dsr_intake
+from app.jobs.batch import Clock, SessionScope, in_transaction
 from app.mail import quarantine
+from app.mail.intake import REGISTRY, Claim, Inbound, IntakeRegistry
 from app.mail.parse import MalformedMessage, ParsedMail, parse_mail
-from app.mail.threading import find_thread, route_new
+from app.mail.threading import find_sent, find_thread, route_new
 from app.principal import Principal
 from app.tickets import service as tickets
 from app.tickets.models import Message
@@ -84,6 +89,7 @@ class IngestOutcome:
     reason: str | None = None
     new_ticket: bool = False
     how: str | None = None
+    claim: Claim | None = None  # the intake handler that took the message, and what it did
 
     @property
     def exit_code(self) -> int:
@@ -120,8 +126,13 @@ def ingest_message(
     now: dt.datetime,
     source: str = "pipe",
     force: bool = False,
+    registry: IntakeRegistry = REGISTRY,
 ) -> IngestOutcome:
-    """Store one raw message on its ticket (or a new one), or quarantine it; `force` (a release) never quarantines."""
+    """Store one raw message on its ticket (or a new one), or quarantine it; `force` (a release) never quarantines.
+
+    A stored message is then offered to the intake handlers of `registry` (the one the domains filled at
+    app creation); the claim, if any, is on the outcome. A message nobody claims is a ticket message only.
+    """
     try:
         if len(raw) > settings.max_message_bytes and not force:
             raise MalformedMessage("too_large", f"{len(raw)} bytes; the limit is {settings.max_message_bytes}")
@@ -138,7 +149,8 @@ def ingest_message(
     if existing is not None:
         return IngestOutcome("duplicate", ticket_id=existing.ticket_id, message_pk=existing.id)
 
-    thread = find_thread(session, mail, support_address=settings.support_address)
+    sent = find_sent(session, mail)
+    thread = find_thread(session, mail, support_address=settings.support_address, sent=sent, registry=registry)
     if thread is not None:
         ticket, how, new = thread.ticket, thread.how, False
     else:
@@ -175,43 +187,57 @@ def ingest_message(
     )
     for part in mail.attachments:
         tickets.add_attachment(session, message, filename=part.filename, content_type=part.content_type, content=part.content, by=by, now=now)
-    # Issue 6: a reply to a DSR forward becomes an instruction; new mail to the privacy address opens a DSR.
-    dsr_intake.after_inbound(session, ticket=ticket, message=message, mail=mail, raw=raw, new_ticket=new, privacy_address=settings.dsr_address, by=by, now=now)
+    inbound = Inbound(
+        ticket=ticket,
+        message=message,
+        mail=mail,
+        raw=raw,
+        new_ticket=new,
+        replied_to=sent,
+        support_address=settings.support_address,
+        privacy_address=settings.dsr_address,
+    )
+    claim = registry.offer(session, inbound, by=by, now=now)
     if not new and not mail.is_auto_reply and ticket.status in REOPENING_STATUSES:
         # A person wrote again: the ticket needs attention. An auto-reply never reopens (no loops).
         tickets.change_status(session, ticket.id, "open", by=by, now=now)
-    return IngestOutcome("stored", ticket_id=ticket.id, message_pk=message.id, new_ticket=new, how=how)
+    return IngestOutcome("stored", ticket_id=ticket.id, message_pk=message.id, new_ticket=new, how=how, claim=claim)
 
 
 def ingest_committed(
-    session_factory: Callable[[], Session],
+    sessions: SessionScope,
     raw: bytes,
     *,
     settings: IngestSettings,
     by: Principal,
-    now: Callable[[], dt.datetime],
+    clock: Clock,
     source: str,
 ) -> IngestOutcome:
-    """Ingest in its own transaction and commit; a concurrent duplicate (unique Message-ID) is retried once as a no-op.
+    """Ingest in a transaction of its own (`sessions`, committed); a concurrent duplicate (unique Message-ID) is retried once as a no-op.
 
     Database errors propagate (the caller reports a temporary failure); nothing is
     acknowledged to the source before this returns.
     """
-    for attempt in (1, 2):
-        session = session_factory()
-        try:
-            outcome = ingest_message(session, raw, settings=settings, by=by, now=now(), source=source)
-            session.commit()
-            return outcome
-        except IntegrityError:
-            session.rollback()
-            if attempt == 2:
-                raise
-            # Another process stored the same Message-ID between our check and our insert.
-            log.info("inbound message raced a concurrent ingest; retrying as a duplicate check")
-        except BaseException:
-            session.rollback()
-            raise
-        finally:
-            session.close()
-    raise AssertionError("unreachable")
+
+    def work(session: Session, now: dt.datetime) -> IngestOutcome:
+        return ingest_message(session, raw, settings=settings, by=by, now=now, source=source)
+
+    try:
+        return in_transaction(sessions, work, clock=clock)
+    except IntegrityError:
+        # Another process stored the same Message-ID between our check and our insert.
+        log.info("inbound message raced a concurrent ingest; retrying as a duplicate check")
+    return in_transaction(sessions, work, clock=clock)
+
+
+def release_quarantined(session: Session, item_id: int, *, settings: IngestSettings, by: Principal, now: dt.datetime) -> int:
+    """Ingest a held message as mail after all (its checks waived); returns the ticket id. Audit-logged.
+
+    Raises `quarantine.QuarantineNotFound` when the message is not held (unknown, released or deleted).
+    """
+    item = quarantine.held(session, item_id)
+    raw = b"".join(quarantine.raw_chunks(session, item))
+    outcome = ingest_message(session, raw, settings=settings, by=by, now=now, source="release", force=True)
+    assert outcome.ticket_id is not None  # force=True never quarantines
+    quarantine.mark_released(session, item, ticket_id=outcome.ticket_id, message_pk=outcome.message_pk, by=by, now=now)
+    return outcome.ticket_id

@@ -4,7 +4,8 @@ API for the quarantine page (services flush and audit; the caller commits):
 - `hold(session, raw, reason=, detail=, source=, by=, now=) -> QuarantinedMessage`
 - `list_held(session, limit=, before_id=) -> list[QuarantinedMessage]`, `get(session, id)`
 - `raw_chunks(session, item)` streams the original for download
-- `release(session, id, by=, now=, support_address=...) -> ticket id` ingests it as if it were new mail,
+- `held(session, id)` and `mark_released(session, item, ticket_id=, message_pk=, by=, now=)`: the two ends of a
+  release; `app.mail.inbound.release_quarantined` ingests the message between them as if it were new mail,
   skipping the check that held it (the officer vouched for it)
 - `delete(session, id, by=, now=)` destroys the stored original; the row stays as a tombstone
 """
@@ -21,6 +22,7 @@ from sqlalchemy.orm import Mapped, Session, mapped_column
 from app.audit.service import record
 from app.blobs.store import delete_blob, iter_blob, store_blob
 from app.db import Base, intpk, utc
+from app.exceptions import DeskError, NotFound
 from app.principal import Principal
 from app.tickets.models import TRIAGE_KEY_OWNER
 
@@ -35,11 +37,11 @@ REASONS = {
 STATES = ("held", "released", "deleted")
 
 
-class QuarantineError(Exception):
+class QuarantineError(DeskError):
     """Base of the quarantine service's errors."""
 
 
-class QuarantineNotFound(QuarantineError):
+class QuarantineNotFound(QuarantineError, NotFound):
     """No held message with that id."""
 
 
@@ -114,32 +116,17 @@ def raw_chunks(session: Session, item: QuarantinedMessage) -> Iterator[bytes]:
     return iter_blob(session, item.raw_blob_id) if item.raw_blob_id else iter(())
 
 
-def _held(session: Session, item_id: int) -> QuarantinedMessage:
+def held(session: Session, item_id: int) -> QuarantinedMessage:
+    """A message still held (neither released nor deleted), or QuarantineNotFound."""
     item = get(session, item_id)
     if item.state != "held":
         raise QuarantineNotFound(f"quarantined message {item_id} is already {item.state}")
     return item
 
 
-def release(
-    session: Session,
-    item_id: int,
-    *,
-    by: Principal,
-    now: dt.datetime,
-    support_address: str,
-    attachment_max_bytes: int,
-    privacy_address: str | None = None,
-) -> int:
-    """Ingest a held message as mail after all (its checks waived); returns the ticket id. Audit-logged."""
-    from app.mail.inbound import IngestSettings, ingest_message
-
-    item = _held(session, item_id)
-    raw = b"".join(raw_chunks(session, item))
-    settings = IngestSettings(support_address=support_address, attachment_max_bytes=attachment_max_bytes, privacy_address=privacy_address)
-    outcome = ingest_message(session, raw, settings=settings, by=by, now=now, source="release", force=True)
-    assert outcome.ticket_id is not None  # force=True never quarantines
-    item.state, item.decided_at, item.decided_by, item.ticket_id = "released", now, by.label[:100], outcome.ticket_id
+def mark_released(session: Session, item: QuarantinedMessage, *, ticket_id: int, message_pk: int | None, by: Principal, now: dt.datetime) -> None:
+    """Record that a held message was ingested onto `ticket_id` and destroy the quarantine's copy; audit-logged."""
+    item.state, item.decided_at, item.decided_by, item.ticket_id = "released", now, by.label[:100], ticket_id
     if item.raw_blob_id is not None:
         # The ticket's message now holds its own encrypted copy (under the controller's key).
         blob_id, item.raw_blob_id = item.raw_blob_id, None
@@ -152,15 +139,14 @@ def release(
         action="quarantine.release",
         target_type="mail_quarantine",
         target_id=item.id,
-        details={"ticket_id": outcome.ticket_id, "message_id": outcome.message_pk, "reason": item.reason},
+        details={"ticket_id": ticket_id, "message_id": message_pk, "reason": item.reason},
         now=now,
     )
-    return outcome.ticket_id
 
 
 def delete(session: Session, item_id: int, *, by: Principal, now: dt.datetime) -> None:
     """Destroy the stored original of a held message; the row stays as an audit-visible tombstone."""
-    item = _held(session, item_id)
+    item = held(session, item_id)
     blob_id = item.raw_blob_id
     item.state, item.decided_at, item.decided_by, item.raw_blob_id = "deleted", now, by.label[:100], None
     session.flush()

@@ -1,6 +1,8 @@
 """Which ticket an inbound message belongs to, or which controller a new ticket goes to.
 
-Order (issue 5): In-Reply-To / References -> the ticket holding that Message-ID;
+Order (issue 5): In-Reply-To / References -> the ticket holding that Message-ID,
+or the ticket of the outbox row (any email the desk sent) with that Message-ID,
+found through its `related_type` (`app.mail.intake.REGISTRY.ticket_of`);
 then a ticket reference tag in the subject (from someone already on the ticket); then the per-ticket reply address
 token (support+<token>@...). A message that joins no ticket opens a new one,
 routed by the sender's domain (ControllerDomain, parent domains included), then
@@ -16,11 +18,14 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.controllers.models import ControllerDomain, ControllerIdentifier
+from app.mail.intake import REGISTRY, IntakeRegistry
+from app.mail.models import OutboxEmail
 from app.mail.parse import ParsedMail
 from app.tickets import service as tickets
 from app.tickets.models import Ticket
 
 SCAN_CHARS = 20_000
+MAX_THREAD_IDS = 100
 
 
 @dataclass(frozen=True)
@@ -28,7 +33,7 @@ class Thread:
     """The existing ticket a message joins and how it was found."""
 
     ticket: Ticket
-    how: str  # in_reply_to | subject_reference | reply_token
+    how: str  # in_reply_to | outbox | subject_reference | reply_token
 
 
 @dataclass(frozen=True)
@@ -51,11 +56,27 @@ def reply_tokens(recipients: list[str], support_address: str) -> list[str]:
     return found
 
 
-def find_thread(session: Session, mail: ParsedMail, *, support_address: str) -> Thread | None:
-    """The ticket this message replies to, or None."""
+def find_sent(session: Session, mail: ParsedMail) -> OutboxEmail | None:
+    """The email the desk sent (an outbox row) that this message answers: In-Reply-To first, then the latest of References."""
+    wanted = [*mail.in_reply_to, *reversed(mail.references)][:MAX_THREAD_IDS]
+    if not wanted:
+        return None
+    # The outbox keeps Message-IDs with their angle brackets; parsed ones come without.
+    rows = {row.message_id: row for row in session.scalars(select(OutboxEmail).where(OutboxEmail.message_id.in_([f"<{m}>" for m in wanted])))}
+    return next((rows[f"<{m}>"] for m in wanted if f"<{m}>" in rows), None)
+
+
+def find_thread(
+    session: Session, mail: ParsedMail, *, support_address: str, sent: OutboxEmail | None = None, registry: IntakeRegistry = REGISTRY
+) -> Thread | None:
+    """The ticket this message replies to, or None; `sent` is the desk's email it answers (`find_sent`), if any."""
     ticket = tickets.find_by_message_ids(session, [*mail.references, *mail.in_reply_to])
     if ticket is not None:
         return Thread(ticket, "in_reply_to")
+    ticket_id = registry.ticket_of(session, sent) if sent is not None else None
+    ticket = session.get(Ticket, ticket_id) if ticket_id is not None else None
+    if ticket is not None:
+        return Thread(ticket, "outbox")
     ticket = tickets.find_by_reference(session, mail.subject)
     # References are sequential, so anyone can guess one: a reference in the subject joins
     # only mail from someone already on the ticket; a stranger's mail opens its own ticket.

@@ -9,9 +9,8 @@ from app.auth import rbac
 from app.db import utcnow
 from app.extensions import db
 from app.mail import quarantine
-from app.mail.inbound import IngestSettings
+from app.mail.inbound import IngestSettings, release_quarantined
 from app.tickets.forms import ActionForm
-from app.tickets.views import attachment_max_bytes
 from app.web import current_principal
 
 bp = Blueprint("quarantine", __name__, url_prefix="/quarantine")
@@ -41,17 +40,8 @@ def index() -> str:
 def release(item_id: int) -> Response:
     if not ActionForm().validate_on_submit():
         abort(400)
-    addresses = IngestSettings.from_config(current_app.config)
     try:
-        ticket_id = quarantine.release(
-            db.session,
-            item_id,
-            by=current_principal(),
-            now=utcnow(),
-            support_address=addresses.support_address,
-            privacy_address=addresses.privacy_address,
-            attachment_max_bytes=attachment_max_bytes(),
-        )
+        ticket_id = release_quarantined(db.session, item_id, settings=IngestSettings.from_config(current_app.config), by=current_principal(), now=utcnow())
     except quarantine.QuarantineNotFound:
         db.session.rollback()
         abort(404)

@@ -51,7 +51,7 @@ def app_context(app: Flask) -> Iterator[None]:
 
 
 def ingest(raw: bytes) -> str:
-    return ingest_committed(db.sessionmaker, raw, settings=SETTINGS, by=Principal.system("tests"), now=utcnow, source="imap").status
+    return ingest_committed(db.session_scope, raw, settings=SETTINGS, by=Principal.system("tests"), clock=utcnow, source="imap").status
 
 
 def stored(session: Session, message_id: str) -> int:

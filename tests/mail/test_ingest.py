@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from app.audit.models import AuditEvent
 from app.mail import quarantine
-from app.mail.inbound import IngestSettings, ingest_message
+from app.mail.inbound import IngestSettings, ingest_message, release_quarantined
 from app.principal import Principal
 from app.tickets import service as tickets
 from app.tickets.models import Message, Ticket
@@ -147,7 +147,8 @@ def test_release_makes_a_ticket_and_delete_destroys_the_original(session: Sessio
     held = ingest(session, corpus("hostile_no_sender.eml"))
     other = ingest(session, corpus("hostile_no_headers.eml"))
     officer = Principal.staff(7)
-    ticket_id = quarantine.release(session, held.quarantine_id or 0, by=officer, now=NOW, support_address="privacy@desk.localhost", attachment_max_bytes=1000)
+    released = IngestSettings(support_address="privacy@desk.localhost", attachment_max_bytes=1000)
+    ticket_id = release_quarantined(session, held.quarantine_id or 0, settings=released, by=officer, now=NOW)
     ticket = session.get(Ticket, ticket_id)
     assert ticket is not None and ticket.controller_id is None
     assert "released_from_quarantine" in ticket.messages[0].flags
@@ -200,9 +201,7 @@ def test_nul_and_control_bytes_anywhere_are_stored_not_crashed(session: Session)
 def test_released_oversized_message_is_parsed_not_dumped(session: Session) -> None:
     small = IngestSettings(support_address="privacy@desk.localhost", attachment_max_bytes=1000, mail_max_bytes=2000)
     held = ingest(session, build(subject="Big one", body="y" * 5000, message_id="<big-release@x>"), small)
-    ticket_id = quarantine.release(
-        session, held.quarantine_id or 0, by=Principal.staff(3), now=NOW, support_address="privacy@desk.localhost", attachment_max_bytes=1000
-    )
+    ticket_id = release_quarantined(session, held.quarantine_id or 0, settings=small, by=Principal.staff(3), now=NOW)
     ticket = session.get(Ticket, ticket_id)
     assert ticket is not None and ticket.subject == "Big one"
     assert ticket.messages[0].message_id == "big-release@x" and "released_from_quarantine" in ticket.messages[0].flags

@@ -1,0 +1,33 @@
+"""The DSR domain's part of app creation: it fills the core's registries (`create_app` calls `register(app)`).
+
+The registries are process-wide (`app.mail.intake.REGISTRY`, `app.mail.policies.POLICIES`) and registration is
+by name and idempotent, so every app a process creates (web, workers, CLI,
+tests) leaves exactly one entry per handler; services reach them without an app.
+"""
+
+from __future__ import annotations
+
+from flask import Flask
+
+from app.dsr import gate, intake
+from app.mail.intake import REGISTRY, IntakeRegistry
+from app.mail.policies import POLICIES, PolicyRegistry
+
+
+def register_intake(registry: IntakeRegistry) -> None:
+    """The DSR intake handlers, in the order they are asked, and the ticket finder of outbox rows about a request."""
+    registry.add("dsr.instruction", intake.claim_instruction)  # a controller's reply to a forward
+    registry.add("dsr.request", intake.claim_request)  # new mail to the privacy address
+    registry.add("dsr.suggestion", intake.suggest_request, fallback=True)  # after every other domain's handlers
+    registry.add_ticket_finder("dsr", intake.ticket_of_dsr)
+
+
+def register_policies(policies: PolicyRegistry) -> None:
+    """The DSR outbound policies: the instruction gate first (asked when an email is queued and when it is claimed for sending)."""
+    policies.add(gate.POLICY_NAME, gate.instruction_policy)
+
+
+def register(app: Flask) -> None:
+    """Register the DSR domain with the core (called once per app by `create_app`; safe to call again)."""
+    register_intake(REGISTRY)
+    register_policies(POLICIES)
