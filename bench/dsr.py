@@ -58,7 +58,7 @@ from bench.common import (  # noqa: E402 - after the sys.path line above (run as
 
 DSR_COLUMNS = (
     "id, reference, types, state, is_open, source, subject_name_ct, subject_email_ct, subject_email_bidx,"
-    " received_at, due_at, forwarded_at, forward_seconds, escalated_at, sla_breached_at, breach_reason_ct, breach_reason_missing,"
+    " received_at, due_at, forwarded_at, forward_seconds, escalated_at, missed_at, missed_reason_ct, missed_reason_missing,"
     " created_at, updated_at, row_uid"
 )
 FORWARD_COLUMNS = "id, dsr_id, controller_id, state, forwarded_at, message_id, outbox_ids, created_at"
@@ -72,6 +72,7 @@ def load_dsrs(app: Any, database_url: str, controller_ids: list[int], count: int
 
     from app.crypto.cipher import blind_index, encrypt_field
     from app.crypto.keys import PLATFORM, active_key, cache_for
+    from app.dsr.models import Dsr
     from app.extensions import db
 
     with app.app_context(), db.session_scope() as session:
@@ -94,7 +95,7 @@ def load_dsrs(app: Any, database_url: str, controller_ids: list[int], count: int
             forwarded_at, seconds = None, None
         else:
             received = now - window * rng.random()
-            # Most forwards within minutes or hours; 2 % late (breached, most with a recorded reason).
+            # Most forwards within minutes or hours; 2 % late (missed, most with a recorded reason).
             seconds = int(rng.uniform(86_400, 120_000) if rng.random() < 0.02 else rng.choice([rng.uniform(60, 3600), rng.uniform(3600, 86_000)]))
             forwarded_at = received + dt.timedelta(seconds=seconds)
             if forwarded_at > now:
@@ -102,19 +103,21 @@ def load_dsrs(app: Any, database_url: str, controller_ids: list[int], count: int
             state = "instructed" if n % 3 == 0 else "forwarded"
         due = received + dt.timedelta(hours=24)
         escalated = due - dt.timedelta(hours=4) if forwarded_at is None and due - dt.timedelta(hours=4) <= now else None
-        breached = due if forwarded_at is None and due <= now else (due if seconds is not None and seconds > 86_400 else None)
+        missed = due if forwarded_at is None and due <= now else (due if seconds is not None and seconds > 86_400 else None)
         iso = received.isoformat()
         reason_ct, missing = NULL, "f"
-        if breached is not None:
+        if missed is not None:
             if n % 10:
                 reason = b"The controller's contact address bounced; forwarded after the registry was corrected."
-                reason_ct = copy_bytes(encrypt_field(key.aead, key.id, reason, table="dsrs", column="breach_reason_ct", row_uid=uid))
+                # Bound to the field's label (the column's name before migration 0012), as the model writes it.
+                label = Dsr.missed_reason.bound_as or "missed_reason_ct"
+                reason_ct = copy_bytes(encrypt_field(key.aead, key.id, reason, table="dsrs", column=label, row_uid=uid))
             else:
                 missing = "t"
         dsr_lines.append(
             f"{n}\tDSR-{received.year}-{n:06d}\t{json.dumps(['access'])}\t{state}\tt\tprivacy_address\t{name_ct}\t{email_ct}\t{bidx}\t"
             f"{iso}\t{due.isoformat()}\t{forwarded_at.isoformat() if forwarded_at else NULL}\t{NULL if seconds is None else seconds}\t"
-            f"{escalated.isoformat() if escalated else NULL}\t{breached.isoformat() if breached else NULL}\t{reason_ct}\t{missing}\t{iso}\t{iso}\t{uid}\n"
+            f"{escalated.isoformat() if escalated else NULL}\t{missed.isoformat() if missed else NULL}\t{reason_ct}\t{missing}\t{iso}\t{iso}\t{uid}\n"
         )
         if state != "triage":
             forward_id += 1
@@ -168,7 +171,7 @@ def main() -> None:
                 return dsr_service.sweep(session, settings=dsr_settings, by=by, now=utcnow())
 
         first = sweep_pass()
-        print(f"first pass (settles the load): rung {first.rung}, forwarded {first.forwarded}, escalated {first.escalated}, breached {first.breached}")
+        print(f"first pass (settles the load): rung {first.rung}, forwarded {first.forwarded}, escalated {first.escalated}, missed {first.missed}")
         steady_med, steady_max = timed(sweep_pass, args.runs)
         sweep_sql = capture(app, sweep_pass)
 
@@ -204,7 +207,7 @@ def main() -> None:
             with psycopg.connect(url) as conn:
                 conn.execute(
                     "UPDATE dsrs SET escalated_at = NULL, due_at = now() + interval '3 hours' WHERE id IN "
-                    "(SELECT id FROM dsrs WHERE state = 'triage' AND escalated_at IS NOT NULL AND sla_breached_at IS NULL ORDER BY id LIMIT 50)"
+                    "(SELECT id FROM dsrs WHERE state = 'triage' AND escalated_at IS NOT NULL AND missed_at IS NULL ORDER BY id LIMIT 50)"
                 )
                 conn.commit()
             began = time.perf_counter()

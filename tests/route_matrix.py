@@ -78,7 +78,7 @@ ROUTE_MATRIX: dict[tuple[str, str], str | frozenset[str]] = {
     ("dsr.create", "GET"): TICKETS,
     ("dsr.create", "POST"): TICKETS,
     ("dsr.route", "POST"): PRIVACY,
-    ("dsr.breach_reason", "POST"): PRIVACY,
+    ("dsr.missed_reason", "POST"): PRIVACY,
     ("dsr.confirm", "POST"): PRIVACY,
     ("dsr.flag", "POST"): PRIVACY,
     ("dsr.reply", "POST"): PRIVACY,

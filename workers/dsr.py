@@ -20,7 +20,7 @@ def forward_dsr(dsr_id: int) -> None:
 
 @dramatiq.actor(max_retries=0, time_limit=60_000)
 def sweep_dsrs() -> None:
-    """Forward what is pending, escalate 4 h before due, mark breaches (the database is the source of truth)."""
+    """Forward what is pending, escalate 4 h before due, mark missed deadlines (the database is the source of truth)."""
     with db.session_scope() as session:
         dsr.sweep(session, settings=dsr.DsrSettings.from_config(current_app.config), by=Principal.system("dsr sweep"), now=utcnow())
 

@@ -99,11 +99,18 @@ class FieldSpec:
     blind_index: str | None
     normalise: str | None
     binary: bool = False
+    # The column name bound into the associated data, when it differs from `column` (see EncryptedField's `bound_as`).
+    bound_as: str | None = None
 
     @property
     def table(self) -> str:
         """The table holding the ciphertext."""
         return table_of_model(self.model).name
+
+    @property
+    def aad_column(self) -> str:
+        """The column name each value's associated data names (its original name, for a renamed column)."""
+        return self.bound_as or self.column
 
 
 FIELDS: list[FieldSpec] = []
@@ -119,7 +126,9 @@ def _specs(cls: type) -> list[FieldSpec]:
 
 
 class _Encrypted(Generic[T]):
-    def __init__(self, column: str, *, owner: str, blind_index: str | None = None, normalise: str | None = None) -> None:
+    def __init__(self, column: str, *, owner: str, blind_index: str | None = None, normalise: str | None = None, bound_as: str | None = None) -> None:
+        # bound_as: a column renamed after values were written keeps its values' binding to the original name
+        # (a migration cannot re-encrypt: it has no keys), so values are bound to `bound_as` instead of `column`.
         if (blind_index is None) != (normalise is None):
             raise TypeError("blind_index and normalise go together")
         if normalise is not None and normalise not in NORMALISERS:
@@ -128,13 +137,14 @@ class _Encrypted(Generic[T]):
         self.owner = owner
         self.blind_index = blind_index
         self.normalise = normalise
+        self.bound_as = bound_as
         self.name = ""
         self.model: type | None = None
 
     def __set_name__(self, cls: type, name: str) -> None:
         self.name = name
         self.model = cls
-        FIELDS.append(FieldSpec(cls, name, self.column, self.owner, self.blind_index, self.normalise, isinstance(self, EncryptedBytes)))
+        FIELDS.append(FieldSpec(cls, name, self.column, self.owner, self.blind_index, self.normalise, isinstance(self, EncryptedBytes), self.bound_as))
         _BY_CLASS.clear()
 
     def _encode(self, value: T) -> bytes:
@@ -172,7 +182,7 @@ class _Encrypted(Generic[T]):
         cache = cache_for(session)
         key_id = key_id_of(blob, where=self._where)
         key = cache.by_id.get(key_id) or load_key(session.connection(), cache, key_id)  # no connection call on a cache hit
-        return self._decode(decrypt_field(key.aead, blob, table=self.table_name, column=self.column, row_uid=row_uid))
+        return self._decode(decrypt_field(key.aead, blob, table=self.table_name, column=self.bound_as or self.column, row_uid=row_uid))
 
     def __set__(self, instance: object, value: T | None) -> None:
         if value is None:
@@ -269,7 +279,7 @@ def _encrypt_pending(_mapper: Mapper[Any], connection: Any, target: Any) -> None
         value = pending[spec.name]
         key = active_key(connection, cache, _owner_label(spec, target))
         field: _Encrypted[Any] = getattr(spec.model, spec.name)
-        blob = encrypt_field(key.aead, key.id, field._encode(value), table=spec.table, column=spec.column, row_uid=target.row_uid)
+        blob = encrypt_field(key.aead, key.id, field._encode(value), table=spec.table, column=spec.aad_column, row_uid=target.row_uid)
         setattr(target, spec.column, blob)
         if spec.blind_index and spec.normalise:
             setattr(target, spec.blind_index, blind_index(key.index_key, spec.normalise, value))

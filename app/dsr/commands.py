@@ -43,7 +43,9 @@ def dsr_list(as_json: bool, state: str | None, open_only: bool, limit: int) -> N
                 "types": list(d.types),
                 "controllers": [{"id": cid, "name": names.get(cid)} for cid in d.controller_ids],
                 "state": d.state,
-                "sla_breached": d.sla_breached_at is not None,
+                "missed": d.missed_at is not None,
+                # The key before 0012, kept for one release (CHANGELOG 2026-11-30): remove after.
+                "sla_breached": d.missed_at is not None,
                 "received_at": _iso(d.received_at),
                 "due_at": _iso(d.due_at),
                 "forwarded_at": _iso(d.forwarded_at),
@@ -62,7 +64,7 @@ def dsr_list(as_json: bool, state: str | None, open_only: bool, limit: int) -> N
         controllers = ",".join(str(c["name"]) for c in item["controllers"]) or "(triage)"
         left = "" if item["forwarded_at"] else f"  {lefts[item['id']]}"
         click.echo(
-            f"{item['reference']}  {'+'.join(item['types']) or '-'}  {controllers}  {item['state']}{' BREACHED' if item['sla_breached'] else ''}"
+            f"{item['reference']}  {'+'.join(item['types']) or '-'}  {controllers}  {item['state']}{' MISSED' if item['missed'] else ''}"
             f"  received {item['received_at']}  due {item['due_at']}  forwarded {item['forwarded_at'] or '-'}{left}"
             f"  pending instructions {item['pending_instructions']}"
         )
@@ -74,6 +76,6 @@ def dsr_sweep() -> None:
     settings = dsr_service.DsrSettings.from_config(current_app.config)
     with db.session_scope() as session:
         result = dsr_service.sweep(session, settings=settings, by=operator("dsr sweep"), now=dsr_service.now_utc())
-    click.echo(f"rung {result.rung}, forwarded {result.forwarded}, escalated {result.escalated}, breached {result.breached}")
+    click.echo(f"rung {result.rung}, forwarded {result.forwarded}, escalated {result.escalated}, missed {result.missed}")
     if result.failed:
         raise click.ClickException(f"could not forward DSR {', '.join(map(str, result.failed))} (no DSR contact for a controller?)")

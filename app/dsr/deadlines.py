@@ -2,7 +2,7 @@
 
 There are no extensions: the forward is due 24 hours after the subject's first
 message reached the desk, whatever the weekday, and a missed deadline is
-recorded as a breach with a reason, never moved.
+recorded as *missed* with a reason, never moved.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ ESCALATE_BEFORE = dt.timedelta(hours=4)
 # Below this much time left the dashboard shows a request as urgent (amber); escalation turns it red.
 WARN_BEFORE = dt.timedelta(hours=12)
 
-Urgency = Literal["done", "ok", "warn", "escalated", "breached"]
+Urgency = Literal["done", "ok", "warn", "escalated", "missed"]
 
 
 def due_at(received_at: dt.datetime) -> dt.datetime:
@@ -42,7 +42,7 @@ def urgency(due: dt.datetime, now: dt.datetime, *, forwarded: bool) -> Urgency:
         return "done"
     left = due - now
     if left <= dt.timedelta(0):
-        return "breached"
+        return "missed"
     if left <= ESCALATE_BEFORE:
         return "escalated"
     if left <= WARN_BEFORE:
@@ -55,8 +55,8 @@ def should_escalate(due: dt.datetime, now: dt.datetime, *, forwarded: bool, esca
     return not forwarded and not escalated and now >= escalate_at(due)
 
 
-def is_breached(due: dt.datetime, now: dt.datetime, *, forwarded: bool) -> bool:
-    """True when the forward is late (the deadline passed without it)."""
+def is_missed(due: dt.datetime, now: dt.datetime, *, forwarded: bool) -> bool:
+    """True when the request has missed its deadline (it passed without the forward)."""
     return not forwarded and now >= due
 
 

@@ -78,7 +78,7 @@ def seed(session: Session, *, now: dt.datetime) -> Iterator[str]:
             dsr_service.close_dsr(session, dsr.id, "completed", by=by, now=at + dt.timedelta(hours=48))
         if then == "reason":
             dsr_service.sweep(session, settings=SETTINGS, by=by, now=now)
-            dsr_service.record_breach_reason(session, dsr.id, "Two controllers claimed the subject over a holiday weekend.", by=by, now=now)
+            dsr_service.record_missed_reason(session, dsr.id, "Two controllers claimed the subject over a holiday weekend.", by=by, now=now)
         yield f"DSR {dsr.reference}: {label}"
     yield f"DSR history: {_history(session, ids, now=now, by=by)} closed requests over 12 weeks (for the chart)"
     dsr_service.sweep(session, settings=SETTINGS, by=by, now=now)

@@ -43,9 +43,9 @@ class Dsr(EncryptedRow, Base):
         Index("ix_dsrs_is_open_due_at", "is_open", "due_at"),
         # The 12-week chart: an index-only scan over the window.
         Index("ix_dsrs_received_at_forward_seconds", "received_at", "forward_seconds"),
-        # The sweeper's escalation and breach checks: only rows still to act on, by deadline.
+        # The sweeper's escalation and missed-deadline checks: only rows still to act on, by deadline.
         Index("ix_dsrs_state_escalated_at_due_at", "state", "escalated_at", "due_at"),
-        Index("ix_dsrs_state_sla_breached_at_due_at", "state", "sla_breached_at", "due_at"),
+        Index("ix_dsrs_state_missed_at_due_at", "state", "missed_at", "due_at"),
     )
 
     id: Mapped[intpk]
@@ -71,10 +71,11 @@ class Dsr(EncryptedRow, Base):
     # forwarded_at - received_at, for the chart (median time to forward) without reading every row.
     forward_seconds: Mapped[int | None] = mapped_column(Integer)
     escalated_at: Mapped[dt.datetime | None]
-    sla_breached_at: Mapped[dt.datetime | None]
-    breach_reason_ct: Mapped[bytes | None] = encrypted_column(nullable=True)
-    # Set with sla_breached_at, cleared when the reason is recorded: the dashboard counts these by index.
-    breach_reason_missing: Mapped[bool] = mapped_column(Boolean, default=False, index=True)
+    # When the sweeper found the 24 h deadline passed unforwarded (the request *missed* it; there is no extension).
+    missed_at: Mapped[dt.datetime | None]
+    missed_reason_ct: Mapped[bytes | None] = encrypted_column(nullable=True)
+    # Set with missed_at, cleared when the reason is recorded: the dashboard counts these by index.
+    missed_reason_missing: Mapped[bool] = mapped_column(Boolean, default=False, index=True)
     closed_at: Mapped[dt.datetime | None]
     outcome: Mapped[str | None] = mapped_column(String(40))
     created_at: Mapped[utc]
@@ -88,7 +89,8 @@ class Dsr(EncryptedRow, Base):
     subject_email = EncryptedField("subject_email_ct", owner=PLATFORM, blind_index="subject_email_bidx", normalise="email")
     subject_identifiers = EncryptedField("subject_identifiers_ct", owner=PLATFORM)
     request_text = EncryptedField("request_text_ct", owner=PLATFORM)
-    breach_reason = EncryptedField("breach_reason_ct", owner=PLATFORM)
+    # Values keep the column's name before migration 0012 in their associated data (a migration cannot re-encrypt).
+    missed_reason = EncryptedField("missed_reason_ct", owner=PLATFORM, bound_as="breach_reason_ct")
 
     @property
     def controller_ids(self) -> list[int]:

@@ -1,4 +1,4 @@
-"""DSR services: intake, routing, the forward to the controller, the sweeper, breaches and closing.
+"""DSR services: intake, routing, the forward to the controller, the sweeper, missed deadlines and closing.
 
 Every write flushes and writes its audit entry and history line in the
 caller's transaction; the edge (view, actor, CLI) commits. Forwarding is
@@ -431,7 +431,7 @@ class SweepResult:
     rung: int = 0
     forwarded: int = 0
     escalated: int = 0
-    breached: int = 0
+    missed: int = 0
     failed: list[int] = field(default_factory=list)
 
 
@@ -472,23 +472,23 @@ def escalate(session: Session, dsr: Dsr, *, settings: DsrSettings, by: Principal
     return True
 
 
-def mark_breached(session: Session, dsr: Dsr, *, by: Principal, now: dt.datetime) -> bool:
+def mark_missed(session: Session, dsr: Dsr, *, by: Principal, now: dt.datetime) -> bool:
     """Record that the 24 h forward was missed (no extension exists); a reason must be recorded later."""
     claimed = session.execute(
         update(Dsr)
-        .where(Dsr.id == dsr.id, Dsr.sla_breached_at.is_(None), Dsr.forwarded_at.is_(None))
-        .values(sla_breached_at=now, breach_reason_missing=True, updated_at=now)
+        .where(Dsr.id == dsr.id, Dsr.missed_at.is_(None), Dsr.forwarded_at.is_(None))
+        .values(missed_at=now, missed_reason_missing=True, updated_at=now)
         .execution_options(synchronize_session=False)
     )
     if getattr(claimed, "rowcount", 0) != 1:
         return False
     session.refresh(dsr)
-    add_event(session, dsr, "sla_breached", by=by, now=now, state=dsr.state)
+    add_event(session, dsr, "missed", by=by, now=now, state=dsr.state)
     return True
 
 
 def sweep(session: Session, *, settings: DsrSettings, by: Principal, now: dt.datetime, inline_after: dt.timedelta = FORWARD_INLINE_AFTER) -> SweepResult:
-    """One pass: forward what is pending (ring, or forward here once the doorbell is overdue), escalate at 4 h, mark breaches."""
+    """One pass: forward what is pending (ring, or forward here once the doorbell is overdue), escalate at 4 h, mark missed deadlines."""
     result = SweepResult()
     pending = session.execute(
         select(DsrForward.dsr_id, func.min(DsrForward.created_at)).where(DsrForward.state == "pending").group_by(DsrForward.dsr_id).limit(SWEEP_BATCH)
@@ -514,28 +514,26 @@ def sweep(session: Session, *, settings: DsrSettings, by: Principal, now: dt.dat
         ).all()
         for dsr in to_escalate:
             result.escalated += escalate(session, dsr, settings=settings, by=by, now=now)
-        late = session.scalars(
-            select(Dsr).where(Dsr.state == state, Dsr.due_at <= now, Dsr.sla_breached_at.is_(None)).order_by(Dsr.due_at).limit(SWEEP_BATCH)
-        ).all()
+        late = session.scalars(select(Dsr).where(Dsr.state == state, Dsr.due_at <= now, Dsr.missed_at.is_(None)).order_by(Dsr.due_at).limit(SWEEP_BATCH)).all()
         for dsr in late:
-            result.breached += mark_breached(session, dsr, by=by, now=now)
+            result.missed += mark_missed(session, dsr, by=by, now=now)
     session.flush()
     return result
 
 
-def record_breach_reason(session: Session, dsr_id: int, reason: str, *, by: Principal, now: dt.datetime) -> Dsr:
-    """Why a forward was late (required for every breach; kept encrypted, never in the audit log)."""
+def record_missed_reason(session: Session, dsr_id: int, reason: str, *, by: Principal, now: dt.datetime) -> Dsr:
+    """Why a forward was late (required for every missed deadline; kept encrypted, never in the audit log)."""
     dsr = get_dsr(session, dsr_id)
-    if dsr.sla_breached_at is None:
-        raise InvalidDsr("the request is not in breach")
+    if dsr.missed_at is None:
+        raise InvalidDsr("the request has not missed its deadline")
     text = (reason or "").strip()
     if len(text) < 10 or len(text) > 4000:
         raise InvalidDsr("reason must be 10 to 4000 characters")
-    dsr.breach_reason = text
-    dsr.breach_reason_missing = False
+    dsr.missed_reason = text
+    dsr.missed_reason_missing = False
     dsr.updated_at = now
     session.flush()
-    add_event(session, dsr, "breach_reason", by=by, now=now)
+    add_event(session, dsr, "missed_reason", by=by, now=now)
     return dsr
 
 
@@ -585,7 +583,7 @@ class Dashboard:
     forwarded_open: list[Dsr]
     triage: list[Dsr]
     escalated: int
-    breaches_without_reason: int
+    missed_without_reason: int
     suggestions: list[DsrSuggestion]
     weeks: list[deadlines.Week]
 
@@ -594,7 +592,7 @@ class Dashboard:
 _ROW = (
     load_only(
         Dsr.id, Dsr.reference, Dsr.types, Dsr.state, Dsr.is_open, Dsr.received_at, Dsr.due_at, Dsr.forwarded_at,
-        Dsr.escalated_at, Dsr.sla_breached_at, Dsr.breach_reason_missing,
+        Dsr.escalated_at, Dsr.missed_at, Dsr.missed_reason_missing,
     ),
     selectinload(Dsr.forwards).load_only(DsrForward.dsr_id, DsrForward.controller_id),
 )  # fmt: skip
@@ -617,7 +615,7 @@ def dashboard(session: Session, *, now: dt.datetime, limit: int = 50) -> Dashboa
         )
     )
     escalated = session.scalar(select(func.count()).select_from(Dsr).where(Dsr.state.in_(UNFORWARDED), Dsr.due_at <= now + deadlines.ESCALATE_BEFORE))
-    without_reason = session.scalar(select(func.count()).select_from(Dsr).where(Dsr.breach_reason_missing.is_(True)))
+    without_reason = session.scalar(select(func.count()).select_from(Dsr).where(Dsr.missed_reason_missing.is_(True)))
     suggestions = list(session.scalars(select(DsrSuggestion).where(DsrSuggestion.state == "open").order_by(DsrSuggestion.id.desc()).limit(limit)))
     return Dashboard(unforwarded[:limit], forwarded_open, triage, int(escalated or 0), int(without_reason or 0), suggestions, cached_chart(session, now=now))
 

@@ -157,14 +157,14 @@ def route(dsr_id: int) -> ResponseReturnValue:
     )
 
 
-@bp.post("/<int:dsr_id>/breach-reason")
+@bp.post("/<int:dsr_id>/missed-reason")
 @rbac.require(rbac.DSR_MANAGE)
-def breach_reason(dsr_id: int) -> ResponseReturnValue:
+def missed_reason(dsr_id: int) -> ResponseReturnValue:
     _dsr_or_404(dsr_id)
     reason = request.form.get("reason", "")
     return _act(
         dsr_id,
-        lambda: dsr_service.record_breach_reason(db.session, dsr_id, reason, by=current_principal(), now=_now()),
+        lambda: dsr_service.record_missed_reason(db.session, dsr_id, reason, by=current_principal(), now=_now()),
         done="Reason recorded.",
         refused=dsr_service.InvalidDsr,
     )

@@ -134,10 +134,10 @@ def rotate_batch(conn: Connection, spec: FieldSpec, lo: int, hi: int, keys: _Key
         old = keys.old(key_id)
         new = keys.successor(old.owner)
         try:
-            plain = decrypt_field(old.aead, blob, table=spec.table, column=spec.column, row_uid=row_uid)
+            plain = decrypt_field(old.aead, blob, table=spec.table, column=spec.aad_column, row_uid=row_uid)
         except DecryptionError as exc:
             raise RotationError(f"{exc} (id {row_id}); fix or remove the value, then rerun") from None
-        out.append((row_id, blob[:PREFIX], encrypt_field(new.aead, new.id, plain, table=spec.table, column=spec.column, row_uid=row_uid)))
+        out.append((row_id, blob[:PREFIX], encrypt_field(new.aead, new.id, plain, table=spec.table, column=spec.aad_column, row_uid=row_uid)))
     if not out:
         return 0
     if conn.dialect.name == "postgresql":

@@ -376,7 +376,7 @@ def finalize(session: Session, run: SubjectRun, params: dict[str, Any], cursor: 
             _bump(report, "dsrs_kept_for_other_controllers")
             continue
         try:
-            request_text, breach_reason = dsr.request_text, dsr.breach_reason
+            request_text, missed_reason = dsr.request_text, dsr.missed_reason
         except CryptoError:
             _fail(report, "dsr", dsr.id, "unreadable")
             continue
@@ -391,8 +391,8 @@ def finalize(session: Session, run: SubjectRun, params: dict[str, Any], cursor: 
                 dsr.subject_identifiers = rw(dsr.subject_identifiers)
         if rw(request_text) != request_text:
             dsr.request_text = rw(request_text)
-        if rw(breach_reason) != breach_reason:
-            dsr.breach_reason = rw(breach_reason)
+        if rw(missed_reason) != missed_reason:
+            dsr.missed_reason = rw(missed_reason)
         _bump(report, "dsrs")
     if run.kind == "rectify" and params.get("email") and params.get("new_email"):
         old = Ticket.requester_email.index_value(session, params["email"], controller_id=run.controller_id)

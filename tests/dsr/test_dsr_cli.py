@@ -25,7 +25,7 @@ def test_demo_seed_adds_requests_in_every_state_some_near_their_deadline(runner:
     now = utcnow()
     open_unforwarded = list(session.scalars(select(Dsr).where(Dsr.state.in_(("triage", "awaiting_forward")))))
     assert any(dt.timedelta(0) < d.due_at - now <= dt.timedelta(hours=4) for d in open_unforwarded)
-    assert any(d.sla_breached_at is not None and d.breach_reason_ct is None for d in open_unforwarded)
+    assert any(d.missed_at is not None and d.missed_reason_ct is None for d in open_unforwarded)
     again = runner.invoke(args=["demo", "seed"])
     assert again.exit_code == 0 and "DSR DSR-" not in again.output  # idempotent
 

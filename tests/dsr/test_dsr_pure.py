@@ -27,8 +27,8 @@ def test_a_friday_night_request_is_due_saturday_night_with_no_weekend_extension(
         (11, False, "warn"),
         (4, False, "escalated"),
         (0.5, False, "escalated"),
-        (0, False, "breached"),
-        (-3, False, "breached"),
+        (0, False, "missed"),
+        (-3, False, "missed"),
         (-3, True, "done"),
     ],
 )
@@ -37,14 +37,14 @@ def test_urgency_colours(hours_left: float, forwarded: bool, expected: str) -> N
     assert deadlines.urgency(now + dt.timedelta(hours=hours_left), now, forwarded=forwarded) == expected
 
 
-def test_escalation_and_breach_happen_once_and_never_after_the_forward() -> None:
+def test_escalation_and_missed_deadline_happen_once_and_never_after_the_forward() -> None:
     due = deadlines.due_at(FRIDAY_2350)
     at = deadlines.escalate_at(due)
     assert not deadlines.should_escalate(due, at - dt.timedelta(seconds=1), forwarded=False, escalated=False)
     assert deadlines.should_escalate(due, at, forwarded=False, escalated=False)
     assert not deadlines.should_escalate(due, at, forwarded=False, escalated=True)
     assert not deadlines.should_escalate(due, at, forwarded=True, escalated=False)
-    assert deadlines.is_breached(due, due, forwarded=False) and not deadlines.is_breached(due, due, forwarded=True)
+    assert deadlines.is_missed(due, due, forwarded=False) and not deadlines.is_missed(due, due, forwarded=True)
     assert deadlines.format_left(dt.timedelta(hours=5, minutes=3)) == "5 h 03 min"
     assert deadlines.format_left(-dt.timedelta(hours=1, minutes=10)) == "overdue 1 h 10 min"
 

@@ -103,17 +103,17 @@ def test_the_sweeper_escalates_at_four_hours_and_marks_a_missed_deadline(session
     assert officer.email in [r.to_addr for r in alerts]
     assert all("lee@" not in r.subject for r in alerts)
     again = dsr_service.sweep(session, settings=SETTINGS, by=TEST_PRINCIPAL, now=T0 + dt.timedelta(hours=21))
-    assert again.escalated == 0 and again.breached == 0
+    assert again.escalated == 0 and again.missed == 0
     late = dsr_service.sweep(session, settings=SETTINGS, by=TEST_PRINCIPAL, now=T0 + dt.timedelta(hours=24))
-    assert late.breached == 1
+    assert late.missed == 1
     session.refresh(dsr)
-    assert dsr.sla_breached_at == T0 + dt.timedelta(hours=24) and dsr.due_at == T0 + dt.timedelta(hours=24)
+    assert dsr.missed_at == T0 + dt.timedelta(hours=24) and dsr.due_at == T0 + dt.timedelta(hours=24)
     with pytest.raises(dsr_service.InvalidDsr):
-        dsr_service.record_breach_reason(session, dsr.id, "short", by=TEST_PRINCIPAL, now=T0 + dt.timedelta(hours=25))
-    dsr_service.record_breach_reason(
+        dsr_service.record_missed_reason(session, dsr.id, "short", by=TEST_PRINCIPAL, now=T0 + dt.timedelta(hours=25))
+    dsr_service.record_missed_reason(
         session, dsr.id, "Two controllers claimed the subject; routing took too long.", by=TEST_PRINCIPAL, now=T0 + dt.timedelta(hours=25)
     )
-    assert "breach_reason" in [e.code for e in session.scalars(select(DsrEvent).where(DsrEvent.dsr_id == dsr.id))]
+    assert {"missed", "missed_reason"} <= {e.code for e in session.scalars(select(DsrEvent).where(DsrEvent.dsr_id == dsr.id))}
 
 
 def test_the_sweeper_forwards_a_request_whose_doorbell_was_lost(session: Session) -> None:

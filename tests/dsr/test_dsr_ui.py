@@ -117,6 +117,6 @@ def test_a_missed_deadline_asks_for_a_reason(client: FlaskClient, auth: AuthActi
     dsr_service.sweep(session, settings=SETTINGS, by=TEST_PRINCIPAL, now=utcnow())
     auth.login("privacy_officer")
     assert "Missed deadline" in client.get(f"/dsr/{dsr.id}").get_data(as_text=True)
-    client.post(f"/dsr/{dsr.id}/breach-reason", data={"reason": "The mail server was down over the weekend."})
+    client.post(f"/dsr/{dsr.id}/missed-reason", data={"reason": "The mail server was down over the weekend."})
     session.expire_all()
-    assert session.get(Dsr, dsr.id).breach_reason == "The mail server was down over the weekend."  # type: ignore[union-attr]
+    assert session.get(Dsr, dsr.id).missed_reason == "The mail server was down over the weekend."  # type: ignore[union-attr]
