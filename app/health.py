@@ -9,7 +9,8 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
 from app.db import Database, utcnow
-from workers.broker import broker_status
+from app.jobs.broker import broker_status
+from app.mail.delivery import backlog
 
 
 def database_status(database: Database) -> str:
@@ -38,9 +39,7 @@ def health_report(database: Database, config: Mapping[str, Any]) -> dict[str, An
 
 
 def outbox_backlog(database: Database) -> dict[str, int] | None:
-    """Outbound emails per state (numbers only): queued, due, sending, failed."""
-    from app.mail.outbound import backlog
-
+    """Outbound emails per state but sent (numbers only): queued, due, sending, failed, refused."""
     try:
         with database.sessionmaker() as session:
             return backlog(session, now=utcnow())

@@ -7,21 +7,23 @@ from flask import current_app
 
 from app.db import utcnow
 from app.extensions import db
-from app.mail import outbound
+from app.mail import delivery
+from app.mail.outbox import SEND_ACTOR
+from app.mail.outbox_settings import OutboundSettings
 
 # The time limit must stay well under OUTBOX_STALE_SECONDS (default 600 s): a claim older
 # than that is taken to belong to a dead worker and the row is sent again.
 SEND_TIME_LIMIT_MS = 120_000
 
 
-@dramatiq.actor(actor_name=outbound.SEND_ACTOR, max_retries=3, time_limit=SEND_TIME_LIMIT_MS, min_backoff=5_000)
+@dramatiq.actor(actor_name=SEND_ACTOR, max_retries=3, time_limit=SEND_TIME_LIMIT_MS, min_backoff=5_000)
 def send_email(outbox_id: int) -> None:
-    """Deliver one outbox row; a no-op unless it is due and unclaimed (duplicates are harmless)."""
-    outbound.deliver(db.session_scope, outbox_id, settings=outbound.OutboundSettings.from_config(current_app.config))
+    """Deliver one outbox row; a no-op unless it is due, unclaimed and still allowed (duplicates are harmless)."""
+    delivery.deliver(db.session_scope, outbox_id, settings=OutboundSettings.from_config(current_app.config), clock=utcnow)
 
 
 @dramatiq.actor(max_retries=0, time_limit=60_000)
 def sweep_outbox() -> None:
     """Re-enqueue every due queued row and every stale sending row (the database is the source of truth)."""
     with db.session_scope() as session:
-        outbound.sweep(session, now=utcnow(), policy=outbound.OutboundSettings.from_config(current_app.config).policy)
+        delivery.sweep(session, now=utcnow(), timing=OutboundSettings.from_config(current_app.config).timing)

@@ -1,21 +1,23 @@
 """The instruction gate (WECO §12.2, Pexgle §11.5): nothing reaches a data subject without the controller's instruction.
 
-`check_outbound` is called by the outbox (`app.mail.outbound.enqueue_email`)
-for every email, so the rule holds server-side whatever a page or a script
-sends. An email is held to the rule when its recipient is the subject of an
-open DSR (blind-index lookup) or when it is related to a ticket with an open
-DSR and goes to anyone but staff or that DSR's controllers. Such an email
-passes only if, for each of those DSRs:
+`instruction_policy` is an outbound policy of the outbox (`app.mail.policies`),
+registered by `app.dsr.setup.register` at app creation, so the rule holds
+server-side whatever a page or a script sends, and is asked again each time a
+worker claims a row for sending (a reply queued before the requester opened a
+request is refused then). An email is held to the rule when its recipient is
+the subject of an open DSR (blind-index lookup) or when it is related to a
+ticket with an open DSR and goes to anyone but staff or that DSR's
+controllers. Such an email passes only if, for each of those DSRs:
 
 - a privacy officer confirmed an instruction of the controller to respond and
   the email carries the instructed text, or
 - it is a neutral acknowledgement (kind `acknowledgement`) whose text is the
   template of a standing instruction of every controller the DSR concerns.
 
-A refusal raises InstructionRequired and is audit-logged. The audit entry is
-written after the caller's transaction ends (commit or rollback), in a
-transaction of its own, because the caller usually rolls back on the error
-and would take the evidence with it.
+A refusal names the DSRs (ids only): at enqueue time the outbox raises
+InstructionRequired and writes `dsr.reply_refused` after the caller's
+transaction ends; at claim time the row ends `refused` and the same events
+are written with the state change.
 
 `require_instruction` is the check execution services call (find, export,
 erase, rectify, restrict) before acting under a confirmed instruction.
@@ -26,28 +28,27 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from dataclasses import dataclass
-from typing import Any
 
-from sqlalchemy import event, or_, select
-from sqlalchemy.orm import Session, SessionTransaction
+from sqlalchemy import or_, select
+from sqlalchemy.orm import Session
 
-from app.audit.service import record
 from app.auth.models import User
 from app.controllers.models import ControllerContact
 from app.dsr.models import Dsr, DsrForward, Instruction, StandingInstruction
-from app.principal import Principal
+from app.exceptions import DeskError, Refused
+from app.mail.policies import OutboundMessage, OutboundRefused, Refusal
 
 log = logging.getLogger(__name__)
 
 ACKNOWLEDGEMENT = "acknowledgement"
-_REFUSALS = "dsr_gate_refusals"
+POLICY_NAME = "dsr.instruction_gate"
 
 
-class GateError(Exception):
+class GateError(DeskError):
     """Base of the instruction gate's errors."""
 
 
-class InstructionRequired(GateError):
+class InstructionRequired(GateError, OutboundRefused):
     """The email would reach a data subject without a confirmed controller instruction; nothing was queued."""
 
     def __init__(self, dsr_ids: list[int]) -> None:
@@ -55,7 +56,7 @@ class InstructionRequired(GateError):
         self.dsr_ids = dsr_ids
 
 
-class NoConfirmedInstruction(GateError):
+class NoConfirmedInstruction(GateError, Refused):
     """No confirmed instruction of the controller authorises this action on the request."""
 
 
@@ -104,65 +105,30 @@ def _authorised(session: Session, dsr: Dsr, *, kind: str, body: str) -> bool:
     return any(_normalised(i.response_text) and _normalised(i.response_text) in body for i in confirmed)
 
 
-def check_outbound(
-    session: Session,
-    *,
-    to: str,
-    kind: str,
-    body_text: str,
-    related_type: str | None,
-    related_id: int | None,
-    by: Principal,
-    now: dt.datetime,
-) -> None:
-    """Refuse (InstructionRequired, audit-logged) an email to a DSR's subject or ticket participant that no instruction authorises."""
-    dsrs, to_subject = _open_dsrs(session, to, related_type, related_id)
+def instruction_policy(session: Session, message: OutboundMessage, *, now: dt.datetime) -> Refusal | None:
+    """The outbound policy: refuse an email to a DSR's subject or ticket participant that no instruction authorises.
+
+    The refusal carries InstructionRequired (raised at enqueue time) and one
+    `dsr.reply_refused` audit event per blocked DSR (ids and codes only).
+    """
+    dsrs, to_subject = _open_dsrs(session, message.to, message.related_type, message.related_id)
     if not dsrs:
-        return
+        return None
     controllers = {cid for d in dsrs for cid in d.controller_ids}
-    if not to_subject and _is_staff_or_controller(session, to, controllers):
-        return
-    body = _normalised(body_text)
-    blocked = [d.id for d in dsrs if not _authorised(session, d, kind=kind, body=body)]
+    if not to_subject and _is_staff_or_controller(session, message.to, controllers):
+        return None
+    body = _normalised(message.body_text)
+    blocked = [d.id for d in dsrs if not _authorised(session, d, kind=message.kind, body=body)]
     if not blocked:
-        return
-    session.info.setdefault(_REFUSALS, []).append(
-        {"by": by, "now": now, "dsr_ids": blocked, "kind": kind, "related_type": related_type, "related_id": related_id, "to_subject": to_subject}
+        return None
+    log.warning("instruction gate refused an email of kind %s for DSR %s", message.kind, blocked)
+    return Refusal(
+        reason="instruction_required",
+        error=InstructionRequired(blocked),
+        targets=tuple(("dsr", dsr_id) for dsr_id in blocked),
+        audit_action="dsr.reply_refused",
+        details={"kind": message.kind, "related_type": message.related_type, "related_id": message.related_id, "to_subject": to_subject},
     )
-    log.warning("instruction gate refused an email of kind %s for DSR %s", kind, blocked)
-    raise InstructionRequired(blocked)
-
-
-@event.listens_for(Session, "after_transaction_end")
-def _write_refusals(session: Session, transaction: SessionTransaction) -> None:
-    if transaction.parent is not None:
-        return
-    refusals: list[dict[str, Any]] | None = session.info.pop(_REFUSALS, None)
-    if not refusals:
-        return
-    bind = session.get_bind()
-    try:
-        with Session(bind=bind, join_transaction_mode="create_savepoint") as audit_session:
-            for item in refusals:
-                for dsr_id in item["dsr_ids"]:
-                    record(
-                        audit_session,
-                        by=item["by"],
-                        action="dsr.reply_refused",
-                        target_type="dsr",
-                        target_id=dsr_id,
-                        details={
-                            "kind": item["kind"],
-                            "related_type": item["related_type"],
-                            "related_id": item["related_id"],
-                            "to_subject": item["to_subject"],
-                        },
-                        now=item["now"],
-                    )
-            audit_session.commit()
-    except Exception as exc:  # the refusal itself already happened; losing its audit line must be loud
-        log.error("instruction gate: could not audit a refused email (%s)", type(exc).__name__)
-        raise
 
 
 @dataclass(frozen=True)

@@ -11,14 +11,15 @@ from sqlalchemy.orm import Mapped, mapped_column
 from app.crypto.fields import EncryptedField, EncryptedRow, encrypted_column
 from app.db import Base, intpk, utc
 
-OUTBOX_STATES = ("queued", "sending", "sent", "failed")
+OUTBOX_STATES = ("queued", "sending", "sent", "failed", "refused")
 
 
 class OutboxEmail(EncryptedRow, Base):
     """An email the desk has decided to send: written in the transaction that caused it, sent by a worker.
 
     `state` moves queued -> sending (claimed by one worker) -> sent | failed, or
-    back to queued with a later `due_at` after a temporary failure. The
+    back to queued with a later `due_at` after a temporary failure, or to
+    refused when an outbound policy no longer allows it at claim time (never sent). The
     Message-ID is fixed when the row is written, so a re-send after a crashed
     worker carries the same Message-ID and the receiver can de-duplicate.
     The recipient and the bodies are personal data, encrypted under the data

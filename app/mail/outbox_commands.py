@@ -12,7 +12,8 @@ from flask.cli import with_appcontext
 from app.clikit import operator
 from app.db import utcnow
 from app.extensions import db
-from app.mail import outbound
+from app.mail import delivery
+from app.mail.outbox_settings import OutboundSettings
 
 
 @click.command("sweep-outbox")
@@ -20,20 +21,24 @@ from app.mail import outbound
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @with_appcontext
 def sweep_outbox_command(send_now: bool, as_json: bool) -> None:
-    """Re-enqueue every due queued row and stale sending row; prints counts only."""
-    settings = outbound.OutboundSettings.from_config(current_app.config)
+    """Re-enqueue every due queued row and stale sending row; prints counts only.
+
+    With --send-now each row is sent from here; the outbound policies are asked
+    again first, so a row no longer allowed ends refused (counted as refused).
+    """
+    settings = OutboundSettings.from_config(current_app.config)
     report: dict[str, object] = {}
     if send_now:
         with db.session_scope() as session:
-            due = outbound.due_for_delivery(session, now=utcnow(), policy=settings.policy)
-        outcomes = Counter(outbound.deliver(db.session_scope, outbox_id, settings=settings) for outbox_id in due)
-        report.update(due=len(due), **{k: outcomes.get(k, 0) for k in ("sent", "queued", "failed", "skipped")})
+            due = delivery.due_for_delivery(session, now=utcnow(), timing=settings.timing)
+        outcomes = Counter(delivery.deliver(db.session_scope, outbox_id, settings=settings, clock=utcnow) for outbox_id in due)
+        report.update(due=len(due), **{k: outcomes.get(k, 0) for k in ("sent", "queued", "failed", "refused", "skipped")})
     else:
         with db.session_scope() as session:
-            due_count, rung = outbound.sweep(session, now=utcnow(), policy=settings.policy)
+            due_count, rung = delivery.sweep(session, now=utcnow(), timing=settings.timing)
         report.update(due=due_count, enqueued=rung)
     with db.session_scope() as session:
-        backlog = outbound.backlog(session, now=utcnow())
+        backlog = delivery.backlog(session, now=utcnow())
     report["backlog"] = backlog
     if as_json:
         click.echo(json.dumps(report, sort_keys=True))
@@ -46,10 +51,10 @@ def sweep_outbox_command(send_now: bool, as_json: bool) -> None:
 @click.argument("outbox_id", type=int)
 @with_appcontext
 def requeue_outbox_command(outbox_id: int) -> None:
-    """Queue failed outbox email OUTBOX_ID again (same Message-ID), once the cause is fixed."""
+    """Queue failed outbox email OUTBOX_ID again (same Message-ID), once the cause is fixed; it is checked again before it is sent."""
     try:
         with db.session_scope() as session:
-            outbound.requeue(session, outbox_id, by=operator("mail requeue-outbox"), now=utcnow())
-    except (outbound.OutboxEmailNotFound, outbound.NotRequeueable) as exc:
+            delivery.requeue(session, outbox_id, by=operator("mail requeue-outbox"), now=utcnow())
+    except (delivery.OutboxEmailNotFound, delivery.NotRequeueable) as exc:
         raise click.UsageError(str(exc)) from None
     click.echo(f"outbox email {outbox_id} queued again")

@@ -13,9 +13,10 @@ from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
 from app.db import utcnow
-from app.mail import outbound
+from app.mail import delivery, outbox
 from app.mail.models import OutboxEmail
-from app.mail.outbound import InvalidOutboundEmail, enqueue_email
+from app.mail.outbox import InvalidOutboundEmail, enqueue_email
+from app.mail.outbox_settings import OutboxTiming
 from app.mail.transport import SmtpUrlError, parse_smtp_url
 from tests.factories import TEST_PRINCIPAL
 
@@ -105,7 +106,7 @@ def test_the_built_message_threads_under_the_parent_and_keeps_message_id_and_dat
         reply_to="support+tok123@desk.example",
         body_html="<p>Hello</p>",
     )
-    msg = outbound.build_message(row, sender="privacy@desk.example")
+    msg = outbox.build_message(row, sender="privacy@desk.example")
     parsed = email.message_from_bytes(msg.as_bytes(), policy=email.policy.default)
     assert parsed["Message-ID"] == row.message_id
     assert parsed["In-Reply-To"] == "<parent@mail.example>"
@@ -115,20 +116,20 @@ def test_the_built_message_threads_under_the_parent_and_keeps_message_id_and_dat
     assert parsed.get_content_type() == "multipart/alternative"
     assert parsed.get_body(("plain",)).get_content().strip() == "A data subject wrote to us."  # type: ignore[union-attr]
     # The same row builds the same bytes: a re-send is the same message.
-    assert outbound.build_message(row, sender="privacy@desk.example").as_bytes() == msg.as_bytes()
+    assert outbox.build_message(row, sender="privacy@desk.example").as_bytes() == msg.as_bytes()
 
 
 def test_a_long_thread_keeps_its_root_and_the_latest_references(session: Session) -> None:
     refs = [f"<m{i}@mail.example>" for i in range(40)]
     row = _queue(session, references=refs, in_reply_to="<m39@mail.example>")
     kept = (row.references or "").split()
-    assert len(kept) == outbound.MAX_REFERENCES
+    assert len(kept) == outbox.MAX_REFERENCES
     assert kept[0] == "<m0@mail.example>" and kept[-1] == "<m39@mail.example>"
 
 
 def test_retry_delays_grow_exponentially_up_to_the_cap() -> None:
-    policy = outbound.OutboxPolicy(retry_base=dt.timedelta(seconds=60), retry_max=dt.timedelta(minutes=10))
-    assert [policy.retry_delay(n).total_seconds() for n in (1, 2, 3, 4, 5)] == [60, 120, 240, 480, 600]
+    timing = OutboxTiming(retry_base=dt.timedelta(seconds=60), retry_max=dt.timedelta(minutes=10))
+    assert [timing.retry_delay(n).total_seconds() for n in (1, 2, 3, 4, 5)] == [60, 120, 240, 480, 600]
 
 
 def test_backlog_counts_rows_by_state(session: Session) -> None:
@@ -137,7 +138,7 @@ def test_backlog_counts_rows_by_state(session: Session) -> None:
     later = _queue(session, now=now)
     later.due_at = now + dt.timedelta(hours=1)
     session.flush()
-    counts = outbound.backlog(session, now=now)
+    counts = delivery.backlog(session, now=now)
     assert counts["queued"] >= 2 and counts["due"] == counts["queued"] - 1
 
 
@@ -173,6 +174,6 @@ def test_healthz_reports_the_outbox_backlog_as_numbers_only(client: FlaskClient,
     session.flush()
     report = client.get("/healthz").get_json()
     assert report["outbox"]["queued"] >= 1 and report["outbox"]["due"] >= 1
-    assert set(report["outbox"]) == {"queued", "due", "sending", "failed"}
+    assert set(report["outbox"]) == {"queued", "due", "sending", "failed", "refused"}
     assert all(isinstance(n, int) for n in report["outbox"].values())
     assert "jane" not in json.dumps(report)

@@ -26,8 +26,9 @@ from sqlalchemy import select
 from app.audit.models import AuditEvent
 from app.db import utcnow
 from app.extensions import db
-from app.mail import outbound
+from app.mail import delivery, outbox
 from app.mail.models import OutboxEmail
+from app.mail.outbox_settings import OutboundSettings
 from config.settings import REPO_ROOT
 from tests.factories import TEST_PRINCIPAL
 from tests.workers.smtp_support import SmtpServer, wait_for
@@ -64,7 +65,7 @@ def queue_email(app: Flask, **kw: Any) -> OutboxEmail:
     }
     fields.update(kw)
     with app.app_context(), db.session_scope() as session:
-        return outbound.enqueue_email(session, **fields)
+        return outbox.enqueue_email(session, **fields)
 
 
 def row_of(app: Flask, outbox_id: int) -> OutboxEmail:
@@ -74,8 +75,8 @@ def row_of(app: Flask, outbox_id: int) -> OutboxEmail:
         return row
 
 
-def settings_of(app: Flask) -> outbound.OutboundSettings:
-    return outbound.OutboundSettings.from_config(app.config)
+def settings_of(app: Flask) -> OutboundSettings:
+    return OutboundSettings.from_config(app.config)
 
 
 def sent(app: Flask, outbox_id: int) -> OutboxEmail | None:
@@ -159,13 +160,13 @@ def test_a_worker_that_died_after_claiming_is_resent_after_its_claim_goes_stale(
     settings = settings_of(mail_app)
     claimed_at = utcnow()
     with mail_app.app_context(), db.session_scope() as session:
-        assert outbound.claim(session, row.id, now=claimed_at, policy=settings.policy) is not None
+        assert delivery.claim(session, row.id, now=claimed_at, timing=settings.timing) is not None
     assert row_of(mail_app, row.id).state == "sending"
     # A doorbell while the claim is live leaves the row alone, and the sweeper does not pick it
     with mail_app.app_context():
-        assert outbound.deliver(db.session_scope, row.id, settings=settings, clock=lambda: claimed_at + dt.timedelta(seconds=1)) == "skipped"
+        assert delivery.deliver(db.session_scope, row.id, settings=settings, clock=lambda: claimed_at + dt.timedelta(seconds=1)) == "skipped"
         with db.session_scope() as session:
-            assert outbound.due_for_delivery(session, now=claimed_at + dt.timedelta(seconds=1), policy=settings.policy) == []
+            assert delivery.due_for_delivery(session, now=claimed_at + dt.timedelta(seconds=1), timing=settings.timing) == []
     assert smtp.received == []
     # When the claim is older than the stale limit and the sweeper runs
     time.sleep(STALE_SECONDS)
@@ -186,7 +187,7 @@ def test_concurrent_workers_send_a_row_only_once(mail_app: Flask, smtp: SmtpServ
     def attempt() -> None:
         with mail_app.app_context():
             start.wait()
-            outcomes.append(outbound.deliver(db.session_scope, row.id, settings=settings_of(mail_app)))
+            outcomes.append(delivery.deliver(db.session_scope, row.id, settings=settings_of(mail_app), clock=utcnow))
 
     threads = [threading.Thread(target=attempt) for _ in range(6)]
     for t in threads:
@@ -246,16 +247,16 @@ def test_the_file_outbox_does_not_write_twice_after_a_crash_between_write_and_re
     settings = settings_of(committed_app)
     row = queue_email(committed_app)
     with committed_app.app_context(), db.session_scope() as session:
-        assert outbound.claim(session, row.id, now=utcnow(), policy=settings.policy) is not None
+        assert delivery.claim(session, row.id, now=utcnow(), timing=settings.timing) is not None
         claimed = session.get(OutboxEmail, row.id)
         assert claimed is not None
-        message = outbound.build_message(claimed, sender=settings.sender)
+        message = outbox.build_message(claimed, sender=settings.sender)
     settings.transport.send(message, sender=settings.sender, recipient=row.to_addr)
     first = (folder / f"{row.message_id.strip('<>')}.eml").stat().st_mtime_ns
     time.sleep(0.6)
     # When the sweeper hands the stale row to a worker
     with committed_app.app_context():
-        assert outbound.deliver(db.session_scope, row.id, settings=settings) == "sent"
+        assert delivery.deliver(db.session_scope, row.id, settings=settings, clock=utcnow) == "sent"
     # Then the file is not rewritten and the row says why
     assert (folder / f"{row.message_id.strip('<>')}.eml").stat().st_mtime_ns == first
     assert len(list(folder.iterdir())) == 1
@@ -265,11 +266,13 @@ def test_the_file_outbox_does_not_write_twice_after_a_crash_between_write_and_re
 _DELIVER_ONCE = """
 import sys
 from app import create_app
+from app.db import utcnow
 from app.extensions import db
-from app.mail import outbound
+from app.mail import delivery
+from app.mail.outbox_settings import OutboundSettings
 app = create_app()
 with app.app_context():
-    outbound.deliver(db.session_scope, int(sys.argv[1]), settings=outbound.OutboundSettings.from_config(app.config))
+    delivery.deliver(db.session_scope, int(sys.argv[1]), settings=OutboundSettings.from_config(app.config), clock=utcnow)
 """
 
 
@@ -324,7 +327,7 @@ def test_the_sweep_command_enqueues_due_rows_or_sends_them_itself(committed_app:
     # The broker is back: the sweep hands the row to the workers (none run here, so it stays queued)
     enqueued = runner.invoke(args=["mail", "sweep-outbox", "--json"])
     assert enqueued.exit_code == 0, enqueued.output
-    assert json.loads(enqueued.output) == {"due": 1, "enqueued": 1, "backlog": {"queued": 1, "due": 1, "sending": 0, "failed": 0}}
+    assert json.loads(enqueued.output) == {"due": 1, "enqueued": 1, "backlog": {"queued": 1, "due": 1, "sending": 0, "failed": 0, "refused": 0}}
     broker.flush_all()
     # --send-now delivers from the command itself
     sent_now = runner.invoke(args=["mail", "sweep-outbox", "--send-now"])

@@ -1,0 +1,354 @@
+"""The transactional outbox, send side: claim a row, ask the outbound policies again, send, record.
+
+Exactly-once, as far as SMTP allows: a worker claims a row with a conditional
+UPDATE (queued -> sending), so two workers never both send it. A worker that
+dies mid-send leaves the row in `sending` with its claim time; once the claim
+is older than `stale_after` (longer than the actor's time limit, so its owner
+is surely gone) the sweeper re-sends it with the same Message-ID and the row
+records `delivery_note = 'resent after stale claim'`. Residual risk: if the
+worker died after the SMTP server accepted the message but before the row
+was marked sent, the recipient gets two copies with one Message-ID (most
+receivers and mail clients collapse them). The file outbox has no such
+window: the `.eml` file named after the Message-ID is the proof of delivery.
+
+Every claim (the first try, a retry after backoff, a requeue by an operator,
+a resend after a stale claim) asks the registered outbound policies again in
+the claim's transaction (`app.mail.policies`): an email allowed when it was
+queued but no longer allowed (the requester opened a data-subject request
+meanwhile) ends `refused`, is never sent, and the refusal is audit-logged
+with the state change.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import secrets
+from dataclasses import dataclass
+from email.message import EmailMessage
+from typing import Any, Literal
+
+from sqlalchemy import event, func, or_, select, update
+from sqlalchemy.orm import Session
+
+from app.audit.service import record
+from app.crypto.cipher import CryptoError
+from app.exceptions import Conflict, NotFound
+from app.jobs.batch import Clock, SessionScope, in_transaction
+from app.mail import policies
+from app.mail.models import OutboxEmail
+from app.mail.outbox import OutboxError, build_message, ring_after_commit, ring_doorbell
+from app.mail.outbox_settings import OutboundSettings, OutboxTiming
+from app.mail.transport import DeliveryFailure, PermanentFailure, SendResult
+from app.principal import Principal
+
+log = logging.getLogger(__name__)
+
+OUTBOX = Principal.system("outbox")
+Outcome = Literal["sent", "queued", "failed", "refused", "skipped"]
+
+
+@dataclass(frozen=True)
+class Claim:
+    """This worker's exclusive right to send one row (until it goes stale)."""
+
+    outbox_id: int
+    token: str
+    message_id: str
+    attempt: int
+    after_stale_claim: bool
+
+
+def claim(session: Session, outbox_id: int, *, now: dt.datetime, timing: OutboxTiming) -> Claim | None:
+    """Take a due row for sending (queued -> sending) with a conditional UPDATE; None when not ours to send.
+
+    Sending goes through `deliver`, which asks the outbound policies about the
+    claimed row in the same transaction, before anything leaves.
+    """
+    row = session.get(OutboxEmail, outbox_id, populate_existing=True)
+    if row is None or row.state in ("sent", "failed", "refused"):
+        return None
+    if row.state == "queued" and row.due_at > now:
+        return None
+    stale = row.state == "sending"
+    if stale and (row.claimed_at is None or row.claimed_at > now - timing.stale_after):
+        return None  # another worker holds a live claim
+    guard = [
+        OutboxEmail.id == row.id,
+        OutboxEmail.state == row.state,
+        OutboxEmail.attempts == row.attempts,
+        OutboxEmail.claim_token.is_(None) if row.claim_token is None else OutboxEmail.claim_token == row.claim_token,
+    ]
+    if row.attempts >= timing.max_attempts:
+        session.execute(
+            update(OutboxEmail)
+            .where(*guard)
+            .values(state="failed", claim_token=None, updated_at=now, delivery_note=f"gave up after {row.attempts} attempts"[:200])
+            .execution_options(synchronize_session=False)
+        )
+        session.flush()
+        log.warning("outbox %s failed: gave up after %s attempts", row.id, row.attempts)
+        return None
+    token = secrets.token_hex(16)
+    result = session.execute(
+        update(OutboxEmail)
+        .where(*guard)
+        .values(
+            state="sending",
+            claim_token=token,
+            claimed_at=now,
+            attempts=row.attempts + 1,
+            updated_at=now,
+            delivery_note="resent after stale claim" if stale else row.delivery_note,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    if getattr(result, "rowcount", 0) != 1:
+        return None  # another worker won the race
+    if stale:
+        log.warning("outbox %s: claim went stale; sending again with the same Message-ID", row.id)
+    return Claim(outbox_id=row.id, token=token, message_id=row.message_id, attempt=row.attempts + 1, after_stale_claim=stale)
+
+
+def refuse_if_disallowed(session: Session, won: Claim, row: OutboxEmail, *, now: dt.datetime) -> list[policies.Refusal]:
+    """Ask the outbound policies about the claimed row; if any refuses, mark it refused and audit it (flush only).
+
+    Returns the refusals (empty: the row may be sent). Reads the recipient and
+    body (CryptoError if the controller's key was shredded). The audit events
+    carry ids and reason codes only.
+    """
+    message = policies.OutboundMessage(
+        to=row.to_addr or "",
+        kind=row.kind,
+        body_text=row.body_text or "",
+        related_type=row.related_type,
+        related_id=row.related_id,
+        controller_id=row.controller_id,
+        outbox_id=row.id,
+    )
+    found = policies.POLICIES.refusals(session, message, now=now)
+    if not found:
+        return found
+    first = found[0]
+    session.execute(
+        update(OutboxEmail)
+        .where(OutboxEmail.id == won.outbox_id, OutboxEmail.state == "sending", OutboxEmail.claim_token == won.token)
+        .values(state="refused", claim_token=None, claimed_at=None, updated_at=now, delivery_note=f"refused by {first.policy} ({first.reason})"[:200])
+        .execution_options(synchronize_session=False)
+    )
+    record(
+        session,
+        by=OUTBOX,
+        action="outbox.refused",
+        target_type="outbox_email",
+        target_id=won.outbox_id,
+        controller_id=row.controller_id,
+        details={
+            "policies": [r.policy for r in found],
+            "reasons": [r.reason for r in found],
+            "attempt": won.attempt,
+            "stale_claim": won.after_stale_claim,
+        },
+        now=now,
+    )
+    for refusal in found:
+        policies.audit_refusal(session, refusal, by=OUTBOX, now=now, extra={"outbox_id": won.outbox_id, "at_claim": True})
+    log.warning("outbox %s refused at claim by %s (%s); not sent", won.outbox_id, ", ".join(r.policy for r in found), first.reason)
+    return found
+
+
+def record_sent(session: Session, won: Claim, result: SendResult, *, now: dt.datetime) -> bool:
+    """Mark the claimed row sent; False if the claim was taken over meanwhile (a possible duplicate, noted)."""
+    if result.already_delivered:
+        note = "found already delivered after stale claim; not sent again"
+    elif won.after_stale_claim:
+        note = "resent after stale claim"
+    elif won.attempt > 1:
+        note = f"sent on attempt {won.attempt} after temporary failures"
+    else:
+        note = "sent on first attempt"
+    done = session.execute(
+        update(OutboxEmail)
+        .where(OutboxEmail.id == won.outbox_id, OutboxEmail.state == "sending", OutboxEmail.claim_token == won.token)
+        .values(state="sent", sent_at=now, smtp_response=result.response[:500], delivery_note=note, claim_token=None, updated_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    if getattr(done, "rowcount", 0) == 1:
+        return True
+    # Our claim went stale and another worker took the row over: both may have sent it.
+    session.execute(
+        update(OutboxEmail)
+        .where(OutboxEmail.id == won.outbox_id)
+        .values(delivery_note="possible duplicate: a stale claim also completed its send", updated_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    log.warning("outbox %s: sent by a worker whose claim had been taken over; possible duplicate", won.outbox_id)
+    return False
+
+
+def record_failure(session: Session, won: Claim, failure: DeliveryFailure, *, now: dt.datetime, timing: OutboxTiming) -> Literal["queued", "failed"]:
+    """After a failed attempt: back to queued with backoff, or failed for good. Returns the new state."""
+    give_up = failure.permanent or won.attempt >= timing.max_attempts
+    values: dict[str, Any] = {"last_error": failure.reason[:500], "claim_token": None, "claimed_at": None, "updated_at": now}
+    state: Literal["queued", "failed"]
+    if give_up:
+        state = "failed"
+        values.update(state=state, delivery_note="refused permanently" if failure.permanent else f"gave up after {won.attempt} attempts")
+    else:
+        state = "queued"
+        values.update(state=state, due_at=now + timing.retry_delay(won.attempt))
+    session.execute(
+        update(OutboxEmail)
+        .where(OutboxEmail.id == won.outbox_id, OutboxEmail.state == "sending", OutboxEmail.claim_token == won.token)
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+    log.warning("outbox %s attempt %s failed (%s): %s", won.outbox_id, won.attempt, state, failure.reason)
+    _audit_failure(session, won, state, now=now)
+    return state
+
+
+def _audit_failure(session: Session, won: Claim, state: str, *, now: dt.datetime) -> None:
+    row_controller = session.scalar(select(OutboxEmail.controller_id).where(OutboxEmail.id == won.outbox_id))
+    record(
+        session,
+        by=OUTBOX,
+        action="outbox.failed" if state == "failed" else "outbox.retry",
+        target_type="outbox_email",
+        target_id=won.outbox_id,
+        controller_id=row_controller,
+        details={"attempt": won.attempt},
+        now=now,
+    )
+
+
+@dataclass(frozen=True)
+class _Taken:
+    won: Claim
+    message: EmailMessage
+    recipient: str
+
+
+def deliver(sessions: SessionScope, outbox_id: int, *, settings: OutboundSettings, clock: Clock) -> Outcome:
+    """Send one outbox row if it is due, unclaimed and still allowed: claim and vet (commit), send, record (commit).
+
+    The batch-job shape (`app.jobs.batch`): each step is a transaction of
+    `sessions` at `clock()`, committed before the next, so a crash mid-send
+    leaves a visible `sending` claim instead of a rolled-back nothing.
+    Returns what became of the row ("skipped": not due, not ours, or already done).
+    """
+    taken = in_transaction(sessions, lambda session, now: _take(session, outbox_id, settings, now), clock=clock)
+    if not isinstance(taken, _Taken):
+        return taken
+    won = taken.won
+    try:
+        result = settings.transport.send(taken.message, sender=settings.sender, recipient=taken.recipient)
+    except DeliveryFailure as exc:
+        failure = exc
+        return in_transaction(sessions, lambda session, now: _fail(session, won, failure, settings, now), clock=clock)
+    in_transaction(sessions, lambda session, now: record_sent(session, won, result, now=now), clock=clock)
+    return "sent"
+
+
+def _take(session: Session, outbox_id: int, settings: OutboundSettings, now: dt.datetime) -> _Taken | Outcome:
+    """Claim the row and decide: send it (the message to send), or what became of it."""
+    won = claim(session, outbox_id, now=now, timing=settings.timing)
+    if won is None:
+        return "skipped"
+    if won.after_stale_claim and settings.transport.already_delivered(won.message_id):
+        # It left before the worker died (the file outbox knows): record that, whatever a policy says now.
+        record_sent(session, won, SendResult(response="already delivered before the stale claim", already_delivered=True), now=now)
+        return "sent"
+    row = session.get(OutboxEmail, outbox_id, populate_existing=True)
+    assert row is not None
+    try:
+        message = build_message(row, sender=settings.sender)
+    except (ValueError, TypeError, CryptoError) as exc:
+        # CryptoError: the controller's key was shredded; the mail can never be sent.
+        return _fail(session, won, PermanentFailure(f"the message could not be built ({type(exc).__name__})"), settings, now)
+    if refuse_if_disallowed(session, won, row, now=now):
+        return "refused"
+    return _Taken(won, message, str(message["To"]))
+
+
+def _fail(session: Session, won: Claim, failure: DeliveryFailure, settings: OutboundSettings, now: dt.datetime) -> Outcome:
+    state = record_failure(session, won, failure, now=now, timing=settings.timing)
+    if state == "queued":
+        # Rung after the caller's scope commits; a lost doorbell is covered by the sweeper.
+        session.info.setdefault(_RETRY_KEY, []).append((won.outbox_id, settings.timing.retry_delay(won.attempt)))
+    return state
+
+
+_RETRY_KEY = "outbox_retry_doorbells"
+
+
+@event.listens_for(Session, "after_commit")
+def _ring_retries_after_commit(session: Session) -> None:
+    for outbox_id, delay in session.info.pop(_RETRY_KEY, None) or ():
+        ring_doorbell([outbox_id], delay=delay)
+
+
+# --- requeue, sweeper and figures -------------------------------------------------
+
+
+class OutboxEmailNotFound(OutboxError, NotFound):
+    """No outbox row with that id."""
+
+
+class NotRequeueable(OutboxError, Conflict):
+    """Only a failed email can be queued again (a refused one never); the message says its state."""
+
+
+def requeue(session: Session, outbox_id: int, *, by: Principal, now: dt.datetime) -> OutboxEmail:
+    """Give a failed email a fresh set of attempts (after the cause is fixed); same Message-ID, audit-logged.
+
+    The policies are asked again when a worker claims it, so a requeue never
+    sends what is no longer allowed.
+    """
+    row = session.get(OutboxEmail, outbox_id)
+    if row is None:
+        raise OutboxEmailNotFound(f"no outbox email {outbox_id}")
+    if row.state != "failed":
+        raise NotRequeueable(f"outbox email {outbox_id} is {row.state}, not failed")
+    row.state, row.attempts, row.due_at, row.updated_at = "queued", 0, now, now
+    row.delivery_note = "requeued by an operator after failing"
+    session.flush()
+    record(session, by=by, action="outbox.requeued", target_type="outbox_email", target_id=row.id, controller_id=row.controller_id, now=now)
+    ring_after_commit(session, [row.id])
+    return row
+
+
+def due_for_delivery(session: Session, *, now: dt.datetime, timing: OutboxTiming, limit: int = 1000) -> list[int]:
+    """Ids of rows a worker should look at: queued and due, or sending with a stale claim."""
+    stmt = (
+        select(OutboxEmail.id)
+        .where(
+            or_(
+                (OutboxEmail.state == "queued") & (OutboxEmail.due_at <= now),
+                (OutboxEmail.state == "sending") & (OutboxEmail.claimed_at <= now - timing.stale_after),
+            )
+        )
+        .order_by(OutboxEmail.due_at, OutboxEmail.id)
+        .limit(limit)
+    )
+    return list(session.scalars(stmt))
+
+
+def sweep(session: Session, *, now: dt.datetime, timing: OutboxTiming) -> tuple[int, int]:
+    """Ring the doorbell for every due row; returns (rows due, doorbells rung). Reads only."""
+    ids = due_for_delivery(session, now=now, timing=timing)
+    return len(ids), ring_doorbell(ids) if ids else 0
+
+
+BACKLOG_STATES = ("queued", "sending", "failed", "refused")
+
+
+def backlog(session: Session, *, now: dt.datetime) -> dict[str, int]:
+    """Counts for /healthz: rows per state but sent, and how many queued rows are already due."""
+    counts = {state: 0 for state in BACKLOG_STATES}
+    # IN (not != 'sent') so the (state, due_at) index serves it however many rows were sent.
+    for state, n in session.execute(select(OutboxEmail.state, func.count()).where(OutboxEmail.state.in_(BACKLOG_STATES)).group_by(OutboxEmail.state)):
+        counts[state] = int(n)
+    due = session.scalar(select(func.count()).select_from(OutboxEmail).where(OutboxEmail.state == "queued", OutboxEmail.due_at <= now))
+    counts["due"] = int(due or 0)
+    return counts
