@@ -109,3 +109,6 @@ def register_template_helpers(app: Flask) -> None:
         ]
 
     app.jinja_env.globals["nav_items"] = nav_items
+    from app.templating import register as register_names
+
+    register_names(app)  # names beside ids, ticket <-> request links, queue counts

@@ -61,6 +61,21 @@ DEMO_STAFF = [
 ]
 
 
+def login_hint(emails: list[str]) -> Iterator[str]:
+    """What a second `demo seed` says about logging in: the one-time passwords were printed by the first run only."""
+    from app.auth.commands import users_cli  # the operator commands that exist in this version
+
+    yield f"demo accounts already exist ({', '.join(emails)}); their one-time passwords were shown only when they were created."
+    if "reset-password" in users_cli.commands:
+        yield "to log in as one of them, issue a new one-time password: flask --app wsgi users reset-password admin@desk.example"
+    else:
+        yield (
+            "to log in, create an account of your own (the password is read from stdin): "
+            "flask --app wsgi users create you@desk.example --role admin; "
+            "or start over with an empty database (then `demo seed` prints new one-time passwords)."
+        )
+
+
 def seed(session: Session, *, now: dt.datetime, policy: AuthPolicy | None = None) -> Iterator[str]:
     """Create whatever demo data is missing; yields one line per thing done (with new accounts' one-time passwords)."""
     by = Principal.system("demo seed")
@@ -85,6 +100,8 @@ def seed(session: Session, *, now: dt.datetime, policy: AuthPolicy | None = None
         yield f"staff {user.id}: {email} ({role}) one-time password: {password}"
     if created:
         yield "log in at /login; each account sets up its authenticator app (TOTP) at its first login. The passwords are shown only now."
+    elif any(email in have for email, _role, _names in DEMO_STAFF):
+        yield from login_hint([email for email, _role, _names in DEMO_STAFF if email in have])
     from app.dsr.demo import seed as seed_dsrs  # here: demo data of each feature stays in its package
     from app.tickets.demo import seed as seed_tickets
 

@@ -7,12 +7,14 @@ import random
 import secrets
 from collections.abc import Iterator
 
+from anyascii import anyascii
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.audit.service import record
 from app.controllers.models import Controller
 from app.principal import Principal
+from app.tickets import lookup
 from app.tickets import service as tickets
 from app.tickets.models import Message, Ticket, key_owner_for
 
@@ -56,6 +58,11 @@ PNG = bytes.fromhex(
 PDF = b"%PDF-1.4\n1 0 obj<<>>endobj\ntrailer<<>>\n%%EOF\n"
 
 
+def ascii_local(name: str) -> str:
+    """A name as the local part of a demo address: transliterated (Jürgen -> jurgen, García -> garcia), lower case, letters only."""
+    return "".join(ch for ch in anyascii(name).lower() if ch.isalnum())
+
+
 def _message(direction: str, at: dt.datetime, key_owner: int, **values: str | None) -> Message:
     message = Message(
         direction=direction, key_owner=key_owner, flags=[], notes=[], is_auto_reply=False, created_at=at, message_id=values.pop("message_id", None)
@@ -72,7 +79,7 @@ def seed(session: Session, *, now: dt.datetime, count: int = TICKETS) -> Iterato
     with one audit event for the batch: demo data is not a person's change, and seeding
     through the services one event at a time took most of `demo seed`'s time.
     """
-    if tickets.message_exists(session, MARKER):
+    if lookup.message_exists(session, MARKER):
         return
     rng = random.Random(20261121)
     by = Principal.system("demo seed")
@@ -83,7 +90,7 @@ def seed(session: Session, *, now: dt.datetime, count: int = TICKETS) -> Iterato
     for n in range(count):
         first, last = rng.choice(FIRST), rng.choice(LAST)
         name = f"{first} {last}"
-        email = f"{first}.{last}{n}".lower().encode("ascii", "ignore").decode() + f"@{rng.choice(MAILBOXES)}"
+        email = f"{ascii_local(first)}.{ascii_local(last)}{n}@{rng.choice(MAILBOXES)}"
         subject, body = rng.choice(TOPICS)
         opened = now - dt.timedelta(minutes=rng.randint(10, 60 * 24 * 90))
         controller_id = rng.choice(controller_ids)
@@ -135,7 +142,7 @@ def seed(session: Session, *, now: dt.datetime, count: int = TICKETS) -> Iterato
     session.add_all(made)
     session.flush()
     for ticket in made:
-        ticket.reference = tickets.format_reference(ticket.created_at, ticket.id)
+        ticket.reference = lookup.format_reference(ticket.created_at, ticket.id)
     for message, (filename, content_type, content), at in files:
         tickets.add_attachment(session, message, filename=filename, content_type=content_type, content=content, by=by, now=at)
     session.flush()

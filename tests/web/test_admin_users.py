@@ -91,12 +91,15 @@ def test_auditor_pages_through_and_filters_the_log_without_personal_data(client:
     page = client.get("/audit/?size=2")
     html = page.get_data(as_text=True)
     assert page.status_code == 200
-    assert "auth.login" in html and "canary" not in html and "@" not in html.split("<main>", 1)[1]
+    # Ids and codes, with the acting staff member's name beside the id (issue 16): no other address.
+    main = html.split("<main", 1)[1]
+    assert "auth.login" in html and "canary" not in html and set(re.findall(r"[\w.+-]+@[\w.-]+", main)) == {auditor.email}
+    assert f"staff:{auditor.id}" in main
     older = re.search(r'href="(/audit/\?before=[^"]+)"', html)
     assert older is not None
     assert client.get(older.group(1).replace("&amp;", "&")).status_code == 200
     filtered = client.get(f"/audit/?action=auth.login&target_type=user&target_id={auditor.id}").get_data(as_text=True)
-    rows = re.findall(r"<tr>\s*<td>\d+</td>", filtered)
+    rows = re.findall(r"<tr>\s*<td[^>]*>\d+</td>", filtered)
     assert rows and "user.created" not in filtered.split("<tbody>", 1)[1]
     today = dt.datetime.now(dt.UTC).date()
     assert "auth.login" in client.get(f"/audit/?since={today}&until={today}").get_data(as_text=True)
