@@ -6,6 +6,7 @@ from app.blobs.models import Blob, BlobChunk
 from app.controllers.models import Controller, ControllerContact, ControllerDomain, ControllerIdentifier
 from app.crypto.models import DataKey
 from app.db import Base
+from app.deletion.models import DeletionRun
 from app.dsr.models import Dsr, DsrEvent, DsrForward, DsrSuggestion, Instruction, StandingInstruction
 from app.jobs.models import JobState
 from app.mail.models import OutboxEmail
@@ -25,6 +26,7 @@ __all__ = [
     "ControllerDomain",
     "ControllerIdentifier",
     "DataKey",
+    "DeletionRun",
     "Dsr",
     "DsrEvent",
     "DsrForward",

@@ -47,6 +47,7 @@ JOBS: list[Job] = [
     Job("dsr-sweep", "sweep_dsrs", 60),
     Job("dsr-chart", "refresh_dsr_chart", 600),
     Job("subject-data-sweep", "sweep_subject_data", 60),
+    Job("deletion-sweep", "sweep_deletion_runs", 60),
 ]
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-import hashlib
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,10 +22,14 @@ from fpdf.fonts import TTFFont
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, selectinload
 
-from app.blobs.store import iter_blob, store_blob
+from app.audit.service import record
+from app.blobs.store import delete_blob, iter_blob, store_blob
 from app.controllers.models import Controller
+from app.deletion.scope import message_scope
 from app.dsr.models import Dsr
-from app.subject_data.find import message_scope, other_message_ids, subject_ticket_ids
+from app.principal import Principal
+from app.subject_data.errors import ExportNotFound
+from app.subject_data.find import other_message_ids, subject_ticket_ids
 from app.subject_data.models import SubjectExport, SubjectRun
 from app.subject_data.restrict import restricted_ticket_ids
 from app.tickets.models import Attachment, Message, Ticket, key_owner_for
@@ -223,6 +226,35 @@ def generate(session: Session, run: SubjectRun, *, now: dt.datetime) -> list[Sub
     return made
 
 
-def content_digest(data: bytes) -> str:
-    """SHA-256 of downloaded bytes (tests compare with the stored digest)."""
-    return hashlib.sha256(data).hexdigest()
+def get_export(session: Session, export_id: int) -> SubjectExport:
+    """An export whose file is still there, or ExportNotFound."""
+    item = session.get(SubjectExport, export_id)
+    if item is None or item.blob_id is None or item.deleted_at is not None:
+        raise ExportNotFound(f"no export {export_id}")
+    return item
+
+
+def expire(session: Session, *, now: dt.datetime, limit: int = 100) -> int:
+    """Delete the files of exports past their keeping time (the row stays, marked deleted); how many."""
+    expired = 0
+    for item in session.scalars(select(SubjectExport).where(SubjectExport.expires_at < now, SubjectExport.deleted_at.is_(None)).limit(limit)):
+        blob_id, item.blob_id, item.deleted_at = item.blob_id, None, now
+        session.flush()
+        if blob_id is not None:
+            delete_blob(session, blob_id)
+        expired += 1
+    return expired
+
+
+def record_download(session: Session, item: SubjectExport, *, by: Principal, now: dt.datetime) -> None:
+    """Audit one download of an export (ids only)."""
+    record(
+        session,
+        by=by,
+        action="subject_data.export_download",
+        target_type="subject_data_export",
+        target_id=item.id,
+        controller_id=item.controller_id,
+        details={"dsr_id": item.dsr_id, "format": item.format},
+        now=now,
+    )

@@ -1,10 +1,9 @@
-"""Find every ticket, message and attachment of a subject within one controller, by blind index (no decryption).
+"""Find every ticket, message and attachment of a request's subject within one controller (counts before acting).
 
-The subject is recognised by the email on the request: tickets they opened
-(requester blind index), messages they sent into other tickets of the same
-controller (sender blind index), and the request's own source ticket when it
-is that controller's or still in triage. Counts are shown before anything is
-done; the ids drive the export and the erasure.
+The lookups themselves are the deletion engine's (`app.deletion.scope`: by
+blind index, no decryption); a request adds its own source ticket when it is
+that controller's or still in triage. Counts are shown before anything is
+done; the ids drive the export (an erasure's run fixes its own plan).
 """
 
 from __future__ import annotations
@@ -16,16 +15,14 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
+from app.deletion.scope import digests, message_ids_by, message_scope, ticket_ids_of
 from app.dsr.models import Dsr
 from app.mail.models import OutboxEmail
+from app.subject_data.errors import InvalidRequest
 from app.tickets.models import Attachment, Message, Ticket
 
 
-class FindError(Exception):
-    """Base of the find service's errors."""
-
-
-class NotConcerned(FindError):
+class NotConcerned(InvalidRequest):
     """The controller is not one the request was routed to."""
 
 
@@ -47,45 +44,33 @@ class Found:
         return {"tickets": len(self.ticket_ids), "messages": self.messages, "attachments": self.attachments, "outbox": self.outbox}
 
 
-def _digest(session: Session, email: str, controller_id: int) -> bytes | None:
-    # Requester and sender addresses share the controller's email blind index: one digest serves both lookups.
-    return Ticket.requester_email.index_value(session, email, controller_id=controller_id)
+def source_ticket(session: Session, source_ticket_id: int | None, controller_id: int) -> int | None:
+    """The request's source ticket when it belongs to this controller or is still in triage (then it is the subject's too)."""
+    if source_ticket_id is None:
+        return None
+    source = session.execute(select(Ticket.id, Ticket.controller_id).where(Ticket.id == source_ticket_id)).first()
+    return source_ticket_id if source is not None and source.controller_id in (controller_id, None) else None
 
 
 def subject_ticket_ids(
-    session: Session, email: str | None, controller_id: int, *, source_ticket_id: int | None = None, digest: bytes | None = None
+    session: Session, email: str | None, controller_id: int, *, source_ticket_id: int | None = None, found: list[bytes] | None = None
 ) -> list[int]:
-    """The subject's tickets at the controller (requester blind index), plus the request's source ticket when it is theirs."""
-    ids: set[int] = set()
-    digest = digest or (_digest(session, email, controller_id) if email else None)
-    if digest is not None:
-        ids.update(session.scalars(select(Ticket.id).where(Ticket.requester_email_bidx == digest, Ticket.key_owner == controller_id)))
-    if source_ticket_id is not None:
-        source = session.execute(select(Ticket.id, Ticket.controller_id).where(Ticket.id == source_ticket_id)).first()
-        if source is not None and source.controller_id in (controller_id, None):
-            ids.add(source_ticket_id)
+    """The subject's tickets at the controller (requester blind index), plus the request's source ticket when it is theirs.
+
+    `found`: the address's blind index digests when the caller has them already.
+    """
+    found = digests(session, [email], controller_id) if found is None else found
+    ids = set(ticket_ids_of(session, found, controller_id))
+    source = source_ticket(session, source_ticket_id, controller_id)
+    if source is not None:
+        ids.add(source)
     return sorted(ids)
 
 
-def other_message_ids(session: Session, email: str | None, controller_id: int, ticket_ids: Collection[int], *, digest: bytes | None = None) -> list[int]:
+def other_message_ids(session: Session, email: str | None, controller_id: int, ticket_ids: Collection[int], *, found: list[bytes] | None = None) -> list[int]:
     """Messages the subject sent into other tickets of the controller (sender blind index)."""
-    digest = digest or (_digest(session, email, controller_id) if email else None)
-    if digest is None:
-        return []
-    stmt = select(Message.id).where(Message.sender_email_bidx == digest, Message.key_owner == controller_id)
-    if ticket_ids:
-        stmt = stmt.where(Message.ticket_id.not_in(list(ticket_ids)))
-    return sorted(session.scalars(stmt))
-
-
-def message_scope(ticket_ids: Collection[int], other_ids: Collection[int]) -> ColumnElement[bool]:
-    """A WHERE clause: the messages of the subject's tickets and their messages elsewhere."""
-    parts: list[ColumnElement[bool]] = []
-    if ticket_ids:
-        parts.append(Message.ticket_id.in_(list(ticket_ids)))
-    if other_ids:
-        parts.append(Message.id.in_(list(other_ids)))
-    return or_(*parts) if parts else Message.id.is_(None)
+    found = digests(session, [email], controller_id) if found is None else found
+    return message_ids_by(session, found, controller_id, ticket_ids)
 
 
 def find(session: Session, dsr: Dsr, controller_id: int, *, exclude_ticket_ids: Collection[int] = ()) -> Found:
@@ -93,11 +78,11 @@ def find(session: Session, dsr: Dsr, controller_id: int, *, exclude_ticket_ids: 
     if controller_id not in dsr.controller_ids:
         raise NotConcerned(f"DSR {dsr.id} does not concern controller {controller_id}")
     email = dsr.subject_email
-    digest = _digest(session, email, controller_id) if email else None
+    digests_ = digests(session, [email], controller_id)
     excluded = set(exclude_ticket_ids)
-    ticket_ids = [t for t in subject_ticket_ids(session, email, controller_id, source_ticket_id=dsr.ticket_id, digest=digest) if t not in excluded]
-    others = other_message_ids(session, email, controller_id, ticket_ids, digest=digest)
-    found = Found(controller_id=controller_id, ticket_ids=ticket_ids, other_message_ids=others)
+    ticket_ids = [t for t in subject_ticket_ids(session, email, controller_id, source_ticket_id=dsr.ticket_id, found=digests_) if t not in excluded]
+    others = other_message_ids(session, email, controller_id, ticket_ids, found=digests_)
+    result = Found(controller_id=controller_id, ticket_ids=ticket_ids, other_message_ids=others)
     scope = message_scope(ticket_ids, others)
     # Messages and their attachments counted in one statement.
     messages, attachments = session.execute(
@@ -106,9 +91,9 @@ def find(session: Session, dsr: Dsr, controller_id: int, *, exclude_ticket_ids: 
         .outerjoin(Attachment, Attachment.message_id == Message.id)
         .where(scope)
     ).one()
-    found.messages, found.attachments = int(messages or 0), int(attachments or 0)
+    result.messages, result.attachments = int(messages or 0), int(attachments or 0)
     related: ColumnElement[bool] = (OutboxEmail.related_type == "dsr") & (OutboxEmail.related_id == dsr.id)
     if ticket_ids:
         related = or_(related, (OutboxEmail.related_type == "ticket") & OutboxEmail.related_id.in_(ticket_ids))
-    found.outbox = int(session.scalar(select(func.count()).select_from(OutboxEmail).where(related)) or 0)
-    return found
+    result.outbox = int(session.scalar(select(func.count()).select_from(OutboxEmail).where(related)) or 0)
+    return result

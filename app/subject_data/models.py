@@ -1,8 +1,12 @@
 """Subject-data tables: execution runs (export, erase, rectify), stored exports, download tokens, restrictions.
 
-A run's parameters (the identifiers to redact, the corrected values) are
-personal data: encrypted under the controller's key while the run works and
-cleared when it finishes, so a finished run keeps only ids and counts.
+A run is the request's record of one action taken under a controller's
+instruction. An export is done here (its parameters, the subject's address,
+encrypted under the controller's key while it works, cleared at the end).
+An erasure or a rectification is a run of the deletion engine
+(`deletion_run_id`, app.deletion): the engine keeps its parameters, cursor
+and full report; this row keeps the request's view of it (state, counts,
+what failed or was kept), written by the request's hook after each batch.
 """
 
 from __future__ import annotations
@@ -45,7 +49,9 @@ class SubjectRun(EncryptedRow, Base):
     requested_by: Mapped[int | None] = mapped_column(Integer)
     key_owner: Mapped[int] = mapped_column(Integer)
     params_ct: Mapped[bytes | None] = encrypted_column(nullable=True)
-    # What was changed and what failed: ids, counts and reason codes only.
+    # The engine's run doing an erasure or rectification (None for an export).
+    deletion_run_id: Mapped[int | None] = mapped_column(ForeignKey("deletion_runs.id", ondelete="SET NULL"), index=True)
+    # What was changed, what failed and what was kept: ids, counts and reason codes only.
     report: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     created_at: Mapped[utc]
     updated_at: Mapped[utc]

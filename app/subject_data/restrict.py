@@ -17,19 +17,14 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
 from app.audit.service import record
+from app.dsr.history import add_event
 from app.dsr.models import Dsr
 from app.principal import Principal
+from app.subject_data.authority import instruction_for, request
+from app.subject_data.errors import InvalidRequest
 from app.subject_data.find import subject_ticket_ids
 from app.subject_data.models import RESTRICTION_KINDS, RestrictedTicket, Restriction
 from app.tickets.models import Ticket
-
-
-class RestrictionError(Exception):
-    """Base of the restriction service's errors."""
-
-
-class InvalidRestriction(RestrictionError, ValueError):
-    """Refused input; the message is safe to show."""
 
 
 def restricted_ticket_ids(session: Session, ticket_ids: Collection[int]) -> set[int]:
@@ -94,13 +89,13 @@ def log_access(session: Session, ticket_id: int, controller_id: int | None, *, w
     )
 
 
-def restrict(session: Session, dsr: Dsr, controller_id: int, kind: str, *, instruction_id: int, by: Principal, now: dt.datetime) -> Restriction:
-    """Record a restriction or objection on the subject's data at one controller (flush only)."""
+def _record(session: Session, dsr: Dsr, controller_id: int, kind: str, *, instruction_id: int, by: Principal, now: dt.datetime) -> Restriction:
+    """Write a restriction or objection on the subject's data at one controller, with the tickets it covers now (flush only)."""
     if kind not in RESTRICTION_KINDS:
-        raise InvalidRestriction(f"kind must be one of {', '.join(RESTRICTION_KINDS)}")
+        raise InvalidRequest(f"kind must be one of {', '.join(RESTRICTION_KINDS)}")
     email = dsr.subject_email
     if not email:
-        raise InvalidRestriction("the request has no subject email to recognise the subject's data by")
+        raise InvalidRequest("the request has no subject email to recognise the subject's data by")
     item = Restriction(
         dsr_id=dsr.id,
         controller_id=controller_id,
@@ -128,11 +123,25 @@ def restrict(session: Session, dsr: Dsr, controller_id: int, kind: str, *, instr
     return item
 
 
-def lift(session: Session, restriction_id: int, *, by: Principal, now: dt.datetime) -> Restriction:
-    """End a restriction (the controller instructed so); audit-logged."""
+def restrict(session: Session, dsr_id: int, controller_id: int, kind: str, *, by: Principal, now: dt.datetime) -> Restriction:
+    """Record a restriction or objection under the controller's confirmed `restrict` instruction (flush only)."""
+    dsr = request(session, dsr_id)
+    if controller_id not in dsr.controller_ids:
+        raise InvalidRequest("the request does not concern that controller")
+    instruction_id = instruction_for(session, dsr_id, "restrict", controller_id)
+    item = _record(session, dsr, controller_id, kind, instruction_id=instruction_id, by=by, now=now)
+    add_event(session, dsr, "restricted", by=by, now=now, restriction_id=item.id, controller_id=controller_id, kind=kind)
+    return item
+
+
+def lift(session: Session, dsr_id: int, restriction_id: int, *, by: Principal, now: dt.datetime) -> Restriction:
+    """End a restriction of this request (the controller instructed so); audit-logged, noted on the request."""
+    dsr = request(session, dsr_id)
     item = session.get(Restriction, restriction_id)
     if item is None or item.lifted_at is not None:
-        raise InvalidRestriction("no active restriction with that id")
+        raise InvalidRequest("no active restriction with that id")
+    if item.dsr_id != dsr.id:
+        raise InvalidRequest("that restriction belongs to another request")
     item.lifted_at, item.lifted_by = now, by.id
     session.flush()
     record(
@@ -145,6 +154,7 @@ def lift(session: Session, restriction_id: int, *, by: Principal, now: dt.dateti
         details={"restriction_id": item.id, "kind": item.kind},
         now=now,
     )
+    add_event(session, dsr, "restriction_lifted", by=by, now=now, restriction_id=item.id)
     return item
 
 

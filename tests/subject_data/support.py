@@ -11,15 +11,17 @@ from sqlalchemy.orm import Session
 from app.controllers.models import Controller
 from app.crypto.fields import FIELDS
 from app.dsr import instructions as dsr_instructions
-from app.dsr import service as dsr_service
+from app.dsr.forward import forward
 from app.dsr.models import Dsr
+from app.dsr.requests import DsrInput, create_from_ticket
+from app.dsr.settings import DsrSettings
 from app.principal import Principal
 from app.subject_data import service
 from app.tickets import service as tickets
 from app.tickets.models import Ticket
 from tests.factories import TEST_PRINCIPAL, make_controller, make_instruction
 
-SETTINGS = dsr_service.DsrSettings(privacy_address="privacy@desk.example", msgid_domain="desk.example")
+SETTINGS = DsrSettings(privacy_address="privacy@desk.example", msgid_domain="desk.example")
 T0 = dt.datetime(2026, 11, 20, 9, 0, tzinfo=dt.UTC)
 CANARY_EMAIL = "zebra.canary-7f3a@canary-subject.example"
 CANARY_NAME = "Quentin Zebracanary"
@@ -106,15 +108,15 @@ def scene(session: Session, *, messages: int = 3, tickets_count: int = 2, contro
         by=TEST_PRINCIPAL,
         now=now,
     )
-    data = dsr_service.DsrInput(
+    data = DsrInput(
         types=["erasure", "access"],
         subject_email=CANARY_EMAIL,
         subject_name=CANARY_NAME,
         subject_identifiers=CANARY_ID,
         request_text=f"I, {CANARY_NAME}, want my data erased.",
     )
-    dsr = dsr_service.create_from_ticket(session, made[0].id, data, controller_ids=[controller.id], by=TEST_PRINCIPAL, now=now)
-    dsr_service.forward(session, dsr.id, settings=SETTINGS, by=TEST_PRINCIPAL, now=now)
+    dsr = create_from_ticket(session, made[0].id, data, controller_ids=[controller.id], by=TEST_PRINCIPAL, now=now)
+    forward(session, dsr.id, settings=SETTINGS, by=TEST_PRINCIPAL, now=now)
     return Scene(controller, dsr, made, bystander)
 
 

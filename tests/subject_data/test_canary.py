@@ -16,7 +16,8 @@ from sqlalchemy.engine import make_url
 from app.db import Base, utcnow
 from app.extensions import db
 from app.principal import Principal
-from app.subject_data import erase, service
+from app.deletion import messages as message_store
+from app.subject_data import service
 from app.subject_data.models import SubjectRun
 from tests.factories import TEST_PRINCIPAL
 from tests.subject_data.support import CANARIES, CANARY_EMAIL, CANARY_ID, CANARY_NAME, decrypted_hits, instruct, scene
@@ -47,7 +48,7 @@ def test_erasure_leaves_no_canary_in_any_table_or_in_the_database_file(committed
             ciphertexts = list(before.values())
             assert len(before) > 40 and plain_hits(session) == []
         # Given a worker that died after two committed batches ...
-        batch, erase.BATCH = erase.BATCH, 8
+        batch, message_store.BATCH = message_store.BATCH, 8
         try:
             assert service.run_to_end(db.session_scope, run_id, by=by, clock=utcnow, max_steps=3) is False
             with db.session_scope() as session:
@@ -56,7 +57,7 @@ def test_erasure_leaves_no_canary_in_any_table_or_in_the_database_file(committed
             # ... the rerun completes.
             assert service.run_to_end(db.session_scope, run_id, by=by, clock=utcnow) is True
         finally:
-            erase.BATCH = batch
+            message_store.BATCH = batch
         with db.session_scope() as session:
             run = session.get(SubjectRun, run_id)
             assert run is not None and run.state == "done" and run.report.get("failed", []) == []

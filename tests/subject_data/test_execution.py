@@ -16,13 +16,17 @@ from sqlalchemy.orm import Session
 
 from app.audit.models import AuditEvent
 from app.blobs.store import read_blob
+from app.deletion import messages as message_store
+from app.dsr import forward as dsr_forward
 from app.dsr import instructions as dsr_instructions
-from app.dsr import service as dsr_service
 from app.dsr.models import Dsr
+from app.dsr.requests import assign_controllers
 from app.mail import quarantine
 from app.mail.models import OutboxEmail
-from app.subject_data import restrict, service
+from app.subject_data import closing, restrict, service
+from app.subject_data.errors import NotAuthorised
 from app.subject_data.models import SubjectExport, SubjectRun
+from app.tickets import lookup
 from app.tickets import service as tickets
 from app.tickets.models import Attachment, Message, Ticket
 from tests.factories import TEST_PRINCIPAL, make_controller, make_instruction
@@ -41,14 +45,14 @@ def test_find_counts_the_subjects_data_before_anything_is_done(session: Session)
 @pytest.mark.parametrize(("kind", "wrong"), [("export", "erase"), ("erase", "provide_data"), ("rectify", "restrict")])
 def test_no_action_without_a_confirmed_instruction_of_its_own_kind(session: Session, kind: str, wrong: str) -> None:
     sc = scene(session)
-    with pytest.raises(service.NotAuthorised):
+    with pytest.raises(NotAuthorised):
         service.start(session, sc.dsr.id, sc.controller.id, kind, new_name="X Y", by=TEST_PRINCIPAL, now=T0)
     instruct(session, sc, wrong)
-    with pytest.raises(service.NotAuthorised):
+    with pytest.raises(NotAuthorised):
         service.start(session, sc.dsr.id, sc.controller.id, kind, new_name="X Y", by=TEST_PRINCIPAL, now=T0)
     if wrong != "restrict":
-        with pytest.raises(service.NotAuthorised):
-            service.restrict(session, sc.dsr.id, sc.controller.id, "restriction", by=TEST_PRINCIPAL, now=T0)
+        with pytest.raises(NotAuthorised):
+            restrict.restrict(session, sc.dsr.id, sc.controller.id, "restriction", by=TEST_PRINCIPAL, now=T0)
     assert session.scalar(select(SubjectRun.id)) is None
 
 
@@ -82,7 +86,7 @@ def test_erasure_leaves_no_trace_of_the_subject_and_reports_what_changed(session
     assert dsr is not None and dsr.subject_email is None and dsr.subject_email_bidx is None and dsr.reference
     details = " ".join(e.details_json for e in session.scalars(select(AuditEvent))).lower()
     assert not any(c in details for c in CANARIES)
-    assert tickets.find_by_requester_email(session, CANARY_EMAIL, controller_ids=[sc.controller.id]) == []
+    assert lookup.find_by_requester_email(session, CANARY_EMAIL, controller_ids=[sc.controller.id]) == []
 
 
 def test_erasure_is_resumable_and_a_finished_run_is_a_no_op(session: Session) -> None:
@@ -90,9 +94,7 @@ def test_erasure_is_resumable_and_a_finished_run_is_a_no_op(session: Session) ->
     instruct(session, sc, "erase")
     run = service.start(session, sc.dsr.id, sc.controller.id, "erase", by=TEST_PRINCIPAL, now=T0)
     # Interrupted after the plan and the first batch of messages ...
-    from app.subject_data import erase
-
-    batch, erase.BATCH = erase.BATCH, 5
+    batch, message_store.BATCH = message_store.BATCH, 5
     try:
         assert service.step(session, run.id, by=TEST_PRINCIPAL, now=T0) is False
         assert service.step(session, run.id, by=TEST_PRINCIPAL, now=T0) is False
@@ -101,7 +103,7 @@ def test_erasure_is_resumable_and_a_finished_run_is_a_no_op(session: Session) ->
         # ... the rerun continues from the cursor and completes.
         drain(session, run.id)
     finally:
-        erase.BATCH = batch
+        message_store.BATCH = batch
     done = session.get(SubjectRun, run.id)
     assert done is not None and done.state == "done"
     assert done.report["changed"]["messages"] == 3 * 6 + 1 + 1
@@ -121,8 +123,8 @@ def test_rectification_writes_the_corrected_values_and_removes_the_old(session: 
     session.expire_all()
     ticket = session.get(Ticket, sc.tickets[0].id)
     assert ticket is not None and ticket.requester_email == "q.smith@new.example" and ticket.requester_name == "Quentin Zebra-Smith"
-    assert tickets.find_by_requester_email(session, "q.smith@new.example", controller_ids=[sc.controller.id])
-    assert not tickets.find_by_requester_email(session, CANARY_EMAIL, controller_ids=[sc.controller.id])
+    assert lookup.find_by_requester_email(session, "q.smith@new.example", controller_ids=[sc.controller.id])
+    assert not lookup.find_by_requester_email(session, CANARY_EMAIL, controller_ids=[sc.controller.id])
     first = session.scalars(select(Message).where(Message.ticket_id == ticket.id).order_by(Message.id)).first()
     assert first is not None and "Quentin Zebra-Smith (q.smith@new.example)" in (first.body_text or "") and first.raw_blob_id is None
     # The old values remain only in the attachments, which cannot be rewritten and are reported.
@@ -137,7 +139,7 @@ def test_rectification_writes_the_corrected_values_and_removes_the_old(session: 
 def test_restriction_flags_the_subjects_tickets_until_lifted_and_closing_notifies_the_controller(session: Session) -> None:
     sc = scene(session)
     instruct(session, sc, "restrict")
-    item = service.restrict(session, sc.dsr.id, sc.controller.id, "objection", by=TEST_PRINCIPAL, now=T0)
+    item = restrict.restrict(session, sc.dsr.id, sc.controller.id, "objection", by=TEST_PRINCIPAL, now=T0)
     ids = [t.id for t in sc.tickets]
     assert restrict.restricted_ticket_ids(session, [*ids, sc.bystander.id]) == set(ids)
     # A ticket the subject opens later is covered too (same controller, same blind index).
@@ -145,13 +147,13 @@ def test_restriction_flags_the_subjects_tickets_until_lifted_and_closing_notifie
         session, controller_id=sc.controller.id, requester_name="Q", requester_email=CANARY_EMAIL.upper(), subject="again", by=TEST_PRINCIPAL, now=T0
     )
     assert restrict.is_restricted(session, later.id)
-    service.close(session, sc.dsr.id, settings=SETTINGS, by=TEST_PRINCIPAL, now=T0)
+    closing.close(session, sc.dsr.id, settings=SETTINGS, by=TEST_PRINCIPAL, now=T0)
     dsr = session.get(Dsr, sc.dsr.id)
     assert dsr is not None and dsr.outcome == "restricted" and not dsr.is_open
     notice = session.scalars(select(OutboxEmail).where(OutboxEmail.kind == "dsr_completion")).one()
     assert notice.to_addr == "dpo@ctl-subject.example" and dsr.reference in notice.subject
     assert CANARY_EMAIL not in notice.body_text and "objection recorded" in notice.body_text
-    service.lift(session, sc.dsr.id, item.id, by=TEST_PRINCIPAL, now=T0)
+    restrict.lift(session, sc.dsr.id, item.id, by=TEST_PRINCIPAL, now=T0)
     assert restrict.restricted_ticket_ids(session, [*ids, later.id]) == set()
 
 
@@ -159,7 +161,7 @@ def test_an_export_leaves_out_restricted_tickets_and_expired_files_are_deleted(s
     sc = scene(session)
     instruct(session, sc, "restrict")
     instruct(session, sc, "provide_data")
-    service.restrict(session, sc.dsr.id, sc.controller.id, "restriction", by=TEST_PRINCIPAL, now=T0)
+    restrict.restrict(session, sc.dsr.id, sc.controller.id, "restriction", by=TEST_PRINCIPAL, now=T0)
     run = service.start(session, sc.dsr.id, sc.controller.id, "export", by=TEST_PRINCIPAL, now=T0)
     drain(session, run.id)
     files = session.scalars(select(SubjectExport).where(SubjectExport.run_id == run.id)).all()
@@ -217,8 +219,8 @@ def test_a_run_asked_to_stop_stops_after_a_committed_batch_says_where_and_resume
 def test_a_request_of_two_controllers_keeps_its_subject_until_both_have_erased(session: Session) -> None:
     sc = scene(session)
     other = make_controller(session, dsr_contacts=["dpo@other-ctl.example"])
-    dsr_service.assign_controllers(session, sc.dsr.id, [other.id], by=TEST_PRINCIPAL, now=T0)
-    dsr_service.forward(session, sc.dsr.id, settings=SETTINGS, by=TEST_PRINCIPAL, now=T0)
+    assign_controllers(session, sc.dsr.id, [other.id], by=TEST_PRINCIPAL, now=T0)
+    dsr_forward.forward(session, sc.dsr.id, settings=SETTINGS, by=TEST_PRINCIPAL, now=T0)
     instruct(session, sc, "erase")
     first = service.start(session, sc.dsr.id, sc.controller.id, "erase", by=TEST_PRINCIPAL, now=T0)
     drain(session, first.id)

@@ -10,11 +10,11 @@ from sqlalchemy import select
 
 from app.db import utcnow
 from app.extensions import db
+from app.jobs.broker import start_worker
 from app.subject_data import service
 from app.subject_data.models import SubjectExport, SubjectRun
 from tests.factories import TEST_PRINCIPAL
 from tests.subject_data.support import instruct, scene
-from workers.broker import start_worker
 from workers.scheduler import JOBS
 
 

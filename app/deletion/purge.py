@@ -1,0 +1,121 @@
+"""Whole tickets: deleted (rows, files, raw originals, outbox rows about them) or anonymised (identity fields cleared).
+
+The scope is a set of tickets or every ticket of a controller, walked in id
+order a batch of tickets at a time; the hold check sees each ticket before
+anything of it changes. A ticket with an outbox row a worker is sending
+right now is left whole and reported (the next run takes it).
+
+- delete: attachments, messages, the outbox rows related to the ticket, the
+  ticket, then the blobs (attachment contents and raw originals). Rows of
+  other domains that point at a ticket follow their foreign keys (a DSR
+  keeps its record with the ticket link cleared; restriction links and
+  suggestions go with it).
+- anonymise: the requester's name and address, the sender fields of inbound
+  messages and the raw originals (their headers name the sender) are
+  cleared, the outbox rows' recipient is replaced and queued mail to it
+  cancelled; the texts stay (what a retention policy for identity keeps).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy import delete, select, update
+
+from app.blobs.store import delete_blobs
+from app.crypto.cipher import CryptoError
+from app.deletion.records import ERASED_ADDRESS
+from app.deletion.report import Item
+from app.deletion.stores import Batch, RunContext, Store
+from app.mail.models import OutboxEmail
+from app.tickets.models import Attachment, Message, Ticket
+
+BATCH = 200
+
+
+def select_tickets(ctx: RunContext, after: int) -> Batch:
+    """The next tickets of the scope (the planned ids, or the controller's tickets), in id order."""
+    stmt = select(Ticket.id, Ticket.controller_id).where(Ticket.id > after).order_by(Ticket.id).limit(BATCH)
+    if ctx.run.scope_kind == "controller":
+        stmt = stmt.where(Ticket.controller_id == ctx.run.controller_id)
+    else:
+        stmt = stmt.where(Ticket.id.in_(ctx.ids("ticket_ids") or [0]))
+    rows = ctx.session.execute(stmt).all()
+    items = [Item("ticket", r.id, controller_id=r.controller_id, ticket_id=r.id) for r in rows]
+    return Batch(items, after=rows[-1].id if rows else after, done=len(rows) < BATCH)
+
+
+def _free(ctx: RunContext, items: Sequence[Item]) -> tuple[list[int], list[int]]:
+    """The tickets nothing is sending mail about right now, and the outbox rows related to them."""
+    ids = [i.id for i in items]
+    outbox = ctx.session.execute(
+        select(OutboxEmail.id, OutboxEmail.related_id, OutboxEmail.state).where(OutboxEmail.related_type == "ticket", OutboxEmail.related_id.in_(ids or [0]))
+    ).all()
+    busy = {r.related_id for r in outbox if r.state == "sending"}
+    for ticket_id in sorted(busy):
+        ctx.report.fail("ticket", ticket_id, "being_sent")
+    return [t for t in ids if t not in busy], [r.id for r in outbox if r.related_id not in busy]
+
+
+def _delete(ctx: RunContext, items: Sequence[Item]) -> None:
+    session = ctx.session
+    ids, outbox_ids = _free(ctx, items)
+    if not ids:
+        return
+    messages = session.execute(select(Message.id, Message.raw_blob_id).where(Message.ticket_id.in_(ids))).all()
+    files = session.execute(select(Attachment.id, Attachment.blob_id).where(Attachment.message_id.in_([m.id for m in messages] or [0]))).all()
+    doomed = [f.blob_id for f in files] + [m.raw_blob_id for m in messages if m.raw_blob_id is not None]
+    if files:
+        session.execute(delete(Attachment).where(Attachment.id.in_([f.id for f in files])))
+    session.execute(delete(Message).where(Message.ticket_id.in_(ids)))
+    if outbox_ids:
+        session.execute(delete(OutboxEmail).where(OutboxEmail.id.in_(outbox_ids)))
+    session.execute(delete(Ticket).where(Ticket.id.in_(ids)))
+    delete_blobs(session, doomed)
+    report = ctx.report
+    report.count("tickets", "tickets_deleted", len(ids))
+    report.count("ticket_messages", "messages_deleted", len(messages))
+    report.count("ticket_attachments", "attachments_deleted", len(files))
+    report.count("blobs", "blobs_deleted", len(doomed))
+    report.count("outbox_emails", "outbox_deleted", len(outbox_ids))
+
+
+def _anonymise(ctx: RunContext, items: Sequence[Item]) -> None:
+    session, report = ctx.session, ctx.report
+    ids, outbox_ids = _free(ctx, items)
+    if not ids:
+        return
+    raws = list(session.scalars(select(Message.raw_blob_id).where(Message.ticket_id.in_(ids), Message.raw_blob_id.is_not(None))))
+    session.execute(
+        update(Ticket).where(Ticket.id.in_(ids)).values(requester_name_ct=None, requester_email_ct=None, requester_email_bidx=None),
+        execution_options={"synchronize_session": False},
+    )
+    senders = session.execute(
+        update(Message)
+        .where(Message.ticket_id.in_(ids), Message.direction == "inbound")
+        .values(sender_name_ct=None, sender_email_ct=None, sender_email_bidx=None),
+        execution_options={"synchronize_session": False},
+    )
+    session.execute(update(Message).where(Message.ticket_id.in_(ids)).values(raw_blob_id=None), execution_options={"synchronize_session": False})
+    delete_blobs(session, [b for b in raws if b is not None])
+    anonymised = 0
+    for row in session.scalars(select(OutboxEmail).where(OutboxEmail.id.in_(outbox_ids or [0])).order_by(OutboxEmail.id)):
+        try:
+            row.to_addr = ERASED_ADDRESS
+        except CryptoError:
+            report.fail("outbox", row.id, "unreadable")
+            continue
+        if row.state == "queued":
+            row.state, row.last_error, row.updated_at = "failed", "cancelled: recipient anonymised", ctx.now
+            report.count("outbox_emails", "outbox_cancelled")
+        anonymised += 1
+    session.flush()
+    session.expire_all()  # the bulk updates bypassed the identity map
+    report.count("tickets", "tickets_anonymised", len(ids))
+    report.count("ticket_messages", "senders_anonymised", int(getattr(senders, "rowcount", 0) or 0))
+    report.count("blobs", "raw_destroyed", len(raws))
+    report.count("outbox_emails", "outbox_anonymised", anonymised)
+
+
+DELETE_STORE = Store("tickets", select_tickets, _delete)
+ANONYMISE_STORE = Store("tickets", select_tickets, _anonymise)

@@ -1,0 +1,139 @@
+"""The other stores of a subject's erasure or rectification: their tickets, the outbox rows about them, held quarantine.
+
+Reference-aware (the helpdesk erasure bugs of DESIGN.md): the requester
+fields and subjects of the subject's tickets; the outbox rows of those
+tickets and of whatever else the plan relates (queued mail to the subject is
+cancelled on erasure, a row a worker is sending is reported and left for
+the next run); held quarantine items (no controller yet) that mention the
+subject are destroyed on erasure.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy import or_, select
+from sqlalchemy.sql.elements import ColumnElement
+
+from app.blobs.store import read_blob
+from app.crypto.cipher import CryptoError
+from app.deletion.report import Item
+from app.deletion.stores import Batch, RunContext, Store, one_pass
+from app.mail import quarantine
+from app.mail.models import OutboxEmail
+from app.tickets.models import Ticket
+
+ERASED_ADDRESS = "erased@erased.invalid"
+QUARANTINE_BATCH = 50
+QUARANTINE_MAX_BYTES = 10 * 1024 * 1024
+
+
+def _select_tickets(ctx: RunContext, after: int) -> Batch:
+    rows = ctx.session.execute(select(Ticket.id, Ticket.controller_id).where(Ticket.id.in_(ctx.ids("ticket_ids") or [0])).order_by(Ticket.id)).all()
+    return one_pass([Item("ticket", r.id, controller_id=r.controller_id, ticket_id=r.id) for r in rows])
+
+
+def _apply_tickets(ctx: RunContext, items: Sequence[Item]) -> None:
+    """The requester fields and subjects of the subject's tickets (few rows: one pass)."""
+    rw = ctx.rewriter
+    for ticket in ctx.session.scalars(select(Ticket).where(Ticket.id.in_([i.id for i in items] or [0])).order_by(Ticket.id)):
+        try:
+            name, email, subject = ticket.requester_name, ticket.requester_email, ticket.subject
+        except CryptoError:
+            ctx.report.fail("ticket", ticket.id, "unreadable")
+            continue
+        changed = False
+        if rw.is_subject_email(email):
+            ticket.requester_email = None if ctx.erasing else (ctx.new_email or email)
+            changed = True
+        new_name = None if ctx.erasing and rw.is_subject_email(email) else rw(name)
+        if new_name != name:
+            ticket.requester_name = new_name
+            changed = True
+        if rw(subject) != subject:
+            ticket.subject = rw(subject)
+            changed = True
+        ctx.report.count("tickets", "tickets", int(changed))
+    ctx.session.flush()
+
+
+def _related(ctx: RunContext) -> ColumnElement[bool]:
+    related: dict[str, list[int]] = {**(ctx.plan.get("related") or {}), "ticket": ctx.ids("ticket_ids")}
+    parts = [(OutboxEmail.related_type == kind) & OutboxEmail.related_id.in_(ids) for kind, ids in sorted(related.items()) if ids]
+    return or_(*parts) if parts else OutboxEmail.id.is_(None)
+
+
+def _select_outbox(ctx: RunContext, after: int) -> Batch:
+    rows = ctx.session.execute(
+        select(OutboxEmail.id, OutboxEmail.controller_id, OutboxEmail.related_type, OutboxEmail.related_id).where(_related(ctx)).order_by(OutboxEmail.id)
+    ).all()
+    return one_pass([Item("outbox", r.id, controller_id=r.controller_id, ticket_id=r.related_id if r.related_type == "ticket" else None) for r in rows])
+
+
+def _apply_outbox(ctx: RunContext, items: Sequence[Item]) -> None:
+    """Outbox rows about the subject: recipient and bodies rewritten; queued mail to an erased subject cancelled."""
+    rw = ctx.rewriter
+    for row in ctx.session.scalars(select(OutboxEmail).where(OutboxEmail.id.in_([i.id for i in items] or [0])).order_by(OutboxEmail.id)):
+        try:
+            to, body, html = row.to_addr, row.body_text, row.body_html
+        except CryptoError:
+            ctx.report.fail("outbox", row.id, "unreadable")
+            continue
+        changed = False
+        if rw.is_subject_email(to):
+            if row.state == "sending":
+                ctx.report.fail("outbox", row.id, "being_sent")  # a worker holds it: the next run rewrites it
+                continue
+            if row.state == "queued" and ctx.erasing:
+                row.state, row.last_error, row.updated_at = "failed", "cancelled: recipient erased", ctx.now
+                ctx.report.count("outbox_emails", "outbox_cancelled")
+            row.to_addr = ERASED_ADDRESS if ctx.erasing else (ctx.new_email or to)
+            changed = True
+        if rw(body) != body:
+            row.body_text = rw(body) or ""
+            changed = True
+        if rw(html) != html:
+            row.body_html = rw(html)
+            changed = True
+        if changed:
+            ctx.report.clear_fail("outbox", row.id)
+        ctx.report.count("outbox_emails", "outbox", int(changed))
+    ctx.session.flush()
+
+
+def _select_quarantine(ctx: RunContext, after: int) -> Batch:
+    """The next held quarantine items, read: only those that mention the subject are items to act on."""
+    rows = list(
+        ctx.session.scalars(
+            select(quarantine.QuarantinedMessage)
+            .where(quarantine.QuarantinedMessage.state == "held", quarantine.QuarantinedMessage.id > after)
+            .order_by(quarantine.QuarantinedMessage.id)
+            .limit(QUARANTINE_BATCH)
+        )
+    )
+    items = []
+    for item in rows:
+        if item.raw_blob_id is None:
+            continue
+        if item.size > QUARANTINE_MAX_BYTES:
+            ctx.report.fail("quarantine", item.id, "too_large_to_scan")
+            continue
+        try:
+            raw = read_blob(ctx.session, item.raw_blob_id)
+        except (CryptoError, LookupError):
+            ctx.report.fail("quarantine", item.id, "unreadable")
+            continue
+        if ctx.rewriter.contains(raw):
+            items.append(Item("quarantine", item.id))
+    return Batch(items, after=rows[-1].id if rows else after, done=len(rows) < QUARANTINE_BATCH)
+
+
+def _apply_quarantine(ctx: RunContext, items: Sequence[Item]) -> None:
+    for item in items:
+        quarantine.delete(ctx.session, item.id, by=ctx.by, now=ctx.now)
+        ctx.report.count("mail_quarantine", "quarantine_deleted")
+
+
+TICKETS_STORE = Store("tickets", _select_tickets, _apply_tickets)
+OUTBOX_STORE = Store("outbox", _select_outbox, _apply_outbox)
+QUARANTINE_STORE = Store("quarantine", _select_quarantine, _apply_quarantine)

@@ -1,0 +1,96 @@
+"""Closing a request after execution: its outcome from its runs and restrictions, and the notice to each controller."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.controllers.models import Controller
+from app.dsr.closing import close_dsr
+from app.dsr.history import add_event
+from app.dsr.models import Dsr
+from app.dsr.settings import DsrSettings
+from app.mail.outbox import enqueue_email
+from app.principal import Principal
+from app.subject_data.authority import request
+from app.subject_data.errors import InvalidRequest
+from app.subject_data.models import SubjectRun
+from app.subject_data.restrict import active_for
+
+_WORDS = {"export": "data export provided", "erase": "erasure", "rectify": "rectification"}
+_CODES = {"export": "exported", "erase": "erased", "rectify": "rectified", "restrict": "restricted"}
+
+
+@dataclass
+class Outcome:
+    """What was done for a request, for its outcome code and the controller's notice."""
+
+    code: str
+    lines: list[str]
+
+
+def _line(run: SubjectRun) -> str:
+    changed = run.report.get("changed", {})
+    summary = ", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in sorted(changed.items())) or "nothing to change"
+    failed, kept = len(run.report.get("failed", [])), len(run.report.get("kept", []))
+    return (
+        f"- {_WORDS[run.kind]} (run {run.id}): {summary}"
+        + (f"; {failed} item(s) failed and are listed in our records" if failed else "")
+        + (f"; {kept} item(s) kept under a legal hold and listed in our records" if kept else "")
+    )
+
+
+def outcome(session: Session, dsr: Dsr) -> Outcome:
+    """The request's outcome from its runs and restrictions (ids and counts only)."""
+    runs = list(session.scalars(select(SubjectRun).where(SubjectRun.dsr_id == dsr.id).order_by(SubjectRun.id)))
+    if any(r.state in ("queued", "running") for r in runs):
+        raise InvalidRequest("a run of this request is still working")
+    lines = [_line(r) for r in runs]
+    kinds = [r.kind for r in runs]
+    for item in active_for(session, dsr.id):
+        lines.append(f"- {item.kind} recorded (id {item.id})" + (" and lifted" if item.lifted_at else ""))
+        kinds.append("restrict")
+    unique = list(dict.fromkeys(kinds))
+    code = _CODES[unique[0]] if len(unique) == 1 else ("completed" if unique else "no_action")
+    if any(r.state == "failed" for r in runs):
+        code = "partially_failed"
+    return Outcome(code, lines or ["- no action was taken"])
+
+
+def close(session: Session, dsr_id: int, *, settings: DsrSettings, by: Principal, now: dt.datetime) -> Dsr:
+    """Record the outcome and notify each controller of completion through the outbox (reference and counts, no personal data)."""
+    dsr = request(session, dsr_id)
+    if not dsr.is_open:
+        raise InvalidRequest("the request is already closed")
+    result = outcome(session, dsr)
+    close_dsr(session, dsr.id, result.code, by=by, now=now)
+    sent = 0
+    for controller_id in dsr.controller_ids:
+        controller = session.get(Controller, controller_id)
+        if controller is None:
+            continue
+        for address in controller.contact_emails("dsr"):
+            enqueue_email(
+                session,
+                to=address,
+                subject=f"Data subject request {dsr.reference} completed",
+                body_text=(
+                    f"Dear {controller.name},\n\nWe have completed your instructions on data subject request {dsr.reference}.\n"
+                    f"Outcome: {result.code.replace('_', ' ')}\n\n" + "\n".join(result.lines) + "\n\n"
+                    "We did not contact the data subject unless you instructed us to.\n"
+                ),
+                reply_to=settings.reply_to,
+                controller_id=controller.id,
+                related_type="dsr",
+                related_id=dsr.id,
+                kind="dsr_completion",
+                msgid_domain=settings.msgid_domain,
+                by=by,
+                now=now,
+            )
+            sent += 1
+    add_event(session, dsr, "completion_notice", by=by, now=now, emails=sent, outcome=result.code)
+    return dsr

@@ -1,0 +1,175 @@
+"""The request's part of an erasure or rectification run (the deletion engine does the rest; app.deletion).
+
+An erasure (or rectification) under a confirmed instruction is a run of the
+engine with authority = that instruction and scope = the subject within the
+controller. What only the request knows is added here, through the hooks the
+engine calls for the "instruction" authority (registered by `register`, at
+app creation):
+
+- the plan: the request's own source ticket (when it is that controller's
+  or still in triage), and the subject's requests routed only to that
+  controller (their outbox rows are the subject's too);
+- two stores walked after the engine's: the controller's instruction texts
+  quoting the request, and the requests' subject fields (last: they name the
+  subject), plus restrictions keyed on the old address on rectification;
+- after each batch: the request's record of the run (`SubjectRun`: state and
+  counts for its page, its CLI and the notice to the controller), and when
+  the run ends the request's history line.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.crypto.cipher import CryptoError
+from app.deletion.authorities import AUTHORITIES, AuthorityHooks
+from app.deletion.models import DeletionRun
+from app.deletion.report import Item, summary
+from app.deletion.stores import Batch, RunContext, Store, one_pass
+from app.dsr.history import add_event
+from app.dsr.models import Dsr, DsrForward, Instruction
+from app.principal import Principal
+from app.subject_data.find import source_ticket
+from app.subject_data.models import Restriction, SubjectRun
+from app.tickets.models import Ticket
+
+AUTHORITY = "instruction"
+# The engine's action for each kind of request run.
+ACTION_FOR = {"erase": "redact", "rectify": "rectify"}
+
+
+def subject_run_of(session: Session, deletion_run_id: int) -> SubjectRun | None:
+    """The request's record of an engine run (None: the run is not a request's)."""
+    return session.scalar(select(SubjectRun).where(SubjectRun.deletion_run_id == deletion_run_id))
+
+
+def _subject_dsr_ids(session: Session, record: SubjectRun, email: str | None) -> list[int]:
+    """The run's request and the subject's other requests routed only to this controller."""
+    ids = {record.dsr_id}
+    if email:
+        for dsr in session.scalars(select(Dsr).where(Dsr.subject_email.matches(session, email))):
+            if dsr.controller_ids == [record.controller_id]:
+                ids.add(dsr.id)
+    return sorted(ids)
+
+
+def _plan(ctx: RunContext) -> None:
+    record = subject_run_of(ctx.session, ctx.run.id)
+    if record is None:
+        return
+    dsr = ctx.session.get(Dsr, record.dsr_id)
+    source = source_ticket(ctx.session, dsr.ticket_id if dsr else None, record.controller_id)
+    if source is not None:
+        ctx.plan["ticket_ids"] = [*ctx.ids("ticket_ids"), source]
+    emails = ctx.params.get("emails") or [None]
+    dsr_ids = _subject_dsr_ids(ctx.session, record, emails[0])
+    ctx.plan["dsr_ids"] = dsr_ids
+    ctx.plan.setdefault("related", {})["dsr"] = dsr_ids
+    ctx.report.plan(dsrs=len(dsr_ids))
+
+
+def _select_instructions(ctx: RunContext, after: int) -> Batch:
+    rows = ctx.session.execute(
+        select(Instruction.id, Instruction.controller_id).where(Instruction.dsr_id.in_(ctx.ids("dsr_ids") or [0])).order_by(Instruction.id)
+    )
+    return one_pass([Item("instruction", r.id, controller_id=r.controller_id) for r in rows])
+
+
+def _apply_instructions(ctx: RunContext, items: Sequence[Item]) -> None:
+    """The controller's instruction texts (they quote the request)."""
+    rw = ctx.rewriter
+    for item in ctx.session.scalars(select(Instruction).where(Instruction.id.in_([i.id for i in items] or [0])).order_by(Instruction.id)):
+        try:
+            texts = {n: getattr(item, n) for n in ("reply_text", "response_text", "flag_reason")}
+        except CryptoError:
+            ctx.report.fail("instruction", item.id, "unreadable")
+            continue
+        rewritten = [n for n, v in texts.items() if rw(v) != v]
+        for name in rewritten:
+            setattr(item, name, rw(texts[name]))
+        ctx.report.count("dsr_instructions", "instructions", int(bool(rewritten)))
+    ctx.session.flush()
+
+
+def _select_requests(ctx: RunContext, after: int) -> Batch:
+    return one_pass([Item("dsr", i, controller_id=ctx.run.controller_id) for i in ctx.ids("dsr_ids")])
+
+
+def _apply_requests(ctx: RunContext, items: Sequence[Item]) -> None:
+    """The subject fields of the requests (last: they name the subject), restrictions keyed on the old address."""
+    session, rw, record = ctx.session, ctx.rewriter, subject_run_of(ctx.session, ctx.run.id)
+    if record is None:
+        return
+    for dsr in session.scalars(select(Dsr).where(Dsr.id.in_([i.id for i in items] or [0])).order_by(Dsr.id)):
+        controllers = set(session.scalars(select(DsrForward.controller_id).where(DsrForward.dsr_id == dsr.id)))
+        done = set(
+            session.scalars(select(SubjectRun.controller_id).where(SubjectRun.dsr_id == dsr.id, SubjectRun.kind == record.kind, SubjectRun.state == "done"))
+        )
+        if controllers - {record.controller_id} - done:
+            # Other controllers of the request have not had the same done yet: their instructions decide about its subject fields.
+            ctx.report.count("dsrs", "dsrs_kept_for_other_controllers")
+            continue
+        try:
+            request_text, missed_reason = dsr.request_text, dsr.missed_reason
+        except CryptoError:
+            ctx.report.fail("dsr", dsr.id, "unreadable")
+            continue
+        if ctx.erasing:
+            dsr.subject_email, dsr.subject_name, dsr.subject_identifiers = None, None, None
+        else:
+            if ctx.new_email:
+                dsr.subject_email = ctx.new_email
+            if ctx.params.get("new_name"):
+                dsr.subject_name = ctx.params["new_name"]
+            if dsr.subject_identifiers:
+                dsr.subject_identifiers = rw(dsr.subject_identifiers)
+        if rw(request_text) != request_text:
+            dsr.request_text = rw(request_text)
+        if rw(missed_reason) != missed_reason:
+            dsr.missed_reason = rw(missed_reason)
+        ctx.report.count("dsrs", "dsrs")
+    emails = ctx.params.get("emails") or []
+    if not ctx.erasing and emails and ctx.new_email:
+        old = Ticket.requester_email.index_value(session, emails[0], controller_id=record.controller_id)
+        new = Ticket.requester_email.index_value(session, ctx.new_email, controller_id=record.controller_id)
+        for item in session.scalars(select(Restriction).where(Restriction.controller_id == record.controller_id, Restriction.email_bidx == old)):
+            item.email_bidx = new
+            ctx.report.count("subject_restrictions", "restrictions")
+    session.flush()
+
+
+def _after_batch(session: Session, run: DeletionRun, *, by: Principal, now: dt.datetime) -> None:
+    """The request's record follows the run; when the run ends, a line in the request's history (ids and counts)."""
+    record = subject_run_of(session, run.id)
+    if record is None:
+        return
+    report = run.report or {}
+    record.state, record.updated_at = run.state, now
+    record.report = {**summary(report), "planned": dict(report.get("planned", {}))}
+    if not run.is_finished:
+        return
+    record.finished_at = run.finished_at
+    session.flush()
+    dsr = session.get(Dsr, record.dsr_id)
+    if dsr is None:
+        return
+    details: dict[str, int] = {**record.report["changed"], "failed": len(record.report["failed"])}
+    if record.report["kept"]:
+        details["kept"] = len(record.report["kept"])
+    add_event(session, dsr, f"{record.kind}_{record.state}", by=by, now=now, run_id=record.id, controller_id=record.controller_id, **details)
+
+
+HOOKS = AuthorityHooks(
+    plan=_plan,
+    stores=(Store("instructions", _select_instructions, _apply_instructions), Store("dsrs", _select_requests, _apply_requests)),
+    after_batch=_after_batch,
+)
+
+
+def register() -> None:
+    """Register the request's hooks for runs under a confirmed instruction (idempotent; called at app creation)."""
+    AUTHORITIES.add(AUTHORITY, HOOKS)
