@@ -96,9 +96,7 @@ def _engine_report(old: dict[str, Any]) -> dict[str, Any]:
 
 def upgrade() -> None:
     conn = op.get_bind()
-    unfinished = [
-        r.id for r in conn.execute(sa.select(_runs.c.id).where(_runs.c.kind.in_(("erase", "rectify")), _runs.c.state.in_(("queued", "running"))))
-    ]
+    unfinished = [r.id for r in conn.execute(sa.select(_runs.c.id).where(_runs.c.kind.in_(("erase", "rectify")), _runs.c.state.in_(("queued", "running"))))]
     if unfinished:
         raise RuntimeError(
             "unfinished erasure/rectification run(s) "
@@ -144,8 +142,9 @@ def upgrade() -> None:
         )
     rows = conn.execute(sa.select(_runs).where(_runs.c.kind.in_(("erase", "rectify"))).order_by(_runs.c.id)).all()
     for row in rows:
-        inserted = conn.execute(
-            _deletion_runs.insert().values(
+        new_id = conn.execute(
+            _deletion_runs.insert()
+            .values(
                 authority_kind="instruction",
                 authority_id=row.instruction_id,
                 scope_kind="subject",
@@ -161,8 +160,9 @@ def upgrade() -> None:
                 finished_at=row.finished_at,
                 row_uid=uuid.uuid4().hex,
             )
-        )
-        conn.execute(_runs.update().where(_runs.c.id == row.id).values(deletion_run_id=inserted.inserted_primary_key[0]))
+            .returning(_deletion_runs.c.id)
+        ).scalar_one()
+        conn.execute(_runs.update().where(_runs.c.id == row.id).values(deletion_run_id=new_id))
 
 
 def downgrade() -> None:

@@ -14,9 +14,9 @@ from sqlalchemy import LargeBinary, String, Text, select
 from sqlalchemy.engine import make_url
 
 from app.db import Base, utcnow
+from app.deletion import messages as message_store
 from app.extensions import db
 from app.principal import Principal
-from app.deletion import messages as message_store
 from app.subject_data import service
 from app.subject_data.models import SubjectRun
 from tests.factories import TEST_PRINCIPAL
