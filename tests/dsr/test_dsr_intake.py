@@ -109,3 +109,59 @@ def test_with_a_separate_support_address_only_privacy_mail_opens_a_request(sessi
     privacy = ingest_message(session, mail("privacy@desk.example", "Please delete my data.", msgid="s2@x"), settings=settings, by=TEST_PRINCIPAL, now=NOW)
     dsr = session.scalars(select(Dsr).where(Dsr.ticket_id == privacy.ticket_id)).one()
     assert dsr.received_at == NOW and dsr.due_at == NOW + dt.timedelta(hours=24)
+
+
+def test_a_reply_to_the_acknowledgement_threads_onto_the_requests_ticket_and_opens_no_second_request(session: Session) -> None:
+    from app.dsr import instructions as dsr_instructions
+
+    # Given a request by mail whose controller allows a neutral acknowledgement, and the acknowledgement queued
+    controller = make_controller(session, domains=["ack-reply.example"])
+    dsr_instructions.record_standing(session, controller.id, "We have received your request and passed it on.", by=TEST_PRINCIPAL, now=NOW)
+    first = ingest_message(
+        session,
+        mail("privacy@desk.example", "Delete my data please.", msgid="ackr1@x", sender="sam@ack-reply.example"),
+        settings=SETTINGS,
+        by=TEST_PRINCIPAL,
+        now=NOW,
+    )
+    dsr = session.scalars(select(Dsr).where(Dsr.ticket_id == first.ticket_id)).one()
+    ack = session.scalars(select(OutboxEmail).where(OutboxEmail.kind == "acknowledgement", OutboxEmail.related_id == dsr.ticket_id)).one()
+    # When the subject answers the acknowledgement, to the privacy address again
+    reply = mail(
+        "privacy@desk.example", "Thanks. Also delete my newsletter address.", msgid="ackr2@x", sender="sam@ack-reply.example",
+        extra=f"In-Reply-To: {ack.message_id}\r\nReferences: {ack.message_id}\r\n",
+    )  # fmt: skip
+    joined = ingest_message(session, reply, settings=SETTINGS, by=TEST_PRINCIPAL, now=NOW + dt.timedelta(hours=1))
+    # Then the answer joins the request's ticket, and the subject still has one request
+    assert (joined.ticket_id, joined.new_ticket, joined.how) == (dsr.ticket_id, False, "outbox")
+    assert joined.claim is None
+    assert session.scalars(select(Dsr)).all() == [dsr]  # the test's transaction holds no other request
+
+
+def test_a_reply_to_any_contacts_forward_of_a_request_without_a_ticket_becomes_an_instruction(session: Session) -> None:
+    # Given a request staff entered by hand (no ticket) for a controller with two DSR contacts, forwarded to both
+    controller = make_controller(session, domains=["twocontacts.example"], dsr_contacts=["dpo@twocontacts.example", "legal@twocontacts.example"])
+    dsr = dsr_service.create_dsr(
+        session,
+        dsr_service.DsrInput(types=["access"], subject_email="pat@mailbox.example"),
+        source="staff",
+        received_at=NOW,
+        ticket=None,
+        controller_ids=[controller.id],
+        by=TEST_PRINCIPAL,
+        now=NOW,
+    )
+    dsr_service.forward(session, dsr.id, settings=dsr_service.DsrSettings("privacy@desk.example", "desk.example"), by=TEST_PRINCIPAL, now=NOW)
+    forwards = list(session.scalars(select(OutboxEmail).where(OutboxEmail.related_id == dsr.id, OutboxEmail.kind == "dsr_forward").order_by(OutboxEmail.id)))
+    assert len(forwards) == 2
+    # When the second contact answers its own copy of the forward
+    reply = mail(
+        "privacy@desk.example", "Please provide the data to us.", msgid="legal1@twocontacts.example", sender="legal@twocontacts.example",
+        extra=f"In-Reply-To: {forwards[1].message_id}\r\n",
+    )  # fmt: skip
+    outcome = ingest_message(session, reply, settings=SETTINGS, by=TEST_PRINCIPAL, now=NOW + dt.timedelta(hours=2))
+    # Then it is that controller's pending instruction on the request, and not a new request
+    assert outcome.claim is not None and (outcome.claim.handler, outcome.claim.code) == ("dsr.instruction", "instruction")
+    instruction = session.scalars(select(Instruction).where(Instruction.dsr_id == dsr.id)).one()
+    assert (instruction.controller_id, instruction.state, instruction.sender_email) == (controller.id, "pending", "legal@twocontacts.example")
+    assert session.scalars(select(Dsr).where(Dsr.ticket_id == outcome.ticket_id)).first() is None
