@@ -14,14 +14,14 @@ deadline already escalated and those past it already marked, as the sweeper
 leaves them.
 
 Measures (median and max of --runs, warm):
-- one sweeper pass in that steady state (`app.dsr.service.sweep`: finds the
+- one sweeper pass in that steady state (`app.dsr.sweeper.sweep`: finds the
   pending forwards and rings them on the in-process broker, looks for
   requests to escalate and to mark), committed;
 - the same pass with work: 50 requests newly inside the 4-hour window
   (escalation emails to the privacy officer through the outbox, history and
   audit events), committed;
 - the `dsr-chart` job (the 12-week aggregate in SQL, every 10 minutes);
-- the dashboard's queries (`app.dsr.service.dashboard`: three lists of 100,
+- the dashboard's queries (`app.dsr.dashboard.dashboard`: three lists of 100,
   two counts, the suggestions, the kept chart);
 - the whole dashboard page (GET /dsr/ as the privacy officer: login gate,
   queries, template with the SVG chart);
@@ -151,7 +151,9 @@ def main() -> None:
     args = parser.parse_args()
 
     from app.db import utcnow
-    from app.dsr import service as dsr_service
+    from app.dsr import dashboard as dsr_dashboard
+    from app.dsr.settings import DsrSettings
+    from app.dsr.sweeper import SweepResult, sweep
     from app.extensions import db
     from app.principal import Principal
 
@@ -163,12 +165,12 @@ def main() -> None:
         load_dsrs(app, database_url, controller_ids, args.dsrs, now)
         print(f"loaded {args.dsrs:,} open DSRs ({PENDING_FORWARD} awaiting forward, {TRIAGE:,} in triage) in {time.monotonic() - started:.0f} s")
 
-        dsr_settings = dsr_service.DsrSettings.from_config(app.config)
+        dsr_settings = DsrSettings.from_config(app.config)
         by = Principal.system("bench")
 
-        def sweep_pass() -> dsr_service.SweepResult:
+        def sweep_pass() -> SweepResult:
             with app.app_context(), db.session_scope() as session:
-                return dsr_service.sweep(session, settings=dsr_settings, by=by, now=utcnow())
+                return sweep(session, settings=dsr_settings, by=by, now=utcnow())
 
         first = sweep_pass()
         print(f"first pass (settles the load): rung {first.rung}, forwarded {first.forwarded}, escalated {first.escalated}, missed {first.missed}")
@@ -177,12 +179,12 @@ def main() -> None:
 
         def dashboard_queries() -> None:
             with app.app_context(), db.session_scope() as session:
-                board = dsr_service.dashboard(session, now=utcnow())
+                board = dsr_dashboard.dashboard(session, now=utcnow())
                 assert len(board.weeks) == 12
 
         def chart_job() -> None:
             with app.app_context(), db.session_scope() as session:
-                dsr_service.refresh_chart(session, now=utcnow())
+                dsr_dashboard.refresh_chart(session, now=utcnow())
 
         chart_med, chart_max = timed(chart_job, max(3, args.runs // 4))
         chart_sql = capture(app, chart_job)

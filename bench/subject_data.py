@@ -82,7 +82,9 @@ def make_subject(app: Any, controller_id: int, n: int) -> tuple[int, str]:
     from app.controllers.models import Controller
     from app.db import utcnow
     from app.dsr import instructions as dsr_instructions
-    from app.dsr import service as dsr_service
+    from app.dsr.forward import forward
+    from app.dsr.requests import DsrInput, create_from_ticket
+    from app.dsr.settings import DsrSettings
     from app.extensions import db
     from app.principal import Principal
     from app.tickets import service as tickets
@@ -120,11 +122,11 @@ def make_subject(app: Any, controller_id: int, n: int) -> tuple[int, str]:
                             session, message, filename="receipt.pdf", content_type="application/pdf", content=b"%PDF-1.4 " * 2000, by=by, now=now
                         )
         with db.session_scope() as session:
-            settings = dsr_service.DsrSettings.from_config(app.config)
-            data = dsr_service.DsrInput(types=["erasure"], subject_email=email, subject_name=name, request_text=f"{name} asks for erasure.")
+            settings = DsrSettings.from_config(app.config)
+            data = DsrInput(types=["erasure"], subject_email=email, subject_name=name, request_text=f"{name} asks for erasure.")
             assert first is not None  # TICKETS_PER_SUBJECT >= 1
-            dsr = dsr_service.create_from_ticket(session, first, data, controller_ids=[controller_id], by=by, now=now)
-            dsr_service.forward(session, dsr.id, settings=settings, by=by, now=now)
+            dsr = create_from_ticket(session, first, data, controller_ids=[controller_id], by=by, now=now)
+            forward(session, dsr.id, settings=settings, by=by, now=now)
             controller = session.get(Controller, controller_id)
             assert controller is not None
             contact = controller.contact_emails("dsr")[0]

@@ -12,9 +12,12 @@ from sqlalchemy import select
 
 from app.clikit import group, operator
 from app.controllers.models import Controller
+from app.db import utcnow
 from app.dsr import deadlines
-from app.dsr import service as dsr_service
+from app.dsr import sweeper as dsr_sweeper
 from app.dsr.models import STATES
+from app.dsr.requests import list_dsrs, pending_instruction_counts
+from app.dsr.settings import DsrSettings
 from app.extensions import db
 
 dsr_cli = group("dsr", "Data-subject requests: list them, run one sweeper pass.")
@@ -31,10 +34,10 @@ def _iso(value: dt.date | None) -> str | None:
 @click.option("--limit", type=click.IntRange(1, 100_000), default=1000, show_default=True)
 def dsr_list(as_json: bool, state: str | None, open_only: bool, limit: int) -> None:
     """Requests by deadline: reference, types, controller, state, received/due/forwarded, pending instructions."""
-    now = dsr_service.now_utc()
+    now = utcnow()
     with db.session_scope() as session:
-        rows = dsr_service.list_dsrs(session, open_only=open_only, state=state, limit=limit)
-        pending = dsr_service.pending_instruction_counts(session, [d.id for d in rows])
+        rows = list_dsrs(session, open_only=open_only, state=state, limit=limit)
+        pending = pending_instruction_counts(session, [d.id for d in rows])
         names = {cid: name for cid, name in session.execute(select(Controller.id, Controller.name))}
         items: list[dict[str, Any]] = [
             {
@@ -73,9 +76,9 @@ def dsr_list(as_json: bool, state: str | None, open_only: bool, limit: int) -> N
 @dsr_cli.command("sweep")
 def dsr_sweep() -> None:
     """One sweeper pass: forward what is pending, escalate 4 h before due, mark missed deadlines."""
-    settings = dsr_service.DsrSettings.from_config(current_app.config)
+    settings = DsrSettings.from_config(current_app.config)
     with db.session_scope() as session:
-        result = dsr_service.sweep(session, settings=settings, by=operator("dsr sweep"), now=dsr_service.now_utc())
+        result = dsr_sweeper.sweep(session, settings=settings, by=operator("dsr sweep"), now=utcnow())
     click.echo(f"rung {result.rung}, forwarded {result.forwarded}, escalated {result.escalated}, missed {result.missed}")
     if result.failed:
         raise click.ClickException(f"could not forward DSR {', '.join(map(str, result.failed))} (no DSR contact for a controller?)")

@@ -11,13 +11,17 @@ from sqlalchemy.orm import Session
 
 from app.controllers.models import Controller
 from app.dsr import deadlines
+from app.dsr import forward as dsr_forward
 from app.dsr import instructions as dsr_instructions
-from app.dsr import service as dsr_service
+from app.dsr.closing import close_dsr
 from app.dsr.models import Dsr, DsrEvent, DsrForward
+from app.dsr.requests import DsrInput, create_from_ticket, format_reference
+from app.dsr.settings import DsrSettings
+from app.dsr.sweeper import record_missed_reason, sweep
 from app.principal import Principal
 from app.tickets import service as tickets
 
-SETTINGS = dsr_service.DsrSettings(privacy_address="privacy@desk.example", msgid_domain="desk.example")
+SETTINGS = DsrSettings(privacy_address="privacy@desk.example", msgid_domain="desk.example")
 
 # (label, controller name or None for triage, hours since the subject wrote, types, what happens next)
 LIVE = [
@@ -58,14 +62,12 @@ def seed(session: Session, *, now: dt.datetime) -> Iterator[str]:
         email = f"{local}@mail.example"
         cid = ids.get(controller) if controller else None
         ticket = _ticket(session, cid, email, name, at, f"Hello, under the GDPR I would like to exercise my right ({', '.join(types)}).", by)
-        data = dsr_service.DsrInput(
-            types=types, subject_email=email, subject_name=name, request_text=f"The subject asks for {' and '.join(types)} of their personal data."
-        )
-        dsr = dsr_service.create_from_ticket(
+        data = DsrInput(types=types, subject_email=email, subject_name=name, request_text=f"The subject asks for {' and '.join(types)} of their personal data.")
+        dsr = create_from_ticket(
             session, ticket.id, data, controller_ids=[cid] if cid else None, by=by, now=now if then == "none" else at + dt.timedelta(minutes=1)
         )
         if then in ("forward", "instruction", "confirmed", "closed"):
-            dsr_service.forward(session, dsr.id, settings=SETTINGS, by=by, now=at + dt.timedelta(minutes=3))
+            dsr_forward.forward(session, dsr.id, settings=SETTINGS, by=by, now=at + dt.timedelta(minutes=3))
         if then in ("instruction", "confirmed", "closed") and cid is not None:
             contact = session.get_one(Controller, cid).contact_emails("dsr")[0]
             item = dsr_instructions.receive(
@@ -75,13 +77,13 @@ def seed(session: Session, *, now: dt.datetime) -> Iterator[str]:
             if then in ("confirmed", "closed"):
                 dsr_instructions.confirm(session, dsr.id, item.id, "erase" if "erasure" in types else "no_action", by=by, now=at + dt.timedelta(hours=4))
         if then == "closed":
-            dsr_service.close_dsr(session, dsr.id, "completed", by=by, now=at + dt.timedelta(hours=48))
+            close_dsr(session, dsr.id, "completed", by=by, now=at + dt.timedelta(hours=48))
         if then == "reason":
-            dsr_service.sweep(session, settings=SETTINGS, by=by, now=now)
-            dsr_service.record_missed_reason(session, dsr.id, "Two controllers claimed the subject over a holiday weekend.", by=by, now=now)
+            sweep(session, settings=SETTINGS, by=by, now=now)
+            record_missed_reason(session, dsr.id, "Two controllers claimed the subject over a holiday weekend.", by=by, now=now)
         yield f"DSR {dsr.reference}: {label}"
     yield f"DSR history: {_history(session, ids, now=now, by=by)} closed requests over 12 weeks (for the chart)"
-    dsr_service.sweep(session, settings=SETTINGS, by=by, now=now)
+    sweep(session, settings=SETTINGS, by=by, now=now)
 
 
 def _history(session: Session, ids: dict[str, int], *, now: dt.datetime, by: Principal) -> int:
@@ -101,7 +103,7 @@ def _history(session: Session, ids: dict[str, int], *, now: dt.datetime, by: Pri
             )  # fmt: skip
             session.add(dsr)
             session.flush()
-            dsr.reference = dsr_service.format_reference(received, dsr.id)
+            dsr.reference = format_reference(received, dsr.id)
             cid = rng.choice(controller_ids)
             session.add(DsrForward(dsr_id=dsr.id, controller_id=cid, state="forwarded", forwarded_at=received + took, outbox_ids=[], created_at=received))
             session.add(DsrEvent(dsr_id=dsr.id, at=received, code="demo_history", by_label=by.label, details={}))

@@ -18,11 +18,14 @@ from sqlalchemy.orm import Session
 
 from app.audit.service import record
 from app.controllers.models import Controller, ControllerContact
+from app.dsr.errors import DsrError
 from app.dsr.gate import ACKNOWLEDGEMENT
+from app.dsr.history import add_event
 from app.dsr.models import DECISIONS, Dsr, Instruction, StandingInstruction
-from app.dsr.service import DsrError, DsrSettings, add_event, get_dsr
+from app.dsr.requests import get_dsr
+from app.dsr.settings import DsrSettings
 from app.exceptions import NotFound, Refused
-from app.mail.outbound import enqueue_email
+from app.mail.outbox import enqueue_email
 from app.principal import Principal
 
 MAX_TEXT = 20_000

@@ -28,7 +28,8 @@ from app.dsr import classifier
 from app.dsr import instructions as dsr_instructions
 from app.dsr.gate import InstructionRequired
 from app.dsr.models import Dsr, DsrForward
-from app.dsr.service import DsrInput, DsrSettings, acknowledge, create_dsr, suggest
+from app.dsr.requests import DsrInput, acknowledge, create_dsr, suggest
+from app.dsr.settings import DsrSettings
 from app.mail.intake import Inbound
 from app.principal import Principal
 from app.tickets.models import Message

@@ -11,13 +11,18 @@ from sqlalchemy import func, select
 
 from app.auth import rbac
 from app.controllers.models import Controller
+from app.db import utcnow
 from app.dsr import chart as dsr_chart
+from app.dsr import dashboard as dsr_dashboard
 from app.dsr import deadlines, gate
 from app.dsr import instructions as dsr_instructions
-from app.dsr import service as dsr_service
+from app.dsr.errors import DsrNotFound, InvalidDsr
 from app.dsr.models import DECISIONS, TYPES, UNFORWARDED, Dsr, DsrSuggestion
+from app.dsr.requests import DsrInput, assign_controllers, create_from_ticket, dismiss_suggestion, get_dsr
+from app.dsr.settings import DsrSettings
+from app.dsr.sweeper import record_missed_reason
 from app.extensions import db
-from app.mail.outbound import InvalidOutboundEmail, enqueue_email
+from app.mail.outbox import InvalidOutboundEmail, enqueue_email
 from app.tickets import service as tickets
 from app.web import current_principal
 
@@ -25,19 +30,19 @@ bp = Blueprint("dsr", __name__, url_prefix="/dsr")
 
 
 def _now() -> Any:
-    return dsr_service.now_utc()
+    return utcnow()
 
 
-def _settings() -> dsr_service.DsrSettings:
+def _settings() -> DsrSettings:
     from flask import current_app
 
-    return dsr_service.DsrSettings.from_config(current_app.config)
+    return DsrSettings.from_config(current_app.config)
 
 
 def _dsr_or_404(dsr_id: int) -> Dsr:
     try:
-        return dsr_service.get_dsr(db.session, dsr_id)
-    except dsr_service.DsrNotFound:
+        return get_dsr(db.session, dsr_id)
+    except DsrNotFound:
         abort(404)
 
 
@@ -59,7 +64,7 @@ def _banner() -> dict[str, Any]:
 @rbac.require(rbac.DSR_MANAGE)
 def dashboard() -> str:
     now = _now()
-    board = dsr_service.dashboard(db.session, now=now)
+    board = dsr_dashboard.dashboard(db.session, now=now)
     names = {cid: name for cid, name in db.session.execute(select(Controller.id, Controller.name))}
     return render_template(
         "dsr/dashboard.html",
@@ -103,7 +108,7 @@ def create(ticket_id: int) -> ResponseReturnValue:
         abort(404)
     suggestion = db.session.scalar(select(DsrSuggestion).where(DsrSuggestion.ticket_id == ticket.id))
     if request.method == "POST":
-        data = dsr_service.DsrInput(
+        data = DsrInput(
             types=request.form.getlist("types"),
             subject_email=request.form.get("subject_email", ""),
             subject_name=request.form.get("subject_name", ""),
@@ -111,8 +116,8 @@ def create(ticket_id: int) -> ResponseReturnValue:
             request_text=request.form.get("request_text", ""),
         )
         try:
-            dsr = dsr_service.create_from_ticket(db.session, ticket.id, data, by=current_principal(), now=_now())
-        except dsr_service.InvalidDsr as exc:
+            dsr = create_from_ticket(db.session, ticket.id, data, by=current_principal(), now=_now())
+        except InvalidDsr as exc:
             db.session.rollback()
             flash(str(exc), "error")
         else:
@@ -151,9 +156,9 @@ def route(dsr_id: int) -> ResponseReturnValue:
     ids = [int(v) for v in request.form.getlist("controller_id") if v.isdigit()]
     return _act(
         dsr_id,
-        lambda: dsr_service.assign_controllers(db.session, dsr_id, ids, by=current_principal(), now=_now()),
+        lambda: assign_controllers(db.session, dsr_id, ids, by=current_principal(), now=_now()),
         done="Controller recorded; the forward is on its way.",
-        refused=dsr_service.InvalidDsr,
+        refused=InvalidDsr,
     )
 
 
@@ -164,9 +169,9 @@ def missed_reason(dsr_id: int) -> ResponseReturnValue:
     reason = request.form.get("reason", "")
     return _act(
         dsr_id,
-        lambda: dsr_service.record_missed_reason(db.session, dsr_id, reason, by=current_principal(), now=_now()),
+        lambda: record_missed_reason(db.session, dsr_id, reason, by=current_principal(), now=_now()),
         done="Reason recorded.",
-        refused=dsr_service.InvalidDsr,
+        refused=InvalidDsr,
     )
 
 
@@ -258,8 +263,8 @@ def standing(controller_id: int) -> ResponseReturnValue:
 @rbac.require(rbac.DSR_MANAGE)
 def dismiss(suggestion_id: int) -> ResponseReturnValue:
     try:
-        dsr_service.dismiss_suggestion(db.session, suggestion_id, by=current_principal(), now=_now())
-    except dsr_service.DsrNotFound:
+        dismiss_suggestion(db.session, suggestion_id, by=current_principal(), now=_now())
+    except DsrNotFound:
         abort(404)
     db.session.commit()
     return redirect(url_for("dsr.dashboard"))

@@ -20,9 +20,11 @@ from app.auth import rbac
 from app.controllers.models import Controller
 from app.crypto.keyring import get_keyring
 from app.db import utcnow
-from app.dsr import service as dsr_service
+from app.dsr.errors import DsrNotFound
 from app.dsr.gate import NoConfirmedInstruction, require_instruction
 from app.dsr.models import Dsr
+from app.dsr.requests import get_dsr
+from app.dsr.settings import DsrSettings
 from app.extensions import db
 from app.subject_data import restrict, service, tokens
 from app.subject_data.models import DECISION_FOR, SubjectExport, SubjectRun
@@ -40,8 +42,8 @@ def _key() -> bytes:
 
 def _dsr_or_404(dsr_id: int) -> Dsr:
     try:
-        return dsr_service.get_dsr(db.session, dsr_id)
-    except dsr_service.DsrNotFound:
+        return get_dsr(db.session, dsr_id)
+    except DsrNotFound:
         abort(404)
 
 
@@ -175,7 +177,7 @@ def lift(dsr_id: int, restriction_id: int) -> ResponseReturnValue:
 @rbac.require(rbac.DSR_MANAGE)
 def close(dsr_id: int) -> ResponseReturnValue:
     _dsr_or_404(dsr_id)
-    settings = dsr_service.DsrSettings.from_config(current_app.config)
+    settings = DsrSettings.from_config(current_app.config)
     return _act(
         dsr_id,
         lambda: service.close(db.session, dsr_id, settings=settings, by=current_principal(), now=utcnow()),

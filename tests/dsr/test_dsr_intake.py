@@ -7,8 +7,10 @@ import datetime as dt
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.dsr import service as dsr_service
+from app.dsr import forward as dsr_forward
 from app.dsr.models import Dsr, DsrSuggestion, Instruction
+from app.dsr.requests import DsrInput, create_dsr
+from app.dsr.settings import DsrSettings
 from app.mail.inbound import IngestSettings, ingest_message
 from app.mail.models import OutboxEmail
 from tests.factories import TEST_PRINCIPAL, make_controller
@@ -63,7 +65,7 @@ def test_a_reply_to_the_forward_threads_onto_the_ticket_and_becomes_an_instructi
         session, mail("privacy@desk.example", "Delete my data.", msgid="a4@x", sender="kim@kimcorp2.example"), settings=SETTINGS, by=TEST_PRINCIPAL, now=NOW
     )
     dsr = session.scalars(select(Dsr).where(Dsr.ticket_id == outcome.ticket_id)).one()
-    dsr_service.forward(session, dsr.id, settings=dsr_service.DsrSettings("privacy@desk.example", "desk.example"), by=TEST_PRINCIPAL, now=NOW)
+    dsr_forward.forward(session, dsr.id, settings=DsrSettings("privacy@desk.example", "desk.example"), by=TEST_PRINCIPAL, now=NOW)
     forward = session.scalars(select(OutboxEmail).where(OutboxEmail.related_id == dsr.id, OutboxEmail.kind == "dsr_forward")).one()
     reply = mail(
         "privacy@desk.example", "Go ahead and erase.\r\n\r\n> quoted forward", msgid="r1@kimcorp2.example", sender="dpo@kimcorp2.example",
@@ -141,9 +143,9 @@ def test_a_reply_to_the_acknowledgement_threads_onto_the_requests_ticket_and_ope
 def test_a_reply_to_any_contacts_forward_of_a_request_without_a_ticket_becomes_an_instruction(session: Session) -> None:
     # Given a request staff entered by hand (no ticket) for a controller with two DSR contacts, forwarded to both
     controller = make_controller(session, domains=["twocontacts.example"], dsr_contacts=["dpo@twocontacts.example", "legal@twocontacts.example"])
-    dsr = dsr_service.create_dsr(
+    dsr = create_dsr(
         session,
-        dsr_service.DsrInput(types=["access"], subject_email="pat@mailbox.example"),
+        DsrInput(types=["access"], subject_email="pat@mailbox.example"),
         source="staff",
         received_at=NOW,
         ticket=None,
@@ -151,7 +153,7 @@ def test_a_reply_to_any_contacts_forward_of_a_request_without_a_ticket_becomes_a
         by=TEST_PRINCIPAL,
         now=NOW,
     )
-    dsr_service.forward(session, dsr.id, settings=dsr_service.DsrSettings("privacy@desk.example", "desk.example"), by=TEST_PRINCIPAL, now=NOW)
+    dsr_forward.forward(session, dsr.id, settings=DsrSettings("privacy@desk.example", "desk.example"), by=TEST_PRINCIPAL, now=NOW)
     forwards = list(session.scalars(select(OutboxEmail).where(OutboxEmail.related_id == dsr.id, OutboxEmail.kind == "dsr_forward").order_by(OutboxEmail.id)))
     assert len(forwards) == 2
     # When the second contact answers its own copy of the forward

@@ -9,16 +9,21 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from app.audit.models import AuditEvent
+from app.dsr import dashboard as dsr_dashboard
+from app.dsr import forward as dsr_forward
 from app.dsr import gate
 from app.dsr import instructions as dsr_instructions
-from app.dsr import service as dsr_service
+from app.dsr.errors import InvalidDsr
 from app.dsr.models import Dsr, DsrEvent, DsrForward
+from app.dsr.requests import DsrInput, assign_controllers, create_from_ticket
+from app.dsr.settings import DsrSettings
+from app.dsr.sweeper import record_missed_reason, sweep
 from app.mail.models import OutboxEmail
-from app.mail.outbound import enqueue_email
+from app.mail.outbox import enqueue_email
 from app.tickets import service as tickets
 from tests.factories import TEST_PRINCIPAL, make_controller, make_instruction, make_user
 
-SETTINGS = dsr_service.DsrSettings(privacy_address="privacy@desk.example", msgid_domain="desk.example")
+SETTINGS = DsrSettings(privacy_address="privacy@desk.example", msgid_domain="desk.example")
 T0 = dt.datetime(2026, 11, 20, 23, 50, tzinfo=dt.UTC)  # a Friday
 
 
@@ -34,8 +39,8 @@ def make_ticket(session: Session, controller_id: int | None, email: str = "jane@
 
 def make_dsr(session: Session, controller_id: int | None, *, email: str = "jane@subject.example", now: dt.datetime = T0) -> Dsr:
     ticket = make_ticket(session, controller_id, email)
-    data = dsr_service.DsrInput(types=["erasure"], subject_email=email, subject_name="Jane Doe", request_text="Delete my account and data.")
-    return dsr_service.create_from_ticket(session, ticket.id, data, by=TEST_PRINCIPAL, now=now + dt.timedelta(hours=2))
+    data = DsrInput(types=["erasure"], subject_email=email, subject_name="Jane Doe", request_text="Delete my account and data.")
+    return create_from_ticket(session, ticket.id, data, by=TEST_PRINCIPAL, now=now + dt.timedelta(hours=2))
 
 
 def outbox_rows(session: Session, kind: str) -> list[OutboxEmail]:
@@ -54,8 +59,8 @@ def test_the_clock_runs_from_the_subjects_first_message_not_from_when_staff_noti
 def test_forwarding_twice_forwards_once(session: Session) -> None:
     controller = make_controller(session, dsr_contacts=["dpo@c.example", "privacy@c.example"])
     dsr = make_dsr(session, controller.id)
-    assert dsr_service.forward(session, dsr.id, settings=SETTINGS, by=TEST_PRINCIPAL, now=T0 + dt.timedelta(hours=2)) == 1
-    assert dsr_service.forward(session, dsr.id, settings=SETTINGS, by=TEST_PRINCIPAL, now=T0 + dt.timedelta(hours=3)) == 0
+    assert dsr_forward.forward(session, dsr.id, settings=SETTINGS, by=TEST_PRINCIPAL, now=T0 + dt.timedelta(hours=2)) == 1
+    assert dsr_forward.forward(session, dsr.id, settings=SETTINGS, by=TEST_PRINCIPAL, now=T0 + dt.timedelta(hours=3)) == 0
     rows = outbox_rows(session, "dsr_forward")
     assert sorted(r.to_addr for r in rows) == ["dpo@c.example", "privacy@c.example"]
     assert all(dsr.reference in r.subject and "jane" not in r.subject.lower() for r in rows)
@@ -71,11 +76,9 @@ def test_a_subject_known_to_two_controllers_waits_in_triage_with_the_clock_runni
     make_ticket(session, a.id, "sam@elsewhere.example")
     make_ticket(session, b.id, "sam@elsewhere.example")
     ticket = make_ticket(session, None, "sam@elsewhere.example")
-    dsr = dsr_service.create_from_ticket(
-        session, ticket.id, dsr_service.DsrInput(types=["access"], subject_email="sam@elsewhere.example"), by=TEST_PRINCIPAL, now=T0
-    )
+    dsr = create_from_ticket(session, ticket.id, DsrInput(types=["access"], subject_email="sam@elsewhere.example"), by=TEST_PRINCIPAL, now=T0)
     assert dsr.state == "triage" and dsr.forwards == []
-    dsr_service.assign_controllers(session, dsr.id, [a.id], by=TEST_PRINCIPAL, now=T0 + dt.timedelta(hours=1))
+    assign_controllers(session, dsr.id, [a.id], by=TEST_PRINCIPAL, now=T0 + dt.timedelta(hours=1))
     assert dsr.state == "awaiting_forward" and dsr.due_at == T0 + dt.timedelta(hours=24)
 
 
@@ -83,45 +86,39 @@ def test_one_earlier_ticket_routes_the_request_by_blind_index(session: Session) 
     a = make_controller(session)
     make_ticket(session, a.id, "kim@elsewhere.example")
     ticket = make_ticket(session, None, "kim@elsewhere.example")
-    dsr = dsr_service.create_from_ticket(
-        session, ticket.id, dsr_service.DsrInput(types=["access"], subject_email="KIM@elsewhere.example"), by=TEST_PRINCIPAL, now=T0
-    )
+    dsr = create_from_ticket(session, ticket.id, DsrInput(types=["access"], subject_email="KIM@elsewhere.example"), by=TEST_PRINCIPAL, now=T0)
     assert dsr.controller_ids == [a.id]
 
 
 def test_the_sweeper_escalates_at_four_hours_and_marks_a_missed_deadline(session: Session) -> None:
     officer = make_user(session, "privacy_officer")
     ticket = make_ticket(session, None, "lee@nowhere.example")
-    dsr = dsr_service.create_from_ticket(
-        session, ticket.id, dsr_service.DsrInput(types=["access"], subject_email="lee@nowhere.example"), by=TEST_PRINCIPAL, now=T0
-    )
-    early = dsr_service.sweep(session, settings=SETTINGS, by=TEST_PRINCIPAL, now=T0 + dt.timedelta(hours=19, minutes=59))
+    dsr = create_from_ticket(session, ticket.id, DsrInput(types=["access"], subject_email="lee@nowhere.example"), by=TEST_PRINCIPAL, now=T0)
+    early = sweep(session, settings=SETTINGS, by=TEST_PRINCIPAL, now=T0 + dt.timedelta(hours=19, minutes=59))
     assert early.escalated == 0
-    result = dsr_service.sweep(session, settings=SETTINGS, by=TEST_PRINCIPAL, now=T0 + dt.timedelta(hours=20))
+    result = sweep(session, settings=SETTINGS, by=TEST_PRINCIPAL, now=T0 + dt.timedelta(hours=20))
     assert result.escalated == 1
     alerts = outbox_rows(session, "dsr_escalation")
     assert officer.email in [r.to_addr for r in alerts]
     assert all("lee@" not in r.subject for r in alerts)
-    again = dsr_service.sweep(session, settings=SETTINGS, by=TEST_PRINCIPAL, now=T0 + dt.timedelta(hours=21))
+    again = sweep(session, settings=SETTINGS, by=TEST_PRINCIPAL, now=T0 + dt.timedelta(hours=21))
     assert again.escalated == 0 and again.missed == 0
-    late = dsr_service.sweep(session, settings=SETTINGS, by=TEST_PRINCIPAL, now=T0 + dt.timedelta(hours=24))
+    late = sweep(session, settings=SETTINGS, by=TEST_PRINCIPAL, now=T0 + dt.timedelta(hours=24))
     assert late.missed == 1
     session.refresh(dsr)
     assert dsr.missed_at == T0 + dt.timedelta(hours=24) and dsr.due_at == T0 + dt.timedelta(hours=24)
-    with pytest.raises(dsr_service.InvalidDsr):
-        dsr_service.record_missed_reason(session, dsr.id, "short", by=TEST_PRINCIPAL, now=T0 + dt.timedelta(hours=25))
-    dsr_service.record_missed_reason(
-        session, dsr.id, "Two controllers claimed the subject; routing took too long.", by=TEST_PRINCIPAL, now=T0 + dt.timedelta(hours=25)
-    )
+    with pytest.raises(InvalidDsr):
+        record_missed_reason(session, dsr.id, "short", by=TEST_PRINCIPAL, now=T0 + dt.timedelta(hours=25))
+    record_missed_reason(session, dsr.id, "Two controllers claimed the subject; routing took too long.", by=TEST_PRINCIPAL, now=T0 + dt.timedelta(hours=25))
     assert {"missed", "missed_reason"} <= {e.code for e in session.scalars(select(DsrEvent).where(DsrEvent.dsr_id == dsr.id))}
 
 
 def test_the_sweeper_forwards_a_request_whose_doorbell_was_lost(session: Session) -> None:
     controller = make_controller(session)
     dsr = make_dsr(session, controller.id)
-    fresh = dsr_service.sweep(session, settings=SETTINGS, by=TEST_PRINCIPAL, now=T0 + dt.timedelta(hours=2, minutes=1))
+    fresh = sweep(session, settings=SETTINGS, by=TEST_PRINCIPAL, now=T0 + dt.timedelta(hours=2, minutes=1))
     assert fresh.rung == 1 and fresh.forwarded == 0
-    later = dsr_service.sweep(session, settings=SETTINGS, by=TEST_PRINCIPAL, now=T0 + dt.timedelta(hours=8))
+    later = sweep(session, settings=SETTINGS, by=TEST_PRINCIPAL, now=T0 + dt.timedelta(hours=8))
     assert later.forwarded == 1
     assert session.scalar(select(func.count()).select_from(DsrForward).where(DsrForward.dsr_id == dsr.id, DsrForward.state == "forwarded")) == 1
 
@@ -146,7 +143,7 @@ def test_a_reply_to_the_subject_without_an_instruction_is_refused_and_audited(se
 def test_a_confirmed_respond_instruction_lets_exactly_that_text_through(session: Session) -> None:
     controller = make_controller(session, dsr_contacts=["dpo@ctl.example"])
     dsr = make_dsr(session, controller.id)
-    dsr_service.forward(session, dsr.id, settings=SETTINGS, by=TEST_PRINCIPAL, now=T0 + dt.timedelta(hours=2))
+    dsr_forward.forward(session, dsr.id, settings=SETTINGS, by=TEST_PRINCIPAL, now=T0 + dt.timedelta(hours=2))
     instruction = make_instruction(
         session,
         dsr,
@@ -227,8 +224,8 @@ def test_the_chart_counts_weeks_and_medians(session: Session) -> None:
     controller = make_controller(session)
     for hours in (1, 3, 30):
         dsr = make_dsr(session, controller.id, now=T0)
-        dsr_service.forward(session, dsr.id, settings=SETTINGS, by=TEST_PRINCIPAL, now=T0 + dt.timedelta(hours=hours))
-    weeks = dsr_service.chart(session, now=T0 + dt.timedelta(days=2))
+        dsr_forward.forward(session, dsr.id, settings=SETTINGS, by=TEST_PRINCIPAL, now=T0 + dt.timedelta(hours=hours))
+    weeks = dsr_dashboard.chart(session, now=T0 + dt.timedelta(days=2))
     assert len(weeks) == 12
     this = [w for w in weeks if w.start <= T0 < w.start + dt.timedelta(weeks=1)][0]
     assert this.received >= 3 and this.forwarded_in_time >= 2
@@ -237,10 +234,30 @@ def test_the_chart_counts_weeks_and_medians(session: Session) -> None:
 def test_the_dashboard_reads_the_kept_chart_while_fresh_and_recomputes_when_stale(session: Session) -> None:
     controller = make_controller(session)
     now = T0 + dt.timedelta(days=2)
-    kept = dsr_service.refresh_chart(session, now=now)
+    kept = dsr_dashboard.refresh_chart(session, now=now)
     # A request forwarded after the chart was kept shows only once the kept chart is stale
     dsr = make_dsr(session, controller.id, now=T0)
-    dsr_service.forward(session, dsr.id, settings=SETTINGS, by=TEST_PRINCIPAL, now=T0 + dt.timedelta(hours=2))
-    assert dsr_service.cached_chart(session, now=now + dt.timedelta(minutes=5)) == kept
-    fresh = dsr_service.cached_chart(session, now=now + dt.timedelta(minutes=20))
+    dsr_forward.forward(session, dsr.id, settings=SETTINGS, by=TEST_PRINCIPAL, now=T0 + dt.timedelta(hours=2))
+    assert dsr_dashboard.cached_chart(session, now=now + dt.timedelta(minutes=5)) == kept
+    fresh = dsr_dashboard.cached_chart(session, now=now + dt.timedelta(minutes=20))
     assert sum(w.received for w in fresh) == sum(w.received for w in kept) + 1
+
+
+def test_a_reason_written_before_the_rename_still_reads_and_a_new_one_is_bound_the_same_way(session: Session) -> None:
+    from app.crypto.cipher import decrypt_field, encrypt_field
+    from app.crypto.keys import PLATFORM, active_key, cache_for
+
+    # Given a missed request whose reason was encrypted before migration 0012 (bound to dsrs.breach_reason_ct)
+    dsr = make_dsr(session, None)
+    key = active_key(session.connection(), cache_for(session), PLATFORM)
+    dsr.missed_reason_ct = encrypt_field(key.aead, key.id, b"Written before the rename.", table="dsrs", column="breach_reason_ct", row_uid=dsr.row_uid)
+    session.flush()
+    session.expire(dsr)
+    # Then it decrypts through the renamed field
+    assert dsr.missed_reason == "Written before the rename."
+    # And a reason written now is bound the same way (one label per column, so key rotation re-encrypts both alike)
+    dsr.missed_reason = "Written after the rename."
+    session.flush()
+    assert dsr.missed_reason_ct is not None
+    plain = decrypt_field(key.aead, dsr.missed_reason_ct, table="dsrs", column="breach_reason_ct", row_uid=dsr.row_uid)
+    assert plain == b"Written after the rename."

@@ -11,8 +11,10 @@ from sqlalchemy.orm import Session
 
 from app.audit.models import AuditEvent
 from app.db import utcnow
-from app.dsr import service as dsr_service
+from app.dsr.forward import forward
 from app.dsr.models import Dsr, Instruction
+from app.dsr.requests import DsrInput, create_from_ticket
+from app.dsr.sweeper import sweep
 from app.mail.models import OutboxEmail
 from tests.conftest import AuthActions
 from tests.dsr.test_dsr_service import SETTINGS, make_ticket
@@ -24,8 +26,8 @@ def recent_dsr(session: Session, controller_id: int | None, *, hours_ago: float,
     ticket = make_ticket(session, controller_id, email)
     ticket.messages[0].created_at = now - dt.timedelta(hours=hours_ago)
     session.flush()
-    data = dsr_service.DsrInput(types=["access"], subject_email=email, subject_name="Jane Doe", request_text="Send me a copy.")
-    return dsr_service.create_from_ticket(session, ticket.id, data, by=TEST_PRINCIPAL, now=now)
+    data = DsrInput(types=["access"], subject_email=email, subject_name="Jane Doe", request_text="Send me a copy.")
+    return create_from_ticket(session, ticket.id, data, by=TEST_PRINCIPAL, now=now)
 
 
 def test_the_dashboard_orders_by_time_left_colours_urgency_and_draws_the_chart(client: FlaskClient, auth: AuthActions, session: Session) -> None:
@@ -82,7 +84,7 @@ def test_a_reply_without_instruction_is_refused_audited_and_nothing_is_queued(cl
 def test_confirm_an_instruction_then_the_instructed_reply_goes_out(client: FlaskClient, auth: AuthActions, session: Session) -> None:
     controller = make_controller(session, dsr_contacts=["dpo@ui-ctl.example"])
     dsr = recent_dsr(session, controller.id, hours_ago=2)
-    dsr_service.forward(session, dsr.id, settings=SETTINGS, by=TEST_PRINCIPAL, now=utcnow())
+    forward(session, dsr.id, settings=SETTINGS, by=TEST_PRINCIPAL, now=utcnow())
     good = make_instruction(session, dsr, controller_id=controller.id, sender_email="dpo@ui-ctl.example", reply_text="Reply: we hold no data.")
     forged = make_instruction(session, dsr, controller_id=controller.id, sender_email="mallory@evil.example", reply_text="Send everything.", raw=b"y")
     auth.login("privacy_officer")
@@ -103,7 +105,7 @@ def test_confirm_an_instruction_then_the_instructed_reply_goes_out(client: Flask
 def test_flagging_an_instruction_emails_the_controller(client: FlaskClient, auth: AuthActions, session: Session) -> None:
     controller = make_controller(session, dsr_contacts=["dpo@flag-ctl.example"])
     dsr = recent_dsr(session, controller.id, hours_ago=2)
-    dsr_service.forward(session, dsr.id, settings=SETTINGS, by=TEST_PRINCIPAL, now=utcnow())
+    forward(session, dsr.id, settings=SETTINGS, by=TEST_PRINCIPAL, now=utcnow())
     item = make_instruction(session, dsr, controller_id=controller.id, sender_email="dpo@flag-ctl.example", reply_text="Publish her data.")
     auth.login("privacy_officer")
     client.post(f"/dsr/{dsr.id}/instructions/{item.id}/flag", data={"reason": "Publishing a subject's data has no legal basis."})
@@ -114,9 +116,24 @@ def test_flagging_an_instruction_emails_the_controller(client: FlaskClient, auth
 
 def test_a_missed_deadline_asks_for_a_reason(client: FlaskClient, auth: AuthActions, session: Session) -> None:
     dsr = recent_dsr(session, None, hours_ago=30, email="late@unknown.example")
-    dsr_service.sweep(session, settings=SETTINGS, by=TEST_PRINCIPAL, now=utcnow())
+    sweep(session, settings=SETTINGS, by=TEST_PRINCIPAL, now=utcnow())
     auth.login("privacy_officer")
     assert "Missed deadline" in client.get(f"/dsr/{dsr.id}").get_data(as_text=True)
     client.post(f"/dsr/{dsr.id}/missed-reason", data={"reason": "The mail server was down over the weekend."})
     session.expire_all()
     assert session.get(Dsr, dsr.id).missed_reason == "The mail server was down over the weekend."  # type: ignore[union-attr]
+
+
+def test_a_request_past_due_unforwarded_shows_missed_on_the_dashboard(client: FlaskClient, auth: AuthActions, session: Session) -> None:
+    # Given a request in triage received 30 hours ago that the sweeper has marked
+    late = recent_dsr(session, None, hours_ago=30, email="late@unknown.example")
+    sweep(session, settings=SETTINGS, by=TEST_PRINCIPAL, now=utcnow())
+    # When a privacy officer opens the dashboard
+    auth.login("privacy_officer")
+    html = client.get("/dsr/").get_data(as_text=True)
+    # Then its row says it missed the deadline (without a reason yet), in the missed colour, and nothing says "breached"
+    row = html.split(f'href="/dsr/{late.id}"')[0].rsplit("<tr", 1)[1] + html.split(f'href="/dsr/{late.id}"')[1].split("</tr>")[0]
+    assert 'class="urgency-missed"' in row
+    assert '<span class="badge badge-missed">missed, reason missing</span>' in row
+    assert "1 missed deadline without a recorded reason." in html
+    assert "breached" not in html.lower()

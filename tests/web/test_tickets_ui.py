@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 from app.audit.models import AuditEvent
 from app.controllers.models import Controller
 from app.db import utcnow
-from app.dsr.service import DsrInput, create_from_ticket
+from app.dsr.requests import DsrInput, create_from_ticket
 from app.mail.models import OutboxEmail
 from app.principal import Principal
 from app.tickets import service as tickets

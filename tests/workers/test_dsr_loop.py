@@ -26,10 +26,10 @@ from app.controllers.service import ControllerInput, create_controller
 from app.db import utcnow
 from app.dsr import gate
 from app.dsr import instructions as dsr_instructions
-from app.dsr import service as dsr_service
+from app.dsr.forward import ring_forward
 from app.dsr.models import Dsr, DsrForward, Instruction
 from app.extensions import db
-from app.mail import outbound
+from app.mail import outbox
 from config.settings import REPO_ROOT
 from tests.factories import TEST_PRINCIPAL
 from tests.workers.smtp_support import SmtpServer, wait_for
@@ -115,7 +115,7 @@ def test_the_whole_loop_friday_night_request_forwarded_at_once_instruction_confi
         # When the subject writes again, nothing goes back without the controller's instruction
         with desk.app_context():
             with pytest.raises(gate.InstructionRequired), db.session_scope() as session:
-                outbound.enqueue_email(
+                outbox.enqueue_email(
                     session,
                     to="jane@mailbox.example",
                     subject=f"Your request {dsr.reference}",
@@ -144,7 +144,7 @@ def test_the_whole_loop_friday_night_request_forwarded_at_once_instruction_confi
             # A privacy officer confirms what the controller said
             dsr_instructions.confirm(session, dsr.id, genuine.id, "respond", response_text="We have erased your data.", by=TEST_PRINCIPAL, now=utcnow())
         with desk.app_context(), db.session_scope() as session:
-            outbound.enqueue_email(
+            outbox.enqueue_email(
                 session,
                 to="jane@mailbox.example",
                 subject=f"Your request {dsr.reference}",
@@ -196,13 +196,14 @@ _FORWARD_THEN_HANG = """
 import sys, time
 from app import create_app
 from app.db import utcnow
-from app.dsr import service as dsr_service
+from app.dsr.forward import forward
+from app.dsr.settings import DsrSettings
 from app.extensions import db
 from app.principal import Principal
 app = create_app()
 with app.app_context(), db.session_scope() as session:
-    settings = dsr_service.DsrSettings.from_config(app.config)
-    n = dsr_service.forward(session, int(sys.argv[1]), settings=settings, by=Principal.system("dsr forward"), now=utcnow())
+    settings = DsrSettings.from_config(app.config)
+    n = forward(session, int(sys.argv[1]), settings=settings, by=Principal.system("dsr forward"), now=utcnow())
     print("forwarded-uncommitted", n, flush=True)
     time.sleep(120)  # killed here: the forward and its outbox rows are never committed
 """
@@ -231,7 +232,7 @@ def test_a_worker_killed_mid_forward_and_duplicate_doorbells_still_forward_once(
     # When the doorbell rings three times at once (redelivery, sweeper, a duplicate)
     with worker():
         for _ in range(3):
-            dsr_service.ring_forward([dsr.id])
+            ring_forward([dsr.id])
         wait_for(lambda: forwards_sent(smtp))
         time.sleep(1.0)  # room for any duplicate to show up
     # Then the controller got exactly one forward and the database holds one forward row
