@@ -124,6 +124,14 @@ def instruction_name(instruction_id: int | None) -> str:
     return f"{controller_name(row.controller_id)}'s instruction of {row.received_at:%Y-%m-%d %H:%M} UTC ({what})"
 
 
+def ticket_reference(ticket_id: int | None) -> str:
+    """The ticket's reference (T-2026-000123), as staff quote it."""
+    if ticket_id is None:
+        return "none"
+    ticket = db.session.get(Ticket, ticket_id)
+    return (ticket.reference or f"ticket {ticket_id}") if ticket is not None else f"ticket {ticket_id}"
+
+
 def ticket_requests(ticket_id: int) -> list[RequestLink]:
     """The data-subject requests recorded from this ticket, oldest first."""
     rows = db.session.execute(select(Dsr.id, Dsr.reference, Dsr.state).where(Dsr.ticket_id == ticket_id).order_by(Dsr.id))
@@ -148,6 +156,23 @@ def forward_of(message: Message) -> Forward | None:
         state=state,
         state_label=DELIVERY.get(state, "no outbox record"),
     )
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One outbox row as staff read it: to whom, and how far it got."""
+
+    to: str
+    state: str
+    state_label: str
+
+
+def deliveries(outbox_ids: list[int] | None) -> list[Delivery]:
+    """The outbox rows of a forward (DsrForward.outbox_ids), in order: the named contact and the delivery state."""
+    if not outbox_ids:
+        return []
+    rows = db.session.scalars(select(OutboxEmail).where(OutboxEmail.id.in_(list(outbox_ids))).order_by(OutboxEmail.id))
+    return [Delivery(row.to_addr or "", row.state, DELIVERY.get(row.state, row.state)) for row in rows]
 
 
 def open_queues() -> list[QueueCount]:
@@ -175,7 +200,9 @@ def register(app: Flask) -> None:
         staff_name=staff_name,
         actor_name=actor_name,
         instruction_name=instruction_name,
+        ticket_reference=ticket_reference,
         ticket_requests=ticket_requests,
         forward_of=forward_of,
+        deliveries=deliveries,
         open_queues=open_queues,
     )
