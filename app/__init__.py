@@ -33,16 +33,19 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 
 
 def register_extensions(app: Flask) -> None:
-    """Bind the database, CSRF protection and the broker."""
-    from app.crypto.keyring import install as install_keyring
+    """Bind the database, the keyring, CSRF protection and the broker."""
+    from app.crypto.keyring import EXTENSION_KEY
+    from app.crypto.startup import install_keyring
     from app.extensions import csrf, db
-    from workers.broker import DEFAULT_NAMESPACE, app_context, configure_broker
+    from app.jobs.broker import DEFAULT_NAMESPACE, app_context, configure_broker
 
+    importlib.import_module("app.models")  # every model, so every encrypted column is registered (keys status, rotation)
     db.init_app(app)
-    install_keyring(app)
+    app.extensions[EXTENSION_KEY] = install_keyring(app.config, db.state(app).engine)
     csrf.init_app(app)
-    configure_broker(app.config.get("DRAMATIQ_BROKER_URL"), namespace=app.config.get("DRAMATIQ_NAMESPACE") or DEFAULT_NAMESPACE)
-    importlib.import_module("workers.all")  # declares every actor on the configured broker
+    importlib.import_module("workers")  # sets the broker from the environment (a standalone worker's way) ...
+    configure_broker(app.config.get("DRAMATIQ_BROKER_URL"), namespace=app.config.get("DRAMATIQ_NAMESPACE") or DEFAULT_NAMESPACE)  # ... then the app's
+    importlib.import_module("workers.all")  # declares every actor on the configured broker, and the periodic jobs
 
     app_context.attach(app)
 

@@ -48,8 +48,8 @@ def serve() -> None:
     from werkzeug.serving import run_simple
 
     from app.jobs.broker import is_in_process, start_worker
+    from app.jobs.scheduler import start_embedded
     from config.settings import parse_bind
-    from workers.scheduler import start_embedded
 
     app = click.get_current_context().ensure_object(ScriptInfo).load_app()  # the app itself, not the proxy
     host, port = parse_bind(app.config["BIND"])

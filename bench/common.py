@@ -121,7 +121,7 @@ class Staff:
 
 def enrol_staff(app: Any, email: str, role: str, controller_ids: Collection[int] = ()) -> Staff:
     """A staff member with a random password and confirmed TOTP, through the services (own transaction)."""
-    from app.auth import mfa
+    from app.auth import login, mfa
     from app.auth import service as auth
     from app.db import utcnow
     from app.extensions import db
@@ -134,8 +134,8 @@ def enrol_staff(app: Any, email: str, role: str, controller_ids: Collection[int]
         user = auth.create_user(
             session, email, role=role, password=password, controller_ids=controller_ids, by=Principal.system("bench"), now=enrolled_at, policy=policy
         )
-        secret = auth.begin_enrolment(session, user, now=enrolled_at)
-        auth.confirm_enrolment(session, user, mfa.code_at(secret, enrolled_at), now=enrolled_at, policy=policy)
+        secret = login.begin_enrolment(session, user, now=enrolled_at)
+        login.confirm_enrolment(session, user, mfa.code_at(secret, enrolled_at), now=enrolled_at, policy=policy)
         return Staff(user.id, email, password, secret)
 
 

@@ -93,10 +93,10 @@ def main() -> None:
             from app.controllers.service import ControllerInput, create_controller
             from app.db import utcnow
             from app.extensions import db
+            from app.jobs.broker import start_worker
             from app.mail.models import OutboxEmail
             from app.mail.outbound import enqueue_email, msgid_domain_for
             from app.principal import Principal
-            from workers.broker import start_worker
 
             desk_migrations.upgrade(url)
             app = create_app()

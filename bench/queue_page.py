@@ -122,7 +122,7 @@ def filter_timings(app: Any, controller_id: int, agent_id: int, colleague_id: in
     from app.db import utcnow
     from app.extensions import db
     from app.subject_data.restrict import restricted_flag
-    from app.tickets import service
+    from app.tickets import queue as service
 
     found = []
     with app.app_context():
@@ -192,7 +192,7 @@ def main() -> None:
         queue_sql = statements[0] if statements else ""
         plans = {}
         for label, after in (("first page", None), ("deep page", middle)):
-            keyset = " AND (tickets.created_at, tickets.id) < (:at, :last)" if after else ""  # as app.tickets.service.queue
+            keyset = " AND (tickets.created_at, tickets.id) < (:at, :last)" if after else ""  # as app.tickets.queue.queue
             sql = (
                 f"SELECT * FROM tickets WHERE tickets.controller_id = :c AND tickets.status = 'open'{keyset}"
                 " ORDER BY tickets.created_at DESC, tickets.id DESC LIMIT 51"

@@ -38,8 +38,8 @@ from app import migrations as desk_migrations  # noqa: E402 - after the sys.path
 from app.crypto.cipher import HEADER, NONCE_BYTES, encrypt_field, field_aad  # noqa: E402 - after the sys.path line above (run as a script)
 from app.crypto.keyring import keyring_for  # noqa: E402 - after the sys.path line above (run as a script)
 from app.crypto.keys import KeyCache, LoadedKey, active_key, load_key, owner_of  # noqa: E402 - after the sys.path line above (run as a script)
-from app.crypto.service import key_status  # noqa: E402 - after the sys.path line above (run as a script)
 from app.extensions import db  # noqa: E402 - after the sys.path line above (run as a script)
+from app.keys.service import key_status  # noqa: E402 - after the sys.path line above (run as a script)
 from bench.common import ADMIN_URL, fresh_postgres, libpq_url  # noqa: E402 - after the sys.path line above (run as a script)
 from config.settings import DevelopmentConfig  # noqa: E402 - after the sys.path line above (run as a script)
 

@@ -40,11 +40,11 @@ from app.auth.models import User
 from app.controllers.models import Controller
 from app.db import utcnow
 from app.extensions import db
+from app.jobs.broker import app_context
 from config.settings import DevelopmentConfig
 from tests import NAMESPACE
 from tests.databases import TEST_BROKER_URL, fresh_database
 from tests.factories import TEST_PASSWORD, make_user
-from workers.broker import app_context
 
 TEST_MASTER_SECRET = "test-master-secret-0123456789abcdef-0123456789"
 

@@ -5,10 +5,14 @@ from __future__ import annotations
 import dramatiq
 from flask import current_app
 
+from app.audit.service import sign_checkpoint
+from app.crypto.keyring import get_keyring
+from app.db import utcnow
+from app.extensions import db
+
 
 @dramatiq.actor(max_retries=3, time_limit=60_000)
 def audit_checkpoint() -> None:
     """Sign the committed chain head into AUDIT_CHECKPOINT_PATH; a repeat with no new events writes nothing."""
-    from app.audit.commands import write_checkpoint
-
-    write_checkpoint(current_app._get_current_object())  # type: ignore[attr-defined]
+    with db.session_scope() as session:
+        sign_checkpoint(session, current_app.config, get_keyring(current_app), now=utcnow())

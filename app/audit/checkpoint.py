@@ -21,10 +21,10 @@ import hashlib
 import hmac
 import os
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from app.audit.chain import format_time
 from app.exceptions import DeskError
@@ -64,6 +64,12 @@ class Checkpoint:
     def line(self) -> str:
         """The file line, without its newline."""
         return f"{self.payload().decode('ascii')} {self.mac}"
+
+
+def checkpoint_path(config: Mapping[str, Any]) -> Path:
+    """Where the checkpoints of an app config go: AUDIT_CHECKPOINT_PATH, or <INSTANCE_PATH>/audit-checkpoints.log."""
+    configured = config.get("AUDIT_CHECKPOINT_PATH")
+    return Path(configured) if configured else Path(config["INSTANCE_PATH"]) / "audit-checkpoints.log"
 
 
 def sign(seq: int, head_hash: str, *, key_version: int, key_for: KeyFor, now: dt.datetime) -> Checkpoint:

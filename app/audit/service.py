@@ -314,3 +314,13 @@ def take_checkpoint(session: Session, path: Path, *, key_version: int, key_for: 
     checkpoint = cp.sign(seq, head, key_version=key_version, key_for=key_for, now=now)
     cp.append(path, checkpoint)
     return checkpoint, True
+
+
+def sign_checkpoint(session: Session, config: Mapping[str, Any], keys: cp.KeySource, *, now: dt.datetime) -> tuple[cp.Checkpoint, bool]:
+    """Sign the committed chain head under the keyring's current master version into the config's checkpoint file.
+
+    The one checkpoint service of `audit checkpoint` and the scheduled actor; `keys` is the app's keyring
+    (app.crypto.keyring.get_keyring). Returns (checkpoint, False) when the head was already the last line;
+    CheckpointError when the file cannot be written.
+    """
+    return take_checkpoint(session, cp.checkpoint_path(config), key_version=keys.current_version, key_for=cp.key_for(keys), now=now)

@@ -9,7 +9,6 @@ and simply fails (after the same bcrypt work) when it is tried at login.
 from __future__ import annotations
 
 import functools
-import hmac
 import re
 from pathlib import Path
 
@@ -91,8 +90,3 @@ def hash_cost(stored_hash: str) -> int | None:
 def needs_rehash(stored_hash: str, *, cost: int) -> bool:
     """True when the hash was made with another cost than the configured one."""
     return hash_cost(stored_hash) != cost
-
-
-def constant_time_equals(a: str, b: str) -> bool:
-    """Compare two secrets without leaking where they differ."""
-    return hmac.compare_digest(a.encode("utf-8"), b.encode("utf-8"))

@@ -1,8 +1,7 @@
-"""Staff accounts, the two login steps, MFA enrolment and lockouts. Services flush; the caller commits.
+"""Staff accounts: create, find, roles and assigned controllers, disable, MFA reset, unlock, passwords.
 
-Every change is audit-logged in the same transaction. A refused login raises
-after recording the failure (counter, lockout, audit event): the caller must
-commit, not roll back, or the throttling would forget the attempt.
+Services flush; the caller commits. Every change is audit-logged in the same
+transaction. The two login steps and MFA enrolment are app.auth.login.
 """
 
 from __future__ import annotations
@@ -13,21 +12,17 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, selectinload
 
 from app.addresses import InvalidAddress, normalise_email
 from app.audit import service as audit
-from app.auth import mfa, passwords
-from app.auth.models import ROLES, RecoveryCode, StaffSession, User, UserController
+from app.auth import passwords
+from app.auth.models import ROLES, User, UserController
 from app.auth.sessions import revoke_user_sessions
 from app.controllers.models import Controller
-from app.exceptions import Conflict, DeskError, NotFound, Refused
+from app.exceptions import DeskError, NotFound, Refused
 from app.principal import Principal
-
-# Who acts before anyone is logged in (failed logins of unknown addresses).
-LOGIN_PRINCIPAL = Principal.system("web-login")
-MFA_ISSUER = "DSR Desk"
 
 
 class AuthError(DeskError):
@@ -44,26 +39,6 @@ class InvalidUser(AuthError, Refused):
     def __init__(self, errors: dict[str, str]) -> None:
         super().__init__("; ".join(f"{k}: {v}" for k, v in errors.items()))
         self.errors = errors
-
-
-class LoginFailed(AuthError, Refused):
-    """Wrong email, wrong password, disabled or locked: one answer for all, so none can be told apart."""
-
-
-class MfaFailed(AuthError, Refused):
-    """The TOTP or recovery code was wrong, reused or too old."""
-
-
-class AccountLocked(AuthError, Conflict):
-    """Too many failed attempts; `until` is when the lock ends."""
-
-    def __init__(self, until: dt.datetime) -> None:
-        super().__init__("account locked")
-        self.until = until
-
-
-class MfaState(AuthError, Conflict):
-    """The account is not in the MFA state this step needs (already enrolled, or not yet)."""
 
 
 @dataclass(frozen=True)
@@ -92,7 +67,8 @@ class AuthPolicy:
         return int(min(self.lock_base_seconds * 2 ** min(failures - self.lock_threshold, 30), self.lock_max_seconds))
 
 
-def _audit(session: Session, *, by: Principal, action: str, user_id: int | None, now: dt.datetime, details: Mapping[str, Any] | None = None) -> None:
+def audit_user(session: Session, *, by: Principal, action: str, user_id: int | None, now: dt.datetime, details: Mapping[str, Any] | None = None) -> None:
+    """Append an audit event about a staff account (ids and counts only) in the caller's transaction."""
     audit.record(session, by=by, action=action, target_type="user", target_id=user_id, details=details, now=now)
 
 
@@ -155,7 +131,7 @@ def create_user(
     user.controllers = [UserController(controller_id=c) for c in wanted]
     session.add(user)
     session.flush()
-    _audit(session, by=by, action="user.created", user_id=user.id, now=now, details={"role": role, "controller_ids": wanted})
+    audit_user(session, by=by, action="user.created", user_id=user.id, now=now, details={"role": role, "controller_ids": wanted})
     return user
 
 
@@ -163,7 +139,7 @@ def get_user(session: Session, user_id: int) -> User:
     """One user, or UserNotFound."""
     user = session.get(User, user_id)
     if user is None:
-        raise UserNotFound(user_id)
+        raise UserNotFound(f"no staff account {user_id}")
     return user
 
 
@@ -172,10 +148,10 @@ def find_user(session: Session, email: str) -> User:
     try:
         clean = normalise_email(email)
     except InvalidAddress:
-        raise UserNotFound(email) from None
+        raise UserNotFound("no staff account with that email address") from None
     user = session.scalar(select(User).where(User.email == clean))
     if user is None:
-        raise UserNotFound(email)
+        raise UserNotFound("no staff account with that email address")
     return user
 
 
@@ -211,9 +187,9 @@ def set_role(session: Session, user_id: int, *, role: str, controller_ids: Colle
     user.updated_at = now
     ended = revoke_user_sessions(session, user.id, now=now)
     if old_role != role:
-        _audit(session, by=by, action="user.role_changed", user_id=user.id, now=now, details={"from": old_role, "to": role, "sessions_ended": ended})
+        audit_user(session, by=by, action="user.role_changed", user_id=user.id, now=now, details={"from": old_role, "to": role, "sessions_ended": ended})
     if old_ids != wanted:
-        _audit(
+        audit_user(
             session,
             by=by,
             action="user.controllers_changed",
@@ -232,7 +208,7 @@ def disable_user(session: Session, user_id: int, *, by: Principal, now: dt.datet
         user.disabled_at = now
         user.updated_at = now
         ended = revoke_user_sessions(session, user.id, now=now)
-        _audit(session, by=by, action="user.disabled", user_id=user.id, now=now, details={"sessions_ended": ended})
+        audit_user(session, by=by, action="user.disabled", user_id=user.id, now=now, details={"sessions_ended": ended})
     return user
 
 
@@ -242,7 +218,7 @@ def enable_user(session: Session, user_id: int, *, by: Principal, now: dt.dateti
     if user.disabled_at is not None:
         user.disabled_at = None
         user.updated_at = now
-        _audit(session, by=by, action="user.enabled", user_id=user.id, now=now)
+        audit_user(session, by=by, action="user.enabled", user_id=user.id, now=now)
     return user
 
 
@@ -255,7 +231,7 @@ def reset_mfa(session: Session, user_id: int, *, by: Principal, now: dt.datetime
     user.recovery_codes = []
     user.updated_at = now
     ended = revoke_user_sessions(session, user.id, now=now)
-    _audit(session, by=by, action="user.mfa_reset", user_id=user.id, now=now, details={"sessions_ended": ended})
+    audit_user(session, by=by, action="user.mfa_reset", user_id=user.id, now=now, details={"sessions_ended": ended})
     return user
 
 
@@ -267,7 +243,7 @@ def unlock_user(session: Session, user_id: int, *, by: Principal, now: dt.dateti
     user.failed_attempts = 0
     user.locked_until = None
     user.updated_at = now
-    _audit(session, by=by, action="auth.unlocked", user_id=user.id, now=now, details={"was_locked": was_locked, "failed_attempts": failures})
+    audit_user(session, by=by, action="auth.unlocked", user_id=user.id, now=now, details={"was_locked": was_locked, "failed_attempts": failures})
     return user
 
 
@@ -284,7 +260,7 @@ def set_password(
     user.password_changed_at = now
     user.updated_at = now
     ended = revoke_user_sessions(session, user.id, now=now, keep_id=keep_session_id)
-    _audit(session, by=by, action="user.password_changed", user_id=user.id, now=now, details={"sessions_ended": ended})
+    audit_user(session, by=by, action="user.password_changed", user_id=user.id, now=now, details={"sessions_ended": ended})
     return user
 
 
@@ -296,179 +272,6 @@ def change_own_password(
     if not passwords.verify_password(current, user.password_hash, cost=policy.bcrypt_cost):
         raise InvalidUser({"current_password": "The current password is wrong."})
     return set_password(session, user_id, new_password, by=Principal.staff(user.id), now=now, policy=policy, keep_session_id=keep_session_id)
-
-
-# --- login: failures and lockout --------------------------------------------------------
-
-
-def _register_failure(session: Session, user: User, *, stage: str, now: dt.datetime, policy: AuthPolicy) -> None:
-    # An atomic increment: parallel attempts from many addresses all count.
-    failures = session.execute(
-        update(User).where(User.id == user.id).values(failed_attempts=User.failed_attempts + 1).returning(User.failed_attempts)
-    ).scalar_one()
-    session.refresh(user, ["failed_attempts"])
-    _audit(session, by=LOGIN_PRINCIPAL, action="auth.login_failed", user_id=user.id, now=now, details={"stage": stage, "failed_attempts": failures})
-    seconds = policy.lock_seconds(failures)
-    if seconds:
-        user.locked_until = now + dt.timedelta(seconds=seconds)
-        session.flush()
-        _audit(session, by=LOGIN_PRINCIPAL, action="auth.locked", user_id=user.id, now=now, details={"failed_attempts": failures, "seconds": seconds})
-
-
-def authenticate(session: Session, email: str, password: str, *, now: dt.datetime, policy: AuthPolicy) -> User:
-    """Step one: the password. Returns the user, or raises LoginFailed (after counting the failure)."""
-    try:
-        user: User | None = find_user(session, email)
-    except UserNotFound:
-        user = None
-    if user is None or not user.is_active or user.is_locked(now):
-        # The same bcrypt work as a real check, so timing does not reveal which case this is.
-        passwords.verify_password(password, None, cost=policy.bcrypt_cost)
-        _audit(
-            session,
-            by=LOGIN_PRINCIPAL,
-            action="auth.login_failed",
-            user_id=user.id if user else None,
-            now=now,
-            details={"stage": "password", "reason": "unknown" if user is None else ("disabled" if not user.is_active else "locked")},
-        )
-        raise LoginFailed()
-    if not passwords.verify_password(password, user.password_hash, cost=policy.bcrypt_cost):
-        _register_failure(session, user, stage="password", now=now, policy=policy)
-        raise LoginFailed()
-    if passwords.needs_rehash(user.password_hash, cost=policy.bcrypt_cost):
-        user.password_hash = passwords.hash_password(password, cost=policy.bcrypt_cost)
-        session.flush()
-        _audit(session, by=Principal.staff(user.id), action="auth.password_rehashed", user_id=user.id, now=now, details={"cost": policy.bcrypt_cost})
-    # The failure counter is reset only after the second factor: a stolen password alone
-    # must not buy fresh TOTP guesses.
-    return user
-
-
-def _check_lock(user: User, now: dt.datetime) -> None:
-    if not user.is_active:
-        raise LoginFailed()
-    if user.locked_until is not None and user.is_locked(now):
-        raise AccountLocked(user.locked_until)
-
-
-def _succeed(session: Session, user: User, *, now: dt.datetime) -> None:
-    user.failed_attempts = 0
-    user.locked_until = None
-    user.last_login_at = now
-    session.flush()
-
-
-def record_login(session: Session, user: User, staff_session: StaffSession, *, method: str, now: dt.datetime) -> None:
-    """Audit a completed login (the session id links to the encrypted client address)."""
-    _audit(session, by=Principal.staff(user.id), action="auth.login", user_id=user.id, now=now, details={"session_id": staff_session.id, "method": method})
-
-
-# --- login: the second factor -----------------------------------------------------------
-
-
-def begin_enrolment(session: Session, user: User, *, now: dt.datetime) -> str:
-    """The pending TOTP secret to show (made once, kept until confirmed); MfaState if already enrolled."""
-    if user.mfa_enrolled_at is not None:
-        raise MfaState("already enrolled")
-    if not user.totp_secret:
-        user.totp_secret = mfa.new_secret()
-        user.updated_at = now
-        session.flush()
-    return user.totp_secret
-
-
-def _new_codes(session: Session, user: User, *, now: dt.datetime) -> list[str]:
-    codes = mfa.new_recovery_codes()
-    user.recovery_codes = [RecoveryCode(code_hash=mfa.hash_recovery_code(c), created_at=now) for c in codes]
-    session.flush()
-    return codes
-
-
-def confirm_enrolment(session: Session, user: User, code: str, *, now: dt.datetime, policy: AuthPolicy) -> list[str]:
-    """Finish enrolment with a valid code; returns the ten recovery codes (shown once)."""
-    _check_lock(user, now)
-    if user.mfa_enrolled_at is not None or not user.totp_secret:
-        raise MfaState("no enrolment pending")
-    step = mfa.verify_totp(user.totp_secret, code, last_step=user.totp_last_step, now=now)
-    if step is None or not _claim_step(session, user, step):
-        _register_failure(session, user, stage="mfa_enrolment", now=now, policy=policy)
-        raise MfaFailed()
-    user.mfa_enrolled_at = now
-    user.updated_at = now
-    codes = _new_codes(session, user, now=now)
-    _succeed(session, user, now=now)
-    _audit(session, by=Principal.staff(user.id), action="auth.mfa_enrolled", user_id=user.id, now=now, details={"recovery_codes": len(codes)})
-    return codes
-
-
-def verify_second_factor(session: Session, user: User, code: str, *, now: dt.datetime, policy: AuthPolicy) -> str:
-    """Step two: a TOTP code (each time step once) or an unused recovery code. Returns "totp" or "recovery"."""
-    _check_lock(user, now)
-    if user.mfa_enrolled_at is None or not user.totp_secret:
-        raise MfaState("not enrolled")
-    if mfa.looks_like_totp(code):
-        step = mfa.verify_totp(user.totp_secret, code, last_step=user.totp_last_step, now=now)
-        if step is not None and _claim_step(session, user, step):
-            _succeed(session, user, now=now)
-            return "totp"
-    else:
-        hashed = mfa.hash_recovery_code(code)
-        used = session.execute(
-            update(RecoveryCode)
-            .where(RecoveryCode.user_id == user.id, RecoveryCode.code_hash == hashed, RecoveryCode.used_at.is_(None))
-            .values(used_at=now)
-            .execution_options(synchronize_session="fetch")
-        )
-        # The conditional UPDATE is the check: of two simultaneous uses, one finds the code already spent.
-        if int(getattr(used, "rowcount", 0) or 0) == 1:
-            _succeed(session, user, now=now)
-            _audit(
-                session,
-                by=Principal.staff(user.id),
-                action="auth.recovery_code_used",
-                user_id=user.id,
-                now=now,
-                details={"remaining": remaining_recovery_codes(session, user.id)},
-            )
-            return "recovery"
-    _register_failure(session, user, stage="mfa", now=now, policy=policy)
-    raise MfaFailed()
-
-
-def _claim_step(session: Session, user: User, step: int) -> bool:
-    """Store `step` as the last accepted one if it is later (atomic: a code raced through two requests counts once)."""
-    claimed = session.execute(
-        update(User)
-        .where(User.id == user.id, (User.totp_last_step.is_(None)) | (User.totp_last_step < step))
-        .values(totp_last_step=step)
-        .execution_options(synchronize_session=False)
-    )
-    session.refresh(user, ["totp_last_step"])
-    return int(getattr(claimed, "rowcount", 0) or 0) == 1
-
-
-def remaining_recovery_codes(session: Session, user_id: int) -> int:
-    """Unused recovery codes of a user."""
-    query = select(func.count()).select_from(RecoveryCode).where(RecoveryCode.user_id == user_id, RecoveryCode.used_at.is_(None))
-    return session.scalar(query) or 0
-
-
-def regenerate_recovery_codes(session: Session, user_id: int, *, password: str, now: dt.datetime, policy: AuthPolicy) -> list[str]:
-    """Ten new recovery codes after re-entering the password; the old ones stop working."""
-    user = get_user(session, user_id)
-    if user.mfa_enrolled_at is None:
-        raise MfaState("not enrolled")
-    if not passwords.verify_password(password, user.password_hash, cost=policy.bcrypt_cost):
-        raise InvalidUser({"password": "The password is wrong."})
-    codes = _new_codes(session, user, now=now)
-    _audit(session, by=Principal.staff(user.id), action="auth.recovery_codes_regenerated", user_id=user.id, now=now, details={"recovery_codes": len(codes)})
-    return codes
-
-
-def record_logout(session: Session, user_id: int, staff_session_id: int, *, now: dt.datetime) -> None:
-    """Audit a logout."""
-    _audit(session, by=Principal.staff(user_id), action="auth.logout", user_id=user_id, now=now, details={"session_id": staff_session_id})
 
 
 def random_password() -> str:

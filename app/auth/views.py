@@ -7,6 +7,7 @@ from flask.typing import ResponseReturnValue
 from markupsafe import Markup
 
 from app.auth import gate, mfa, rbac, service
+from app.auth import login as login_service
 from app.auth.forms import CodeForm, LoginForm, PasswordChangeForm, ReauthForm
 from app.auth.models import StaffSession, User
 from app.auth.sessions import revoke_session, start_session
@@ -37,7 +38,7 @@ def _finish_login(user: User, pending: StaffSession, *, method: str) -> None:
     now = utcnow()
     revoke_session(db.session, pending, now=now)
     token, row = start_session(db.session, user, stage="full", now=now, ip_address=request.remote_addr)
-    service.record_login(db.session, user, row, method=method, now=now)
+    login_service.record_login(db.session, user, row, method=method, now=now)
     db.session.commit()
     gate.start_cookie(token)
 
@@ -60,8 +61,8 @@ def login() -> ResponseReturnValue:
     if form.validate_on_submit():
         now = utcnow()
         try:
-            user = service.authenticate(db.session, form.email.data or "", form.password.data or "", now=now, policy=_policy())
-        except service.LoginFailed:
+            user = login_service.authenticate(db.session, form.email.data or "", form.password.data or "", now=now, policy=_policy())
+        except login_service.LoginFailed:
             db.session.commit()  # keep the counted failure and its audit event
             form.password.errors.append(LOGIN_FAILED)
             return render_template("auth/login.html", form=form), 401
@@ -88,20 +89,20 @@ def mfa_step() -> ResponseReturnValue:
     form = CodeForm()
     if form.validate_on_submit():
         try:
-            method = service.verify_second_factor(db.session, user, form.code.data or "", now=utcnow(), policy=_policy())
-        except service.AccountLocked:
+            method = login_service.verify_second_factor(db.session, user, form.code.data or "", now=utcnow(), policy=_policy())
+        except login_service.AccountLocked:
             return _locked_out(pending)
-        except service.LoginFailed:
+        except login_service.LoginFailed:
             db.session.commit()
             gate.end_cookie()
             return redirect(url_for("auth.login"))
-        except service.MfaFailed:
+        except login_service.MfaFailed:
             db.session.commit()
             form.code.errors.append("The code is wrong, already used or expired. Enter the current code from your app, or a recovery code.")
             return render_template("auth/mfa.html", form=form), 401
         _finish_login(user, pending, method=method)
         if method == "recovery":
-            left = service.remaining_recovery_codes(db.session, user.id)
+            left = login_service.remaining_recovery_codes(db.session, user.id)
             flash(f"You used a recovery code; {left} remain. Regenerate them on your account page if you are running low.", "warning")
         return redirect(_next_url())
     return render_template("auth/mfa.html", form=form), 200 if request.method == "GET" else 422
@@ -116,16 +117,16 @@ def enrol() -> ResponseReturnValue:
     user = pending.user
     if user.mfa_enrolled_at is not None:
         return redirect(url_for("auth.mfa"))
-    secret = service.begin_enrolment(db.session, user, now=utcnow())
+    secret = login_service.begin_enrolment(db.session, user, now=utcnow())
     db.session.commit()
     form = CodeForm()
     status = 200
     if form.validate_on_submit():
         try:
-            codes = service.confirm_enrolment(db.session, user, form.code.data or "", now=utcnow(), policy=_policy())
-        except service.AccountLocked:
+            codes = login_service.confirm_enrolment(db.session, user, form.code.data or "", now=utcnow(), policy=_policy())
+        except login_service.AccountLocked:
             return _locked_out(pending)
-        except service.MfaFailed:
+        except login_service.MfaFailed:
             db.session.commit()
             form.code.errors.append("The code does not match. Check the time on your phone and enter the current code.")
             status = 401
@@ -134,7 +135,7 @@ def enrol() -> ResponseReturnValue:
             return render_template("auth/recovery_codes.html", codes=codes, next_url=_next_url(), first=True)
     elif request.method == "POST":
         status = 422
-    uri = mfa.provisioning_uri(secret, account=user.email, issuer=service.MFA_ISSUER)
+    uri = mfa.provisioning_uri(secret, account=user.email, issuer=login_service.MFA_ISSUER)
     # segno writes the SVG from the URI alone; nothing user-controlled is interpolated as HTML.
     qr = Markup(mfa.qr_svg(uri))  # noqa: S704 - segno's own SVG markup, see above
     return render_template("auth/enrol.html", form=form, qr=qr, secret=secret), status
@@ -148,7 +149,7 @@ def logout() -> ResponseReturnValue:
         now = utcnow()
         revoke_session(db.session, row, now=now)
         if row.stage == "full":
-            service.record_logout(db.session, row.user_id, row.id, now=now)
+            login_service.record_logout(db.session, row.user_id, row.id, now=now)
         db.session.commit()
     gate.end_cookie()
     flash("You are logged out.", "success")
@@ -159,7 +160,7 @@ def logout() -> ResponseReturnValue:
 @rbac.require(rbac.STAFF)
 def account() -> ResponseReturnValue:
     user = service.get_user(db.session, rbac.current_staff().user_id)
-    left = service.remaining_recovery_codes(db.session, user.id)
+    left = login_service.remaining_recovery_codes(db.session, user.id)
     return render_template("auth/account.html", user=user, left=left, password_form=PasswordChangeForm(), codes_form=ReauthForm())
 
 
@@ -191,7 +192,7 @@ def change_password() -> ResponseReturnValue:
                 db.session.commit()
                 flash("Password changed. Your other sessions have been ended.", "success")
                 return redirect(url_for("auth.account"))
-    left = service.remaining_recovery_codes(db.session, user.id)
+    left = login_service.remaining_recovery_codes(db.session, user.id)
     return render_template("auth/account.html", user=user, left=left, password_form=form, codes_form=ReauthForm()), 422
 
 
@@ -203,12 +204,12 @@ def recovery_codes() -> ResponseReturnValue:
     user = service.get_user(db.session, staff.user_id)
     if form.validate_on_submit():
         try:
-            codes = service.regenerate_recovery_codes(db.session, staff.user_id, password=form.password.data or "", now=utcnow(), policy=_policy())
+            codes = login_service.regenerate_recovery_codes(db.session, staff.user_id, password=form.password.data or "", now=utcnow(), policy=_policy())
         except service.InvalidUser as exc:
             db.session.rollback()
             form.password.errors.append(exc.errors.get("password", "Refused."))
         else:
             db.session.commit()
             return render_template("auth/recovery_codes.html", codes=codes, next_url=url_for("auth.account"), first=False)
-    left = service.remaining_recovery_codes(db.session, user.id)
+    left = login_service.remaining_recovery_codes(db.session, user.id)
     return render_template("auth/account.html", user=user, left=left, password_form=PasswordChangeForm(), codes_form=form), 422

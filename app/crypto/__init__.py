@@ -1,1 +1,5 @@
-"""Encryption at rest (WECO §9.1(a)): keyring, data keys, encrypted fields, rotation and shredding."""
+"""Encryption at rest (WECO §9.1(a)), the primitives: cipher, keyring, data keys, encrypted fields.
+
+Key management (status, rotation, shredding, the `keys` commands) is app.keys, which also audit-logs it;
+this package imports neither app.audit nor app.keys.
+"""

@@ -16,16 +16,18 @@ from __future__ import annotations
 import threading
 import weakref
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-from flask import Flask, current_app, has_app_context
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from app.exceptions import DeskError
 from config.settings import ConfigError
+
+if TYPE_CHECKING:
+    from flask import Flask
 
 MIN_SECRET_BYTES = 32
 KEY_BYTES = 32
@@ -127,29 +129,18 @@ class Keyring:
 
 # Sessions find the keyring through their engine, so services never need
 # `current_app` and two apps in one process (tests) keep their own keyrings.
+# The keyring is built from the config and bound by create_app
+# (app.crypto.startup.install_keyring), or by a script with bind_engine.
 _BY_ENGINE: weakref.WeakKeyDictionary[Engine, Keyring] = weakref.WeakKeyDictionary()
 
 
-def install(app: Flask) -> Keyring:
-    """Build the app's keyring from its config and bind it to the app's engine (called by create_app)."""
-    keyring = Keyring.from_config(app.config)
-    app.extensions[EXTENSION_KEY] = keyring
-    state = app.extensions.get("db")
-    if state is not None:
-        bind_engine(state.engine, keyring)
-    from app.crypto.service import check_database  # late: the service imports the models
-
-    check_database(app.config["DATABASE_URL"], keyring)
-    return keyring
-
-
 def bind_engine(engine: Engine, keyring: Keyring) -> None:
-    """Make sessions on `engine` encrypt and decrypt with `keyring` (scripts and benchmarks)."""
+    """Make sessions on `engine` encrypt and decrypt with `keyring` (create_app, scripts and benchmarks)."""
     _BY_ENGINE[engine] = keyring
 
 
 def keyring_for(session: Session) -> Keyring:
-    """The keyring of a session: session.info["keyring"], its engine's, or the current app's."""
+    """The keyring of a session: session.info["keyring"], else its engine's; KeyringError when neither is set."""
     explicit = session.info.get(EXTENSION_KEY)
     if explicit is not None:
         return explicit
@@ -158,12 +149,10 @@ def keyring_for(session: Session) -> Keyring:
     keyring = _BY_ENGINE.get(engine)
     if keyring is not None:
         return keyring
-    if has_app_context():
-        return get_keyring()
     raise KeyringError("no keyring for this database session: create the app (MASTER_SECRET) or call bind_engine")
 
 
-def get_keyring(app: Flask | None = None) -> Keyring:
-    """The keyring of `app`, or of the current app context."""
-    keyring: Keyring = (app or current_app).extensions[EXTENSION_KEY]
+def get_keyring(app: Flask) -> Keyring:
+    """The keyring create_app installed on `app` (its extensions, key "keyring")."""
+    keyring: Keyring = app.extensions[EXTENSION_KEY]
     return keyring

@@ -3,12 +3,19 @@
 The broker is only a doorbell (DESIGN.md): every job with a deadline is a
 database row, and sweepers re-enqueue what is due, so losing a message delays
 work but never loses it.
+
+Platform code: it never imports the app factory. A process that has no app
+yet (a standalone `dramatiq` worker, the scheduler) names the factory as a
+dotted string, "module:attribute" (as gunicorn and flask take `wsgi:app`),
+resolved when the first message arrives (`resolve_factory`).
 """
 
 from __future__ import annotations
 
+import importlib
 import logging
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import dramatiq
@@ -16,25 +23,55 @@ from dramatiq.brokers.stub import StubBroker
 from dramatiq.middleware import Middleware
 from flask import Flask
 
+from app.exceptions import DeskError
+from config.settings import ConfigError
+
 log = logging.getLogger(__name__)
 
 DEFAULT_NAMESPACE = "dsr-desk"
 
+AppFactory = Callable[[], Flask]
 
-class BrokerConfigError(Exception):
+
+class BrokerConfigError(ConfigError, DeskError):
     """DRAMATIQ_BROKER_URL names no broker the desk supports."""
+
+
+class FactoryNotFound(ConfigError, DeskError):
+    """The dotted name of the app factory names no importable callable."""
+
+
+def resolve_factory(dotted: str) -> AppFactory:
+    """The callable named by "package.module:attribute" (e.g. "app:create_app"), imported now.
+
+    FactoryNotFound when the name is malformed, the module does not import or has no such attribute.
+    """
+    module_name, sep, attribute = dotted.partition(":")
+    if not sep or not module_name or not attribute:
+        raise FactoryNotFound(f"the app factory must be named as module:attribute, not {dotted!r}")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        raise FactoryNotFound(f"the app factory module {module_name!r} cannot be imported ({exc.name} is missing)") from None
+    factory = getattr(module, attribute, None)
+    if not callable(factory):
+        raise FactoryNotFound(f"{module_name} has no callable {attribute!r}")
+    built: AppFactory = factory
+    return built
 
 
 class AppContextMiddleware(Middleware):
     """Runs every message inside a Flask app context.
 
     The web process attaches its own app; a standalone `dramatiq` worker
-    process builds one lazily from the environment on its first message, so
-    importing the actor modules never creates an app.
+    process builds one lazily with the factory named by `factory` (a dotted
+    "module:attribute", resolved on its first message), so importing the actor
+    modules never creates an app.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, factory: str | None = None) -> None:
         self.app: Flask | None = None
+        self.factory = factory
         self._lock = threading.Lock()
         self._local = threading.local()
 
@@ -42,12 +79,16 @@ class AppContextMiddleware(Middleware):
         """Use this app for messages processed in this process."""
         self.app = app
 
+    def use_factory(self, dotted: str) -> None:
+        """Build the app with the factory named "module:attribute" if none is attached by the first message."""
+        self.factory = dotted
+
     def _get_app(self) -> Flask:
         with self._lock:
             if self.app is None:
-                from app import create_app
-
-                self.app = create_app()
+                if self.factory is None:
+                    raise FactoryNotFound("no app attached to this worker and no app factory named (AppContextMiddleware.use_factory)")
+                self.app = resolve_factory(self.factory)()
             return self.app
 
     def before_process_message(self, broker: Any, message: Any) -> None:

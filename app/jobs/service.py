@@ -27,12 +27,6 @@ def save_state(session: Session, name: str, state: dict[str, Any], *, now: dt.da
     session.flush()
 
 
-def last_update(session: Session, name: str) -> dt.datetime | None:
-    """When a job last wrote its state."""
-    row = session.get(JobState, name)
-    return row.updated_at if row is not None else None
-
-
 def clear_state(session: Session, name: str) -> None:
     """Forget a finished job's cursor."""
     row = session.get(JobState, name)

@@ -9,15 +9,14 @@ from pathlib import Path
 import click
 from flask import current_app
 
-from app.audit.checkpoint import last_checkpoint
-from app.audit.commands import checkpoint_path
+from app.audit.checkpoint import checkpoint_path, last_checkpoint
 from app.clikit import group, operator, stop_on_ctrl_c
-from app.crypto import rotation
 from app.crypto.keyring import KeyringError
-from app.crypto.service import key_status, rewrap_keys
 from app.db import utcnow
 from app.extensions import db
 from app.jobs.locks import LockHeld, ProcessLock, advisory_key
+from app.keys import rotation
+from app.keys.service import key_status, rewrap_keys
 
 keys_cli = group("keys", "Encryption keys: status, rotation (WECO §9.1(a)).")
 
@@ -25,7 +24,7 @@ keys_cli = group("keys", "Encryption keys: status, rotation (WECO §9.1(a)).")
 @keys_cli.command("status")
 def keys_status() -> None:
     """Per master key version: data keys and values using it, and whether its old secret may be removed."""
-    newest = last_checkpoint(checkpoint_path(current_app))
+    newest = last_checkpoint(checkpoint_path(current_app.config))
     with db.session_scope() as session:
         status = key_status(session, newest_checkpoint_version=newest.key_version if newest else None)
         progress = rotation.describe_progress(session)
@@ -81,26 +80,25 @@ def _rotate(reencrypt: bool, batch_size: int, *, should_stop: Callable[[], bool]
                 moved = rewrap_keys(session, by=operator("keys rotate"), now=utcnow())
             click.echo(f"{moved} data keys re-wrapped under the current master key version")
             return
-        with db.session_scope() as session:
-            bar = click.progressbar(length=1, label="re-encrypting", show_pos=True, file=sys.stderr)
+        bar = click.progressbar(length=1, label="re-encrypting", show_pos=True, file=sys.stderr)
 
-            def total(n: int) -> None:
-                bar.length = max(n, 1)
-                bar.pos = 0
+        def total(n: int) -> None:
+            bar.length = max(n, 1)
+            bar.pos = 0
 
-            def progress(n: int) -> None:
-                bar.update(n)
+        def progress(n: int) -> None:
+            bar.update(n)
 
-            with bar:
-                result = rotation.run(
-                    session,
-                    by=operator("keys rotate --reencrypt"),
-                    clock=utcnow,
-                    batch_rows=batch_size,
-                    on_total=total,
-                    on_progress=progress,
-                    should_stop=should_stop,
-                )
+        with bar:
+            result = rotation.run(
+                db.session_scope,
+                by=operator("keys rotate --reencrypt"),
+                clock=utcnow,
+                batch_rows=batch_size,
+                on_total=total,
+                on_progress=progress,
+                should_stop=should_stop,
+            )
         resumed = " (resumed)" if result.resumed else ""
         click.echo(f"re-encryption finished{resumed}: {result.rotated} values re-encrypted, {result.keys_destroyed} old data keys destroyed")
     except (KeyringError, rotation.RotationError) as exc:

@@ -27,9 +27,10 @@ from app.crypto.cipher import HEADER, NONCE_BYTES, DecryptionError, decrypt_fiel
 from app.crypto.fields import FIELDS, FieldSpec
 from app.crypto.keyring import keyring_for
 from app.crypto.keys import KeyCache, LoadedKey, active_key, data_keys, forget_keys, insert_generation, load_key, set_state, unwrap_row
-from app.crypto.service import rewrap_keys, table_of, values_by_key
 from app.exceptions import DeskError
+from app.jobs.batch import Clock, SessionScope, in_transaction, run_batches
 from app.jobs.service import clear_state, get_state, save_state
+from app.keys.service import rewrap_keys, table_of, values_by_key
 from app.principal import Principal
 
 JOB = "keys.reencrypt"
@@ -45,7 +46,7 @@ class RotationError(DeskError):
     """The rotation cannot continue (a value does not decrypt, or it does not converge)."""
 
 
-class RotationStopped(Exception):
+class RotationStopped(DeskError):
     """Stopped on request after a committed batch; the message says where (the saved cursor)."""
 
 
@@ -65,9 +66,11 @@ def field_name(spec: FieldSpec) -> str:
 
 
 def fields() -> list[FieldSpec]:
-    """Every encrypted column of every model, in a stable order."""
-    import app.models  # noqa: F401  (registers every model's encrypted fields)
+    """Every encrypted column of every imported model, in a stable order.
 
+    A model's fields register themselves when its module is imported; create_app imports every
+    model (app.models), so in any process that created the app this is every encrypted column.
+    """
     return sorted(FIELDS, key=field_name)
 
 
@@ -202,68 +205,111 @@ def max_id(conn: Connection, spec: FieldSpec) -> int:
     return int(conn.execute(select(func.max(table.c.id))).scalar() or 0)
 
 
+class _Run:
+    """One run's cursor (kept in memory, saved with every batch) and what it reports between batches."""
+
+    def __init__(self, specs: list[FieldSpec], batch_rows: int, on_total: Callable[[int], None], on_progress: Callable[[int], None]) -> None:
+        self.specs = specs
+        self.batch_rows = batch_rows
+        self.on_total = on_total
+        self.on_progress = on_progress
+        self.state: dict[str, Any] = {}
+        self.retiring: set[int] = set()
+        self.tops: dict[str, int] = {}
+        self.resumed = False
+        self.destroyed = 0
+        self._moved = 0
+        self._total: int | None = None
+
+    def plan(self, conn: Connection) -> None:
+        """Fix this pass's end of each column still to do (rows added later are written under the new keys)."""
+        todo = [s for s in self.specs if field_name(s) not in self.state["done"]]
+        self.tops = {field_name(s): max_id(conn, s) for s in todo}
+        after = {self.state["field"]: self.state["after_id"]} if self.state.get("field") else {}
+        self._total = sum(max(0, top - after.get(name, 0)) for name, top in self.tops.items())
+
+    def begin(self, session: Session, now: dt.datetime, *, by: Principal) -> None:
+        """Start or resume (first transaction): re-wrap, retire the active keys, plan the pass."""
+        self.state, self.resumed = start(session, by=by, now=now)
+        self.retiring = set(self.state["retiring"])
+        self.plan(session.connection())
+
+    def step(self, session: Session, now: dt.datetime, *, by: Principal) -> bool:
+        """One batch in its own transaction: re-encrypt up to `batch_rows` ids of the current column, or close a
+        column, or start the next pass, or (nothing left on a retired key) destroy the retired keys; True when done."""
+        conn = session.connection()
+        state = self.state
+        todo = [s for s in self.specs if field_name(s) not in state["done"]]
+        if todo:
+            spec = todo[0]
+            name = field_name(spec)
+            after = state["after_id"] if state["field"] == name else 0
+            top = self.tops.get(name, 0)
+            if after < top:
+                hi = min(after + self.batch_rows, top)
+                if spec.binary:  # blobs: cap the bytes a batch holds in memory, not only its rows
+                    hi = byte_capped_end(conn, spec, after, hi)
+                state["rotated"] += rotate_batch(conn, spec, after, hi, _Keys(conn, session, self.retiring))
+                state.update(field=name, after_id=hi)
+                self._moved = hi - after
+            else:
+                state["done"].append(name)
+                state.update(field=None, after_id=0)
+            save_state(session, JOB, state, now=now)
+            return False
+        left = remaining(conn, self.retiring)
+        if left:
+            if state["pass"] >= MAX_PASSES:
+                raise RotationError(f"{left} values are still on retired keys after {MAX_PASSES} passes; rerun keys rotate --reencrypt")
+            state.update(done=[], field=None, after_id=0, **{"pass": state["pass"] + 1})
+            save_state(session, JOB, state, now=now)
+            self.plan(conn)
+            return False
+        self.destroyed = conn.execute(delete(data_keys).where(data_keys.c.id.in_(self.retiring), data_keys.c.state == "retired")).rowcount
+        clear_state(session, JOB)
+        record(
+            session,
+            by=by,
+            action="keys.reencrypt.done",
+            target_type="data_keys",
+            details={"values_rotated": state["rotated"], "passes": state["pass"], "keys_destroyed": self.destroyed},
+            now=now,
+        )
+        return True
+
+    def report(self, _batches: int = 0) -> None:
+        """After a committed batch: the progress it made (and a new pass's total)."""
+        if self._total is not None:
+            self.on_total(self._total)
+            self._total = None
+        if self._moved:
+            self.on_progress(self._moved)
+            self._moved = 0
+
+
 def run(
-    session: Session,
+    sessions: SessionScope,
     *,
     by: Principal,
-    clock: Callable[[], dt.datetime],
+    clock: Clock,
     batch_rows: int = BATCH_ROWS,
     on_total: Callable[[int], None] = lambda _n: None,
     on_progress: Callable[[int], None] = lambda _n: None,
     should_stop: Callable[[], bool] = lambda: False,
 ) -> RotationResult:
-    """Run (or resume) the re-encryption to the end; commits after every batch (this is the job's edge).
+    """Run (or resume) the re-encryption to the end, one committed transaction per batch (app.jobs.batch).
 
-    `should_stop` is asked after each committed batch: when it says so, RotationStopped is raised with the
-    saved cursor (a rerun resumes from it).
+    `sessions` opens a transaction committed when it closes (e.g. `db.session_scope`). `on_total(n)` gets the
+    ids a pass will walk, `on_progress(n)` the ids each committed batch walked. `should_stop` is asked after
+    each committed batch: when it says so, RotationStopped is raised with the saved cursor (a rerun resumes
+    from it). RotationError when a value does not decrypt or the job does not converge.
     """
-    state, resumed = start(session, by=by, now=clock())
-    session.commit()
-    retiring = set(state["retiring"])
-    specs = fields()
-    while True:
-        conn = session.connection()
-        todo = [s for s in specs if field_name(s) not in state["done"]]
-        spans = {field_name(s): (state["after_id"] if state["field"] == field_name(s) else 0, max_id(conn, s)) for s in todo}
-        on_total(sum(max(0, top - start_at) for start_at, top in spans.values()))
-        for spec in todo:
-            name = field_name(spec)
-            after, top = spans[name]
-            while after < top:
-                hi = min(after + batch_rows, top)
-                if spec.binary:  # blobs: cap the bytes a batch holds in memory, not only its rows
-                    hi = byte_capped_end(session.connection(), spec, after, hi)
-                conn = session.connection()
-                state["rotated"] += rotate_batch(conn, spec, after, hi, _Keys(conn, session, retiring))
-                state.update(field=name, after_id=hi)
-                save_state(session, JOB, state, now=clock())
-                session.commit()
-                on_progress(hi - after)
-                after = hi
-                if should_stop():
-                    raise RotationStopped(describe_progress(session) or "before the first batch")
-            state["done"].append(name)
-            state.update(field=None, after_id=0)
-            save_state(session, JOB, state, now=clock())
-            session.commit()
-        left = remaining(session.connection(), retiring)
-        if not left:
-            break
-        if state["pass"] >= MAX_PASSES:
-            raise RotationError(f"{left} values are still on retired keys after {MAX_PASSES} passes; rerun keys rotate --reencrypt")
-        state.update(done=[], field=None, after_id=0, **{"pass": state["pass"] + 1})
-        save_state(session, JOB, state, now=clock())
-        session.commit()
-    conn = session.connection()
-    destroyed = conn.execute(delete(data_keys).where(data_keys.c.id.in_(retiring), data_keys.c.state == "retired")).rowcount
-    clear_state(session, JOB)
-    record(
-        session,
-        by=by,
-        action="keys.reencrypt.done",
-        target_type="data_keys",
-        details={"values_rotated": state["rotated"], "passes": state["pass"], "keys_destroyed": destroyed},
-        now=clock(),
-    )
-    session.commit()
-    return RotationResult(resumed, int(state["rotated"]), int(state["pass"]), int(destroyed))
+    job = _Run(fields(), batch_rows, on_total, on_progress)
+    in_transaction(sessions, lambda session, now: job.begin(session, now, by=by), clock=clock)
+    job.report()
+    progress = run_batches(sessions, lambda session, now: job.step(session, now, by=by), clock=clock, should_stop=should_stop, on_batch=job.report)
+    if not progress.finished:
+        where = in_transaction(sessions, lambda session, _now: describe_progress(session), clock=clock)
+        raise RotationStopped(where or "before the first batch")
+    state = job.state
+    return RotationResult(job.resumed, int(state["rotated"]), int(state["pass"]), int(job.destroyed))

@@ -1,6 +1,12 @@
-"""Key operations: status, re-wrapping under the current master version, crypto-shredding.
+"""Key management: status, re-wrapping under the current master version, crypto-shredding.
 
-Services flush; the CLI commits. Every operation is audit-logged with ids and counts only.
+Core, above the platform: it uses the crypto primitives (app.crypto) and
+records every operation in the audit log (app.audit) with ids and counts only.
+The audit checkpoints are signed with the same keyring, so app.audit may use
+app.crypto, and app.crypto (primitives only) imports neither audit nor this
+package. The encrypted columns are those registered in app.crypto.fields.FIELDS
+when the models were imported: create_app imports every model (app.models).
+Services flush; the CLI commits.
 """
 
 from __future__ import annotations
@@ -9,22 +15,17 @@ import datetime as dt
 from collections import Counter
 from dataclasses import dataclass, field
 
-from sqlalchemy import Connection, Table, and_, func, inspect, select, update
-from sqlalchemy.exc import OperationalError, ProgrammingError
+from sqlalchemy import Connection, Table, and_, func, select, update
 from sqlalchemy.orm import Session
-from sqlalchemy.pool import NullPool
 
 from app.audit.service import record
 from app.crypto.cipher import HEADER, unwrap_key, wrap_context, wrap_key
 from app.crypto.fields import FIELDS, FieldSpec
-from app.crypto.keyring import WRAP, Keyring, KeyringError, keyring_for
+from app.crypto.keyring import WRAP, keyring_for
 from app.crypto.keys import data_keys, forget_keys, forget_remembered, owner_of
-from app.db import make_engine, table_of_model
+from app.crypto.startup import check_versions_in_use
+from app.db import table_of_model
 from app.principal import Principal
-
-
-class KeyServiceError(Exception):
-    """A key operation was refused."""
 
 
 @dataclass
@@ -106,36 +107,6 @@ def key_status(session: Session, *, newest_checkpoint_version: int | None = None
         shredded,
         [f"{s.table}.{s.column}" for s in FIELDS],
     )
-
-
-def check_versions_in_use(conn: Connection, keyring: Keyring) -> None:
-    """KeyringError naming the variable when a master version in use has no secret or is above the current one."""
-    in_use = conn.execute(select(data_keys.c.master_version, func.count()).where(data_keys.c.state != "shredded").group_by(data_keys.c.master_version)).all()
-    for version, n in sorted(in_use):
-        if version is None:
-            continue
-        if version > keyring.current_version:
-            raise KeyringError(f"MASTER_KEY_VERSION={keyring.current_version} is lower than master key version {version}, which still wraps {n} data keys")
-        if not keyring.has_version(version):
-            raise KeyringError(f"MASTER_SECRET_V{version} is not set but master key version {version} still wraps {n} data keys (restore it, run keys rotate)")
-
-
-def check_database(url: str, keyring: Keyring) -> None:
-    """The startup check: every master version the database still uses is configured (KeyringError otherwise).
-
-    Runs on a throwaway connection (no pooled socket survives a pre-fork);
-    a database not reachable or not migrated yet is left to the commands that need it.
-    """
-    engine = make_engine(url, poolclass=NullPool)
-    try:
-        with engine.connect() as conn:
-            if not inspect(conn).has_table("data_keys"):
-                return
-            check_versions_in_use(conn, keyring)
-    except (OperationalError, ProgrammingError):
-        return
-    finally:
-        engine.dispose()
 
 
 def rewrap_keys(session: Session, *, by: Principal, now: dt.datetime) -> int:

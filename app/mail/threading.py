@@ -21,7 +21,7 @@ from app.controllers.models import ControllerDomain, ControllerIdentifier
 from app.mail.intake import REGISTRY, IntakeRegistry
 from app.mail.models import OutboxEmail
 from app.mail.parse import ParsedMail
-from app.tickets import service as tickets
+from app.tickets import lookup as tickets
 from app.tickets.models import Ticket
 
 SCAN_CHARS = 20_000

@@ -4,7 +4,7 @@ RFC 8725 habits: the algorithm is pinned (a token whose header names any
 other algorithm, `none` included, is refused before its signature is even
 looked at); `exp`, `iat`, `jti`, `sub`, `aud` and the resource claim `res` are
 required; the key is derived for this purpose only
-(`get_keyring().derive("download-token")`) and passed in, so this module has
+(`get_keyring(app).derive("download-token")`) and passed in, so this module has
 no Flask in it. The `jti` is registered when the token is issued and consumed
 by one conditional UPDATE, so two concurrent requests with the same token
 yield one download, on SQLite and Postgres alike. Tokens travel in a POST

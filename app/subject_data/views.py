@@ -37,7 +37,7 @@ CONTENT_TYPES = {"json": "application/json", "pdf": "application/pdf"}
 
 
 def _key() -> bytes:
-    return get_keyring().derive(tokens.KEY_PURPOSE)
+    return get_keyring(current_app).derive(tokens.KEY_PURPOSE)
 
 
 def _dsr_or_404(dsr_id: int) -> Dsr:

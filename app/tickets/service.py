@@ -1,4 +1,4 @@
-"""Ticket services: create, add messages and attachments, find, queue, assign, change status.
+"""Ticket services: create, add messages and attachments, get, assign, change status, move.
 
 API for the web views and the mail paths (every write only flushes and writes
 its audit event; the caller commits):
@@ -8,12 +8,11 @@ its audit event; the caller commits):
 - `add_attachment(session, message, filename=, content_type=, content=bytes|file|chunks, by=, now=) -> Attachment`
 - `attachment_chunks(session, attachment) -> Iterator[bytes]` streams a download; `inline_allowed(content_type)`
 - `get_ticket(session, ticket_id, controller_ids=None) -> Ticket` (TicketNotFound, also outside the scope)
-- `find_by_reference(session, "T-2026-000123", controller_ids=None) -> Ticket | None`
-- `find_by_requester_email(session, email, controller_ids=None) -> list[Ticket]` (blind index, one query)
-- `find_by_message_ids`, `find_by_reply_token` (threading)
-- `queue(session, controller_id=, triage=, status=, assignee_id=, unassigned=, older_than=, after=, limit=) -> QueuePage`
 - `change_status`, `assign`, `move_to_controller` (triage -> controller)
 - `reply_address(ticket, support_address)` -> `support+<token>@domain`
+
+Finding tickets (by reference, requester, Message-ID, reply token) is app.tickets.lookup;
+the staff queue page is app.tickets.queue.
 
 `controller_ids=None` means every controller (an unscoped role); a set limits the
 lookup to those controllers, so a guessed id of another controller's ticket is
@@ -24,25 +23,21 @@ lookup to those controllers, so a guessed id of another controller's ticket is
 from __future__ import annotations
 
 import datetime as dt
-import re
 import secrets
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO, NamedTuple
+from typing import Any, BinaryIO
 
-from sqlalchemy import Select, literal, or_, select, tuple_
+from sqlalchemy import select
 from sqlalchemy.orm import Session
-from sqlalchemy.sql.elements import ColumnElement
 
 from app.audit.service import record
 from app.blobs.store import BlobTooLarge, iter_blob, move_blob, store_blob
-from app.crypto.keys import adopt_remembered, live_remembered, owner_of, remember_keys, remembered
 from app.exceptions import DeskError, NotFound, Refused
 from app.principal import Principal
+from app.tickets.lookup import format_reference, scoped
 from app.tickets.models import DIRECTIONS, STATUSES, Attachment, Message, Ticket, key_owner_for
 
-REFERENCE = re.compile(r"\bT-(\d{4})-(\d{6,})\b")
-MAX_PAGE = 200
 # Shown in the browser; everything else is offered as a download (never rendered).
 INLINE_CONTENT_TYPES = frozenset({"image/png", "image/jpeg", "image/gif", "image/webp", "text/plain", "application/pdf"})
 
@@ -80,39 +75,6 @@ class MessageInput:
     is_auto_reply: bool = False
     flags: Sequence[str] = ()
     notes: Sequence[dict[str, Any]] = field(default_factory=list)
-
-
-class QueueRow(NamedTuple):
-    """One line of a queue page: the columns a list shows, the personal ones decrypted (None when restricted)."""
-
-    id: int
-    reference: str | None
-    status: str
-    assignee_id: int | None
-    created_at: dt.datetime
-    subject: str | None
-    requester_email: str | None
-
-
-@dataclass
-class QueuePage:
-    """One page of a queue; `next_after` is the keyset cursor of the next page (None at the end)."""
-
-    rows: list[QueueRow]
-    next_after: tuple[dt.datetime, int] | None
-    # Ids of the page's tickets the caller's `restricted` flag marked; None when no flag was asked for.
-    restricted: set[int] | None = None
-
-
-def format_reference(created_at: dt.datetime, ticket_id: int) -> str:
-    """T-<year>-<id, at least 6 digits>."""
-    return f"T-{created_at.year:04d}-{ticket_id:06d}"
-
-
-def parse_reference(text: str | None) -> tuple[int, int] | None:
-    """The (year, id) of the first ticket reference in `text`, or None."""
-    match = REFERENCE.search(text or "")
-    return (int(match.group(1)), int(match.group(2))) if match else None
 
 
 def _audit(session: Session, ticket: Ticket, action: str, *, by: Principal, now: dt.datetime, **details: Any) -> None:
@@ -234,148 +196,18 @@ def raw_original_chunks(session: Session, message: Message) -> Iterator[bytes]:
     return iter_blob(session, message.raw_blob_id) if message.raw_blob_id else iter(())
 
 
-def _scoped(stmt: Select[Any], controller_ids: Collection[int] | None, include_triage: bool = False) -> Select[Any]:
-    if controller_ids is None:
-        return stmt
-    condition = Ticket.controller_id.in_(list(controller_ids))
-    return stmt.where(or_(condition, Ticket.controller_id.is_(None)) if include_triage else condition)
-
-
 def get_ticket(session: Session, ticket_id: int, *, controller_ids: Collection[int] | None = None, include_triage: bool = False) -> Ticket:
     """The ticket, or TicketNotFound (also when it belongs to a controller outside `controller_ids`)."""
-    ticket = session.scalar(_scoped(select(Ticket).where(Ticket.id == ticket_id), controller_ids, include_triage))
+    ticket = session.scalar(scoped(select(Ticket).where(Ticket.id == ticket_id), controller_ids, include_triage))
     if ticket is None:
         raise TicketNotFound(f"no ticket {ticket_id}")
     return ticket
-
-
-def find_by_reference(session: Session, reference: str, *, controller_ids: Collection[int] | None = None, include_triage: bool = False) -> Ticket | None:
-    """The ticket with this reference (T-2026-000123), or None."""
-    parsed = parse_reference(reference)
-    if parsed is None:
-        return None
-    year, ticket_id = parsed
-    stmt = select(Ticket).where(Ticket.reference == format_reference(dt.datetime(year, 1, 1, tzinfo=dt.UTC), ticket_id))
-    return session.scalar(_scoped(stmt, controller_ids, include_triage))
-
-
-def find_by_requester_email(
-    session: Session, email: str, *, controller_ids: Collection[int] | None = None, include_triage: bool = False, limit: int = MAX_PAGE
-) -> list[Ticket]:
-    """Every ticket of a requester, newest first, through the per-controller blind index (one query)."""
-    if not email or not email.strip():
-        return []
-    if controller_ids is None:
-        from app.controllers.models import Controller
-
-        scope: list[int | None] = [*session.scalars(select(Controller.id)), None]
-    else:
-        scope = [*controller_ids, *([None] if include_triage else [])]
-    conditions = [Ticket.requester_email.matches(session, email, controller_id=key_owner_for(cid)) for cid in scope]
-    if not conditions:
-        return []
-    stmt = select(Ticket).where(or_(*conditions)).order_by(Ticket.created_at.desc(), Ticket.id.desc()).limit(limit)
-    return list(session.scalars(stmt))
-
-
-def find_by_message_ids(session: Session, message_ids: Sequence[str]) -> Ticket | None:
-    """The ticket holding any of these Message-IDs (latest first), or None."""
-    ids = [m for m in message_ids if m][-100:]
-    if not ids:
-        return None
-    return session.scalar(select(Ticket).join(Message, Message.ticket_id == Ticket.id).where(Message.message_id.in_(ids)).order_by(Message.id.desc()).limit(1))
-
-
-def find_by_reply_token(session: Session, token: str) -> Ticket | None:
-    """The ticket whose reply address carries this token, or None."""
-    if not token or len(token) > 32:
-        return None
-    return session.scalar(select(Ticket).where(Ticket.reply_token == token))
-
-
-def message_exists(session: Session, message_id: str) -> bool:
-    """Whether a message with this Message-ID is stored already."""
-    return session.scalar(select(Message.id).where(Message.message_id == message_id)) is not None
 
 
 def reply_address(ticket: Ticket, support_address: str) -> str:
     """The per-ticket reply address: support+<token>@domain."""
     local, _, domain = support_address.partition("@")
     return f"{local.split('+', 1)[0]}+{ticket.reply_token}@{domain}"
-
-
-def queue(
-    session: Session,
-    *,
-    controller_id: int | None,
-    status: str | None = None,
-    assignee_id: int | None = None,
-    unassigned: bool = False,
-    older_than: dt.datetime | None = None,
-    after: tuple[dt.datetime, int] | None = None,
-    limit: int = 50,
-    restricted: ColumnElement[bool] | None = None,
-) -> QueuePage:
-    """A page of a controller's queue (controller_id None = triage), newest first, in one query.
-
-    `older_than` filters by age (created before that time); `after` is the keyset
-    cursor returned as `next_after` by the previous page. `restricted` is a boolean
-    per ticket computed in the same statement (e.g. app.subject_data.restrict.restricted_flag()):
-    the ids where it holds come back as `restricted`.
-    """
-    limit = max(1, min(limit, MAX_PAGE))
-    flag = restricted if restricted is not None else literal(False)
-    # The data keys this process already unwrapped for the owner ride along as a liveness check
-    # (app.crypto.keys: a key shredded elsewhere is never used), so decrypting the page needs no key query.
-    owner = owner_of(key_owner_for(controller_id))
-    known = remembered(session, owner)
-    live = live_remembered(known, owner) if known else literal(None)
-    # The listed columns, not entities: a page of 50 skips the identity map and hydration of every column.
-    columns = (Ticket.id, Ticket.reference, Ticket.status, Ticket.assignee_id, Ticket.created_at, Ticket.row_uid, Ticket.subject_ct, Ticket.requester_email_ct)
-    owned = Ticket.controller_id.is_(None) if controller_id is None else Ticket.controller_id == controller_id
-    stmt = select(*columns, flag.label("restricted"), live.label("live")).where(owned)
-    if status is not None:
-        if status not in STATUSES:
-            raise InvalidTicketChange(f"unknown status {status!r}")
-        stmt = stmt.where(Ticket.status == status)
-    if unassigned:
-        stmt = stmt.where(Ticket.assignee_id.is_(None))
-    elif assignee_id is not None:
-        stmt = stmt.where(Ticket.assignee_id == assignee_id)
-    if older_than is not None:
-        stmt = stmt.where(Ticket.created_at < older_than)
-    if after is not None:
-        at, last_id = after
-        # A row-value comparison is an index condition (Postgres starts the scan at the
-        # cursor); the equivalent OR is only a filter, which made page N cost O(N) rows.
-        stmt = stmt.where(tuple_(Ticket.created_at, Ticket.id) < tuple_(at, last_id))
-    result = session.execute(stmt.order_by(Ticket.created_at.desc(), Ticket.id.desc()).limit(limit + 1)).all()
-    if result:
-        adopt_remembered(session, owner, known, result[0].live)
-    more = len(result) > limit
-    hidden = {row.id for row in result[:limit] if row.restricted} if restricted is not None else None
-    subject, email = Ticket.subject, Ticket.requester_email
-
-    def shown(row: Any) -> QueueRow:
-        # A restricted ticket's personal data is not even decrypted for the list (it is shown masked).
-        masked = hidden is not None and row.id in hidden
-        return QueueRow(
-            row.id,
-            row.reference,
-            row.status,
-            row.assignee_id,
-            row.created_at,
-            None if masked or row.subject_ct is None else subject.decrypt(session, row.subject_ct, row_uid=row.row_uid),
-            None if masked or row.requester_email_ct is None else email.decrypt(session, row.requester_email_ct, row_uid=row.row_uid),
-        )
-
-    rows = [shown(row) for row in result[:limit]]
-    return QueuePage(rows=rows, next_after=(rows[-1].created_at, rows[-1].id) if more else None, restricted=hidden)
-
-
-def remember_queue_keys(session: Session, controller_id: int | None) -> None:
-    """After a queue page was shown: keep its owner's unwrapped keys for this process's next pages (checked before each use)."""
-    remember_keys(session, owner_of(key_owner_for(controller_id)))
 
 
 def change_status(session: Session, ticket_id: int, status: str, *, by: Principal, now: dt.datetime, controller_ids: Collection[int] | None = None) -> Ticket:

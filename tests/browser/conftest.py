@@ -27,10 +27,10 @@ from app.auth import mfa
 from app.auth.models import User
 from app.db import utcnow
 from app.extensions import db
+from app.jobs.broker import app_context
 from tests.conftest import make_config
 from tests.databases import fresh_database
 from tests.factories import TEST_PASSWORD, make_user
-from workers.broker import app_context
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 # Flags of a headless Chromium on a machine with no network but loopback.

@@ -9,7 +9,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from app.audit.models import AuditEvent
-from app.auth import mfa, service
+from app.auth import login, mfa, service
 from app.auth.models import RecoveryCode, User
 from tests.factories import TEST_PASSWORD, TEST_POLICY, TEST_PRINCIPAL, make_user
 
@@ -27,34 +27,34 @@ def test_a_code_raced_through_two_requests_is_accepted_once(session: Session) ->
     # Another request accepted this step a moment ago; this request's copy of the row is stale.
     session.execute(update(User).where(User.id == user.id).values(totp_last_step=mfa.time_step(NOW)).execution_options(synchronize_session=False))
     assert user.totp_last_step is None
-    with pytest.raises(service.MfaFailed):
-        service.verify_second_factor(session, user, code, now=NOW, policy=TEST_POLICY)
+    with pytest.raises(login.MfaFailed):
+        login.verify_second_factor(session, user, code, now=NOW, policy=TEST_POLICY)
 
 
 def test_a_recovery_code_raced_through_two_requests_is_accepted_once(session: Session) -> None:
     user = make_user(session)
-    codes = service.regenerate_recovery_codes(session, user.id, password=TEST_PASSWORD, now=NOW, policy=TEST_POLICY)
-    assert service.verify_second_factor(session, user, codes[0], now=NOW, policy=TEST_POLICY) == "recovery"
-    with pytest.raises(service.MfaFailed):
-        service.verify_second_factor(session, user, codes[0], now=NOW, policy=TEST_POLICY)
-    assert service.remaining_recovery_codes(session, user.id) == 9
+    codes = login.regenerate_recovery_codes(session, user.id, password=TEST_PASSWORD, now=NOW, policy=TEST_POLICY)
+    assert login.verify_second_factor(session, user, codes[0], now=NOW, policy=TEST_POLICY) == "recovery"
+    with pytest.raises(login.MfaFailed):
+        login.verify_second_factor(session, user, codes[0], now=NOW, policy=TEST_POLICY)
+    assert login.remaining_recovery_codes(session, user.id) == 9
 
 
 def test_regenerating_recovery_codes_invalidates_the_old_ones(session: Session) -> None:
     user = make_user(session)
-    old = service.regenerate_recovery_codes(session, user.id, password=TEST_PASSWORD, now=NOW, policy=TEST_POLICY)
-    new = service.regenerate_recovery_codes(session, user.id, password=TEST_PASSWORD, now=NOW, policy=TEST_POLICY)
+    old = login.regenerate_recovery_codes(session, user.id, password=TEST_PASSWORD, now=NOW, policy=TEST_POLICY)
+    new = login.regenerate_recovery_codes(session, user.id, password=TEST_PASSWORD, now=NOW, policy=TEST_POLICY)
     assert set(old).isdisjoint(new)
     assert session.scalar(select(RecoveryCode).where(RecoveryCode.code_hash == mfa.hash_recovery_code(old[0]))) is None
     with pytest.raises(service.InvalidUser):
-        service.regenerate_recovery_codes(session, user.id, password="not-my-password-at-all", now=NOW, policy=TEST_POLICY)
+        login.regenerate_recovery_codes(session, user.id, password="not-my-password-at-all", now=NOW, policy=TEST_POLICY)
 
 
 def test_every_audit_event_of_a_login_carries_ids_and_counts_only(session: Session) -> None:
     user = make_user(session, "agent", email="canary.person@desk.example")
     for _ in range(5):
-        with pytest.raises(service.LoginFailed):
-            service.authenticate(session, user.email, "wrong-password-attempt", now=NOW, policy=TEST_POLICY)
+        with pytest.raises(login.LoginFailed):
+            login.authenticate(session, user.email, "wrong-password-attempt", now=NOW, policy=TEST_POLICY)
     service.unlock_user(session, user.id, by=TEST_PRINCIPAL, now=NOW)
     service.set_role(session, user.id, role="auditor", controller_ids=[], by=TEST_PRINCIPAL, now=NOW)
     events = list(session.scalars(select(AuditEvent).where(AuditEvent.target_id == str(user.id))))
@@ -67,7 +67,7 @@ def test_every_audit_event_of_a_login_carries_ids_and_counts_only(session: Sessi
 def test_disabled_user_cannot_pass_either_step(session: Session) -> None:
     user = make_user(session, "agent")
     service.disable_user(session, user.id, by=TEST_PRINCIPAL, now=NOW)
-    with pytest.raises(service.LoginFailed):
-        service.authenticate(session, user.email, TEST_PASSWORD, now=NOW, policy=TEST_POLICY)
-    with pytest.raises(service.LoginFailed):
-        service.verify_second_factor(session, user, mfa.code_at(user.totp_secret or "", NOW), now=NOW, policy=TEST_POLICY)
+    with pytest.raises(login.LoginFailed):
+        login.authenticate(session, user.email, TEST_PASSWORD, now=NOW, policy=TEST_POLICY)
+    with pytest.raises(login.LoginFailed):
+        login.verify_second_factor(session, user, mfa.code_at(user.totp_secret or "", NOW), now=NOW, policy=TEST_POLICY)

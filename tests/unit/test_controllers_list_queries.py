@@ -10,8 +10,8 @@ from sqlalchemy.orm import Session
 
 from app.controllers.service import UNREADABLE, count_controllers, list_controllers, list_page
 from app.crypto.keys import forget_keys
-from app.crypto.service import shred_controller_keys
 from app.db import utcnow
+from app.keys.service import shred_controller_keys
 from tests.factories import TEST_PRINCIPAL, make_controller
 
 

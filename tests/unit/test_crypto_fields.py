@@ -14,9 +14,9 @@ from app.audit.models import AuditEvent
 from app.controllers.models import ControllerContact
 from app.crypto.cipher import DecryptionError, key_id_of
 from app.crypto.keys import forget_keys, preload_keys
-from app.crypto.service import shred_controller_keys
 from app.db import utcnow
 from app.extensions import db
+from app.keys.service import shred_controller_keys
 from app.tickets import service as tickets
 from app.tickets.models import Ticket
 from tests.conftest import make_config

@@ -21,12 +21,12 @@ from sqlalchemy import create_engine, select, text
 from app import create_app
 from app import migrations as desk_migrations
 from app.controllers.models import Controller, ControllerContact
-from app.crypto import rotation
 from app.crypto.keys import data_keys
-from app.crypto.service import key_status, rewrap_keys
 from app.db import utcnow
 from app.extensions import db
 from app.jobs.locks import ProcessLock, advisory_key
+from app.keys import rotation
+from app.keys.service import key_status, rewrap_keys
 from config.settings import normalise_database_url
 from tests.conftest import make_config
 from tests.databases import fresh_database
@@ -128,9 +128,9 @@ def test_rotation_with_live_writes_loses_nothing(database: str, tmp_path: Path) 
         t.start()
     try:
         # When the rotation runs in small batches while they write
-        with app.app_context(), db.session_scope() as s:
+        with app.app_context():
             rotating.set()
-            result = rotation.run(s, by=TEST_PRINCIPAL, clock=utcnow, batch_rows=5)
+            result = rotation.run(db.session_scope, by=TEST_PRINCIPAL, clock=utcnow, batch_rows=5)
     finally:
         finished.set()
         for t in threads:

@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 from app.audit.models import AuditEvent
 from app.blobs.models import BlobChunk
 from app.principal import Principal
+from app.tickets import lookup, queue
 from app.tickets import service as tickets
 from app.tickets.html import sanitise_html
 from tests.factories import make_controller, make_user
@@ -27,9 +28,9 @@ def test_reference_is_year_and_id_and_findable(session: Session) -> None:
     c = make_controller(session)
     t = _ticket(session, c.id)
     assert t.reference == f"T-2026-{t.id:06d}"
-    assert tickets.find_by_reference(session, f"Re: [{t.reference}] Help") is t
-    assert tickets.find_by_reference(session, t.reference or "", controller_ids={c.id + 1000}) is None
-    assert tickets.find_by_reference(session, "no reference here") is None
+    assert lookup.find_by_reference(session, f"Re: [{t.reference}] Help") is t
+    assert lookup.find_by_reference(session, t.reference or "", controller_ids={c.id + 1000}) is None
+    assert lookup.find_by_reference(session, "no reference here") is None
 
 
 def test_requester_lookup_through_blind_index_is_case_insensitive_and_scoped(session: Session) -> None:
@@ -37,8 +38,8 @@ def test_requester_lookup_through_blind_index_is_case_insensitive_and_scoped(ses
     ta = _ticket(session, a.id, "Jane@Example.org")
     tb = _ticket(session, b.id, "jane@example.org ")
     _ticket(session, a.id, "someone@else.org")
-    assert {t.id for t in tickets.find_by_requester_email(session, "JANE@example.org")} >= {ta.id, tb.id}
-    assert [t.id for t in tickets.find_by_requester_email(session, "jane@example.org", controller_ids={a.id})] == [ta.id]
+    assert {t.id for t in lookup.find_by_requester_email(session, "JANE@example.org")} >= {ta.id, tb.id}
+    assert [t.id for t in lookup.find_by_requester_email(session, "jane@example.org", controller_ids={a.id})] == [ta.id]
     # The same address gives different index values under different controllers.
     assert ta.requester_email_bidx != tb.requester_email_bidx
 
@@ -49,17 +50,17 @@ def test_queue_pages_with_keyset_cursor_and_filters(session: Session) -> None:
     made = [_ticket(session, c.id, at=NOW + dt.timedelta(minutes=i)) for i in range(7)]
     tickets.change_status(session, made[0].id, "closed", by=BY, now=NOW)
     tickets.assign(session, made[1].id, agent.id, by=BY, now=NOW)
-    first = tickets.queue(session, controller_id=c.id, limit=3)
+    first = queue.queue(session, controller_id=c.id, limit=3)
     assert [t.id for t in first.rows] == [made[6].id, made[5].id, made[4].id]
     assert [(t.reference, t.subject, t.requester_email) for t in first.rows[:1]] == [(made[6].reference, "Help", "jane@example.org")]
-    second = tickets.queue(session, controller_id=c.id, limit=3, after=first.next_after)
+    second = queue.queue(session, controller_id=c.id, limit=3, after=first.next_after)
     assert [t.id for t in second.rows] == [made[3].id, made[2].id, made[1].id]
-    third = tickets.queue(session, controller_id=c.id, limit=3, after=second.next_after)
+    third = queue.queue(session, controller_id=c.id, limit=3, after=second.next_after)
     assert [t.id for t in third.rows] == [made[0].id] and third.next_after is None
-    assert [t.id for t in tickets.queue(session, controller_id=c.id, status="closed").rows] == [made[0].id]
-    assert [t.id for t in tickets.queue(session, controller_id=c.id, assignee_id=agent.id).rows] == [made[1].id]
-    assert len(tickets.queue(session, controller_id=c.id, unassigned=True).rows) == 6
-    assert [t.id for t in tickets.queue(session, controller_id=c.id, older_than=NOW + dt.timedelta(minutes=1)).rows] == [made[0].id]
+    assert [t.id for t in queue.queue(session, controller_id=c.id, status="closed").rows] == [made[0].id]
+    assert [t.id for t in queue.queue(session, controller_id=c.id, assignee_id=agent.id).rows] == [made[1].id]
+    assert len(queue.queue(session, controller_id=c.id, unassigned=True).rows) == 6
+    assert [t.id for t in queue.queue(session, controller_id=c.id, older_than=NOW + dt.timedelta(minutes=1)).rows] == [made[0].id]
 
 
 def test_state_changes_are_audited_with_ids_only(session: Session) -> None:
@@ -127,11 +128,11 @@ def test_triage_ticket_moves_to_a_controller_and_stays_readable(session: Session
     t = _ticket(session, None, "triage.person@example.org")
     m = tickets.add_message(session, t, tickets.MessageInput(direction="inbound", body_text="hello", sender_email="triage.person@example.org"), by=BY, now=NOW)
     a = tickets.add_attachment(session, m, filename="f.txt", content_type="text/plain", content=b"data", by=BY, now=NOW)
-    assert [x.id for x in tickets.find_by_requester_email(session, "triage.person@example.org", controller_ids=set(), include_triage=True)] == [t.id]
+    assert [x.id for x in lookup.find_by_requester_email(session, "triage.person@example.org", controller_ids=set(), include_triage=True)] == [t.id]
     tickets.move_to_controller(session, t.id, c.id, by=BY, now=NOW)
     session.expire_all()
     assert t.controller_id == c.id and t.key_owner == c.id
-    assert [x.id for x in tickets.find_by_requester_email(session, "triage.person@example.org", controller_ids={c.id})] == [t.id]
+    assert [x.id for x in lookup.find_by_requester_email(session, "triage.person@example.org", controller_ids={c.id})] == [t.id]
     assert m.body_text == "hello" and a.filename == "f.txt"
     assert b"".join(tickets.attachment_chunks(session, a)) == b"data"
 

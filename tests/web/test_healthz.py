@@ -9,8 +9,8 @@ import pytest
 from flask.testing import FlaskClient
 from sqlalchemy.orm import Session
 
+from app.jobs.broker import make_broker
 from tests.factories import make_controller
-from workers.broker import make_broker
 
 
 def closed_port() -> int:

@@ -16,7 +16,7 @@ from app.db import utcnow
 from app.extensions import db
 from app.subject_data.models import RestrictedTicket, Restriction
 from app.subject_data.restrict import restricted_flag, restricted_ticket_ids
-from app.tickets import service as tickets
+from app.tickets import queue as tickets
 from tests.conftest import AuthActions
 from tests.factories import make_controller
 from tests.web.test_tickets_ui import make_ticket

@@ -15,10 +15,10 @@ from app.auth import rbac
 from app.auth.gate import endpoint_permission
 from app.auth.models import ROLES
 from app.extensions import db
+from app.jobs.broker import app_context
 from tests.conftest import AuthActions, make_config
 from tests.factories import make_controller
 from tests.route_matrix import LOGIN, PUBLIC, ROUTE_MATRIX
-from workers.broker import app_context
 
 IGNORED_METHODS = {"HEAD", "OPTIONS"}
 

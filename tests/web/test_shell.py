@@ -8,8 +8,8 @@ from flask.testing import FlaskClient
 from sqlalchemy.orm import Session
 
 from app.controllers.models import Controller
-from app.crypto.service import shred_controller_keys
 from app.db import utcnow
+from app.keys.service import shred_controller_keys
 from tests.conftest import AuthActions
 from tests.factories import TEST_PRINCIPAL, make_controller
 

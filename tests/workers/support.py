@@ -9,8 +9,8 @@ from contextlib import contextmanager
 import dramatiq
 from flask import Flask
 
+from app.jobs.broker import start_worker
 from tests.conftest import TEST_MASTER_SECRET
-from workers.broker import start_worker
 
 
 @contextmanager

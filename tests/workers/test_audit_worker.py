@@ -11,9 +11,9 @@ from app.audit import checkpoint as cp
 from app.audit import service as audit
 from app.db import utcnow
 from app.extensions import db
+from app.jobs.broker import start_worker
 from app.principal import Principal
 from workers import audit as audit_actors
-from workers.broker import start_worker
 from workers.scheduler import JOBS
 
 

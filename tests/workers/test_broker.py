@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from urllib.parse import urlsplit
 
 import dramatiq
+import grimp
 import pytest
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.brokers.redis import RedisBroker
@@ -21,12 +22,12 @@ from flask import Flask, current_app
 from sqlalchemy import select
 
 from app.extensions import db
+from app.jobs.broker import AppContextMiddleware, BrokerConfigError, FactoryNotFound, app_context, configure_broker, make_broker, resolve_factory, start_worker
 from app.jobs.models import JobState
 from config.settings import REPO_ROOT
 from tests import NAMESPACE
 from tests.databases import TEST_BROKER_URL
-from workers import maintenance
-from workers.broker import AppContextMiddleware, BrokerConfigError, configure_broker, make_broker, start_worker
+from workers import APP_FACTORY, maintenance
 
 # CI sets TEST_RABBITMQ_URL: there the RabbitMQ test must run, an unreachable server is a failure.
 RABBITMQ_URL = os.environ.get("TEST_RABBITMQ_URL") or "amqp://guest:guest@127.0.0.1:5672/"
@@ -143,10 +144,51 @@ def test_a_standalone_worker_builds_its_app_once_on_the_first_message(app: Flask
         return app
 
     monkeypatch.setattr("app.create_app", fake_create_app)
-    middleware = AppContextMiddleware()
+    middleware = AppContextMiddleware(factory=APP_FACTORY)
     assert built == []  # nothing is built until a message arrives
     assert _process_on_stub(middleware, 3) == [app, app, app]
     assert built == [app]
+
+
+# The app a dotted factory name below resolves to (set by the test that names it).
+_NAMED: list[Flask] = []
+
+
+def named_factory() -> Flask:
+    """An app factory the tests name as "tests.workers.test_broker:named_factory"."""
+    return _NAMED[0]
+
+
+def test_the_worker_processes_app_factory_is_resolved_from_its_dotted_name(app: Flask) -> None:
+    # The worker and scheduler processes name the factory as a string: the workers package imports no app factory.
+    assert APP_FACTORY == "app:create_app"
+    assert app_context.factory == APP_FACTORY
+    import app as root
+
+    assert resolve_factory(APP_FACTORY) is root.create_app
+    # Given a worker whose factory is named, not imported, the name is resolved when the first message arrives
+    _NAMED[:] = [app]
+    middleware = AppContextMiddleware()
+    middleware.use_factory("tests.workers.test_broker:named_factory")
+    assert _process_on_stub(middleware, 2) == [app, app]
+
+
+@pytest.mark.parametrize(
+    ("dotted", "said"),
+    [("app.create_app", "module:attribute"), ("no_such_module_here:create_app", "cannot be imported"), ("app:no_such_factory", "no callable")],
+)
+def test_a_bad_factory_name_is_refused_in_one_line(dotted: str, said: str) -> None:
+    with pytest.raises(FactoryNotFound, match=said):
+        resolve_factory(dotted)
+
+
+def test_only_the_app_factory_imports_the_workers_and_nothing_imports_the_factory() -> None:
+    graph = grimp.build_graph("app", "workers", "config")
+    # /healthz and the command registrar use the platform's broker (app.jobs.broker), never the actors
+    for module in ("app.health", "app.cli"):
+        assert not graph.chain_exists(importer=module, imported="workers", as_packages=True), graph.find_shortest_chain(importer=module, imported="workers")
+    # The composition root (app/__init__.py) is imported by no module of the desk: workers name it as a string
+    assert graph.find_modules_that_directly_import("app") == set()
 
 
 _IMPORT_PROBE = """
