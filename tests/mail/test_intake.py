@@ -115,7 +115,9 @@ def test_a_reply_to_a_domains_row_threads_through_its_ticket_finder_and_reaches_
 def test_a_message_no_handler_claims_is_still_a_ticket(session: Session) -> None:
     widgets = WidgetDesk()
     with REGISTRY.registered("test.widgets", widgets):
-        outcome = ingest_message(session, build(to="support@desk.localhost", subject="A question", message_id="<unclaimed@example.org>"), settings=SETTINGS, by=BY, now=NOW)
+        outcome = ingest_message(
+            session, build(to="support@desk.localhost", subject="A question", message_id="<unclaimed@example.org>"), settings=SETTINGS, by=BY, now=NOW
+        )
     assert outcome.status == "stored" and outcome.new_ticket and outcome.claim is None
     [offered] = widgets.offered  # asked, and passed
     assert offered.new_ticket and offered.replied_to is None
@@ -129,7 +131,9 @@ def test_a_failing_handler_leaves_nothing_stored(committed_app: Flask) -> None:
 
     with committed_app.app_context(), REGISTRY.registered("test.broken", broken):
         with pytest.raises(RuntimeError):
-            ingest_committed(db.session_scope, build(to="support@desk.localhost", message_id="<atomic@example.org>"), settings=SETTINGS, by=BY, clock=utcnow, source="pipe")
+            ingest_committed(
+                db.session_scope, build(to="support@desk.localhost", message_id="<atomic@example.org>"), settings=SETTINGS, by=BY, clock=utcnow, source="pipe"
+            )
         with db.session_scope() as session:
             assert session.scalar(select(func.count()).select_from(Message)) == 0
             assert session.scalar(select(func.count()).select_from(Ticket)) == 0
