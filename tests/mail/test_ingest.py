@@ -5,14 +5,20 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import hashlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
+from flask import Flask
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.audit.models import AuditEvent
+from app.db import utcnow
+from app.extensions import db
 from app.mail import quarantine
-from app.mail.inbound import IngestSettings, ingest_message, release_quarantined
+from app.mail.inbound import IngestSettings, ingest_committed, ingest_message, release_quarantined
 from app.principal import Principal
 from app.tickets import service as tickets
 from app.tickets.models import Message, Ticket
@@ -205,3 +211,30 @@ def test_released_oversized_message_is_parsed_not_dumped(session: Session) -> No
     ticket = session.get(Ticket, ticket_id)
     assert ticket is not None and ticket.subject == "Big one"
     assert ticket.messages[0].message_id == "big-release@x" and "released_from_quarantine" in ticket.messages[0].flags
+
+
+def test_ingest_committed_retries_a_concurrent_duplicate_once_and_then_gives_up(committed_app: Flask) -> None:
+    raw = build(to="support@desk.localhost", message_id="<raced@example.org>")
+    scopes = 0
+
+    @contextmanager
+    def racing_scope(rivals: int) -> Iterator[Session]:
+        # The first `rivals` transactions lose the race: another process commits the same
+        # Message-ID between their duplicate check and their commit (the unique index refuses theirs).
+        nonlocal scopes
+        scopes += 1
+        with db.session_scope() as session:
+            yield session
+            if scopes <= rivals:
+                session.rollback()
+                with db.session_scope() as rival:
+                    ingest_message(rival, raw, settings=SETTINGS, by=BY, now=utcnow())
+                raise IntegrityError("INSERT INTO messages", {}, Exception("unique message_id"))
+
+    with committed_app.app_context():
+        outcome = ingest_committed(lambda: racing_scope(1), raw, settings=SETTINGS, by=BY, clock=utcnow, source="pipe")
+        assert (outcome.status, scopes) == ("duplicate", 2)  # retried once, as a no-op
+        scopes = 0
+        with pytest.raises(IntegrityError):
+            ingest_committed(lambda: racing_scope(2), build(message_id="<raced-twice@example.org>"), settings=SETTINGS, by=BY, clock=utcnow, source="pipe")
+        assert scopes == 2  # not a third time
