@@ -9,8 +9,13 @@ from contextlib import contextmanager
 import dramatiq
 from flask import Flask
 
+from app.extensions import db
 from app.jobs.broker import start_worker
+from app.mail.models import OutboxEmail
 from tests.conftest import TEST_MASTER_SECRET
+
+# The outbox tests' stale-claim limit (mail_app): short, so a dead worker's claim goes stale within a test.
+STALE_SECONDS = 2.0
 
 
 @contextmanager
@@ -34,3 +39,11 @@ def process_env(app: Flask, **settings: str) -> dict[str, str]:
         **settings,
     )
     return env
+
+
+def row_of(app: Flask, outbox_id: int) -> OutboxEmail:
+    """The outbox row as committed, read in a session of its own."""
+    with app.app_context(), db.session_scope() as session:
+        row = session.get(OutboxEmail, outbox_id)
+        assert row is not None
+        return row

@@ -32,24 +32,9 @@ from app.mail.outbox_settings import OutboundSettings
 from config.settings import REPO_ROOT
 from tests.factories import TEST_PRINCIPAL
 from tests.workers.smtp_support import SmtpServer, wait_for
-from tests.workers.support import process_env, worker
+from tests.workers.support import STALE_SECONDS, process_env, row_of, worker
 from workers import mail as mail_actors
 from workers.scheduler import JOBS
-
-STALE_SECONDS = 2.0
-
-
-@pytest.fixture
-def mail_app(committed_app: Flask, smtp: SmtpServer) -> Flask:
-    """The private app sending through the loopback SMTP server, with short retry and stale timings."""
-    committed_app.config.update(
-        SMTP_URL=f"smtp://127.0.0.1:{smtp.port}?timeout=10",
-        PRIVACY_ADDRESS="privacy@desk.example",
-        OUTBOX_RETRY_BASE_SECONDS=0.3,
-        OUTBOX_STALE_SECONDS=STALE_SECONDS,
-    )
-    dramatiq.get_broker().flush_all()  # doorbells other tests left behind are not ours
-    return committed_app
 
 
 def queue_email(app: Flask, **kw: Any) -> OutboxEmail:
@@ -66,13 +51,6 @@ def queue_email(app: Flask, **kw: Any) -> OutboxEmail:
     fields.update(kw)
     with app.app_context(), db.session_scope() as session:
         return outbox.enqueue_email(session, **fields)
-
-
-def row_of(app: Flask, outbox_id: int) -> OutboxEmail:
-    with app.app_context(), db.session_scope() as session:
-        row = session.get(OutboxEmail, outbox_id)
-        assert row is not None
-        return row
 
 
 def settings_of(app: Flask) -> OutboundSettings:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-import dramatiq
 import pytest
 from flask import Flask
 from sqlalchemy import select
@@ -30,22 +29,9 @@ from app.mail.outbox_settings import OutboundSettings
 from app.mail.policies import POLICIES, OutboundMessage, OutboundRefused, PoliciesNotInstalled, PolicyRegistry, Refusal
 from tests.factories import TEST_PRINCIPAL
 from tests.workers.smtp_support import SmtpServer
+from tests.workers.support import STALE_SECONDS, row_of
 
 SUBJECT = "jane@mailbox.example"
-STALE_SECONDS = 1.0
-
-
-@pytest.fixture
-def mail_app(committed_app: Flask, smtp: SmtpServer) -> Flask:
-    """The private app sending through the loopback SMTP server, with short retry and stale timings."""
-    committed_app.config.update(
-        SMTP_URL=f"smtp://127.0.0.1:{smtp.port}?timeout=10",
-        PRIVACY_ADDRESS="privacy@desk.example",
-        OUTBOX_RETRY_BASE_SECONDS=0.3,
-        OUTBOX_STALE_SECONDS=STALE_SECONDS,
-    )
-    dramatiq.get_broker().flush_all()  # doorbells other tests left behind are not ours
-    return committed_app
 
 
 def queue_reply(app: Flask, *, to: str = SUBJECT, body: str = "Hello Jane, here is the booking you asked about.") -> OutboxEmail:
@@ -80,13 +66,6 @@ def open_objection(app: Flask) -> Dsr:
         dsr = session.scalars(select(Dsr)).one()
         assert dsr.is_open and dsr.subject_email == SUBJECT
         return dsr
-
-
-def row_of(app: Flask, outbox_id: int) -> OutboxEmail:
-    with app.app_context(), db.session_scope() as session:
-        row = session.get(OutboxEmail, outbox_id)
-        assert row is not None
-        return row
 
 
 def events(app: Flask, action: str) -> list[AuditEvent]:
