@@ -133,3 +133,12 @@ def test_scheduled_actor_polls_only_when_imap_url_is_set(server: Dovecot, app: F
     monkeypatch.setitem(app.config, "IMAP_CA_FILE", server.ca_file)
     poll_imap()
     assert (server.count("INBOX"), stored(session, "actor-1@example.org")) == (0, 1)
+
+
+def test_the_actor_and_the_command_share_the_poll_service_and_no_worker_imports_the_mail_commands() -> None:
+    import grimp
+
+    graph = grimp.build_graph("workers", "app")
+    assert "app.mail.poll" in graph.find_modules_directly_imported_by("workers.inbound")
+    assert "app.mail.poll" in graph.find_modules_directly_imported_by("app.mail.commands")
+    assert sorted(m for m in graph.find_modules_that_directly_import("app.mail.commands") if m.startswith("workers")) == []
