@@ -1,5 +1,9 @@
-"""What every `flask --app wsgi GROUP COMMAND` edge shares: a command group whose infrastructure failures end in
-one line, the operator principal, and a clean stop on Ctrl-C for long jobs.
+"""What every `flask --app wsgi GROUP COMMAND` edge shares: a command group whose failures end in one line on
+stderr (never a traceback), the operator principal, and a clean stop on Ctrl-C for long jobs.
+
+Errors mapped once for the command line (`DeskGroup`), as `app.errors` does for the web; a command catches nothing:
+- `NotFound`, `Refused`, `Conflict` (the operator's request cannot be done): `Error: <message>`, exit 2;
+- any other `DeskError` (the desk could not do it: a key, a file, a lock) and an unreachable database: exit 1.
 
 Command modules (`app/<domain>/commands.py`) import this, never `app.cli` (the registrar that imports them).
 """
@@ -16,18 +20,34 @@ import click
 from flask.cli import AppGroup
 from sqlalchemy.exc import DBAPIError, OperationalError
 
+from app.exceptions import Conflict, DeskError, NotFound, Refused
 from app.principal import Principal
 
 
+class RequestRefused(click.ClickException):
+    """The operator's request cannot be done (not found, refused, conflicting): one line, exit 2."""
+
+    exit_code = 2
+
+
 class DeskGroup(AppGroup):
-    """A command group whose infrastructure failures end in one line, not a traceback."""
+    """A command group whose failures end in one line on stderr, not a traceback (mapped as the module says)."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except (NotFound, Refused, Conflict) as exc:
+            raise RequestRefused(_one_line(exc)) from None
+        except DeskError as exc:
+            raise click.ClickException(_one_line(exc)) from None
         except (OperationalError, DBAPIError) as exc:
             reason = type(exc.orig).__name__ if exc.orig is not None else type(exc).__name__
             raise click.ClickException(f"the database is unreachable or refused the request ({reason})") from None
+
+
+def _one_line(exc: DeskError) -> str:
+    """The error's message on one line; its kind when it has none."""
+    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 def group(name: str, help_text: str) -> DeskGroup:

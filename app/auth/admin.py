@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 
 from app.auth import rbac, service
 from app.auth.forms import ActionForm, RoleForm, UserForm
-from app.auth.models import User
 from app.controllers import service as controllers
 from app.db import utcnow
+from app.errors import back_to
 from app.extensions import db
 from app.web import current_principal
 
@@ -20,13 +18,6 @@ bp = Blueprint("admin", __name__, url_prefix="/admin")
 
 def _controller_choices() -> list[tuple[int, str]]:
     return [(c.id, f"{c.id} · {c.name}") for c in controllers.controller_names(db.session)]
-
-
-def _user_or_404(user_id: int) -> User:
-    try:
-        return service.get_user(db.session, user_id)
-    except service.UserNotFound:
-        abort(404)
 
 
 @bp.get("/users")
@@ -68,7 +59,7 @@ def create_user() -> ResponseReturnValue:
 @bp.route("/users/<int:user_id>", methods=["GET", "POST"])
 @rbac.require(rbac.USERS_MANAGE)
 def edit_user(user_id: int) -> ResponseReturnValue:
-    user = _user_or_404(user_id)
+    user = service.get_user(db.session, user_id)
     form = RoleForm()
     form.controllers.choices = _controller_choices()
     if request.method == "GET":
@@ -83,45 +74,57 @@ def edit_user(user_id: int) -> ResponseReturnValue:
                 getattr(form, name, form.role).errors.append(message)
         else:
             db.session.commit()
-            flash(f"User {user.id} saved; their open sessions were ended.", "success")
+            flash(f"{user.email} saved; their open sessions were ended.", "success")
             return redirect(url_for("admin.users"))
     return render_template("admin/user_form.html", form=form, user=user, action=ActionForm(), now=utcnow()), 200 if request.method == "GET" else 422
 
 
-def _act(user_id: int, change: Callable[..., User], done: str) -> ResponseReturnValue:
-    _user_or_404(user_id)
+def _action_form() -> None:
+    """The buttons of the user page post a CSRF-checked empty form; anything else is a bad request."""
     if not ActionForm().validate_on_submit():
         abort(400)
-    try:
-        change(db.session, user_id, by=current_principal(), now=utcnow())
-    except service.InvalidUser as exc:
-        db.session.rollback()
-        flash("; ".join(exc.errors.values()), "error")
-    else:
-        db.session.commit()
-        flash(f"User {user_id}: {done}.", "success")
+
+
+def _user_page(user_id: int, done: str) -> ResponseReturnValue:
+    flash(f"User {user_id}: {done}.", "success")
     return redirect(url_for("admin.edit_user", user_id=user_id))
 
 
 @bp.post("/users/<int:user_id>/disable")
 @rbac.require(rbac.USERS_MANAGE)
+@back_to("admin.edit_user")
 def disable_user(user_id: int) -> ResponseReturnValue:
-    return _act(user_id, service.disable_user, "disabled, open sessions ended")
+    _action_form()
+    service.disable_user(db.session, user_id, by=current_principal(), now=utcnow())
+    db.session.commit()
+    return _user_page(user_id, "disabled, open sessions ended")
 
 
 @bp.post("/users/<int:user_id>/enable")
 @rbac.require(rbac.USERS_MANAGE)
+@back_to("admin.edit_user")
 def enable_user(user_id: int) -> ResponseReturnValue:
-    return _act(user_id, service.enable_user, "enabled")
+    _action_form()
+    service.enable_user(db.session, user_id, by=current_principal(), now=utcnow())
+    db.session.commit()
+    return _user_page(user_id, "enabled")
 
 
 @bp.post("/users/<int:user_id>/reset-mfa")
 @rbac.require(rbac.USERS_MANAGE)
+@back_to("admin.edit_user")
 def reset_mfa(user_id: int) -> ResponseReturnValue:
-    return _act(user_id, service.reset_mfa, "MFA reset; they enrol again at their next login")
+    _action_form()
+    service.reset_mfa(db.session, user_id, by=current_principal(), now=utcnow())
+    db.session.commit()
+    return _user_page(user_id, "MFA reset; they enrol again at their next login")
 
 
 @bp.post("/users/<int:user_id>/unlock")
 @rbac.require(rbac.USERS_MANAGE)
+@back_to("admin.edit_user")
 def unlock_user(user_id: int) -> ResponseReturnValue:
-    return _act(user_id, service.unlock_user, "lock lifted")
+    _action_form()
+    service.unlock_user(db.session, user_id, by=current_principal(), now=utcnow())
+    db.session.commit()
+    return _user_page(user_id, "lock lifted")

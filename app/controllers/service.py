@@ -183,11 +183,11 @@ def update_controller(session: Session, controller_id: int, data: ControllerInpu
     return controller
 
 
-def get_controller(session: Session, controller_id: int) -> Controller:
-    """One controller with its contacts, or ControllerNotFound."""
+def get_controller(session: Session, controller_id: int, *, only_ids: Collection[int] | None = None) -> Controller:
+    """One controller with its contacts; ControllerNotFound when there is none or it is outside `only_ids` (a staff member's scope)."""
     controller = session.get(Controller, controller_id)
-    if controller is None:
-        raise ControllerNotFound(controller_id)
+    if controller is None or (only_ids is not None and controller_id not in only_ids):
+        raise ControllerNotFound(f"no controller {controller_id}")
     return controller
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+from flask import Blueprint, flash, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 
 from app.auth import rbac
@@ -27,12 +27,8 @@ def index() -> str:
 @bp.get("/<int:controller_id>/view")
 @rbac.require(rbac.CONTROLLERS_READ)
 def show(controller_id: int) -> str:
-    # Outside the scope is a 404, exactly like an id that does not exist.
-    rbac.ensure_controller_visible(controller_id)
-    try:
-        controller = service.get_controller(db.session, controller_id)
-    except service.ControllerNotFound:
-        abort(404)
+    # Outside the scope is a 404 (the service's ControllerNotFound), exactly like an id that does not exist.
+    controller = service.get_controller(db.session, controller_id, only_ids=rbac.controller_scope())
     return render_template("controllers/show.html", controller=controller)
 
 
@@ -44,11 +40,12 @@ def create() -> ResponseReturnValue:
         try:
             controller = service.create_controller(db.session, form.to_input(), by=current_principal(), now=utcnow())
         except service.InvalidController as exc:
+            # The form shows each field's refusal next to it, with what was typed (422).
             db.session.rollback()
             form.add_errors(exc.errors)
         else:
             db.session.commit()
-            flash(f"Controller {controller.id} created.", "success")
+            flash(f"Controller {controller.name} created.", "success")
             return redirect(url_for("controllers.index"))
     return render_template("controllers/form.html", form=form, controller=None), 200 if request.method == "GET" else 422
 
@@ -56,20 +53,10 @@ def create() -> ResponseReturnValue:
 @bp.route("/<int:controller_id>", methods=["GET", "POST"])
 @rbac.require(rbac.CONTROLLERS_MANAGE)
 def edit(controller_id: int) -> ResponseReturnValue:
-    try:
-        controller = service.get_controller(db.session, controller_id)
-    except service.ControllerNotFound:
-        abort(404)
+    controller = service.get_controller(db.session, controller_id)
     form = ControllerForm()
     if request.method == "GET":
-        form.name.data = controller.name
-        for kind in ("dsr", "breach", "subprocessor"):
-            getattr(form, f"{kind}_contacts").data = "\n".join(controller.contact_emails(kind))
-        form.domains.data = "\n".join(d.domain for d in controller.domains)
-        form.identifiers.data = "\n".join(i.identifier for i in controller.identifiers)
-        form.status.data = controller.status
-        form.terminated_on.data = controller.terminated_on
-        form.termination_option.data = controller.termination_option or ""
+        form.fill(controller)
     elif form.validate_on_submit():
         try:
             service.update_controller(db.session, controller.id, form.to_input(), by=current_principal(), now=utcnow())
@@ -78,7 +65,7 @@ def edit(controller_id: int) -> ResponseReturnValue:
             form.add_errors(exc.errors)
         else:
             db.session.commit()
-            flash(f"Controller {controller.id} saved.", "success")
+            flash(f"Controller {controller.name} saved.", "success")
             return redirect(url_for("controllers.index"))
     status = 200 if request.method == "GET" else 422
     return render_template("controllers/form.html", form=form, controller=controller), status

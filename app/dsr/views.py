@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
-from flask import Blueprint, abort, flash, g, redirect, render_template, request, url_for
+from flask import Blueprint, current_app, flash, g, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 from sqlalchemy import func, select
 
@@ -14,17 +13,19 @@ from app.controllers.models import Controller
 from app.db import utcnow
 from app.dsr import chart as dsr_chart
 from app.dsr import dashboard as dsr_dashboard
-from app.dsr import deadlines, gate
+from app.dsr import deadlines
 from app.dsr import instructions as dsr_instructions
-from app.dsr.errors import DsrNotFound, InvalidDsr
+from app.dsr.errors import InvalidDsr
 from app.dsr.models import DECISIONS, TYPES, UNFORWARDED, Dsr, DsrSuggestion
 from app.dsr.requests import DsrInput, assign_controllers, create_from_ticket, dismiss_suggestion, get_dsr
 from app.dsr.settings import DsrSettings
 from app.dsr.sweeper import record_missed_reason
+from app.errors import back_to, return_to
+from app.exceptions import Refused
 from app.extensions import db
-from app.mail.outbox import InvalidOutboundEmail, enqueue_email
+from app.mail.outbox import enqueue_email
 from app.tickets import service as tickets
-from app.web import current_principal
+from app.web import MAX_ID, current_principal
 
 bp = Blueprint("dsr", __name__, url_prefix="/dsr")
 
@@ -34,16 +35,7 @@ def _now() -> Any:
 
 
 def _settings() -> DsrSettings:
-    from flask import current_app
-
     return DsrSettings.from_config(current_app.config)
-
-
-def _dsr_or_404(dsr_id: int) -> Dsr:
-    try:
-        return get_dsr(db.session, dsr_id)
-    except DsrNotFound:
-        abort(404)
 
 
 @bp.app_context_processor
@@ -80,7 +72,7 @@ def dashboard() -> str:
 @bp.get("/<int:dsr_id>")
 @rbac.require(rbac.DSR_MANAGE)
 def show(dsr_id: int) -> str:
-    dsr = _dsr_or_404(dsr_id)
+    dsr = get_dsr(db.session, dsr_id)
     now = _now()
     controllers = list(db.session.scalars(select(Controller).where(Controller.status == "active").order_by(Controller.name)))
     names = {c.id: c.name for c in db.session.scalars(select(Controller))}
@@ -102,10 +94,7 @@ def show(dsr_id: int) -> str:
 @rbac.require(rbac.TICKETS_WORK)
 def create(ticket_id: int) -> ResponseReturnValue:
     """Staff mark a ticket as a DSR ("this is a DSR"), with its types and the subject."""
-    try:
-        ticket = tickets.get_ticket(db.session, ticket_id, controller_ids=rbac.controller_scope())
-    except tickets.TicketNotFound:
-        abort(404)
+    ticket = tickets.get_ticket(db.session, ticket_id, controller_ids=rbac.controller_scope())
     suggestion = db.session.scalar(select(DsrSuggestion).where(DsrSuggestion.ticket_id == ticket.id))
     if request.method == "POST":
         data = DsrInput(
@@ -130,141 +119,100 @@ def create(ticket_id: int) -> ResponseReturnValue:
     return render_template("dsr/new.html", ticket=ticket, types=TYPES, suggestion=suggestion, form={})
 
 
-def _back(dsr_id: int) -> ResponseReturnValue:
+def _page(dsr_id: int) -> ResponseReturnValue:
     return redirect(url_for("dsr.show", dsr_id=dsr_id))
-
-
-def _act(dsr_id: int, action: Callable[[], object], *, done: str, refused: type[Exception]) -> ResponseReturnValue:
-    """Run one service call: commit and say `done`, or roll back and show the refusal; back to the request page."""
-    try:
-        action()
-    except dsr_instructions.InstructionNotFound:
-        abort(404)
-    except refused as exc:
-        db.session.rollback()
-        flash(str(exc), "error")
-    else:
-        db.session.commit()
-        flash(done, "success")
-    return _back(dsr_id)
 
 
 @bp.post("/<int:dsr_id>/route")
 @rbac.require(rbac.DSR_MANAGE)
+@back_to("dsr.show")
 def route(dsr_id: int) -> ResponseReturnValue:
-    _dsr_or_404(dsr_id)
     ids = [int(v) for v in request.form.getlist("controller_id") if v.isdigit()]
-    return _act(
-        dsr_id,
-        lambda: assign_controllers(db.session, dsr_id, ids, by=current_principal(), now=_now()),
-        done="Controller recorded; the forward is on its way.",
-        refused=InvalidDsr,
-    )
+    assign_controllers(db.session, dsr_id, ids, by=current_principal(), now=_now())
+    db.session.commit()
+    flash("Controller recorded; the forward is on its way.", "success")
+    return _page(dsr_id)
 
 
 @bp.post("/<int:dsr_id>/missed-reason")
 @rbac.require(rbac.DSR_MANAGE)
+@back_to("dsr.show")
 def missed_reason(dsr_id: int) -> ResponseReturnValue:
-    _dsr_or_404(dsr_id)
-    reason = request.form.get("reason", "")
-    return _act(
-        dsr_id,
-        lambda: record_missed_reason(db.session, dsr_id, reason, by=current_principal(), now=_now()),
-        done="Reason recorded.",
-        refused=InvalidDsr,
-    )
+    record_missed_reason(db.session, dsr_id, request.form.get("reason", ""), by=current_principal(), now=_now())
+    db.session.commit()
+    flash("Reason recorded.", "success")
+    return _page(dsr_id)
 
 
 @bp.post("/<int:dsr_id>/instructions/<int:instruction_id>/confirm")
 @rbac.require(rbac.DSR_MANAGE)
+@back_to("dsr.show")
 def confirm(dsr_id: int, instruction_id: int) -> ResponseReturnValue:
-    _dsr_or_404(dsr_id)
     decision, response_text = request.form.get("decision", ""), request.form.get("response_text")
-    return _act(
-        dsr_id,
-        lambda: dsr_instructions.confirm(db.session, dsr_id, instruction_id, decision, response_text=response_text, by=current_principal(), now=_now()),
-        done="Instruction confirmed.",
-        refused=dsr_instructions.InstructionNotConfirmable,
-    )
+    dsr_instructions.confirm(db.session, dsr_id, instruction_id, decision, response_text=response_text, by=current_principal(), now=_now())
+    db.session.commit()
+    flash("Instruction confirmed.", "success")
+    return _page(dsr_id)
 
 
 @bp.post("/<int:dsr_id>/instructions/<int:instruction_id>/flag")
 @rbac.require(rbac.DSR_MANAGE)
+@back_to("dsr.show")
 def flag(dsr_id: int, instruction_id: int) -> ResponseReturnValue:
-    _dsr_or_404(dsr_id)
     reason = request.form.get("reason", "")
-    return _act(
-        dsr_id,
-        lambda: dsr_instructions.flag(db.session, dsr_id, instruction_id, reason, settings=_settings(), by=current_principal(), now=_now()),
-        done="Instruction flagged; the controller has been told why.",
-        refused=dsr_instructions.InstructionNotConfirmable,
-    )
+    dsr_instructions.flag(db.session, dsr_id, instruction_id, reason, settings=_settings(), by=current_principal(), now=_now())
+    db.session.commit()
+    flash("Instruction flagged; the controller has been told why.", "success")
+    return _page(dsr_id)
 
 
 @bp.post("/<int:dsr_id>/reply")
 @rbac.require(rbac.DSR_MANAGE)
+@back_to("dsr.show")
 def reply(dsr_id: int) -> ResponseReturnValue:
-    """Send the subject what the controller instructed; the outbox's gate decides, not this page."""
-    dsr = _dsr_or_404(dsr_id)
+    """Send the subject what the controller instructed; the outbox's policies (the instruction gate) decide, not this page."""
+    dsr = get_dsr(db.session, dsr_id)
     if not dsr.subject_email:
-        flash("The request has no subject email address.", "error")
-        return _back(dsr_id)
+        raise Refused("The request has no subject email address.")
     settings = _settings()
-    try:
-        enqueue_email(
-            db.session,
-            to=dsr.subject_email,
-            subject=f"Your request {dsr.reference}",
-            body_text=request.form.get("body_text", ""),
-            reply_to=settings.reply_to,
-            related_type="ticket" if dsr.ticket_id else "dsr",
-            related_id=dsr.ticket_id or dsr.id,
-            kind="reply",
-            msgid_domain=settings.msgid_domain,
-            by=current_principal(),
-            now=_now(),
-        )
-    except gate.InstructionRequired:
-        db.session.rollback()
-        flash("Refused: no confirmed controller instruction authorises this message to the data subject.", "error")
-        return render_template("dsr/refused.html", dsr=dsr), 409
-    except InvalidOutboundEmail as exc:
-        db.session.rollback()
-        flash(str(exc), "error")
-        return _back(dsr_id)
+    enqueue_email(
+        db.session,
+        to=dsr.subject_email,
+        subject=f"Your request {dsr.reference}",
+        body_text=request.form.get("body_text", ""),
+        reply_to=settings.reply_to,
+        related_type="ticket" if dsr.ticket_id else "dsr",
+        related_id=dsr.ticket_id or dsr.id,
+        kind="reply",
+        msgid_domain=settings.msgid_domain,
+        by=current_principal(),
+        now=_now(),
+    )
     db.session.commit()
     flash("Reply queued.", "success")
-    return _back(dsr_id)
+    return _page(dsr_id)
 
 
 @bp.post("/standing/<int:controller_id>")
 @rbac.require(rbac.DSR_MANAGE)
 def standing(controller_id: int) -> ResponseReturnValue:
     """Record (or revoke, with an empty template) a controller's standing acknowledgement instruction."""
-    template = request.form.get("template", "").strip()
-    try:
-        if template:
-            dsr_instructions.record_standing(db.session, controller_id, template, by=current_principal(), now=_now())
-        else:
-            dsr_instructions.revoke_standing(db.session, controller_id, by=current_principal(), now=_now())
-    except dsr_instructions.InstructionNotFound:
-        abort(404)
-    except dsr_instructions.InstructionNotConfirmable as exc:
-        db.session.rollback()
-        flash(str(exc), "error")
-    else:
-        db.session.commit()
-        flash("Standing instruction recorded." if template else "Standing instruction revoked.", "success")
     back = request.form.get("dsr_id", "")
-    return redirect(url_for("dsr.show", dsr_id=int(back))) if back.isdigit() else redirect(url_for("dsr.dashboard"))
+    page = url_for("dsr.show", dsr_id=int(back)) if back.isdigit() and int(back) <= MAX_ID else url_for("dsr.dashboard")
+    return_to(page)
+    template = request.form.get("template", "").strip()
+    if template:
+        dsr_instructions.record_standing(db.session, controller_id, template, by=current_principal(), now=_now())
+    else:
+        dsr_instructions.revoke_standing(db.session, controller_id, by=current_principal(), now=_now())
+    db.session.commit()
+    flash("Standing instruction recorded." if template else "Standing instruction revoked.", "success")
+    return redirect(page)
 
 
 @bp.post("/suggestions/<int:suggestion_id>/dismiss")
 @rbac.require(rbac.DSR_MANAGE)
 def dismiss(suggestion_id: int) -> ResponseReturnValue:
-    try:
-        dismiss_suggestion(db.session, suggestion_id, by=current_principal(), now=_now())
-    except DsrNotFound:
-        abort(404)
+    dismiss_suggestion(db.session, suggestion_id, by=current_principal(), now=_now())
     db.session.commit()
     return redirect(url_for("dsr.dashboard"))

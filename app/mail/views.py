@@ -7,6 +7,7 @@ from werkzeug.wrappers import Response
 
 from app.auth import rbac
 from app.db import utcnow
+from app.errors import back_to
 from app.extensions import db
 from app.mail import quarantine
 from app.mail.inbound import IngestSettings, release_quarantined
@@ -37,14 +38,11 @@ def index() -> str:
 
 @bp.post("/<int:item_id>/release")
 @rbac.require(QUARANTINE_PERMISSION)
+@back_to("quarantine.index")
 def release(item_id: int) -> Response:
     if not ActionForm().validate_on_submit():
         abort(400)
-    try:
-        ticket_id = release_quarantined(db.session, item_id, settings=IngestSettings.from_config(current_app.config), by=current_principal(), now=utcnow())
-    except quarantine.QuarantineNotFound:
-        db.session.rollback()
-        abort(404)
+    ticket_id = release_quarantined(db.session, item_id, settings=IngestSettings.from_config(current_app.config), by=current_principal(), now=utcnow())
     db.session.commit()
     flash(f"Message {item_id} released as ticket #{ticket_id}.", "success")
     return redirect(url_for("quarantine.index"), code=303)
@@ -52,14 +50,11 @@ def release(item_id: int) -> Response:
 
 @bp.post("/<int:item_id>/delete")
 @rbac.require(QUARANTINE_PERMISSION)
+@back_to("quarantine.index")
 def delete(item_id: int) -> Response:
     if not ActionForm().validate_on_submit():
         abort(400)
-    try:
-        quarantine.delete(db.session, item_id, by=current_principal(), now=utcnow())
-    except quarantine.QuarantineNotFound:
-        db.session.rollback()
-        abort(404)
+    quarantine.delete(db.session, item_id, by=current_principal(), now=utcnow())
     db.session.commit()
     flash(f"Message {item_id} deleted; its original is destroyed.", "success")
     return redirect(url_for("quarantine.index"), code=303)

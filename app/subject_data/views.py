@@ -20,13 +20,12 @@ from app.auth import rbac
 from app.controllers.models import Controller
 from app.crypto.keyring import get_keyring
 from app.db import utcnow
-from app.dsr.errors import DsrNotFound
 from app.dsr.gate import NoConfirmedInstruction, require_instruction
 from app.dsr.models import Dsr
-from app.dsr.requests import get_dsr
 from app.dsr.settings import DsrSettings
+from app.errors import back_to
 from app.extensions import db
-from app.subject_data import restrict, service, tokens
+from app.subject_data import closing, export, restrict, service, tokens
 from app.subject_data.models import DECISION_FOR, SubjectExport, SubjectRun
 from app.tickets.models import Ticket
 from app.web import current_principal, streamed_blob
@@ -40,14 +39,8 @@ def _key() -> bytes:
     return get_keyring(current_app).derive(tokens.KEY_PURPOSE)
 
 
-def _dsr_or_404(dsr_id: int) -> Dsr:
-    try:
-        return get_dsr(db.session, dsr_id)
-    except DsrNotFound:
-        abort(404)
-
-
-def _back(dsr_id: int) -> Response:
+def _dsr_page(dsr_id: int, done: str) -> Response:
+    flash(done, "success")
     return redirect(url_for("dsr.show", dsr_id=dsr_id), code=303)
 
 
@@ -116,73 +109,46 @@ def refuse_reply(ticket: Ticket) -> bool:
 # --- actions --------------------------------------------------------------------
 
 
-def _act(dsr_id: int, fn: Any, done: str) -> Response:
-    try:
-        fn()
-    except service.RunNotFound:
-        abort(404)
-    except service.SubjectDataError as exc:
-        db.session.rollback()
-        flash(f"Refused: {exc}.", "error")
-    else:
-        db.session.commit()
-        flash(done, "success")
-    return _back(dsr_id)
-
-
 @bp.post("/dsr/<int:dsr_id>/run")
 @rbac.require(rbac.DSR_MANAGE)
+@back_to("dsr.show")
 def start(dsr_id: int) -> ResponseReturnValue:
     """Queue an export, erasure or rectification (the worker does it, batch by batch)."""
-    _dsr_or_404(dsr_id)
     kind, cid = request.form.get("kind", ""), _controller_arg()
-    labels = {"export": "Export", "erase": "Erasure", "rectify": "Rectification"}
-
-    def go() -> None:
-        service.start(
-            db.session,
-            dsr_id,
-            cid,
-            kind,
-            new_name=request.form.get("new_name"),
-            new_email=request.form.get("new_email"),
-            by=current_principal(),
-            now=utcnow(),
-        )
-
-    return _act(dsr_id, go, f"{labels.get(kind, 'Run')} queued; the report appears below when it is done.")
+    new_name, new_email = request.form.get("new_name"), request.form.get("new_email")
+    service.start(db.session, dsr_id, cid, kind, new_name=new_name, new_email=new_email, by=current_principal(), now=utcnow())
+    db.session.commit()
+    label = {"export": "Export", "erase": "Erasure", "rectify": "Rectification"}.get(kind, "Run")
+    return _dsr_page(dsr_id, f"{label} queued; the report appears below when it is done.")
 
 
 @bp.post("/dsr/<int:dsr_id>/restrict")
 @rbac.require(rbac.DSR_MANAGE)
+@back_to("dsr.show")
 def restrict_data(dsr_id: int) -> ResponseReturnValue:
-    _dsr_or_404(dsr_id)
-    cid = _controller_arg()
-    kind = request.form.get("kind", "restriction")
-    return _act(
-        dsr_id,
-        lambda: service.restrict(db.session, dsr_id, cid, kind, by=current_principal(), now=utcnow()),
-        "Recorded: the subject's data is now shown to privacy officers only.",
-    )
+    cid, kind = _controller_arg(), request.form.get("kind", "restriction")
+    restrict.restrict(db.session, dsr_id, cid, kind, by=current_principal(), now=utcnow())
+    db.session.commit()
+    return _dsr_page(dsr_id, "Recorded: the subject's data is now shown to privacy officers only.")
 
 
 @bp.post("/dsr/<int:dsr_id>/restrictions/<int:restriction_id>/lift")
 @rbac.require(rbac.DSR_MANAGE)
+@back_to("dsr.show")
 def lift(dsr_id: int, restriction_id: int) -> ResponseReturnValue:
-    _dsr_or_404(dsr_id)
-    return _act(dsr_id, lambda: service.lift(db.session, dsr_id, restriction_id, by=current_principal(), now=utcnow()), "Restriction lifted.")
+    restrict.lift(db.session, dsr_id, restriction_id, by=current_principal(), now=utcnow())
+    db.session.commit()
+    return _dsr_page(dsr_id, "Restriction lifted.")
 
 
 @bp.post("/dsr/<int:dsr_id>/close")
 @rbac.require(rbac.DSR_MANAGE)
+@back_to("dsr.show")
 def close(dsr_id: int) -> ResponseReturnValue:
-    _dsr_or_404(dsr_id)
     settings = DsrSettings.from_config(current_app.config)
-    return _act(
-        dsr_id,
-        lambda: service.close(db.session, dsr_id, settings=settings, by=current_principal(), now=utcnow()),
-        "Closed; the controller is notified of completion.",
-    )
+    closing.close(db.session, dsr_id, settings=settings, by=current_principal(), now=utcnow())
+    db.session.commit()
+    return _dsr_page(dsr_id, "Closed; the controller is notified of completion.")
 
 
 # --- reports and downloads ---------------------------------------------------------------
@@ -191,25 +157,16 @@ def close(dsr_id: int) -> ResponseReturnValue:
 @bp.get("/runs/<int:run_id>")
 @rbac.require(rbac.DSR_MANAGE)
 def run(run_id: int) -> str:
-    item = db.session.get(SubjectRun, run_id)
-    if item is None:
-        abort(404)
+    item = service.get_run(db.session, run_id)
     exports = list(db.session.scalars(select(SubjectExport).where(SubjectExport.run_id == item.id).order_by(SubjectExport.id)))
     return render_template("subject_data/run.html", run=item, dsr=db.session.get(Dsr, item.dsr_id), exports=exports)
-
-
-def _export_or_404(export_id: int) -> SubjectExport:
-    item = db.session.get(SubjectExport, export_id)
-    if item is None or item.blob_id is None or item.deleted_at is not None:
-        abort(404)
-    return item
 
 
 @bp.post("/exports/<int:export_id>/token")
 @rbac.require(rbac.DSR_MANAGE)
 def token(export_id: int) -> ResponseReturnValue:
     """Issue a single-use 60-second token for one download, on a no-referrer, no-store page whose form posts it back."""
-    item = _export_or_404(export_id)
+    item = export.get_export(db.session, export_id)
     staff = rbac.current_staff()
     value = tokens.issue(db.session, _key(), resource=f"export:{item.id}", user_id=staff.user_id, now=utcnow())
     db.session.commit()
@@ -229,13 +186,13 @@ def download() -> ResponseReturnValue:
         claims = tokens.verify(raw, _key())
         if not claims.resource.startswith("export:") or not claims.resource[7:].isdigit():
             raise tokens.InvalidToken("the download link is not valid")
-        item = _export_or_404(int(claims.resource[7:]))
+        item = export.get_export(db.session, int(claims.resource[7:]))
         tokens.consume(db.session, claims, user_id=staff.user_id, resource=claims.resource, now=utcnow())
     except tokens.TokenError as exc:
         db.session.rollback()
         # 400 for a token that is not ours or not valid, 410 for one already used or expired (never 403: the person may download).
         return render_template("subject_data/token_refused.html", reason=str(exc)), 410 if isinstance(exc, tokens.TokenNotUsable) else 400
-    service.record_download(db.session, item, by=current_principal(), now=utcnow())
+    export.record_download(db.session, item, by=current_principal(), now=utcnow())
     # Committed before the first byte: a second request with the same token finds the jti used.
     db.session.commit()
     assert item.blob_id is not None

@@ -62,3 +62,8 @@ class SearchForm(FlaskForm):
 
 class ActionForm(FlaskForm):
     """A button that changes something (release, delete): only the CSRF token."""
+
+
+def form_errors(form: FlaskForm) -> str:
+    """What was wrong with a submitted form, field by field, as one message to flash."""
+    return "; ".join(f"{getattr(form, name).label.text}: {', '.join(errors)}" for name, errors in form.errors.items()) or "The form was incomplete."

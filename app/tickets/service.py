@@ -162,7 +162,8 @@ def add_attachment(
     try:
         blob = store_blob(session, content, key_owner=ticket.key_owner, now=now, max_bytes=max_bytes)
     except BlobTooLarge:
-        raise AttachmentTooLarge(f"the attachment is larger than {max_bytes} bytes") from None
+        limit = f"{max_bytes // (1024 * 1024)} MiB" if max_bytes and max_bytes >= 1024 * 1024 else f"{max_bytes} bytes"
+        raise AttachmentTooLarge(f"The file is larger than the limit of {limit}; nothing was stored.") from None
     attachment = Attachment(
         message_id=message.id,
         key_owner=ticket.key_owner,
@@ -178,6 +179,14 @@ def add_attachment(
     if by.kind == "staff":
         # Staff uploads are a change a person made; inbound attachments are covered by ticket.message.
         _audit(session, ticket, "ticket.attachment", by=by, now=now, message_id=message.id, attachment_id=attachment.id, size=blob.size)
+    return attachment
+
+
+def get_attachment(session: Session, ticket: Ticket, attachment_id: int) -> Attachment:
+    """An attachment of this ticket (the caller has the ticket in scope), or TicketNotFound."""
+    attachment = session.get(Attachment, attachment_id)
+    if attachment is None or attachment.message.ticket_id != ticket.id:
+        raise TicketNotFound(f"no attachment {attachment_id} on ticket {ticket.id}")
     return attachment
 
 

@@ -76,7 +76,9 @@ def test_a_reply_without_instruction_is_refused_audited_and_nothing_is_queued(cl
     auth.login("privacy_officer")
     before = session.scalar(select(func.count()).select_from(OutboxEmail).where(OutboxEmail.kind == "reply"))
     response = client.post(f"/dsr/{dsr.id}/reply", data={"body_text": "We found your data."})
-    assert response.status_code == 409
+    # A refusal (app.errors): back to the request's page, the gate's reason flashed
+    assert response.status_code == 303 and response.headers["Location"] == f"/dsr/{dsr.id}"
+    assert "no confirmed controller instruction authorises this message" in client.get(f"/dsr/{dsr.id}").get_data(as_text=True)
     assert session.scalar(select(func.count()).select_from(OutboxEmail).where(OutboxEmail.kind == "reply")) == before
     assert (
         session.scalar(select(func.count()).select_from(AuditEvent).where(AuditEvent.action == "dsr.reply_refused", AuditEvent.target_id == str(dsr.id))) == 1
