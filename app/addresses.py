@@ -6,10 +6,12 @@ import re
 
 from email_validator import EmailNotValidError, validate_email
 
+from app.exceptions import Refused
+
 _DOMAIN = re.compile(r"^(?=.{1,253}$)(?!-)[a-z0-9-]{1,63}(?<!-)(\.(?!-)[a-z0-9-]{1,63}(?<!-))+$")
 
 
-class InvalidAddress(ValueError):
+class InvalidAddress(Refused, ValueError):
     """An email address or domain that the desk refuses; the message is safe to show."""
 
 
