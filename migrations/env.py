@@ -6,6 +6,7 @@ import os
 from logging.config import fileConfig
 
 from alembic import context
+from sqlalchemy import Connection
 
 from app.db import UTCDateTime, make_engine
 from app.models import Base
@@ -40,6 +41,13 @@ def run_migrations_online() -> None:
     url = _url()
     engine = make_engine(url)
     with engine.connect() as connection:
+        sqlite = connection.dialect.name == "sqlite"
+        if sqlite:
+            # Batch mode rebuilds a table on SQLite (copy, drop, rename): with foreign keys on, dropping the old
+            # table fires ON DELETE CASCADE into its children and empties them (0010 once deleted every ticket
+            # message). SQLite ignores this pragma inside a transaction, so it goes on the raw connection
+            # (autocommit) before Alembic begins; the keys are checked after the migrations and turned back on.
+            _sqlite_pragma(connection, "PRAGMA foreign_keys=OFF")
         context.configure(
             connection=connection,
             target_metadata=target_metadata,
@@ -49,7 +57,22 @@ def run_migrations_online() -> None:
         )
         with context.begin_transaction():
             context.run_migrations()
+        if sqlite:
+            broken = _sqlite_pragma(connection, "PRAGMA foreign_key_check")
+            _sqlite_pragma(connection, "PRAGMA foreign_keys=ON")
+            if broken:
+                raise RuntimeError(f"migration left {len(broken)} row(s) whose foreign keys point nowhere: {sorted({row[0] for row in broken})}")
     engine.dispose()
+
+
+def _sqlite_pragma(connection: Connection, pragma: str) -> list[tuple[object, ...]]:
+    """Run a pragma on the DBAPI connection itself, outside any SQLAlchemy transaction."""
+    cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.execute(pragma)
+        return list(cursor.fetchall())
+    finally:
+        cursor.close()
 
 
 if context.is_offline_mode():

@@ -91,3 +91,43 @@ def test_0012_renames_the_missed_deadline_columns_keeping_the_data(tmp_path: Pat
             assert "ix_dsrs_state_sla_breached_at_due_at" in {i["name"] for i in inspect(engine).get_indexes("dsrs")}
         finally:
             engine.dispose()
+
+
+def test_upgrading_a_database_with_data_loses_no_row(tmp_path: Path) -> None:
+    # Given a desk at 0009 holding a controller, a ticket with a message, a request with its history, and a
+    # finished export run with its file: rows in tables that later migrations rebuild on SQLite (batch mode)
+    # and in the children that reference them ON DELETE CASCADE.
+    with fresh_database(tmp_path, "withdata") as url:
+        migrations.upgrade(url, "0009")
+        engine = make_engine(url)
+        at = dt.datetime(2026, 11, 1, 9, 0, tzinfo=dt.UTC)
+        rows = {
+            "controllers": "INSERT INTO controllers (id, name, status, created_at, updated_at) VALUES (1, 'Acme', 'active', :at, :at)",
+            "tickets": "INSERT INTO tickets (id, controller_id, key_owner, status, reply_token, created_at, updated_at, row_uid)"
+            " VALUES (1, 1, 1, 'open', 'tok0009', :at, :at, 'uid-t1')",
+            "ticket_messages": "INSERT INTO ticket_messages (id, ticket_id, direction, key_owner, is_auto_reply, flags, notes, created_at, row_uid)"
+            " VALUES (1, 1, 'inbound', 1, :f, '[]', '[]', :at, 'uid-m1')",
+            "dsrs": "INSERT INTO dsrs (id, ticket_id, types, state, is_open, source, received_at, due_at, breach_reason_missing, created_at, updated_at,"
+            " row_uid) VALUES (1, 1, '[]', 'closed', :f, 'staff', :at, :at, :f, :at, :at, 'uid-d1')",
+            "dsr_events": "INSERT INTO dsr_events (id, dsr_id, at, code, by_label, details) VALUES (1, 1, :at, 'created', 'staff:1', '{}')",
+            "subject_data_runs": "INSERT INTO subject_data_runs (id, dsr_id, controller_id, kind, state, instruction_id, key_owner, report, created_at,"
+            " updated_at, finished_at, row_uid) VALUES (1, 1, 1, 'export', 'done', 1, 1, '{}', :at, :at, :at, 'uid-r1')",
+            "subject_data_exports": "INSERT INTO subject_data_exports (id, run_id, dsr_id, controller_id, format, size, sha256, created_at, expires_at)"
+            " VALUES (1, 1, 1, 1, 'json', 2, :sha, :at, :at)",
+        }
+        try:
+            with engine.begin() as conn:
+                for sql in rows.values():
+                    conn.execute(text(sql), {"at": at, "f": False, "sha": "0" * 64})
+        finally:
+            engine.dispose()
+        # When every later migration runs
+        migrations.upgrade(url, "head")
+        # Then every row is still there
+        engine = make_engine(url)
+        try:
+            with engine.connect() as conn:
+                counts = {table: conn.execute(text(f"SELECT count(*) FROM {table}")).scalar_one() for table in rows}
+        finally:
+            engine.dispose()
+        assert counts == dict.fromkeys(rows, 1)
