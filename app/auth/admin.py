@@ -53,7 +53,7 @@ def create_user() -> ResponseReturnValue:
             db.session.commit()
             # Shown once, to the admin, to hand over in person; never stored in clear or logged.
             return render_template("admin/created.html", user=user, password=password)
-    return render_template("admin/user_form.html", form=form, user=None), 200 if request.method == "GET" else 422
+    return render_template("admin/user_form.html", form=form, user=None), 200 if request.method in ("GET", "HEAD") else 422
 
 
 @bp.route("/users/<int:user_id>", methods=["GET", "POST"])
@@ -62,7 +62,7 @@ def edit_user(user_id: int) -> ResponseReturnValue:
     user = service.get_user(db.session, user_id)
     form = RoleForm()
     form.controllers.choices = _controller_choices()
-    if request.method == "GET":
+    if request.method in ("GET", "HEAD"):
         form.role.data = user.role
         form.controllers.data = user.controller_ids
     elif form.validate_on_submit():
@@ -76,7 +76,7 @@ def edit_user(user_id: int) -> ResponseReturnValue:
             db.session.commit()
             flash(f"{user.email} saved; their open sessions were ended.", "success")
             return redirect(url_for("admin.users"))
-    return render_template("admin/user_form.html", form=form, user=user, action=ActionForm(), now=utcnow()), 200 if request.method == "GET" else 422
+    return render_template("admin/user_form.html", form=form, user=user, action=ActionForm(), now=utcnow()), 200 if request.method in ("GET", "HEAD") else 422
 
 
 def _action_form() -> None:

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import datetime as dt
 from typing import Any
+from urllib.parse import urlsplit
 
 from flask import Flask, abort, current_app, g, redirect, request, session, url_for
+from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Response
 
 from app.auth import rbac
@@ -61,15 +63,27 @@ def may_visit(endpoint: str) -> bool:
 
 
 def _safe_next(target: str | None) -> str | None:
-    # Only a path on this site: never "//evil.example" or "https://...".
-    if target and target.startswith("/") and not target.startswith("//") and "\\" not in target:
-        return target
-    return None
+    """`target` when it is a relative path of this site that the URL map matches (GET), else None.
+
+    Browsers strip tabs and newlines from a Location and read "/\t/evil" as "//evil",
+    so any control character, backslash, scheme or host is refused outright; then the
+    path must match a route, which also refuses "/%2F/evil" style tricks.
+    """
+    if not target or len(target) > 2000 or any(ord(ch) < 0x21 or ord(ch) == 0x7F for ch in target) or "\\" in target:
+        return None
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc or not parts.path.startswith("/") or parts.path.startswith("//"):
+        return None
+    try:
+        current_app.url_map.bind("localhost").match(parts.path, method="GET")
+    except HTTPException:  # no route, a wrong method, or a redirect (RequestRedirect) to some other URL
+        return None
+    return target
 
 
 def login_redirect() -> Response:
     """Back to the login page, remembering where the user was going."""
-    target = request.full_path.rstrip("?") if request.method == "GET" else None
+    target = request.full_path.rstrip("?") if request.method in ("GET", "HEAD") else None
     return redirect(url_for("auth.login", next=_safe_next(target)))
 
 

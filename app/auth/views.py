@@ -73,7 +73,7 @@ def login() -> ResponseReturnValue:
         db.session.commit()
         gate.start_cookie(token)
         return redirect(url_for("auth.mfa", next=request.args.get("next")))
-    return render_template("auth/login.html", form=form), 200 if request.method == "GET" else 422
+    return render_template("auth/login.html", form=form), 200 if request.method in ("GET", "HEAD") else 422
 
 
 # The endpoint is `auth.mfa`: the gate sends half-logged-in users here.
@@ -105,7 +105,7 @@ def mfa_step() -> ResponseReturnValue:
             left = login_service.remaining_recovery_codes(db.session, user.id)
             flash(f"You used a recovery code; {left} remain. Regenerate them on your account page if you are running low.", "warning")
         return redirect(_next_url())
-    return render_template("auth/mfa.html", form=form), 200 if request.method == "GET" else 422
+    return render_template("auth/mfa.html", form=form), 200 if request.method in ("GET", "HEAD") else 422
 
 
 @bp.route("/login/mfa/setup", methods=["GET", "POST"])

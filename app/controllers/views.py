@@ -47,7 +47,7 @@ def create() -> ResponseReturnValue:
             db.session.commit()
             flash(f"Controller {controller.name} created.", "success")
             return redirect(url_for("controllers.index"))
-    return render_template("controllers/form.html", form=form, controller=None), 200 if request.method == "GET" else 422
+    return render_template("controllers/form.html", form=form, controller=None), 200 if request.method in ("GET", "HEAD") else 422
 
 
 @bp.route("/<int:controller_id>", methods=["GET", "POST"])
@@ -55,7 +55,7 @@ def create() -> ResponseReturnValue:
 def edit(controller_id: int) -> ResponseReturnValue:
     controller = service.get_controller(db.session, controller_id)
     form = ControllerForm()
-    if request.method == "GET":
+    if request.method in ("GET", "HEAD"):
         form.fill(controller)
     elif form.validate_on_submit():
         try:
@@ -67,5 +67,5 @@ def edit(controller_id: int) -> ResponseReturnValue:
             db.session.commit()
             flash(f"Controller {controller.name} saved.", "success")
             return redirect(url_for("controllers.index"))
-    status = 200 if request.method == "GET" else 422
+    status = 200 if request.method in ("GET", "HEAD") else 422
     return render_template("controllers/form.html", form=form, controller=controller), status
