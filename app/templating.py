@@ -99,6 +99,15 @@ def staff_name(user_id: int | None) -> str:
     return str(cache[user_id])
 
 
+def load_staff_names(user_ids: list[int]) -> str:
+    """Look up the names of many staff members in one statement (a list's assignees); renders as nothing."""
+    cache = _cache("_names_staff")
+    missing = {i for i in user_ids if i is not None and i not in cache}
+    if missing:
+        cache.update({row.id: row.email for row in db.session.execute(select(User.id, User.email).where(User.id.in_(missing)))})
+    return ""
+
+
 def actor_name(label: str | None) -> str:
     """A principal's log label ("staff:4", "system:demo seed") as a person reads it; "" for an unknown shape."""
     kind, _, rest = (label or "").partition(":")
@@ -198,6 +207,7 @@ def register(app: Flask) -> None:
     app.jinja_env.globals.update(
         controller_name=controller_name,
         staff_name=staff_name,
+        load_staff_names=load_staff_names,
         actor_name=actor_name,
         instruction_name=instruction_name,
         ticket_reference=ticket_reference,

@@ -51,8 +51,9 @@ def _role_choices() -> list[SelectChoice]:
 class UserForm(FlaskForm):
     """Create a staff account (admin UI)."""
 
-    email = EmailField("Email", validators=[DataRequired(), Length(max=320)])
-    role = SelectField("Role", choices=_role_choices())
+    # The service checks the address, the role and the controllers in one pass: the form shows all its errors at once.
+    email = EmailField("Email")
+    role = SelectField("Role", choices=_role_choices(), validate_choice=False)
     controllers = SelectMultipleField("Assigned controllers", coerce=int, validate_choice=False)
 
 

@@ -68,10 +68,17 @@ def create_dsr(
     now: dt.datetime,
 ) -> Dsr:
     """Record a request with its 24 h clock from `received_at`; route it (or leave it in triage) and ring for the forward."""
-    types = _clean_types(data.types)
+    # Every problem of the input at once (the form shows them together), not the first.
+    problems: list[str] = []
+    try:
+        types = _clean_types(data.types)
+    except InvalidDsr as exc:
+        problems.append(str(exc))
     email = (data.subject_email or "").strip() or None
     if email is not None and ("@" not in email or len(email) > 320):
-        raise InvalidDsr("subject email is not an email address")
+        problems.append("subject email is not an email address")
+    if problems:
+        raise InvalidDsr("; ".join(problems))
     dsr = Dsr(
         types=types,
         state="triage",

@@ -28,7 +28,7 @@ from tests.factories import make_controller, make_instruction, make_user
 from tests.subject_data.support import drain
 
 BY = Principal.system("browser-journey")
-WORKER = Principal.system("worker (browser test)")
+WORKER = Principal.system("browser-worker")
 expect.set_options(timeout=20_000)
 
 
@@ -181,7 +181,7 @@ def test_privacy_officer_takes_a_request_from_mail_to_closing(live_server: LiveS
     page.goto(f"{live_server.url}/dsr/{dsr_id}")
     journey.step("erased")
     page.get_by_role("button", name="Close the request and notify the controller").click()
-    expect(page.get_by_role("status")).to_contain_text("closed")
+    expect(page.get_by_role("status")).to_contain_text("Closed; the controller is notified")
     journey.step("closed")
     with live_server.app.app_context(), db.session_scope() as session:
         assert not session.get_one(Dsr, dsr_id).is_open

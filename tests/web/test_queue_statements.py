@@ -59,12 +59,15 @@ def test_queue_page_costs_two_statements(app: Flask, client: FlaskClient, auth: 
     assert "Question 59" in html and "subject59@example.org" in html and "older" in html  # 50 decrypted rows and a next page
     # 1. the gate: the staff session row joined with its user and the user's controllers
     #    (last_seen_at is written at most once a minute, so no UPDATE here);
-    # 2. the page: 51 queue rows, each with its restriction flag (EXISTS) and, once, the check
+    # 2. the controller: an unknown one is a 404, and the page names it (issue 16);
+    # 3. the page: 51 queue rows, each with its restriction flag (EXISTS) and, once, the check
     #    that the data keys this process remembers for the controller are still live.
-    # No data_keys query: the keys come from the process, checked by statement 2.
-    assert len(seen) == 2, seen
+    # No data_keys query: the keys come from the process, checked by statement 3. The header's
+    # name comes from the gate's row; assignees' names, when any, cost one statement for the whole page.
+    assert len(seen) == 3, seen
     assert seen[0].lstrip().startswith("SELECT") and "staff_sessions" in seen[0] and "user_controllers" in seen[0]
-    assert "tickets" in seen[1] and "subject_restricted_tickets" in seen[1] and "data_keys" in seen[1]
+    assert "FROM controllers" in seen[1] and "tickets" not in seen[1]
+    assert "tickets" in seen[2] and "subject_restricted_tickets" in seen[2] and "data_keys" in seen[2]
 
 
 def test_a_key_shredded_by_another_process_is_not_used_from_the_process_cache(client: FlaskClient, auth: AuthActions, session: Session) -> None:

@@ -60,10 +60,10 @@ def index() -> str:
 @bp.get("/queue/<int:controller_id>")
 @rbac.require(rbac.TICKETS_WORK)
 def queue(controller_id: int) -> str:
-    # An unknown controller is a 404 like any unknown object, and so is one outside the scope (ControllerNotFound);
-    # loaded here, the page names it at no further cost.
-    controllers.get_controller(db.session, controller_id, only_ids=scope())
-    return _queue_page(controller_id)
+    # An unknown controller is a 404 like any unknown object, and so is one outside the scope (ControllerNotFound).
+    # Held while the page renders, the loaded controller names it at no further cost (the identity map is weak).
+    controller = controllers.get_controller(db.session, controller_id, only_ids=scope())
+    return _queue_page(controller.id)
 
 
 @bp.get("/triage")
