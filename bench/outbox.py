@@ -95,7 +95,7 @@ def main() -> None:
             from app.extensions import db
             from app.jobs.broker import start_worker
             from app.mail.models import OutboxEmail
-            from app.mail.outbound import enqueue_email, msgid_domain_for
+            from app.mail.outbox import enqueue_email, msgid_domain_for
             from app.principal import Principal
 
             desk_migrations.upgrade(url)
