@@ -25,7 +25,9 @@ STATES = ("triage", "awaiting_forward", "forwarded", "instructed", "closed")
 UNFORWARDED = ("triage", "awaiting_forward")
 OPEN_STATES = ("triage", "awaiting_forward", "forwarded", "instructed")
 SOURCES = ("privacy_address", "staff")
-FORWARD_STATES = ("pending", "forwarded")
+# pending: controller known, nothing queued; queued: outbox rows written, no relay acceptance yet;
+# forwarded: the relay accepted it for at least one DSR contact; refused: the relay refused every contact.
+FORWARD_STATES = ("pending", "queued", "forwarded", "refused")
 INSTRUCTION_STATES = ("pending", "unverified", "confirmed", "flagged")
 DECISIONS = ("respond", "provide_data", "erase", "rectify", "restrict", "no_action")
 
@@ -99,12 +101,12 @@ class Dsr(EncryptedRow, Base):
 
 
 class DsrForward(Base):
-    """The forward of one request to one controller: created pending, forwarded exactly once."""
+    """The forward of one request to one controller: created pending, queued exactly once, forwarded when the relay accepts it."""
 
     __tablename__ = "dsr_forwards"
     __table_args__ = (
         UniqueConstraint("dsr_id", "controller_id", name="uq_dsr_forwards_dsr_id_controller_id"),
-        CheckConstraint("state IN ('pending', 'forwarded')", name="state"),
+        CheckConstraint("state IN ('pending', 'queued', 'forwarded', 'refused')", name="state"),
         Index("ix_dsr_forwards_state_created_at", "state", "created_at"),
     )
 
@@ -112,6 +114,7 @@ class DsrForward(Base):
     dsr_id: Mapped[int] = mapped_column(ForeignKey("dsrs.id", ondelete="CASCADE"))
     controller_id: Mapped[int] = mapped_column(ForeignKey("controllers.id", ondelete="RESTRICT"), index=True)
     state: Mapped[str] = mapped_column(String(20), default="pending")
+    # When the controller's relay accepted the forward for its first DSR contact (None until then).
     forwarded_at: Mapped[dt.datetime | None]
     # Message-ID of the forward (the first contact's); replies thread on it.
     message_id: Mapped[str | None] = mapped_column(String(250), index=True)

@@ -61,6 +61,8 @@ class OutboxEmail(EncryptedRow, Base):
     smtp_response: Mapped[str | None] = mapped_column(String(500))
     last_error: Mapped[str | None] = mapped_column(String(500))
     delivery_note: Mapped[str | None] = mapped_column(String(200))
+    # Sends that followed a stale claim (the worker holding it died): each may have produced a duplicate.
+    stale_claims: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
     created_by: Mapped[str] = mapped_column(String(100))
     created_at: Mapped[utc]
