@@ -40,29 +40,31 @@ def run_migrations_offline() -> None:
 def run_migrations_online() -> None:
     url = _url()
     engine = make_engine(url)
-    with engine.connect() as connection:
-        sqlite = connection.dialect.name == "sqlite"
-        if sqlite:
-            # Batch mode rebuilds a table on SQLite (copy, drop, rename): with foreign keys on, dropping the old
-            # table fires ON DELETE CASCADE into its children and empties them (0010 once deleted every ticket
-            # message). SQLite ignores this pragma inside a transaction, so it goes on the raw connection
-            # (autocommit) before Alembic begins; the keys are checked after the migrations and turned back on.
-            _sqlite_pragma(connection, "PRAGMA foreign_keys=OFF")
-        context.configure(
-            connection=connection,
-            target_metadata=target_metadata,
-            render_as_batch=connection.dialect.name == "sqlite",
-            compare_type=True,
-            render_item=render_item,
-        )
-        with context.begin_transaction():
-            context.run_migrations()
-        if sqlite:
-            broken = _sqlite_pragma(connection, "PRAGMA foreign_key_check")
-            _sqlite_pragma(connection, "PRAGMA foreign_keys=ON")
-            if broken:
-                raise RuntimeError(f"migration left {len(broken)} row(s) whose foreign keys point nowhere: {sorted({row[0] for row in broken})}")
-    engine.dispose()
+    try:
+        with engine.connect() as connection:
+            sqlite = connection.dialect.name == "sqlite"
+            if sqlite:
+                # Batch mode rebuilds a table on SQLite (copy, drop, rename): with foreign keys on, dropping the old
+                # table fires ON DELETE CASCADE into its children and empties them (0010 once deleted every ticket
+                # message). SQLite ignores this pragma inside a transaction, so it goes on the raw connection
+                # (autocommit) before Alembic begins; the keys are checked after the migrations and turned back on.
+                _sqlite_pragma(connection, "PRAGMA foreign_keys=OFF")
+            context.configure(
+                connection=connection,
+                target_metadata=target_metadata,
+                render_as_batch=connection.dialect.name == "sqlite",
+                compare_type=True,
+                render_item=render_item,
+            )
+            with context.begin_transaction():
+                context.run_migrations()
+            if sqlite:
+                broken = _sqlite_pragma(connection, "PRAGMA foreign_key_check")
+                _sqlite_pragma(connection, "PRAGMA foreign_keys=ON")
+                if broken:
+                    raise RuntimeError(f"migration left {len(broken)} row(s) whose foreign keys point nowhere: {sorted({row[0] for row in broken})}")
+    finally:
+        engine.dispose()  # also when a migration raises: no pooled connection is left open
 
 
 def _sqlite_pragma(connection: Connection, pragma: str) -> list[tuple[object, ...]]:
