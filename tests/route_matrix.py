@@ -93,3 +93,7 @@ ROUTE_MATRIX: dict[tuple[str, str], str | frozenset[str]] = {
     ("subject_data.token", "POST"): PRIVACY,
     ("subject_data.download", "POST"): PRIVACY,
 }
+
+# URL arguments that name an object holding (or leading to) a requester's data: every route taking one of them
+# is walked with a restricted object as each role (tests/web/test_restricted_routes.py, issue 12 item 10).
+OBJECT_ARGS = frozenset({"ticket_id", "attachment_id", "message_id", "dsr_id", "instruction_id", "suggestion_id", "restriction_id", "run_id", "export_id"})

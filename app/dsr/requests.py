@@ -123,7 +123,15 @@ def first_inbound_at(session: Session, ticket: Ticket) -> dt.datetime:
 def create_from_ticket(
     session: Session, ticket_id: int, data: DsrInput, *, controller_ids: Collection[int] | None = None, by: Principal, now: dt.datetime
 ) -> Dsr:
-    """Staff mark a ticket as a DSR: the clock runs from the subject's first message, not from now."""
+    """Staff mark a ticket as a DSR: the clock runs from the subject's first message, not from now.
+
+    InvalidDsr without a type or without the subject's email or name: a bare POST must not
+    record (and forward) an empty request (issue 12 item 12).
+    """
+    if not data.types:
+        raise InvalidDsr("choose at least one type of request")
+    if not ((data.subject_email or "").strip() or (data.subject_name or "").strip()):
+        raise InvalidDsr("give the subject's email address or name")
     ticket = tickets.get_ticket(session, ticket_id)
     first = session.scalar(select(Message.id).where(Message.ticket_id == ticket.id, Message.direction == "inbound").order_by(Message.id).limit(1))
     dsr = create_dsr(

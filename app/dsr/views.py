@@ -34,6 +34,12 @@ def _now() -> Any:
     return utcnow()
 
 
+def _guard(ticket: Any, *, what: str) -> None:
+    # The restriction guard (Art. 18/21) belongs to app.subject_data, which imports this package:
+    # it is registered on the app (app.subject_data.setup) rather than imported (no package cycle).
+    current_app.extensions["desk.ticket_guard"](ticket, what=what)
+
+
 def _settings() -> DsrSettings:
     return DsrSettings.from_config(current_app.config)
 
@@ -73,6 +79,8 @@ def dashboard() -> str:
 @rbac.require(rbac.DSR_MANAGE)
 def show(dsr_id: int) -> str:
     dsr = get_dsr(db.session, dsr_id)
+    if dsr.ticket_id is not None:  # the request shows its subject: a restricted ticket's access is logged like the ticket page's
+        _guard(tickets.get_ticket(db.session, dsr.ticket_id), what="dsr")
     now = _now()
     controllers = list(db.session.scalars(select(Controller).where(Controller.status == "active").order_by(Controller.name)))
     names = {c.id: c.name for c in db.session.scalars(select(Controller))}
@@ -95,6 +103,8 @@ def show(dsr_id: int) -> str:
 def create(ticket_id: int) -> ResponseReturnValue:
     """Staff mark a ticket as a DSR ("this is a DSR"), with its types and the subject."""
     ticket = tickets.get_ticket(db.session, ticket_id, controller_ids=rbac.controller_scope())
+    # The form shows the requester's name and address: the same restriction check as the ticket page (issue 12 item 10).
+    _guard(ticket, what="dsr_new")
     suggestion = db.session.scalar(select(DsrSuggestion).where(DsrSuggestion.ticket_id == ticket.id))
     if request.method == "POST":
         data = DsrInput(

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 from flask import Flask
 
-from app.subject_data import erasure
+from app.subject_data import erasure, views
 
 
 def register(app: Flask) -> None:
     """Register the request's hooks for engine runs under a confirmed instruction (safe to call again)."""
     erasure.register()
+    # The restriction guard for views outside this package that show ticket data (app.dsr.views).
+    app.extensions["desk.ticket_guard"] = views.guard_ticket

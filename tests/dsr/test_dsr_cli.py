@@ -57,8 +57,8 @@ def test_dsr_list_says_missed_for_a_request_past_due_unforwarded_and_keeps_the_o
     late_ticket.messages[0].created_at = now - dt.timedelta(hours=30)
     fresh_ticket.messages[0].created_at = now - dt.timedelta(hours=1)
     session.flush()
-    late = create_from_ticket(session, late_ticket.id, DsrInput(types=["access"]), by=TEST_PRINCIPAL, now=now)
-    fresh = create_from_ticket(session, fresh_ticket.id, DsrInput(types=["access"]), by=TEST_PRINCIPAL, now=now)
+    late = create_from_ticket(session, late_ticket.id, DsrInput(types=["access"], subject_name="A. Subject"), by=TEST_PRINCIPAL, now=now)
+    fresh = create_from_ticket(session, fresh_ticket.id, DsrInput(types=["access"], subject_name="A. Subject"), by=TEST_PRINCIPAL, now=now)
     sweep = runner.invoke(args=["dsr", "sweep"])
     assert sweep.exit_code == 0 and "missed 1" in sweep.output and "breach" not in sweep.output
     # When the requests are listed as JSON
