@@ -14,6 +14,7 @@ from pathlib import Path
 from playwright.sync_api import Page, expect
 from sqlalchemy import select
 
+from app.controllers.models import Controller
 from app.db import utcnow
 from app.dsr.forward import forward
 from app.dsr.models import Dsr
@@ -215,7 +216,9 @@ def test_admin_adds_a_controller_and_a_user(live_server: LiveServer, page: Page)
     page.get_by_role("link", name="New staff account").click()
     page.get_by_label("Email").fill("new.agent@desk.example")
     page.get_by_label("Role").select_option("agent")
-    page.get_by_label("Assigned controllers").select_option(label=re.compile("Journey Bank SA"))
+    with live_server.app.app_context(), db.session_scope() as session:
+        bank_id = session.scalars(select(Controller.id).where(Controller.name == "Journey Bank SA")).one()
+    page.get_by_label("Assigned controllers").select_option(str(bank_id))
     journey.step("new staff account")
     page.get_by_role("button", name="Create").click()
     expect(page.get_by_role("heading", name="Staff account new.agent@desk.example created")).to_be_visible()
