@@ -17,9 +17,10 @@ from dramatiq.brokers.stub import StubBroker
 from sqlalchemy import Engine, text
 
 from app.db import make_engine
+from app.jobs.scheduler import PERIODIC, Job, LeaderLock, Scheduler
 from config.settings import REPO_ROOT
 from tests.databases import ON_POSTGRES, fresh_database
-from workers.scheduler import JOBS, Job, LeaderLock, Scheduler
+from workers.scheduler import JOBS
 
 T0 = dt.datetime(2026, 11, 21, 12, 0, tzinfo=dt.UTC)
 
@@ -99,6 +100,10 @@ def test_the_desks_jobs_name_declared_actors(app: Any) -> None:
     declared = dramatiq.get_broker().get_declared_actors()
     assert {job.actor for job in JOBS} <= declared
     assert "heartbeat" in {job.name for job in JOBS}
+    # The app's creation registered them: a scheduler (the process, or the embedded one) sends these by default
+    assert set(JOBS) <= set(PERIODIC)
+    lock: Any = _Lock()
+    assert Scheduler(lock).jobs == PERIODIC
 
 
 def test_run_stops_on_the_event_and_steps_down(stub: StubBroker) -> None:
