@@ -11,7 +11,7 @@ from typing import Any
 from flask import Flask, request, url_for
 
 from app.web import install_id_converter
-from config.settings import config_from_env
+from config.settings import config_from_env, owner_only_folder
 
 
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
@@ -19,9 +19,11 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     settings = dict(config) if config is not None else config_from_env()
     app = Flask(__name__, instance_path=settings.get("INSTANCE_PATH"), instance_relative_config=False)
     app.config.update(settings)
-    Path(app.config["INSTANCE_PATH"]).mkdir(parents=True, exist_ok=True)
+    owner_only_folder(Path(app.config["INSTANCE_PATH"]))  # secrets, the SQLite file, checkpoints, the file outbox
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
+    # fontTools logs the glyphs it subsets for the PDF export at INFO: the subject's own characters (issue 12 item 14).
+    logging.getLogger("fontTools").setLevel(logging.WARNING)
     register_extensions(app)
     register_domains(app)
     install_id_converter(app)

@@ -15,20 +15,33 @@ db_cli = group("db", "Database schema (Alembic migrations).")
 demo_cli = group("demo", "Demo data for a first look at the desk.")
 
 
+def _migration_url() -> str:
+    # The schema owner's URL (MIGRATION_DATABASE_URL), else DATABASE_URL as before.
+    return str(current_app.config.get("MIGRATION_DATABASE_URL") or current_app.config["DATABASE_URL"])
+
+
 @db_cli.command("upgrade")
 @click.argument("revision", default="head")
 def db_upgrade(revision: str) -> None:
-    """Apply migrations up to REVISION (default: head)."""
-    migrations.upgrade(current_app.config["DATABASE_URL"], revision)
+    """Apply migrations up to REVISION (default: head), as MIGRATION_DATABASE_URL (else DATABASE_URL)."""
+    migrations.run_command(migrations.upgrade, _migration_url(), revision)
     click.echo(f"database at {revision}")
 
 
 @db_cli.command("downgrade")
 @click.argument("revision")
 def db_downgrade(revision: str) -> None:
-    """Revert migrations down to REVISION."""
-    migrations.downgrade(current_app.config["DATABASE_URL"], revision)
+    """Revert migrations down to REVISION, as MIGRATION_DATABASE_URL (else DATABASE_URL)."""
+    migrations.run_command(migrations.downgrade, _migration_url(), revision)
     click.echo(f"database at {revision}")
+
+
+@db_cli.command("grant")
+@click.argument("role")
+def db_grant(role: str) -> None:
+    """Give the app's Postgres ROLE what it needs and nothing more (run as the owner, MIGRATION_DATABASE_URL)."""
+    for line in migrations.run_command(migrations.grant_app_role, _migration_url(), role):
+        click.echo(line)
 
 
 @demo_cli.command("seed")

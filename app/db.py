@@ -7,13 +7,15 @@ Views get one session per request (`db.session`), the CLI and workers open
 from __future__ import annotations
 
 import datetime as dt
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated, Any
 
 from flask import Flask, current_app, g
-from sqlalchemy import DateTime, Engine, MetaData, String, Table, create_engine, event
+from sqlalchemy import DateTime, Engine, MetaData, String, Table, create_engine, event, make_url
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.orm import DeclarativeBase, Session, mapped_column, sessionmaker
 from sqlalchemy.types import TypeDecorator
@@ -73,10 +75,28 @@ def utcnow() -> dt.datetime:
 def make_engine(url: str, **kwargs: Any) -> Engine:
     """An engine with the pragmas and transaction behaviour the desk relies on."""
     if url.startswith("sqlite"):
+        _owner_only_sqlite_file(url)
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30}, **kwargs)
         _configure_sqlite(engine)
         return engine
     return create_engine(url, pool_pre_ping=True, **kwargs)
+
+
+def _owner_only_sqlite_file(url: str) -> None:
+    """Create the SQLite file owner-only (0600) before SQLite does, and tighten one made earlier.
+
+    SQLite gives its -wal and -shm files the database file's permissions, so 0600 here
+    keeps all three unreadable to other local users whatever the umask.
+    """
+    database = make_url(url).database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return
+    path = Path(database)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+    for candidate in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+        if candidate.exists() and candidate.stat().st_uid == os.getuid() and candidate.stat().st_mode & 0o077:
+            candidate.chmod(0o600)
 
 
 def _configure_sqlite(engine: Engine) -> None:

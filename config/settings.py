@@ -101,9 +101,17 @@ def _read_secrets_file(path: Path) -> dict[str, str]:
     return values
 
 
+def owner_only_folder(folder: Path) -> None:
+    """Create `folder` (and parents) with mode 0700, and tighten it to 0700 if it is ours and looser."""
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    info = folder.stat()
+    if info.st_uid == os.getuid() and info.st_mode & 0o077:
+        folder.chmod(0o700)
+
+
 def load_dev_secrets(folder: Path) -> dict[str, str]:
     """Generate the embedded default's missing secrets once, owner-only, and warn."""
-    folder.mkdir(parents=True, exist_ok=True)
+    owner_only_folder(folder)
     path = folder / SECRETS_FILE
     values = _read_secrets_file(path)
     missing = [name for name in GENERATED_SECRETS if not values.get(name)]
@@ -159,6 +167,10 @@ class BaseConfig:
         settings.update(cls.secrets(env, folder))
         settings["INSTANCE_PATH"] = str(folder)
         settings["DATABASE_URL"] = database_url(env)
+        # Migrations run as the schema owner; the app's own role may not alter or drop the audit guards
+        # (issue 12 item 13). Unset: migrations use DATABASE_URL, as before.
+        raw_owner = env.get("MIGRATION_DATABASE_URL")
+        settings["MIGRATION_DATABASE_URL"] = normalise_database_url(raw_owner, variable="MIGRATION_DATABASE_URL") if raw_owner else settings["DATABASE_URL"]
         settings["DRAMATIQ_BROKER_URL"] = validate_broker_url(env.get("DRAMATIQ_BROKER_URL"))
         settings["SMTP_URL"] = env.get("SMTP_URL") or None
         settings["IMAP_URL"] = env.get("IMAP_URL") or None

@@ -27,7 +27,7 @@ def render_item(type_: str, obj: object, autogen_context: object) -> str | bool:
 
 
 def _url() -> str:
-    return config.get_main_option("sqlalchemy.url") or database_url(os.environ)
+    return config.get_main_option("sqlalchemy.url") or os.environ.get("MIGRATION_DATABASE_URL") or database_url(os.environ)
 
 
 def run_migrations_offline() -> None:

@@ -19,6 +19,8 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import hmac
+import logging
+import logging.handlers
 import os
 import re
 from collections.abc import Callable, Iterator, Mapping
@@ -137,6 +139,30 @@ def append(path: Path, checkpoint: Checkpoint) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def send_to_syslog(target: str, checkpoint: Checkpoint) -> None:
+    """Send the checkpoint's line to syslog (facility auth, priority info): a socket path, or HOST:PORT over UDP.
+
+    CheckpointError when the target is malformed or cannot be reached. The line holds only
+    the seq, the head hash, the time, the key version and the HMAC: nothing personal.
+    """
+    if target.startswith("/"):
+        address: str | tuple[str, int] = target
+    else:
+        host, _, port = target.rpartition(":")
+        if not host or not port.isdigit():
+            raise CheckpointError("the syslog target is a socket path or HOST:PORT")
+        address = (host, int(port))
+    try:
+        handler = logging.handlers.SysLogHandler(address=address, facility=logging.handlers.SysLogHandler.LOG_AUTH)
+    except OSError as exc:
+        raise CheckpointError(f"cannot reach syslog ({exc.strerror})") from None
+    try:
+        record = logging.LogRecord("dsr-desk.audit", logging.INFO, __file__, 0, "dsr-desk audit checkpoint %s", (checkpoint.line(),), None)
+        handler.emit(record)
+    finally:
+        handler.close()
 
 
 class KeySource(Protocol):

@@ -19,13 +19,18 @@ audit_cli = group("audit", "The tamper-evident audit log: verify the chain, sign
 
 
 @audit_cli.command("checkpoint")
-def audit_checkpoint() -> None:
-    """Sign the chain head (seq, hash) and append it to AUDIT_CHECKPOINT_PATH."""
+@click.option("--path", "path", type=click.Path(dir_okay=False), help="Append to this file instead of AUDIT_CHECKPOINT_PATH.")
+@click.option("--syslog", "syslog_target", metavar="ADDRESS", help="Also send the signed line to syslog: a socket path (/dev/log) or HOST:PORT (UDP).")
+def audit_checkpoint(path: str | None, syslog_target: str | None) -> None:
+    """Sign the chain head (seq, hash) and append it to AUDIT_CHECKPOINT_PATH (or --path); --syslog ships it off the host too."""
+    config = {**current_app.config, "AUDIT_CHECKPOINT_PATH": path} if path else current_app.config
     try:
         with db.session_scope() as session:
-            checkpoint, written = sign_checkpoint(session, current_app.config, get_keyring(current_app), now=utcnow())
+            checkpoint, written = sign_checkpoint(session, config, get_keyring(current_app), now=utcnow())
     except cp.CheckpointError as exc:
         raise click.ClickException(str(exc)) from None
+    if syslog_target:
+        cp.send_to_syslog(syslog_target, checkpoint)
     state = "signed" if written else "unchanged since the last checkpoint"
     click.echo(f"checkpoint at seq {checkpoint.seq} ({state}), master key version {checkpoint.key_version}")
 

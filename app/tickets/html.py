@@ -21,9 +21,10 @@ _ATTRIBUTES = {
 
 def _keep_inline_images_only(tag: str, attribute: str, value: str) -> str | None:
     # Remote images are tracking pixels: a staff member opening a ticket must not tell
-    # the sender so. Only cid: (inline parts) and data: images survive.
+    # the sender so. Only cid: (inline parts) survive; data: URLs are dropped everywhere
+    # (issue 12 item 14: an SVG or HTML document smuggled in a data: URL is active content).
     if tag == "img" and attribute == "src":
-        return value if value.lower().startswith(("cid:", "data:image/")) else None
+        return value if value.strip().lower().startswith("cid:") else None
     return value
 
 
@@ -35,7 +36,7 @@ def sanitise_html(html: str | None) -> str:
         html,
         tags=_TAGS,
         attributes=_ATTRIBUTES,
-        url_schemes={"http", "https", "mailto", "cid", "data"},
+        url_schemes={"http", "https", "mailto", "cid"},
         link_rel="noopener noreferrer nofollow",
         attribute_filter=_keep_inline_images_only,
         strip_comments=True,
