@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 from flask_wtf import FlaskForm
 from flask_wtf.file import FileField, FileRequired
 from wtforms import SelectField, StringField, TextAreaField
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, Length, Optional
 
+from app.exceptions import Refused
 from app.tickets.models import STATUSES
 
 STATUS_CHOICES = [SelectChoice(s, s) for s in STATUSES]
@@ -67,3 +70,13 @@ class ActionForm(FlaskForm):
 def form_errors(form: FlaskForm) -> str:
     """What was wrong with a submitted form, field by field, as one message to flash."""
     return "; ".join(f"{getattr(form, name).label.text}: {', '.join(errors)}" for name, errors in form.errors.items()) or "The form was incomplete."
+
+
+F = TypeVar("F", bound=FlaskForm)
+
+
+def submitted(form: F) -> F:
+    """The form, validated; else Refused naming what was wrong (flashed, back to the form's page: app.errors)."""
+    if not form.validate_on_submit():
+        raise Refused(form_errors(form))
+    return form

@@ -10,10 +10,9 @@ from werkzeug.wrappers import Response
 from app.auth import rbac
 from app.db import utcnow
 from app.errors import back_to
-from app.exceptions import Refused
 from app.extensions import db
 from app.tickets import service
-from app.tickets.forms import AttachmentForm, form_errors
+from app.tickets.forms import AttachmentForm, submitted
 from app.tickets.views.common import attachment_max_bytes, bp, scoped_ticket, ticket_page
 from app.web import current_principal, streamed_blob
 
@@ -23,9 +22,7 @@ from app.web import current_principal, streamed_blob
 @back_to("tickets.show")
 def upload(ticket_id: int) -> Response:
     ticket = scoped_ticket(ticket_id)
-    form = AttachmentForm()
-    if not form.validate_on_submit():
-        raise Refused(form_errors(form))
+    form = submitted(AttachmentForm())
     upload = form.file.data
     now, by = utcnow(), current_principal()
     # The file arrives as an internal note that carries it; the note's text is the optional comment.

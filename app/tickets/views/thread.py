@@ -23,7 +23,7 @@ from app.mail.inbound import IngestSettings
 from app.mail.outbox import enqueue_email, msgid_domain_for
 from app.subject_data.views import refuse_reply
 from app.tickets import service
-from app.tickets.forms import AssignForm, AttachmentForm, MoveForm, NoteForm, ReplyForm, StatusForm, form_errors
+from app.tickets.forms import AssignForm, AttachmentForm, MoveForm, NoteForm, ReplyForm, StatusForm, submitted
 from app.tickets.html import sanitise_html
 from app.tickets.models import Message, Ticket
 from app.tickets.views.common import attachment_max_bytes, bp, scope, scoped_ticket, ticket_page
@@ -114,9 +114,7 @@ def show(ticket_id: int) -> str:
 @back_to("tickets.show")
 def note(ticket_id: int) -> Response:
     ticket = scoped_ticket(ticket_id)
-    form = NoteForm()
-    if not form.validate_on_submit():
-        raise Refused(form_errors(form))
+    form = submitted(NoteForm())
     data = service.MessageInput(direction="note", body_text=form.note.data, author_id=rbac.current_staff().user_id)
     service.add_message(db.session, ticket, data, by=current_principal(), now=utcnow())
     db.session.commit()
@@ -139,9 +137,7 @@ def _reply_to(ticket: Ticket) -> str | None:
 @back_to("tickets.show")
 def reply(ticket_id: int) -> Response:
     ticket = scoped_ticket(ticket_id)
-    form = ReplyForm()
-    if not form.validate_on_submit():
-        raise Refused(form_errors(form))
+    form = submitted(ReplyForm())
     if not ticket.requester_email:
         raise Refused("This ticket has no requester address to reply to.")
     if refuse_reply(ticket):
@@ -183,9 +179,7 @@ def reply(ticket_id: int) -> Response:
 @back_to("tickets.show")
 def status(ticket_id: int) -> Response:
     ticket = scoped_ticket(ticket_id)
-    form = StatusForm()
-    if not form.validate_on_submit():
-        raise Refused(form_errors(form))
+    form = submitted(StatusForm())
     service.change_status(db.session, ticket.id, form.status.data or "", by=current_principal(), now=utcnow(), controller_ids=scope())
     db.session.commit()
     return ticket_page(ticket, f"Status set to {form.status.data}.")
