@@ -59,8 +59,10 @@ def register_extensions(app: Flask) -> None:
 def register_domains(app: Flask) -> None:
     """Each domain fills the core's registries (intake handlers, outbound policies): one call per domain."""
     from app.dsr.setup import register as register_dsr
+    from app.mail.setup import register as register_mail
     from app.subject_data.setup import register as register_subject_data
 
+    register_mail(app)  # the core's own outbound policy (the per-recipient limit on automatic replies)
     register_dsr(app)
     register_subject_data(app)
 

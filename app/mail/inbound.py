@@ -10,9 +10,13 @@ nothing accepted is lost. `release_quarantined` ingests a held message after
 an officer vouched for it.
 
 Outcomes and sysexits codes for the MTA:
-- stored (a new ticket or a reply on one), or duplicate (the Message-ID is already stored): EX_OK 0;
-- quarantined (kept encrypted with its reason for a privacy officer): EX_DATAERR 65;
-- the database or anything else failed before the commit: EX_TEMPFAIL 75, so the MTA retries.
+- stored (a new ticket or a reply on one), or duplicate (the same bytes are already stored): EX_OK 0;
+  a *different* message reusing a stored Message-ID is stored on that thread under an id of its own, noted;
+- bounce (a delivery status notification, recorded on the outbox row it reports on; never a ticket): EX_OK 0;
+- quarantined (kept encrypted with its reason for a privacy officer): EX_DATAERR 65, except mail from the
+  desk's own addresses and unmatched bounces (held silently, EX_OK: bouncing them would feed a loop);
+- the database or the disk was unavailable before the commit: EX_TEMPFAIL 75, so the MTA retries. Nothing in a
+  message leads there: a message the desk fails to process for any other reason is held in the quarantine.
 """
 
 from __future__ import annotations
@@ -20,22 +24,23 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import logging
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
 from app.jobs.batch import Clock, SessionScope, in_transaction
-from app.mail import quarantine
+from app.mail import bounces, quarantine
 from app.mail.intake import REGISTRY, Claim, Inbound, IntakeRegistry
 from app.mail.parse import MalformedMessage, ParsedMail, parse_mail
 from app.mail.threading import find_sent, find_thread, route_new
 from app.principal import Principal
 from app.tickets import service as tickets
-from app.tickets.models import Message
+from app.tickets.models import Attachment, Message, Ticket
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +49,7 @@ EX_DATAERR = 65
 EX_TEMPFAIL = 75
 DEFAULT_ATTACHMENT_MAX_BYTES = 25 * 1024 * 1024
 REOPENING_STATUSES = ("waiting", "closed")
+_CID_SRC = re.compile(r"""(\bsrc\s*=\s*["']?)cid:([^"'\s>]{1,250})""", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -60,6 +66,15 @@ class IngestSettings:
     def dsr_address(self) -> str:
         """The address whose new mail is a data-subject request."""
         return self.privacy_address or self.support_address
+
+    def is_own_address(self, address: str) -> bool:
+        """Whether `address` is one of the desk's own (the support or privacy address, with or without a +tag)."""
+        local, _, domain = address.strip().lower().rpartition("@")
+        for own in {self.support_address, self.dsr_address}:
+            own_local, _, own_domain = own.strip().lower().rpartition("@")
+            if domain == own_domain and local.split("+", 1)[0] == own_local.split("+", 1)[0]:
+                return True
+        return False
 
     @property
     def max_message_bytes(self) -> int:
@@ -82,7 +97,7 @@ class IngestSettings:
 class IngestOutcome:
     """What happened to one message."""
 
-    status: str  # stored | duplicate | quarantined
+    status: str  # stored | duplicate | bounce | quarantined
     ticket_id: int | None = None
     message_pk: int | None = None
     quarantine_id: int | None = None
@@ -94,7 +109,7 @@ class IngestOutcome:
     @property
     def exit_code(self) -> int:
         """The sysexits code for an MTA pipe."""
-        return EX_DATAERR if self.status == "quarantined" else EX_OK
+        return EX_DATAERR if self.status == "quarantined" and self.reason not in quarantine.SILENT_REASONS else EX_OK
 
 
 def _unparseable_as_mail(raw: bytes, reason: str) -> ParsedMail:
@@ -145,13 +160,32 @@ def ingest_message(
     if force and "released_from_quarantine" not in mail.flags:
         mail.flags.append("released_from_quarantine")
 
-    existing = session.execute(select(Message.id, Message.ticket_id).where(Message.message_id == mail.message_id)).first()
+    if mail.report is not None:
+        return _take_bounce(session, raw, mail, source=source, registry=registry, by=by, now=now)
+    if settings.is_own_address(mail.from_email) and not force:
+        item = quarantine.hold(session, raw, reason="from_own_address", detail="From is a desk address", source=source, by=by, now=now)
+        return IngestOutcome("quarantined", quarantine_id=item.id, reason="from_own_address")
+
+    raw_sha256 = hashlib.sha256(raw).hexdigest()
+    existing = session.execute(select(Message.id, Message.ticket_id, Message.raw_sha256).where(Message.message_id == mail.message_id)).first()
+    reused_on: Ticket | None = None
     if existing is not None:
-        return IngestOutcome("duplicate", ticket_id=existing.ticket_id, message_pk=existing.id)
+        if existing.raw_sha256 in (None, raw_sha256):
+            return IngestOutcome("duplicate", ticket_id=existing.ticket_id, message_pk=existing.id)
+        # Another message under an id we hold (a broken sender, a forgery): stored, never silently dropped.
+        reused_on = session.get(Ticket, existing.ticket_id)
+        original_id, mail.message_id = mail.message_id, f"{raw_sha256[:40]}.reused@message-id.invalid"
+        again = session.execute(select(Message.id, Message.ticket_id).where(Message.message_id == mail.message_id)).first()
+        if again is not None:
+            return IngestOutcome("duplicate", ticket_id=again.ticket_id, message_pk=again.id)
+        mail.notes.append({"code": "reused_message_id", "message_id": original_id[:250], "first_message": existing.id})
+        mail.flags.append("reused_message_id")
 
     sent = find_sent(session, mail)
     thread = find_thread(session, mail, support_address=settings.support_address, sent=sent, registry=registry)
-    if thread is not None:
+    if thread is None and reused_on is not None:
+        ticket, how, new = reused_on, "reused_message_id", False
+    elif thread is not None:
         ticket, how, new = thread.ticket, thread.how, False
     else:
         route = route_new(session, mail)
@@ -165,28 +199,14 @@ def ingest_message(
             now=now,
         )
         how, new = route.how, True
-    message = tickets.add_message(
-        session,
-        ticket,
-        tickets.MessageInput(
-            direction="inbound",
-            body_text=mail.body_text,
-            body_html=mail.body_html,
-            reply_text=mail.reply_text,
-            sender_name=mail.from_name or None,
-            sender_email=mail.from_email or None,
-            subject=mail.subject,
-            message_id=mail.message_id,
-            raw=raw,
-            is_auto_reply=mail.is_auto_reply,
-            flags=mail.flags,
-            notes=mail.notes,
-        ),
-        by=by,
-        now=now,
-    )
+    message = tickets.add_message(session, ticket, _message_input(mail, raw), by=by, now=now)
+    inline: dict[str, Attachment] = {}
     for part in mail.attachments:
-        tickets.add_attachment(session, message, filename=part.filename, content_type=part.content_type, content=part.content, by=by, now=now)
+        stored = tickets.add_attachment(session, message, filename=part.filename, content_type=part.content_type, content=part.content, by=by, now=now)
+        if part.content_id:
+            inline[part.content_id] = stored
+    if inline and mail.body_html and "cid:" in mail.body_html.lower():
+        message.body_html = _inline_images(mail.body_html, ticket.id, inline)
     inbound = Inbound(
         ticket=ticket,
         message=message,
@@ -204,6 +224,49 @@ def ingest_message(
     return IngestOutcome("stored", ticket_id=ticket.id, message_pk=message.id, new_ticket=new, how=how, claim=claim)
 
 
+def _message_input(mail: ParsedMail, raw: bytes) -> tickets.MessageInput:
+    return tickets.MessageInput(
+        direction="inbound",
+        body_text=mail.body_text,
+        body_html=mail.body_html,
+        reply_text=mail.reply_text,
+        sender_name=mail.from_name or None,
+        sender_email=mail.from_email or None,
+        subject=mail.subject,
+        message_id=mail.message_id,
+        raw=raw,
+        is_auto_reply=mail.is_auto_reply,
+        flags=mail.flags,
+        notes=mail.notes,
+    )
+
+
+def _inline_images(html: str, ticket_id: int, inline: Mapping[str, Attachment]) -> str:
+    """`cid:` references in the HTML pointed at the stored parts (the ticket page shows them; same origin, so under the CSP)."""
+
+    def url(match: re.Match[str]) -> str:
+        part = inline.get(match.group(2))
+        return f"{match.group(1)}/tickets/{ticket_id}/attachments/{part.id}" if part is not None else match.group(0)
+
+    return _CID_SRC.sub(url, html)
+
+
+def _take_bounce(session: Session, raw: bytes, mail: ParsedMail, *, source: str, registry: IntakeRegistry, by: Principal, now: dt.datetime) -> IngestOutcome:
+    """A DSN: mark the outbox row it reports on; keep it on that row's ticket (no new ticket) or hold it silently."""
+    assert mail.report is not None
+    row = bounces.find_bounced(session, mail, mail.report)
+    if row is None:
+        item = quarantine.hold(session, raw, reason="bounce_unmatched", detail="names no email the desk sent", source=source, by=by, now=now)
+        return IngestOutcome("quarantined", quarantine_id=item.id, reason="bounce_unmatched")
+    bounces.mark_bounced(session, row, mail.report, registry=registry, by=by, now=now)
+    ticket_id = registry.ticket_of(session, row)
+    ticket = session.get(Ticket, ticket_id) if ticket_id is not None else None
+    if ticket is None:
+        return IngestOutcome("bounce", how="outbox")
+    message = tickets.add_message(session, ticket, _message_input(mail, raw), by=by, now=now)
+    return IngestOutcome("bounce", ticket_id=ticket.id, message_pk=message.id, how="outbox")
+
+
 def ingest_committed(
     sessions: SessionScope,
     raw: bytes,
@@ -215,7 +278,10 @@ def ingest_committed(
 ) -> IngestOutcome:
     """Ingest in a transaction of its own (`sessions`, committed); a concurrent duplicate (unique Message-ID) is retried once as a no-op.
 
-    Database errors propagate (the caller reports a temporary failure); nothing is
+    Temporary faults propagate (`is_temporary`: the database or the disk was unavailable; the caller
+    reports EX_TEMPFAIL and the source keeps the message). Any other failure is a fault of the desk
+    with this message, not a reason to have the MTA retry and finally bounce it: the message is held in
+    the quarantine ("unprocessable", its error type as the detail) in a fresh transaction. Nothing is
     acknowledged to the source before this returns.
     """
 
@@ -223,11 +289,31 @@ def ingest_committed(
         return ingest_message(session, raw, settings=settings, by=by, now=now, source=source)
 
     try:
+        try:
+            return in_transaction(sessions, work, clock=clock)
+        except IntegrityError:
+            # Another process stored the same Message-ID between our check and our insert.
+            log.info("inbound message raced a concurrent ingest; retrying as a duplicate check")
         return in_transaction(sessions, work, clock=clock)
-    except IntegrityError:
-        # Another process stored the same Message-ID between our check and our insert.
-        log.info("inbound message raced a concurrent ingest; retrying as a duplicate check")
-    return in_transaction(sessions, work, clock=clock)
+    except Exception as exc:
+        if is_temporary(exc):
+            raise
+        log.error("inbound message could not be processed (%s); holding it in the quarantine", type(exc).__name__)
+        failure = type(exc).__name__[:80]
+
+        def hold(session: Session, now: dt.datetime) -> IngestOutcome:
+            item = quarantine.hold(session, raw, reason="unprocessable", detail=failure, source=source, by=by, now=now)
+            return IngestOutcome("quarantined", quarantine_id=item.id, reason="unprocessable")
+
+        return in_transaction(sessions, hold, clock=clock)
+
+
+def is_temporary(exc: BaseException) -> bool:
+    """A fault of the environment (database unreachable or failing, disk full or unreadable), worth a retry by the source."""
+    if isinstance(exc, OperationalError | InterfaceError | OSError | TimeoutError):
+        return True
+    # A dropped connection surfaces as other DBAPI errors too; bad data (a DataError, an IntegrityError) would fail again.
+    return isinstance(exc, DBAPIError) and exc.connection_invalidated
 
 
 def release_quarantined(session: Session, item_id: int, *, settings: IngestSettings, by: Principal, now: dt.datetime) -> int:

@@ -75,6 +75,12 @@ class Handler(Protocol):
 TicketFinder = Callable[[Session, int], int | None]
 
 
+class BounceHandler(Protocol):
+    """Told that an outbox row of its domain bounced (already marked `bounced`); acts in the same transaction."""
+
+    def __call__(self, session: Session, row: OutboxEmail, *, by: Principal, now: dt.datetime) -> None: ...
+
+
 @dataclass(frozen=True)
 class Claim:
     """Which handler claimed a message (its registered name) and what it did (its code)."""
@@ -96,6 +102,7 @@ class IntakeRegistry:
     def __init__(self) -> None:
         self._entries: list[_Entry] = []
         self._finders: dict[str, TicketFinder] = {}
+        self._bounce_handlers: dict[str, BounceHandler] = {}
 
     def add(self, name: str, handler: Handler, *, fallback: bool = False) -> None:
         """Register `handler` under `name` (e.g. "dsr.instruction"); the same name again replaces it in its place."""
@@ -114,6 +121,16 @@ class IntakeRegistry:
         """How to find the ticket of an outbox row with this `related_type` (one finder per type; again: replaced)."""
         self._finders[related_type] = finder
 
+    def add_bounce_handler(self, related_type: str, handler: BounceHandler) -> None:
+        """Who is told when an outbox row with this `related_type` bounces (one per type; again: replaced)."""
+        self._bounce_handlers[related_type] = handler
+
+    def bounced(self, session: Session, row: OutboxEmail, *, by: Principal, now: dt.datetime) -> None:
+        """Tell the row's domain that it bounced (no handler for its type: the row's state is the whole record)."""
+        handler = self._bounce_handlers.get(row.related_type or "")
+        if handler is not None:
+            handler(session, row, by=by, now=now)
+
     @property
     def names(self) -> list[str]:
         """The registered handlers' names in the order they are asked (ordinary ones first, then fallbacks)."""
@@ -125,11 +142,11 @@ class IntakeRegistry:
     @contextmanager
     def scoped(self) -> Iterator[IntakeRegistry]:
         """Yield this registry; whatever is added or removed inside the `with` block is undone at its end (tests)."""
-        entries, finders = list(self._entries), dict(self._finders)
+        entries, finders, bounces = list(self._entries), dict(self._finders), dict(self._bounce_handlers)
         try:
             yield self
         finally:
-            self._entries, self._finders = entries, finders
+            self._entries, self._finders, self._bounce_handlers = entries, finders, bounces
 
     @contextmanager
     def registered(self, name: str, handler: Handler, *, fallback: bool = False) -> Iterator[None]:

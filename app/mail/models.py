@@ -8,10 +8,10 @@ from typing import Any
 from sqlalchemy import JSON, CheckConstraint, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.crypto.fields import EncryptedField, EncryptedRow, encrypted_column
+from app.crypto.fields import EncryptedField, EncryptedRow, blind_index_column, encrypted_column
 from app.db import Base, intpk, utc
 
-OUTBOX_STATES = ("queued", "sending", "sent", "failed", "refused")
+OUTBOX_STATES = ("queued", "sending", "sent", "failed", "refused", "bounced")
 
 
 class OutboxEmail(EncryptedRow, Base):
@@ -29,7 +29,7 @@ class OutboxEmail(EncryptedRow, Base):
 
     __tablename__ = "outbox_emails"
     __table_args__ = (
-        CheckConstraint("state IN ('queued', 'sending', 'sent', 'failed', 'refused')", name="state"),
+        CheckConstraint("state IN ('queued', 'sending', 'sent', 'failed', 'refused', 'bounced')", name="state"),
         Index("ix_outbox_emails_state_due_at", "state", "due_at"),
         Index("ix_outbox_emails_related", "related_type", "related_id"),
     )
@@ -61,6 +61,11 @@ class OutboxEmail(EncryptedRow, Base):
     smtp_response: Mapped[str | None] = mapped_column(String(500))
     last_error: Mapped[str | None] = mapped_column(String(500))
     delivery_note: Mapped[str | None] = mapped_column(String(200))
+    # A delivery status notification about this row (app.mail.bounces): its status code and diagnostic.
+    bounce_status: Mapped[str | None] = mapped_column(String(20))
+    bounce_diagnostic: Mapped[str | None] = mapped_column(String(500))
+    bounced_at: Mapped[dt.datetime | None]
+    to_addr_bidx: Mapped[bytes | None] = blind_index_column()
     # Sends that followed a stale claim (the worker holding it died): each may have produced a duplicate.
     stale_claims: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
@@ -68,6 +73,6 @@ class OutboxEmail(EncryptedRow, Base):
     created_at: Mapped[utc]
     updated_at: Mapped[utc]
 
-    to_addr = EncryptedField("to_addr_ct", owner="key_owner")
+    to_addr = EncryptedField("to_addr_ct", owner="key_owner", blind_index="to_addr_bidx", normalise="email")
     body_text = EncryptedField("body_text_ct", owner="key_owner")
     body_html = EncryptedField("body_html_ct", owner="key_owner")

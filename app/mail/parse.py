@@ -15,7 +15,6 @@ import hashlib
 import re
 import weakref
 from dataclasses import dataclass, field
-from email.header import decode_header, make_header
 from email.message import Message
 from email.utils import getaddresses, parseaddr
 from typing import Any
@@ -23,17 +22,17 @@ from typing import Any
 import nh3
 from mailparser_reply import EmailReplyParser
 
+from app.mail import autoreply, calendar
+from app.mail.decode import decode_bytes, decode_words, safe_text, unescape_header, unflow
+from app.mail.dsn import DeliveryReport, delivery_report
+
 MAX_PARTS = 250
 MAX_DEPTH = 12
 MAX_HEADER_CHARS = 998 * 4
 REPLY_LANGUAGES = ["en", "de", "fr", "es", "it", "nl"]
 # Printable ASCII only: a NUL or control character in an id must not reach a database index.
 _MSGID = re.compile(r"<([\x21-\x3b\x3d\x3f-\x7e]{1,990})>")
-_AUTO_SUBJECT = re.compile(
-    r"^\s*(auto(matic)?[ -]?(reply|response|antwort)|out of (the )?office|abwesenheit|réponse automatique|respuesta automática|risposta automatica|"
-    r"automatische antwort|vacation|autoreply|auto:)",
-    re.IGNORECASE,
-)
+_CID = re.compile(r"[^\x21-\x7e]")
 _SPACE = re.compile(r"[ \t]*\n{3,}")
 _TOKEN = re.compile(r"[^a-z0-9!#$&^_.+/-]")
 # C0 controls and DEL never belong in a header value; NUL would break any database text column.
@@ -56,6 +55,7 @@ class ParsedAttachment:
     filename: str | None
     content_type: str
     content: bytes
+    content_id: str | None = None  # an inline part's Content-ID (without <>), for cid: references in the HTML
 
 
 @dataclass
@@ -77,6 +77,7 @@ class ParsedMail:
     is_auto_reply: bool = False
     flags: list[str] = field(default_factory=list)
     notes: list[dict[str, Any]] = field(default_factory=list)
+    report: DeliveryReport | None = None  # a delivery status notification: what bounced
 
 
 # The raw header values of each message being parsed, read once: the policy's header objects
@@ -90,18 +91,15 @@ def _raw_headers(msg: Message) -> dict[str, list[str]]:
     if cached is None:
         cached = {}
         for key, value in msg.raw_items():
-            cached.setdefault(key.lower(), []).append(str(value))
+            # Raw 8-bit bytes (RFC 6532 UTF-8 or a legacy charset) come as surrogate escapes: decode them now.
+            text, _ = unescape_header(str(value))
+            cached.setdefault(safe_text(key).lower(), []).append(text)
         _RAW_HEADERS[msg] = cached
     return cached
 
 
 def _decode_words(value: str) -> str:
-    if "=?" not in value:
-        return value
-    try:
-        return str(make_header(decode_header(value)))
-    except Exception:  # an unknown charset or broken encoded word: keep the raw text
-        return value
+    return decode_words(value)
 
 
 def _header(msg: Message, name: str) -> str:
@@ -124,24 +122,13 @@ def _address_parts(msg: Message, name: str) -> list[tuple[str, str]]:
 def _decode_text(part: Message, notes: list[dict[str, Any]]) -> str:
     payload = part.get_payload(decode=True)
     raw = payload if isinstance(payload, bytes) else b""
-    # NUL is never text (after decoding: UTF-16 has zero bytes); dropping it keeps every consumer safe.
-    return _decode_bytes(part, raw, notes).replace("\x00", "")
-
-
-def _decode_bytes(part: Message, raw: bytes, notes: list[dict[str, Any]]) -> str:
-    charset = (part.get_content_charset() or "").lower()
-    if charset:
-        try:
-            return raw.decode(charset)
-        except (LookupError, UnicodeDecodeError):
-            notes.append({"code": "charset_fallback", "declared": _TOKEN.sub("", charset)[:40]})
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError:
-        if not charset:
-            notes.append({"code": "charset_fallback", "declared": "none"})
-        # cp1252 is what undeclared 8-bit mail almost always is; replace what it cannot map.
-        return raw.decode("cp1252", errors="replace")
+    label = part.get_param("charset") if "charset" in str(part.get("Content-Type", "")).lower() else None
+    text, note = decode_bytes(raw, label if isinstance(label, str) else None)
+    if note is not None:
+        notes.append({"code": "charset_fallback", "declared": _TOKEN.sub("", str(label or "none").lower())[:40] or "none"})
+    if part.get_content_type() == "text/plain" and str(part.get_param("format") or "").lower() == "flowed":
+        text = unflow(text, delsp=str(part.get_param("delsp") or "").lower() == "yes")
+    return text
 
 
 def _filename(part: Message) -> str | None:
@@ -151,7 +138,7 @@ def _filename(part: Message) -> str | None:
         name = None
     if not name:
         return None
-    return " ".join(str(name).replace("/", "_").replace("\\", "_").split())[:255] or None
+    return " ".join(safe_text(str(name)).replace("/", "_").replace("\\", "_").split())[:255] or None
 
 
 def _encoded_size(part: Message) -> int:
@@ -185,24 +172,8 @@ def extract_reply(text: str) -> str:
 
 
 def auto_reply_reason(msg: Message, subject: str) -> str | None:
-    """Why this message is automatic (RFC 3834 and the common vendor headers), or None for a person's mail."""
-    auto_submitted = _header(msg, "Auto-Submitted").lower()
-    if auto_submitted and not auto_submitted.startswith("no"):
-        return "auto_submitted"
-    if _header(msg, "Precedence").lower() in ("bulk", "junk", "list", "auto_reply"):
-        return "precedence"
-    for name in ("X-Autoreply", "X-Autorespond", "X-Auto-Reply", "X-Autogenerated", "X-AutoReply-From", "X-Mail-Autoreply"):
-        if _header(msg, name):
-            return "x_autoreply"
-    if _header(msg, "X-Auto-Response-Suppress").lower() in ("all", "oof") and _AUTO_SUBJECT.search(subject):
-        return "outlook_oof"
-    if _header(msg, "List-Id") or _header(msg, "List-Unsubscribe"):
-        return "mailing_list"
-    if _header(msg, "Return-Path").strip() == "<>" or msg.get_content_type() == "multipart/report":
-        return "bounce"
-    if _AUTO_SUBJECT.search(subject):
-        return "vacation_subject"
-    return None
+    """Why this message is automatic (`app.mail.autoreply`), or None for a person's mail."""
+    return autoreply.auto_reply_reason(lambda name: _header(msg, name), subject=subject, content_type=msg.get_content_type())
 
 
 def _domain(address: str) -> str:
@@ -259,6 +230,8 @@ def parse_mail(raw: bytes, *, attachment_max_bytes: int) -> ParsedMail:
     attached_bytes = 0
     count = 0
     dropped = 0
+    report = delivery_report(msg)
+    invitations: list[str] = []
 
     def visit(part: Message, depth: int) -> None:
         nonlocal body_text, body_html, attached_bytes, count, dropped
@@ -282,6 +255,14 @@ def parse_mail(raw: bytes, *, attachment_max_bytes: int) -> ParsedMail:
         if is_body and ctype == "text/html" and body_html is None:
             body_html = _decode_text(part, notes)
             return
+        if report is not None:
+            return  # a bounce's status parts and the returned message are read by app.mail.dsn, not kept as files
+        if ctype == "text/calendar":
+            invitation = calendar.read_invitation(_decode_text(part, notes))
+            if invitation is not None:
+                invitations.append(invitation.describe())
+                notes.append({"code": "invitation", "summary": invitation.summary, "start": invitation.start, "method": invitation.method})
+            filename = filename if filename and filename.lower().endswith(".ics") else "invitation.ics"
         # Everything else is a file, archives included: never unpacked, only counted against the limit.
         if _encoded_size(part) > attachment_max_bytes - attached_bytes:
             notes.append({"code": "attachment_dropped", "reason": "over_limit", "content_type": ctype[:100], "approx_size": _encoded_size(part)})
@@ -296,7 +277,8 @@ def parse_mail(raw: bytes, *, attachment_max_bytes: int) -> ParsedMail:
             notes.append({"code": "attachment_dropped", "reason": "over_limit", "content_type": ctype[:100], "approx_size": len(content)})
             return
         attached_bytes += len(content)
-        attachments.append(ParsedAttachment(filename=filename or f"part-{count}", content_type=ctype, content=content))
+        content_id = _CID.sub("", str(part.get("Content-ID", "") or "").strip().strip("<>"))[:250] or None
+        attachments.append(ParsedAttachment(filename=filename or f"part-{count}", content_type=ctype, content=content, content_id=content_id))
 
     try:
         visit(msg, 0)
@@ -306,6 +288,9 @@ def parse_mail(raw: bytes, *, attachment_max_bytes: int) -> ParsedMail:
         notes.append({"code": "parts_dropped", "reason": "too_many_or_too_deep", "count": dropped})
 
     text = body_text if body_text is not None else (_html_to_text(body_html) if body_html else "")
+    if invitations:
+        flags.append("invitation")
+        text = "\n\n".join([*invitations, text]).strip()
     auto = auto_reply_reason(msg, subject)
     if auto:
         flags.append(f"auto:{auto}")
@@ -325,4 +310,5 @@ def parse_mail(raw: bytes, *, attachment_max_bytes: int) -> ParsedMail:
         is_auto_reply=auto is not None,
         flags=flags,
         notes=notes,
+        report=report,
     )

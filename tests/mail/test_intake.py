@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 from app.db import utcnow
 from app.dsr import setup as dsr_setup
 from app.extensions import db
+from app.mail import quarantine
 from app.mail.inbound import IngestSettings, ingest_committed, ingest_message
 from app.mail.intake import REGISTRY, Claim, Handler, Inbound, IntakeRegistry
 from app.mail.models import OutboxEmail
@@ -125,18 +126,21 @@ def test_a_message_no_handler_claims_is_still_a_ticket(session: Session) -> None
     assert ticket is not None and [m.message_id for m in ticket.messages] == ["unclaimed@example.org"]
 
 
-def test_a_failing_handler_leaves_nothing_stored(committed_app: Flask) -> None:
+def test_a_failing_handler_leaves_nothing_stored_and_the_message_is_held_not_bounced(committed_app: Flask) -> None:
     def broken(session: Session, inbound: Inbound, *, by: Principal, now: dt.datetime) -> str | None:
         raise RuntimeError("handler failed")
 
     with committed_app.app_context(), REGISTRY.registered("test.broken", broken):
-        with pytest.raises(RuntimeError):
-            ingest_committed(
-                db.session_scope, build(to="support@desk.localhost", message_id="<atomic@example.org>"), settings=SETTINGS, by=BY, clock=utcnow, source="pipe"
-            )
+        outcome = ingest_committed(
+            db.session_scope, build(to="support@desk.localhost", message_id="<atomic@example.org>"), settings=SETTINGS, by=BY, clock=utcnow, source="pipe"
+        )
+        # A fault of the desk with this message is not a temporary failure (issue 11 item 1): held, exit 65
+        assert (outcome.status, outcome.reason, outcome.exit_code) == ("quarantined", "unprocessable", 65)
         with db.session_scope() as session:
             assert session.scalar(select(func.count()).select_from(Message)) == 0
             assert session.scalar(select(func.count()).select_from(Ticket)) == 0
+            held = session.get(quarantine.QuarantinedMessage, outcome.quarantine_id)
+            assert held is not None and held.reason == "unprocessable" and held.detail == "RuntimeError"
 
 
 def test_handlers_are_asked_in_registration_order_with_fallbacks_last_and_registration_is_idempotent(session: Session) -> None:

@@ -1,0 +1,65 @@
+"""Bounces belong to what bounced: a delivery status notification is matched to the outbox row it reports on.
+
+The row is found by the original Message-ID the DSN returns (`app.mail.dsn`) or
+by the VERP return address the desk sent it from (`<local>+bounce-<token>@`),
+marked `bounced` with the status code and diagnostic (a failure; a delay only
+records them), audit-logged, and its domain is told through the intake
+registry (`IntakeRegistry.bounced`: the DSR escalates a bounced forward). A
+bounce never opens a ticket: when the row belongs to one, the notification is
+kept on that ticket as an automatic message (its status parts are not files);
+one that names nothing the desk sent is held in the quarantine, silently.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import or_, select
+from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import ColumnElement
+
+from app.audit.service import record
+from app.mail.dsn import DeliveryReport, verp_tokens
+from app.mail.intake import IntakeRegistry
+from app.mail.models import OutboxEmail
+from app.mail.parse import ParsedMail
+from app.principal import Principal
+
+BOUNCEABLE_STATES = ("sent", "sending", "queued", "failed", "bounced")
+
+
+def find_bounced(session: Session, mail: ParsedMail, report: DeliveryReport) -> OutboxEmail | None:
+    """The outbox row a DSN reports on: by a returned Message-ID, else by a VERP token among its recipients."""
+    ids = [f"<{m}>" for m in report.original_message_ids[:20]]
+    tokens = verp_tokens(mail.recipients)[:5]
+    if not ids and not tokens:
+        return None
+    conditions: list[ColumnElement[bool]] = []
+    if ids:
+        conditions.append(OutboxEmail.message_id.in_(ids))
+    conditions += [OutboxEmail.message_id.startswith(f"<{token}.", autoescape=True) for token in tokens]
+    return session.scalars(select(OutboxEmail).where(or_(*conditions)).order_by(OutboxEmail.id.desc()).limit(1)).first()
+
+
+def mark_bounced(session: Session, row: OutboxEmail, report: DeliveryReport, *, registry: IntakeRegistry, by: Principal, now: dt.datetime) -> bool:
+    """Record the DSN on its row; a failure marks it `bounced` and tells its domain. True when the row became bounced."""
+    row.bounce_status = report.status[:20] or None
+    row.bounce_diagnostic = report.diagnostic[:500] or None
+    row.updated_at = now
+    failed = report.failed and row.state in BOUNCEABLE_STATES and row.state != "bounced"
+    if failed:
+        row.state = "bounced"
+        row.bounced_at = now
+    session.flush()
+    record(
+        session,
+        by=by,
+        action="outbox.bounced" if failed else "outbox.delivery_report",
+        target_type="outbox_email",
+        target_id=row.id,
+        details={"status": row.bounce_status, "action": report.action[:20], "kind": row.kind},
+        now=now,
+    )
+    if failed:
+        registry.bounced(session, row, by=by, now=now)
+    return failed
