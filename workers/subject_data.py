@@ -1,4 +1,4 @@
-"""Subject-data actors: advance an export / erasure / rectification run, and the sweeper (every minute)."""
+"""Subject-data actors: advance a request's run (an export; erasures and rectifications are deletion-engine runs), and the sweeper."""
 
 from __future__ import annotations
 
@@ -12,7 +12,10 @@ from app.subject_data import service
 
 @dramatiq.actor(actor_name=service.RUN_ACTOR, max_retries=5, time_limit=600_000, min_backoff=5_000)
 def run_subject_job(run_id: int) -> None:
-    """Advance a run to its end, one committed batch at a time; a no-op when it is finished (duplicates are harmless)."""
+    """Advance a run to its end, one committed batch at a time; a no-op when it is finished (duplicates are harmless).
+
+    Rung for exports; an erasure or rectification rings the engine's actor (workers/deletion.py), but this one finishes it too.
+    """
     service.run_to_end(db.session_scope, run_id, by=Principal.system("subject data"), clock=utcnow)
 
 

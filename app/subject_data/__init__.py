@@ -1,1 +1,1 @@
-"""Execution of data-subject requests under a controller's instruction: find, export, erase, rectify, restrict, close."""
+"""Execution of data-subject requests under a controller's instruction: find, export, erase and rectify (runs of the deletion engine), restrict, close."""

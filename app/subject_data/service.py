@@ -97,25 +97,17 @@ def start(
     if busy is not None:
         raise InvalidRequest(f"run {busy} of this request is still working")
     engine_run = None
-    if kind == "erase":
-        terms = {t: "[erased]" for t in terms_of(email, dsr.subject_name, dsr.subject_identifiers)}
+    if kind in ACTION_FOR:
+        if kind == "erase":
+            terms, address, name = {t: "[erased]" for t in terms_of(email, dsr.subject_name, dsr.subject_identifiers)}, None, None
+        else:
+            terms, address, name = _corrections(email, dsr.subject_name, new_name, new_email)
         engine_run = deletion.start(
             session,
             deletion.Authority(AUTHORITY, instruction_id),
             deletion.Scope.subject(controller_id, (email,)),
             ACTION_FOR[kind],
             terms=terms,
-            by=by,
-            now=now,
-        )
-    elif kind == "rectify":
-        replace, address, name = _corrections(email, dsr.subject_name, new_name, new_email)
-        engine_run = deletion.start(
-            session,
-            deletion.Authority(AUTHORITY, instruction_id),
-            deletion.Scope.subject(controller_id, (email,)),
-            ACTION_FOR[kind],
-            terms=replace,
             new_email=address,
             extra={"new_name": name},
             by=by,
