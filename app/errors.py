@@ -9,6 +9,11 @@ service raises reaches the user here, the transaction rolled back first:
 - `Conflict` -> the 409 page with its message and a link back to the form's page;
 - any other `DeskError` (the desk could not do it: a key, a file) -> the 500 page, logged by type.
 
+Refusals are security events (issue 12 item 11, ASVS 16.3): a 403, a 404 for an id the route
+matched (out of scope or absent: the same to the user) and a CSRF failure are logged and
+audit-logged as `security.refused` with who (staff id, or anonymous), the endpoint, the method
+and a reason code; never the URL, its ids or anything the request carried.
+
 The form's page is the one the view names with `@back_to(endpoint)` (built from the URL arguments of the
 request that endpoint takes) or `return_to(url)`; without one, a POST to a URL that also answers GET (a form
 that posts to itself) goes back to it, anything else to the home page. Never a URL the request carries
@@ -17,19 +22,27 @@ that posts to itself) goes back to it, anything else to the home page. Never a U
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
+import json
 import logging
 from collections.abc import Callable
 from typing import ParamSpec, TypeVar
 
 from flask import Flask, current_app, flash, g, redirect, render_template, request, url_for
 from flask_wtf.csrf import CSRFError
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 from werkzeug.exceptions import HTTPException, InternalServerError
 from werkzeug.wrappers import Response
 
 from app import exceptions as desk
+from app.audit.models import AuditEvent
+from app.audit.service import record
 from app.crypto.cipher import DecryptionError
+from app.db import utcnow
 from app.extensions import db
+from app.web import current_principal
 
 log = logging.getLogger(__name__)
 
@@ -90,8 +103,32 @@ def form_page() -> str:
     return url_for("main.index")
 
 
+REFUSED = "security.refused"
+
+
+def note_refusal(status: int, reason: str) -> None:
+    """Log and audit-log this request's refusal (its own committed transaction; the request's is rolled back)."""
+    db.session.rollback()  # a refused request keeps nothing, and on SQLite its open transaction would block ours
+    endpoint = request.endpoint or "none"
+    by = current_principal()
+    log.warning("refused %s %s %s: %s by %s", status, request.method, endpoint, reason, by.label)
+    details = {"status": status, "reason": reason, "endpoint": endpoint[:64], "method": request.method}
+    with db.session_scope() as session:
+        record(session, by=by, action=REFUSED, target_type="route", target_id=endpoint[:64], details=details, now=utcnow())
+
+
+def refusal_counts(session: Session, *, since: dt.datetime) -> dict[str, int]:
+    """Refusals recorded since `since`, by reason code (forbidden, out_of_scope, restricted, csrf)."""
+    counts: dict[str, int] = {}
+    events = session.scalars(select(AuditEvent.details_json).where(AuditEvent.action == REFUSED, AuditEvent.occurred_at >= since))
+    for details in events:
+        reason = str(json.loads(details or "{}").get("reason", "other"))
+        counts[reason] = counts.get(reason, 0) + 1
+    return counts
+
+
 def _not_found(_exc: desk.NotFound) -> tuple[str, int]:
-    db.session.rollback()
+    note_refusal(404, "out_of_scope")
     return _render(404)
 
 
@@ -118,10 +155,13 @@ def register_errors(app: Flask) -> None:
 
     @app.errorhandler(CSRFError)
     def _csrf(_exc: CSRFError) -> tuple[str, int]:
+        note_refusal(400, "csrf")
         return _render(400, "The form expired or was not sent from the desk. Reload it and try again.")
 
     @app.errorhandler(HTTPException)
     def _http(exc: HTTPException) -> tuple[str, int]:
+        if exc.code == 403 or (exc.code == 404 and request.endpoint is not None):
+            note_refusal(exc.code, "forbidden" if exc.code == 403 else "out_of_scope")
         return _render(exc.code or 500)
 
     @app.errorhandler(DecryptionError)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 
@@ -9,7 +11,7 @@ from app.auth import rbac, service
 from app.auth.forms import ActionForm, RoleForm, UserForm
 from app.controllers import service as controllers
 from app.db import utcnow
-from app.errors import back_to
+from app.errors import back_to, refusal_counts
 from app.extensions import db
 from app.web import current_principal
 
@@ -24,7 +26,9 @@ def _controller_choices() -> list[tuple[int, str]]:
 @rbac.require(rbac.USERS_MANAGE)
 def users() -> ResponseReturnValue:
     rows = service.list_users(db.session)
-    return render_template("admin/users.html", users=rows, now=utcnow(), action=ActionForm())
+    now = utcnow()
+    refusals = refusal_counts(db.session, since=now - dt.timedelta(hours=24))
+    return render_template("admin/users.html", users=rows, now=now, action=ActionForm(), refusals=refusals)
 
 
 @bp.route("/users/new", methods=["GET", "POST"])

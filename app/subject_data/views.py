@@ -23,7 +23,7 @@ from app.db import utcnow
 from app.dsr.gate import NoConfirmedInstruction, require_instruction
 from app.dsr.models import Dsr
 from app.dsr.settings import DsrSettings
-from app.errors import back_to
+from app.errors import back_to, note_refusal
 from app.extensions import db
 from app.subject_data import closing, export, restrict, service, tokens
 from app.subject_data.models import DECISION_FOR, SubjectExport, SubjectRun
@@ -92,6 +92,7 @@ def guard_ticket(ticket: Ticket, *, what: str = "ticket") -> None:
         return
     staff = rbac.current_staff()
     if not staff.can(rbac.DSR_MANAGE):
+        note_refusal(403, "restricted")
         abort(Response(render_template("subject_data/restricted.html", ticket=ticket), status=403, mimetype="text/html"))
     if g.get("restricted_access_logged") == (ticket.id, what):
         return
