@@ -48,7 +48,17 @@ from sqlalchemy.orm.attributes import flag_dirty
 from sqlalchemy.sql.elements import ColumnElement
 
 from app.crypto.cipher import INDEX_BYTES, NORMALISERS, CryptoError, blind_index, decrypt_field, encrypt_field, key_id_of
-from app.crypto.keys import PLATFORM, active_key, cache_for, find_index_key, forget_active_keys, forget_keys, load_key, owner_of
+from app.crypto.keys import (
+    PLATFORM,
+    active_key,
+    cache_for,
+    find_index_key,
+    forget_active_keys,
+    forget_keys,
+    index_keys_of_controllers,
+    load_key,
+    owner_of,
+)
 from app.db import Base, table_of_model
 
 __all__ = [
@@ -214,6 +224,12 @@ class _Encrypted(Generic[T]):
             raise TypeError(f"{self.name} is per controller: pass controller_id")
         index_key = find_index_key(session.connection(), cache_for(session), owner)
         return None if index_key is None else blind_index(index_key, self.normalise, value)
+
+    def index_values_of_controllers(self, session: Session, value: str, controller_ids: Any) -> dict[int, bytes]:
+        """The blind index of `value` under each controller of `controller_ids` (a list or a SELECT of ids): one query, any count."""
+        if self.normalise is None or self.owner == PLATFORM:
+            raise TypeError(f"{self.name} has no per-controller blind index")
+        return {cid: blind_index(key, self.normalise, value) for cid, key in index_keys_of_controllers(session, controller_ids).items()}
 
     def matches(self, session: Session, value: str, *, controller_id: int | None = None) -> ColumnElement[bool]:
         """A WHERE clause: rows whose value equals `value` (after normalising), via the blind index."""

@@ -173,6 +173,45 @@ def find_index_key(conn: Connection, cache: KeyCache, owner: str) -> bytes | Non
     return key.index_key
 
 
+# Unwrapped index keys kept across transactions, by (database, key id, wrapped bytes). Never used on trust:
+# `index_keys_of_controllers` reads the rows anew in its one statement (state active or retired, same wrapped
+# bytes), so a key shredded or rewrapped since is not used; the cache only saves the unwrapping.
+_INDEX_KEYS: dict[tuple[str, int, bytes], bytes] = {}
+_INDEX_KEYS_MAX = 20_000
+
+
+def index_keys_of_controllers(session: Session, controller_ids: Any) -> dict[int, bytes]:
+    """The blind-index key of each controller in `controller_ids` (a list or a SELECT of ids), in one query.
+
+    Each controller's newest active or retired generation, as `find_index_key` picks per owner; controllers
+    without keys are left out (nothing is indexed under them). The cost does not grow with queries per controller.
+    """
+    rows = session.connection().execute(
+        select(
+            data_keys.c.id, data_keys.c.owner, data_keys.c.controller_id, data_keys.c.generation,
+            data_keys.c.master_version, data_keys.c.wrapped_index_key,
+        )
+        .where(data_keys.c.controller_id.in_(controller_ids), data_keys.c.state.in_(("active", "retired")))
+        .order_by(data_keys.c.controller_id, data_keys.c.generation.desc())
+    )  # fmt: skip
+    database = _database_of(session)
+    keyring = keyring_for(session)
+    found: dict[int, bytes] = {}
+    for row in rows:
+        if row.controller_id in found or row.wrapped_index_key is None or row.master_version is None:
+            continue
+        slot = (database, row.id, bytes(row.wrapped_index_key))
+        key = _INDEX_KEYS.get(slot)
+        if key is None:
+            kek = keyring.derive(WRAP, row.master_version)
+            key = unwrap_key(kek, row.wrapped_index_key, context=wrap_context(row.owner, row.generation, "index", row.master_version))
+            if len(_INDEX_KEYS) >= _INDEX_KEYS_MAX:
+                _INDEX_KEYS.clear()
+            _INDEX_KEYS[slot] = key
+        found[row.controller_id] = key
+    return found
+
+
 def set_state(conn: Connection, key_id: int, state: str) -> None:
     """Move a key generation to another state (the caller drops its session's key cache: forget_keys)."""
     conn.execute(update(data_keys).where(data_keys.c.id == key_id).values(state=state, updated_at=utcnow()))

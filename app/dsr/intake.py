@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import re
 from collections.abc import Sequence
 
 from sqlalchemy import select
@@ -26,15 +27,17 @@ from sqlalchemy.orm import Session
 
 from app.dsr import classifier
 from app.dsr import instructions as dsr_instructions
-from app.dsr.gate import InstructionRequired
 from app.dsr.models import Dsr, DsrForward
 from app.dsr.requests import DsrInput, acknowledge, create_dsr, suggest
 from app.dsr.settings import DsrSettings
 from app.mail.intake import Inbound
+from app.mail.policies import OutboundRefused
 from app.principal import Principal
 from app.tickets.models import Message
 
 REQUEST_TEXT_CHARS = 4000
+# A request's reference as the desk writes it in subjects (app.dsr.requests.format_reference).
+DSR_REFERENCE = re.compile(r"\bDSR-(\d{4})-(\d{6,9})\b")
 
 
 def addressed_to(recipients: Sequence[str], privacy_address: str) -> bool:
@@ -55,6 +58,14 @@ def forward_of(session: Session, message_ids: Sequence[str]) -> tuple[int, int] 
                 return int(item["dsr_id"]), int(item["controller_id"])
     row = session.execute(select(DsrForward.dsr_id, DsrForward.controller_id).where(DsrForward.message_id.in_(ids)).limit(1)).first()
     return (row.dsr_id, row.controller_id) if row is not None else None
+
+
+def ticket_of_reference(session: Session, subject: str) -> int | None:
+    """The ticket of the request whose reference (DSR-2026-000123) the subject names, or None (mail threading)."""
+    match = DSR_REFERENCE.search(subject)
+    if match is None:
+        return None
+    return session.scalar(select(Dsr.ticket_id).where(Dsr.id == int(match.group(2)), Dsr.reference == match.group(0)))
 
 
 def ticket_of_dsr(session: Session, dsr_id: int) -> int | None:
@@ -100,6 +111,8 @@ def claim_request(session: Session, inbound: Inbound, *, by: Principal, now: dt.
     mail, ticket = inbound.mail, inbound.ticket
     if mail.is_auto_reply or not inbound.new_ticket or not addressed_to(mail.recipients, inbound.privacy_address):
         return None
+    if DSR_REFERENCE.search(mail.subject):
+        return None  # about a request we already have (ours quoted back, a robot's answer to our mail): never a second one
     if ticket.controller_id is not None and dsr_instructions.is_registered_contact(session, ticket.controller_id, mail.from_email):
         return None  # a controller writing to the privacy address is not a data subject
     hint = classifier.classify(f"{mail.subject}\n{mail.body_text}")
@@ -121,8 +134,10 @@ def claim_request(session: Session, inbound: Inbound, *, by: Principal, now: dt.
     domain = inbound.privacy_address.rpartition("@")[2]
     try:
         acknowledge(session, dsr, settings=DsrSettings(inbound.privacy_address, domain), by=by, now=now)
-    except InstructionRequired:
-        pass  # templates of several controllers disagree: no acknowledgement (the refusal is audit-logged)
+    except OutboundRefused:
+        # The controllers' templates disagree (InstructionRequired), or the subject's address already had its
+        # automatic replies for the window (the loop breaker): no acknowledgement; the refusal is audit-logged.
+        pass
     return "dsr"
 
 

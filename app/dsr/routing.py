@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import or_, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.controllers.models import Controller, ControllerDomain
-from app.tickets.models import Ticket, key_owner_for
+from app.tickets.models import Ticket
 
 
 @dataclass(frozen=True)
@@ -39,12 +39,19 @@ def _domain_match(session: Session, email: str) -> int | None:
 
 
 def controllers_of_subject(session: Session, email: str) -> set[int]:
-    """Controllers holding tickets of this requester, by the per-controller blind index (one query)."""
-    ids = list(session.scalars(select(Controller.id).where(Controller.status == "active")))
-    if not ids or not email.strip():
+    """Controllers holding tickets of this requester, by the per-controller blind index.
+
+    Two statements whatever the number of controllers (issue 11 item 7): the active controllers' index keys
+    in one, then the tickets whose index is any of the digests, each checked against its own controller's.
+    """
+    if not email.strip():
         return set()
-    conditions = [Ticket.requester_email.matches(session, email, controller_id=key_owner_for(cid)) for cid in ids]
-    return {cid for cid in session.scalars(select(Ticket.controller_id).where(or_(*conditions)).distinct()) if cid is not None}
+    active = select(Controller.id).where(Controller.status == "active")
+    digests = Ticket.requester_email.index_values_of_controllers(session, email, active)
+    if not digests:
+        return set()
+    rows = session.execute(select(Ticket.key_owner, Ticket.requester_email_bidx).where(Ticket.requester_email_bidx.in_(set(digests.values()))).distinct())
+    return {owner for owner, digest in rows if owner in digests and digests[owner] == digest}
 
 
 def route(session: Session, *, ticket: Ticket | None, subject_email: str | None) -> Routing:

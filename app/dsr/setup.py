@@ -20,6 +20,7 @@ def register_intake(registry: IntakeRegistry) -> None:
     registry.add("dsr.request", intake.claim_request)  # new mail to the privacy address
     registry.add("dsr.suggestion", intake.suggest_request, fallback=True)  # after every other domain's handlers
     registry.add_ticket_finder("dsr", intake.ticket_of_dsr)
+    registry.add_reference_finder("dsr", intake.ticket_of_reference)  # "DSR-2026-000123" in a subject
 
 
 def register_policies(policies: PolicyRegistry) -> None:

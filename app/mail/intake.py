@@ -75,6 +75,10 @@ class Handler(Protocol):
 TicketFinder = Callable[[Session, int], int | None]
 
 
+# (session, subject) -> the id of the ticket a domain's reference tag in the subject names (e.g. "DSR-2026-000001"), or None.
+ReferenceFinder = Callable[[Session, str], int | None]
+
+
 class BounceHandler(Protocol):
     """Told that an outbox row of its domain bounced (already marked `bounced`); acts in the same transaction."""
 
@@ -103,6 +107,7 @@ class IntakeRegistry:
         self._entries: list[_Entry] = []
         self._finders: dict[str, TicketFinder] = {}
         self._bounce_handlers: dict[str, BounceHandler] = {}
+        self._references: dict[str, ReferenceFinder] = {}
 
     def add(self, name: str, handler: Handler, *, fallback: bool = False) -> None:
         """Register `handler` under `name` (e.g. "dsr.instruction"); the same name again replaces it in its place."""
@@ -120,6 +125,18 @@ class IntakeRegistry:
     def add_ticket_finder(self, related_type: str, finder: TicketFinder) -> None:
         """How to find the ticket of an outbox row with this `related_type` (one finder per type; again: replaced)."""
         self._finders[related_type] = finder
+
+    def add_reference_finder(self, name: str, finder: ReferenceFinder) -> None:
+        """How to find the ticket a domain's reference tag in a subject names (one per name; again: replaced)."""
+        self._references[name] = finder
+
+    def ticket_of_reference(self, session: Session, subject: str) -> int | None:
+        """The ticket the first domain reference tag in `subject` names, or None."""
+        for finder in list(self._references.values()):
+            ticket_id = finder(session, subject)
+            if ticket_id is not None:
+                return ticket_id
+        return None
 
     def add_bounce_handler(self, related_type: str, handler: BounceHandler) -> None:
         """Who is told when an outbox row with this `related_type` bounces (one per type; again: replaced)."""
@@ -142,11 +159,11 @@ class IntakeRegistry:
     @contextmanager
     def scoped(self) -> Iterator[IntakeRegistry]:
         """Yield this registry; whatever is added or removed inside the `with` block is undone at its end (tests)."""
-        entries, finders, bounces = list(self._entries), dict(self._finders), dict(self._bounce_handlers)
+        saved = (list(self._entries), dict(self._finders), dict(self._bounce_handlers), dict(self._references))
         try:
             yield self
         finally:
-            self._entries, self._finders, self._bounce_handlers = entries, finders, bounces
+            self._entries, self._finders, self._bounce_handlers, self._references = saved
 
     @contextmanager
     def registered(self, name: str, handler: Handler, *, fallback: bool = False) -> Iterator[None]:

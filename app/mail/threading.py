@@ -3,7 +3,8 @@
 Order (issue 5): In-Reply-To / References -> the ticket holding that Message-ID,
 or the ticket of the outbox row (any email the desk sent) with that Message-ID,
 found through its `related_type` (`app.mail.intake.REGISTRY.ticket_of`);
-then a ticket reference tag in the subject (from someone already on the ticket); then the per-ticket reply address
+then a ticket reference tag in the subject, or a domain's tag (a request's DSR-…, `REGISTRY.ticket_of_reference`),
+from someone already on the ticket; then the per-ticket reply address
 token (support+<token>@...). A message that joins no ticket opens a new one,
 routed by the sender's domain (ControllerDomain, parent domains included), then
 by a controller identifier mentioned in the subject or body, else to triage.
@@ -14,7 +15,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from app.controllers.models import ControllerDomain, ControllerIdentifier
@@ -25,6 +26,9 @@ from app.tickets import lookup as tickets
 from app.tickets.models import Ticket
 
 SCAN_CHARS = 20_000
+MAX_CANDIDATES = 5_000
+MAX_IDENTIFIER = 100
+_IDENTIFIER_RUN = re.compile(r"[A-Za-z0-9._:/-]{1,2000}")
 MAX_THREAD_IDS = 100
 
 
@@ -33,7 +37,7 @@ class Thread:
     """The existing ticket a message joins and how it was found."""
 
     ticket: Ticket
-    how: str  # in_reply_to | outbox | subject_reference | reply_token
+    how: str  # in_reply_to | outbox | subject_reference | domain_reference | reply_token
 
 
 @dataclass(frozen=True)
@@ -82,6 +86,10 @@ def find_thread(
     # only mail from someone already on the ticket; a stranger's mail opens its own ticket.
     if ticket is not None and _known_sender(ticket, mail.from_email):
         return Thread(ticket, "subject_reference")
+    ticket_id = registry.ticket_of_reference(session, mail.subject) if "-" in mail.subject else None
+    ticket = session.get(Ticket, ticket_id) if ticket_id is not None else None
+    if ticket is not None and _known_sender(ticket, mail.from_email):
+        return Thread(ticket, "domain_reference")
     for token in reply_tokens(mail.recipients, support_address):
         ticket = tickets.find_by_reply_token(session, token)
         if ticket is not None:
@@ -116,7 +124,30 @@ def route_new(session: Session, mail: ParsedMail) -> Route:
             best = max(rows, key=lambda r: len(r.domain))
             return Route(best.controller_id, "domain")
     haystack = f"{mail.subject}\n{mail.body_text[:SCAN_CHARS]}"
-    for identifier, controller_id in session.execute(select(ControllerIdentifier.identifier, ControllerIdentifier.controller_id)):
-        if re.search(rf"(?<![A-Za-z0-9]){re.escape(identifier)}(?![A-Za-z0-9])", haystack, re.IGNORECASE):
-            return Route(controller_id, "identifier")
+    candidates = sorted(identifier_candidates(haystack))[:MAX_CANDIDATES]
+    if candidates:
+        # One statement whatever the number of controllers: the identifiers the text could contain, not every identifier.
+        found = session.execute(
+            select(ControllerIdentifier.controller_id)
+            .where(func.lower(ControllerIdentifier.identifier).in_(candidates))
+            .order_by(ControllerIdentifier.id)
+            .limit(1)
+        ).first()
+        if found is not None:
+            return Route(found.controller_id, "identifier")
     return Route(None, "triage")
+
+
+def identifier_candidates(text: str) -> set[str]:
+    """Every lower-cased substring of `text` that could be a controller identifier standing on its own.
+
+    Identifiers are letters, digits and . _ : / - starting with a letter or digit (app.controllers), matched
+    case-insensitively with no letter or digit touching either end: so a candidate starts where a letter or
+    digit follows no other, and ends at the end of the run or before a punctuation character.
+    """
+    found: set[str] = set()
+    for token in _IDENTIFIER_RUN.findall(text):
+        starts = [i for i, c in enumerate(token) if c.isalnum() and (i == 0 or not token[i - 1].isalnum())]
+        ends = [j for j in range(1, len(token) + 1) if j == len(token) or not token[j].isalnum()]
+        found.update(token[i:j].lower() for i in starts for j in ends if i < j <= i + MAX_IDENTIFIER)
+    return found

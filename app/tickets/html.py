@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import nh3
 
 _TAGS = {
@@ -19,12 +21,16 @@ _ATTRIBUTES = {
 }
 
 
+_STORED_PART = re.compile(r"^/tickets/\d{1,12}/attachments/\d{1,12}$")
+
+
 def _keep_inline_images_only(tag: str, attribute: str, value: str) -> str | None:
     # Remote images are tracking pixels: a staff member opening a ticket must not tell
     # the sender so. Only cid: (inline parts) survive; data: URLs are dropped everywhere
     # (issue 12 item 14: an SVG or HTML document smuggled in a data: URL is active content).
     if tag == "img" and attribute == "src":
-        return value if value.strip().lower().startswith("cid:") else None
+        # An inline part rewritten at ingest (app.mail.inbound: cid: -> the stored attachment, same origin) survives too.
+        return value if value.strip().lower().startswith("cid:") or _STORED_PART.match(value) else None
     return value
 
 
