@@ -11,7 +11,6 @@ from flask import current_app
 
 from app.audit.checkpoint import checkpoint_path, last_checkpoint
 from app.clikit import group, operator, stop_on_ctrl_c
-from app.crypto.keyring import KeyringError
 from app.db import utcnow
 from app.extensions import db
 from app.jobs.locks import LockHeld, ProcessLock, advisory_key
@@ -74,32 +73,31 @@ def keys_rotate(reencrypt: bool, batch_size: int) -> None:
 
 
 def _rotate(reencrypt: bool, batch_size: int, *, should_stop: Callable[[], bool]) -> None:
-    try:
-        if not reencrypt:
-            with db.session_scope() as session:
-                moved = rewrap_keys(session, by=operator("keys rotate"), now=utcnow())
-            click.echo(f"{moved} data keys re-wrapped under the current master key version")
-            return
-        bar = click.progressbar(length=1, label="re-encrypting", show_pos=True, file=sys.stderr)
+    # A missing master secret (KeyringError) or a value that does not re-encrypt (RotationError) is one line,
+    # exit 1 (app.clikit.DeskGroup); the caller handles the lock and a stop on Ctrl-C.
+    if not reencrypt:
+        with db.session_scope() as session:
+            moved = rewrap_keys(session, by=operator("keys rotate"), now=utcnow())
+        click.echo(f"{moved} data keys re-wrapped under the current master key version")
+        return
+    bar = click.progressbar(length=1, label="re-encrypting", show_pos=True, file=sys.stderr)
 
-        def total(n: int) -> None:
-            bar.length = max(n, 1)
-            bar.pos = 0
+    def total(n: int) -> None:
+        bar.length = max(n, 1)
+        bar.pos = 0
 
-        def progress(n: int) -> None:
-            bar.update(n)
+    def progress(n: int) -> None:
+        bar.update(n)
 
-        with bar:
-            result = rotation.run(
-                db.session_scope,
-                by=operator("keys rotate --reencrypt"),
-                clock=utcnow,
-                batch_rows=batch_size,
-                on_total=total,
-                on_progress=progress,
-                should_stop=should_stop,
-            )
-        resumed = " (resumed)" if result.resumed else ""
-        click.echo(f"re-encryption finished{resumed}: {result.rotated} values re-encrypted, {result.keys_destroyed} old data keys destroyed")
-    except (KeyringError, rotation.RotationError) as exc:
-        raise click.ClickException(str(exc)) from None
+    with bar:
+        result = rotation.run(
+            db.session_scope,
+            by=operator("keys rotate --reencrypt"),
+            clock=utcnow,
+            batch_rows=batch_size,
+            on_total=total,
+            on_progress=progress,
+            should_stop=should_stop,
+        )
+    resumed = " (resumed)" if result.resumed else ""
+    click.echo(f"re-encryption finished{resumed}: {result.rotated} values re-encrypted, {result.keys_destroyed} old data keys destroyed")
