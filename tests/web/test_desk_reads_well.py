@@ -60,6 +60,14 @@ def test_pages_name_the_controller_and_the_staff_not_their_numbers(client: Flask
     assert re.search(r"colleague@desk\.example</a></td>.*?Named Retail GmbH</td>", staff, re.S)
 
 
+def test_moving_a_ticket_names_the_controller_it_went_to(client: FlaskClient, auth: AuthActions, session: Session) -> None:
+    source, target = make_controller(session, name="From GmbH"), make_controller(session, name="To GmbH")
+    ticket = _ticket(session, source.id)
+    auth.login("privacy_officer")
+    response = client.post(f"/tickets/{ticket.id}/move", data={"controller": str(target.id)}, follow_redirects=True)
+    assert "Moved to To GmbH." in response.get_data(as_text=True)
+
+
 def test_the_audit_log_keeps_ids_and_shows_names_beside_them(client: FlaskClient, auth: AuthActions, session: Session) -> None:
     controller = make_controller(session, name="Audited Kft.")
     auditor = auth.login("auditor")

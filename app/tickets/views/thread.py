@@ -212,4 +212,4 @@ def move(ticket_id: int) -> Response:
     # Every value of the ticket is re-encrypted under the new controller's key (the service does it).
     service.move_to_controller(db.session, ticket.id, int(form.controller.data or 0), by=current_principal(), now=utcnow())
     db.session.commit()
-    return ticket_page(ticket, f"Moved to controller #{form.controller.data}.")
+    return ticket_page(ticket, f"Moved to {controllers.get_controller(db.session, int(form.controller.data or 0)).name}.")
