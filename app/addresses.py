@@ -29,6 +29,21 @@ def normalise_email(raw: str) -> str:
         raise InvalidAddress(f"not a valid email address: {exc}") from None
 
 
+def mailbox(raw: str) -> str:
+    """The mailbox an address delivers to, for matching people: trimmed, lowercased, any `+tag` dropped.
+
+    `Jane+news@Example.org` and `jane@example.org` are the same person to the instruction gate and to
+    routing (issue 12 item 4): common providers deliver both to one mailbox. Only the matching key: the
+    address a message is sent to is never rewritten. No validation (a stored value is matched as it is).
+    """
+    value = (raw or "").strip().lower()
+    local, at, domain = value.rpartition("@")
+    if at and "+" in local and not local.startswith("+"):
+        local = local.split("+", 1)[0]
+        return f"{local}@{domain}"
+    return value
+
+
 def normalise_domain(raw: str) -> str:
     """A DNS domain name in lowercase (IDNA for non-ASCII), without a leading @."""
     value = (raw or "").strip().lower().lstrip("@").rstrip(".")

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from app.addresses import mailbox
 from app.exceptions import DeskError
 
 FORMAT_V1 = 0x01
@@ -104,8 +105,11 @@ def unwrap_key(kek: bytes, wrapped: bytes, *, context: bytes) -> bytes:
 
 
 def normalise_email(value: str) -> str:
-    """An email address for indexing: trimmed and lowercased."""
-    return value.strip().lower()
+    """An email address for indexing: its mailbox (trimmed, lowercased, `+tag` dropped; app.addresses.mailbox).
+
+    Changed in migration 0016 (issue 12 item 4): before it, a `+tag` was part of the index.
+    """
+    return mailbox(value)
 
 
 _PHONE_PUNCTUATION = re.compile(r"[\s().\-/]")
