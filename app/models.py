@@ -11,7 +11,8 @@ from app.dsr.models import Dsr, DsrEvent, DsrForward, DsrSuggestion, Instruction
 from app.jobs.models import JobState
 from app.mail.models import OutboxEmail
 from app.mail.quarantine import QuarantinedMessage
-from app.subject_data.models import DownloadToken, RestrictedTicket, Restriction, SubjectExport, SubjectRun
+from app.subject_data.models import DownloadToken, ErasedSubject, ExportLink, RestrictedTicket, Restriction, SubjectExport, SubjectRun
+from app.tickets.identifiers import MessageIdentifier
 from app.tickets.models import Attachment, Message, Ticket
 
 __all__ = [
@@ -27,6 +28,9 @@ __all__ = [
     "ControllerIdentifier",
     "DataKey",
     "DeletionRun",
+    "ErasedSubject",
+    "ExportLink",
+    "MessageIdentifier",
     "Dsr",
     "DsrEvent",
     "DsrForward",

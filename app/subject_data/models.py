@@ -124,3 +124,42 @@ class RestrictedTicket(Base):
 
     restriction_id: Mapped[int] = mapped_column(ForeignKey("subject_restrictions.id", ondelete="CASCADE"), primary_key=True)
     ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id", ondelete="CASCADE"), primary_key=True, index=True)
+
+
+class ErasedSubject(Base):
+    """A subject erased at a controller (by the blind index of each of their addresses): new mail from them is flagged.
+
+    Written when an erasure run finishes; mail that arrives later from the
+    address is stored, flagged `erased_subject` for the privacy officer, and
+    keeps the request from closing as "erased" until it is handled.
+    """
+
+    __tablename__ = "subject_erasures"
+    __table_args__ = (Index("ix_subject_erasures_controller_id_email_bidx", "controller_id", "email_bidx"),)
+
+    id: Mapped[intpk]
+    dsr_id: Mapped[int | None] = mapped_column(ForeignKey("dsrs.id", ondelete="SET NULL"), index=True)
+    controller_id: Mapped[int] = mapped_column(ForeignKey("controllers.id", ondelete="RESTRICT"))
+    email_bidx: Mapped[bytes] = mapped_column(LargeBinary(INDEX_BYTES))
+    created_at: Mapped[utc]
+
+
+class ExportLink(Base):
+    """A download link for one export file sent to one of the controller's DSR contacts: valid 7 days, used once.
+
+    Only the SHA-256 of the link's secret is stored; the contact is kept as a
+    position in the controller's contact list and a label safe for logs.
+    """
+
+    __tablename__ = "subject_data_export_links"
+
+    id: Mapped[intpk]
+    export_id: Mapped[int] = mapped_column(ForeignKey("subject_data_exports.id", ondelete="CASCADE"), index=True)
+    dsr_id: Mapped[int] = mapped_column(ForeignKey("dsrs.id", ondelete="CASCADE"), index=True)
+    controller_id: Mapped[int] = mapped_column(ForeignKey("controllers.id", ondelete="RESTRICT"))
+    contact_id: Mapped[int | None] = mapped_column(Integer)
+    secret_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    outbox_id: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[utc]
+    expires_at: Mapped[utc]
+    used_at: Mapped[dt.datetime | None]

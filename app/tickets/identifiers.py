@@ -1,0 +1,136 @@
+"""The blind index of the identifiers each message carries, so "every message that mentions this subject" is a query.
+
+Written when a message is stored (`index_message`, called by
+`app.tickets.service.add_message`): the addresses of its sender, its To/Cc
+lines and its texts, the phone numbers in its texts (E.164, found with
+`phonenumbers`), the IBANs (`schwifty`) and its sender's normalised name.
+Each is an HMAC under the controller's index key (app.crypto), so the table
+holds no personal value; a message moved from triage to a controller is
+indexed again under the new owner (`reindex_ticket`).
+
+Names are matched on a normalised form: NFKC, case-folded, diacritics folded
+("Zoë", "ZOE", "Zoe" alike), whitespace collapsed. A name written in free text
+is not indexed (it cannot be told from other words): an erasure lists the
+messages of tickets it does not own as "review" (app.deletion).
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Iterable, Iterator
+
+import phonenumbers
+from schwifty import IBAN
+from schwifty.exceptions import SchwiftyException
+from sqlalchemy import ForeignKey, Index, Integer, LargeBinary, String, delete, select
+from sqlalchemy.orm import Mapped, Session, mapped_column
+
+from app.addresses import mailbox
+from app.crypto.cipher import INDEX_BYTES, blind_index
+from app.crypto.keys import cache_for, find_index_key, owner_of
+from app.db import Base, intpk
+from app.tickets.models import TRIAGE_KEY_OWNER, Message
+
+KINDS = ("email", "phone", "iban", "name")
+SCAN_CHARS = 200_000
+# Regions tried for numbers written without a country code (the desk's controllers are European).
+PHONE_REGIONS = ("DE", "GB", "FR", "NL", "AT", "CH", "US")
+_ADDRESS = re.compile(r"[^\s<>()\[\],;:\"']{1,64}@[A-Za-z0-9.-]{1,253}\.[A-Za-z]{2,63}")
+_IBAN_CANDIDATE = re.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}\b")
+
+
+class MessageIdentifier(Base):
+    """One identifier a message carries: its kind and its blind index under the message's key owner."""
+
+    __tablename__ = "message_identifiers"
+    __table_args__ = (Index("ix_message_identifiers_lookup", "key_owner", "digest"),)
+
+    id: Mapped[intpk]
+    message_id: Mapped[int] = mapped_column(ForeignKey("ticket_messages.id", ondelete="CASCADE"), index=True)
+    key_owner: Mapped[int] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(8))
+    digest: Mapped[bytes] = mapped_column(LargeBinary(INDEX_BYTES))
+
+
+def normalise_name(value: str) -> str:
+    """A name as the index keys it: NFKC, diacritics folded, case-folded, whitespace collapsed ("Zoë  Ärger" -> "zoe arger")."""
+    decomposed = unicodedata.normalize("NFKD", unicodedata.normalize("NFKC", value))
+    folded = "".join(c for c in decomposed if not unicodedata.combining(c)).casefold()
+    return " ".join(folded.split())
+
+
+def phones_in(text: str | None) -> Iterator[tuple[str, str]]:
+    """Each phone number in `text` as (the text as written, E.164); numbers without a country code tried per PHONE_REGIONS."""
+    if not text:
+        return
+    seen: set[tuple[int, int]] = set()
+    for region in PHONE_REGIONS:
+        for match in phonenumbers.PhoneNumberMatcher(text[:SCAN_CHARS], region, leniency=phonenumbers.Leniency.VALID):
+            if (match.start, match.end) in seen:
+                continue
+            seen.add((match.start, match.end))
+            yield match.raw_string, phonenumbers.format_number(match.number, phonenumbers.PhoneNumberFormat.E164)
+
+
+def ibans_in(text: str | None) -> Iterator[tuple[str, str]]:
+    """Each valid IBAN in `text` as (the text as written, compact form); candidates schwifty refuses are skipped."""
+    for match in _IBAN_CANDIDATE.finditer((text or "")[:SCAN_CHARS].upper()):
+        raw = (text or "")[match.start() : match.end()]
+        try:
+            yield raw, IBAN(raw).compact
+        except (SchwiftyException, ValueError):
+            continue
+
+
+def addresses_in(text: str | None) -> Iterator[str]:
+    """Each email address in `text` (its mailbox form)."""
+    for found in _ADDRESS.findall((text or "")[:SCAN_CHARS]):
+        yield mailbox(found.strip("."))
+
+
+def identifiers_of(texts: Iterable[str | None], addresses: Iterable[str | None], names: Iterable[str | None]) -> set[tuple[str, str]]:
+    """Every (kind, normalised value) the message carries."""
+    found: set[tuple[str, str]] = set()
+    for address in addresses:
+        if address:
+            found.update(("email", a) for a in addresses_in(address))
+    for text in texts:
+        found.update(("email", a) for a in addresses_in(text))
+        found.update(("phone", e164) for _, e164 in phones_in(text))
+        found.update(("iban", compact) for _, compact in ibans_in(text))
+    found.update(("name", normalise_name(n)) for n in names if n and normalise_name(n))
+    return found
+
+
+def digest(index_key: bytes, kind: str, value: str) -> bytes:
+    """The blind index of one normalised identifier (emails share the email blind index of tickets and senders)."""
+    return blind_index(index_key, "email", value) if kind == "email" else blind_index(index_key, "text", f"{kind}:{value}")
+
+
+def index_key_of(session: Session, key_owner: int) -> bytes | None:
+    """The index key of a key owner (None: no keys yet, nothing to index)."""
+    return find_index_key(session.connection(), cache_for(session), owner_of(None if key_owner == TRIAGE_KEY_OWNER else key_owner))
+
+
+def index_message(session: Session, message: Message, *, recipients: Iterable[str] = ()) -> int:
+    """Write the blind index of the identifiers `message` carries (its texts, sender, To/Cc); how many (flush only)."""
+    key = index_key_of(session, message.key_owner)
+    if key is None:
+        return 0
+    texts = [message.subject, message.body_text, message.reply_text]
+    found = identifiers_of(texts, [message.sender_email, *recipients], [message.sender_name])
+    session.execute(delete(MessageIdentifier).where(MessageIdentifier.message_id == message.id))
+    rows = [{"message_id": message.id, "key_owner": message.key_owner, "kind": k, "digest": digest(key, k, v)} for k, v in sorted(found)]
+    if rows:
+        session.execute(MessageIdentifier.__table__.insert(), rows)
+    return len(rows)
+
+
+def messages_mentioning(session: Session, key_owner: int, digests: Iterable[bytes]) -> list[int]:
+    """The messages of a key owner whose index holds any of `digests` (one indexed query)."""
+    wanted = sorted(set(digests))
+    if not wanted:
+        return []
+    stmt = select(MessageIdentifier.message_id).where(MessageIdentifier.key_owner == key_owner, MessageIdentifier.digest.in_(wanted)).distinct()
+    return sorted(session.scalars(stmt))
