@@ -10,7 +10,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from app.db import Database, utcnow
 from app.jobs.broker import broker_status
-from app.mail.delivery import backlog
+from app.mail.figures import backlog
 
 
 def database_status(database: Database) -> str:

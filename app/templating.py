@@ -174,6 +174,7 @@ class Delivery:
     to: str
     state: str
     state_label: str
+    answer: str = ""  # the relay's last answer (refusal or acceptance), scrubbed of addresses
 
 
 def deliveries(outbox_ids: list[int] | None) -> list[Delivery]:
@@ -181,7 +182,7 @@ def deliveries(outbox_ids: list[int] | None) -> list[Delivery]:
     if not outbox_ids:
         return []
     rows = db.session.scalars(select(OutboxEmail).where(OutboxEmail.id.in_(list(outbox_ids))).order_by(OutboxEmail.id))
-    return [Delivery(row.to_addr or "", row.state, DELIVERY.get(row.state, row.state)) for row in rows]
+    return [Delivery(row.to_addr or "", row.state, DELIVERY.get(row.state, row.state), (row.last_error or "") if row.state == "failed" else "") for row in rows]
 
 
 def open_queues() -> list[QueueCount]:

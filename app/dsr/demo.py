@@ -6,7 +6,7 @@ import datetime as dt
 import random
 from collections.abc import Iterator
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from app.controllers.models import Controller
@@ -18,6 +18,8 @@ from app.dsr.models import Dsr, DsrEvent, DsrForward
 from app.dsr.requests import DsrInput, create_from_ticket, format_reference
 from app.dsr.settings import DsrSettings
 from app.dsr.sweeper import record_missed_reason, sweep
+from app.mail import delivery as mail_delivery
+from app.mail.models import OutboxEmail
 from app.principal import Principal
 from app.tickets import service as tickets
 
@@ -68,6 +70,7 @@ def seed(session: Session, *, now: dt.datetime) -> Iterator[str]:
         )
         if then in ("forward", "instruction", "confirmed", "closed"):
             dsr_forward.forward(session, dsr.id, settings=SETTINGS, by=by, now=at + dt.timedelta(minutes=3))
+            _accepted(session, dsr.id, at=at + dt.timedelta(minutes=4))
         if then in ("instruction", "confirmed", "closed") and cid is not None:
             contact = session.get_one(Controller, cid).contact_emails("dsr")[0]
             item = dsr_instructions.receive(
@@ -84,6 +87,16 @@ def seed(session: Session, *, now: dt.datetime) -> Iterator[str]:
         yield f"DSR {dsr.reference}: {label}"
     yield f"DSR history: {_history(session, ids, now=now, by=by)} closed requests over 12 weeks (for the chart)"
     sweep(session, settings=SETTINGS, by=by, now=now)
+
+
+def _accepted(session: Session, dsr_id: int, *, at: dt.datetime) -> None:
+    # "Forwarded" means the relay accepted it: the demo's forwards are marked sent (nothing leaves) and reported as such.
+    for fwd in session.scalars(select(DsrForward).where(DsrForward.dsr_id == dsr_id)):
+        for outbox_id in fwd.outbox_ids:
+            session.execute(
+                update(OutboxEmail).where(OutboxEmail.id == outbox_id).values(state="sent", sent_at=at, delivery_note="demo seed: not sent", updated_at=at)
+            )
+            mail_delivery.notify(session, outbox_id, "sent", "demo seed: not sent", now=at)
 
 
 def _history(session: Session, ids: dict[str, int], *, now: dt.datetime, by: Principal) -> int:

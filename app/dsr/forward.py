@@ -2,9 +2,11 @@
 
 A unique forward row is created `pending` when the controller becomes known
 (app.dsr.requests), and the forward claims it with a conditional UPDATE
-(pending -> forwarded) in the same transaction as the outbox rows, so a
+(pending -> queued) in the same transaction as the outbox rows, so a
 duplicate doorbell, a second worker or a crash mid-forward can never produce
-a second forward. The broker is only a doorbell: the sweeper (app.dsr.sweeper)
+a second forward. It is *forwarded* only when the controller's relay accepts
+it for a DSR contact (app.dsr.delivery, told by the outbox's delivery hooks);
+until then the request's clock runs. The broker is only a doorbell: the sweeper (app.dsr.sweeper)
 finds every pending forward and, once a doorbell is overdue, forwards it
 itself. The caller commits.
 """
@@ -69,16 +71,13 @@ def forward_text(dsr: Dsr, controller: Controller) -> str:
 def _claim_forward(session: Session, forward: DsrForward, *, now: dt.datetime) -> bool:
     # The exactly-once point: only the transaction whose UPDATE moved the row from pending forwards it.
     result = session.execute(
-        update(DsrForward)
-        .where(DsrForward.id == forward.id, DsrForward.state == "pending")
-        .values(state="forwarded", forwarded_at=now)
-        .execution_options(synchronize_session=False)
+        update(DsrForward).where(DsrForward.id == forward.id, DsrForward.state == "pending").values(state="queued").execution_options(synchronize_session=False)
     )
     return getattr(result, "rowcount", 0) == 1
 
 
 def forward(session: Session, dsr_id: int, *, settings: DsrSettings, by: Principal, now: dt.datetime) -> int:
-    """Forward the request to each controller not yet forwarded to; returns how many controllers were forwarded now."""
+    """Queue the forward to each controller not yet forwarded to (one outbox row per DSR contact); returns how many were queued now."""
     dsr = session.get(Dsr, dsr_id, populate_existing=True)
     if dsr is None or not dsr.is_open:
         return 0
@@ -120,8 +119,6 @@ def forward(session: Session, dsr_id: int, *, settings: DsrSettings, by: Princip
         session.refresh(fwd)
         done += 1
         add_event(session, dsr, "forward", by=by, now=now, controller_id=controller.id, outbox_ids=outbox_ids, late=now > dsr.due_at)
-    if done:
-        _mark_forwarded_if_complete(session, dsr, now=now)
     return done
 
 
@@ -145,19 +142,6 @@ def _thread_note(session: Session, dsr: Dsr, msgid: str, body: str, controller_i
         by=by,
         now=now,
     )
-
-
-def _mark_forwarded_if_complete(session: Session, dsr: Dsr, *, now: dt.datetime) -> None:
-    session.refresh(dsr)
-    if any(f.state != "forwarded" for f in dsr.forwards) or not dsr.forwards:
-        return
-    last = max(f.forwarded_at or now for f in dsr.forwards)
-    dsr.forwarded_at = last
-    dsr.forward_seconds = int((last - dsr.received_at).total_seconds())
-    if dsr.state == "awaiting_forward":
-        dsr.state = "forwarded"
-    dsr.updated_at = now
-    session.flush()
 
 
 def ring_forward(dsr_ids: Collection[int]) -> int:

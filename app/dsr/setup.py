@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from flask import Flask
 
-from app.dsr import gate, intake
+from app.dsr import delivery, gate, intake
 from app.mail.intake import REGISTRY, IntakeRegistry
+from app.mail.outcomes import HOOKS, DeliveryHooks
 from app.mail.policies import POLICIES, PolicyRegistry
 
 
@@ -28,7 +29,13 @@ def register_policies(policies: PolicyRegistry) -> None:
     policies.add(gate.POLICY_NAME, gate.instruction_policy)
 
 
+def register_delivery(hooks: DeliveryHooks) -> None:
+    """What the relay did with a forward settles it: accepted -> forwarded, refused or bounced -> officers alerted at once."""
+    hooks.add("dsr.forward_delivery", delivery.on_delivery)
+
+
 def register(app: Flask) -> None:
     """Register the DSR domain with the core (called once per app by `create_app`; safe to call again)."""
     register_intake(REGISTRY)
     register_policies(POLICIES)
+    register_delivery(HOOKS)

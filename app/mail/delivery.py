@@ -28,17 +28,18 @@ from dataclasses import dataclass
 from email.message import EmailMessage
 from typing import Any, Literal
 
-from sqlalchemy import event, func, or_, select, update
+from sqlalchemy import case, event, or_, select, update
 from sqlalchemy.orm import Session
 
 from app.audit.service import record
 from app.crypto.cipher import CryptoError
 from app.exceptions import Conflict, NotFound
 from app.jobs.batch import Clock, SessionScope, in_transaction
-from app.mail import policies
+from app.mail import policies, relay
 from app.mail.models import OutboxEmail
 from app.mail.outbox import OutboxError, build_message, ring_after_commit, ring_doorbell
 from app.mail.outbox_settings import OutboundSettings, OutboxTiming
+from app.mail.outcomes import HOOKS, DeliveryOutcome, OutcomeState
 from app.mail.transport import DeliveryFailure, PermanentFailure, SendResult
 from app.principal import Principal
 
@@ -100,6 +101,7 @@ def claim(session: Session, outbox_id: int, *, now: dt.datetime, timing: OutboxT
             attempts=row.attempts + 1,
             updated_at=now,
             delivery_note="resent after stale claim" if stale else row.delivery_note,
+            stale_claims=OutboxEmail.stale_claims + (1 if stale else 0),
         )
         .execution_options(synchronize_session=False)
     )
@@ -154,7 +156,26 @@ def refuse_if_disallowed(session: Session, won: Claim, row: OutboxEmail, *, now:
     for refusal in found:
         policies.audit_refusal(session, refusal, by=OUTBOX, now=now, extra={"outbox_id": won.outbox_id, "at_claim": True})
     log.warning("outbox %s refused at claim by %s (%s); not sent", won.outbox_id, ", ".join(r.policy for r in found), first.reason)
+    notify(session, won.outbox_id, "refused", f"refused by {first.policy} ({first.reason})", now=now)
     return found
+
+
+def notify(session: Session, outbox_id: int, state: OutcomeState, answer: str, *, now: dt.datetime, permanent: bool = False) -> None:
+    """Tell the owning domain what became of the row (`app.mail.outcomes.HOOKS`), in the caller's transaction."""
+    row = session.execute(
+        select(OutboxEmail.kind, OutboxEmail.related_type, OutboxEmail.related_id, OutboxEmail.controller_id).where(OutboxEmail.id == outbox_id)
+    ).one()
+    outcome = DeliveryOutcome(
+        outbox_id=outbox_id,
+        kind=row.kind,
+        state=state,
+        answer=answer[:500],
+        related_type=row.related_type,
+        related_id=row.related_id,
+        controller_id=row.controller_id,
+        permanent=permanent,
+    )
+    HOOKS.notify(session, outcome, now=now)
 
 
 def record_sent(session: Session, won: Claim, result: SendResult, *, now: dt.datetime) -> bool:
@@ -174,6 +195,7 @@ def record_sent(session: Session, won: Claim, result: SendResult, *, now: dt.dat
         .execution_options(synchronize_session=False)
     )
     if getattr(done, "rowcount", 0) == 1:
+        notify(session, won.outbox_id, "sent", result.response, now=now)
         return True
     # Our claim went stale and another worker took the row over: both may have sent it.
     session.execute(
@@ -205,6 +227,8 @@ def record_failure(session: Session, won: Claim, failure: DeliveryFailure, *, no
     )
     log.warning("outbox %s attempt %s failed (%s): %s", won.outbox_id, won.attempt, state, failure.reason)
     _audit_failure(session, won, state, now=now)
+    if state == "failed":
+        notify(session, won.outbox_id, "failed", failure.reason, now=now, permanent=failure.permanent)
     return state
 
 
@@ -245,9 +269,17 @@ def deliver(sessions: SessionScope, outbox_id: int, *, settings: OutboundSetting
         result = settings.transport.send(taken.message, sender=settings.sender, recipient=taken.recipient)
     except DeliveryFailure as exc:
         failure = exc
-        return in_transaction(sessions, lambda session, now: _fail(session, won, failure, settings, now), clock=clock)
-    in_transaction(sessions, lambda session, now: record_sent(session, won, result, now=now), clock=clock)
+        return in_transaction(sessions, lambda session, now: _relay_failed(session, won, failure, settings, now), clock=clock)
+    in_transaction(sessions, lambda session, now: _sent(session, won, result, now), clock=clock)
     return "sent"
+
+
+def _sent(session: Session, won: Claim, result: SendResult, now: dt.datetime) -> None:
+    """Record the relay's acceptance; after failures, bring the waiting retries forward (DSR forwards first)."""
+    record_sent(session, won, result, now=now)
+    if relay.note_success(session, now=now):
+        for outbox_id in relay.bring_forward(session, now=now):
+            session.info.setdefault(_RETRY_KEY, []).append((outbox_id, dt.timedelta(0)))
 
 
 def _take(session: Session, outbox_id: int, settings: OutboundSettings, now: dt.datetime) -> _Taken | Outcome:
@@ -268,7 +300,28 @@ def _take(session: Session, outbox_id: int, settings: OutboundSettings, now: dt.
         return _fail(session, won, PermanentFailure(f"the message could not be built ({type(exc).__name__})"), settings, now)
     if refuse_if_disallowed(session, won, row, now=now):
         return "refused"
+    if not relay.may_send(session, now=now):
+        return _defer(session, won, now)
     return _Taken(won, message, str(message["To"]))
+
+
+def _defer(session: Session, won: Claim, now: dt.datetime) -> Outcome:
+    """The breaker is open: put the row back until the next probe, the attempt not counted."""
+    probe_at = relay.health(session).probe_at or now + relay.PROBE_EVERY
+    session.execute(
+        update(OutboxEmail)
+        .where(OutboxEmail.id == won.outbox_id, OutboxEmail.state == "sending", OutboxEmail.claim_token == won.token)
+        .values(state="queued", attempts=won.attempt - 1, due_at=probe_at, claim_token=None, claimed_at=None, updated_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    session.info.setdefault(_RETRY_KEY, []).append((won.outbox_id, probe_at - now))
+    return "queued"
+
+
+def _relay_failed(session: Session, won: Claim, failure: DeliveryFailure, settings: OutboundSettings, now: dt.datetime) -> Outcome:
+    # A 5xx is the relay answering (it neither opens nor closes the breaker); anything else counts against it.
+    (relay.note_refusal if failure.permanent else relay.note_failure)(session, failure.reason, now=now)
+    return _fail(session, won, failure, settings, now)
 
 
 def _fail(session: Session, won: Claim, failure: DeliveryFailure, settings: OutboundSettings, now: dt.datetime) -> Outcome:
@@ -328,7 +381,7 @@ def due_for_delivery(session: Session, *, now: dt.datetime, timing: OutboxTiming
                 (OutboxEmail.state == "sending") & (OutboxEmail.claimed_at <= now - timing.stale_after),
             )
         )
-        .order_by(OutboxEmail.due_at, OutboxEmail.id)
+        .order_by(case((OutboxEmail.kind.in_(relay.FIRST_KINDS), 0), else_=1), OutboxEmail.due_at, OutboxEmail.id)
         .limit(limit)
     )
     return list(session.scalars(stmt))
@@ -338,17 +391,3 @@ def sweep(session: Session, *, now: dt.datetime, timing: OutboxTiming) -> tuple[
     """Ring the doorbell for every due row; returns (rows due, doorbells rung). Reads only."""
     ids = due_for_delivery(session, now=now, timing=timing)
     return len(ids), ring_doorbell(ids) if ids else 0
-
-
-BACKLOG_STATES = ("queued", "sending", "failed", "refused")
-
-
-def backlog(session: Session, *, now: dt.datetime) -> dict[str, int]:
-    """Counts for /healthz: rows per state but sent, and how many queued rows are already due."""
-    counts = {state: 0 for state in BACKLOG_STATES}
-    # IN (not != 'sent') so the (state, due_at) index serves it however many rows were sent.
-    for state, n in session.execute(select(OutboxEmail.state, func.count()).where(OutboxEmail.state.in_(BACKLOG_STATES)).group_by(OutboxEmail.state)):
-        counts[state] = int(n)
-    due = session.scalar(select(func.count()).select_from(OutboxEmail).where(OutboxEmail.state == "queued", OutboxEmail.due_at <= now))
-    counts["due"] = int(due or 0)
-    return counts

@@ -12,7 +12,7 @@ from flask.cli import with_appcontext
 from app.clikit import operator
 from app.db import utcnow
 from app.extensions import db
-from app.mail import delivery
+from app.mail import delivery, figures
 from app.mail.outbox_settings import OutboundSettings
 
 
@@ -38,7 +38,7 @@ def sweep_outbox_command(send_now: bool, as_json: bool) -> None:
             due_count, rung = delivery.sweep(session, now=utcnow(), timing=settings.timing)
         report.update(due=due_count, enqueued=rung)
     with db.session_scope() as session:
-        backlog = delivery.backlog(session, now=utcnow())
+        backlog = figures.backlog(session, now=utcnow())
     report["backlog"] = backlog
     if as_json:
         click.echo(json.dumps(report, sort_keys=True))

@@ -21,7 +21,7 @@ from app.dsr.sweeper import record_missed_reason, sweep
 from app.mail.models import OutboxEmail
 from app.mail.outbox import enqueue_email
 from app.tickets import service as tickets
-from tests.factories import TEST_PRINCIPAL, make_controller, make_instruction, make_user
+from tests.factories import TEST_PRINCIPAL, make_controller, make_instruction, make_user, relay_accepts
 
 SETTINGS = DsrSettings(privacy_address="privacy@desk.example", msgid_domain="desk.example")
 T0 = dt.datetime(2026, 11, 20, 23, 50, tzinfo=dt.UTC)  # a Friday
@@ -66,8 +66,12 @@ def test_forwarding_twice_forwards_once(session: Session) -> None:
     assert all(dsr.reference in r.subject and "jane" not in r.subject.lower() for r in rows)
     assert "Delete my account" in rows[0].body_text
     session.refresh(dsr)
-    assert dsr.state == "forwarded" and dsr.forwarded_at == T0 + dt.timedelta(hours=2)
-    assert dsr.forward_seconds == 2 * 3600
+    # Queued is not forwarded (issue 15 item 1): the clock runs until the relay accepts it
+    assert dsr.state == "awaiting_forward" and dsr.forwarded_at is None and dsr.forwards[0].state == "queued"
+    relay_accepts(session, dsr.id, now=T0 + dt.timedelta(hours=2, seconds=5))
+    session.refresh(dsr)
+    assert dsr.state == "forwarded" and dsr.forwarded_at == T0 + dt.timedelta(hours=2, seconds=5)
+    assert dsr.forward_seconds == 2 * 3600 + 5
     assert dsr.forwards[0].message_id == rows[0].message_id.strip("<>")
 
 
@@ -120,7 +124,7 @@ def test_the_sweeper_forwards_a_request_whose_doorbell_was_lost(session: Session
     assert fresh.rung == 1 and fresh.forwarded == 0
     later = sweep(session, settings=SETTINGS, by=TEST_PRINCIPAL, now=T0 + dt.timedelta(hours=8))
     assert later.forwarded == 1
-    assert session.scalar(select(func.count()).select_from(DsrForward).where(DsrForward.dsr_id == dsr.id, DsrForward.state == "forwarded")) == 1
+    assert session.scalar(select(func.count()).select_from(DsrForward).where(DsrForward.dsr_id == dsr.id, DsrForward.state == "queued")) == 1
 
 
 def refusals(session: Session, dsr_id: int) -> int:
@@ -225,6 +229,7 @@ def test_the_chart_counts_weeks_and_medians(session: Session) -> None:
     for hours in (1, 3, 30):
         dsr = make_dsr(session, controller.id, now=T0)
         dsr_forward.forward(session, dsr.id, settings=SETTINGS, by=TEST_PRINCIPAL, now=T0 + dt.timedelta(hours=hours))
+        relay_accepts(session, dsr.id, now=T0 + dt.timedelta(hours=hours, seconds=1))
     weeks = dsr_dashboard.chart(session, now=T0 + dt.timedelta(days=2))
     assert len(weeks) == 12
     this = [w for w in weeks if w.start <= T0 < w.start + dt.timedelta(weeks=1)][0]

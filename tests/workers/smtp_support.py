@@ -54,6 +54,7 @@ class Handler:
 
     received: list[Received] = field(default_factory=list)
     rcpt_reply: str | None = None  # e.g. "451 4.3.0 try later" or "550 5.1.1 unknown"
+    refuse: set[str] = field(default_factory=set)  # recipients answered with 550 (the others accepted)
     stall_at: str | None = None  # "rcpt" or "data": hold the first transaction there
     stalled: threading.Event = field(default_factory=threading.Event)
     release: threading.Event = field(default_factory=threading.Event)
@@ -68,6 +69,8 @@ class Handler:
         await self._stall("rcpt")
         if self.rcpt_reply:
             return self.rcpt_reply
+        if address.lower() in self.refuse:
+            return "550 5.1.1 <" + address + ">: Recipient address rejected: User unknown in virtual mailbox table"
         envelope.rcpt_tos.append(address)
         return "250 2.1.5 Ok"
 

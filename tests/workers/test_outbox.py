@@ -13,7 +13,7 @@ from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
 from app.db import utcnow
-from app.mail import delivery, outbox
+from app.mail import figures, outbox
 from app.mail.models import OutboxEmail
 from app.mail.outbox import InvalidOutboundEmail, enqueue_email
 from app.mail.outbox_settings import OutboxTiming
@@ -138,7 +138,7 @@ def test_backlog_counts_rows_by_state(session: Session) -> None:
     later = _queue(session, now=now)
     later.due_at = now + dt.timedelta(hours=1)
     session.flush()
-    counts = delivery.backlog(session, now=now)
+    counts = figures.backlog(session, now=now)
     assert counts["queued"] >= 2 and counts["due"] == counts["queued"] - 1
 
 

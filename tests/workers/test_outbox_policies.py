@@ -23,7 +23,7 @@ from app.db import utcnow
 from app.dsr import gate
 from app.dsr.models import Dsr
 from app.extensions import db
-from app.mail import delivery, outbox
+from app.mail import delivery, figures, outbox
 from app.mail.models import OutboxEmail
 from app.mail.outbox_settings import OutboundSettings
 from app.mail.policies import POLICIES, OutboundMessage, OutboundRefused, PoliciesNotInstalled, PolicyRegistry, Refusal
@@ -176,7 +176,7 @@ def test_a_policy_registered_by_a_test_refuses_a_row_at_claim_time(mail_app: Fla
     # A refused row is not picked up again
     with mail_app.app_context(), db.session_scope() as session:
         assert delivery.due_for_delivery(session, now=utcnow() + dt.timedelta(hours=1), timing=OutboundSettings.from_config(mail_app.config).timing) == []
-        assert delivery.backlog(session, now=utcnow())["refused"] == 1
+        assert figures.backlog(session, now=utcnow())["refused"] == 1
     assert deliver_at(mail_app, row.id, utcnow()) == "skipped"
 
 

@@ -1,0 +1,164 @@
+"""The relay's health as the outbox saw it, and the circuit breaker around it.
+
+One job-state row (`mail.relay`) holds the relay's last success, last failure
+(time and a scrubbed reason) and the count of consecutive temporary failures.
+/healthz and `status` read it; the outbox writes it in the transaction that
+records each attempt.
+
+Circuit breaker (issue 15 item 4): after `OPEN_AFTER` consecutive temporary
+failures the breaker is *open*: a claimed row is put back (not counted as an
+attempt) instead of hammering a relay that is down, except one *probe* per
+`PROBE_EVERY` (half-open). The first success closes it, and every queued row
+waiting in retry backoff is brought forward to now and rung, DSR forwards
+first, so the backlog leaves when the relay returns rather than minutes later.
+A 5xx refusal is the relay working: it neither opens nor closes the breaker.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import case, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from app.jobs.models import JobState
+from app.mail.models import OutboxEmail
+
+log = logging.getLogger(__name__)
+
+RELAY_STATE = "mail.relay"
+OPEN_AFTER = 3
+PROBE_EVERY = dt.timedelta(seconds=15)
+# Kinds sent first when the backlog is released: a missed DSR forward breaks a 24-hour promise.
+FIRST_KINDS = ("dsr_forward", "dsr_escalation")
+
+
+@dataclass(frozen=True)
+class RelayHealth:
+    """The relay as last seen: times are aware UTC or None; `failures` counts consecutive temporary failures."""
+
+    last_success: dt.datetime | None
+    last_failure: dt.datetime | None
+    last_error: str | None
+    failures: int
+    probe_at: dt.datetime | None
+
+    @property
+    def open(self) -> bool:
+        """True while the breaker is open (the relay failed OPEN_AFTER times in a row)."""
+        return self.failures >= OPEN_AFTER
+
+
+def _when(value: Any) -> dt.datetime | None:
+    return dt.datetime.fromisoformat(value) if isinstance(value, str) else None
+
+
+def _row(session: Session, *, lock: bool = False) -> JobState | None:
+    stmt = select(JobState).where(JobState.name == RELAY_STATE)
+    if lock:
+        stmt = stmt.with_for_update()
+    found = session.scalars(stmt.execution_options(populate_existing=True)).one_or_none()
+    if found is not None or not lock:
+        return found
+    # The first writer creates the row; a concurrent first writer's insert loses harmlessly and we lock theirs.
+    try:
+        with session.begin_nested():
+            session.add(JobState(name=RELAY_STATE, state={}, updated_at=dt.datetime.now(dt.UTC)))
+    except IntegrityError:
+        pass
+    return session.scalars(stmt.execution_options(populate_existing=True)).one()
+
+
+def health(session: Session) -> RelayHealth:
+    """The relay's last success and failure (reads one row)."""
+    row = _row(session)
+    state = dict(row.state) if row is not None else {}
+    return RelayHealth(
+        last_success=_when(state.get("last_success")),
+        last_failure=_when(state.get("last_failure")),
+        last_error=state.get("last_error"),
+        failures=int(state.get("failures", 0)),
+        probe_at=_when(state.get("probe_at")),
+    )
+
+
+def _save(session: Session, row: JobState | None, state: dict[str, Any], now: dt.datetime) -> None:
+    if row is None:
+        session.add(JobState(name=RELAY_STATE, state=state, updated_at=now))
+    else:
+        row.state, row.updated_at = state, now
+    session.flush()
+
+
+def may_send(session: Session, *, now: dt.datetime) -> bool:
+    """False while the breaker is open and this is not the moment of a probe (half-open: one send per PROBE_EVERY).
+
+    Locks the state row for the rest of the caller's transaction when the
+    breaker is open, so two workers never both take the probe.
+    """
+    if not health(session).open:
+        return True
+    row = _row(session, lock=True)
+    state = dict(row.state) if row is not None else {}
+    probe_at = _when(state.get("probe_at"))
+    if probe_at is not None and probe_at > now:
+        return False
+    state["probe_at"] = (now + PROBE_EVERY).isoformat()
+    _save(session, row, state, now)
+    log.info("relay breaker half-open: one probe send")
+    return True
+
+
+def note_success(session: Session, *, now: dt.datetime) -> bool:
+    """Record an accepted message; True when it follows failures (the relay is back: release the backlog)."""
+    row = _row(session, lock=True)
+    state = dict(row.state) if row is not None else {}
+    recovered = int(state.get("failures", 0)) > 0
+    state.update(last_success=now.isoformat(), failures=0, probe_at=None)
+    _save(session, row, state, now)
+    if recovered:
+        log.warning("relay accepted a message after failures; queued retries are brought forward")
+    return recovered
+
+
+def note_failure(session: Session, reason: str, *, now: dt.datetime) -> int:
+    """Record a temporary failure (relay unreachable, 4xx); returns the consecutive count (OPEN_AFTER opens the breaker)."""
+    row = _row(session, lock=True)
+    state = dict(row.state) if row is not None else {}
+    failures = int(state.get("failures", 0)) + 1
+    state.update(last_failure=now.isoformat(), last_error=reason[:200], failures=failures)
+    if failures == OPEN_AFTER:
+        state["probe_at"] = (now + PROBE_EVERY).isoformat()
+        log.warning("relay breaker open after %d failures in a row; one probe every %d s", failures, PROBE_EVERY.total_seconds())
+    _save(session, row, state, now)
+    return failures
+
+
+def note_refusal(session: Session, reason: str, *, now: dt.datetime) -> None:
+    """Record a permanent refusal (5xx) as the relay's last failure, without touching the breaker (the relay answered)."""
+    row = _row(session, lock=True)
+    state = dict(row.state) if row is not None else {}
+    state.update(last_failure=now.isoformat(), last_error=reason[:200])
+    _save(session, row, state, now)
+
+
+def bring_forward(session: Session, *, now: dt.datetime, limit: int = 1000) -> list[int]:
+    """Make every queued row waiting in retry backoff (attempted before) due now; returns their ids, DSR forwards first, then by due time."""
+    first = case((OutboxEmail.kind.in_(FIRST_KINDS), 0), else_=1)
+    ids = list(
+        session.scalars(
+            select(OutboxEmail.id)
+            .where(OutboxEmail.state == "queued", OutboxEmail.attempts > 0, OutboxEmail.due_at > now)
+            .order_by(first, OutboxEmail.due_at, OutboxEmail.id)
+            .limit(limit)
+        )
+    )
+    if ids:
+        session.execute(
+            update(OutboxEmail).where(OutboxEmail.id.in_(ids), OutboxEmail.state == "queued").values(due_at=now).execution_options(synchronize_session=False)
+        )
+    return ids
