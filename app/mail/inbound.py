@@ -235,6 +235,7 @@ def _message_input(mail: ParsedMail, raw: bytes) -> tickets.MessageInput:
         subject=mail.subject,
         message_id=mail.message_id,
         raw=raw,
+        recipients=mail.recipients,
         is_auto_reply=mail.is_auto_reply,
         flags=mail.flags,
         notes=mail.notes,

@@ -36,6 +36,7 @@ from app.blobs.store import BlobTooLarge, iter_blob, move_blob, store_blob
 from app.exceptions import DeskError, NotFound, Refused
 from app.principal import Principal
 from app.tickets.lookup import format_reference, scoped
+from app.tickets.identifiers import index_message
 from app.tickets.models import DIRECTIONS, STATUSES, Attachment, Message, Ticket, key_owner_for
 
 # Shown in the browser; everything else is offered as a download (never rendered).
@@ -75,6 +76,8 @@ class MessageInput:
     is_auto_reply: bool = False
     flags: Sequence[str] = ()
     notes: Sequence[dict[str, Any]] = field(default_factory=list)
+    # The addresses on its To/Cc lines (indexed with the message's other identifiers, app.tickets.identifiers).
+    recipients: Sequence[str] = ()
 
 
 def _audit(session: Session, ticket: Ticket, action: str, *, by: Principal, now: dt.datetime, **details: Any) -> None:
@@ -142,6 +145,7 @@ def add_message(session: Session, ticket: Ticket, data: MessageInput, *, by: Pri
     session.add(message)
     ticket.updated_at = now
     session.flush()
+    index_message(session, message, recipients=data.recipients)
     _audit(session, ticket, "ticket.message", by=by, now=now, message_id=message.id, direction=data.direction)
     return message
 
@@ -275,5 +279,7 @@ def move_to_controller(session: Session, ticket_id: int, controller_id: int | No
             move_blob(session, attachment.blob_id, key_owner_for(controller_id))
     ticket.updated_at = now
     session.flush()
+    for message in ticket.messages:
+        index_message(session, message)  # under the new owner's index key
     _audit(session, ticket, "ticket.move", by=by, now=now, controller_from=previous, controller_to=controller_id)
     return ticket
