@@ -32,7 +32,22 @@ _SURROGATES = re.compile(r"[\ud800-\udfff]")
 GUESS_MIN_BYTES = 8
 _SINGLE_BYTE = ("cp1252", "cp1250", "cp1251", "koi8_r", "cp1253", "cp1254", "cp1255", "cp1256", "cp1257", "iso8859_2")
 _MULTIBYTE = frozenset(
-    {"cp932", "shift_jis", "shift_jis_2004", "shift_jisx0213", "euc_jp", "iso2022_jp", "gb18030", "gb2312", "gbk", "big5", "big5hkscs", "cp949", "euc_kr", "cp950"}
+    {
+        "cp932",
+        "shift_jis",
+        "shift_jis_2004",
+        "shift_jisx0213",
+        "euc_jp",
+        "iso2022_jp",
+        "gb18030",
+        "gb2312",
+        "gbk",
+        "big5",
+        "big5hkscs",
+        "cp949",
+        "euc_kr",
+        "cp950",
+    }
 )
 
 
