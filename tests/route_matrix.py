@@ -35,6 +35,8 @@ ROUTE_MATRIX: dict[tuple[str, str], str | frozenset[str]] = {
     ("auth.account", "GET"): ALL_STAFF,
     ("auth.change_password", "POST"): ALL_STAFF,
     ("auth.recovery_codes", "POST"): ALL_STAFF,
+    ("auth.sessions", "GET"): ALL_STAFF,
+    ("auth.end_session", "POST"): ALL_STAFF,
     # staff administration
     ("admin.users", "GET"): ADMIN,
     ("admin.create_user", "GET"): ADMIN,

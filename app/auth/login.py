@@ -15,6 +15,8 @@ from sqlalchemy.orm import Session
 from app.auth import mfa, passwords
 from app.auth.models import RecoveryCode, StaffSession, User
 from app.auth.service import AuthError, AuthPolicy, InvalidUser, UserNotFound, audit_user, find_user, get_user
+from app.auth.sessions import revoke_user_sessions
+from app.crypto.keyring import keyring_for
 from app.exceptions import Conflict, Refused
 from app.principal import Principal
 
@@ -125,9 +127,17 @@ def begin_enrolment(session: Session, user: User, *, now: dt.datetime) -> str:
 
 def _new_codes(session: Session, user: User, *, now: dt.datetime) -> list[str]:
     codes = mfa.new_recovery_codes()
-    user.recovery_codes = [RecoveryCode(code_hash=mfa.hash_recovery_code(c), created_at=now) for c in codes]
+    keyring = keyring_for(session)
+    key, version = keyring.derive(mfa.RECOVERY_KEY_PURPOSE), keyring.current_version
+    user.recovery_codes = [RecoveryCode(code_hash=mfa.keyed_recovery_hash(key, version, user.id, c), created_at=now) for c in codes]
     session.flush()
     return codes
+
+
+def _recovery_candidates(session: Session, user_id: int, code: str) -> list[str]:
+    """The stored forms `code` would have under each master key version the keyring still holds."""
+    keyring = keyring_for(session)
+    return [mfa.keyed_recovery_hash(keyring.derive(mfa.RECOVERY_KEY_PURPOSE, v), v, user_id, code) for v in keyring.versions]
 
 
 def confirm_enrolment(session: Session, user: User, code: str, *, now: dt.datetime, policy: AuthPolicy) -> list[str]:
@@ -158,10 +168,10 @@ def verify_second_factor(session: Session, user: User, code: str, *, now: dt.dat
             _succeed(session, user, now=now)
             return "totp"
     else:
-        hashed = mfa.hash_recovery_code(code)
+        candidates = _recovery_candidates(session, user.id, code)
         used = session.execute(
             update(RecoveryCode)
-            .where(RecoveryCode.user_id == user.id, RecoveryCode.code_hash == hashed, RecoveryCode.used_at.is_(None))
+            .where(RecoveryCode.user_id == user.id, RecoveryCode.code_hash.in_(candidates), RecoveryCode.used_at.is_(None))
             .values(used_at=now)
             .execution_options(synchronize_session="fetch")
         )
@@ -199,15 +209,29 @@ def remaining_recovery_codes(session: Session, user_id: int) -> int:
     return session.scalar(query) or 0
 
 
-def regenerate_recovery_codes(session: Session, user_id: int, *, password: str, now: dt.datetime, policy: AuthPolicy) -> list[str]:
-    """Ten new recovery codes after re-entering the password; the old ones stop working."""
+def regenerate_recovery_codes(
+    session: Session, user_id: int, *, password: str, now: dt.datetime, policy: AuthPolicy, keep_session_id: int | None = None
+) -> list[str]:
+    """Ten new recovery codes after re-entering the password; the old ones stop working and every other session ends.
+
+    New codes suggest the old ones (or the account) may be compromised: sessions but `keep_session_id`
+    (the caller's own) are ended, as after a password change (issue 12 item 9).
+    """
     user = get_user(session, user_id)
     if user.mfa_enrolled_at is None:
         raise MfaState("not enrolled")
     if not passwords.verify_password(password, user.password_hash, cost=policy.bcrypt_cost):
         raise InvalidUser({"password": "The password is wrong."})
     codes = _new_codes(session, user, now=now)
-    audit_user(session, by=Principal.staff(user.id), action="auth.recovery_codes_regenerated", user_id=user.id, now=now, details={"recovery_codes": len(codes)})
+    ended = revoke_user_sessions(session, user.id, now=now, keep_id=keep_session_id)
+    audit_user(
+        session,
+        by=Principal.staff(user.id),
+        action="auth.recovery_codes_regenerated",
+        user_id=user.id,
+        now=now,
+        details={"recovery_codes": len(codes), "sessions_ended": ended},
+    )
     return codes
 
 

@@ -8,6 +8,7 @@ only a later step is accepted from then on (as django-otp's `last_t`).
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import hashlib
 import hmac
@@ -87,6 +88,25 @@ def new_recovery_codes(count: int = RECOVERY_CODE_COUNT) -> list[str]:
 
 
 def hash_recovery_code(code: str) -> str:
-    """SHA-256 of the normalised code: with 80 random bits a slow hash adds nothing."""
+    """SHA-256 of the normalised code (hex): the inner digest, never stored alone (see `keyed_recovery_hash`)."""
     cleaned = normalise_code(code).lower()
     return hashlib.sha256(cleaned.encode("ascii", errors="replace")).hexdigest()
+
+
+def keyed_digest(key: bytes, key_version: int, user_id: int, inner: str) -> str:
+    """`k<version>$` + base64 HMAC-SHA256(key, "<user id>:<inner digest>"): what recovery_codes.code_hash stores.
+
+    ASVS 5.0 6.5.2: a keyed hash, so a copy of the table alone (a backup, a read-only
+    leak) cannot be tested offline against guesses, and a code is bound to its user.
+    The key is derived from the master secret (`keyring.derive(RECOVERY_KEY_PURPOSE, version)`).
+    """
+    mac = hmac.new(key, f"{user_id}:{inner}".encode("ascii"), hashlib.sha256).digest()
+    return f"k{key_version}${base64.b64encode(mac).decode('ascii')}"
+
+
+def keyed_recovery_hash(key: bytes, key_version: int, user_id: int, code: str) -> str:
+    """The stored form of a recovery code of `user_id` under master key `key_version`."""
+    return keyed_digest(key, key_version, user_id, hash_recovery_code(code))
+
+
+RECOVERY_KEY_PURPOSE = "recovery-code"

@@ -6,9 +6,10 @@ from flask import Blueprint, current_app, flash, g, redirect, render_template, r
 from flask.typing import ResponseReturnValue
 from markupsafe import Markup
 
+from app.auth import account as own_sessions
 from app.auth import gate, mfa, rbac, service
 from app.auth import login as login_service
-from app.auth.forms import CodeForm, LoginForm, PasswordChangeForm, ReauthForm
+from app.auth.forms import ActionForm, CodeForm, LoginForm, PasswordChangeForm, ReauthForm
 from app.auth.models import StaffSession, User
 from app.auth.sessions import revoke_session, start_session
 from app.db import utcnow
@@ -204,7 +205,9 @@ def recovery_codes() -> ResponseReturnValue:
     user = service.get_user(db.session, staff.user_id)
     if form.validate_on_submit():
         try:
-            codes = login_service.regenerate_recovery_codes(db.session, staff.user_id, password=form.password.data or "", now=utcnow(), policy=_policy())
+            codes = login_service.regenerate_recovery_codes(
+                db.session, staff.user_id, password=form.password.data or "", now=utcnow(), policy=_policy(), keep_session_id=staff.session_id
+            )
         except service.InvalidUser as exc:
             db.session.rollback()
             form.password.errors.append(exc.errors.get("password", "Refused."))
@@ -213,3 +216,25 @@ def recovery_codes() -> ResponseReturnValue:
             return render_template("auth/recovery_codes.html", codes=codes, next_url=url_for("auth.account"), first=False)
     left = login_service.remaining_recovery_codes(db.session, user.id)
     return render_template("auth/account.html", user=user, left=left, password_form=PasswordChangeForm(), codes_form=form), 422
+
+
+@bp.get("/account/sessions")
+@rbac.require(rbac.STAFF)
+def sessions() -> ResponseReturnValue:
+    """The staff member's own live sessions, each with a button to end it."""
+    staff = rbac.current_staff()
+    rows = own_sessions.live_sessions(db.session, staff.user_id, now=utcnow(), lifetimes=gate.lifetimes(current_app.config))
+    return render_template("auth/sessions.html", rows=rows, current=staff.session_id, action=ActionForm())
+
+
+@bp.post("/account/sessions/<int:session_id>/end")
+@rbac.require(rbac.STAFF)
+def end_session(session_id: int) -> ResponseReturnValue:
+    staff = rbac.current_staff()
+    own_sessions.end_own_session(db.session, staff.user_id, session_id, now=utcnow())
+    db.session.commit()
+    if session_id == staff.session_id:
+        gate.end_cookie()
+        return redirect(url_for("auth.login"))
+    flash("Session ended.", "success")
+    return redirect(url_for("auth.sessions"), code=303)

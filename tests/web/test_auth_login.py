@@ -125,7 +125,9 @@ def test_enrolment_on_first_login_then_recovery_code_works_once(client: FlaskCli
     assert len(events(session, "auth.mfa_enrolled", user.id)) == 1
     stored = list(session.scalars(select(RecoveryCode.code_hash).where(RecoveryCode.user_id == user.id)))
     first = codes[0]
-    assert first not in stored and mfa.hash_recovery_code(first) in stored
+    # Stored under a keyed hash (issue 12 item 9, ASVS 6.5.2): neither the code nor its plain SHA-256
+    assert first not in stored and mfa.hash_recovery_code(first) not in stored
+    assert all(h.startswith("k1$") for h in stored) and len(stored) == 10
     # A recovery code logs in once.
     client.post("/logout")
     assert password_step(client, user) == 302
