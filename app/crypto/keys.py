@@ -163,6 +163,10 @@ def active_key(conn: Connection, cache: KeyCache, owner: str) -> LoadedKey:
 
 def find_index_key(conn: Connection, cache: KeyCache, owner: str) -> bytes | None:
     """The owner's blind-index key, or None when it has none yet (then nothing is indexed under it)."""
+    known = cache.active.get(owner)
+    if known is not None:
+        # This transaction already holds the owner's active generation (locked FOR SHARE): it is the newest one.
+        return known.index_key
     row = conn.execute(
         select(data_keys).where(data_keys.c.owner == owner, data_keys.c.state.in_(("active", "retired"))).order_by(data_keys.c.generation.desc()).limit(1)
     ).one_or_none()

@@ -3,8 +3,9 @@
 The row is found by the original Message-ID the DSN returns (`app.mail.dsn`) or
 by the VERP return address the desk sent it from (`<local>+bounce-<token>@`),
 marked `bounced` with the status code and diagnostic (a failure; a delay only
-records them), audit-logged, and its domain is told through the intake
-registry (`IntakeRegistry.bounced`: the DSR escalates a bounced forward). A
+records them), audit-logged, and its domain is told through the delivery
+hooks (`app.mail.outcomes`, state "bounced": the DSR escalates a bounced
+forward to the privacy officers at once, as for a relay's refusal). A
 bounce never opens a ticket: when the row belongs to one, the notification is
 kept on that ticket as an automatic message (its status parts are not files);
 one that names nothing the desk sent is held in the quarantine, silently.
@@ -20,8 +21,8 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from app.audit.service import record
 from app.mail.dsn import DeliveryReport, verp_tokens
-from app.mail.intake import IntakeRegistry
 from app.mail.models import OutboxEmail
+from app.mail.outcomes import HOOKS, DeliveryOutcome
 from app.mail.parse import ParsedMail
 from app.principal import Principal
 
@@ -41,7 +42,7 @@ def find_bounced(session: Session, mail: ParsedMail, report: DeliveryReport) -> 
     return session.scalars(select(OutboxEmail).where(or_(*conditions)).order_by(OutboxEmail.id.desc()).limit(1)).first()
 
 
-def mark_bounced(session: Session, row: OutboxEmail, report: DeliveryReport, *, registry: IntakeRegistry, by: Principal, now: dt.datetime) -> bool:
+def mark_bounced(session: Session, row: OutboxEmail, report: DeliveryReport, *, by: Principal, now: dt.datetime) -> bool:
     """Record the DSN on its row; a failure marks it `bounced` and tells its domain. True when the row became bounced."""
     row.bounce_status = report.status[:20] or None
     row.bounce_diagnostic = report.diagnostic[:500] or None
@@ -61,5 +62,17 @@ def mark_bounced(session: Session, row: OutboxEmail, report: DeliveryReport, *, 
         now=now,
     )
     if failed:
-        registry.bounced(session, row, by=by, now=now)
+        # The owning domain hears of it as of any other delivery outcome (the DSR escalates a bounced forward at once).
+        answer = " ".join(x for x in (row.bounce_status, row.bounce_diagnostic) if x) or "bounced"
+        outcome = DeliveryOutcome(
+            outbox_id=row.id,
+            kind=row.kind,
+            state="bounced",
+            answer=answer[:500],
+            related_type=row.related_type,
+            related_id=row.related_id,
+            controller_id=row.controller_id,
+            permanent=True,
+        )
+        HOOKS.notify(session, outcome, now=now)
     return failed

@@ -21,6 +21,8 @@ _TOKEN = re.compile(r"^[0-9a-f]{32}$")
 _MSGID = re.compile(r"<([\x21-\x3b\x3d\x3f-\x7e]{1,990})>")
 _STATUS = re.compile(r"\b([245])\.(\d{1,3})\.(\d{1,3})\b")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
+# A diagnostic often quotes the recipient: it is stored in the clear on the outbox row, so addresses are dropped.
+_ADDRESS = re.compile(r"<?[^\s<>@;:]+@[^\s<>;]+>?")
 
 
 @dataclass
@@ -57,7 +59,7 @@ def verp_tokens(recipients: list[str]) -> list[str]:
 def _clean(value: object, limit: int) -> str:
     text = str(value or "")
     text = text.encode("utf-8", errors="replace").decode("utf-8") if not text.isascii() else text
-    return " ".join(_CONTROL.sub(" ", text).split())[:limit]
+    return " ".join(_ADDRESS.sub("[address]", _CONTROL.sub(" ", text)).split())[:limit]
 
 
 def _returned_ids(part: Message) -> list[str]:

@@ -259,7 +259,7 @@ def _take_bounce(session: Session, raw: bytes, mail: ParsedMail, *, source: str,
     if row is None:
         item = quarantine.hold(session, raw, reason="bounce_unmatched", detail="names no email the desk sent", source=source, by=by, now=now)
         return IngestOutcome("quarantined", quarantine_id=item.id, reason="bounce_unmatched")
-    bounces.mark_bounced(session, row, mail.report, registry=registry, by=by, now=now)
+    bounces.mark_bounced(session, row, mail.report, by=by, now=now)
     ticket_id = registry.ticket_of(session, row)
     ticket = session.get(Ticket, ticket_id) if ticket_id is not None else None
     if ticket is None:

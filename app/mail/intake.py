@@ -79,12 +79,6 @@ TicketFinder = Callable[[Session, int], int | None]
 ReferenceFinder = Callable[[Session, str], int | None]
 
 
-class BounceHandler(Protocol):
-    """Told that an outbox row of its domain bounced (already marked `bounced`); acts in the same transaction."""
-
-    def __call__(self, session: Session, row: OutboxEmail, *, by: Principal, now: dt.datetime) -> None: ...
-
-
 @dataclass(frozen=True)
 class Claim:
     """Which handler claimed a message (its registered name) and what it did (its code)."""
@@ -106,7 +100,6 @@ class IntakeRegistry:
     def __init__(self) -> None:
         self._entries: list[_Entry] = []
         self._finders: dict[str, TicketFinder] = {}
-        self._bounce_handlers: dict[str, BounceHandler] = {}
         self._references: dict[str, ReferenceFinder] = {}
 
     def add(self, name: str, handler: Handler, *, fallback: bool = False) -> None:
@@ -138,16 +131,6 @@ class IntakeRegistry:
                 return ticket_id
         return None
 
-    def add_bounce_handler(self, related_type: str, handler: BounceHandler) -> None:
-        """Who is told when an outbox row with this `related_type` bounces (one per type; again: replaced)."""
-        self._bounce_handlers[related_type] = handler
-
-    def bounced(self, session: Session, row: OutboxEmail, *, by: Principal, now: dt.datetime) -> None:
-        """Tell the row's domain that it bounced (no handler for its type: the row's state is the whole record)."""
-        handler = self._bounce_handlers.get(row.related_type or "")
-        if handler is not None:
-            handler(session, row, by=by, now=now)
-
     @property
     def names(self) -> list[str]:
         """The registered handlers' names in the order they are asked (ordinary ones first, then fallbacks)."""
@@ -159,11 +142,11 @@ class IntakeRegistry:
     @contextmanager
     def scoped(self) -> Iterator[IntakeRegistry]:
         """Yield this registry; whatever is added or removed inside the `with` block is undone at its end (tests)."""
-        saved = (list(self._entries), dict(self._finders), dict(self._bounce_handlers), dict(self._references))
+        saved = (list(self._entries), dict(self._finders), dict(self._references))
         try:
             yield self
         finally:
-            self._entries, self._finders, self._bounce_handlers, self._references = saved
+            self._entries, self._finders, self._references = saved
 
     @contextmanager
     def registered(self, name: str, handler: Handler, *, fallback: bool = False) -> Iterator[None]:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from sqlalchemy import func, select
+from sqlalchemy import func, literal, select, union_all
 from sqlalchemy.orm import Session
 
 from app.controllers.models import ControllerDomain, ControllerIdentifier
@@ -115,27 +115,34 @@ def _parent_domains(domain: str) -> list[str]:
 
 
 def route_new(session: Session, mail: ParsedMail) -> Route:
-    """The controller a new ticket from this message belongs to."""
+    """The controller a new ticket from this message belongs to: one statement whatever the number of controllers.
+
+    The sender's registered domain (the most specific one) wins; else an identifier the subject or body
+    names (of the identifiers the text could contain, not every identifier: `identifier_candidates`), else triage.
+    """
     domains = _parent_domains(mail.from_email.rpartition("@")[2])
-    if domains:
-        rows = session.execute(select(ControllerDomain.domain, ControllerDomain.controller_id).where(ControllerDomain.domain.in_(domains))).all()
-        if rows:
-            # The most specific registered domain wins (sub.example.com before example.com).
-            best = max(rows, key=lambda r: len(r.domain))
-            return Route(best.controller_id, "domain")
     haystack = f"{mail.subject}\n{mail.body_text[:SCAN_CHARS]}"
     candidates = sorted(identifier_candidates(haystack))[:MAX_CANDIDATES]
+    parts = []
+    if domains:
+        parts.append(
+            select(ControllerDomain.controller_id, literal(0).label("by_identifier"), (-func.length(ControllerDomain.domain)).label("rank")).where(
+                ControllerDomain.domain.in_(domains)
+            )
+        )
     if candidates:
-        # One statement whatever the number of controllers: the identifiers the text could contain, not every identifier.
-        found = session.execute(
-            select(ControllerIdentifier.controller_id)
-            .where(func.lower(ControllerIdentifier.identifier).in_(candidates))
-            .order_by(ControllerIdentifier.id)
-            .limit(1)
-        ).first()
-        if found is not None:
-            return Route(found.controller_id, "identifier")
-    return Route(None, "triage")
+        parts.append(
+            select(ControllerIdentifier.controller_id, literal(1).label("by_identifier"), ControllerIdentifier.id.label("rank")).where(
+                func.lower(ControllerIdentifier.identifier).in_(candidates)
+            )
+        )
+    if not parts:
+        return Route(None, "triage")
+    both = union_all(*parts).subquery() if len(parts) > 1 else parts[0].subquery()
+    found = session.execute(select(both.c.controller_id, both.c.by_identifier).order_by(both.c.by_identifier, both.c.rank).limit(1)).first()
+    if found is None:
+        return Route(None, "triage")
+    return Route(found.controller_id, "identifier" if found.by_identifier else "domain")
 
 
 def identifier_candidates(text: str) -> set[str]:

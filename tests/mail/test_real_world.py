@@ -370,3 +370,29 @@ def test_every_message_of_the_cpython_corpus_goes_through_ingest(session: Sessio
     outcome = ingest(session, path.read_bytes())  # raising here is the traceback the issue forbids
     assert outcome.exit_code in (0, 65)
     assert outcome.reason != "unprocessable"
+
+
+def test_a_bounced_forward_to_the_controller_escalates_the_request_at_once(session: Session) -> None:
+    from app.dsr import forward as dsr_forward
+    from app.dsr.models import DsrEvent
+    from app.dsr.settings import DsrSettings
+    from tests.factories import make_user
+
+    # Given a privacy officer and a request forwarded to Acme's DSR contact
+    officer = make_user(session, "privacy_officer")
+    request_with_ack(session)
+    dsr = session.scalars(select(Dsr)).one()
+    dsr_forward.forward(session, dsr.id, settings=DsrSettings("privacy@desk.example", "desk.example"), by=TEST_PRINCIPAL, now=NOW)
+    sent = session.scalars(select(OutboxEmail).where(OutboxEmail.kind == "dsr_forward")).one()
+    # When the controller's mail server returns it
+    outcome = ingest(session, _dsn(f"Message-ID: {sent.message_id}\r\n", status="5.2.1", kind="text/rfc822-headers"), minutes=20)
+    # Then the forward's row is bounced, no ticket was opened, and the officers were told at once
+    assert outcome.status == "bounce" and sent.state == "bounced" and sent.bounce_status == "5.2.1"
+    assert "[address]" in (sent.bounce_diagnostic or "") or "@" not in (sent.bounce_diagnostic or "")
+    assert count(session, Ticket) == 1
+    alerts = list(session.scalars(select(OutboxEmail).where(OutboxEmail.kind == "dsr_escalation")))
+    assert [a.to_addr for a in alerts] == [officer.email] and all(a.related_id == dsr.id for a in alerts)
+    session.refresh(dsr)
+    assert dsr.escalated_at is not None
+    events = [e for e in session.scalars(select(DsrEvent).where(DsrEvent.dsr_id == dsr.id)) if e.code == "forward_refused"]
+    assert events and events[-1].details["outcome"] == "bounced"
