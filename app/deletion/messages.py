@@ -10,6 +10,7 @@ messages costs a handful of statements (`_Codec`).
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -19,6 +20,8 @@ from sqlalchemy.orm import Session
 from app.blobs.store import delete_blobs
 from app.crypto.cipher import CryptoError, blind_index, decrypt_field, encrypt_field, key_id_of
 from app.crypto.keys import LoadedKey, active_key, cache_for, load_key, owner_of
+from app.deletion.mentions import forget_identifiers, review_files
+from app.deletion.msgids import hashed_message_id
 from app.deletion.report import Item
 from app.deletion.scope import message_scope
 from app.deletion.stores import Batch, RunContext, Store
@@ -60,22 +63,25 @@ class _Codec:
         return encrypt_field(key.aead, key.id, text.encode(), table=MESSAGES, column=column, row_uid=row.row_uid)
 
 
-def _rewrite(ctx: RunContext, codec: _Codec, row: Any, doomed: list[int]) -> dict[str, Any]:
+def _rewrite(ctx: RunContext, codec: _Codec, row: Any, doomed: list[int], files: int = 0) -> dict[str, Any]:
     """The new column values of one message (ciphertexts); its raw original noted for deletion."""
     rw = ctx.rewriter
     values = {
         name: codec.read(column, row) for name, column in (*_FIELD_COLUMNS.items(), ("sender_name", "sender_name_ct"), ("sender_email", "sender_email_ct"))
     }
-    out: dict[str, Any] = {}
+    own = ctx.erasing and (row.id in ctx.plan_set("own_ids") or rw.is_subject_email(values["sender_email"]))
+    out: dict[str, Any] = _erase_whole(ctx, codec, row, files) if own else {}
 
     def put(column: str, text: str | None) -> None:
         out[column] = None if text is None else codec.write(column, row, text)
 
     for name, column in _FIELD_COLUMNS.items():
         new = rw(values[name])
-        if new != values[name]:
+        if new != values[name] and not own:
             put(column, new)
-    if rw.is_subject_email(values["sender_email"]):
+    if own:
+        pass
+    elif rw.is_subject_email(values["sender_email"]):
         if ctx.erasing:
             out.update(sender_email_ct=None, sender_email_bidx=None, sender_name_ct=None)
         else:
@@ -89,9 +95,32 @@ def _rewrite(ctx: RunContext, codec: _Codec, row: Any, doomed: list[int]) -> dic
         doomed.append(row.raw_blob_id)
         out["raw_blob_id"] = None
         ctx.report.count("blobs", "raw_destroyed")
+    if row.message_id and (own or rw.changes(row.message_id)):
+        out["message_id"] = hashed_message_id(ctx.session, row.message_id)
+        ctx.report.count(MESSAGES, "message_ids_hashed")
+    if any(rw.changes(str(n)) for n in row.notes or []) or (own and any("message_id" in n for n in row.notes or [])):
+        out["notes"] = [{"code": n.get("code", "note")} for n in row.notes or []]
     if out:
         ctx.report.count(MESSAGES, "messages")
     return out
+
+
+def _erase_whole(ctx: RunContext, codec: _Codec, row: Any, files: int) -> dict[str, Any]:
+    """A message the subject wrote: every text goes, a stub says what, when and under which authority."""
+    authority = f"{ctx.run.authority_kind.replace('_', ' ')} {ctx.run.authority_id}" if ctx.run.authority_id is not None else ctx.run.authority_kind
+    stub = (
+        f"[Message erased on {ctx.now:%Y-%m-%d %H:%M} UTC under {authority} (deletion run {ctx.run.id}): its text, HTML, original and {files} attachment(s).]"
+    )
+    ctx.report.count(MESSAGES, "messages_erased_whole")
+    return {
+        "subject_ct": codec.write("subject_ct", row, "[erased]"),
+        "body_text_ct": codec.write("body_text_ct", row, stub),
+        "reply_text_ct": None,
+        "body_html_ct": None,
+        "sender_name_ct": None,
+        "sender_email_ct": None,
+        "sender_email_bidx": None,
+    }
 
 
 def select_batch(ctx: RunContext, after: int) -> Batch:
@@ -115,18 +144,21 @@ def apply_batch(ctx: RunContext, items: Sequence[Item]) -> None:
         Message.row_uid,
         Message.key_owner,
         Message.raw_blob_id,
+        Message.message_id,
+        Message.notes,
         Message.sender_name_ct,
         Message.sender_email_ct,
         *(getattr(Message, c) for c in _FIELD_COLUMNS.values()),
     ]
-    rows = session.execute(select(*columns).where(Message.id.in_(ids)).order_by(Message.id)).all()
+    rows = session.execute(select(*columns, Message.ticket_id).where(Message.id.in_(ids)).order_by(Message.id)).all()
     files = session.execute(select(Attachment.id, Attachment.message_id, Attachment.blob_id).where(Attachment.message_id.in_(ids))).all()
     codec = _Codec(session)
     doomed: list[int] = []
     updates: list[dict[str, Any]] = []
+    per_message = Counter(f.message_id for f in files)
     for row in rows:
         try:
-            changes = _rewrite(ctx, codec, row, doomed)
+            changes = _rewrite(ctx, codec, row, doomed, per_message[row.id])
         except (CryptoError, LookupError, UnicodeDecodeError):
             report.fail("message", row.id, "unreadable")
             continue
@@ -138,13 +170,18 @@ def apply_batch(ctx: RunContext, items: Sequence[Item]) -> None:
         session.execute(update(Message), [u for u in updates if tuple(sorted(u)) == keys])
     failed = report.failed_ids("message")
     if ctx.erasing:
-        gone = [f for f in files if f.message_id not in failed]
+        # The subject's own messages and every message of their tickets lose their files; a message of someone
+        # else's ticket that mentions them keeps its files, their names rewritten and listed for review.
+        theirs = ctx.plan_set("own_ids") | {r.id for r in rows if r.ticket_id in ctx.plan_set("ticket_ids")}
+        gone = [f for f in files if f.message_id not in failed and f.message_id in theirs]
         if gone:
             session.execute(delete(Attachment).where(Attachment.id.in_([f.id for f in gone])))
             doomed += [f.blob_id for f in gone]
             report.count("ticket_attachments", "attachments_removed", len(gone))
+        review_files(ctx, [f.id for f in files if f.message_id not in failed and f.message_id not in theirs])
     elif files:
         report.count("ticket_attachments", "attachments_not_rectifiable", len(files))
+    forget_identifiers(ctx, [r.id for r in rows if r.id not in failed])
     delete_blobs(session, doomed)
 
 

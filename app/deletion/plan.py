@@ -10,15 +10,22 @@ controller id.
 from __future__ import annotations
 
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from app.deletion.authorities import AuthorityHooks
 from app.deletion.messages import MESSAGES_STORE
 from app.deletion.models import DeletionRun
 from app.deletion.purge import ANONYMISE_STORE, DELETE_STORE
 from app.deletion.records import OUTBOX_STORE, QUARANTINE_STORE, TICKETS_STORE
-from app.deletion.scope import digests, message_ids_by, ticket_ids_of
 from app.deletion.stores import RunContext, Store
-from app.tickets.models import Ticket
+from app.deletion.subject import plan_subject, subject_tickets
+from app.tickets.models import Message, Ticket
+
+
+def _tickets_of(session: Session, message_ids: list[int]) -> set[int]:
+    """The tickets of these messages (their outbox rows may quote the subject)."""
+    return set(session.scalars(select(Message.ticket_id).where(Message.id.in_(message_ids or [0]))))
+
 
 # The engine's own stores for each action, in the order they are walked (the authority's stores follow).
 _STORES: dict[str, tuple[Store, ...]] = {
@@ -55,14 +62,16 @@ def make_plan(ctx: RunContext, hooks: AuthorityHooks) -> None:
     run, session = ctx.run, ctx.session
     ctx.plan.setdefault("related", {})
     if run.scope_kind == "subject":
-        assert run.controller_id is not None
-        found = digests(session, ctx.params.get("emails") or [], run.controller_id)
-        ctx.plan["ticket_ids"] = ticket_ids_of(session, found, run.controller_id)
-        hooks.plan(ctx)  # the authority's domain may add tickets, relations and keys of its own
+        ctx.plan["ticket_ids"] = subject_tickets(ctx)
+        hooks.plan(ctx)  # the authority's domain may add tickets, relations, keys and what the subject gave (learn)
         tickets = sorted({int(t) for t in ctx.plan["ticket_ids"]})
+        own, mentions = plan_subject(ctx)
+        in_tickets = set(session.scalars(select(Message.id).where(Message.ticket_id.in_(tickets or [0]))))
         ctx.plan["ticket_ids"] = tickets
-        ctx.plan["other_ids"] = message_ids_by(session, found, run.controller_id, tickets)
-        ctx.report.plan(tickets=len(tickets), other_messages=len(ctx.plan["other_ids"]))
+        ctx.plan["own_ids"] = own
+        ctx.plan["other_ids"] = sorted((set(own) | set(mentions)) - in_tickets)
+        ctx.plan["related"]["ticket"] = sorted(set(tickets) | _tickets_of(session, ctx.plan["other_ids"]))
+        ctx.report.plan(tickets=len(tickets), own_messages=len(own), other_messages=len(ctx.plan["other_ids"]))
         return
     if run.scope_kind == "tickets":
         asked = sorted({int(t) for t in ctx.params.get("ticket_ids") or []})

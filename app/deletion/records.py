@@ -17,13 +17,18 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from app.blobs.store import read_blob
 from app.crypto.cipher import CryptoError
+from app.deletion.files import OUTBOX_FILES
+from app.deletion.msgids import hashed_message_id
 from app.deletion.report import Item
+from app.deletion.scope import digests
 from app.deletion.stores import Batch, RunContext, Store, one_pass
 from app.mail import quarantine
 from app.mail.models import OutboxEmail
-from app.tickets.models import Ticket
+from app.tickets.models import Message, Ticket
 
 ERASED_ADDRESS = "erased@erased.invalid"
+# Outbox states after which the relay has (or will never have) the email: its copy may go.
+DELIVERED = ("sent", "bounced", "failed", "refused")
 QUARANTINE_BATCH = 50
 QUARANTINE_MAX_BYTES = 10 * 1024 * 1024
 
@@ -53,13 +58,23 @@ def _apply_tickets(ctx: RunContext, items: Sequence[Item]) -> None:
         if rw(subject) != subject:
             ticket.subject = rw(subject)
             changed = True
+        if ctx.erasing and ticket.status != "closed":
+            # The subject's tickets are closed: nothing of theirs is left to work on.
+            ticket.status, ticket.closed_at, ticket.updated_at = "closed", ctx.now, ctx.now
+            ctx.report.count("tickets", "tickets_closed")
         ctx.report.count("tickets", "tickets", int(changed))
     ctx.session.flush()
 
 
 def _related(ctx: RunContext) -> ColumnElement[bool]:
-    related: dict[str, list[int]] = {**(ctx.plan.get("related") or {}), "ticket": ctx.ids("ticket_ids")}
+    """Outbox rows about the subject: of their tickets and records, of tickets that mention them, or sent to them."""
+    plan_related = ctx.plan.get("related") or {}
+    related: dict[str, list[int]] = {**plan_related, "ticket": sorted(set(ctx.ids("ticket_ids")) | set(plan_related.get("ticket") or []))}
     parts = [(OutboxEmail.related_type == kind) & OutboxEmail.related_id.in_(ids) for kind, ids in sorted(related.items()) if ids]
+    if ctx.run.scope_kind == "subject" and ctx.run.controller_id is not None:
+        found = digests(ctx.session, ctx.params.get("emails") or [], ctx.run.controller_id)
+        if found:
+            parts.append((OutboxEmail.to_addr_bidx.in_(found)) & (OutboxEmail.key_owner == ctx.run.controller_id))
     return or_(*parts) if parts else OutboxEmail.id.is_(None)
 
 
@@ -95,10 +110,48 @@ def _apply_outbox(ctx: RunContext, items: Sequence[Item]) -> None:
         if rw(html) != html:
             row.body_html = rw(html)
             changed = True
+        changed = _scrub_references(ctx, row) or changed
+        if ctx.erasing and row.state in DELIVERED and (changed or _about_subject(ctx, row)):
+            _purge(ctx, row)
+            changed = True
         if changed:
             ctx.report.clear_fail("outbox", row.id)
         ctx.report.count("outbox_emails", "outbox", int(changed))
     ctx.session.flush()
+
+
+def _about_subject(ctx: RunContext, row: OutboxEmail) -> bool:
+    """A row of the subject's own tickets or records (not a reply on a ticket that only mentions them)."""
+    if row.related_type == "ticket":
+        return row.related_id in set(ctx.ids("ticket_ids"))
+    return row.related_type in (ctx.plan.get("related") or {})
+
+
+def _purge(ctx: RunContext, row: OutboxEmail) -> None:
+    """A delivered email about the subject: its bodies replaced by a stub, its file copies deleted (the row stays as the record)."""
+    row.body_text = f"[erased {ctx.now:%Y-%m-%d %H:%M} UTC after delivery, deletion run {ctx.run.id}]"
+    row.body_html = None
+    ctx.report.count("outbox_emails", "outbox_purged")
+    ctx.report.count("outbox_files", "files_deleted", OUTBOX_FILES.remove(row.message_id))
+
+
+def _scrub_references(ctx: RunContext, row: OutboxEmail) -> bool:
+    """In-Reply-To / References naming a message the run took the Message-ID of: replaced by its keyed hash."""
+    ids = [i for i in [row.in_reply_to or "", *(row.references or "").split()] if i]
+    if not ids:
+        return False
+    kept = set(ctx.session.scalars(select(Message.message_id).where(Message.message_id.in_([i.strip("<>") for i in ids]))))
+    scrubbed = {i: f"<{hashed_message_id(ctx.session, i.strip('<>'))}>" for i in ids if i.strip("<>") not in kept}
+    hashed = set(ctx.session.scalars(select(Message.message_id).where(Message.message_id.in_([v.strip("<>") for v in scrubbed.values()]))))
+    swap = {k: v for k, v in scrubbed.items() if v.strip("<>") in hashed or ctx.rewriter.changes(k)}
+    if not swap:
+        return False
+    if row.in_reply_to in swap:
+        row.in_reply_to = swap[row.in_reply_to]
+    if row.references:
+        row.references = " ".join(swap.get(r, r) for r in row.references.split())
+    ctx.report.count("outbox_emails", "message_ids_hashed", len(swap))
+    return True
 
 
 def _select_quarantine(ctx: RunContext, after: int) -> Batch:

@@ -38,8 +38,9 @@ class RunContext:
 
     @cached_property
     def rewriter(self) -> Rewriter:
-        """The subject's identifiers and what each becomes ("[erased]", or the corrected value)."""
-        return Rewriter(self.params.get("replace") or {})
+        """The subject's identifiers (terms, names, phones, IBANs) and what each becomes ("[erased]", or the corrected value)."""
+        p = self.params
+        return Rewriter(p.get("replace") or {}, names=p.get("names") or [], phones=p.get("phones") or [], ibans=p.get("ibans") or [])
 
     @property
     def new_email(self) -> str | None:
@@ -50,6 +51,13 @@ class RunContext:
     def erasing(self) -> bool:
         """True when the subject's data goes (redact); False when it is corrected (rectify)."""
         return self.run.action != "rectify"
+
+    def plan_set(self, key: str) -> set[int]:
+        """A set of ids fixed by the plan, built once per batch."""
+        cache: dict[str, set[int]] = self.__dict__.setdefault("_sets", {})
+        if key not in cache:
+            cache[key] = set(self.ids(key))
+        return cache[key]
 
     def ids(self, key: str) -> list[int]:
         """A list of ids fixed by the plan (empty when absent)."""

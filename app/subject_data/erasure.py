@@ -30,6 +30,7 @@ from app.deletion.authorities import AUTHORITIES, AuthorityHooks
 from app.deletion.models import DeletionRun
 from app.deletion.report import Item, summary
 from app.deletion.stores import Batch, RunContext, Store, one_pass
+from app.deletion.subject import learn
 from app.dsr.history import add_event
 from app.dsr.models import Dsr, DsrForward, Instruction
 from app.principal import Principal
@@ -67,6 +68,16 @@ def _plan(ctx: RunContext) -> None:
         ctx.plan["ticket_ids"] = [*ctx.ids("ticket_ids"), source]
     emails = ctx.params.get("emails") or [None]
     dsr_ids = _subject_dsr_ids(ctx.session, record, emails[0])
+    if ctx.erasing:
+        # What the subject gave in their requests (a phone, a street) is theirs to erase everywhere too.
+        texts, names = [], []
+        for item in ctx.session.scalars(select(Dsr).where(Dsr.id.in_(dsr_ids))):
+            try:
+                texts += [item.request_text, item.subject_identifiers]
+                names.append(item.subject_name)
+            except CryptoError:
+                ctx.report.fail("dsr", item.id, "unreadable")
+        learn(ctx, texts, names)
     ctx.plan["dsr_ids"] = dsr_ids
     ctx.plan.setdefault("related", {})["dsr"] = dsr_ids
     ctx.report.plan(dsrs=len(dsr_ids))

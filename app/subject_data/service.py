@@ -21,7 +21,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from app.deletion import service as deletion
-from app.deletion.rewrite import terms_of
+from app.deletion.rewrite import subject_emails, terms_of
 from app.dsr.history import add_event
 from app.jobs.batch import Clock, SessionScope, run_batches
 from app.jobs.doorbell import Doorbell
@@ -102,14 +102,17 @@ def start(
             terms, address, name = {t: "[erased]" for t in terms_of(email, dsr.subject_name, dsr.subject_identifiers)}, None, None
         else:
             terms, address, name = _corrections(email, dsr.subject_name, new_name, new_email)
+        emails = subject_emails(email, dsr.subject_identifiers)
+        if kind == "erase":
+            terms.update({e: "[erased]" for e in emails})
         engine_run = deletion.start(
             session,
             deletion.Authority(AUTHORITY, instruction_id),
-            deletion.Scope.subject(controller_id, (email,)),
+            deletion.Scope.subject(controller_id, emails),
             ACTION_FOR[kind],
             terms=terms,
             new_email=address,
-            extra={"new_name": name},
+            extra={"new_name": name, "names": [dsr.subject_name] if dsr.subject_name else []},
             by=by,
             now=now,
         )

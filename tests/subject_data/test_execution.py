@@ -80,7 +80,12 @@ def test_erasure_leaves_no_trace_of_the_subject_and_reports_what_changed(session
     bystander = session.get(Ticket, sc.bystander.id)
     assert bystander is not None and bystander.requester_email == "bea@bystander.example"
     texts = [m.body_text for m in bystander.messages]
-    assert "Where is my order?" in texts and "Cc from [erased]: same problem" in texts
+    # (issue 13 item 1a: a message the subject wrote is erased whole; a stub says what, when and under which instruction)
+    stub = (
+        f"[Message erased on 2026-11-20 09:00 UTC under instruction {run.instruction_id} (deletion run {run.deletion_run_id}): "
+        "its text, HTML, original and 0 attachment(s).]"
+    )
+    assert "Where is my order?" in texts and stub in texts
     # The request is the record of what was done: reference, types, dates; no subject.
     dsr = session.get(Dsr, sc.dsr.id)
     assert dsr is not None and dsr.subject_email is None and dsr.subject_email_bidx is None and dsr.reference

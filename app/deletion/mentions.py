@@ -1,0 +1,57 @@
+"""What an erasure does about mentions of the subject in other people's messages beyond rewriting their texts.
+
+- `forget_identifiers`: the subject's entries in the identifier index of the
+  messages a run rewrote (the index must not find them again);
+- `review_files`: files of someone else's message that mentions the subject
+  are not the subject's to destroy: their names are rewritten, a small text
+  file that still mentions them is listed, and any other file is listed for the
+  officer to look at (the index cannot read a file's contents).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy import delete, select
+
+from app.blobs.store import read_blob
+from app.crypto.cipher import CryptoError
+from app.deletion.stores import RunContext
+from app.tickets.identifiers import MessageIdentifier
+from app.tickets.models import Attachment
+
+SCAN_MAX_BYTES = 1024 * 1024
+
+
+def forget_identifiers(ctx: RunContext, message_ids: Sequence[int]) -> None:
+    """Delete the subject's digests from the identifier index of these messages."""
+    wanted = [bytes.fromhex(d) for d in ctx.params.get("digests") or []]
+    if not message_ids or not wanted:
+        return
+    gone = ctx.session.execute(delete(MessageIdentifier).where(MessageIdentifier.message_id.in_(list(message_ids)), MessageIdentifier.digest.in_(wanted)))
+    ctx.report.count("message_identifiers", "identifiers_removed", int(getattr(gone, "rowcount", 0) or 0))
+
+
+def review_files(ctx: RunContext, attachment_ids: Sequence[int]) -> None:
+    """Files of other people's messages that mention the subject: names rewritten, contents listed for review."""
+    rw = ctx.rewriter
+    for item in ctx.session.scalars(select(Attachment).where(Attachment.id.in_(list(attachment_ids) or [0])).order_by(Attachment.id)):
+        try:
+            name = item.filename
+        except CryptoError:
+            ctx.report.fail("attachment", item.id, "unreadable")
+            continue
+        if rw.changes(name):
+            item.filename = rw(name)
+            ctx.report.count("ticket_attachments", "file_names_rewritten")
+        if not item.content_type.startswith("text/") or item.size > SCAN_MAX_BYTES:
+            ctx.report.review("attachment", item.id, "contents_not_scanned")
+            continue
+        try:
+            mentions = rw.contains(read_blob(ctx.session, item.blob_id))
+        except (CryptoError, LookupError):
+            ctx.report.fail("attachment", item.id, "unreadable")
+            continue
+        if mentions:
+            ctx.report.review("attachment", item.id, "contents_mention_subject")
+    ctx.session.flush()
