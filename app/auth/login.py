@@ -62,13 +62,45 @@ def _register_failure(session: Session, user: User, *, stage: str, now: dt.datet
         audit_user(session, by=LOGIN_PRINCIPAL, action="auth.locked", user_id=user.id, now=now, details={"failed_attempts": failures, "seconds": seconds})
 
 
-def authenticate(session: Session, email: str, password: str, *, now: dt.datetime, policy: AuthPolicy) -> User:
-    """Step one: the password. Returns the user, or raises LoginFailed (after counting the failure)."""
+# A lock a stranger can renew must not keep the staff member out (issue 12 item 9). From an address
+# the user has completed a login from before, the correct password and TOTP pass a lock once it is
+# this old: a guesser elsewhere gains nothing (their attempts stay locked out and counted), and the
+# user waits a minute, not the hour a renewed lock can reach. A minute: long enough that a guesser
+# who shares that address (an office NAT) still gets only one try a minute and lock.
+KNOWN_ADDRESS_DELAY = dt.timedelta(seconds=60)
+KNOWN_ADDRESS_LOOKBACK = dt.timedelta(days=90)
+
+
+def _known_address(session: Session, user_id: int, address: str, now: dt.datetime) -> bool:
+    rows = session.scalars(
+        select(StaffSession)
+        .where(StaffSession.user_id == user_id, StaffSession.stage == "full", StaffSession.created_at >= now - KNOWN_ADDRESS_LOOKBACK)
+        .order_by(StaffSession.id.desc())
+        .limit(50)
+    )
+    return any(row.ip_address == address for row in rows)
+
+
+def may_pass_lock(session: Session, user: User, *, now: dt.datetime, policy: AuthPolicy, client_address: str | None) -> bool:
+    """True when a locked user's attempt comes from a known address and the lock is at least KNOWN_ADDRESS_DELAY old."""
+    if client_address is None or user.locked_until is None or not user.is_locked(now):
+        return False
+    started = user.locked_until - dt.timedelta(seconds=policy.lock_seconds(user.failed_attempts) or 0)
+    return now - started >= KNOWN_ADDRESS_DELAY and _known_address(session, user.id, client_address, now)
+
+
+def authenticate(session: Session, email: str, password: str, *, now: dt.datetime, policy: AuthPolicy, client_address: str | None = None) -> User:
+    """Step one: the password. Returns the user, or raises LoginFailed (after counting the failure).
+
+    A locked account is refused like a wrong password, except from a known address once the lock
+    is a minute old (`may_pass_lock`): then the password is checked (and a wrong one counted).
+    """
     try:
         user: User | None = find_user(session, email)
     except UserNotFound:
         user = None
-    if user is None or not user.is_active or user.is_locked(now):
+    locked = user is not None and user.is_locked(now) and not may_pass_lock(session, user, now=now, policy=policy, client_address=client_address)
+    if user is None or not user.is_active or locked:
         # The same bcrypt work as a real check, so timing does not reveal which case this is.
         passwords.verify_password(password, None, cost=policy.bcrypt_cost)
         audit_user(
@@ -92,11 +124,12 @@ def authenticate(session: Session, email: str, password: str, *, now: dt.datetim
     return user
 
 
-def _check_lock(user: User, now: dt.datetime) -> None:
+def _check_lock(session: Session, user: User, now: dt.datetime, policy: AuthPolicy, client_address: str | None = None) -> None:
     if not user.is_active:
         raise LoginFailed()
     if user.locked_until is not None and user.is_locked(now):
-        raise AccountLocked(user.locked_until)
+        if not may_pass_lock(session, user, now=now, policy=policy, client_address=client_address):
+            raise AccountLocked(user.locked_until)
 
 
 def _succeed(session: Session, user: User, *, now: dt.datetime) -> None:
@@ -142,7 +175,7 @@ def _recovery_candidates(session: Session, user_id: int, code: str) -> list[str]
 
 def confirm_enrolment(session: Session, user: User, code: str, *, now: dt.datetime, policy: AuthPolicy) -> list[str]:
     """Finish enrolment with a valid code; returns the ten recovery codes (shown once)."""
-    _check_lock(user, now)
+    _check_lock(session, user, now, policy)
     if user.mfa_enrolled_at is not None or not user.totp_secret:
         raise MfaState("no enrolment pending")
     step = mfa.verify_totp(user.totp_secret, code, last_step=user.totp_last_step, now=now)
@@ -157,9 +190,9 @@ def confirm_enrolment(session: Session, user: User, code: str, *, now: dt.dateti
     return codes
 
 
-def verify_second_factor(session: Session, user: User, code: str, *, now: dt.datetime, policy: AuthPolicy) -> str:
+def verify_second_factor(session: Session, user: User, code: str, *, now: dt.datetime, policy: AuthPolicy, client_address: str | None = None) -> str:
     """Step two: a TOTP code (each time step once) or an unused recovery code. Returns "totp" or "recovery"."""
-    _check_lock(user, now)
+    _check_lock(session, user, now, policy, client_address)
     if user.mfa_enrolled_at is None or not user.totp_secret:
         raise MfaState("not enrolled")
     if mfa.looks_like_totp(code):

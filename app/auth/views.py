@@ -62,7 +62,9 @@ def login() -> ResponseReturnValue:
     if form.validate_on_submit():
         now = utcnow()
         try:
-            user = login_service.authenticate(db.session, form.email.data or "", form.password.data or "", now=now, policy=_policy())
+            user = login_service.authenticate(
+                db.session, form.email.data or "", form.password.data or "", now=now, policy=_policy(), client_address=request.remote_addr
+            )
         except login_service.LoginFailed:
             db.session.commit()  # keep the counted failure and its audit event
             form.password.errors.append(LOGIN_FAILED)
@@ -90,7 +92,9 @@ def mfa_step() -> ResponseReturnValue:
     form = CodeForm()
     if form.validate_on_submit():
         try:
-            method = login_service.verify_second_factor(db.session, user, form.code.data or "", now=utcnow(), policy=_policy())
+            method = login_service.verify_second_factor(
+                db.session, user, form.code.data or "", now=utcnow(), policy=_policy(), client_address=request.remote_addr
+            )
         except login_service.AccountLocked:
             return _locked_out(pending)
         except login_service.LoginFailed:

@@ -86,3 +86,48 @@ def test_the_sessions_page_lists_own_sessions_and_ends_any(app: Flask, client: F
     other_row = max(mine, key=lambda r: r.id)  # `other` signed in second
     assert client.post(f"/account/sessions/{other_row.id}/end").status_code == 303
     assert other.get("/").status_code == 302 and client.get("/").status_code == 200
+
+
+def test_a_stranger_cannot_keep_a_staff_member_out(client: FlaskClient, session: Session) -> None:
+    import time_machine
+
+    from app.auth.models import User
+
+    t0 = dt.datetime(2026, 11, 21, 9, 0, 10, tzinfo=dt.UTC)
+    user = make_user(session)
+    home, stranger = client, client.application.test_client()
+    home.environ_base["REMOTE_ADDR"] = "198.51.100.7"
+    stranger.environ_base["REMOTE_ADDR"] = "203.0.113.9"
+
+    def login_from(c: FlaskClient, at: dt.datetime, password: str = TEST_PASSWORD) -> int:
+        step = c.post("/login", data={"email": user.email, "password": password}).status_code
+        if step != 302:
+            return step
+        user.totp_last_step = None
+        session.flush()
+        return c.post("/login/mfa", data={"code": mfa.code_at(user.totp_secret or "", at)}).status_code
+
+    with time_machine.travel(t0, tick=False) as clock:
+        # Given the staff member signed in from home once
+        assert login_from(home, t0) == 302
+        home.post("/logout")
+        # And a stranger locks the account (5 failures: a minute) and renews it as it ends (then two minutes)
+        for _ in range(5):
+            assert login_from(stranger, t0, "wrong-password-guess") == 401
+        clock.shift(61)
+        assert login_from(stranger, t0 + dt.timedelta(seconds=61), "wrong-password-guess") == 401
+        session.expire_all()
+        locked = session.get(User, user.id)
+        assert locked is not None and locked.locked_until == t0 + dt.timedelta(seconds=61 + 120)
+        # At once: the lock holds even from home with the right password (the throttle is kept)
+        assert login_from(home, t0 + dt.timedelta(seconds=61)) == 401
+        # When a minute of the renewed lock has passed
+        clock.shift(61)
+        now = t0 + dt.timedelta(seconds=122)
+        # Then the stranger with the right password is still locked out (not a known address)
+        assert login_from(stranger, now) == 401
+        # But the staff member at home, with password and TOTP, gets in, and the lock is lifted
+        assert login_from(home, now) == 302
+        assert home.get("/").status_code == 200
+        session.expire_all()
+        assert session.get(User, user.id).failed_attempts == 0  # type: ignore[union-attr]
