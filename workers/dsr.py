@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 import dramatiq
 from flask import current_app
 
@@ -9,8 +11,9 @@ from app.db import utcnow
 from app.dsr.dashboard import refresh_chart
 from app.dsr.forward import FORWARD_ACTOR, forward
 from app.dsr.settings import DsrSettings
-from app.dsr.sweeper import sweep
+from app.dsr.sweeper import FORWARD_INLINE_AFTER, sweep
 from app.extensions import db
+from app.jobs.doorbell import BROKER_OUTAGE
 from app.principal import Principal
 
 
@@ -23,9 +26,13 @@ def forward_dsr(dsr_id: int) -> None:
 
 @dramatiq.actor(max_retries=0, time_limit=60_000)
 def sweep_dsrs() -> None:
-    """Forward what is pending, escalate 4 h before due, mark missed deadlines (the database is the source of truth)."""
+    """Forward what is pending, escalate 4 h before due, mark missed deadlines (the database is the source of truth).
+
+    While the broker is down (the scheduler runs this itself) no doorbell can reach a worker: forward everything pending here.
+    """
+    inline_after = dt.timedelta(0) if BROKER_OUTAGE.is_set() else FORWARD_INLINE_AFTER
     with db.session_scope() as session:
-        sweep(session, settings=DsrSettings.from_config(current_app.config), by=Principal.system("dsr sweep"), now=utcnow())
+        sweep(session, settings=DsrSettings.from_config(current_app.config), by=Principal.system("dsr sweep"), now=utcnow(), inline_after=inline_after)
 
 
 @dramatiq.actor(max_retries=0, time_limit=120_000)

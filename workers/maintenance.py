@@ -6,9 +6,9 @@ import dramatiq
 
 from app.db import utcnow
 from app.extensions import db
-from app.jobs.service import save_state
+from app.jobs.service import WORKER_HEARTBEAT, save_state
 
-HEARTBEAT = "worker.heartbeat"
+HEARTBEAT = WORKER_HEARTBEAT
 
 
 @dramatiq.actor(max_retries=0, time_limit=30_000)

@@ -22,17 +22,18 @@ log = logging.getLogger(__name__)
 
 __all__ = ["JOBS", "main"]
 
-# Every periodic job of the desk; each domain adds its sweeper here.
+# Every periodic job of the desk; each domain adds its sweeper here. `inline`: run in the scheduler itself while
+# the broker is unreachable (the sweepers); never the heartbeat, which proves that a worker took a message.
 JOBS: list[Job] = [
-    Job("heartbeat", "heartbeat", 60),
-    Job("outbox-sweep", "sweep_outbox", 30),
+    Job("heartbeat", "heartbeat", 15),
+    Job("outbox-sweep", "sweep_outbox", 30, inline=True),
     # At most a minute of events is ever unsigned (issue 12 item 13); an unchanged head writes nothing.
     Job("audit checkpoint", "audit_checkpoint", 60),
-    Job("imap-poll", "poll_imap", 60),
-    Job("dsr-sweep", "sweep_dsrs", 60),
+    Job("imap-poll", "poll_imap", 60, inline=True),
+    Job("dsr-sweep", "sweep_dsrs", 60, inline=True),
     Job("dsr-chart", "refresh_dsr_chart", 600),
-    Job("subject-data-sweep", "sweep_subject_data", 60),
-    Job("deletion-sweep", "sweep_deletion_runs", 60),
+    Job("subject-data-sweep", "sweep_subject_data", 60, inline=True),
+    Job("deletion-sweep", "sweep_deletion_runs", 60, inline=True),
 ]
 periodic(*JOBS)
 

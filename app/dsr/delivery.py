@@ -27,14 +27,14 @@ from __future__ import annotations
 import datetime as dt
 import logging
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from app.auth.models import User
 from app.controllers.models import CONTACT_KINDS, Controller
 from app.dsr import deadlines
 from app.dsr.history import add_event
-from app.dsr.models import Dsr, DsrForward
+from app.dsr.models import UNFORWARDED, Dsr, DsrForward
 from app.mail.models import OutboxEmail
 from app.mail.outbox import enqueue_email
 from app.mail.outcomes import DeliveryOutcome
@@ -169,3 +169,13 @@ def settle_request(session: Session, dsr: Dsr, *, now: dt.datetime) -> None:
         dsr.forwarded_at, dsr.forward_seconds = None, None
         dsr.state, dsr.updated_at = "awaiting_forward", now
     session.flush()
+
+
+def oldest_undelivered(session: Session) -> tuple[dt.datetime, str] | None:
+    """The deadline and state of the open request due first that no controller's relay has accepted yet (None: none); one indexed MIN per state."""
+    found: list[tuple[dt.datetime, str]] = []
+    for state in UNFORWARDED:
+        due = session.scalar(select(func.min(Dsr.due_at)).where(Dsr.state == state))
+        if due is not None:
+            found.append((due if due.tzinfo else due.replace(tzinfo=dt.UTC), state))
+    return min(found) if found else None

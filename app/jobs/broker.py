@@ -155,8 +155,8 @@ def is_in_process() -> bool:
     return isinstance(dramatiq.get_broker(), StubBroker)
 
 
-def broker_status() -> str:
-    """ "in-process", "ok" or "unreachable", for /healthz."""
+def broker_status(*, quiet: bool = False) -> str:
+    """ "in-process", "ok" or "unreachable", for /healthz (`quiet`: no log line when down, for a caller that logs outages itself)."""
     broker = dramatiq.get_broker()
     if isinstance(broker, StubBroker):
         return "in-process"
@@ -169,7 +169,8 @@ def broker_status() -> str:
         elif isinstance(broker, RabbitmqBroker) and not broker.connection.is_open:
             return "unreachable"
     except Exception as exc:  # the client libraries raise many types; any means "down"
-        log.warning("broker unreachable: %s", type(exc).__name__)
+        if not quiet:
+            log.warning("broker unreachable: %s", type(exc).__name__)
         return "unreachable"
     return "ok"
 

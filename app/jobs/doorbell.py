@@ -12,12 +12,17 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import threading
 from collections.abc import Iterable
 from typing import Any
 
 import dramatiq
 from sqlalchemy import event
 from sqlalchemy.orm import Session
+
+# Set by the scheduler while the broker is unreachable: doorbells are not rung (the sweepers, run by the
+# scheduler itself meanwhile, do the work), so an outage is logged once a minute, not once per row.
+BROKER_OUTAGE = threading.Event()
 
 
 class Doorbell:
@@ -44,6 +49,8 @@ class Doorbell:
     def ring(self, ids: Iterable[int], *, delay: dt.timedelta | None = None) -> int:
         """Send one message per id, in the order given; returns how many were sent (a broker failure is logged, not raised)."""
         ids = list(ids)
+        if BROKER_OUTAGE.is_set():
+            return 0
         try:
             actor_ = dramatiq.get_broker().get_actor(self.actor_name)
         except dramatiq.errors.ActorNotFound:

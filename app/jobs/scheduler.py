@@ -5,6 +5,13 @@ advisory lock elects the leader). The embedded default runs the same loop in
 a thread of the web process, with a file lock. Jobs are idempotent anyway:
 the database rows say what is due.
 
+While it leads, the scheduler writes its beat (`scheduler.leader`, every
+BEAT_EVERY) for /healthz. When the broker is unreachable (issue 15 item 3) it
+runs the due jobs marked `inline` itself, in its own process (the sweepers:
+the database is the source of truth and their work is idempotent), sets
+`BROKER_OUTAGE` so no doorbell is rung meanwhile, logs the outage once and
+then once a minute, and goes back to the broker when it answers again.
+
 The jobs are named by actor name (a string), registered with `periodic` by the
 actor side (workers.scheduler), so this platform module imports no actor.
 """
@@ -14,6 +21,8 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,21 +31,29 @@ from flask import Flask
 from sqlalchemy import Engine
 
 from app.extensions import db
+from app.jobs.broker import broker_status
+from app.jobs.doorbell import BROKER_OUTAGE
 from app.jobs.locks import ProcessLock
+from app.jobs.service import LEADER_BEAT, save_state
 
 log = logging.getLogger(__name__)
 
 # An arbitrary, fixed key: "DSRDESK1" in ASCII; it fits Postgres's signed bigint as it is.
 ADVISORY_LOCK_KEY = 0x4453524445534B31
+BEAT_EVERY = 15.0
+# While the broker is down: how often to ask it again, and how often to say it is still down.
+RETRY_BROKER_EVERY = 5.0
+OUTAGE_LOG_EVERY = 60.0
 
 
 @dataclass(frozen=True)
 class Job:
-    """Send `actor` every `every` seconds."""
+    """Send `actor` every `every` seconds; `inline`: run it in the scheduler itself while the broker is unreachable."""
 
     name: str
     actor: str
     every: float
+    inline: bool = False
 
 
 # Every periodic job of the desk, in the order registered (`periodic`); the default of a Scheduler.
@@ -60,30 +77,101 @@ class LeaderLock(ProcessLock):
 class Scheduler:
     """Decides which jobs are due and sends their actors while it holds the lock."""
 
-    def __init__(self, lock: LeaderLock, jobs: list[Job] | None = None) -> None:
+    def __init__(
+        self,
+        lock: LeaderLock,
+        jobs: list[Job] | None = None,
+        *,
+        app: Flask | None = None,
+        beat: Callable[[dt.datetime], None] | None = None,
+        broker_ok: Callable[[], bool] | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.lock = lock
         self.jobs = list(PERIODIC if jobs is None else jobs)
         self.last_sent: dict[str, dt.datetime] = {}
+        self.app = app  # the app context inline jobs run in
+        self.beat = beat
+        self.broker_ok = broker_ok or (lambda: broker_status(quiet=True) in ("ok", "in-process"))
+        self.last_beat: dt.datetime | None = None
+        self.monotonic = monotonic
+        self.outage_since: float | None = None  # monotonic time the broker was found down
+        self._outage_logged = 0.0
+        self._broker_checked = 0.0
 
     def due(self, now: dt.datetime) -> list[Job]:
         """The jobs whose interval has passed since they were last sent."""
         return [job for job in self.jobs if (last := self.last_sent.get(job.name)) is None or (now - last).total_seconds() >= job.every]
 
     def tick(self, now: dt.datetime) -> list[str]:
-        """Send every due job if this process leads; return the names sent."""
+        """Send every due job if this process leads (or run the inline ones here while the broker is down); return the names done."""
         if not self.lock.acquire():
             return []
-        sent = []
+        self._write_beat(now)
+        if self.outage_since is not None and not self._broker_back():
+            return self._run_inline(now)
+        sent: list[str] = []
         broker = dramatiq.get_broker()
         for job in self.due(now):
             try:
                 broker.get_actor(job.actor).send()
-            except Exception as exc:  # broker down: the next tick tries again
-                log.warning("scheduler could not enqueue %s: %s", job.name, type(exc).__name__)
-                continue
+            except Exception as exc:  # the broker is down: say so once, run the sweeps here until it returns
+                self._outage_begins(type(exc).__name__)
+                return sent + self._run_inline(now)
             self.last_sent[job.name] = now
             sent.append(job.name)
         return sent
+
+    def _write_beat(self, now: dt.datetime) -> None:
+        if self.beat is None or (self.last_beat is not None and (now - self.last_beat).total_seconds() < BEAT_EVERY):
+            return
+        try:
+            self.beat(now)
+        except Exception as exc:  # the database is down: /healthz will say so; leading goes on
+            log.warning("scheduler could not write its beat (%s)", type(exc).__name__)
+            return
+        self.last_beat = now
+
+    def _outage_begins(self, reason: str) -> None:
+        self.outage_since = self._outage_logged = self._broker_checked = self.monotonic()
+        BROKER_OUTAGE.set()
+        log.error("scheduler: broker unreachable (%s); running the due sweeps here until it returns", reason)
+
+    def _broker_back(self) -> bool:
+        """Whether the broker answers again (asked at most every RETRY_BROKER_EVERY s); logs the outage once a minute."""
+        mono = self.monotonic()
+        assert self.outage_since is not None
+        if mono - self._outage_logged >= OUTAGE_LOG_EVERY:
+            self._outage_logged = mono
+            log.error("scheduler: broker still unreachable after %d s; sweeps run here", mono - self.outage_since)
+        if mono - self._broker_checked < RETRY_BROKER_EVERY:
+            return False
+        self._broker_checked = mono
+        if not self.broker_ok():
+            return False
+        log.warning("scheduler: broker reachable again after %d s; back to enqueueing", mono - self.outage_since)
+        self.outage_since = None
+        BROKER_OUTAGE.clear()
+        return True
+
+    def _run_inline(self, now: dt.datetime) -> list[str]:
+        done = []
+        broker = dramatiq.get_broker()
+        for job in self.due(now):
+            if not job.inline:
+                continue
+            try:
+                work = broker.get_actor(job.actor).fn
+                if self.app is not None:
+                    with self.app.app_context():
+                        work()
+                else:
+                    work()
+            except Exception as exc:  # one failing sweep must not stop the others; the next interval tries again
+                log.error("scheduler: inline %s failed (%s)", job.name, type(exc).__name__)
+            self.last_sent[job.name] = now
+            done.append(job.name)
+        return done
 
     def run(self, stop: threading.Event, *, poll: float = 1.0) -> None:
         """Tick until `stop` is set."""
@@ -93,11 +181,19 @@ class Scheduler:
                 stop.wait(poll)
         finally:
             self.lock.release()
+            BROKER_OUTAGE.clear()
 
 
 def scheduler_for(app: Flask) -> Scheduler:
-    """A scheduler of the registered periodic jobs, bound to the app's database."""
-    return Scheduler(LeaderLock(db.state(app).engine, Path(app.config["INSTANCE_PATH"]) / "scheduler.lock"))
+    """A scheduler of the registered periodic jobs, bound to the app's database; it writes its beat there while it leads."""
+    sessions = db.state(app).sessionmaker
+
+    def beat(now: dt.datetime) -> None:
+        with sessions() as session:
+            save_state(session, LEADER_BEAT, {}, now=now)
+            session.commit()
+
+    return Scheduler(LeaderLock(db.state(app).engine, Path(app.config["INSTANCE_PATH"]) / "scheduler.lock"), app=app, beat=beat)
 
 
 def start_embedded(app: Flask) -> tuple[threading.Thread, threading.Event]:

@@ -33,3 +33,8 @@ def clear_state(session: Session, name: str) -> None:
     if row is not None:
         session.delete(row)
         session.flush()
+
+
+# The beats /healthz reads (app.health): a worker's heartbeat job, and the scheduler while it leads.
+WORKER_HEARTBEAT = "worker.heartbeat"
+LEADER_BEAT = "scheduler.leader"
