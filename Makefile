@@ -15,6 +15,9 @@ setup: $(VENV)/.installed
 	bash scripts/system-packages
 
 # The embedded default: SQLite, in-process worker and scheduler, file outbox, 127.0.0.1:5000.
+# Two addresses (issue 11 item 6): privacy@ opens a DSR for every new message, support@ is for everything else.
+run: export PRIVACY_ADDRESS ?= privacy@desk.localhost
+run: export SUPPORT_ADDRESS ?= support@desk.localhost
 run: $(VENV)/.installed
 	$(PY) -m flask --app wsgi db upgrade
 	$(PY) -m flask --app wsgi demo seed

@@ -62,9 +62,9 @@ def register_domains(app: Flask) -> None:
     from app.mail.setup import register as register_mail
     from app.subject_data.setup import register as register_subject_data
 
-    register_mail(app)  # the core's own outbound policy (the per-recipient limit on automatic replies)
     register_dsr(app)
     register_subject_data(app)
+    register_mail(app)  # the core's own outbound policy, asked last: the per-recipient limit on automatic replies
 
 
 def register_blueprints(app: Flask) -> None:

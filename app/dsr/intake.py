@@ -6,7 +6,8 @@
   instruction of the forward's controller: pending if the sender is one of
   its registered addresses, unverified otherwise.
 - `claim_request`: a new message addressed to PRIVACY_ADDRESS opens a DSR, its
-  clock running from the moment the message reached the desk.
+  clock running from the moment the message reached the desk; in single-address
+  mode (SUPPORT_ADDRESS unset) only when the classifier recognises a request.
 - `suggest_request` (a fallback, asked after every other domain's handlers): any
   other new ticket is run through the keyword classifier; a hit is kept as a
   suggestion for staff to confirm.
@@ -44,6 +45,11 @@ def addressed_to(recipients: Sequence[str], privacy_address: str) -> bool:
     """True when the privacy address itself (not a per-ticket +token reply address) is a recipient."""
     target = privacy_address.strip().lower()
     return any(r.strip().lower() == target for r in recipients)
+
+
+def single_address(inbound: Inbound) -> bool:
+    """Whether the desk runs on one address (support and privacy mail alike), as when SUPPORT_ADDRESS is unset."""
+    return inbound.support_address.strip().lower() == inbound.privacy_address.strip().lower()
 
 
 def forward_of(session: Session, message_ids: Sequence[str]) -> tuple[int, int] | None:
@@ -116,6 +122,11 @@ def claim_request(session: Session, inbound: Inbound, *, by: Principal, now: dt.
     if ticket.controller_id is not None and dsr_instructions.is_registered_contact(session, ticket.controller_id, mail.from_email):
         return None  # a controller writing to the privacy address is not a data subject
     hint = classifier.classify(f"{mail.subject}\n{mail.body_text}")
+    if single_address(inbound) and not hint.looks_like_dsr:
+        # One address for everything (SUPPORT_ADDRESS unset): a parcel question is not a request. Only what the
+        # classifier recognises opens one here; the rest is a ticket with the classifier's suggestion (the fallback
+        # handler), and a request staff make from it later keeps the clock of the first message's arrival.
+        return None
     dsr = create_dsr(
         session,
         DsrInput(

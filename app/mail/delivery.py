@@ -36,6 +36,7 @@ from app.crypto.cipher import CryptoError
 from app.exceptions import Conflict, NotFound
 from app.jobs.batch import Clock, SessionScope, in_transaction
 from app.mail import policies, relay
+from app.mail.dsn import return_path
 from app.mail.models import OutboxEmail
 from app.mail.outbox import OutboxError, build_message, ring_after_commit, ring_doorbell
 from app.mail.outbox_settings import OutboundSettings, OutboxTiming
@@ -266,7 +267,9 @@ def deliver(sessions: SessionScope, outbox_id: int, *, settings: OutboundSetting
         return taken
     won = taken.won
     try:
-        result = settings.transport.send(taken.message, sender=settings.sender, recipient=taken.recipient)
+        # VERP: the envelope sender names the row, so a bounce finds it even without the original's headers (app.mail.bounces).
+        envelope = return_path(settings.sender, str(taken.message["Message-ID"]))
+        result = settings.transport.send(taken.message, sender=envelope, recipient=taken.recipient)
     except DeliveryFailure as exc:
         failure = exc
         return in_transaction(sessions, lambda session, now: _relay_failed(session, won, failure, settings, now), clock=clock)

@@ -46,6 +46,14 @@ def verp_local(local: str, message_id: str) -> str:
     return f"{local.split('+', 1)[0]}+{VERP_TAG}{token}"
 
 
+def return_path(sender: str, message_id: str) -> str:
+    """The envelope sender (Return-Path) of an outbox row's email: `sender` with a `+bounce-<token>` tag naming the row."""
+    local, at, domain = sender.rpartition("@")
+    if not at or not _TOKEN.match(message_id.strip("<>").split(".", 1)[0]):
+        return sender  # not an outbox Message-ID: the plain sender
+    return f"{verp_local(local, message_id)}@{domain}"
+
+
 def verp_tokens(recipients: list[str]) -> list[str]:
     """The outbox tokens of VERP return addresses among a bounce's recipients."""
     found = []

@@ -396,3 +396,54 @@ def test_a_bounced_forward_to_the_controller_escalates_the_request_at_once(sessi
     assert dsr.escalated_at is not None
     events = [e for e in session.scalars(select(DsrEvent).where(DsrEvent.dsr_id == dsr.id)) if e.code == "forward_refused"]
     assert events and events[-1].details["outcome"] == "bounced"
+
+
+def test_the_outbox_return_path_names_its_row_and_a_bounce_to_it_is_read_back() -> None:
+    from app.mail.dsn import return_path, verp_tokens
+
+    message_id = "<0123456789abcdef0123456789abcdef.20261130100000@desk.example>"
+    address = return_path("privacy@desk.example", message_id)
+    assert address == "privacy+bounce-0123456789abcdef0123456789abcdef@desk.example"
+    assert verp_tokens([address.upper().lower()]) == ["0123456789abcdef0123456789abcdef"]
+    assert return_path("privacy@desk.example", "<not-an-outbox-id@x>") == "privacy@desk.example"
+
+
+# --- 6. one address, done right ------------------------------------------------------------------------------------
+
+
+def test_on_a_single_address_a_parcel_question_is_a_ticket_and_a_request_is_a_request(session: Session) -> None:
+    from app.dsr.models import DsrSuggestion
+    from app.dsr.requests import DsrInput, create_from_ticket
+    from app.mail.inbound import IngestSettings
+
+    # Given the desk on one address, as with SUPPORT_ADDRESS unset
+    single = IngestSettings.from_config({"PRIVACY_ADDRESS": "privacy@desk.example"})
+    assert single.support_address == single.dsr_address == "privacy@desk.example"
+    acme(session)
+
+    def mail(msgid: str, subject: str, body: str) -> IngestOutcome:
+        raw = f"From: Ann <ann@acme.example>\r\nTo: privacy@desk.example\r\nSubject: {subject}\r\nMessage-ID: <{msgid}>\r\n\r\n{body}\r\n".encode()
+        return ingest_message(session, raw, settings=single, by=TEST_PRINCIPAL, now=NOW)
+
+    # When a parcel question arrives, then it is a ticket: no request, no forward, no acknowledgement
+    parcel = mail("p1@x", "Where is my parcel?", "My parcel 4471 has not arrived. Can you check?")
+    assert parcel.status == "stored" and count(session, Dsr) == 0 and count(session, OutboxEmail) == 0
+    # When a request arrives, then it opens one (and its acknowledgement is queued)
+    request = mail("p2@x", "Delete my data", "Please delete my personal data and my account (GDPR article 17).")
+    assert session.scalars(select(Dsr).where(Dsr.ticket_id == request.ticket_id)).one().received_at == NOW
+    # And a question that reads like a request only in part is a ticket with the classifier's suggestion
+    hinted = mail("p3@x", "Question", "What personal data do you keep about my orders? Could you send me a copy of my data?")
+    if session.scalars(select(Dsr).where(Dsr.ticket_id == hinted.ticket_id)).first() is None:
+        assert session.scalars(select(DsrSuggestion).where(DsrSuggestion.ticket_id == hinted.ticket_id)).first() is not None
+    # And a request staff make later from the parcel ticket keeps the clock of its first message
+    later = create_from_ticket(
+        session, parcel.ticket_id or 0, DsrInput(types=["access"], subject_email="ann@acme.example"), by=TEST_PRINCIPAL, now=NOW + dt.timedelta(hours=5)
+    )
+    assert later.received_at == NOW and later.due_at == NOW + dt.timedelta(hours=24)
+
+
+def test_with_two_addresses_every_new_message_to_the_privacy_address_is_still_a_request(session: Session) -> None:
+    acme(session)
+    raw = b"From: ann@acme.example\r\nTo: privacy@desk.example\r\nSubject: Hello\r\nMessage-ID: <two@x>\r\n\r\nWhere is my parcel?\r\n"
+    outcome = ingest(session, raw)
+    assert session.scalars(select(Dsr).where(Dsr.ticket_id == outcome.ticket_id)).one() is not None

@@ -77,7 +77,9 @@ def test_a_reply_arrives_with_its_message_id_and_threading_headers(mail_app: Fla
     # Then exactly one message arrived, threaded under the subject's message
     assert len(smtp.received) == 1
     got = smtp.received[0]
-    assert got.rcpt_tos == ["dpo@controller.example"] and got.mail_from == "privacy@desk.example"
+    # the envelope sender is VERP: it names the row, so a bounce finds it (issue 11 item 4)
+    token = row.message_id.strip("<>").split(".", 1)[0]
+    assert got.rcpt_tos == ["dpo@controller.example"] and got.mail_from == f"privacy+bounce-{token}@desk.example"
     msg = got.message
     assert msg["Message-ID"] == row.message_id
     assert msg["In-Reply-To"] == "<CAE1x=abc@mail.gmail.com>"
