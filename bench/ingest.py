@@ -1,6 +1,6 @@
 """Inbound mail throughput: a generated corpus through the `mail ingest` logic on a fresh Postgres database.
 
-    .venv/bin/python bench/ingest.py [--messages 1200] [--seed 7]
+    .venv/bin/python bench/ingest.py [--messages 1200] [--seed 7] [--controllers 5 1000]
 
 Creates a fresh Postgres database on BENCH_DATABASE_URL (default the local
 server), migrates it, registers 5 controllers (domains and identifiers), then
@@ -12,6 +12,12 @@ each message through `app.mail.inbound.ingest_committed` - parse, de-duplicate,
 thread or route, encrypt and store, audit, commit: the work of one
 `flask --app wsgi mail ingest` minus the process start. Prints messages/s and
 per-message latency. The database is dropped at the end.
+
+Issue 11 item 7: in the same run it measures a raw ceiling (stdlib parse,
+AES-GCM of body and requester, one INSERT and one commit a message, psycopg)
+on the same corpus, runs the desk at 5 and at 1,000 controllers (the cost must
+not grow with their number), and counts the SQL statements of a plain message
+(a new text/plain question to the support address).
 """
 
 from __future__ import annotations
@@ -137,12 +143,49 @@ def generate(count: int, seed: int) -> list[bytes]:
     return corpus
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--messages", type=int, default=1200)
-    parser.add_argument("--seed", type=int, default=7)
-    args = parser.parse_args()
+PLAIN_MESSAGES = 100
 
+
+def plain_corpus(count: int, seed: int) -> list[bytes]:
+    """New text/plain questions from people to the support address: the plainest mail the desk takes (a ticket, no DSR)."""
+    rng = random.Random(seed + 1)
+    out = []
+    for n in range(count):
+        name, address = _person(rng)
+        head = _headers(name, address, "Question about my invoice", f"plain-{seed}-{n}@mail.example").replace("To: privacy@", "To: support@")
+        out.append((head + "Content-Type: text/plain; charset=utf-8\n\n" + rng.choice(REQUESTS[5:]) + " Order 4471.\n").encode())
+    return out
+
+
+def raw_ceiling(url: str, corpus: list[bytes]) -> float:
+    """Messages/s of the raw work: stdlib parse, AES-GCM of body and requester, one INSERT, one commit per message."""
+    import email
+    import email.policy
+
+    import psycopg
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    aead = AESGCM(AESGCM.generate_key(bit_length=256))
+    with psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://")) as conn:
+        conn.execute("CREATE TABLE bench_raw (id bigserial PRIMARY KEY, message_id text UNIQUE, requester bytea, body bytea, raw bytea)")
+        conn.commit()
+        started = time.perf_counter()
+        for n, raw in enumerate(corpus):
+            msg = email.message_from_bytes(raw, policy=email.policy.default)
+            part = msg.get_body(preferencelist=("plain", "html")) if not msg.is_multipart() or msg.get_content_maintype() == "multipart" else msg
+            body = part.get_content() if part is not None else ""
+            requester = str(msg.get("From", ""))
+            conn.execute(
+                "INSERT INTO bench_raw (message_id, requester, body, raw) VALUES (%s, %b, %b, %b)",
+                (f"{n}-{msg.get('Message-ID', '')}", os.urandom(12) + aead.encrypt(os.urandom(12), requester.encode(), None),
+                 aead.encrypt(os.urandom(12), str(body).encode(errors="replace"), None), aead.encrypt(os.urandom(12), raw, None)),
+            )  # fmt: skip
+            conn.commit()
+        return len(corpus) / (time.perf_counter() - started)
+
+
+def run_desk(url: str, corpus: list[bytes], plain: list[bytes], controllers: int) -> dict[str, float]:
+    """The corpus through `ingest_committed` on a fresh desk with `controllers` controllers; rate, statements and latency."""
     from sqlalchemy import event
 
     from app import create_app
@@ -154,17 +197,22 @@ def main() -> None:
     from app.principal import Principal
     from config.settings import config_from_env
 
-    corpus = generate(args.messages, args.seed)
-    print(f"corpus: {len(corpus)} messages, {sum(map(len, corpus)) / 1e6:.1f} MB")
-    with fresh_postgres("ingest") as url, tempfile.TemporaryDirectory() as instance:
+    with tempfile.TemporaryDirectory() as instance:
         desk_migrations.upgrade(url)
-        env = {"DATABASE_URL": url, "SECRET_KEY": "bench-" * 8, "MASTER_SECRET": "bench-master-" * 4, "DESK_INSTANCE_PATH": instance}
+        env = {
+            "DATABASE_URL": url, "SECRET_KEY": "bench-" * 8, "MASTER_SECRET": "bench-master-" * 4, "DESK_INSTANCE_PATH": instance,
+            "PRIVACY_ADDRESS": "privacy@desk.localhost", "SUPPORT_ADDRESS": "support@desk.localhost",
+        }  # fmt: skip
         app = create_app(config_from_env(env))
         by = Principal.system("bench ingest")
         with app.app_context():
             with db.session_scope() as session:
                 for name, domain, identifier in CONTROLLERS:
                     data = ControllerInput(name=name, dsr_contacts=[f"dpo@{domain}"], domains=[domain], identifiers=[identifier])
+                    create_controller(session, data, by=by, now=utcnow())
+                for n in range(controllers - len(CONTROLLERS)):
+                    filler = f"filler{n}.example"
+                    data = ControllerInput(name=f"Filler {n}", dsr_contacts=[f"dpo@{filler}"], domains=[filler], identifiers=[f"FL-{n:05d}"])
                     create_controller(session, data, by=by, now=utcnow())
             settings = IngestSettings.from_config(app.config)
             outcomes: Counter[str] = Counter()
@@ -185,18 +233,63 @@ def main() -> None:
                 latencies.append(time.perf_counter() - t0)
                 outcomes[outcome.status] += 1
             elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu_started
-        latencies.sort()
-        total = sum(shapes.values())
-        print(f"SQL statements: {total} ({total / len(corpus):.1f} a message); most frequent:")
-        for shape, n in shapes.most_common(8):
-            print(f"  {n / len(corpus):5.1f} a message  {shape}")
-        print(f"outcomes: {dict(outcomes)}")
-        print(f"ingested {len(corpus)} messages in {elapsed:.1f} s: {len(corpus) / elapsed:.1f} messages/s")
-        print(f"ingest process CPU: {cpu:.1f} s ({cpu / len(corpus) * 1000:.1f} ms a message); load average {os.getloadavg()[0]:.1f} at the end")
+            mix_statements = sum(shapes.values())
+            shapes_of_mix = Counter(shapes)
+            shapes.clear()
+            plain_started = time.perf_counter()
+            for raw in plain:
+                ingest_committed(db.session_scope, raw, settings=settings, by=by, clock=utcnow, source="pipe")
+            plain_elapsed = time.perf_counter() - plain_started
+            plain_shapes = Counter(shapes)
+            event.remove(db.engine, "before_cursor_execute", count_statement)
+            db.engine.dispose()
+    latencies.sort()
+    print(f"  {controllers} controllers: outcomes {dict(outcomes)}")
+    print(f"  SQL statements over the mix: {mix_statements / len(corpus):.1f} a message; most frequent:")
+    for shape, n in shapes_of_mix.most_common(6):
+        print(f"    {n / len(corpus):5.1f} a message  {shape}")
+    print(f"  a plain message ({len(plain)} new text/plain questions to the support address): {sum(plain_shapes.values()) / len(plain):.1f} statements:")
+    for shape, n in plain_shapes.most_common(30):
+        print(f"    {n / len(plain):5.2f}  {shape}")
+    return {
+        "rate": len(corpus) / elapsed,
+        "plain_rate": len(plain) / plain_elapsed,
+        "cpu_ms": cpu / len(corpus) * 1000,
+        "statements": mix_statements / len(corpus),
+        "plain_statements": sum(plain_shapes.values()) / len(plain),
+        "p50_ms": statistics.median(latencies) * 1000,
+        "p99_ms": latencies[int(len(latencies) * 0.99)] * 1000,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--messages", type=int, default=1200)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--controllers", type=int, nargs="+", default=[5, 1000], help="desk sizes to run (default: 5 and 1000)")
+    args = parser.parse_args()
+
+    corpus = generate(args.messages, args.seed)
+    plain = plain_corpus(PLAIN_MESSAGES, args.seed)
+    print(f"corpus: {len(corpus)} messages, {sum(map(len, corpus)) / 1e6:.1f} MB; load average {os.getloadavg()[0]:.1f} at the start")
+    with fresh_postgres("ingest_raw") as url:
+        ceiling = raw_ceiling(url, corpus)
+    print(f"raw ceiling (stdlib parse, AES-GCM body and requester, one INSERT, one commit a message): {ceiling:.1f} messages/s")
+    results = {}
+    for size in args.controllers:
+        with fresh_postgres(f"ingest_{size}") as url:
+            results[size] = run_desk(url, corpus, plain, size)
+    print("\n| controllers | messages/s | x raw ceiling | statements/message (mix) | statements (plain message) | CPU ms/message | p50 ms | p99 ms |")
+    print("|---|---|---|---|---|---|---|---|")
+    for size, r in results.items():
         print(
-            f"per message: p50 {statistics.median(latencies) * 1000:.1f} ms, p99 {latencies[int(len(latencies) * 0.99)] * 1000:.1f} ms, "
-            f"max {latencies[-1] * 1000:.1f} ms"
+            f"| {size} | {r['rate']:.1f} | {r['rate'] / ceiling:.2f} | {r['statements']:.1f} | {r['plain_statements']:.1f} | {r['cpu_ms']:.1f} | "
+            f"{r['p50_ms']:.1f} | {r['p99_ms']:.1f} |"
         )
+    sizes = sorted(results)
+    if len(sizes) > 1:
+        print(f"rate at {sizes[-1]} controllers / rate at {sizes[0]}: {results[sizes[-1]]['rate'] / results[sizes[0]]['rate']:.2f}")
+    print(f"load average {os.getloadavg()[0]:.1f} at the end (the machine is shared: compare the ratio, not the absolute rate)")
 
 
 if __name__ == "__main__":
