@@ -11,6 +11,7 @@ from app.dsr.models import Dsr, DsrEvent, DsrForward, DsrSuggestion, Instruction
 from app.jobs.models import JobState
 from app.mail.models import OutboxEmail
 from app.mail.quarantine import QuarantinedMessage
+from app.retention.models import RetentionHold, RetentionPolicy, RetentionRun
 from app.subject_data.models import DownloadToken, ErasedSubject, ExportLink, RestrictedTicket, Restriction, SubjectExport, SubjectRun
 from app.tickets.identifiers import MessageIdentifier
 from app.tickets.models import Attachment, Message, Ticket
@@ -28,6 +29,9 @@ __all__ = [
     "ControllerIdentifier",
     "DataKey",
     "DeletionRun",
+    "RetentionHold",
+    "RetentionPolicy",
+    "RetentionRun",
     "ErasedSubject",
     "ExportLink",
     "MessageIdentifier",
