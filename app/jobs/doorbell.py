@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import math
 import threading
 from collections.abc import Iterable
 from typing import Any
@@ -57,7 +58,8 @@ class Doorbell:
             if self.no_actor:
                 self.log.warning(self.no_actor, self.actor_name, len(ids))
             return 0
-        options: dict[str, Any] = {"delay": int(delay.total_seconds() * 1000)} if delay and delay.total_seconds() > 0 else {}
+        # Rounded up, plus a few ms: a doorbell that rings before its row is due finds nothing to do and is lost until the sweeper.
+        options: dict[str, Any] = {"delay": math.ceil(delay.total_seconds() * 1000) + 5} if delay and delay.total_seconds() > 0 else {}
         rung = 0
         for id_ in ids:
             try:

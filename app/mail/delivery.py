@@ -324,7 +324,11 @@ def _defer(session: Session, won: Claim, now: dt.datetime) -> Outcome:
 def _relay_failed(session: Session, won: Claim, failure: DeliveryFailure, settings: OutboundSettings, now: dt.datetime) -> Outcome:
     # A 5xx is the relay answering (it neither opens nor closes the breaker); anything else counts against it.
     (relay.note_refusal if failure.permanent else relay.note_failure)(session, failure.reason, now=now)
-    return _fail(session, won, failure, settings, now)
+    state = _fail(session, won, failure, settings, now)
+    probe_at = relay.hold_until_probe(session, won.outbox_id, now=now) if state == "queued" else None
+    if probe_at is not None:  # the breaker is open: retry with its probe, not after a long backoff
+        session.info.setdefault(_RETRY_KEY, []).append((won.outbox_id, probe_at - now))
+    return state
 
 
 def _fail(session: Session, won: Claim, failure: DeliveryFailure, settings: OutboundSettings, now: dt.datetime) -> Outcome:

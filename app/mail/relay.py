@@ -146,6 +146,21 @@ def note_refusal(session: Session, reason: str, *, now: dt.datetime) -> None:
     _save(session, row, state, now)
 
 
+def hold_until_probe(session: Session, outbox_id: int, *, now: dt.datetime) -> dt.datetime | None:
+    """While the breaker is open, a row just put back in backoff waits only for the next probe; returns that time (None: closed)."""
+    seen = health(session)
+    if not seen.open:
+        return None
+    probe_at = seen.probe_at or now + PROBE_EVERY
+    session.execute(
+        update(OutboxEmail)
+        .where(OutboxEmail.id == outbox_id, OutboxEmail.state == "queued", OutboxEmail.due_at > probe_at)
+        .values(due_at=probe_at)
+        .execution_options(synchronize_session=False)
+    )
+    return probe_at
+
+
 def bring_forward(session: Session, *, now: dt.datetime, limit: int = 1000) -> list[int]:
     """Make every queued row waiting in retry backoff (attempted before) due now; returns their ids, DSR forwards first, then by due time."""
     first = case((OutboxEmail.kind.in_(FIRST_KINDS), 0), else_=1)
