@@ -20,8 +20,8 @@ from app.crypto.cipher import CryptoError
 from app.deletion.files import OUTBOX_FILES
 from app.deletion.msgids import hashed_message_id
 from app.deletion.report import Item
-from app.deletion.scope import digests
 from app.deletion.stores import Batch, RunContext, Store, one_pass
+from app.deletion.subject import subject_digests
 from app.mail import quarantine
 from app.mail.models import OutboxEmail
 from app.tickets.models import Message, Ticket
@@ -72,7 +72,7 @@ def _related(ctx: RunContext) -> ColumnElement[bool]:
     related: dict[str, list[int]] = {**plan_related, "ticket": sorted(set(ctx.ids("ticket_ids")) | set(plan_related.get("ticket") or []))}
     parts = [(OutboxEmail.related_type == kind) & OutboxEmail.related_id.in_(ids) for kind, ids in sorted(related.items()) if ids]
     if ctx.run.scope_kind == "subject" and ctx.run.controller_id is not None:
-        found = digests(ctx.session, ctx.params.get("emails") or [], ctx.run.controller_id)
+        found = subject_digests(ctx)
         if found:
             parts.append((OutboxEmail.to_addr_bidx.in_(found)) & (OutboxEmail.key_owner == ctx.run.controller_id))
     return or_(*parts) if parts else OutboxEmail.id.is_(None)

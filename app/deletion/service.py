@@ -80,11 +80,13 @@ class Scope:
     controller_id: int | None = None
     emails: tuple[str, ...] = ()
     ticket_ids: tuple[int, ...] = ()
+    # A subject known only by the blind index of their addresses (erased before: their addresses are gone).
+    email_digests: tuple[bytes, ...] = ()
 
     @classmethod
-    def subject(cls, controller_id: int, emails: tuple[str, ...]) -> Scope:
-        """One subject, known by these addresses, within one controller."""
-        return cls("subject", controller_id, emails=emails)
+    def subject(cls, controller_id: int, emails: tuple[str, ...], *, email_digests: tuple[bytes, ...] = ()) -> Scope:
+        """One subject, known by these addresses (or their blind index under the controller), within one controller."""
+        return cls("subject", controller_id, emails=emails, email_digests=email_digests)
 
     @classmethod
     def tickets(cls, ticket_ids: tuple[int, ...], *, controller_id: int | None = None) -> Scope:
@@ -110,7 +112,7 @@ def _check(authority: Authority, scope: Scope, action: str, terms: Mapping[str, 
         raise InvalidRun(f"{action} is not supported on a {scope.kind} scope")
     if scope.kind in ("subject", "controller") and scope.controller_id is None:
         raise InvalidRun(f"a {scope.kind} scope needs its controller")
-    if scope.kind == "subject" and not any(scope.emails):
+    if scope.kind == "subject" and not any(scope.emails) and not scope.email_digests:
         raise InvalidRun("a subject scope needs the subject's address")
     if scope.kind == "tickets" and not scope.ticket_ids:
         raise InvalidRun("a tickets scope needs its tickets")
@@ -143,6 +145,7 @@ def start(
     params: dict[str, Any] = {
         **dict(extra or {}),
         "emails": [e for e in scope.emails if e],
+        "email_digests": sorted(d.hex() for d in scope.email_digests),
         "replace": terms,
         "new_email": new_email,
         "ticket_ids": sorted({int(t) for t in scope.ticket_ids}),

@@ -21,7 +21,7 @@ from sqlalchemy import select
 from app.crypto.cipher import CryptoError
 from app.deletion.scope import digests, message_ids_by, ticket_ids_of
 from app.deletion.stores import RunContext
-from app.tickets.identifiers import digest, ibans_in, index_key_of, messages_mentioning, normalise_name, phones_in
+from app.tickets.identifiers import digest, ibans_in, index_key_of, messages_mentioning, name_pairs, normalise_name, phones_in
 from app.tickets.models import Message
 
 MIN_LINE = 6
@@ -59,7 +59,7 @@ def learn(ctx: RunContext, texts: Iterable[str | None], names: Iterable[str | No
         params["replace"] = terms
     known = [n for n in params.get("names") or [] if n]
     for name in names:
-        if name and normalise_name(name) not in {normalise_name(k) for k in known}:
+        if name and normalise_name(name) not in {normalise_name(str(k)) for k in known}:
             known.append(name)
     params["names"] = known
     ctx.__dict__.pop("rewriter", None)  # the cached rewriter is built again with what was learnt
@@ -70,7 +70,7 @@ def plan_subject(ctx: RunContext) -> tuple[list[int], list[int]]:
     session, controller_id = ctx.session, ctx.run.controller_id
     assert controller_id is not None
     emails = ctx.params.get("emails") or []
-    found = digests(session, emails, controller_id)
+    found = subject_digests(ctx)
     own = message_ids_by(session, found, controller_id, [])
     texts: list[str | None] = []
     names: list[str | None] = []
@@ -88,14 +88,23 @@ def plan_subject(ctx: RunContext) -> tuple[list[int], list[int]]:
         wanted += [digest(key, "email", e) for e in emails]
         wanted += [digest(key, "phone", p) for p in params.get("phones") or []]
         wanted += [digest(key, "iban", i) for i in params.get("ibans") or []]
-        wanted += [digest(key, "name", normalise_name(n)) for n in params.get("names") or [] if n]
+        known_names = [str(n) for n in params.get("names") or [] if n]
+        wanted += [digest(key, "name", normalise_name(n)) for n in known_names]
+        wanted += [digest(key, "name", pair) for n in known_names for pair in name_pairs(n)]
     params = ctx.params
     params["digests"] = sorted({d.hex() for d in wanted})
     ctx.run.params = json.dumps(params)
     return own, messages_mentioning(session, controller_id, wanted)
 
 
+def subject_digests(ctx: RunContext) -> list[bytes]:
+    """The controller's blind index of every address of the subject (given, or known only by index)."""
+    assert ctx.run.controller_id is not None
+    known = [bytes.fromhex(h) for h in ctx.params.get("email_digests") or []]
+    return sorted({*digests(ctx.session, ctx.params.get("emails") or [], ctx.run.controller_id), *known})
+
+
 def subject_tickets(ctx: RunContext) -> list[int]:
     """The tickets the subject opened under any of their addresses."""
     assert ctx.run.controller_id is not None
-    return ticket_ids_of(ctx.session, digests(ctx.session, ctx.params.get("emails") or [], ctx.run.controller_id), ctx.run.controller_id)
+    return ticket_ids_of(ctx.session, subject_digests(ctx), ctx.run.controller_id)

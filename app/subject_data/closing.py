@@ -15,6 +15,7 @@ from app.dsr.models import Dsr
 from app.dsr.settings import DsrSettings
 from app.mail.outbox import enqueue_email
 from app.principal import Principal
+from app.subject_data.aftercare import unhandled
 from app.subject_data.authority import request
 from app.subject_data.errors import InvalidRequest
 from app.subject_data.models import SubjectRun
@@ -35,12 +36,21 @@ class Outcome:
 def _line(run: SubjectRun) -> str:
     changed = run.report.get("changed", {})
     summary = ", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in sorted(changed.items())) or "nothing to change"
-    failed, kept = len(run.report.get("failed", [])), len(run.report.get("kept", []))
+    failed, kept, review = (len(run.report.get(k, [])) for k in ("failed", "kept", "review"))
     return (
         f"- {_WORDS[run.kind]} (run {run.id}): {summary}"
         + (f"; {failed} item(s) failed and are listed in our records" if failed else "")
         + (f"; {kept} item(s) kept under a legal hold and listed in our records" if kept else "")
+        + (f"; {review} item(s) left for review by our privacy officer (the index cannot decide them)" if review else "")
+        + "".join(f"\n    {line}" for line in per_store(run.report.get("stores") or {}))
     )
+
+
+def per_store(stores: dict[str, dict[str, int]]) -> list[str]:
+    """One line per store the run touched: what was erased, redacted, closed or purged there (counts only)."""
+    return [
+        f"{store.replace('_', ' ')}: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in sorted(counts.items())) for store, counts in sorted(stores.items())
+    ]
 
 
 def outcome(session: Session, dsr: Dsr) -> Outcome:
@@ -48,6 +58,12 @@ def outcome(session: Session, dsr: Dsr) -> Outcome:
     runs = list(session.scalars(select(SubjectRun).where(SubjectRun.dsr_id == dsr.id).order_by(SubjectRun.id)))
     if any(r.state in ("queued", "running") for r in runs):
         raise InvalidRequest("a run of this request is still working")
+    for controller_id in sorted({r.controller_id for r in runs if r.kind == "erase"}):
+        kept = {int(k["id"]) for r in runs if r.controller_id == controller_id for k in r.report.get("kept", []) if k["what"] == "message"}
+        left = unhandled(session, dsr.id, controller_id, kept=kept)
+        if left:
+            # Never "erased" while mail of the subject is left (it arrived after the run, or was missed): erase again first.
+            raise InvalidRequest(f"{left} message(s) of the erased subject at controller {controller_id} are not erased yet: run the erasure again")
     lines = [_line(r) for r in runs]
     kinds = [r.kind for r in runs]
     for item in active_for(session, dsr.id):

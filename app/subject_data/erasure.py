@@ -34,6 +34,7 @@ from app.deletion.subject import learn
 from app.dsr.history import add_event
 from app.dsr.models import Dsr, DsrForward, Instruction
 from app.principal import Principal
+from app.subject_data.aftercare import mark
 from app.subject_data.find import source_ticket
 from app.subject_data.models import Restriction, SubjectRun
 from app.tickets.models import Ticket
@@ -78,6 +79,7 @@ def _plan(ctx: RunContext) -> None:
             except CryptoError:
                 ctx.report.fail("dsr", item.id, "unreadable")
         learn(ctx, texts, names)
+        mark(ctx.session, record.dsr_id, record.controller_id, list(ctx.params.get("emails") or []), now=ctx.now)
     ctx.plan["dsr_ids"] = dsr_ids
     ctx.plan.setdefault("related", {})["dsr"] = dsr_ids
     ctx.report.plan(dsrs=len(dsr_ids))
@@ -160,7 +162,7 @@ def _after_batch(session: Session, run: DeletionRun, *, by: Principal, now: dt.d
         return
     report = run.report or {}
     record.state, record.updated_at = run.state, now
-    record.report = {**summary(report), "planned": dict(report.get("planned", {}))}
+    record.report = {**summary(report), "planned": dict(report.get("planned", {})), "stores": dict(report.get("stores", {}))}
     if not run.is_finished:
         return
     record.finished_at = run.finished_at

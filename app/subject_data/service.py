@@ -27,6 +27,7 @@ from app.jobs.batch import Clock, SessionScope, run_batches
 from app.jobs.doorbell import Doorbell
 from app.principal import Principal
 from app.subject_data import export
+from app.subject_data.aftercare import marked
 from app.subject_data.authority import instruction_for, request
 from app.subject_data.erasure import ACTION_FOR, AUTHORITY
 from app.subject_data.errors import InvalidRequest, RunNotFound
@@ -89,7 +90,8 @@ def start(
         raise InvalidRequest("the request does not concern that controller")
     instruction_id = instruction_for(session, dsr_id, kind, controller_id)
     email = dsr.subject_email
-    if not email:
+    marks = marked(session, dsr_id, controller_id) if kind == "erase" else []
+    if not email and not marks:
         raise InvalidRequest("the request has no subject email to find the subject's data by")
     busy = session.scalar(
         select(SubjectRun.id).where(SubjectRun.dsr_id == dsr_id, SubjectRun.controller_id == controller_id, SubjectRun.state.in_(_UNFINISHED))
@@ -101,14 +103,15 @@ def start(
         if kind == "erase":
             terms, address, name = {t: "[erased]" for t in terms_of(email, dsr.subject_name, dsr.subject_identifiers)}, None, None
         else:
+            assert email is not None
             terms, address, name = _corrections(email, dsr.subject_name, new_name, new_email)
-        emails = subject_emails(email, dsr.subject_identifiers)
+        emails = subject_emails(email, dsr.subject_identifiers) if email else ()
         if kind == "erase":
             terms.update({e: "[erased]" for e in emails})
         engine_run = deletion.start(
             session,
             deletion.Authority(AUTHORITY, instruction_id),
-            deletion.Scope.subject(controller_id, emails),
+            deletion.Scope.subject(controller_id, emails, email_digests=tuple(marks)),
             ACTION_FOR[kind],
             terms=terms,
             new_email=address,

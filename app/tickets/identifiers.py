@@ -23,7 +23,7 @@ from collections.abc import Iterable, Iterator
 import phonenumbers
 from schwifty import IBAN
 from schwifty.exceptions import SchwiftyException
-from sqlalchemy import ForeignKey, Index, Integer, LargeBinary, String, delete, select
+from sqlalchemy import ForeignKey, Index, Integer, LargeBinary, String, delete, insert, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from app.addresses import mailbox
@@ -35,7 +35,7 @@ from app.tickets.models import TRIAGE_KEY_OWNER, Message
 KINDS = ("email", "phone", "iban", "name")
 SCAN_CHARS = 200_000
 # Regions tried for numbers written without a country code (the desk's controllers are European).
-PHONE_REGIONS = ("DE", "GB", "FR", "NL", "AT", "CH", "US")
+PHONE_REGIONS = ("DE", "GB", "FR", "NL", "AT", "CH")
 _ADDRESS = re.compile(r"[^\s<>()\[\],;:\"']{1,64}@[A-Za-z0-9.-]{1,253}\.[A-Za-z]{2,63}")
 _IBAN_CANDIDATE = re.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}\b")
 
@@ -83,6 +83,23 @@ def ibans_in(text: str | None) -> Iterator[tuple[str, str]]:
             continue
 
 
+def name_pairs(text: str | None) -> set[str]:
+    """Each pair of adjacent capitalised words in `text`, normalised: the candidates for a name written in free text.
+
+    A subject's name is looked up by its own pairs ("Anna Maria Schmidt": "anna maria", "maria schmidt"), so
+    the index narrows the messages to read; the rewriter then decides on the whole name.
+    """
+    found: set[str] = set()
+    previous: str | None = None
+    for word in (text or "")[:SCAN_CHARS].split():
+        core = word.strip("\"'()[]<>,;:!?.")
+        capital = bool(core) and core[0].isupper() and core[0].isalpha()
+        if capital and previous is not None:
+            found.add(normalise_name(f"{previous} {core}"))
+        previous = core if capital and core == word.rstrip(".") and not word.endswith((",", ";", ":", "!", "?")) else None
+    return found
+
+
 def addresses_in(text: str | None) -> Iterator[str]:
     """Each email address in `text` (its mailbox form)."""
     for found in _ADDRESS.findall((text or "")[:SCAN_CHARS]):
@@ -99,7 +116,11 @@ def identifiers_of(texts: Iterable[str | None], addresses: Iterable[str | None],
         found.update(("email", a) for a in addresses_in(text))
         found.update(("phone", e164) for _, e164 in phones_in(text))
         found.update(("iban", compact) for _, compact in ibans_in(text))
-    found.update(("name", normalise_name(n)) for n in names if n and normalise_name(n))
+        found.update(("name", pair) for pair in name_pairs(text))
+    for name in names:
+        found.update(("name", pair) for pair in name_pairs(name))
+        if name and normalise_name(name):
+            found.add(("name", normalise_name(name)))
     return found
 
 
@@ -123,7 +144,7 @@ def index_message(session: Session, message: Message, *, recipients: Iterable[st
     session.execute(delete(MessageIdentifier).where(MessageIdentifier.message_id == message.id))
     rows = [{"message_id": message.id, "key_owner": message.key_owner, "kind": k, "digest": digest(key, k, v)} for k, v in sorted(found)]
     if rows:
-        session.execute(MessageIdentifier.__table__.insert(), rows)
+        session.execute(insert(MessageIdentifier), rows)
     return len(rows)
 
 

@@ -35,8 +35,8 @@ from app.audit.service import record
 from app.blobs.store import BlobTooLarge, iter_blob, move_blob, store_blob
 from app.exceptions import DeskError, NotFound, Refused
 from app.principal import Principal
-from app.tickets.lookup import format_reference, scoped
 from app.tickets.identifiers import index_message
+from app.tickets.lookup import format_reference, scoped
 from app.tickets.models import DIRECTIONS, STATUSES, Attachment, Message, Ticket, key_owner_for
 
 # Shown in the browser; everything else is offered as a download (never rendered).

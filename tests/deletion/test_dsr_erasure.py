@@ -39,7 +39,16 @@ def test_a_dsr_erasure_runs_on_the_engine_under_the_confirmed_instruction(sessio
     assert run.state == record.state == "done" and run.params is None and record.finished_at == run.finished_at
     assert record.report["changed"] == changes(run.report) and record.report["changed"]["messages"] == 8
     # (no held quarantine item mentions the subject here: that store found nothing to count)
-    assert set(run.report["stores"]) == {"ticket_messages", "message_identifiers", "blobs", "ticket_attachments", "tickets", "outbox_emails", "dsr_instructions", "dsrs"}
+    assert set(run.report["stores"]) == {
+        "ticket_messages",
+        "message_identifiers",
+        "blobs",
+        "ticket_attachments",
+        "tickets",
+        "outbox_emails",
+        "dsr_instructions",
+        "dsrs",
+    }
     codes = list(session.scalars(select(DsrEvent.code).where(DsrEvent.dsr_id == sc.dsr.id).order_by(DsrEvent.id)))
     assert codes[-2:] == ["erase_started", "erase_done"]
     assert decrypted_hits(session) == {}

@@ -18,7 +18,7 @@ from app.dsr.settings import DsrSettings
 from app.principal import Principal
 from app.subject_data import service
 from app.tickets import service as tickets
-from app.tickets.models import Ticket
+from app.tickets.models import Message, Ticket
 from tests.factories import TEST_PRINCIPAL, make_controller, make_instruction
 
 SETTINGS = DsrSettings(privacy_address="privacy@desk.example", msgid_domain="desk.example")
@@ -151,3 +151,120 @@ def decrypted_hits(session: Session, canaries: tuple[str, ...] = CANARIES) -> di
             if any(c in text.lower() for c in canaries):
                 hits[f"{spec.table}.{spec.name}#{row.id}"] = getattr(row, spec.column)
     return hits
+
+
+# Issue 13: what the subject gave in their own messages, and a second address of theirs.
+CANARY_SECOND = "q.zebra-second@canary-other.example"
+CANARY_PHONE = "+49 151 2345 6789"
+CANARY_PHONE_LOCAL = "0151 23456789"
+CANARY_STREET = "Zebrastrasse 77"
+CANARY_TOWN = "10115 Zebrahausen"
+CANARY_IBAN = "DE89 3704 0044 0532 0130 00"
+CANARY_MAILBOX = "zebra.canary-7f3a"
+EVERY_CANARY = (
+    *CANARIES,
+    CANARY_SECOND,
+    "+4915123456789",
+    "151 2345 6789",
+    "0151 23456789",
+    CANARY_STREET.lower(),
+    CANARY_TOWN.lower(),
+    "de89370400440532013000",
+    CANARY_IBAN.lower(),
+    CANARY_MAILBOX,
+    "zoe zebracanary",
+)
+
+
+@dataclass
+class Everywhere:
+    """Where the subject appears beyond their own tickets (issue 13 item 2)."""
+
+    own_message: Message
+    cc_ticket: Ticket
+    quote: Message
+    forward: Message
+    note: Message
+    signature: Message
+    second_ticket: Ticket
+    file_message: Message
+
+
+def _other_ticket(session: Session, sc: Scene, who: str, subject: str, now: dt.datetime) -> Ticket:
+    return tickets.create_ticket(
+        session,
+        controller_id=sc.controller.id,
+        requester_name=who.title(),
+        requester_email=f"{who}@others.example",
+        subject=subject,
+        by=TEST_PRINCIPAL,
+        now=now,
+    )
+
+
+def _say(session: Session, ticket: Ticket, now: dt.datetime, **kw: object) -> Message:
+    kw.setdefault("direction", "inbound")
+    return tickets.add_message(session, ticket, tickets.MessageInput(**kw), by=TEST_PRINCIPAL, now=now)  # type: ignore[arg-type]
+
+
+def everywhere(session: Session, sc: Scene, *, now: dt.datetime = T0) -> Everywhere:
+    """The subject's phone, street and IBAN in their own message, and the subject in five other people's tickets."""
+    own = _say(
+        session,
+        sc.tickets[0],
+        now,
+        sender_email=CANARY_EMAIL,
+        sender_name=CANARY_NAME,
+        message_id=f"{CANARY_MAILBOX}.1@canary-subject.example",
+        body_text=f"Please call me on {CANARY_PHONE}.\n{CANARY_NAME}\n{CANARY_STREET}\n{CANARY_TOWN}\nIBAN {CANARY_IBAN}",
+    )
+    # (a) Cc'd on another customer's ticket (the Cc line), and that customer quoting them in a reply-all.
+    cc_ticket = _other_ticket(session, sc, "carla", "Group booking", now)
+    _say(session, cc_ticket, now, sender_email="carla@others.example", body_text="Booking for two.", recipients=["support@desk.example", CANARY_EMAIL])
+    quote = _say(
+        session,
+        cc_ticket,
+        now,
+        sender_email="carla@others.example",
+        body_text=f"Agreed.\n\n> On Monday {CANARY_NAME} <{CANARY_EMAIL}> wrote:\n> ring me: {CANARY_PHONE_LOCAL}\n> {CANARY_STREET}",
+        recipients=[CANARY_EMAIL],
+    )
+    # A forwarded email of theirs inside someone else's ticket.
+    fwd_ticket = _other_ticket(session, sc, "dora", "Fwd: complaint", now)
+    forward = _say(
+        session,
+        fwd_ticket,
+        now,
+        sender_email="dora@others.example",
+        body_text=f"---------- Forwarded message ----------\nFrom: {CANARY_NAME} <{CANARY_EMAIL}>\nMy IBAN is {CANARY_IBAN.replace(' ', '')}.",
+    )
+    # A staff note naming them (the diacritic form of the name), and another person's signature.
+    note = _say(
+        session, fwd_ticket, now, direction="note", sender_email="agent@desk.example", body_text="Same person as Zoë Zebracanary? see QUENTIN ZEBRACANARY"
+    )
+    sig_ticket = _other_ticket(session, sc, "emil", "Invoice", now)
+    signature = _say(
+        session, sig_ticket, now, sender_email="emil@others.example", body_text=f"Thanks.\n--\nEmil, assistant to {CANARY_NAME}", sender_name="Emil"
+    )
+    # (b) A ticket opened from the second address (entered by staff as another identifier).
+    second = tickets.create_ticket(
+        session,
+        controller_id=sc.controller.id,
+        requester_name="Q. Zebracanary",
+        requester_email=CANARY_SECOND,
+        subject="Other account",
+        by=TEST_PRINCIPAL,
+        now=now,
+    )
+    _say(session, second, now, sender_email=CANARY_SECOND, sender_name="Zoe Zebracanary", body_text=f"From my other address, phone {CANARY_PHONE}")
+    # An attachment named after them on someone else's ticket.
+    file_message = _say(session, sig_ticket, now, sender_email="emil@others.example", body_text=f"Attached the form of {CANARY_NAME}.")
+    tickets.add_attachment(
+        session, file_message, filename=f"{CANARY_NAME} form.pdf", content_type="application/pdf", content=b"%PDF-1.4", by=TEST_PRINCIPAL, now=now
+    )
+    dsr = session.get(Dsr, sc.dsr.id)
+    assert dsr is not None
+    dsr.subject_identifiers = f"{CANARY_ID}, {CANARY_SECOND}"
+    dsr.request_text = f"I, {CANARY_NAME}, want my data erased. Reach me at {CANARY_PHONE}, {CANARY_STREET}."
+    session.flush()
+    return Everywhere(own, cc_ticket, quote, forward, note, signature, second, file_message)
