@@ -93,7 +93,11 @@ def _owner_only_sqlite_file(url: str) -> None:
         return
     path = Path(database)
     path.parent.mkdir(parents=True, exist_ok=True)
-    os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+    if not path.exists():
+        # Only a missing file is opened here: closing any descriptor of an existing database drops
+        # this process's POSIX locks on it (SQLite's, held by its open connections), and another
+        # process closing its last connection then deletes the -wal/-shm still in use here.
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
     for candidate in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
         if candidate.exists() and candidate.stat().st_uid == os.getuid() and candidate.stat().st_mode & 0o077:
             candidate.chmod(0o600)
