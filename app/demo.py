@@ -9,6 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.auth.models import User
+from app.auth.onboarding import issue_enrolment_code
 from app.auth.service import AuthPolicy, create_user, random_password
 from app.controllers.models import Controller
 from app.controllers.service import ControllerInput, create_controller
@@ -96,10 +97,14 @@ def seed(session: Session, *, now: dt.datetime, policy: AuthPolicy | None = None
         user = create_user(
             session, email, role=role, password=password, controller_ids=[ids[n] for n in names if n in ids], by=by, now=now, policy=policy or AuthPolicy()
         )
+        code = issue_enrolment_code(session, user.id, by=by, now=now)
         created += 1
-        yield f"staff {user.id}: {email} ({role}) one-time password: {password}"
+        yield f"staff {user.id}: {email} ({role}) one-time password: {password} enrolment code: {code}"
     if created:
-        yield "log in at /login; each account sets up its authenticator app (TOTP) at its first login. The passwords are shown only now."
+        yield (
+            "log in at /login; each account enters its enrolment code to set up its authenticator app (TOTP), then chooses its own password."
+            " The passwords and codes are shown only now."
+        )
     elif any(email in have for email, _role, _names in DEMO_STAFF):
         yield from login_hint([email for email, _role, _names in DEMO_STAFF if email in have])
     from app.dsr.demo import seed as seed_dsrs  # here: demo data of each feature stays in its package

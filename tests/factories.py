@@ -50,9 +50,15 @@ def make_user(
     ids = [c.id if isinstance(c, Controller) else c for c in controllers]
     email = kw.pop("email", f"staff{n}@desk.example")
     user = create_user(session, email, role=role, password=password, controller_ids=ids, by=TEST_PRINCIPAL, now=utcnow(), policy=TEST_POLICY)
+    user.password_must_change = False  # a test user's password is its own unless a test says otherwise
     if enrolled:
         user.totp_secret = mfa.new_secret()
         user.mfa_enrolled_at = utcnow()
+    else:
+        # The single-use code an admin would hand over (issue 12 item 6); kept on the object for the test only.
+        from app.auth.onboarding import issue_enrolment_code
+
+        user.test_enrolment_code = issue_enrolment_code(session, user.id, by=TEST_PRINCIPAL, now=utcnow())  # type: ignore[attr-defined]
     for key, value in kw.items():
         setattr(user, key, value)
     session.flush()

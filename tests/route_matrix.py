@@ -46,6 +46,8 @@ ROUTE_MATRIX: dict[tuple[str, str], str | frozenset[str]] = {
     ("admin.disable_user", "POST"): ADMIN,
     ("admin.enable_user", "POST"): ADMIN,
     ("admin.reset_mfa", "POST"): ADMIN,
+    ("admin.reset_password", "POST"): ADMIN,
+    ("admin.enrolment_code", "POST"): ADMIN,
     ("admin.unlock_user", "POST"): ADMIN,
     # audit log: the auditor only
     ("audit_log.index", "GET"): AUDITOR,

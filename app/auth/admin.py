@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 
-from app.auth import rbac, service
+from app import staff_notices
+from app.auth import onboarding, rbac, service
 from app.auth.forms import ActionForm, RoleForm, UserForm
 from app.controllers import service as controllers
 from app.db import utcnow
@@ -54,9 +56,10 @@ def create_user() -> ResponseReturnValue:
             for name, message in exc.errors.items():
                 getattr(form, name, form.email).errors.append(message)
         else:
+            code = onboarding.issue_enrolment_code(db.session, user.id, by=current_principal(), now=utcnow())
             db.session.commit()
             # Shown once, to the admin, to hand over in person; never stored in clear or logged.
-            return render_template("admin/created.html", user=user, password=password)
+            return render_template("admin/created.html", user=user, password=password, code=code)
     return render_template("admin/user_form.html", form=form, user=None), 200 if request.method in ("GET", "HEAD") else 422
 
 
@@ -119,9 +122,46 @@ def enable_user(user_id: int) -> ResponseReturnValue:
 @back_to("admin.edit_user")
 def reset_mfa(user_id: int) -> ResponseReturnValue:
     _action_form()
-    service.reset_mfa(db.session, user_id, by=current_principal(), now=utcnow())
+    now, by = utcnow(), current_principal()
+    user = service.reset_mfa(db.session, user_id, by=by, now=now)
+    code = onboarding.issue_enrolment_code(db.session, user.id, by=by, now=now)
+    staff_notices.notify(db.session, user, "mfa_reset", config=current_app.config, by=by, now=now)
     db.session.commit()
-    return _user_page(user_id, "MFA reset; they enrol again at their next login")
+    return _handover(user, "MFA reset; sessions ended. They set up two-factor authentication again with this enrolment code.", code=code)
+
+
+@bp.post("/users/<int:user_id>/reset-password")
+@rbac.require(rbac.USERS_MANAGE)
+@back_to("admin.edit_user")
+def reset_password(user_id: int) -> ResponseReturnValue:
+    """A new one-time password (changed at the next login); the user's sessions end and they are told by email."""
+    _action_form()
+    now, by = utcnow(), current_principal()
+    password = onboarding.reset_password(db.session, user_id, by=by, now=now, policy=service.AuthPolicy.from_config(current_app.config))
+    user = service.get_user(db.session, user_id)
+    staff_notices.notify(db.session, user, "password_reset", config=current_app.config, by=by, now=now)
+    db.session.commit()
+    return _handover(user, "New one-time password; sessions ended. They choose their own at the next login.", password=password)
+
+
+@bp.post("/users/<int:user_id>/enrolment-code")
+@rbac.require(rbac.USERS_MANAGE)
+@back_to("admin.edit_user")
+def enrolment_code(user_id: int) -> ResponseReturnValue:
+    """A fresh single-use enrolment code (24 h) for a user who has not set up two-factor authentication."""
+    _action_form()
+    now, by = utcnow(), current_principal()
+    code = onboarding.issue_enrolment_code(db.session, user_id, by=by, now=now)
+    user = service.get_user(db.session, user_id)
+    staff_notices.notify(db.session, user, "enrolment_code", config=current_app.config, by=by, now=now)
+    db.session.commit()
+    return _handover(user, "New enrolment code; any earlier one stops working.", code=code)
+
+
+def _handover(user: Any, done: str, *, password: str | None = None, code: str | None = None) -> ResponseReturnValue:
+    # Shown once, to the admin, to hand over in person or over a separate channel; never stored in clear or logged.
+    response = render_template("admin/handover.html", user=user, done=done, password=password, code=code)
+    return response, 200, {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"}
 
 
 @bp.post("/users/<int:user_id>/unlock")

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from typing import Any
 
 import click
 from flask import current_app
 
-from app.auth import service
+from app import staff_notices
+from app.auth import onboarding, service
 from app.auth.models import ROLES, User
 from app.clikit import group, operator
 from app.db import utcnow
@@ -45,7 +47,10 @@ def users_create(email: str, role: str, controllers: tuple[int, ...]) -> None:
             now=utcnow(),
             policy=service.AuthPolicy.from_config(current_app.config),
         )
+        code = onboarding.issue_enrolment_code(session, user.id, by=operator("users create"), now=utcnow())
         click.echo(user.id)
+        # On stderr, so scripts reading the id from stdout keep working; shown once, never stored in clear.
+        click.echo(f"enrolment code (single use, 24 h; the password must be changed at first login): {code}", err=True)
 
 
 def _state(user: User) -> str:
@@ -78,5 +83,44 @@ def _change(name: str, fn: Callable[..., User], done: str) -> None:
 
 _change("disable", service.disable_user, "disabled (open sessions ended)")
 _change("enable", service.enable_user, "enabled")
-_change("reset-mfa", service.reset_mfa, "MFA reset (enrols again at next login; sessions ended)")
+
+
+@users_cli.command("reset-mfa", help="MFA reset (sessions ended); prints a new enrolment code: WHO is the account's email address or id.")
+@click.argument("who")
+def users_reset_mfa(who: str) -> None:
+    now, by = utcnow(), operator("users reset-mfa")
+    with db.session_scope() as session:
+        user = _find(session, who)
+        service.reset_mfa(session, user.id, by=by, now=now)
+        code = onboarding.issue_enrolment_code(session, user.id, by=by, now=now)
+        staff_notices.notify(session, user, "mfa_reset", config=current_app.config, by=by, now=now)
+        click.echo(f"user {user.id} MFA reset (sessions ended); enrolment code (single use, 24 h): {code}")
+
+
+@users_cli.command("reset-password", help="A new one-time password, changed at the next login; sessions ended. WHO: email address or id.")
+@click.argument("who")
+def users_reset_password(who: str) -> None:
+    now, by = utcnow(), operator("users reset-password")
+    with db.session_scope() as session:
+        user = _find(session, who)
+        password = onboarding.reset_password(session, user.id, by=by, now=now, policy=service.AuthPolicy.from_config(current_app.config))
+        staff_notices.notify(session, user, "password_reset", config=current_app.config, by=by, now=now)
+        click.echo(f"user {user.id} one-time password (changed at the next login; sessions ended): {password}")
+
+
+@users_cli.command("enrolment-code", help="A new single-use MFA enrolment code (24 h). WHO: email address or id.")
+@click.argument("who")
+def users_enrolment_code(who: str) -> None:
+    now, by = utcnow(), operator("users enrolment-code")
+    with db.session_scope() as session:
+        user = _find(session, who)
+        code = onboarding.issue_enrolment_code(session, user.id, by=by, now=now)
+        staff_notices.notify(session, user, "enrolment_code", config=current_app.config, by=by, now=now)
+        click.echo(f"user {user.id} enrolment code (single use, 24 h): {code}")
+
+
+def _find(session: Any, who: str) -> User:
+    return service.get_user(session, int(who)) if who.isdigit() else service.find_user(session, who)
+
+
 _change("unlock", service.unlock_user, "unlocked")

@@ -11,7 +11,7 @@ import datetime as dt
 from typing import Any
 from urllib.parse import urlsplit
 
-from flask import Flask, abort, current_app, g, redirect, request, session, url_for
+from flask import Flask, abort, current_app, flash, g, redirect, request, session, url_for
 from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Response
 
@@ -23,6 +23,8 @@ from app.extensions import db
 from app.principal import Principal
 
 SESSION_KEY = "sid"
+# What a user whose password must be changed may reach: the form to change it, and the way out.
+MUST_CHANGE_ALLOWED = frozenset({"auth.account", "auth.change_password", "auth.logout", "static"})
 
 CSP = "; ".join(
     [
@@ -133,6 +135,10 @@ def _gate() -> Response | None:
         if row is not None and row.stage == "password":
             return redirect(url_for("auth.mfa"))
         return login_redirect()
+    if row is not None and row.user.password_must_change and endpoint not in MUST_CHANGE_ALLOWED:
+        # A password someone else set (creation, an admin's reset) is replaced before anything else (issue 12 item 7).
+        flash("Choose your own password first: the one you were given works only once.", "warning")
+        return redirect(url_for("auth.account"))
     if permission is None or not staff.can(permission):
         # An undeclared route is closed to everyone: the matrix test names it.
         abort(403)

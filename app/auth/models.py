@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Integer, String
+from sqlalchemy import BigInteger, Boolean, CheckConstraint, ForeignKey, Integer, String, false
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.crypto.fields import PLATFORM, EncryptedField, EncryptedRow, encrypted_column
@@ -35,6 +35,11 @@ class User(EncryptedRow, Base):
     disabled_at: Mapped[dt.datetime | None] = mapped_column()
     last_login_at: Mapped[dt.datetime | None] = mapped_column()
     password_changed_at: Mapped[utc]
+    # Set by someone else (creation, an admin's reset): to be replaced at the next login (issue 12 item 7).
+    password_must_change: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # SHA-256 of the single-use code an admin handed over for TOTP enrolment, and when it expires (item 6).
+    enrolment_code_hash: Mapped[str | None] = mapped_column(String(64))
+    enrolment_code_expires_at: Mapped[dt.datetime | None] = mapped_column()
     created_at: Mapped[utc]
     updated_at: Mapped[utc]
 

@@ -125,6 +125,7 @@ def create_user(
         password_hash=passwords.hash_password(password, cost=policy.bcrypt_cost),
         failed_attempts=0,
         password_changed_at=now,
+        password_must_change=True,  # set by someone else: the user replaces it at first login (issue 12 item 7)
         created_at=now,
         updated_at=now,
     )
@@ -258,6 +259,8 @@ def set_password(
         raise InvalidUser({"new_password": str(exc)}) from None
     user.password_hash = passwords.hash_password(new_password, cost=policy.bcrypt_cost)
     user.password_changed_at = now
+    # Only a password the user chose themselves (proved by the current one) is theirs to keep.
+    user.password_must_change = by != Principal.staff(user.id)
     user.updated_at = now
     ended = revoke_user_sessions(session, user.id, now=now, keep_id=keep_session_id)
     audit_user(session, by=by, action="user.password_changed", user_id=user.id, now=now, details={"sessions_ended": ended})

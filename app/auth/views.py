@@ -7,7 +7,7 @@ from flask.typing import ResponseReturnValue
 from markupsafe import Markup
 
 from app.auth import account as own_sessions
-from app.auth import gate, mfa, rbac, service
+from app.auth import gate, mfa, onboarding, rbac, service
 from app.auth import login as login_service
 from app.auth.forms import ActionForm, CodeForm, LoginForm, PasswordChangeForm, ReauthForm
 from app.auth.models import StaffSession, User
@@ -113,6 +113,21 @@ def mfa_step() -> ResponseReturnValue:
     return render_template("auth/mfa.html", form=form), 200 if request.method in ("GET", "HEAD") else 422
 
 
+def _enrolment_code(user: User, pending: StaffSession) -> ResponseReturnValue:
+    """Before any TOTP secret is shown: the single-use code the admin handed over (issue 12 item 6)."""
+    form = CodeForm()
+    if form.validate_on_submit():
+        try:
+            onboarding.spend_enrolment_code(db.session, user, form.code.data or "", staff_session_id=pending.id, now=utcnow())
+        except onboarding.EnrolmentCodeInvalid as exc:
+            db.session.commit()  # the refusal's audit event stays
+            form.code.errors.append(str(exc))
+            return render_template("auth/enrol_code.html", form=form), 401
+        db.session.commit()
+        return redirect(url_for("auth.enrol", next=request.args.get("next")))
+    return render_template("auth/enrol_code.html", form=form), 200 if request.method in ("GET", "HEAD") else 422
+
+
 @bp.route("/login/mfa/setup", methods=["GET", "POST"])
 @rbac.login_step
 def enrol() -> ResponseReturnValue:
@@ -122,6 +137,8 @@ def enrol() -> ResponseReturnValue:
     user = pending.user
     if user.mfa_enrolled_at is not None:
         return redirect(url_for("auth.mfa"))
+    if not onboarding.enrolment_allowed(user, staff_session_id=pending.id, now=utcnow()):
+        return _enrolment_code(user, pending)
     secret = login_service.begin_enrolment(db.session, user, now=utcnow())
     db.session.commit()
     form = CodeForm()
@@ -136,6 +153,7 @@ def enrol() -> ResponseReturnValue:
             form.code.errors.append("The code does not match. Check the time on your phone and enter the current code.")
             status = 401
         else:
+            onboarding.finish_enrolment(db.session, user)
             _finish_login(user, pending, method="totp")
             return render_template("auth/recovery_codes.html", codes=codes, next_url=_next_url(), first=True)
     elif request.method == "POST":

@@ -106,6 +106,11 @@ def test_enrolment_on_first_login_then_recovery_code_works_once(client: FlaskCli
     user = make_user(session, "privacy_officer", enrolled=False)
     with time_machine.travel(T0, tick=False):
         assert password_step(client, user) == 302
+        # The password alone shows no secret: first the enrolment code the admin handed over (issue 12 item 6)
+        ask = client.get("/login/mfa", follow_redirects=True)
+        assert ask.request.path == "/login/mfa/setup" and "enrolment code" in ask.get_data(as_text=True) and "<svg" not in ask.get_data(as_text=True)
+        assert client.post("/login/mfa/setup", data={"code": "wrong-wrong-wrong-wrong"}).status_code == 401
+        assert client.post("/login/mfa/setup", data={"code": user.test_enrolment_code}).status_code == 302  # type: ignore[attr-defined]
         setup = client.get("/login/mfa", follow_redirects=True)
         html = setup.get_data(as_text=True)
         assert setup.request.path == "/login/mfa/setup"
@@ -183,8 +188,9 @@ def test_wrong_totp_codes_count_towards_the_lock(client: FlaskClient, session: S
 def test_wrong_codes_at_enrolment_lock_the_account_and_end_the_half_way_session(client: FlaskClient, session: Session) -> None:
     user = make_user(session, enrolled=False)
     with time_machine.travel(T0, tick=False):
-        # Given a new staff member at the enrolment step who typed five wrong codes
+        # Given a new staff member at the enrolment step (enrolment code given) who typed five wrong codes
         assert password_step(client, user) == 302
+        assert client.post("/login/mfa/setup", data={"code": user.test_enrolment_code}).status_code == 302  # type: ignore[attr-defined]
         assert client.get("/login/mfa/setup").status_code == 200
         session.expire_all()
         secret = session.get(User, user.id).totp_secret or ""
