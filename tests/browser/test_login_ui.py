@@ -21,8 +21,12 @@ def test_first_login_enrols_totp_then_reaches_the_desk(live_server: LiveServer, 
     page.get_by_label("Email").fill(user.email)
     page.get_by_label("Password").fill(TEST_PASSWORD)
     page.get_by_role("button", name="Continue").click()
-    # Then they must set up TOTP: a server-rendered QR code and the secret as text
+    # Then they must set up TOTP: first the enrolment code the admin handed over (issue 12 item 6)
     expect(page.get_by_role("heading", name="Set up two-factor authentication")).to_be_visible()
+    expect(page.locator("figure.qr")).to_have_count(0)
+    page.get_by_label("Code").fill(user.test_enrolment_code)  # type: ignore[attr-defined]
+    page.get_by_role("button", name="Continue").click()
+    # then a server-rendered QR code and the secret as text
     expect(page.locator("figure.qr svg, figure.qr img")).to_have_count(1)
     secret = page.locator("code.secret").inner_text().replace(" ", "")
     # A wrong code is refused
