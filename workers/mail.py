@@ -12,8 +12,8 @@ from app.mail import delivery
 from app.mail.outbox import SEND_ACTOR
 from app.mail.outbox_settings import OutboundSettings
 
-# The time limit must stay well under OUTBOX_STALE_SECONDS (default 600 s): a claim older
-# than that is taken to belong to a dead worker and the row is sent again.
+# A send is bounded by the SMTP timeouts (app.mail.outbox_settings.stale_after_for: the stale-claim window is the
+# longest a live send can take, 8 steps x SMTP timeout + 30 s); the time limit only stops a send stuck elsewhere.
 SEND_TIME_LIMIT_MS = 120_000
 
 

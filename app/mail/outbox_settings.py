@@ -16,7 +16,7 @@ from app.mail.transport import FileTransport, SmtpTransport, Transport, parse_sm
 class OutboxTiming:
     """Timing of claims and retries (not to be confused with the outbound policies that allow or refuse an email)."""
 
-    # Must exceed the send actor's time limit: a claim older than this belongs to a dead worker.
+    # A claim older than this belongs to a dead worker: longer than a live send can take (`stale_after_for`).
     stale_after: dt.timedelta = dt.timedelta(minutes=10)
     retry_base: dt.timedelta = dt.timedelta(minutes=1)
     retry_max: dt.timedelta = dt.timedelta(hours=6)
@@ -25,6 +25,24 @@ class OutboxTiming:
     def retry_delay(self, attempts: int) -> dt.timedelta:
         """Exponential backoff: base, 2x base, 4x base ... capped at retry_max."""
         return min(self.retry_base * (2 ** max(attempts - 1, 0)), self.retry_max)
+
+
+# The steps of one SMTP conversation that each may wait up to the timeout: connect, EHLO, STARTTLS, EHLO, AUTH, MAIL, RCPT, DATA.
+SMTP_STEPS = 8
+# What a send needs besides the SMTP conversation (claim and record transactions, building the message).
+STALE_MARGIN = dt.timedelta(seconds=30)
+
+
+def stale_after_for(smtp_timeout: float | None) -> dt.timedelta:
+    """How long a claim may live: the longest a live send can take (every SMTP step at its timeout) plus a margin.
+
+    Default SMTP timeout 30 s -> 270 s (was a fixed 10 minutes, issue 15 item 5); the file outbox -> 60 s.
+    A worker killed mid-send leaves its row to be re-sent after this long, so shorter means faster recovery;
+    it can never be shorter than a live send, or a slow relay would get every message twice.
+    """
+    if smtp_timeout is None:
+        return dt.timedelta(seconds=60)
+    return SMTP_STEPS * dt.timedelta(seconds=smtp_timeout) + STALE_MARGIN
 
 
 @dataclass(frozen=True)
@@ -37,15 +55,22 @@ class OutboundSettings:
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> OutboundSettings:
-        """SMTP_URL (unset: file outbox in OUTBOX_PATH), PRIVACY_ADDRESS as From, OUTBOX_* timings."""
+        """SMTP_URL (unset: file outbox in OUTBOX_PATH), PRIVACY_ADDRESS as From, OUTBOX_* timings.
+
+        The stale-claim window follows the SMTP timeout (`stale_after_for`) unless OUTBOX_STALE_SECONDS is set.
+        """
         sender = str(config.get("PRIVACY_ADDRESS") or f"privacy@{DEFAULT_MSGID_DOMAIN}")
         transport: Transport
+        smtp_timeout: float | None = None
         if config.get("SMTP_URL"):
-            transport = SmtpTransport(parse_smtp_url(str(config["SMTP_URL"])), local_hostname=sender.rpartition("@")[2] or None)
+            smtp = parse_smtp_url(str(config["SMTP_URL"]))
+            smtp_timeout = smtp.timeout
+            transport = SmtpTransport(smtp, local_hostname=sender.rpartition("@")[2] or None)
         else:
             transport = FileTransport(config.get("OUTBOX_PATH") or Path(str(config["INSTANCE_PATH"])) / "outbox")
+        stale = config.get("OUTBOX_STALE_SECONDS")
         timing = OutboxTiming(
-            stale_after=dt.timedelta(seconds=float(config.get("OUTBOX_STALE_SECONDS", 600))),
+            stale_after=dt.timedelta(seconds=float(stale)) if stale else stale_after_for(smtp_timeout),
             retry_base=dt.timedelta(seconds=float(config.get("OUTBOX_RETRY_BASE_SECONDS", 60))),
             retry_max=dt.timedelta(seconds=float(config.get("OUTBOX_RETRY_MAX_SECONDS", 6 * 3600))),
             max_attempts=int(config.get("OUTBOX_MAX_ATTEMPTS", 12)),

@@ -55,6 +55,7 @@ class Handler:
     received: list[Received] = field(default_factory=list)
     rcpt_reply: str | None = None  # e.g. "451 4.3.0 try later" or "550 5.1.1 unknown"
     refuse: set[str] = field(default_factory=set)  # recipients answered with 550 (the others accepted)
+    data_delay: float = 0.0  # seconds between the end of DATA and the server's 250 (a kill then: nothing accepted)
     stall_at: str | None = None  # "rcpt" or "data": hold the first transaction there
     stalled: threading.Event = field(default_factory=threading.Event)
     release: threading.Event = field(default_factory=threading.Event)
@@ -75,6 +76,10 @@ class Handler:
         return "250 2.1.5 Ok"
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        if self.data_delay:
+            await asyncio.sleep(self.data_delay)
+            if server.transport is None or server.transport.is_closing():
+                return "451 4.3.0 client went away"  # the client never hears a 250: not accepted
         self.received.append(Received(envelope.mail_from, list(envelope.rcpt_tos), bytes(envelope.original_content or envelope.content)))
         await self._stall("data")
         return f"250 2.0.0 Ok: queued as Q{len(self.received)}"
