@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from app.exceptions import Refused
+from app.mail.transport import tls_failure, with_tls_floor
 
 log = logging.getLogger(__name__)
 
@@ -79,9 +80,7 @@ class PollResult:
 
 
 def _tls_context(settings: ImapSettings) -> ssl.SSLContext:
-    context = ssl.create_default_context(cafile=settings.ca_file)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    return context
+    return with_tls_floor(ssl.create_default_context(cafile=settings.ca_file))
 
 
 def connect(settings: ImapSettings) -> imaplib.IMAP4:
@@ -103,7 +102,7 @@ def connect(settings: ImapSettings) -> imaplib.IMAP4:
         raise
     except ssl.SSLError as exc:
         _close(conn)
-        raise ImapError(f"TLS with the IMAP server failed: {exc.reason or type(exc).__name__}") from None
+        raise ImapError(tls_failure("IMAP", exc)) from None
     except imaplib.IMAP4.error as exc:
         _close(conn)
         raise ImapError(f"the IMAP server refused the login or command: {type(exc).__name__}") from None

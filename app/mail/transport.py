@@ -128,10 +128,37 @@ def parse_smtp_url(url: str) -> SmtpSettings:
     )
 
 
+# WECO §9.1(c): TLS 1.2 or newer wherever the desk speaks to the network (SMTP and IMAP clients).
+TLS_FLOOR = ssl.TLSVersion.TLSv1_2
+# OpenSSL's reasons when the peer speaks only a protocol older than the floor.
+_OLD_PROTOCOL = frozenset({"UNSUPPORTED_PROTOCOL", "TLSV1_ALERT_PROTOCOL_VERSION", "NO_PROTOCOLS_AVAILABLE", "WRONG_SSL_VERSION"})
+
+
+def with_tls_floor(context: ssl.SSLContext) -> ssl.SSLContext:
+    """The context with TLS 1.2 as its floor and certificate and hostname verification on (whatever the caller passed)."""
+    if context.minimum_version < TLS_FLOOR or context.minimum_version == ssl.TLSVersion.MINIMUM_SUPPORTED:
+        context.minimum_version = TLS_FLOOR
+    if context.verify_mode != ssl.CERT_REQUIRED:
+        context.verify_mode = ssl.CERT_REQUIRED
+    context.check_hostname = True
+    return context
+
+
+def tls_failure(server: str, exc: ssl.SSLError) -> str:
+    """A clear, safe reason for a failed TLS handshake with `server` ("SMTP", "IMAP")."""
+    reason = str(exc.reason or type(exc).__name__)
+    if reason in _OLD_PROTOCOL:
+        return f"the {server} server offers only TLS older than 1.2, which the desk refuses (WECO §9.1(c)): {reason}"
+    if isinstance(exc, ssl.SSLEOFError):
+        # Some servers (asyncio's among them) hang up without an alert when no protocol version is common.
+        return f"the {server} server ended the TLS handshake ({reason}): it may offer only TLS older than 1.2, which the desk refuses (WECO §9.1(c))"
+    return f"TLS with the {server} server failed: {reason}"
+
+
 @functools.cache
 def default_tls_context() -> ssl.SSLContext:
-    """The system's trust store with hostname checks, built once per process (loading the CA bundle costs ~0.3 s)."""
-    return ssl.create_default_context()
+    """The system's trust store with hostname checks and the TLS 1.2 floor, built once per process (loading the CA bundle costs ~0.3 s)."""
+    return with_tls_floor(ssl.create_default_context())
 
 
 class SmtpTransport:
@@ -150,7 +177,7 @@ class SmtpTransport:
         """One SMTP transaction for one recipient; raises TemporaryFailure or PermanentFailure."""
         s = self.settings
         try:
-            context = self.ssl_context or default_tls_context()
+            context = with_tls_floor(self.ssl_context) if self.ssl_context is not None else default_tls_context()
             client: smtplib.SMTP
             if s.implicit_tls:
                 client = smtplib.SMTP_SSL(s.host, s.port, local_hostname=self.local_hostname, timeout=s.timeout, context=context)
@@ -162,6 +189,8 @@ class SmtpTransport:
             raise
         except ssl.SSLCertVerificationError:
             raise TemporaryFailure("TLS certificate of the SMTP server could not be verified") from None
+        except ssl.SSLError as exc:
+            raise TemporaryFailure(tls_failure("SMTP", exc)) from None
         except smtplib.SMTPAuthenticationError as exc:
             raise TemporaryFailure(self._scrub(f"SMTP authentication failed: {exc.smtp_code}")) from None
         except smtplib.SMTPResponseException as exc:
