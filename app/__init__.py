@@ -60,10 +60,12 @@ def register_domains(app: Flask) -> None:
     """Each domain fills the core's registries (intake handlers, outbound policies): one call per domain."""
     from app.dsr.setup import register as register_dsr
     from app.mail.setup import register as register_mail
+    from app.retention.setup import register as register_retention
     from app.subject_data.setup import register as register_subject_data
 
     register_dsr(app)
     register_subject_data(app)
+    register_retention(app)  # legal holds: the engine's one hold check
     register_mail(app)  # the core's own outbound policy, asked last: the per-recipient limit on automatic replies
 
 

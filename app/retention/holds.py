@@ -1,0 +1,181 @@
+"""Legal holds: placing, lifting, listing, and the check the deletion engine asks about every item of every run.
+
+A hold covers a whole controller, one ticket, or one subject within a controller (matched by the
+controller's email blind index: the ticket's requester, a message's sender, or the subject of a subject-scope
+run such as a DSR erasure). While active (not lifted, end date in the future) the engine leaves what it covers
+untouched and reports it as kept with the hold's reason ("hold 3: litigation"). When a hold ends, the items
+it kept are due at once: the next retention run takes them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Mapping, Sequence
+
+from sqlalchemy import or_, select
+from sqlalchemy.orm import Session
+
+from app.audit.service import record
+from app.crypto.cipher import CryptoError
+from app.deletion.models import DeletionRun
+from app.deletion.report import Item
+from app.deletion.scope import digests
+from app.exceptions import NotFound, Refused
+from app.principal import Principal
+from app.retention.models import HOLD_BASES, RetentionHold
+from app.retention.policies import RetentionError
+from app.tickets.models import Message, Ticket, key_owner_for
+
+# Only these may be placed "until lifted"; any other basis needs an end date (issue 14 item 2).
+INDEFINITE_BASES = ("litigation", "regulator_request")
+
+
+class HoldNotFound(RetentionError, NotFound):
+    """No hold with that id."""
+
+
+class InvalidHold(RetentionError, Refused):
+    """A hold that cannot be placed or lifted as asked (nothing was written)."""
+
+
+def place(
+    session: Session,
+    *,
+    kind: str,
+    basis: str,
+    basis_text: str = "",
+    controller_id: int | None = None,
+    ticket_id: int | None = None,
+    subject_email: str | None = None,
+    until: dt.datetime | None,
+    by: Principal,
+    now: dt.datetime,
+) -> RetentionHold:
+    """Place a hold (flush); InvalidHold when incomplete. `until` None: until lifted (litigation, regulator). Audited."""
+    if basis not in HOLD_BASES:
+        raise InvalidHold(f"unknown basis {basis!r} (one of {', '.join(HOLD_BASES)})")
+    if until is None and basis not in INDEFINITE_BASES:
+        raise InvalidHold(f"a {basis} hold needs an end date (only {' and '.join(INDEFINITE_BASES)} may last until lifted)")
+    if until is not None and until <= now:
+        raise InvalidHold("the end date is in the past")
+    if kind == "ticket":
+        ticket = session.get(Ticket, ticket_id) if ticket_id is not None else None
+        if ticket is None:
+            raise InvalidHold("no such ticket")
+        controller_id = ticket.controller_id
+    elif kind in ("controller", "subject"):
+        if controller_id is None:
+            raise InvalidHold(f"a {kind} hold needs its controller")
+        ticket_id = None
+    else:
+        raise InvalidHold(f"unknown hold kind {kind!r}")
+    if kind == "subject" and not (subject_email or "").strip():
+        raise InvalidHold("a subject hold needs the subject's address")
+    hold = RetentionHold(
+        kind=kind,
+        controller_id=controller_id,
+        ticket_id=ticket_id,
+        key_owner=key_owner_for(controller_id),
+        basis=basis,
+        basis_text=basis_text.strip(),
+        placed_by=by.label[:100],
+        placed_at=now,
+        until=until,
+    )
+    if kind == "subject":
+        hold.subject_email = (subject_email or "").strip()
+    session.add(hold)
+    session.flush()
+    details = {"kind": kind, "basis": basis, "ticket_id": ticket_id, "until": until.strftime("%Y-%m-%dT%H:%M:%SZ") if until else None}
+    record(
+        session, by=by, action="retention.hold_placed", target_type="retention_hold", target_id=hold.id, controller_id=controller_id, details=details, now=now
+    )
+    return hold
+
+
+def lift(session: Session, hold_id: int, *, by: Principal, now: dt.datetime) -> RetentionHold:
+    """Lift a hold (flush): what it kept is due at once. HoldNotFound; InvalidHold when already lifted. Audited."""
+    hold = session.get(RetentionHold, hold_id)
+    if hold is None:
+        raise HoldNotFound(f"no hold {hold_id}")
+    if hold.lifted_at is not None:
+        raise InvalidHold(f"hold {hold_id} was lifted already")
+    hold.lifted_at, hold.lifted_by = now, by.label[:100]
+    session.flush()
+    record(session, by=by, action="retention.hold_lifted", target_type="retention_hold", target_id=hold.id, controller_id=hold.controller_id, now=now)
+    return hold
+
+
+def list_holds(session: Session, *, include_ended: bool = False, now: dt.datetime) -> list[RetentionHold]:
+    """Holds, newest first (only the active ones unless `include_ended`)."""
+    holds = list(session.scalars(select(RetentionHold).order_by(RetentionHold.id.desc())))
+    return holds if include_ended else [h for h in holds if h.active(now)]
+
+
+def active_holds(session: Session, controller_ids: Sequence[int], now: dt.datetime) -> list[RetentionHold]:
+    """The active holds of these controllers (one query)."""
+    if not controller_ids:
+        return []
+    stmt = select(RetentionHold).where(
+        RetentionHold.lifted_at.is_(None),
+        RetentionHold.controller_id.in_(sorted(set(controller_ids))),
+        or_(RetentionHold.until.is_(None), RetentionHold.until > now),
+    )
+    return list(session.scalars(stmt))
+
+
+def reason(hold: RetentionHold) -> str:
+    """The reason a run reports for what the hold kept: ids and codes only."""
+    return f"hold {hold.id}: {hold.basis}"
+
+
+def _run_subject_digests(session: Session, run: DeletionRun) -> set[bytes]:
+    """A subject-scope run's subject, as the controller's blind index (a DSR erasure of a held subject)."""
+    if run.scope_kind != "subject" or run.controller_id is None or not run.params:
+        return set()
+    try:
+        params = json.loads(run.params)
+    except (CryptoError, ValueError):
+        return set()
+    known = {bytes.fromhex(h) for h in params.get("email_digests") or []}
+    return known | set(digests(session, params.get("emails") or [], run.controller_id))
+
+
+def check(session: Session, run: DeletionRun, items: Sequence[Item]) -> Mapping[Item, str]:
+    """The engine's hold check (`app.deletion.holds`): which of these items an active hold covers, and why."""
+    now = run.updated_at
+    ticket_ids = sorted({i.ticket_id for i in items if i.ticket_id is not None})
+    tickets = {
+        r.id: (r.controller_id, r.requester_email_bidx)
+        for r in session.execute(select(Ticket.id, Ticket.controller_id, Ticket.requester_email_bidx).where(Ticket.id.in_(ticket_ids or [0])))
+    }
+    controllers = {i.controller_id for i in items if i.controller_id is not None} | {c for c, _ in tickets.values() if c is not None}
+    if run.controller_id is not None:
+        controllers.add(run.controller_id)
+    holds = active_holds(session, sorted(controllers), now)
+    if not holds:
+        return {}
+    senders: dict[int, bytes | None] = {}
+    message_ids = [i.id for i in items if i.what == "message"]
+    if message_ids and any(h.kind == "subject" for h in holds):
+        senders = {r.id: r.sender_email_bidx for r in session.execute(select(Message.id, Message.sender_email_bidx).where(Message.id.in_(message_ids)))}
+    run_subject = _run_subject_digests(session, run) if any(h.kind == "subject" for h in holds) else set()
+    held: dict[Item, str] = {}
+    for item in items:
+        owner, requester = tickets.get(item.ticket_id or 0, (item.controller_id, None))
+        owner = owner if owner is not None else item.controller_id
+        for hold in holds:
+            if hold.controller_id != owner and not (hold.kind == "subject" and hold.controller_id == run.controller_id):
+                continue
+            if hold.kind == "controller":
+                hit = True
+            elif hold.kind == "ticket":
+                hit = item.ticket_id is not None and item.ticket_id == hold.ticket_id
+            else:
+                mine = {requester, senders.get(item.id) if item.what == "message" else None}
+                hit = hold.subject_email_bidx in mine or hold.subject_email_bidx in run_subject
+            if hit:
+                held[item] = reason(hold)
+                break
+    return held

@@ -1,0 +1,171 @@
+"""The effective retention policy of a category for a controller, and changes to it (versioned, audit-logged).
+
+The newest row of (category, controller) is the controller's override unless it was withdrawn; otherwise
+the newest desk-wide row (controller NULL); otherwise the shipped default, written as desk-wide version 1 by
+`effective(..., materialise=True)` so a run names the exact version it acted under.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.audit.service import record
+from app.exceptions import DeskError, Refused
+from app.principal import Principal
+from app.retention.models import RetentionPolicy
+from app.retention.periods import CATEGORIES, DEFAULTS, is_valid
+
+
+class RetentionError(DeskError):
+    """Base of retention's errors; messages are safe to show."""
+
+
+class InvalidPolicy(RetentionError, Refused):
+    """A policy outside what is allowed (unknown category, period beyond the maximum, wrong event)."""
+
+
+@dataclass(frozen=True)
+class Effective:
+    """The policy in force: its numbers, and the version row behind it (None: the shipped default, never written)."""
+
+    category: str
+    controller_id: int | None
+    period_days: int
+    event: str
+    action: str
+    legal_basis: str
+    version_id: int | None
+    version: int
+    source: str  # "default", "desk", "controller"
+
+
+def _newest(session: Session, category: str, controller_id: int | None) -> RetentionPolicy | None:
+    owner = RetentionPolicy.controller_id.is_(None) if controller_id is None else RetentionPolicy.controller_id == controller_id
+    stmt = select(RetentionPolicy).where(RetentionPolicy.category == category, owner).order_by(RetentionPolicy.version.desc()).limit(1)
+    return session.scalars(stmt).first()
+
+
+def _of(row: RetentionPolicy, controller_id: int | None, source: str) -> Effective:
+    return Effective(row.category, controller_id, row.period_days, row.event, row.action, row.legal_basis, row.id, row.version, source)
+
+
+def effective(session: Session, category: str, controller_id: int | None, *, now: dt.datetime, materialise: bool = False) -> Effective:
+    """The policy in force for a controller (None: desk-wide); `materialise` writes the default as version 1 (flush)."""
+    if controller_id is not None:
+        own = _newest(session, category, controller_id)
+        if own is not None and not own.withdrawn:
+            return _of(own, controller_id, "controller")
+    desk = _newest(session, category, None)
+    if desk is not None:
+        return _of(desk, controller_id, "desk")
+    d = DEFAULTS[category]
+    if not materialise:
+        return Effective(category, controller_id, d.period_days, d.event, d.action, d.legal_basis, None, 0, "default")
+    row = RetentionPolicy(
+        category=category,
+        controller_id=None,
+        version=1,
+        period_days=d.period_days,
+        event=d.event,
+        action=d.action,
+        legal_basis=d.legal_basis,
+        withdrawn=False,
+        created_by="system:retention-defaults",
+        created_at=now,
+    )
+    session.add(row)
+    session.flush()
+    return _of(row, controller_id, "desk")
+
+
+def all_effective(session: Session, controller_ids: list[int | None], *, now: dt.datetime) -> list[Effective]:
+    """Every category's policy for each of these controllers (None: desk-wide), category order then controller."""
+    return [effective(session, c, cid, now=now) for c in CATEGORIES for cid in controller_ids]
+
+
+def change(
+    session: Session,
+    category: str,
+    *,
+    controller_id: int | None,
+    period_days: int,
+    action: str,
+    legal_basis: str,
+    max_days: int,
+    by: Principal,
+    now: dt.datetime,
+) -> RetentionPolicy:
+    """Write the next version of a policy (flush); InvalidPolicy when outside the allowed range. Audited."""
+    event = DEFAULTS[category].event if category in DEFAULTS else ""
+    problem = is_valid(category, period_days, event, action, max_days=max_days)
+    if problem:
+        raise InvalidPolicy(problem)
+    if not legal_basis.strip():
+        raise InvalidPolicy("a policy needs its legal basis")
+    if controller_id is None and _newest(session, category, None) is None:
+        effective(session, category, None, now=now, materialise=True)  # the default becomes version 1, the change 2
+    last = _newest(session, category, controller_id)
+    row = RetentionPolicy(
+        category=category,
+        controller_id=controller_id,
+        version=(last.version if last else 0) + 1,
+        period_days=period_days,
+        event=event,
+        action=action,
+        legal_basis=legal_basis.strip(),
+        withdrawn=False,
+        created_by=by.label[:100],
+        created_at=now,
+    )
+    session.add(row)
+    session.flush()
+    details = {"category": category, "version": row.version, "period_days": period_days, "action": action}
+    record(
+        session,
+        by=by,
+        action="retention.policy_changed",
+        target_type="retention_policy",
+        target_id=row.id,
+        controller_id=controller_id,
+        details=details,
+        now=now,
+    )
+    return row
+
+
+def withdraw(session: Session, category: str, *, controller_id: int, by: Principal, now: dt.datetime) -> RetentionPolicy:
+    """End a controller's override (a new version marked withdrawn; the desk-wide policy applies again). Audited."""
+    last = _newest(session, category, controller_id)
+    if last is None or last.withdrawn:
+        raise InvalidPolicy(f"controller {controller_id} has no override of {category}")
+    desk = effective(session, category, None, now=now, materialise=True)
+    row = RetentionPolicy(
+        category=category,
+        controller_id=controller_id,
+        version=last.version + 1,
+        period_days=desk.period_days,
+        event=desk.event,
+        action=desk.action,
+        legal_basis=desk.legal_basis,
+        withdrawn=True,
+        created_by=by.label[:100],
+        created_at=now,
+    )
+    session.add(row)
+    session.flush()
+    details = {"category": category, "version": row.version, "withdrawn": True}
+    record(
+        session,
+        by=by,
+        action="retention.policy_changed",
+        target_type="retention_policy",
+        target_id=row.id,
+        controller_id=controller_id,
+        details=details,
+        now=now,
+    )
+    return row

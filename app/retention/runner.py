@@ -1,0 +1,278 @@
+"""A retention run: what is due per category and controller goes through the deletion engine, recorded in the ledger.
+
+The run is a `retention_runs` row and a cursor on it; every batch is one committed transaction
+(`app.jobs.batch.run_batches`), so Ctrl-C stops between batches and `kill -9` loses at most the batch in
+flight: the next run resumes the unfinished ledger row where its cursor stands (the engine run in flight
+resumes from its own cursor, so nothing is done twice). A batch either starts an engine run for the next
+`CHUNK` due tickets of one (category, controller) under the policy version in force at that moment
+(authority "retention_policy", id = the version's row id), or advances the engine run in flight by one of
+its batches. Every item passes the engine's hold check; what a hold kept is counted under "held".
+
+Categories a run acts on today: those with `covered` in `app.retention.periods` (closed-ticket content,
+requester identity); the others are listed by `retention policies` as not yet covered.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import flag_modified
+
+from app.audit.service import record
+from app.deletion import service as deletion
+from app.deletion.holds import HOLDS
+from app.deletion.models import DeletionRun
+from app.deletion.report import Item, changes
+from app.jobs.batch import BatchProgress, Clock, SessionScope, run_batches
+from app.principal import Principal
+from app.retention.models import RetentionRun
+from app.retention.periods import DEFAULTS, cutoff
+from app.retention.policies import Effective, RetentionError, effective
+from app.tickets.models import Ticket
+
+# Tickets per engine run: the engine walks them 200 a batch (app.deletion.purge); its plan keeps their ids.
+CHUNK = 1000
+UNFINISHED = ("running", "stopped")
+
+
+def covered(only_category: str | None = None) -> list[str]:
+    """The categories a run acts on (optionally just one); RetentionError for an unknown or uncovered name."""
+    if only_category is not None:
+        if only_category not in DEFAULTS:
+            raise RetentionError(f"unknown category {only_category!r} (known: {', '.join(DEFAULTS)})")
+        if not DEFAULTS[only_category].covered:
+            raise RetentionError(f"{only_category} is not covered by retention runs yet (see docs/retention.md)")
+        return [only_category]
+    return [c for c, d in DEFAULTS.items() if d.covered]
+
+
+def controllers_with_tickets(session: Session, only: int | None) -> list[int | None]:
+    """The controllers (None: triage) that have tickets, or just `only`."""
+    if only is not None:
+        return [only]
+    found = set(session.scalars(select(Ticket.controller_id).distinct()))
+    return sorted((c for c in found if c is not None), key=int) + ([None] if None in found else [])
+
+
+def _due_tickets(session: Session, policy: Effective, now: dt.datetime, *, after: int, limit: int) -> list[tuple[int, int | None]]:
+    """The next due tickets of a (category, controller) in id order: (id, controller id)."""
+    owner = Ticket.controller_id.is_(None) if policy.controller_id is None else Ticket.controller_id == policy.controller_id
+    stmt = (
+        select(Ticket.id, Ticket.controller_id)
+        .where(owner, Ticket.status == "closed", Ticket.closed_at <= cutoff(now, policy.period_days), Ticket.id > after)
+        .order_by(Ticket.id)
+        .limit(limit)
+    )
+    if policy.action == "anonymise":
+        stmt = stmt.where(Ticket.requester_email_ct.is_not(None) | Ticket.requester_name_ct.is_not(None))
+    return [(r.id, r.controller_id) for r in session.execute(stmt)]
+
+
+def _key(cid: int | None) -> str:
+    return "*" if cid is None else str(cid)
+
+
+# ---- dry run ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class PreviewLine:
+    """What a run would do to one category at one controller now: due count, held count with reasons."""
+
+    category: str
+    controller_id: int | None
+    action: str
+    period_days: int
+    version: int
+    source: str
+    due: int = 0
+    held: dict[str, int] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON shape (ids, counts and reason codes only)."""
+        return {k: getattr(self, k) for k in ("category", "controller_id", "action", "period_days", "version", "source", "due", "held")}
+
+
+def preview(session: Session, *, only_controller: int | None = None, only_category: str | None = None, now: dt.datetime) -> list[PreviewLine]:
+    """What a run would delete or anonymise now, and what legal holds would keep (changes nothing)."""
+    lines: list[PreviewLine] = []
+    for category in covered(only_category):
+        for cid in controllers_with_tickets(session, only_controller):
+            policy = effective(session, category, cid, now=now)
+            line = PreviewLine(category, cid, policy.action, policy.period_days, policy.version, policy.source)
+            probe = DeletionRun(authority_kind="retention_policy", scope_kind="tickets", controller_id=cid, action=policy.action, updated_at=now)
+            after = 0
+            while batch := _due_tickets(session, policy, now, after=after, limit=CHUNK):
+                items = [Item("ticket", t, controller_id=c, ticket_id=t) for t, c in batch]
+                kept = HOLDS.kept(session, probe, items)
+                line.due += len(items) - len(kept)
+                for why in kept.values():
+                    line.held[why] = line.held.get(why, 0) + 1
+                after = batch[-1][0]
+            lines.append(line)
+    return lines
+
+
+# ---- the real run -----------------------------------------------------------------------------------------
+
+
+def open_run(session: Session, *, only_controller: int | None, only_category: str | None, by: Principal, now: dt.datetime) -> tuple[RetentionRun, bool]:
+    """The unfinished ledger row to resume (True), or a new one for these filters (False). Flush only; audited when new."""
+    unfinished = session.scalars(select(RetentionRun).where(RetentionRun.state.in_(UNFINISHED)).order_by(RetentionRun.id.desc()).limit(1)).first()
+    if unfinished is not None:
+        unfinished.state = "running"
+        return unfinished, True
+    categories = covered(only_category)
+    work = [[c, cid] for c in categories for cid in controllers_with_tickets(session, only_controller)]
+    run = RetentionRun(
+        state="running",
+        requested_by=by.label[:100],
+        only_controller_id=only_controller,
+        only_category=only_category,
+        policy_versions={},
+        counts={},
+        errors=[],
+        cursor={"work": work, "i": 0, "after": 0, "engine_run": None},
+        started_at=now,
+        updated_at=now,
+    )
+    session.add(run)
+    session.flush()
+    details = {"category": only_category, "only_controller": only_controller, "parts": len(work)}
+    record(session, by=by, action="retention.run_started", target_type="retention_run", target_id=run.id, details=details, now=now)
+    return run, False
+
+
+def _tally(run: RetentionRun, category: str, cid: int | None, what: str, n: int) -> None:
+    counts = run.counts.setdefault(category, {}).setdefault(_key(cid), {"due": 0, "changed": 0, "held": 0})
+    counts[what] = int(counts.get(what, 0)) + n
+    flag_modified(run, "counts")
+
+
+def _settle(session: Session, run: RetentionRun, engine_run_id: int, category: str, cid: int | None) -> None:
+    """An engine run finished: its changes, kept items and failures into the ledger (same transaction)."""
+    done = deletion.get_run(session, engine_run_id)
+    report = done.report or {}
+    _tally(run, category, cid, "changed", sum(changes(report).values()))
+    _tally(run, category, cid, "held", len(report.get("kept", [])))
+    for failure in report.get("failed", []):
+        run.errors = [*run.errors, {"engine_run": engine_run_id, **failure}]
+
+
+def step(session: Session, run_id: int, *, by: Principal, now: dt.datetime) -> bool:
+    """One batch of a retention run (the caller commits); True when the run is finished."""
+    run = session.get(RetentionRun, run_id, populate_existing=True)
+    if run is None or run.state not in UNFINISHED:
+        return True
+    cursor = dict(run.cursor)
+    work = cursor["work"]
+    if cursor["i"] >= len(work):
+        _finish(session, run, by=by, now=now)
+        return True
+    category, cid = work[cursor["i"]]
+    engine_run = cursor.get("engine_run")
+    if engine_run is not None:
+        if deletion.step(session, int(engine_run), by=by, now=now):
+            _settle(session, run, int(engine_run), category, cid)
+            cursor["engine_run"] = None
+    else:
+        policy = effective(session, category, cid, now=now, materialise=True)
+        versions = run.policy_versions.setdefault(category, {}).setdefault(_key(cid), [])
+        if policy.version_id not in versions:
+            versions.append(policy.version_id)  # a change mid-run: the next chunk follows the new version
+            flag_modified(run, "policy_versions")
+        batch = _due_tickets(session, policy, now, after=int(cursor["after"]), limit=CHUNK)
+        if batch:
+            authority = deletion.Authority("retention_policy", policy.version_id)
+            scope = deletion.Scope.tickets(tuple(t for t, _ in batch), controller_id=cid)
+            started = deletion.start(session, authority, scope, policy.action, by=by, now=now)
+            cursor["engine_run"], cursor["after"] = started.id, batch[-1][0]
+            _tally(run, category, cid, "due", len(batch))
+        else:
+            cursor["i"], cursor["after"] = cursor["i"] + 1, 0
+    run.cursor, run.updated_at = cursor, now
+    session.flush()
+    return False
+
+
+def _finish(session: Session, run: RetentionRun, *, by: Principal, now: dt.datetime) -> None:
+    run.state = "failed" if run.errors else "done"
+    run.finished_at = run.updated_at = now
+    session.flush()
+    totals = {"due": 0, "changed": 0, "held": 0}
+    for per_controller in run.counts.values():
+        for counts in per_controller.values():
+            for what in totals:
+                totals[what] += int(counts.get(what, 0))
+    details = {"state": run.state, **totals, "errors": len(run.errors)}
+    record(session, by=by, action="retention.run_finished", target_type="retention_run", target_id=run.id, details=details, now=now)
+
+
+def stop(session: Session, run_id: int, *, now: dt.datetime) -> None:
+    """Mark an interrupted run stopped (the next run resumes it)."""
+    run = session.get(RetentionRun, run_id)
+    if run is not None and run.state == "running":
+        run.state, run.updated_at = "stopped", now
+        session.flush()
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """How a run ended: its ledger id, whether it resumed an unfinished one, and the batch loop's progress."""
+
+    run_id: int
+    resumed: bool
+    progress: BatchProgress
+
+
+def execute(
+    sessions: SessionScope,
+    *,
+    only_controller: int | None = None,
+    only_category: str | None = None,
+    by: Principal,
+    clock: Clock,
+    should_stop: Callable[[], bool] = lambda: False,
+    on_batch: Callable[[int], None] = lambda _n: None,
+    max_batches: int | None = None,
+) -> RunResult:
+    """Open (or resume) a ledger row and run it batch by batch; a stop leaves it 'stopped' for the next run.
+
+    The caller holds the cross-process lock (`retention run` and the scheduled job take the same one).
+    """
+    with sessions() as session:
+        run, resumed = open_run(session, only_controller=only_controller, only_category=only_category, by=by, now=clock())
+        run_id = run.id
+    progress = run_batches(
+        sessions, lambda s, now: step(s, run_id, by=by, now=now), clock=clock, should_stop=should_stop, on_batch=on_batch, max_batches=max_batches
+    )
+    if progress.stopped:
+        with sessions() as session:
+            stop(session, run_id, now=clock())
+    return RunResult(run_id, resumed, progress)
+
+
+def ledger(session: Session, *, limit: int = 50) -> list[RetentionRun]:
+    """The newest runs first."""
+    return list(session.scalars(select(RetentionRun).order_by(RetentionRun.id.desc()).limit(limit)))
+
+
+def describe(run: RetentionRun) -> dict[str, Any]:
+    """A ledger row as JSON (ids, counts and codes only)."""
+    return {
+        "id": run.id,
+        "state": run.state,
+        "requested_by": run.requested_by,
+        "only_controller_id": run.only_controller_id,
+        "only_category": run.only_category,
+        "started_at": run.started_at.isoformat(),
+        "finished_at": run.finished_at.isoformat() if run.finished_at else None,
+        "policy_versions": run.policy_versions,
+        "counts": run.counts,
+        "errors": run.errors,
+    }
