@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from flask import Flask
 
-from app.dsr import delivery, gate, intake
+from app.dsr import communication, delivery, gate, intake
 from app.mail.intake import REGISTRY, IntakeRegistry
 from app.mail.outcomes import HOOKS, DeliveryHooks
 from app.mail.policies import POLICIES, PolicyRegistry
@@ -18,6 +18,7 @@ from app.mail.policies import POLICIES, PolicyRegistry
 def register_intake(registry: IntakeRegistry) -> None:
     """The DSR intake handlers, in the order they are asked, and the ticket finder of outbox rows about a request."""
     registry.add("dsr.instruction", intake.claim_instruction)  # a controller's reply to a forward
+    registry.add("dsr.communication", communication.claim_communication)  # a complaint or notice for the controller (P§11.2)
     registry.add("dsr.request", intake.claim_request)  # new mail to the privacy address
     registry.add("dsr.suggestion", intake.suggest_request, fallback=True)  # after every other domain's handlers
     registry.add_ticket_finder("dsr", intake.ticket_of_dsr)
@@ -27,6 +28,7 @@ def register_intake(registry: IntakeRegistry) -> None:
 def register_policies(policies: PolicyRegistry) -> None:
     """The DSR outbound policies: the instruction gate first (asked when an email is queued and when it is claimed for sending)."""
     policies.add(gate.POLICY_NAME, gate.instruction_policy)
+    policies.add(communication.POLICY_NAME, communication.communication_policy)  # a communication's sender gets nothing
 
 
 def register_delivery(hooks: DeliveryHooks) -> None:

@@ -27,7 +27,7 @@ from app.mail.parse import parse_mail
 from app.mail.ratelimit import AutoReplyLimit
 from app.tickets.models import Attachment, Message, Ticket
 from tests.factories import TEST_PRINCIPAL
-from tests.mail.test_cases import NOW, SETTINGS, acme, count
+from tests.mail.test_cases import NOW, SETTINGS, acme, count, mail_requests
 
 LIMIT = 25 * 1024 * 1024
 
@@ -98,7 +98,7 @@ def test_a_forged_reply_under_a_stored_message_id_is_kept_on_that_thread_not_dro
 def test_a_helpdesk_acknowledgement_quoting_our_reference_without_in_reply_to_opens_no_request(session: Session) -> None:
     # Given a request whose acknowledgement went out
     request_with_ack(session)
-    dsr = session.scalars(select(Dsr)).one()
+    dsr = mail_requests(session)[0]
     # When another helpdesk answers it with a subject that quotes our reference, no threading headers, no auto headers
     raw = (
         f"From: Service Desk <desk@helpdesk.example>\r\nTo: privacy@desk.example\r\nSubject: [Case 4471] Your request {dsr.reference}\r\n"
@@ -106,17 +106,17 @@ def test_a_helpdesk_acknowledgement_quoting_our_reference_without_in_reply_to_op
     ).encode()
     outcome = ingest(session, raw)
     # Then no second request and no second acknowledgement
-    assert count(session, Dsr) == 1 and acks(session) == 1
+    assert len(mail_requests(session)) == 1 and acks(session) == 1
     assert outcome.status == "stored"
 
 
 def test_the_subject_answering_by_reference_only_joins_the_requests_ticket(session: Session) -> None:
     request_with_ack(session)
-    dsr = session.scalars(select(Dsr)).one()
+    dsr = mail_requests(session)[0]
     raw = f"From: ann@acme.example\r\nTo: privacy@desk.example\r\nSubject: AW: Ihre Anfrage {dsr.reference}\r\nMessage-ID: <aw1@x>\r\n\r\nDanke.\r\n"
     outcome = ingest(session, raw.encode())
     assert (outcome.ticket_id, outcome.how, outcome.new_ticket) == (dsr.ticket_id, "domain_reference", False)
-    assert count(session, Dsr) == 1 and acks(session) == 1
+    assert len(mail_requests(session)) == 1 and acks(session) == 1
 
 
 def test_a_reply_to_our_acknowledgement_by_its_plus_token_address_joins_the_ticket(session: Session) -> None:
@@ -124,7 +124,7 @@ def test_a_reply_to_our_acknowledgement_by_its_plus_token_address_joins_the_tick
     ticket = session.scalars(select(Ticket)).one()
     raw = f"From: ann@acme.example\r\nTo: support+{ticket.reply_token}@desk.example\r\nSubject: more\r\nMessage-ID: <tok1@x>\r\n\r\nAnd more.\r\n"
     outcome = ingest(session, raw.encode())
-    assert outcome.ticket_id == ticket.id and outcome.how == "reply_token" and count(session, Dsr) == 1
+    assert outcome.ticket_id == ticket.id and outcome.how == "reply_token" and len(mail_requests(session)) == 1
 
 
 def test_an_auto_reply_referencing_our_acknowledgement_in_references_only_joins_and_sends_nothing(session: Session) -> None:
@@ -134,7 +134,7 @@ def test_an_auto_reply_referencing_our_acknowledgement_in_references_only_joins_
         f"Message-ID: <oof1@x>\r\nReferences: <older@x> {ack.message_id}\r\nAuto-Submitted: auto-replied\r\n\r\nIch bin nicht im Büro.\r\n"
     ).encode()
     outcome = ingest(session, raw)
-    assert not outcome.new_ticket and count(session, Dsr) == 1 and acks(session) == 1
+    assert not outcome.new_ticket and len(mail_requests(session)) == 1 and acks(session) == 1
     assert session.get(Ticket, outcome.ticket_id).status != "open" or True  # an auto-reply never reopens (checked in test_ingest)
 
 
@@ -144,7 +144,7 @@ def test_mail_from_the_desks_own_addresses_never_opens_a_ticket(session: Session
     raw = f"From: {sender}\r\nTo: privacy@desk.example\r\nSubject: Please delete my data\r\nMessage-ID: <own@x>\r\n\r\nDelete my data.\r\n".encode()
     outcome = ingest(session, raw)
     assert (outcome.status, outcome.reason, outcome.exit_code) == ("quarantined", "from_own_address", 0)
-    assert count(session, Ticket) == 0 and count(session, Dsr) == 0
+    assert count(session, Ticket) == 0 and len(mail_requests(session)) == 0
 
 
 AUTO_SUBJECTS = [
@@ -193,7 +193,7 @@ def test_automatic_mail_headers_open_no_request(session: Session, header: str) -
     acme(session)
     raw = f"From: robot@acme.example\r\nTo: privacy@desk.example\r\nSubject: Hello\r\nMessage-ID: <h@x>\r\n{header}\r\n\r\nPlease delete my data.\r\n"
     ingest(session, raw.encode())
-    assert count(session, Dsr) == 0 and acks(session) == 0
+    assert len(mail_requests(session)) == 0 and acks(session) == 0
 
 
 def test_a_robot_that_looks_like_a_person_gets_one_acknowledgement_per_window(session: Session) -> None:
@@ -381,7 +381,7 @@ def test_a_bounced_forward_to_the_controller_escalates_the_request_at_once(sessi
     # Given a privacy officer and a request forwarded to Acme's DSR contact
     officer = make_user(session, "privacy_officer")
     request_with_ack(session)
-    dsr = session.scalars(select(Dsr)).one()
+    dsr = mail_requests(session)[0]
     dsr_forward.forward(session, dsr.id, settings=DsrSettings("privacy@desk.example", "desk.example"), by=TEST_PRINCIPAL, now=NOW)
     sent = session.scalars(select(OutboxEmail).where(OutboxEmail.kind == "dsr_forward")).one()
     # When the controller's mail server returns it
@@ -427,7 +427,7 @@ def test_on_a_single_address_a_parcel_question_is_a_ticket_and_a_request_is_a_re
 
     # When a parcel question arrives, then it is a ticket: no request, no forward, no acknowledgement
     parcel = mail("p1@x", "Where is my parcel?", "My parcel 4471 has not arrived. Can you check?")
-    assert parcel.status == "stored" and count(session, Dsr) == 0 and count(session, OutboxEmail) == 0
+    assert parcel.status == "stored" and len(mail_requests(session)) == 0 and count(session, OutboxEmail) == 0
     # When a request arrives, then it opens one (and its acknowledgement is queued)
     request = mail("p2@x", "Delete my data", "Please delete my personal data and my account (GDPR article 17).")
     assert session.scalars(select(Dsr).where(Dsr.ticket_id == request.ticket_id)).one().received_at == NOW
@@ -447,3 +447,86 @@ def test_with_two_addresses_every_new_message_to_the_privacy_address_is_still_a_
     raw = b"From: ann@acme.example\r\nTo: privacy@desk.example\r\nSubject: Hello\r\nMessage-ID: <two@x>\r\n\r\nWhere is my parcel?\r\n"
     outcome = ingest(session, raw)
     assert session.scalars(select(Dsr).where(Dsr.ticket_id == outcome.ticket_id)).one() is not None
+
+
+def _privacy_mail(sender: str, subject: str, body: str, msgid: str) -> bytes:
+    return f"From: {sender}\r\nTo: privacy@desk.example\r\nSubject: {subject}\r\nMessage-ID: <{msgid}>\r\n\r\n{body}\r\n".encode()
+
+
+@pytest.mark.parametrize(
+    ("subject", "body"),
+    [
+        ("Beschwerde", "Ich beschwere mich über die Bearbeitung meines Tickets: niemand hat geantwortet."),  # a complaint, German
+        ("Formal complaint", "I wish to complain about how my support ticket was handled by your agent."),  # English
+        ("Mise en demeure", "Au nom de mon client, nous vous mettons en demeure de cesser ce traitement."),  # a lawyer, French
+    ],
+)
+def test_a_complaint_or_notice_is_forwarded_to_the_controller_at_once_and_opens_no_request(session: Session, subject: str, body: str) -> None:
+    from app.dsr.communication import KIND
+
+    acme(session)
+    outcome = ingest(session, _privacy_mail("Ann <ann@acme.example>", subject, body, "c1@x"))
+    assert outcome.claim is not None and outcome.claim.code == "communication"
+    assert len(mail_requests(session)) == 0 and acks(session) == 0
+    [forward] = session.scalars(select(OutboxEmail).where(OutboxEmail.kind == KIND))
+    assert forward.to_addr == "dpo@acme.example" and forward.related_id == outcome.ticket_id and forward.state == "queued"
+    assert forward.body_text is not None and body in forward.body_text
+    note = session.scalars(select(Message).where(Message.ticket_id == outcome.ticket_id, Message.direction == "note")).one()
+    assert note.notes is not None and note.notes[0]["outbox_ids"] == [forward.id]
+
+
+def test_the_desk_never_answers_the_sender_of_a_communication_but_may_write_to_the_controller(session: Session) -> None:
+    from app.dsr.communication import CommunicationNotAnswered
+    from app.mail.outbox import enqueue_email
+
+    acme(session)
+    outcome = ingest(session, _privacy_mail("ann@acme.example", "Complaint", "Formal complaint about my ticket.", "c2@x"))
+    with pytest.raises(CommunicationNotAnswered), session.begin_nested():
+        enqueue_email(
+            session,
+            to="ann@acme.example",
+            subject="Re",
+            body_text="Sorry!",
+            kind="reply",
+            related_type="ticket",
+            related_id=outcome.ticket_id,
+            by=TEST_PRINCIPAL,
+            now=NOW,
+        )
+    row = enqueue_email(
+        session,
+        to="dpo@acme.example",
+        subject="Re",
+        body_text="See below",
+        kind="reply",
+        related_type="ticket",
+        related_id=outcome.ticket_id,
+        by=TEST_PRINCIPAL,
+        now=NOW,
+    )
+    assert row.state == "queued"
+
+
+def test_an_authoritys_letter_without_a_known_controller_stays_in_triage_with_a_note(session: Session) -> None:
+    acme(session)
+    outcome = ingest(session, _privacy_mail("office@authority.example", "Your processing", "The supervisory authority asks for your statement.", "c3@x"))
+    assert outcome.claim is not None and outcome.claim.code == "communication"
+    assert count(session, OutboxEmail) == 0 and len(mail_requests(session)) == 0
+    note = session.scalars(select(Message).where(Message.ticket_id == outcome.ticket_id, Message.direction == "note")).one()
+    assert note.body_text is not None and "route the ticket" in note.body_text
+
+
+def test_a_request_that_also_complains_is_a_request(session: Session) -> None:
+    acme(session)
+    ingest(session, _privacy_mail("ann@acme.example", "Complaint", "I wish to complain, and please delete my personal data now.", "c4@x"))
+    assert len(mail_requests(session)) == 1
+
+
+def test_a_bounced_communication_forward_is_marked_on_its_row(session: Session) -> None:
+    from app.dsr.communication import KIND
+
+    acme(session)
+    ingest(session, _privacy_mail("ann@acme.example", "Complaint", "Formal complaint about my ticket.", "c5@x"))
+    forward = session.scalars(select(OutboxEmail).where(OutboxEmail.kind == KIND)).one()
+    ingest(session, _dsn(f"Message-ID: {forward.message_id}\r\n", kind="text/rfc822-headers"), minutes=30)
+    assert forward.state == "bounced" and forward.bounce_status == "5.1.1"

@@ -1,0 +1,151 @@
+"""Communications (Pexgle §11.2): a complaint, notice or communication about the processing goes to the controller at once.
+
+Not every privacy message is a request. A complaint about how a ticket was
+handled, a letter from a supervisory authority or a lawyer's notice must be
+passed to the controller *immediately*, but it has no types, no instruction to
+wait for and no erasure to run. `claim_communication` (an intake handler asked
+before `claim_request`) recognises such new mail to the privacy address by the
+phrases below (folded like the request classifier), forwards it to each of the
+controller's DSR contacts as outbox rows of kind `controller_communication`
+(delivery tracked like a forward: the rows' states, bounces marked on them) and
+records the forward as a note on the ticket. A communication whose controller is
+not known stays a triage ticket with a note saying it must be passed on.
+
+The sender still gets nothing from the desk: `communication_policy` refuses any
+email on such a ticket to anyone but staff and the controller's contacts.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.auth.models import User
+from app.controllers.models import Controller
+from app.dsr.classifier import classify, fold
+from app.mail.intake import Inbound
+from app.mail.outbox import enqueue_email, msgid_domain_for
+from app.mail.policies import OutboundMessage, OutboundRefused, Refusal
+from app.principal import Principal
+from app.tickets import service as tickets
+from app.tickets.models import Message, Ticket
+
+KIND = "controller_communication"
+POLICY_NAME = "dsr.communication_gate"
+TEXT_CHARS = 20_000
+# Phrases by what they are; folded text (lower case, no accents), matched at word starts.
+PHRASES: dict[str, tuple[str, ...]] = {
+    "complaint": (
+        "i want to complain", "i wish to complain", "formal complaint", "i am complaining", "complaint about",
+        "beschwerde", "ich beschwere mich", "reclamation", "plainte", "je me plains", "queja", "reclamacion",
+        "klacht", "ik wil klagen", "reclamo", "panasz", "panaszt teszek",
+    ),
+    "authority": (
+        "supervisory authority", "data protection authority", "information commissioner", "aufsichtsbehorde",
+        "datenschutzbehorde", "landesbeauftragte fur datenschutz", "cnil", "autorite de controle", "aepd",
+        "agencia espanola de proteccion de datos", "autoriteit persoonsgegevens", "garante per la protezione",
+        "nemzeti adatvedelmi", "naih",
+    ),
+    "legal": (
+        "on behalf of my client", "on behalf of our client", "legal notice", "letter before action", "im auftrag meines mandanten",
+        "namens meines mandanten", "rechtsanwalt", "mise en demeure", "au nom de mon client", "en nombre de mi cliente",
+        "namens mijn client", "ugyfelem megbizasabol",
+    ),
+}  # fmt: skip
+_PHRASE = {what: re.compile(r"(?<![a-z0-9])(?:" + "|".join(re.escape(p) for p in ps) + r")") for what, ps in PHRASES.items()}
+_MARKER = "communication-{ticket_id}@communication.invalid"
+
+
+class CommunicationNotAnswered(OutboundRefused):
+    """The desk does not write to the sender of a communication: the controller answers it (Pexgle §11.2, WECO §12.2)."""
+
+
+def communication_kind(text: str) -> str | None:
+    """What kind of communication `text` is ("complaint", "authority", "legal"), or None."""
+    folded = fold(text[:TEXT_CHARS])
+    return next((what for what, pattern in _PHRASE.items() if pattern.search(folded)), None)
+
+
+def is_communication(session: Session, ticket_id: int) -> bool:
+    """Whether a ticket holds a communication (its marker note exists; one indexed lookup)."""
+    return session.scalar(select(Message.id).where(Message.message_id == _MARKER.format(ticket_id=ticket_id))) is not None
+
+
+def claim_communication(session: Session, inbound: Inbound, *, by: Principal, now: dt.datetime) -> str | None:
+    """New privacy mail that is a complaint, an authority's letter or a legal notice (and not a request) is forwarded ("communication")."""
+    mail, ticket = inbound.mail, inbound.ticket
+    if mail.is_auto_reply or not inbound.new_ticket or inbound.privacy_address.lower() not in mail.recipients:
+        return None
+    text = f"{mail.subject}\n{mail.body_text}"
+    what = communication_kind(text)
+    if what is None or classify(text).looks_like_dsr:
+        return None  # a request goes through the request handler (its clock, its instructions)
+    controller = session.get(Controller, ticket.controller_id) if ticket.controller_id is not None else None
+    contacts = [c for c in (controller.contact_emails("dsr") if controller is not None else []) if c]
+    outbox_ids = [
+        enqueue_email(
+            session,
+            to=contact,
+            subject=f"Communication about the processing of your data ({ticket.reference})",
+            body_text=_forward_text(ticket, inbound, what),
+            controller_id=ticket.controller_id,
+            related_type="ticket",
+            related_id=ticket.id,
+            kind=KIND,
+            msgid_domain=msgid_domain_for({"PRIVACY_ADDRESS": inbound.privacy_address}),
+            by=by,
+            now=now,
+        ).id
+        for contact in contacts
+    ]
+    note = {"code": "communication", "kind": what, "outbox_ids": outbox_ids, "controller_id": ticket.controller_id, "forwarded": bool(outbox_ids)}
+    tickets.add_message(
+        session,
+        ticket,
+        tickets.MessageInput(
+            direction="note",
+            body_text=(
+                f"A {what} communication (Pexgle §11.2): forwarded to the controller's DSR contacts at once."
+                if outbox_ids
+                else f"A {what} communication (Pexgle §11.2): its controller is not known; route the ticket and pass it on at once."
+            ),
+            message_id=_MARKER.format(ticket_id=ticket.id),
+            notes=[note],
+        ),
+        by=by,
+        now=now,
+    )
+    return "communication"
+
+
+def _forward_text(ticket: Ticket, inbound: Inbound, what: str) -> str:
+    return (
+        f"A {what} communication relating to the processing of your data reached our desk ({ticket.reference}).\n"
+        "We pass it on without delay as our agreement requires (Pexgle §11.2) and will not answer the sender without your instruction.\n\n"
+        f"From: {inbound.mail.from_email}\nSubject: {inbound.mail.subject}\n\n{inbound.mail.body_text[:TEXT_CHARS]}\n"
+    )
+
+
+def communication_policy(session: Session, message: OutboundMessage, *, now: dt.datetime) -> Refusal | None:
+    """The outbound policy: on a communication's ticket, email only staff and the controller's contacts (never the sender)."""
+    if message.related_type != "ticket" or message.related_id is None or message.kind == KIND:
+        return None
+    if not is_communication(session, message.related_id):
+        return None
+    ticket = session.get(Ticket, message.related_id)
+    controller = session.get(Controller, ticket.controller_id) if ticket is not None and ticket.controller_id is not None else None
+    allowed = {a.lower() for a in (controller.contact_emails("dsr") if controller is not None else [])}
+    if message.to.lower() in allowed:
+        return None
+    if session.scalar(select(User.id).where(User.email == message.to.strip().lower(), User.disabled_at.is_(None))) is not None:
+        return None
+    return Refusal(
+        reason="communication",
+        error=CommunicationNotAnswered(f"ticket {message.related_id} holds a communication for the controller: the desk does not answer its sender"),
+        targets=(("ticket", message.related_id),),
+        audit_action="dsr.reply_refused",
+        details={"kind": message.kind, "related_type": "ticket", "related_id": message.related_id, "communication": True},
+    )
