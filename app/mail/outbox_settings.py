@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from app.addresses import InvalidAddress, normalise_email
+from app.exceptions import DeskError
 from app.mail.outbox import DEFAULT_MSGID_DOMAIN
 from app.mail.transport import FileTransport, SmtpTransport, Transport, parse_smtp_url
+from config.settings import ConfigError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -76,3 +82,34 @@ class OutboundSettings:
             max_attempts=int(config.get("OUTBOX_MAX_ATTEMPTS", 12)),
         )
         return cls(transport=transport, sender=sender, timing=timing)
+
+
+# The desk's own addresses: the outbox sends From and Reply-To them, so they must pass the outbox's own rules.
+OWN_ADDRESSES = ("PRIVACY_ADDRESS", "SUPPORT_ADDRESS")
+
+
+class OwnAddressInvalid(ConfigError, DeskError):
+    """One of the desk's own addresses would be refused by the outbox (production refuses to start)."""
+
+
+def check_own_addresses(config: Mapping[str, Any]) -> list[str]:
+    """Validate PRIVACY_ADDRESS and SUPPORT_ADDRESS with the outbox's rules at start-up (issue 15 item 9).
+
+    Production: raise OwnAddressInvalid with a one-line message naming the variable. Development: log a
+    warning per problem and return them; the embedded default's `*.localhost` addresses (file outbox) pass.
+    """
+    production = config.get("DESK_ENV") == "production"
+    problems: list[str] = []
+    for name in OWN_ADDRESSES:
+        value = str(config.get(name) or "")
+        if not value or (not production and value.lower().endswith(".localhost")):
+            continue
+        try:
+            normalise_email(value)
+        except InvalidAddress as exc:
+            problems.append(f"{name} is not an address the outbox can send from ({exc}); forwards would go out without Reply-To")
+    if problems and production:
+        raise OwnAddressInvalid(problems[0])
+    for problem in problems:
+        log.warning("%s", problem)
+    return problems
