@@ -86,10 +86,12 @@ def test_a_broker_failure_is_logged_per_id_and_not_raised(recorder: Recorder, be
     ]
 
 
-def test_a_delay_goes_with_the_message_in_milliseconds(recorder: Recorder, bell: Doorbell) -> None:
+def test_a_delay_goes_with_the_message_in_milliseconds_never_early(recorder: Recorder, bell: Doorbell) -> None:
+    # Rounded up, plus 5 ms (4ea892b): a message that arrives before its row is due finds nothing to do.
     assert bell.ring([9], delay=dt.timedelta(seconds=1.5)) == 1
+    assert bell.ring([9], delay=dt.timedelta(microseconds=1500)) == 1
     assert bell.ring([9], delay=dt.timedelta(0)) == 1
-    assert recorder.sent == [((9,), 1500), ((9,), None)]
+    assert recorder.sent == [((9,), 1505), ((9,), 7), ((9,), None)]
 
 
 def test_an_undeclared_actor_rings_nothing_and_says_so_when_asked(monkeypatch: pytest.MonkeyPatch, bell: Doorbell, caplog: pytest.LogCaptureFixture) -> None:
