@@ -97,3 +97,20 @@ def relay_accepts(session: Session, dsr_id: int, *, now: dt.datetime) -> None:
                 update(OutboxEmail).where(OutboxEmail.id == outbox_id).values(state="sent", sent_at=now, smtp_response="250 2.0.0 Ok", updated_at=now)
             )
             delivery.notify(session, outbox_id, "sent", "250 2.0.0 Ok", now=now)
+
+
+def make_standing(session: Session, controller: Controller, *, now: dt.datetime | None = None) -> Any:
+    """The controller's standing acknowledgement instruction, recorded from a verified reply of the controller (issue 12 item 2).
+
+    The reply belongs to a request of its own with no subject address (so it sends no acknowledgement itself).
+    """
+    from app.dsr.requests import DsrInput, create_dsr
+
+    when = now or utcnow()
+    dsr = create_dsr(
+        session, DsrInput(types=["access"], subject_name="Standing"), source="staff", received_at=when, ticket=None, controller_ids=[controller.id],
+        by=TEST_PRINCIPAL, now=when,
+    )  # fmt: skip
+    contact = controller.contact_emails("dsr")[0]
+    reply = make_instruction(session, dsr, controller_id=controller.id, sender_email=contact, reply_text="You may acknowledge receipt of requests.", now=when)
+    return dsr_instructions.record_standing(session, controller.id, source_instruction_id=reply.id, by=TEST_PRINCIPAL, now=when)

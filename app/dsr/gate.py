@@ -10,9 +10,14 @@ ticket with an open DSR and goes to anyone but staff or that DSR's
 controllers. Such an email passes only if, for each of those DSRs:
 
 - a privacy officer confirmed an instruction of the controller to respond and
-  the email carries the instructed text, or
-- it is a neutral acknowledgement (kind `acknowledgement`) whose text is the
-  template of a standing instruction of every controller the DSR concerns.
+  the email's body is exactly `response_body(instructed text)`: the fixed
+  greeting, the controller's own words, the fixed signature (issue 12 item 3;
+  a body merely containing the text, or a short text inside a longer body, does
+  not pass), or
+- it is the neutral acknowledgement (kind `acknowledgement`), exactly
+  `acknowledgement_body(reference)`: receipt and the reference, nothing else,
+  and every controller the DSR concerns has an active standing instruction
+  recorded from one of its verified replies (issue 12 item 2).
 
 A refusal names the DSRs (ids only): at enqueue time the outbox raises
 InstructionRequired and writes `dsr.reply_refused` after the caller's
@@ -41,6 +46,22 @@ from app.mail.policies import OutboundMessage, OutboundRefused, Refusal
 log = logging.getLogger(__name__)
 
 ACKNOWLEDGEMENT = "acknowledgement"
+GREETING = "Hello,"
+SIGNATURE = "Kind regards,\nThe privacy team"
+# The neutral acknowledgement a standing instruction allows: receipt and the reference, nothing else.
+ACKNOWLEDGEMENT_TEXT = "We have received your request. Its reference is {reference}."
+
+
+def acknowledgement_body(reference: str) -> str:
+    """The one acknowledgement text the desk sends under a standing instruction."""
+    return f"{GREETING}\n\n{ACKNOWLEDGEMENT_TEXT.format(reference=reference)}\n\n{SIGNATURE}\n"
+
+
+def response_body(instructed_text: str) -> str:
+    """What a confirmed "respond" instruction lets the desk send: the controller's words between a fixed greeting and signature."""
+    return f"{GREETING}\n\n{instructed_text.strip()}\n\n{SIGNATURE}\n"
+
+
 POLICY_NAME = "dsr.instruction_gate"
 
 
@@ -86,15 +107,18 @@ def _is_staff_or_controller(session: Session, to: str, controller_ids: set[int])
 def _authorised(session: Session, dsr: Dsr, *, kind: str, body: str) -> bool:
     if kind == ACKNOWLEDGEMENT:
         controllers = set(dsr.controller_ids)
-        if not controllers:
-            return False  # triage: no controller has said anything yet
+        if not controllers or body != _normalised(acknowledgement_body(dsr.reference or "")):
+            return False  # triage (no controller has said anything yet), or not the neutral text
         for cid in controllers:
-            templates = session.scalars(
-                select(StandingInstruction).where(
-                    StandingInstruction.controller_id == cid, StandingInstruction.kind == ACKNOWLEDGEMENT, StandingInstruction.revoked_at.is_(None)
+            standing = session.scalar(
+                select(StandingInstruction.id).where(
+                    StandingInstruction.controller_id == cid,
+                    StandingInstruction.kind == ACKNOWLEDGEMENT,
+                    StandingInstruction.revoked_at.is_(None),
+                    StandingInstruction.source_instruction_id.is_not(None),
                 )
             )
-            if not any(_normalised(t.template) == body for t in templates):
+            if standing is None:
                 return False
         return True
     confirmed = session.scalars(
@@ -102,7 +126,7 @@ def _authorised(session: Session, dsr: Dsr, *, kind: str, body: str) -> bool:
             Instruction.dsr_id == dsr.id, Instruction.state == "confirmed", Instruction.decision == "respond", Instruction.verified.is_(True)
         )
     )
-    return any(_normalised(i.response_text) and _normalised(i.response_text) in body for i in confirmed)
+    return any(i.response_text and _normalised(response_body(i.response_text)) == body for i in confirmed)
 
 
 def instruction_policy(session: Session, message: OutboundMessage, *, now: dt.datetime) -> Refusal | None:

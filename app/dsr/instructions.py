@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from app.audit.service import record
 from app.controllers.models import Controller, ControllerContact
 from app.dsr.errors import DsrError
-from app.dsr.gate import ACKNOWLEDGEMENT
+from app.dsr.gate import ACKNOWLEDGEMENT, ACKNOWLEDGEMENT_TEXT
 from app.dsr.history import add_event
 from app.dsr.models import DECISIONS, Dsr, Instruction, StandingInstruction
 from app.dsr.requests import get_dsr
@@ -29,6 +29,7 @@ from app.mail.outbox import enqueue_email
 from app.principal import Principal
 
 MAX_TEXT = 20_000
+NEUTRAL_TEMPLATE = ACKNOWLEDGEMENT_TEXT
 _VERDICT = re.compile(r"\b(dkim|spf|dmarc|arc)\s*=\s*([a-z]+)", re.IGNORECASE)
 
 
@@ -118,6 +119,24 @@ def _decide(session: Session, instruction: Instruction, state: str, *, by: Princ
     session.refresh(instruction)
 
 
+MIN_RESPONSE_CHARS = 20
+MIN_RESPONSE_WORDS = 4
+
+
+def _folded(text: str) -> str:
+    return " ".join(text.split()).casefold()
+
+
+def _check_instructed_text(text: str, reply: str) -> None:
+    """A "respond" text must be a real message and the controller's own words, found in their reply (issue 12 item 3)."""
+    if len(text) < MIN_RESPONSE_CHARS or len(text.split()) < MIN_RESPONSE_WORDS:
+        raise InstructionNotConfirmable(
+            f"a respond instruction needs the text the controller gave: at least {MIN_RESPONSE_CHARS} characters and {MIN_RESPONSE_WORDS} words"
+        )
+    if _folded(text) not in _folded(reply):
+        raise InstructionNotConfirmable("the text to send must be the controller's own words, copied from their reply shown beside the form")
+
+
 def confirm(
     session: Session, dsr_id: int, instruction_id: int, decision: str, *, response_text: str | None = None, by: Principal, now: dt.datetime
 ) -> Instruction:
@@ -125,12 +144,12 @@ def confirm(
     if decision not in DECISIONS:
         raise InstructionNotConfirmable(f"decision must be one of {', '.join(DECISIONS)}")
     text = (response_text or "").strip()
-    if decision == "respond" and not text:
-        raise InstructionNotConfirmable("a respond instruction needs the text the controller gave")
     if len(text) > MAX_TEXT:
         raise InstructionNotConfirmable("the response text is too long")
     dsr = get_dsr(session, dsr_id)
     instruction = _instruction(session, dsr_id, instruction_id)
+    if decision == "respond":
+        _check_instructed_text(text, instruction.reply_text or "")
     _decide(session, instruction, "confirmed", by=by, now=now)
     instruction.decision = decision
     if decision == "respond":
@@ -181,14 +200,24 @@ def flag(session: Session, dsr_id: int, instruction_id: int, reason: str, *, set
 
 
 def record_standing(
-    session: Session, controller_id: int, template: str, *, source_instruction_id: int | None = None, by: Principal, now: dt.datetime
+    session: Session, controller_id: int, template: str | None = None, *, source_instruction_id: int, by: Principal, now: dt.datetime
 ) -> StandingInstruction:
-    """A controller's standing instruction allowing a neutral acknowledgement to its subjects, with the exact template."""
-    text = (template or "").strip()
-    if not 10 <= len(text) <= 4000:
-        raise InstructionNotConfirmable("the acknowledgement template must be 10 to 4000 characters")
+    """A controller's standing instruction allowing the neutral acknowledgement (receipt and reference) to its subjects.
+
+    It must come from the controller: `source_instruction_id` names a verified reply of that
+    controller (the instruction quoted and linked on the request page), not flagged. The text is
+    the desk's neutral one (`gate.ACKNOWLEDGEMENT_TEXT`); any other `template` is refused (issue 12 item 2).
+    """
+    text = NEUTRAL_TEMPLATE
+    if template is not None and _folded(template) != _folded(text):
+        raise InstructionNotConfirmable("a standing acknowledgement may only confirm receipt and give the reference: the neutral text")
     if session.get(Controller, controller_id) is None:
         raise InstructionNotFound(f"no controller {controller_id}")
+    source = session.get(Instruction, source_instruction_id)
+    if source is None or source.controller_id != controller_id:
+        raise InstructionNotFound(f"no instruction {source_instruction_id} of controller {controller_id}")
+    if not source.verified or source.state not in ("pending", "confirmed"):
+        raise InstructionNotConfirmable("a standing instruction needs a verified reply of the controller that was not flagged")
     session.execute(
         update(StandingInstruction)
         .where(StandingInstruction.controller_id == controller_id, StandingInstruction.kind == ACKNOWLEDGEMENT, StandingInstruction.revoked_at.is_(None))
@@ -199,7 +228,7 @@ def record_standing(
         controller_id=controller_id,
         kind=ACKNOWLEDGEMENT,
         template=text,
-        source_instruction_id=source_instruction_id,
+        source_instruction_id=source.id,
         recorded_by=by.id,
         recorded_at=now,
     )
@@ -212,7 +241,7 @@ def record_standing(
         target_type="controller",
         target_id=controller_id,
         controller_id=controller_id,
-        details={"standing_id": item.id, "kind": ACKNOWLEDGEMENT},
+        details={"standing_id": item.id, "kind": ACKNOWLEDGEMENT, "source_instruction_id": source.id},
         now=now,
     )
     return item

@@ -21,7 +21,7 @@ from app.controllers.models import Controller
 from app.dsr import deadlines
 from app.dsr.errors import DsrNotFound, InvalidDsr
 from app.dsr.forward import FORWARD_DOORBELL
-from app.dsr.gate import ACKNOWLEDGEMENT
+from app.dsr.gate import ACKNOWLEDGEMENT, acknowledgement_body
 from app.dsr.history import add_event
 from app.dsr.models import TYPES, Dsr, DsrForward, DsrSuggestion, Instruction, StandingInstruction
 from app.dsr.routing import route
@@ -201,22 +201,20 @@ def acknowledge(session: Session, dsr: Dsr, *, settings: DsrSettings, by: Princi
     """Send the subject the neutral acknowledgement a controller's standing instruction allows; off without one (WECO §12.2)."""
     if not dsr.subject_email or not dsr.forwards:
         return False
-    templates = []
     for cid in dsr.controller_ids:
         standing = session.scalar(
-            select(StandingInstruction)
+            select(StandingInstruction.id)
             .where(StandingInstruction.controller_id == cid, StandingInstruction.kind == ACKNOWLEDGEMENT, StandingInstruction.revoked_at.is_(None))
-            .order_by(StandingInstruction.id.desc())
             .limit(1)
         )
         if standing is None:
             return False
-        templates.append(standing.template)
     enqueue_email(
         session,
         to=dsr.subject_email,
         subject=f"Your request {dsr.reference}",
-        body_text=templates[0] or "",
+        # Always the neutral text (receipt and reference): a stored template is never sent (issue 12 item 2).
+        body_text=acknowledgement_body(dsr.reference or ""),
         reply_to=settings.reply_to,
         related_type="ticket" if dsr.ticket_id else "dsr",
         related_id=dsr.ticket_id or dsr.id,

@@ -16,6 +16,7 @@ from app.dsr import dashboard as dsr_dashboard
 from app.dsr import deadlines
 from app.dsr import instructions as dsr_instructions
 from app.dsr.errors import InvalidDsr
+from app.dsr.gate import response_body
 from app.dsr.models import DECISIONS, TYPES, UNFORWARDED, Dsr, DsrSuggestion
 from app.dsr.requests import DsrInput, assign_controllers, create_from_ticket, dismiss_suggestion, get_dsr
 from app.dsr.settings import DsrSettings
@@ -185,11 +186,16 @@ def reply(dsr_id: int) -> ResponseReturnValue:
     if not dsr.subject_email:
         raise Refused("The request has no subject email address.")
     settings = _settings()
+    chosen = request.form.get("instruction_id", "")
+    instruction = next((i for i in dsr.instructions if str(i.id) == chosen and i.decision == "respond" and i.response_text), None)
+    # With an instruction chosen, its text is the body; without one, whatever was posted goes to the gate, which refuses and records it.
+    body = response_body(instruction.response_text or "") if instruction is not None else request.form.get("body_text", "")
     enqueue_email(
         db.session,
         to=dsr.subject_email,
         subject=f"Your request {dsr.reference}",
-        body_text=request.form.get("body_text", ""),
+        # The controller's own words between the fixed greeting and signature (issue 12 item 3); the gate checks it again.
+        body_text=body,
         reply_to=settings.reply_to,
         related_type="ticket" if dsr.ticket_id else "dsr",
         related_id=dsr.ticket_id or dsr.id,
@@ -210,13 +216,15 @@ def standing(controller_id: int) -> ResponseReturnValue:
     back = request.form.get("dsr_id", "")
     page = url_for("dsr.show", dsr_id=int(back)) if back.isdigit() and int(back) <= MAX_ID else url_for("dsr.dashboard")
     return_to(page)
-    template = request.form.get("template", "").strip()
-    if template:
-        dsr_instructions.record_standing(db.session, controller_id, template, by=current_principal(), now=_now())
-    else:
+    source = request.form.get("source_instruction_id", "")
+    if request.form.get("revoke"):
         dsr_instructions.revoke_standing(db.session, controller_id, by=current_principal(), now=_now())
+    elif source.isdigit() and int(source) <= MAX_ID:
+        dsr_instructions.record_standing(db.session, controller_id, source_instruction_id=int(source), by=current_principal(), now=_now())
+    else:
+        raise Refused("Choose the controller's reply that gives the standing instruction.")
     db.session.commit()
-    flash("Standing instruction recorded." if template else "Standing instruction revoked.", "success")
+    flash("Standing instruction revoked." if request.form.get("revoke") else "Standing instruction recorded.", "success")
     return redirect(page)
 
 

@@ -8,12 +8,13 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.dsr import forward as dsr_forward
+from app.dsr.gate import acknowledgement_body
 from app.dsr.models import Dsr, DsrSuggestion, Instruction
 from app.dsr.requests import DsrInput, create_dsr
 from app.dsr.settings import DsrSettings
 from app.mail.inbound import IngestSettings, ingest_message
 from app.mail.models import OutboxEmail
-from tests.factories import TEST_PRINCIPAL, make_controller
+from tests.factories import TEST_PRINCIPAL, make_controller, make_standing
 
 SETTINGS = IngestSettings(support_address="privacy@desk.example")
 NOW = dt.datetime(2026, 11, 20, 23, 50, tzinfo=dt.UTC)
@@ -80,12 +81,9 @@ def test_a_reply_to_the_forward_threads_onto_the_ticket_and_becomes_an_instructi
 
 
 def test_a_neutral_acknowledgement_goes_out_only_under_a_standing_instruction(session: Session) -> None:
-    from app.dsr import instructions as dsr_instructions
-
     with_standing = make_controller(session, domains=["ack-yes.example"])
     make_controller(session, domains=["ack-no.example"])
-    template = "We have received your request and passed it to the company responsible for your data."
-    dsr_instructions.record_standing(session, with_standing.id, template, by=TEST_PRINCIPAL, now=NOW)
+    make_standing(session, with_standing, now=NOW)
     for n, domain in enumerate(("ack-yes.example", "ack-no.example")):
         ingest_message(
             session,
@@ -95,7 +93,9 @@ def test_a_neutral_acknowledgement_goes_out_only_under_a_standing_instruction(se
             now=NOW,
         )
     acks = list(session.scalars(select(OutboxEmail).where(OutboxEmail.kind == "acknowledgement")))
-    assert [(a.to_addr, a.body_text) for a in acks] == [("sam@ack-yes.example", template)]
+    [dsr_yes] = session.scalars(select(Dsr).where(Dsr.subject_email.matches(session, "sam@ack-yes.example"))).all()
+    # The neutral text only: receipt and the reference (issue 12 item 2)
+    assert [(a.to_addr, a.body_text) for a in acks] == [("sam@ack-yes.example", acknowledgement_body(dsr_yes.reference))]
     assert "sam" not in acks[0].subject
 
 
@@ -114,11 +114,9 @@ def test_with_a_separate_support_address_only_privacy_mail_opens_a_request(sessi
 
 
 def test_a_reply_to_the_acknowledgement_threads_onto_the_requests_ticket_and_opens_no_second_request(session: Session) -> None:
-    from app.dsr import instructions as dsr_instructions
-
     # Given a request by mail whose controller allows a neutral acknowledgement, and the acknowledgement queued
     controller = make_controller(session, domains=["ack-reply.example"])
-    dsr_instructions.record_standing(session, controller.id, "We have received your request and passed it on.", by=TEST_PRINCIPAL, now=NOW)
+    standing_request = session.get(Instruction, make_standing(session, controller, now=NOW).source_instruction_id).dsr_id  # type: ignore[union-attr]
     first = ingest_message(
         session,
         mail("privacy@desk.example", "Delete my data please.", msgid="ackr1@x", sender="sam@ack-reply.example"),
@@ -137,7 +135,8 @@ def test_a_reply_to_the_acknowledgement_threads_onto_the_requests_ticket_and_ope
     # Then the answer joins the request's ticket, and the subject still has one request
     assert (joined.ticket_id, joined.new_ticket, joined.how) == (dsr.ticket_id, False, "outbox")
     assert joined.claim is None
-    assert session.scalars(select(Dsr)).all() == [dsr]  # the test's transaction holds no other request
+    # the test's transaction holds no other request (but the one the standing instruction's reply answered)
+    assert [d for d in session.scalars(select(Dsr)) if d.id != standing_request] == [dsr]
 
 
 def test_a_reply_to_any_contacts_forward_of_a_request_without_a_ticket_becomes_an_instruction(session: Session) -> None:

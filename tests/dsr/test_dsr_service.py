@@ -21,7 +21,7 @@ from app.dsr.sweeper import record_missed_reason, sweep
 from app.mail.models import OutboxEmail
 from app.mail.outbox import enqueue_email
 from app.tickets import service as tickets
-from tests.factories import TEST_PRINCIPAL, make_controller, make_instruction, make_user, relay_accepts
+from tests.factories import TEST_PRINCIPAL, make_controller, make_instruction, make_standing, make_user, relay_accepts
 
 SETTINGS = DsrSettings(privacy_address="privacy@desk.example", msgid_domain="desk.example")
 T0 = dt.datetime(2026, 11, 20, 23, 50, tzinfo=dt.UTC)  # a Friday
@@ -153,14 +153,15 @@ def test_a_confirmed_respond_instruction_lets_exactly_that_text_through(session:
         dsr,
         controller_id=controller.id,
         sender_email="dpo@ctl.example",
-        reply_text="Tell her we deleted it.",
+        reply_text="Please tell her: Your data has been deleted from all our systems.",
         raw=b"Authentication-Results: mx; dkim=pass spf=pass\r\n\r\nx",
         now=T0 + dt.timedelta(hours=5),
     )
     assert instruction.state == "pending" and instruction.auth_verdict == "dkim=pass spf=pass"
     officer = make_user(session, "privacy_officer")
     by = TEST_PRINCIPAL.staff(officer.id)
-    dsr_instructions.confirm(session, dsr.id, instruction.id, "respond", response_text="Your data has been deleted.", by=by, now=T0 + dt.timedelta(hours=6))
+    words = "Your data has been deleted from all our systems."
+    dsr_instructions.confirm(session, dsr.id, instruction.id, "respond", response_text=words, by=by, now=T0 + dt.timedelta(hours=6))
     with pytest.raises(gate.InstructionRequired):
         with session.begin_nested():
             enqueue_email(
@@ -170,7 +171,7 @@ def test_a_confirmed_respond_instruction_lets_exactly_that_text_through(session:
         session,
         to="jane@subject.example",
         subject=f"Your request {dsr.reference}",
-        body_text="Hello,\nYour data has been deleted.\n",
+        body_text=gate.response_body(words),  # the controller's words between the fixed greeting and signature (issue 12 item 3)
         kind="reply",
         by=by,
         now=T0,
@@ -193,8 +194,8 @@ def test_a_reply_from_an_unregistered_address_cannot_be_confirmed(session: Sessi
 def test_a_standing_instruction_allows_only_its_neutral_acknowledgement(session: Session) -> None:
     controller = make_controller(session)
     dsr = make_dsr(session, controller.id)
-    template = "We have received your request and passed it to the company responsible."
-    dsr_instructions.record_standing(session, controller.id, template, by=TEST_PRINCIPAL, now=T0)
+    make_standing(session, controller, now=T0)
+    template = gate.acknowledgement_body(dsr.reference)
     enqueue_email(
         session, to="jane@subject.example", subject=f"Your request {dsr.reference}", body_text=template, kind="acknowledgement", by=TEST_PRINCIPAL, now=T0
     )

@@ -89,7 +89,7 @@ def test_confirm_an_instruction_then_the_instructed_reply_goes_out(client: Flask
     controller = make_controller(session, dsr_contacts=["dpo@ui-ctl.example"])
     dsr = recent_dsr(session, controller.id, hours_ago=2)
     forward(session, dsr.id, settings=SETTINGS, by=TEST_PRINCIPAL, now=utcnow())
-    good = make_instruction(session, dsr, controller_id=controller.id, sender_email="dpo@ui-ctl.example", reply_text="Reply: we hold no data.")
+    good = make_instruction(session, dsr, controller_id=controller.id, sender_email="dpo@ui-ctl.example", reply_text="Reply: We hold no data about you.")
     forged = make_instruction(session, dsr, controller_id=controller.id, sender_email="mallory@evil.example", reply_text="Send everything.", raw=b"y")
     auth.login("privacy_officer")
     page = client.get(f"/dsr/{dsr.id}").get_data(as_text=True)
@@ -101,7 +101,8 @@ def test_confirm_an_instruction_then_the_instructed_reply_goes_out(client: Flask
     client.post(f"/dsr/{dsr.id}/instructions/{good.id}/confirm", data={"decision": "respond", "response_text": "We hold no data about you."})
     session.expire_all()
     assert session.get(Instruction, good.id).state == "confirmed"  # type: ignore[union-attr]
-    response = client.post(f"/dsr/{dsr.id}/reply", data={"body_text": "Dear subject,\nWe hold no data about you."})
+    # The desk sends the instructed text itself (issue 12 item 3): the form names the instruction
+    response = client.post(f"/dsr/{dsr.id}/reply", data={"instruction_id": good.id})
     assert response.status_code == 302
     assert session.scalar(select(func.count()).select_from(OutboxEmail).where(OutboxEmail.kind == "reply", OutboxEmail.related_id == dsr.ticket_id)) == 1
 

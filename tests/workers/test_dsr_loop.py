@@ -148,7 +148,7 @@ def test_the_whole_loop_friday_night_request_forwarded_at_once_instruction_confi
                 session,
                 to="jane@mailbox.example",
                 subject=f"Your request {dsr.reference}",
-                body_text="Dear Jane,\nWe have erased your data.\n",
+                body_text=gate.response_body("We have erased your data."),  # the instructed text itself (issue 12 item 3)
                 kind="reply",
                 by=TEST_PRINCIPAL,
                 now=utcnow(),
