@@ -96,6 +96,11 @@ ROUTE_MATRIX: dict[tuple[str, str], str | frozenset[str]] = {
     ("subject_data.run", "GET"): PRIVACY,
     ("subject_data.token", "POST"): PRIVACY,
     ("subject_data.download", "POST"): PRIVACY,
+    # the export handed to the controller (issue 13 item 4): sent by privacy officers, opened by the controller's contact
+    ("subject_data.send", "POST"): PRIVACY,
+    ("subject_data.link", "GET"): PUBLIC,
+    ("subject_data.link", "POST"): PUBLIC,
+    ("subject_data.link_download", "POST"): PUBLIC,
 }
 
 # URL arguments that name an object holding (or leading to) a requester's data: every route taking one of them

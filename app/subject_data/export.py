@@ -127,8 +127,8 @@ class _Summary(FPDF):
         assert isinstance(font, TTFFont)  # set_font(FONT) came first
         cmap = font.cmap
         printable = "".join(ch if ord(ch) in cmap else "?" for ch in (text or ""))
-        # Long addresses break anywhere rather than overflow.
-        self.multi_cell(0, height, printable, new_x=XPos.LMARGIN, new_y=YPos.NEXT, wrapmode=WrapMode.CHAR)
+        # Lines break between words (a word longer than the line, such as a long address, is split where it must be).
+        self.multi_cell(0, height, printable, new_x=XPos.LMARGIN, new_y=YPos.NEXT, wrapmode=WrapMode.WORD)
 
 
 def _pdf(session: Session, head: dict[str, Any], tickets: list[Ticket], scope: Any) -> bytes:
@@ -163,7 +163,9 @@ def _pdf(session: Session, head: dict[str, Any], tickets: list[Ticket], scope: A
         pdf.set_font(font, "B", 9)
         pdf.text_block(5, f"{m.created_at:%Y-%m-%d %H:%M} UTC, {m.direction}, ticket #{m.ticket_id}, from {m.sender_email or '-'}")
         pdf.set_font(font, size=9)
-        excerpt = " ".join((m.body_text or "").split())[:PDF_EXCERPT_CHARS]
+        whole = " ".join((m.body_text or "").split())
+        # Cut at a word boundary too (a cut word reads like a wrapped one).
+        excerpt = whole if len(whole) <= PDF_EXCERPT_CHARS else whole[:PDF_EXCERPT_CHARS].rsplit(" ", 1)[0] + " …"
         pdf.text_block(5, excerpt or "(no text)")
         shown += 1
     if shown == PDF_MAX_MESSAGES:

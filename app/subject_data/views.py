@@ -25,7 +25,8 @@ from app.dsr.models import Dsr
 from app.dsr.settings import DsrSettings
 from app.errors import back_to, note_refusal
 from app.extensions import db
-from app.subject_data import closing, export, restrict, service, tokens
+from app.principal import Principal
+from app.subject_data import closing, export, handover, restrict, service, tokens
 from app.subject_data.models import DECISION_FOR, SubjectExport, SubjectRun
 from app.tickets.models import Ticket
 from app.web import current_principal, streamed_blob
@@ -205,3 +206,66 @@ def download() -> ResponseReturnValue:
     response.headers["Cache-Control"] = "no-store"
     response.headers["X-Content-Type-Options"] = "nosniff"
     return response
+
+
+# --- the export handed to the controller (issue 13 item 4) ----------------------------------------
+
+
+@bp.post("/runs/<int:run_id>/send")
+@rbac.require(rbac.DSR_MANAGE)
+def send(run_id: int) -> ResponseReturnValue:
+    """Email the controller's DSR contacts a download link per file (valid 7 days, once each)."""
+    item = service.get_run(db.session, run_id)
+    sent = handover.send_links(
+        db.session,
+        item.id,
+        link_for=lambda secret: url_for("subject_data.link", secret=secret, _external=True),
+        settings=DsrSettings.from_config(current_app.config),
+        by=current_principal(),
+        now=utcnow(),
+    )
+    db.session.commit()
+    return _dsr_page(item.dsr_id, f"Download links sent to {sent} DSR contact(s) of the controller.")
+
+
+def _private(response: Response) -> Response:
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["Referrer-Policy"] = "no-referrer"
+    return response
+
+
+@bp.route("/exports/link/<secret>", methods=["GET", "POST"])
+@rbac.public
+def link(secret: str) -> ResponseReturnValue:
+    """The controller's page: GET shows the file (link untouched: mail scanners follow links); POST spends it and mints the stream token."""
+    try:
+        if request.method == "GET":
+            found, item = handover.open_link(db.session, secret, now=utcnow())
+            page = render_template("subject_data/link.html", export=item, link=found, secret=secret)
+        else:
+            found, item, value = handover.spend(db.session, secret, _key(), now=utcnow())
+            db.session.commit()
+            page = render_template("subject_data/link_token.html", export=item, token=value, seconds=int(tokens.TTL.total_seconds()))
+    except (handover.LinkNotFound, handover.LinkNotUsable) as exc:
+        db.session.rollback()
+        return render_template("subject_data/token_refused.html", reason=str(exc)), 404 if isinstance(exc, handover.LinkNotFound) else 410
+    return _private(Response(page, mimetype="text/html"))
+
+
+@bp.post("/exports/link-download")
+@rbac.public
+def link_download() -> ResponseReturnValue:
+    """Serve the file once: the stream token is verified and consumed, the download audited, before a byte is sent."""
+    try:
+        item = handover.download(db.session, request.form.get("token", ""), _key(), by=Principal.system("export link"), now=utcnow())
+    except (tokens.TokenError, handover.LinkNotFound) as exc:
+        db.session.rollback()
+        return render_template("subject_data/token_refused.html", reason=str(exc)), 410 if isinstance(exc, tokens.TokenNotUsable) else 400
+    db.session.commit()
+    assert item.blob_id is not None
+    response = Response(streamed_blob(item.blob_id), content_type=CONTENT_TYPES[item.format])
+    response.headers["Content-Length"] = str(item.size)
+    dsr = db.session.get(Dsr, item.dsr_id)
+    response.headers["Content-Disposition"] = f'attachment; filename="{dsr.reference if dsr else "export"}.{item.format}"'
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    return _private(response)
