@@ -8,7 +8,7 @@ enrol their own second factor with it alone:
   user do nothing but replace it (app.auth.gate);
 - a TOTP enrolment (a new account, or after an MFA reset) needs the single-use
   enrolment code the admin hands over in person: shown once, kept as SHA-256
-  (it is 100 random bits), valid 24 hours, spent on use; every issue and use is
+  (about 124 random bits), valid 24 hours, spent on use; every issue and use is
   audit-logged.
 
 Services flush; the caller commits and tells the user by email (the edge owns the outbox).
