@@ -20,9 +20,9 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
 from app.audit.service import record
+from app.mail import delivery
 from app.mail.dsn import DeliveryReport, verp_tokens
 from app.mail.models import OutboxEmail
-from app.mail.outcomes import HOOKS, DeliveryOutcome
 from app.mail.parse import ParsedMail
 from app.principal import Principal
 
@@ -64,15 +64,5 @@ def mark_bounced(session: Session, row: OutboxEmail, report: DeliveryReport, *, 
     if failed:
         # The owning domain hears of it as of any other delivery outcome (the DSR escalates a bounced forward at once).
         answer = " ".join(x for x in (row.bounce_status, row.bounce_diagnostic) if x) or "bounced"
-        outcome = DeliveryOutcome(
-            outbox_id=row.id,
-            kind=row.kind,
-            state="bounced",
-            answer=answer[:500],
-            related_type=row.related_type,
-            related_id=row.related_id,
-            controller_id=row.controller_id,
-            permanent=True,
-        )
-        HOOKS.notify(session, outcome, now=now)
+        delivery.notify(session, row.id, "bounced", answer, now=now, permanent=True)
     return failed

@@ -166,7 +166,7 @@ def test_handlers_are_asked_in_registration_order_with_fallbacks_last_and_regist
 def test_every_app_registers_the_dsr_handlers_once(app: Flask) -> None:
     dsr_setup.register(app)  # a second app in the same process registers again
     assert len(REGISTRY.names) == len(set(REGISTRY.names))
-    assert [n for n in REGISTRY.names if n.startswith("dsr.")] == ["dsr.instruction", "dsr.request", "dsr.suggestion"]
+    assert [n for n in REGISTRY.names if n.startswith("dsr.")] == ["dsr.instruction", "dsr.communication", "dsr.request", "dsr.suggestion"]
 
 
 def test_app_mail_imports_no_domain() -> None:
