@@ -193,3 +193,34 @@ def test_a_reply_queued_before_a_restriction_is_refused_at_claim(session: Sessio
     # The desk's notices to the controller are not replies: not concerned.
     assert restriction_policy(session, OutboundMessage(to="x@y.example", kind="dsr_completion", body_text="", related_type="dsr", related_id=1), now=T0) is None
     assert CANARY_TOWN and CANARY_IBAN  # (used by the scene)
+
+
+def test_a_reply_queued_before_a_restriction_is_never_sent(session: Session) -> None:
+    # Given a reply to the subject's ticket queued (allowed) before the controller's restriction was recorded
+    from app.mail.delivery import claim, refuse_if_disallowed
+    from app.mail.outbox import enqueue_email
+    from app.mail.outbox_settings import OutboxTiming
+
+    sc = scene(session)
+    row = enqueue_email(
+        session,
+        to="bea@bystander.example",
+        subject="Re: your ticket",
+        body_text="An answer",
+        related_type="ticket",
+        related_id=sc.tickets[1].id,  # (not the request's own ticket, so the instruction gate lets it through)
+        controller_id=sc.controller.id,
+        kind="reply",
+        by=TEST_PRINCIPAL,
+        now=T0,
+    )
+    instruct(session, sc, "restrict")
+    restrict.restrict(session, sc.dsr.id, sc.controller.id, "restriction", by=TEST_PRINCIPAL, now=T0)
+    # When a worker claims it, the policies are asked again
+    won = claim(session, row.id, now=T0 + dt.timedelta(minutes=1), timing=OutboxTiming())
+    assert won is not None
+    refusals = refuse_if_disallowed(session, won, row, now=T0 + dt.timedelta(minutes=1))
+    # Then the restriction refuses it: it ends 'refused', never sent
+    assert [r.policy for r in refusals] == ["subject_data.restriction"]
+    session.refresh(row)
+    assert row.state == "refused" and row.sent_at is None
