@@ -34,6 +34,7 @@ DELIVERY = {
     "sent": "delivered to the mail server",
     "failed": "delivery failed",
     "refused": "refused by the desk's outbound policy",
+    "bounced": "bounced: returned by the recipient's mail server",
 }
 
 
@@ -182,7 +183,15 @@ def deliveries(outbox_ids: list[int] | None) -> list[Delivery]:
     if not outbox_ids:
         return []
     rows = db.session.scalars(select(OutboxEmail).where(OutboxEmail.id.in_(list(outbox_ids))).order_by(OutboxEmail.id))
-    return [Delivery(row.to_addr or "", row.state, DELIVERY.get(row.state, row.state), (row.last_error or "") if row.state == "failed" else "") for row in rows]
+    return [Delivery(row.to_addr or "", row.state, DELIVERY.get(row.state, row.state), _delivery_answer(row)) for row in rows]
+
+
+def _delivery_answer(row: OutboxEmail) -> str:
+    if row.state == "failed":
+        return row.last_error or ""
+    if row.state == "bounced":  # the DSN's status and diagnostic (addresses already removed), issue 11 item 4
+        return " ".join(x for x in (row.bounce_status, row.bounce_diagnostic) if x)
+    return ""
 
 
 def open_queues() -> list[QueueCount]:

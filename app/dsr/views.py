@@ -6,7 +6,7 @@ from typing import Any
 
 from flask import Blueprint, current_app, flash, g, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 
 from app.auth import rbac
 from app.controllers.models import Controller
@@ -53,7 +53,9 @@ def _banner() -> dict[str, Any]:
         if staff is None or not staff.can(rbac.DSR_MANAGE):
             return 0
         horizon = _now() + deadlines.ESCALATE_BEFORE
-        count = db.session.scalar(select(func.count()).select_from(Dsr).where(Dsr.state.in_(UNFORWARDED), Dsr.due_at <= horizon))
+        # An escalated request counts at once, whatever its time left (a forward that bounced or was refused, issue 11 item 4).
+        at_risk = or_(Dsr.due_at <= horizon, Dsr.escalated_at.is_not(None))
+        count = db.session.scalar(select(func.count()).select_from(Dsr).where(Dsr.state.in_(UNFORWARDED), at_risk))
         return int(count or 0)
 
     return {"dsr_alerts": dsr_alerts}

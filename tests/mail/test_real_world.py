@@ -530,3 +530,21 @@ def test_a_bounced_communication_forward_is_marked_on_its_row(session: Session) 
     forward = session.scalars(select(OutboxEmail).where(OutboxEmail.kind == KIND)).one()
     ingest(session, _dsn(f"Message-ID: {forward.message_id}\r\n", kind="text/rfc822-headers"), minutes=30)
     assert forward.state == "bounced" and forward.bounce_status == "5.1.1"
+
+
+def test_a_bounced_forward_shows_on_the_request_and_in_the_banner_at_once(session: Session, client, auth) -> None:  # type: ignore[no-untyped-def]
+    from app.dsr import forward as dsr_forward
+    from app.dsr.settings import DsrSettings
+
+    # Given a request forwarded to Acme hours before its deadline is near, and the forward bounced
+    request_with_ack(session)
+    dsr = mail_requests(session)[0]
+    dsr_forward.forward(session, dsr.id, settings=DsrSettings("privacy@desk.example", "desk.example"), by=TEST_PRINCIPAL, now=NOW)
+    sent = session.scalars(select(OutboxEmail).where(OutboxEmail.kind == "dsr_forward")).one()
+    ingest(session, _dsn(f"Message-ID: {sent.message_id}\r\n", status="5.2.1", kind="text/rfc822-headers"), minutes=20)
+    # When a privacy officer opens the request
+    auth.login("privacy_officer")
+    page = client.get(f"/dsr/{dsr.id}").get_data(as_text=True)
+    # Then the forward's row says it bounced, with the status, and the banner counts the request
+    assert "bounced: returned by the recipient" in page and "5.2.1" in page
+    assert "dsr-banner" in client.get("/tickets/").get_data(as_text=True)
