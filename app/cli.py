@@ -86,11 +86,12 @@ def register(app: Flask) -> None:
     from app.mail.commands import mail_cli
     from app.mail.outbox_commands import requeue_outbox_command, sweep_outbox_command
     from app.main.commands import status_command
+    from app.retention.commands import retention_cli
     from app.subject_data.commands import subject_data_cli
 
     mail_cli.add_command(sweep_outbox_command)
     mail_cli.add_command(requeue_outbox_command)
 
-    for command in (db_cli, controllers_cli, demo_cli, audit_cli, users_cli, keys_cli, mail_cli, dsr_cli, subject_data_cli, serve):
+    for command in (db_cli, controllers_cli, demo_cli, audit_cli, users_cli, keys_cli, mail_cli, dsr_cli, subject_data_cli, retention_cli, serve):
         app.cli.add_command(command)
     app.cli.add_command(status_command)

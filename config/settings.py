@@ -192,6 +192,9 @@ class BaseConfig:
         settings["BCRYPT_COST"] = bcrypt_cost(env.get("BCRYPT_COST"), default=cls.BCRYPT_COST, minimum=cls.MIN_BCRYPT_COST)
         for name in ("SESSION_IDLE_SECONDS", "SESSION_ABSOLUTE_SECONDS"):
             settings[name] = positive_int(env.get(name), name, default=getattr(cls, name))
+        # Retention (issue 14, docs/retention.md): the longest period a policy may set; when the daily run starts (cron, UTC).
+        settings["RETENTION_MAX_DAYS"] = positive_int(env.get("RETENTION_MAX_DAYS"), "RETENTION_MAX_DAYS", default=3650)
+        settings["RETENTION_RUN_AT"] = cron_expression(env.get("RETENTION_RUN_AT"), "RETENTION_RUN_AT", default="30 3 * * *")
         return settings
 
     @classmethod
@@ -209,6 +212,16 @@ def positive_int(raw: str | None, name: str, *, default: int) -> int:
     if not raw.isdigit() or int(raw) < 1:
         raise ConfigError(f"{name} must be a positive whole number")
     return int(raw)
+
+
+def cron_expression(raw: str | None, name: str, *, default: str) -> str:
+    """A five-field cron expression (minute hour day month weekday, UTC) from the environment, or the default."""
+    from croniter import croniter
+
+    value = " ".join((raw or default).split())
+    if not croniter.is_valid(value) or len(value.split()) != 5:
+        raise ConfigError(f"{name} must be a cron expression of five fields, e.g. '30 3 * * *'")
+    return value
 
 
 def bcrypt_cost(raw: str | None, *, default: int, minimum: int) -> int:

@@ -1,5 +1,5 @@
 """Every actor module, for `dramatiq workers.all` and the web process, and their periodic schedule."""
 
-from workers import audit, deletion, dsr, inbound, mail, maintenance, scheduler, subject_data
+from workers import audit, deletion, dsr, inbound, mail, maintenance, retention, scheduler, subject_data
 
-__all__ = ["audit", "deletion", "dsr", "inbound", "mail", "maintenance", "scheduler", "subject_data"]
+__all__ = ["audit", "deletion", "dsr", "inbound", "mail", "maintenance", "retention", "scheduler", "subject_data"]

@@ -34,6 +34,8 @@ JOBS: list[Job] = [
     Job("dsr-chart", "refresh_dsr_chart", 600),
     Job("subject-data-sweep", "sweep_subject_data", 60, inline=True),
     Job("deletion-sweep", "sweep_deletion_runs", 60, inline=True),
+    # Once a day at the time of day the app setting names (a cron expression, UTC): issue 14.
+    Job("retention-run", "run_retention", 0, at="RETENTION_RUN_AT"),
 ]
 periodic(*JOBS)
 

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import dramatiq
+from croniter import croniter
 from flask import Flask
 from sqlalchemy import Engine
 
@@ -54,6 +55,9 @@ class Job:
     actor: str
     every: float
     inline: bool = False
+    # A time of day instead of an interval: a cron expression (UTC), or the name of the app setting holding one
+    # (e.g. "RETENTION_RUN_AT"). The first time is the next one after the scheduler started leading.
+    at: str | None = None
 
 
 # Every periodic job of the desk, in the order registered (`periodic`); the default of a Scheduler.
@@ -65,6 +69,11 @@ def periodic(*jobs: Job) -> None:
     for job in jobs:
         PERIODIC[:] = [known for known in PERIODIC if known.name != job.name]
         PERIODIC.append(job)
+
+
+def next_time(expression: str, after: dt.datetime) -> dt.datetime:
+    """The first time a cron expression (UTC) names strictly after `after` (croniter)."""
+    return croniter(expression, after.astimezone(dt.UTC)).get_next(dt.datetime)
 
 
 class LeaderLock(ProcessLock):
@@ -100,8 +109,22 @@ class Scheduler:
         self._broker_checked = 0.0
 
     def due(self, now: dt.datetime) -> list[Job]:
-        """The jobs whose interval has passed since they were last sent."""
-        return [job for job in self.jobs if (last := self.last_sent.get(job.name)) is None or (now - last).total_seconds() >= job.every]
+        """The jobs whose interval has passed since they were last sent, or whose calendar time has come."""
+        return [job for job in self.jobs if self._is_due(job, now)]
+
+    def _is_due(self, job: Job, now: dt.datetime) -> bool:
+        last = self.last_sent.get(job.name)
+        if job.at is None:
+            return last is None or (now - last).total_seconds() >= job.every
+        if last is None:  # a calendar job counts from now: a restart neither fires it at once nor twice
+            self.last_sent[job.name] = now
+            return False
+        return next_time(self._expression(job.at), last) <= now
+
+    def _expression(self, at: str) -> str:
+        if at.isupper() and self.app is not None:
+            return str(self.app.config[at])
+        return at
 
     def tick(self, now: dt.datetime) -> list[str]:
         """Send every due job if this process leads (or run the inline ones here while the broker is down); return the names done."""

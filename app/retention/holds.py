@@ -56,7 +56,7 @@ def place(
     if basis not in HOLD_BASES:
         raise InvalidHold(f"unknown basis {basis!r} (one of {', '.join(HOLD_BASES)})")
     if until is None and basis not in INDEFINITE_BASES:
-        raise InvalidHold(f"a {basis} hold needs an end date (only {' and '.join(INDEFINITE_BASES)} may last until lifted)")
+        raise InvalidHold(f"a hold on the basis {basis} needs an end date (only {' and '.join(INDEFINITE_BASES)} may last until lifted)")
     if until is not None and until <= now:
         raise InvalidHold("the end date is in the past")
     if kind == "ticket":

@@ -121,7 +121,9 @@ def preview(session: Session, *, only_controller: int | None = None, only_catego
 # ---- the real run -----------------------------------------------------------------------------------------
 
 
-def open_run(session: Session, *, only_controller: int | None, only_category: str | None, by: Principal, now: dt.datetime) -> tuple[RetentionRun, bool]:
+def open_run(
+    session: Session, *, only_controller: int | None, only_category: str | None, chunk: int = CHUNK, by: Principal, now: dt.datetime
+) -> tuple[RetentionRun, bool]:
     """The unfinished ledger row to resume (True), or a new one for these filters (False). Flush only; audited when new."""
     unfinished = session.scalars(select(RetentionRun).where(RetentionRun.state.in_(UNFINISHED)).order_by(RetentionRun.id.desc()).limit(1)).first()
     if unfinished is not None:
@@ -137,7 +139,7 @@ def open_run(session: Session, *, only_controller: int | None, only_category: st
         policy_versions={},
         counts={},
         errors=[],
-        cursor={"work": work, "i": 0, "after": 0, "engine_run": None},
+        cursor={"work": work, "i": 0, "after": 0, "engine_run": None, "chunk": chunk},
         started_at=now,
         updated_at=now,
     )
@@ -186,7 +188,7 @@ def step(session: Session, run_id: int, *, by: Principal, now: dt.datetime) -> b
         if policy.version_id not in versions:
             versions.append(policy.version_id)  # a change mid-run: the next chunk follows the new version
             flag_modified(run, "policy_versions")
-        batch = _due_tickets(session, policy, now, after=int(cursor["after"]), limit=CHUNK)
+        batch = _due_tickets(session, policy, now, after=int(cursor["after"]), limit=int(cursor.get("chunk") or CHUNK))
         if batch:
             authority = deletion.Authority("retention_policy", policy.version_id)
             scope = deletion.Scope.tickets(tuple(t for t, _ in batch), controller_id=cid)
@@ -235,6 +237,7 @@ def execute(
     *,
     only_controller: int | None = None,
     only_category: str | None = None,
+    chunk: int = CHUNK,
     by: Principal,
     clock: Clock,
     should_stop: Callable[[], bool] = lambda: False,
@@ -243,10 +246,11 @@ def execute(
 ) -> RunResult:
     """Open (or resume) a ledger row and run it batch by batch; a stop leaves it 'stopped' for the next run.
 
+    `chunk`: tickets per engine run (a resumed run keeps its own).
     The caller holds the cross-process lock (`retention run` and the scheduled job take the same one).
     """
     with sessions() as session:
-        run, resumed = open_run(session, only_controller=only_controller, only_category=only_category, by=by, now=clock())
+        run, resumed = open_run(session, only_controller=only_controller, only_category=only_category, chunk=chunk, by=by, now=clock())
         run_id = run.id
     progress = run_batches(
         sessions, lambda s, now: step(s, run_id, by=by, now=now), clock=clock, should_stop=should_stop, on_batch=on_batch, max_batches=max_batches

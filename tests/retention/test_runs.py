@@ -158,13 +158,12 @@ def test_a_stopped_run_resumes_where_it_stood_and_nothing_is_done_twice(session:
     assert engine is not None and engine.report["stores"]["tickets"] == {"tickets_deleted": 2}
 
 
-def test_a_policy_change_mid_run_applies_from_the_next_chunk(session: Session, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(runner, "CHUNK", 1)
+def test_a_policy_change_mid_run_applies_from_the_next_chunk(session: Session) -> None:
     controller = make_controller(session)
     made = make_tickets(session, controller, 2, messages=1, now=CLOSED - dt.timedelta(days=3))
     close_at(session, made.ticket_ids, CLOSED)
     later = CLOSED + CONTENT + SECOND
-    first = run_now(session, later, only_category="closed_ticket_content", only_controller=controller.id, max_batches=1)
+    first = run_now(session, later, only_category="closed_ticket_content", only_controller=controller.id, chunk=1, max_batches=1)
     # The first chunk (one ticket) is under way; now the controller's period is lengthened past "later"
     policies.change(
         session,
