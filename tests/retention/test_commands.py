@@ -78,18 +78,18 @@ def test_holds_and_runs_for_scripts(runner: FlaskCliRunner, session: Session) ->
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["hold", "add", "--controller", "1", "--basis", "accounting", "--indefinite"], "needs an end date"),
+        (["hold", "add", "--controller", "{cid}", "--basis", "accounting", "--indefinite"], "needs an end date"),
         (["hold", "add", "--subject", "a@b.example", "--basis", "litigation", "--indefinite"], "--subject needs --controller"),
-        (["hold", "add", "--controller", "1", "--basis", "litigation"], "exactly one of --until DATE and --indefinite"),
+        (["hold", "add", "--controller", "{cid}", "--basis", "litigation"], "exactly one of --until DATE and --indefinite"),
         (["hold", "lift", "999999"], "no hold 999999"),
         (["run", "--controller", "999999"], "no controller 999999"),
         (["policy", "set", "closed_ticket_content", "--days", "99999", "--basis", "x"], "the period must be 1 to 3650 days"),
     ],
 )
 def test_errors_are_one_line(runner: FlaskCliRunner, session: Session, args: list[str], message: str) -> None:
-    make_controller(session)
+    controller = make_controller(session)
     session.commit()
-    result = runner.invoke(args=["retention", *args])
+    result = runner.invoke(args=["retention", *(a.replace("{cid}", str(controller.id)) for a in args)])
     assert result.exit_code == 2
     assert message in result.output
     assert "Traceback" not in result.output
