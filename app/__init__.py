@@ -78,6 +78,7 @@ def register_blueprints(app: Flask) -> None:
     from app.dsr.views import bp as dsr_bp
     from app.mail.views import bp as quarantine_bp
     from app.main.views import bp as main_bp
+    from app.retention.views import bp as retention_bp
     from app.subject_data.views import bp as subject_data_bp
     from app.tickets.views import bp as tickets_bp
 
@@ -90,6 +91,7 @@ def register_blueprints(app: Flask) -> None:
     app.register_blueprint(quarantine_bp)
     app.register_blueprint(dsr_bp)
     app.register_blueprint(subject_data_bp)
+    app.register_blueprint(retention_bp)
 
 
 def register_errors(app: Flask) -> None:

@@ -68,6 +68,7 @@ NAV: list[tuple[str, str]] = [
     ("dsr.dashboard", "Requests"),
     ("controllers.index", "Controllers"),
     ("quarantine.index", "Quarantine"),
+    ("retention.index", "Retention"),
     ("admin.users", "Staff"),
     ("audit_log.index", "Audit log"),
 ]

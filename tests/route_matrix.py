@@ -101,6 +101,11 @@ ROUTE_MATRIX: dict[tuple[str, str], str | frozenset[str]] = {
     ("subject_data.link", "GET"): PUBLIC,
     ("subject_data.link", "POST"): PUBLIC,
     ("subject_data.link_download", "POST"): PUBLIC,
+    # retention (issue 14): the page for privacy officers and admins; holds by privacy officers, policies by admins
+    ("retention.index", "GET"): frozenset({"privacy_officer", "admin"}),
+    ("retention.add_hold", "POST"): PRIVACY,
+    ("retention.lift_hold", "POST"): PRIVACY,
+    ("retention.change_policy", "POST"): ADMIN,
 }
 
 # URL arguments that name an object holding (or leading to) a requester's data: every route taking one of them

@@ -31,12 +31,14 @@ USERS_MANAGE = "users.manage"
 AUDIT_READ = "audit.read"
 TICKETS_WORK = "tickets.work"
 DSR_MANAGE = "dsr.manage"
+RETENTION_READ = "retention.read"  # the retention page: policies, holds, preview, ledger (privacy officers, admins)
+RETENTION_POLICIES = "retention.policies"  # change a retention policy (admins)
 # Only permissions some route declares (tests/route_matrix.py); a later page adds its own with its route.
 
 ROLE_PERMISSIONS: dict[str, frozenset[str]] = {
     "agent": frozenset({STAFF, CONTROLLERS_READ, TICKETS_WORK}),
-    "privacy_officer": frozenset({STAFF, CONTROLLERS_READ, TICKETS_WORK, DSR_MANAGE}),
-    "admin": frozenset({STAFF, CONTROLLERS_READ, CONTROLLERS_MANAGE, USERS_MANAGE}),
+    "privacy_officer": frozenset({STAFF, CONTROLLERS_READ, TICKETS_WORK, DSR_MANAGE, RETENTION_READ}),
+    "admin": frozenset({STAFF, CONTROLLERS_READ, CONTROLLERS_MANAGE, USERS_MANAGE, RETENTION_READ, RETENTION_POLICIES}),
     "auditor": frozenset({STAFF, AUDIT_READ}),
 }
 # Roles that see only the controllers assigned to them.

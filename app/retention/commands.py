@@ -163,7 +163,7 @@ def _hold_dict(h: holds.RetentionHold) -> dict[str, object]:
         "placed_by": h.placed_by,
         "placed_at": h.placed_at.isoformat(),
         "until": h.until.isoformat() if h.until else None,
-        "last_day": (h.until - dt.timedelta(seconds=1)).date().isoformat() if h.until else None,
+        "last_day": h.last_day.isoformat() if h.last_day else None,
         "lifted_at": h.lifted_at.isoformat() if h.lifted_at else None,
     }
 

@@ -79,6 +79,11 @@ class RetentionHold(EncryptedRow, Base):
 
     subject_email = EncryptedField("subject_email_ct", owner="key_owner", blind_index="subject_email_bidx", normalise="email")
 
+    @property
+    def last_day(self) -> dt.date | None:
+        """The last day the hold keeps the data (its end is the start of the next day, UTC); None: until lifted."""
+        return (self.until - dt.timedelta(seconds=1)).date() if self.until else None
+
     def active(self, now: dt.datetime) -> bool:
         """Whether the hold still keeps what it covers at `now`."""
         return self.lifted_at is None and (self.until is None or self.until > now)
