@@ -66,6 +66,9 @@ def desk_environment(database_url: str, instance: Path) -> dict[str, str]:
         MASTER_KEY_VERSION="1",
         DESK_INSTANCE_PATH=str(instance),
         WEB_CONCURRENCY="2",
+        # Production checks the desk's own addresses with the outbox's rules (the embedded *.localhost would be refused).
+        PRIVACY_ADDRESS="privacy@desk.example",
+        SUPPORT_ADDRESS="support@desk.example",
     )
     return env
 
