@@ -31,8 +31,10 @@ MAX_LINES = 200
 def _lines(text: str) -> list[str]:
     """The lines of the subject's own text that carry a number (an address, a phone, an account): quoted elsewhere, they go too."""
     found = []
-    for line in text.splitlines():
-        line = line.strip(" \t>-*|")
+    for raw in text.splitlines():
+        if raw.lstrip().startswith(">"):
+            continue  # quoted: someone else's words
+        line = raw.strip(" \t-*|")
         if len(line) >= MIN_LINE and any(c.isdigit() for c in line) and any(c.isalpha() for c in line):
             found.append(line)
     return found

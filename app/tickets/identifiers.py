@@ -30,7 +30,7 @@ from app.addresses import mailbox
 from app.crypto.cipher import INDEX_BYTES, blind_index
 from app.crypto.keys import cache_for, find_index_key, owner_of
 from app.db import Base, intpk
-from app.tickets.models import TRIAGE_KEY_OWNER, Message
+from app.tickets.models import Message
 
 KINDS = ("email", "phone", "iban", "name")
 SCAN_CHARS = 200_000
@@ -131,7 +131,7 @@ def digest(index_key: bytes, kind: str, value: str) -> bytes:
 
 def index_key_of(session: Session, key_owner: int) -> bytes | None:
     """The index key of a key owner (None: no keys yet, nothing to index)."""
-    return find_index_key(session.connection(), cache_for(session), owner_of(None if key_owner == TRIAGE_KEY_OWNER else key_owner))
+    return find_index_key(session.connection(), cache_for(session), owner_of(key_owner))  # triage (0): its own key, as its fields
 
 
 def index_message(session: Session, message: Message, *, recipients: Iterable[str] = ()) -> int:
