@@ -113,15 +113,15 @@ def list_holds(session: Session, *, include_ended: bool = False, now: dt.datetim
     return holds if include_ended else [h for h in holds if h.active(now)]
 
 
-def active_holds(session: Session, controller_ids: Sequence[int], now: dt.datetime) -> list[RetentionHold]:
-    """The active holds of these controllers (one query)."""
-    if not controller_ids:
+def active_holds(session: Session, controller_ids: Sequence[int], now: dt.datetime, *, ticket_ids: Sequence[int] = ()) -> list[RetentionHold]:
+    """The active holds on these controllers (and their subjects) or on these tickets (one query, by index)."""
+    if not controller_ids and not ticket_ids:
         return []
-    stmt = select(RetentionHold).where(
-        RetentionHold.lifted_at.is_(None),
-        RetentionHold.controller_id.in_(sorted(set(controller_ids))),
-        or_(RetentionHold.until.is_(None), RetentionHold.until > now),
+    on = or_(
+        RetentionHold.kind.in_(("controller", "subject")) & RetentionHold.controller_id.in_(sorted(set(controller_ids)) or [0]),
+        (RetentionHold.kind == "ticket") & RetentionHold.ticket_id.in_(sorted(set(ticket_ids)) or [0]),
     )
+    stmt = select(RetentionHold).where(RetentionHold.lifted_at.is_(None), or_(RetentionHold.until.is_(None), RetentionHold.until > now), on)
     return list(session.scalars(stmt))
 
 
@@ -146,36 +146,41 @@ def check(session: Session, run: DeletionRun, items: Sequence[Item]) -> Mapping[
     """The engine's hold check (`app.deletion.holds`): which of these items an active hold covers, and why."""
     now = run.updated_at
     ticket_ids = sorted({i.ticket_id for i in items if i.ticket_id is not None})
-    tickets = {
-        r.id: (r.controller_id, r.requester_email_bidx)
-        for r in session.execute(select(Ticket.id, Ticket.controller_id, Ticket.requester_email_bidx).where(Ticket.id.in_(ticket_ids or [0])))
-    }
+    rows = session.execute(select(Ticket.id, Ticket.controller_id, Ticket.requester_email_bidx).where(Ticket.id.in_(ticket_ids or [0])))
+    tickets = {r.id: (r.controller_id, r.requester_email_bidx) for r in rows}
     controllers = {i.controller_id for i in items if i.controller_id is not None} | {c for c, _ in tickets.values() if c is not None}
     if run.controller_id is not None:
         controllers.add(run.controller_id)
-    holds = active_holds(session, sorted(controllers), now)
-    if not holds:
+    found = active_holds(session, sorted(controllers), now, ticket_ids=ticket_ids)
+    if not found:
         return {}
+    on_controller = {h.controller_id: h for h in found if h.kind == "controller"}
+    on_ticket = {h.ticket_id: h for h in found if h.kind == "ticket"}
+    on_subject = [h for h in found if h.kind == "subject"]
     senders: dict[int, bytes | None] = {}
-    message_ids = [i.id for i in items if i.what == "message"]
-    if message_ids and any(h.kind == "subject" for h in holds):
-        senders = {r.id: r.sender_email_bidx for r in session.execute(select(Message.id, Message.sender_email_bidx).where(Message.id.in_(message_ids)))}
-    run_subject = _run_subject_digests(session, run) if any(h.kind == "subject" for h in holds) else set()
+    run_subject: set[bytes] = set()
+    if on_subject:
+        message_ids = [i.id for i in items if i.what == "message"]
+        stmt = select(Message.id, Message.sender_email_bidx).where(Message.id.in_(message_ids or [0]))
+        senders = {r.id: r.sender_email_bidx for r in session.execute(stmt)}
+        run_subject = _run_subject_digests(session, run)
     held: dict[Item, str] = {}
     for item in items:
         owner, requester = tickets.get(item.ticket_id or 0, (item.controller_id, None))
         owner = owner if owner is not None else item.controller_id
-        for hold in holds:
-            if hold.controller_id != owner and not (hold.kind == "subject" and hold.controller_id == run.controller_id):
-                continue
-            if hold.kind == "controller":
-                hit = True
-            elif hold.kind == "ticket":
-                hit = item.ticket_id is not None and item.ticket_id == hold.ticket_id
-            else:
-                mine = {requester, senders.get(item.id) if item.what == "message" else None}
-                hit = hold.subject_email_bidx in mine or hold.subject_email_bidx in run_subject
-            if hit:
-                held[item] = reason(hold)
-                break
+        hold = on_controller.get(owner) if owner is not None else None
+        if hold is None and item.ticket_id is not None:
+            hold = on_ticket.get(item.ticket_id)
+        if hold is None:
+            mine = {requester, senders.get(item.id) if item.what == "message" else None}
+            hold = next(
+                (
+                    h
+                    for h in on_subject
+                    if h.controller_id in (owner, run.controller_id) and (h.subject_email_bidx in mine or h.subject_email_bidx in run_subject)
+                ),
+                None,
+            )
+        if hold is not None:
+            held[item] = reason(hold)
     return held
