@@ -3,9 +3,9 @@
 - `forget_identifiers`: the subject's entries in the identifier index of the
   messages a run rewrote (the index must not find them again);
 - `review_files`: files of someone else's message that mentions the subject
-  are not the subject's to destroy: their names are rewritten, a small text
-  file that still mentions them is listed, and any other file is listed for the
-  officer to look at (the index cannot read a file's contents).
+  are not the subject's to destroy: their names are rewritten; a small text
+  file that mentions them is stored again redacted (and listed); any other
+  file is listed for the officer (the index cannot read its contents).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from sqlalchemy import delete, select
 
-from app.blobs.store import read_blob
+from app.blobs.store import delete_blobs, read_blob, store_blob
 from app.crypto.cipher import CryptoError
 from app.deletion.stores import RunContext
 from app.tickets.identifiers import MessageIdentifier
@@ -48,10 +48,22 @@ def review_files(ctx: RunContext, attachment_ids: Sequence[int]) -> None:
             ctx.report.review("attachment", item.id, "contents_not_scanned")
             continue
         try:
-            mentions = rw.contains(read_blob(ctx.session, item.blob_id))
+            data = read_blob(ctx.session, item.blob_id)
         except (CryptoError, LookupError):
             ctx.report.fail("attachment", item.id, "unreadable")
             continue
-        if mentions:
-            ctx.report.review("attachment", item.id, "contents_mention_subject")
+        if rw.contains(data):
+            _redact_text_file(ctx, item, data)
     ctx.session.flush()
+
+
+def _redact_text_file(ctx: RunContext, item: Attachment, data: bytes) -> None:
+    """A small text file that mentions the subject: stored again with their identifiers redacted, the old blob destroyed."""
+    text = data.decode("utf-8", "replace")
+    blob = store_blob(ctx.session, (ctx.rewriter(text) or "").encode(), key_owner=item.key_owner, now=ctx.now)
+    old, item.blob_id, item.size, item.sha256 = item.blob_id, blob.id, blob.size, blob.sha256
+    ctx.session.flush()
+    delete_blobs(ctx.session, [old])
+    ctx.report.count("ticket_attachments", "file_contents_redacted")
+    # Redacted as text: the officer checks the file still reads as it should.
+    ctx.report.review("attachment", item.id, "contents_redacted")

@@ -148,6 +148,22 @@ def index_message(session: Session, message: Message, *, recipients: Iterable[st
     return len(rows)
 
 
+def index_file(session: Session, message: Message, filename: str | None, text: bytes | None = None) -> int:
+    """Add what a file of `message` carries (its name; a small text file's contents) to the message's index; how many (flush only)."""
+    key = index_key_of(session, message.key_owner)
+    if key is None:
+        return 0
+    body = text.decode("utf-8", "replace") if text is not None and len(text) <= SCAN_CHARS else None
+    found = identifiers_of([filename, body], [], [])
+    known = set(session.scalars(select(MessageIdentifier.digest).where(MessageIdentifier.message_id == message.id)))
+    rows = [
+        {"message_id": message.id, "key_owner": message.key_owner, "kind": k, "digest": d} for k, v in sorted(found) if (d := digest(key, k, v)) not in known
+    ]
+    if rows:
+        session.execute(insert(MessageIdentifier), rows)
+    return len(rows)
+
+
 def messages_mentioning(session: Session, key_owner: int, digests: Iterable[bytes]) -> list[int]:
     """The messages of a key owner whose index holds any of `digests` (one indexed query)."""
     wanted = sorted(set(digests))

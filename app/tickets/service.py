@@ -35,7 +35,7 @@ from app.audit.service import record
 from app.blobs.store import BlobTooLarge, iter_blob, move_blob, store_blob
 from app.exceptions import DeskError, NotFound, Refused
 from app.principal import Principal
-from app.tickets.identifiers import index_message
+from app.tickets.identifiers import index_file, index_message
 from app.tickets.lookup import format_reference, scoped
 from app.tickets.models import DIRECTIONS, STATUSES, Attachment, Message, Ticket, key_owner_for
 
@@ -180,6 +180,7 @@ def add_attachment(
     )
     session.add(attachment)
     session.flush()
+    index_file(session, message, filename, content if isinstance(content, bytes) and content_type.startswith("text/") else None)
     if by.kind == "staff":
         # Staff uploads are a change a person made; inbound attachments are covered by ticket.message.
         _audit(session, ticket, "ticket.attachment", by=by, now=now, message_id=message.id, attachment_id=attachment.id, size=blob.size)

@@ -224,3 +224,34 @@ def test_a_reply_queued_before_a_restriction_is_never_sent(session: Session) -> 
     assert [r.policy for r in refusals] == ["subject_data.restriction"]
     session.refresh(row)
     assert row.state == "refused" and row.sent_at is None
+
+
+def test_a_file_named_after_or_mentioning_the_subject_is_found_on_a_message_that_does_not(session: Session) -> None:
+    # Given two files on another customer's message whose text says nothing of the subject
+    sc = scene(session)
+    other = tickets.create_ticket(
+        session, controller_id=sc.controller.id, requester_name="Fay", requester_email="fay@others.example", subject="Docs", by=TEST_PRINCIPAL, now=T0
+    )
+    message = tickets.add_message(
+        session, other, tickets.MessageInput(direction="inbound", sender_email="fay@others.example", body_text="See attached."), by=TEST_PRINCIPAL, now=T0
+    )
+    named = tickets.add_attachment(
+        session, message, filename=f"{CANARY_NAME} contract.pdf", content_type="application/pdf", content=b"%PDF-1.4", by=TEST_PRINCIPAL, now=T0
+    )
+    mentions = tickets.add_attachment(
+        session, message, filename="notes.txt", content_type="text/plain", content=f"call {CANARY_EMAIL}".encode(), by=TEST_PRINCIPAL, now=T0
+    )
+    instruct(session, sc, "erase")
+    run = service.start(session, sc.dsr.id, sc.controller.id, "erase", by=TEST_PRINCIPAL, now=T0)
+    drain(session, run.id)
+    session.expire_all()
+    record = session.get(SubjectRun, run.id)
+    assert record is not None
+    # Then the index found the message: the file name is rewritten, both files are listed for the officer
+    assert session.get(Attachment, named.id).filename == "[erased] contract.pdf"  # type: ignore[union-attr]
+    assert {"what": "attachment", "id": named.id, "reason": "contents_not_scanned"} in record.report["review"]
+    assert {"what": "attachment", "id": mentions.id, "reason": "contents_redacted"} in record.report["review"]
+    from app.blobs.store import read_blob
+
+    redacted = session.get(Attachment, mentions.id)
+    assert redacted is not None and read_blob(session, redacted.blob_id) == b"call [erased]"
