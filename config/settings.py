@@ -172,6 +172,9 @@ class BaseConfig:
         raw_owner = env.get("MIGRATION_DATABASE_URL")
         settings["MIGRATION_DATABASE_URL"] = normalise_database_url(raw_owner, variable="MIGRATION_DATABASE_URL") if raw_owner else settings["DATABASE_URL"]
         settings["DRAMATIQ_BROKER_URL"] = validate_broker_url(env.get("DRAMATIQ_BROKER_URL"))
+        # The key prefix / queue namespace on the broker: a worker process reads it before its app exists
+        # (workers/__init__.py), so the app must take the same value or its sends go where no worker listens.
+        settings["DRAMATIQ_NAMESPACE"] = env.get("DRAMATIQ_NAMESPACE") or None
         settings["SMTP_URL"] = env.get("SMTP_URL") or None
         settings["IMAP_URL"] = env.get("IMAP_URL") or None
         settings["IMAP_CA_FILE"] = env.get("IMAP_CA_FILE") or None

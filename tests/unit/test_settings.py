@@ -82,3 +82,9 @@ def test_bad_bind_is_refused(bind: str) -> None:
 def test_unknown_desk_env_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="DESK_ENV"):
         config_from_env({"DESK_ENV": "staging", "DESK_INSTANCE_PATH": str(tmp_path)})
+
+
+def test_the_app_takes_the_broker_namespace_the_worker_process_reads(tmp_path: Path) -> None:
+    # A worker started with DRAMATIQ_NAMESPACE consumes that namespace; the app it builds must send there too.
+    assert config_from_env(prod_env(tmp_path, DRAMATIQ_NAMESPACE="desk-blue"))["DRAMATIQ_NAMESPACE"] == "desk-blue"
+    assert config_from_env(prod_env(tmp_path))["DRAMATIQ_NAMESPACE"] is None
