@@ -1,4 +1,4 @@
-"""`flask --app wsgi subject-data runs [--json]`, `subject-data resume RUN_ID` and `subject-data sweep` (operators)."""
+"""`flask --app wsgi subject-data runs [--json]`, `resume RUN_ID`, `index-messages` and `sweep` (operators)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from app.db import utcnow
 from app.extensions import db
 from app.subject_data import service
 from app.subject_data.models import SubjectRun
+from app.tickets.identifiers import index_unindexed
 
 subject_data_cli = group("subject-data", "Execution runs of data-subject requests: list, resume one, sweep.")
 
@@ -70,6 +71,21 @@ def resume(run_id: int) -> None:
         click.echo(f"run {run.id}: {run.state}, changed {run.report.get('changed', {})}, failed {len(run.report.get('failed', []))}")
         if run.state == "failed":
             raise SystemExit(1)
+
+
+@subject_data_cli.command("index-messages")
+@click.option("--batch", default=200, show_default=True, help="Messages per committed batch.")
+def index_messages(batch: int) -> None:
+    """Index the identifiers of messages stored before the identifier index existed (resumable; indexed ones are skipped)."""
+    done, after = 0, 0
+    with stop_on_ctrl_c("index-messages") as stop:
+        while not stop.is_set():
+            with db.session_scope() as session:
+                last, count = index_unindexed(session, after=after, limit=max(1, batch))
+            if last == after:
+                break
+            after, done = last, done + count
+    click.echo(f"messages indexed: {done}")
 
 
 @subject_data_cli.command("sweep")

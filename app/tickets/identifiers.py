@@ -16,9 +16,12 @@ messages of tickets it does not own as "review" (app.deletion).
 
 from __future__ import annotations
 
+import email.policy
 import re
 import unicodedata
 from collections.abc import Iterable, Iterator
+from email.parser import BytesHeaderParser
+from email.utils import getaddresses
 
 import phonenumbers
 from schwifty import IBAN
@@ -27,6 +30,7 @@ from sqlalchemy import ForeignKey, Index, Integer, LargeBinary, String, delete, 
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from app.addresses import mailbox
+from app.blobs.store import iter_blob
 from app.crypto.cipher import INDEX_BYTES, blind_index
 from app.crypto.keys import cache_for, find_index_key, owner_of
 from app.db import Base, intpk
@@ -162,6 +166,27 @@ def index_file(session: Session, message: Message, filename: str | None, text: b
     if rows:
         session.execute(insert(MessageIdentifier), rows)
     return len(rows)
+
+
+def index_unindexed(session: Session, *, after: int = 0, limit: int = 200) -> tuple[int, int]:
+    """Index the next `limit` messages after id `after` that have no index yet (stored before migration 0017).
+
+    Their To/Cc lines are read back from the raw original when it is kept. Returns (last id looked at, messages
+    indexed); a last id of `after` means nothing is left. Flush only: one batch of the batch-job shape.
+    """
+    indexed = select(MessageIdentifier.message_id).where(MessageIdentifier.message_id == Message.id).exists()
+    rows = list(session.scalars(select(Message).where(Message.id > after, ~indexed).order_by(Message.id).limit(limit)))
+    for message in rows:
+        index_message(session, message, recipients=_recipients_of(session, message.raw_blob_id))
+    return (rows[-1].id if rows else after), len(rows)
+
+
+def _recipients_of(session: Session, raw_blob_id: int | None) -> list[str]:
+    if raw_blob_id is None:
+        return []
+    head = b"".join(iter_blob(session, raw_blob_id)).split(b"\r\n\r\n", 1)[0].split(b"\n\n", 1)[0]
+    parsed = BytesHeaderParser(policy=email.policy.compat32).parsebytes(head)
+    return [address for _, address in getaddresses([str(v) for name in ("To", "Cc") for v in parsed.get_all(name, [])]) if address]
 
 
 def messages_mentioning(session: Session, key_owner: int, digests: Iterable[bytes]) -> list[int]:

@@ -255,3 +255,39 @@ def test_a_file_named_after_or_mentioning_the_subject_is_found_on_a_message_that
 
     redacted = session.get(Attachment, mentions.id)
     assert redacted is not None and read_blob(session, redacted.blob_id) == b"call [erased]"
+
+
+def test_messages_stored_before_the_index_are_indexed_again_with_their_cc_from_the_raw_original(session: Session) -> None:
+    from sqlalchemy import delete
+
+    from app.tickets.identifiers import digest, index_key_of, index_unindexed
+
+    sc = scene(session)
+    raw = b"From: Gus <gus@others.example>\r\nTo: support@desk.example\r\nCc: " + CANARY_EMAIL.encode() + b"\r\nSubject: hi\r\n\r\nhello\r\n"
+    message = tickets.add_message(
+        session,
+        sc.bystander,
+        tickets.MessageInput(direction="inbound", sender_email="gus@others.example", body_text="hello", raw=raw),
+        by=TEST_PRINCIPAL,
+        now=T0,
+    )
+    # Given messages without index rows (as stored before migration 0017)
+    session.execute(delete(MessageIdentifier))
+    last, count = index_unindexed(session, after=0, limit=1000)
+    assert count == len(session.scalars(select(Message.id)).all()) and last == max(session.scalars(select(Message.id)))
+    assert index_unindexed(session, after=last) == (last, 0)
+    key = index_key_of(session, sc.controller.id)
+    assert key is not None
+    digests = set(session.scalars(select(MessageIdentifier.digest).where(MessageIdentifier.message_id == message.id)))
+    assert digest(key, "email", CANARY_EMAIL) in digests  # the Cc line, read back from the raw original
+
+
+def test_the_index_messages_command_indexes_what_is_missing(session: Session, runner) -> None:  # type: ignore[no-untyped-def]
+    from sqlalchemy import delete
+
+    scene(session)
+    session.execute(delete(MessageIdentifier))
+    session.flush()
+    result = runner.invoke(args=["subject-data", "index-messages", "--batch", "3"])
+    assert result.exit_code == 0, result.output
+    assert result.output.strip() == f"messages indexed: {len(session.scalars(select(Message.id)).all())}"
