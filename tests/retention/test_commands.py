@@ -194,3 +194,43 @@ def test_kill_9_mid_run_then_rerun_finishes_nothing_twice_nothing_held(database:
             assert row.state == "done" and counts["due"] == 40 and counts["held"] == 1
     finally:
         db.state(app).engine.dispose()
+
+
+def test_ctrl_c_stops_between_batches_and_the_next_run_resumes(database: str, tmp_path: Path) -> None:
+    # Given 60 tickets closed long ago
+    app = create_app(make_config(database, tmp_path / "instance", MASTER_SECRET=SECRET))
+    try:
+        with app.app_context(), db.session_scope() as s:
+            controller = make_controller(s)
+            made = make_tickets(s, controller, 60, messages=1, now=LONG_AGO)
+            close_at(s, made.ticket_ids, LONG_AGO)
+    finally:
+        db.state(app).engine.dispose()
+    watcher = create_engine(normalise_database_url(database))
+    try:
+        # When the operator presses Ctrl-C once the run has committed a batch
+        proc = _run(database, tmp_path / "instance")
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and proc.poll() is None:
+            with watcher.connect() as conn:
+                if conn.execute(text("SELECT COUNT(*) FROM deletion_runs")).scalar():
+                    break
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+        if proc.returncode == 0:
+            pytest.fail("the run finished before Ctrl-C landed: seed more tickets")
+        # Then it stops after the current batch, says how to resume, exits 130 and the ledger row is 'stopped'
+        assert proc.returncode == 130, err.decode()
+        assert "stopping the retention run after the current batch" in err.decode()
+        assert "run retention run again to resume" in err.decode()
+        with watcher.connect() as conn:
+            assert conn.execute(text("SELECT state FROM retention_runs")).scalar() == "stopped"
+        # And the next run resumes it to the end
+        again = _run(database, tmp_path / "instance")
+        out, err = again.communicate(timeout=300)
+        assert again.returncode == 0 and b"(resumed) done" in out, err.decode()
+        with watcher.connect() as conn:
+            assert conn.execute(text("SELECT COUNT(*) FROM tickets")).scalar() == 0
+    finally:
+        watcher.dispose()
