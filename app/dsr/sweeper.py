@@ -15,15 +15,14 @@ from dataclasses import dataclass, field
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from app.auth.models import User
 from app.dsr import deadlines
+from app.dsr.delivery import alert_officers
 from app.dsr.errors import InvalidDsr
 from app.dsr.forward import FORWARD_DOORBELL, forward
 from app.dsr.history import add_event
 from app.dsr.models import UNFORWARDED, Dsr, DsrForward
 from app.dsr.requests import get_dsr
 from app.dsr.settings import DsrSettings
-from app.mail.outbox import enqueue_email
 from app.principal import Principal
 
 SWEEP_BATCH = 500
@@ -42,10 +41,6 @@ class SweepResult:
     failed: list[int] = field(default_factory=list)
 
 
-def _privacy_officers(session: Session) -> list[User]:
-    return list(session.scalars(select(User).where(User.role == "privacy_officer", User.disabled_at.is_(None)).order_by(User.id)))
-
-
 def escalate(session: Session, dsr: Dsr, *, settings: DsrSettings, by: Principal, now: dt.datetime) -> bool:
     """Alert privacy officers (email + the UI banner) once, 4 h before an unforwarded request is due."""
     claimed = session.execute(
@@ -58,24 +53,14 @@ def escalate(session: Session, dsr: Dsr, *, settings: DsrSettings, by: Principal
         return False
     session.refresh(dsr)
     left = deadlines.format_left(deadlines.time_left(dsr.due_at, now))
-    officers = _privacy_officers(session)
-    for officer in officers:
-        enqueue_email(
-            session,
-            to=officer.email,
-            subject=f"Escalation: {dsr.reference} not yet forwarded",
-            body_text=(
-                f"{dsr.reference} has not been forwarded to its controller and is due at {dsr.due_at:%Y-%m-%d %H:%M} UTC ({left} left).\n"
-                f"State: {dsr.state}. Open /dsr/{dsr.id} to route or forward it.\n"
-            ),
-            related_type="dsr",
-            related_id=dsr.id,
-            kind="dsr_escalation",
-            msgid_domain=settings.msgid_domain,
-            by=by,
-            now=now,
-        )
-    add_event(session, dsr, "escalate", by=by, now=now, officers=len(officers), state=dsr.state)
+    body = (
+        f"{dsr.reference} has not been forwarded to its controller and is due at {dsr.due_at:%Y-%m-%d %H:%M} UTC ({left} left).\n"
+        f"State: {dsr.state}. Open /dsr/{dsr.id} to route or forward it.\n"
+    )
+    officers = alert_officers(
+        session, dsr, subject=f"Escalation: {dsr.reference} not yet forwarded", body=body, msgid_domain=settings.msgid_domain, by=by, now=now
+    )
+    add_event(session, dsr, "escalate", by=by, now=now, officers=officers, state=dsr.state)
     return True
 
 
