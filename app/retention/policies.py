@@ -108,33 +108,7 @@ def change(
         raise InvalidPolicy("a policy needs its legal basis")
     if controller_id is None and _newest(session, category, None) is None:
         effective(session, category, None, now=now, materialise=True)  # the default becomes version 1, the change 2
-    last = _newest(session, category, controller_id)
-    row = RetentionPolicy(
-        category=category,
-        controller_id=controller_id,
-        version=(last.version if last else 0) + 1,
-        period_days=period_days,
-        event=event,
-        action=action,
-        legal_basis=legal_basis.strip(),
-        withdrawn=False,
-        created_by=by.label[:100],
-        created_at=now,
-    )
-    session.add(row)
-    session.flush()
-    details = {"category": category, "version": row.version, "period_days": period_days, "action": action}
-    record(
-        session,
-        by=by,
-        action="retention.policy_changed",
-        target_type="retention_policy",
-        target_id=row.id,
-        controller_id=controller_id,
-        details=details,
-        now=now,
-    )
-    return row
+    return _next_version(session, category, controller_id, (period_days, event, action, legal_basis.strip()), withdrawn=False, by=by, now=now)
 
 
 def withdraw(session: Session, category: str, *, controller_id: int, by: Principal, now: dt.datetime) -> RetentionPolicy:
@@ -143,21 +117,31 @@ def withdraw(session: Session, category: str, *, controller_id: int, by: Princip
     if last is None or last.withdrawn:
         raise InvalidPolicy(f"controller {controller_id} has no override of {category}")
     desk = effective(session, category, None, now=now, materialise=True)
+    terms = (desk.period_days, desk.event, desk.action, desk.legal_basis)
+    return _next_version(session, category, controller_id, terms, withdrawn=True, by=by, now=now)
+
+
+def _next_version(
+    session: Session, category: str, controller_id: int | None, terms: tuple[int, str, str, str], *, withdrawn: bool, by: Principal, now: dt.datetime
+) -> RetentionPolicy:
+    """Write version n+1 of (category, controller) with these (period, event, action, basis) and audit it (flush)."""
+    last = _newest(session, category, controller_id)
+    period_days, event, action, legal_basis = terms
     row = RetentionPolicy(
         category=category,
         controller_id=controller_id,
-        version=last.version + 1,
-        period_days=desk.period_days,
-        event=desk.event,
-        action=desk.action,
-        legal_basis=desk.legal_basis,
-        withdrawn=True,
+        version=(last.version if last else 0) + 1,
+        period_days=period_days,
+        event=event,
+        action=action,
+        legal_basis=legal_basis,
+        withdrawn=withdrawn,
         created_by=by.label[:100],
         created_at=now,
     )
     session.add(row)
     session.flush()
-    details = {"category": category, "version": row.version, "withdrawn": True}
+    details = {"category": category, "version": row.version, "period_days": period_days, "action": action, "withdrawn": withdrawn}
     record(
         session,
         by=by,

@@ -74,7 +74,7 @@ def test_a_canary_in_an_expired_ticket_is_gone_from_every_table_and_the_file(com
         with db.session_scope() as session:
             ciphertexts = list(decrypted_hits(session).values())
             assert len(ciphertexts) > 8 and plain_hits(session) == ["outbox_emails.subject"]  # the reply's subject is stored as written
-            assert session.scalar(select(func.count()).select_from(MessageIdentifier)) > 0
+            assert (session.scalar(select(func.count()).select_from(MessageIdentifier)) or 0) > 0
         # When the retention run deletes what is past its period
         lock: ProcessLock = run_lock(committed_app.config, db.engine)
         with lock:

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from flask import Flask
 from flask.testing import FlaskCliRunner
-from sqlalchemy import create_engine, func, select, text
+from sqlalchemy import Engine, create_engine, func, select, text
 from sqlalchemy.orm import Session
 
 from app import create_app
@@ -23,6 +23,7 @@ from app import migrations as desk_migrations
 from app.deletion.models import DeletionRun
 from app.extensions import db
 from app.jobs.scheduler import Job, Scheduler, next_time
+from app.retention import holds
 from app.retention.models import RetentionRun
 from app.tickets.models import Ticket
 from config.settings import normalise_database_url
@@ -30,7 +31,7 @@ from tests.conftest import make_config
 from tests.databases import fresh_database
 from tests.deletion.support import make_tickets
 from tests.factories import make_controller
-from tests.retention.support import close_at
+from tests.retention.support import SYSTEM, close_at
 
 REPO = Path(__file__).resolve().parents[2]
 LONG_AGO = dt.datetime(2020, 1, 1, 9, 0, tzinfo=dt.UTC)
@@ -139,31 +140,40 @@ def _run(url: str, folder: Path) -> subprocess.Popen[bytes]:
     return subprocess.Popen(command, cwd=REPO, env=_env(url, folder), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
-def test_kill_9_mid_run_then_rerun_finishes_nothing_twice_nothing_held(database: str, tmp_path: Path) -> None:
-    # Given 40 tickets closed long ago, one of them under a hold
-    app = create_app(make_config(database, tmp_path / "instance", MASTER_SECRET=SECRET))
+def _seed(database: str, folder: Path, count: int, *, hold_index: int | None = None) -> tuple[int, list[int]]:
+    """`count` tickets closed long ago (one under a ticket hold when `hold_index` is given), committed; (controller, ticket ids)."""
+    app = create_app(make_config(database, folder, MASTER_SECRET=SECRET))
     try:
         with app.app_context(), db.session_scope() as s:
             controller = make_controller(s)
-            made = make_tickets(s, controller, 40, messages=1, now=LONG_AGO)
+            made = make_tickets(s, controller, count, messages=1, now=LONG_AGO)
             close_at(s, made.ticket_ids, LONG_AGO)
-            held = made.ticket_ids[17]
-            from app.retention import holds
-            from tests.retention.support import SYSTEM
-
-            holds.place(s, kind="ticket", ticket_id=held, basis="litigation", until=None, by=SYSTEM, now=LONG_AGO)
+            if hold_index is not None:
+                holds.place(s, kind="ticket", ticket_id=made.ticket_ids[hold_index], basis="litigation", until=None, by=SYSTEM, now=LONG_AGO)
+            return controller.id, made.ticket_ids
     finally:
         db.state(app).engine.dispose()
+
+
+def _wait_for(watcher: Engine, proc: subprocess.Popen[bytes], sql: str, at_least: int) -> None:
+    """Until `sql` (a count) reaches `at_least`, the process ends, or 90 s pass."""
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline and proc.poll() is None:
+        with watcher.connect() as conn:
+            if (conn.execute(text(sql)).scalar() or 0) >= at_least:
+                return
+        time.sleep(0.02)
+
+
+def test_kill_9_mid_run_then_rerun_finishes_nothing_twice_nothing_held(database: str, tmp_path: Path) -> None:
+    # Given 40 tickets closed long ago, one of them under a hold
+    controller_id, ticket_ids = _seed(database, tmp_path / "instance", 40, hold_index=17)
+    held = ticket_ids[17]
     watcher = create_engine(normalise_database_url(database))
     try:
         # When `retention run` is killed with SIGKILL once its ledger shows progress
         proc = _run(database, tmp_path / "instance")
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline and proc.poll() is None:
-            with watcher.connect() as conn:
-                if (conn.execute(text("SELECT COUNT(*) FROM deletion_runs WHERE state = 'done'")).scalar() or 0) >= 2:
-                    break
-            time.sleep(0.02)
+        _wait_for(watcher, proc, "SELECT COUNT(*) FROM deletion_runs WHERE state = 'done'", 2)
         killed = proc.poll() is None
         if killed:
             proc.send_signal(signal.SIGKILL)
@@ -182,7 +192,7 @@ def test_kill_9_mid_run_then_rerun_finishes_nothing_twice_nothing_held(database:
     try:
         with app.app_context(), db.session_scope() as s:
             # Nothing held deleted, everything else gone
-            assert list(s.scalars(select(Ticket.id).where(Ticket.id.in_(made.ticket_ids)))) == [held]
+            assert list(s.scalars(select(Ticket.id).where(Ticket.id.in_(ticket_ids)))) == [held]
             # Nothing deleted twice: the engine runs together deleted each other ticket once
             reports = [r.report for r in s.scalars(select(DeletionRun).where(DeletionRun.authority_kind == "retention_policy"))]
             assert sum(int((r.get("stores") or {}).get("tickets", {}).get("tickets_deleted", 0)) for r in reports) == 39
@@ -190,7 +200,7 @@ def test_kill_9_mid_run_then_rerun_finishes_nothing_twice_nothing_held(database:
             # The ledger is right: one run, every ticket counted due once, the held one held
             assert s.scalar(select(func.count()).select_from(RetentionRun)) == 1
             row = s.scalars(select(RetentionRun)).one()
-            counts = row.counts["closed_ticket_content"][str(controller.id)]
+            counts = row.counts["closed_ticket_content"][str(controller_id)]
             assert row.state == "done" and counts["due"] == 40 and counts["held"] == 1
     finally:
         db.state(app).engine.dispose()
@@ -198,24 +208,12 @@ def test_kill_9_mid_run_then_rerun_finishes_nothing_twice_nothing_held(database:
 
 def test_ctrl_c_stops_between_batches_and_the_next_run_resumes(database: str, tmp_path: Path) -> None:
     # Given 60 tickets closed long ago
-    app = create_app(make_config(database, tmp_path / "instance", MASTER_SECRET=SECRET))
-    try:
-        with app.app_context(), db.session_scope() as s:
-            controller = make_controller(s)
-            made = make_tickets(s, controller, 60, messages=1, now=LONG_AGO)
-            close_at(s, made.ticket_ids, LONG_AGO)
-    finally:
-        db.state(app).engine.dispose()
+    _seed(database, tmp_path / "instance", 60)
     watcher = create_engine(normalise_database_url(database))
     try:
         # When the operator presses Ctrl-C once the run has committed a batch
         proc = _run(database, tmp_path / "instance")
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline and proc.poll() is None:
-            with watcher.connect() as conn:
-                if conn.execute(text("SELECT COUNT(*) FROM deletion_runs")).scalar():
-                    break
-            time.sleep(0.02)
+        _wait_for(watcher, proc, "SELECT COUNT(*) FROM deletion_runs", 1)
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=60)
         if proc.returncode == 0:
