@@ -93,3 +93,16 @@ def test_a_desk_wide_change_follows_the_written_default(session: Session) -> Non
     )
     assert row.version == 2
     assert policies.effective(session, "requester_identity", None, now=T0).period_days == 90
+
+
+def test_the_retention_settings_are_checked_at_start() -> None:
+    from config.settings import ConfigError, DevelopmentConfig
+
+    env = {"MASTER_SECRET": "m" * 40, "SECRET_KEY": "k" * 40, "DESK_INSTANCE_PATH": "/tmp/retention-settings"}
+    settings = DevelopmentConfig.from_env(env)
+    assert (settings["RETENTION_MAX_DAYS"], settings["RETENTION_RUN_AT"]) == (3650, "30 3 * * *")
+    assert DevelopmentConfig.from_env({**env, "RETENTION_RUN_AT": " 0  2 * * 1 "})["RETENTION_RUN_AT"] == "0 2 * * 1"
+    with pytest.raises(ConfigError, match="RETENTION_RUN_AT"):
+        DevelopmentConfig.from_env({**env, "RETENTION_RUN_AT": "at three"})
+    with pytest.raises(ConfigError, match="RETENTION_MAX_DAYS"):
+        DevelopmentConfig.from_env({**env, "RETENTION_MAX_DAYS": "-1"})
