@@ -24,15 +24,25 @@ _OPERATOR_VARIABLES = re.compile(r"^(DATABASE_URL|SECRET_KEY|MASTER_SECRET.*|MAS
 
 
 def make_recipe(target: str) -> list[str]:
-    """The command lines of a Makefile target, as written."""
+    """The command lines of a Makefile target, as written (after its target-specific `export` lines)."""
     lines = (REPO_ROOT / "Makefile").read_text().splitlines()
-    start = next(i for i, line in enumerate(lines) if line.startswith(f"{target}:"))
+    start = next(i for i, line in enumerate(lines) if line.startswith(f"{target}:") and not line.startswith(f"{target}: export "))
     recipe = []
     for line in lines[start + 1 :]:
         if not line.startswith("\t"):
             break
         recipe.append(line.strip())
     return recipe
+
+
+def make_exports(target: str) -> dict[str, str]:
+    """The variables a Makefile target exports to its commands (`target: export NAME ?= value`)."""
+    found = {}
+    for line in (REPO_ROOT / "Makefile").read_text().splitlines():
+        if line.startswith(f"{target}: export "):
+            name, _, value = line.removeprefix(f"{target}: export ").partition("?=")
+            found[name.strip()] = value.strip()
+    return found
 
 
 def quick_start_commands() -> list[str]:
@@ -54,7 +64,7 @@ def test_the_readme_quick_start_is_two_make_commands_and_make_run_does_what_it_s
         "$(PY) -m flask --app wsgi demo seed",
         "$(PY) -m flask --app wsgi serve",
     ]
-    assert "$(VENV)/.installed" in next(line for line in (REPO_ROOT / "Makefile").read_text().splitlines() if line.startswith("run:"))
+    assert "$(VENV)/.installed" in next(line for line in (REPO_ROOT / "Makefile").read_text().splitlines() if line.startswith("run:") and not line.startswith("run: export "))
 
 
 def listening_addresses(port: int) -> set[str]:
@@ -89,6 +99,7 @@ def test_make_run_serves_the_embedded_default_on_loopback_with_a_working_worker(
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not _OPERATOR_VARIABLES.match(k)}
     env.update(DESK_INSTANCE_PATH=str(instance), BIND=f"127.0.0.1:{port}", PYTHONUNBUFFERED="1")
+    env.update(make_exports("run"))  # two addresses: privacy@ for requests, support@ for the rest (issue 11 item 6)
     commands = [line.replace("$(PY)", sys.executable).split() for line in make_recipe("run")]
     *setup, serve = commands
 
@@ -111,13 +122,20 @@ def test_make_run_serves_the_embedded_default_on_loopback_with_a_working_worker(
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as response:
                     health = (response.status, json.load(response))
                     break
+            except urllib.error.HTTPError as refused:  # 503 is an answer too: read what it says
+                health = (refused.code, json.load(refused))
+                break
             except (urllib.error.URLError, ConnectionError):
                 time.sleep(0.1)
         assert health is not None, (tmp_path / "serve.log").read_text()[-2000:]
-        # Then /healthz is green on SQLite with the in-process broker
+        # Then /healthz sees SQLite and the in-process broker working. The demo holds requests past their
+        # deadline and still in triage (issue 16's dashboard shows them), so the desk says truthfully that it
+        # cannot keep its 24-hour promise for them (issue 15 item 2): 503, naming that and nothing else.
         status, report = health
-        assert status == 200
-        assert (report["status"], report["database"], report["database_backend"], report["broker"]) == ("ok", "ok", "sqlite", "in-process")
+        assert (report["database"], report["database_backend"], report["broker"]) == ("ok", "sqlite", "in-process")
+        assert (status, report["status"]) == (503, "degraded")
+        assert report["problems"] == ["a request within 4 hours of its deadline is not delivered"]
+        assert report["dsr"]["state"] == "triage" and report["dsr"]["seconds_left"] < 0
         # and it listens on loopback only (WECO §9.1(c)), 127.0.0.1 as /proc/net/tcp spells it
         assert listening_addresses(port) == {"0100007F"}
         # and the in-process scheduler's first tick reached the in-process worker
