@@ -64,7 +64,8 @@ def test_the_readme_quick_start_is_two_make_commands_and_make_run_does_what_it_s
         "$(PY) -m flask --app wsgi demo seed",
         "$(PY) -m flask --app wsgi serve",
     ]
-    assert "$(VENV)/.installed" in next(line for line in (REPO_ROOT / "Makefile").read_text().splitlines() if line.startswith("run:") and not line.startswith("run: export "))
+    makefile = (REPO_ROOT / "Makefile").read_text().splitlines()
+    assert "$(VENV)/.installed" in next(line for line in makefile if line.startswith("run:") and not line.startswith("run: export "))
 
 
 def listening_addresses(port: int) -> set[str]:
