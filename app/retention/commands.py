@@ -181,7 +181,8 @@ def retention_holds(include_ended: bool, as_json: bool) -> None:
     for d in data:
         targets = {"controller": f"controller {d['controller_id']}", "ticket": f"ticket {d['ticket_id']}"}
         target = targets.get(str(d["kind"]), f"a subject of controller {d['controller_id']}")
-        click.echo(f"hold {d['id']}\t{target}\t{d['basis']}\tthrough {d['last_day'] or 'until lifted'}\t{d['basis_text']}")
+        end = f"lifted {str(d['lifted_at'])[:10]}" if d["lifted_at"] else f"through {d['last_day'] or 'until lifted'}"
+        click.echo(f"hold {d['id']}\t{target}\t{d['basis']}\t{end}\t{d['basis_text']}")
     if not data:
         click.echo("no legal holds in force")
 

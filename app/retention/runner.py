@@ -32,7 +32,7 @@ from app.jobs.batch import BatchProgress, Clock, SessionScope, run_batches
 from app.principal import Principal
 from app.retention.models import RetentionRun
 from app.retention.periods import DEFAULTS, cutoff
-from app.retention.policies import Effective, RetentionError, effective
+from app.retention.policies import Effective, InvalidPolicy, effective
 from app.tickets.models import Ticket
 
 # Tickets per engine run: the engine walks them 200 a batch (app.deletion.purge); its plan keeps their ids.
@@ -41,12 +41,12 @@ UNFINISHED = ("running", "stopped")
 
 
 def covered(only_category: str | None = None) -> list[str]:
-    """The categories a run acts on (optionally just one); RetentionError for an unknown or uncovered name."""
+    """The categories a run acts on (optionally just one); InvalidPolicy (a refusal) for an unknown or uncovered name."""
     if only_category is not None:
         if only_category not in DEFAULTS:
-            raise RetentionError(f"unknown category {only_category!r} (known: {', '.join(DEFAULTS)})")
+            raise InvalidPolicy(f"unknown category {only_category!r} (known: {', '.join(DEFAULTS)})")
         if not DEFAULTS[only_category].covered:
-            raise RetentionError(f"{only_category} is not covered by retention runs yet (see docs/retention.md)")
+            raise InvalidPolicy(f"{only_category} is not covered by retention runs yet (see docs/retention.md)")
         return [only_category]
     return [c for c, d in DEFAULTS.items() if d.covered]
 

@@ -84,6 +84,7 @@ def test_holds_and_runs_for_scripts(runner: FlaskCliRunner, session: Session) ->
         (["hold", "add", "--controller", "{cid}", "--basis", "litigation"], "exactly one of --until DATE and --indefinite"),
         (["hold", "lift", "999999"], "no hold 999999"),
         (["run", "--controller", "999999"], "no controller 999999"),
+        (["run", "--category", "quarantined_mail"], "quarantined_mail is not covered by retention runs yet"),
         (["policy", "set", "closed_ticket_content", "--days", "99999", "--basis", "x"], "the period must be 1 to 3650 days"),
     ],
 )
