@@ -85,18 +85,9 @@ def make_instruction(
 
 def relay_accepts(session: Session, dsr_id: int, *, now: dt.datetime) -> None:
     """The relay accepted every queued forward of a request (no SMTP here): its outbox rows are marked sent and reported, as the outbox does."""
-    from sqlalchemy import select, update
+    from app.dsr.demo import accept_forwards
 
-    from app.dsr.models import DsrForward
-    from app.mail import delivery
-    from app.mail.models import OutboxEmail
-
-    for forward in session.scalars(select(DsrForward).where(DsrForward.dsr_id == dsr_id)):
-        for outbox_id in forward.outbox_ids:
-            session.execute(
-                update(OutboxEmail).where(OutboxEmail.id == outbox_id).values(state="sent", sent_at=now, smtp_response="250 2.0.0 Ok", updated_at=now)
-            )
-            delivery.notify(session, outbox_id, "sent", "250 2.0.0 Ok", now=now)
+    accept_forwards(session, dsr_id, at=now, answer="250 2.0.0 Ok")
 
 
 def make_standing(session: Session, controller: Controller, *, now: dt.datetime | None = None) -> Any:

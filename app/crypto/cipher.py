@@ -7,7 +7,7 @@ Field value (format 1)::
 The associated data is the 5-byte header (format and key reference) followed by
 ``|<table>.<column>:<row uid>``: a value copied to another row or column, a
 header relabelled to another key, or any flipped byte fails authentication.
-The format is guarded by a golden fixture in tests/unit/test_crypto_format.py.
+The format is guarded by a golden fixture in tests/crypto/test_format.py.
 """
 
 from __future__ import annotations

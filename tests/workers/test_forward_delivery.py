@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as dt
 
-import dramatiq
 import pytest
 import time_machine
 from flask import Flask
@@ -34,19 +33,13 @@ OFFICER = "officer@desk.example"
 
 
 @pytest.fixture
-def desk(committed_app: Flask, smtp: SmtpServer) -> Flask:
-    """The desk sending through the loopback relay, with Acme (two DSR contacts, a breach contact) and a privacy officer."""
-    committed_app.config.update(SMTP_URL=f"smtp://127.0.0.1:{smtp.port}?timeout=10", PRIVACY_ADDRESS="privacy@desk.example", OUTBOX_RETRY_BASE_SECONDS=0.3)
-    dramatiq.get_broker().flush_all()
-    with committed_app.app_context(), db.session_scope() as session:
-        create_controller(
-            session,
-            ControllerInput(name="Acme Corp", dsr_contacts=[DPO, LEGAL], breach_contacts=[BREACH], domains=["acme-corp.example"], identifiers=["ACME-4711"]),
-            by=TEST_PRINCIPAL,
-            now=utcnow(),
-        )
+def desk(mail_app: Flask) -> Flask:
+    """The desk sending through the loopback relay (mail_app), with Acme (two DSR contacts, a breach contact) and a privacy officer."""
+    acme = ControllerInput(name="Acme Corp", dsr_contacts=[DPO, LEGAL], breach_contacts=[BREACH], domains=["acme-corp.example"], identifiers=["ACME-4711"])
+    with mail_app.app_context(), db.session_scope() as session:
+        create_controller(session, acme, by=TEST_PRINCIPAL, now=utcnow())
         make_user(session, "privacy_officer", email=OFFICER)
-    return committed_app
+    return mail_app
 
 
 def the_dsr(app: Flask) -> Dsr:

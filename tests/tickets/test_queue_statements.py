@@ -19,7 +19,7 @@ from app.subject_data.restrict import restricted_flag, restricted_ticket_ids
 from app.tickets import queue as tickets
 from tests.conftest import AuthActions
 from tests.factories import make_controller
-from tests.web.test_tickets_ui import make_ticket
+from tests.tickets.test_ui import make_ticket
 
 # Transaction control, not work: the test fixture turns every commit into a savepoint,
 # and SQLite's BEGIN IMMEDIATE is sent as a statement (Postgres sends BEGIN implicitly).
