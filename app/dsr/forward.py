@@ -21,12 +21,12 @@ from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from app.controllers.models import Controller
+from app.dsr.contacts import email_dsr_contacts
 from app.dsr.errors import InvalidDsr
 from app.dsr.history import add_event
 from app.dsr.models import Dsr, DsrForward
 from app.dsr.settings import DsrSettings
 from app.jobs.doorbell import Doorbell
-from app.mail.outbox import enqueue_email
 from app.principal import Principal
 from app.tickets import service as tickets
 from app.tickets.models import Ticket
@@ -94,21 +94,10 @@ def forward(session: Session, dsr_id: int, *, settings: DsrSettings, by: Princip
         body = forward_text(dsr, controller)
         outbox_ids: list[int] = []
         first_msgid: str | None = None
-        for address in contacts:
-            row = enqueue_email(
-                session,
-                to=address,
-                subject=f"Data subject request {dsr.reference}",
-                body_text=body,
-                reply_to=settings.reply_to,
-                controller_id=controller.id,
-                related_type="dsr",
-                related_id=dsr.id,
-                kind="dsr_forward",
-                msgid_domain=settings.msgid_domain,
-                by=by,
-                now=now,
-            )
+        rows = email_dsr_contacts(
+            session, dsr, controller, subject=f"Data subject request {dsr.reference}", body=body, kind="dsr_forward", settings=settings, by=by, now=now
+        )
+        for row in rows:
             outbox_ids.append(row.id)
             msgid = row.message_id.strip("<>")
             first_msgid = first_msgid or msgid

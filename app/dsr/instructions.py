@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from app.audit.service import record
 from app.controllers.models import Controller, ControllerContact
+from app.dsr.contacts import email_dsr_contacts
 from app.dsr.errors import DsrError
 from app.dsr.gate import ACKNOWLEDGEMENT, ACKNOWLEDGEMENT_TEXT
 from app.dsr.history import add_event
@@ -25,7 +26,6 @@ from app.dsr.models import DECISIONS, Dsr, Instruction, StandingInstruction
 from app.dsr.requests import get_dsr
 from app.dsr.settings import DsrSettings
 from app.exceptions import NotFound, Refused
-from app.mail.outbox import enqueue_email
 from app.principal import Principal
 
 MAX_TEXT = 20_000
@@ -173,27 +173,23 @@ def flag(session: Session, dsr_id: int, instruction_id: int, reason: str, *, set
     instruction.flag_reason = text
     controller = session.get(Controller, instruction.controller_id)
     assert controller is not None
-    sent = 0
-    for address in controller.contact_emails("dsr"):
-        enqueue_email(
+    sent = len(
+        email_dsr_contacts(
             session,
-            to=address,
+            dsr,
+            controller,
             subject=f"Your instruction on {dsr.reference} may infringe data protection law",
-            body_text=(
+            body=(
                 f"Dear {controller.name},\n\nIn our opinion your instruction on data subject request {dsr.reference} may infringe "
                 "the GDPR or other data protection provisions, so we inform you as our agreement requires (WECO §5.3) and will not "
                 f"act on it until you confirm or amend it.\n\nOur concern:\n{text}\n\nPlease reply to this email.\n"
             ),
-            reply_to=settings.reply_to,
-            controller_id=controller.id,
-            related_type="dsr",
-            related_id=dsr.id,
             kind="dsr_instruction_flag",
-            msgid_domain=settings.msgid_domain,
+            settings=settings,
             by=by,
             now=now,
         )
-        sent += 1
+    )
     session.flush()
     add_event(session, dsr, "instruction_flagged", by=by, now=now, instruction_id=instruction.id, emails=sent)
     return instruction

@@ -10,10 +10,10 @@ from sqlalchemy.orm import Session
 
 from app.controllers.models import Controller
 from app.dsr.closing import close_dsr
+from app.dsr.contacts import email_dsr_contacts
 from app.dsr.history import add_event
 from app.dsr.models import Dsr
 from app.dsr.settings import DsrSettings
-from app.mail.outbox import enqueue_email
 from app.principal import Principal
 from app.subject_data.aftercare import unhandled
 from app.subject_data.authority import request
@@ -88,25 +88,22 @@ def close(session: Session, dsr_id: int, *, settings: DsrSettings, by: Principal
         controller = session.get(Controller, controller_id)
         if controller is None:
             continue
-        for address in controller.contact_emails("dsr"):
-            enqueue_email(
+        sent += len(
+            email_dsr_contacts(
                 session,
-                to=address,
+                dsr,
+                controller,
                 subject=f"Data subject request {dsr.reference} completed",
-                body_text=(
+                body=(
                     f"Dear {controller.name},\n\nWe have completed your instructions on data subject request {dsr.reference}.\n"
                     f"Outcome: {result.code.replace('_', ' ')}\n\n" + "\n".join(result.lines) + "\n\n"
                     "We did not contact the data subject unless you instructed us to.\n"
                 ),
-                reply_to=settings.reply_to,
-                controller_id=controller.id,
-                related_type="dsr",
-                related_id=dsr.id,
                 kind="dsr_completion",
-                msgid_domain=settings.msgid_domain,
+                settings=settings,
                 by=by,
                 now=now,
             )
-            sent += 1
+        )
     add_event(session, dsr, "completion_notice", by=by, now=now, emails=sent, outcome=result.code)
     return dsr
