@@ -233,3 +233,29 @@ def test_ctrl_c_stops_between_batches_and_the_next_run_resumes(database: str, tm
             assert conn.execute(text("SELECT COUNT(*) FROM tickets")).scalar() == 0
     finally:
         watcher.dispose()
+
+
+def test_the_scheduled_actor_runs_retention_under_the_lock(app: Flask, session: Session) -> None:
+    from workers.retention import run_retention
+
+    controller = make_controller(session)
+    made = make_tickets(session, controller, 1, messages=1, now=LONG_AGO)
+    close_at(session, made.ticket_ids, LONG_AGO)
+    session.commit()
+    # While another run holds the lock, the scheduled run leaves everything alone
+    with app.app_context():
+        from app.retention.schedule import run_lock
+
+        holder = run_lock(app.config, db.engine)
+        assert holder.acquire()
+        try:
+            run_retention.fn()
+        finally:
+            holder.release()
+    assert session.scalar(select(func.count()).select_from(RetentionRun)) == 0
+    # Then it runs every covered category to the end
+    with app.app_context():
+        run_retention.fn()
+    session.expire_all()
+    assert session.get(Ticket, made.ticket_ids[0]) is None
+    assert session.scalars(select(RetentionRun.state)).all() == ["done"]
