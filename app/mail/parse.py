@@ -22,6 +22,7 @@ from typing import Any
 import nh3
 from mailparser_reply import EmailReplyParser
 
+from app.exceptions import Refused
 from app.mail import autoreply, calendar
 from app.mail.decode import decode_bytes, decode_words, safe_text, unescape_header, unflow
 from app.mail.dsn import DeliveryReport, delivery_report
@@ -39,7 +40,7 @@ _TOKEN = re.compile(r"[^a-z0-9!#$&^_.+/-]")
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 
 
-class MalformedMessage(Exception):
+class MalformedMessage(Refused):
     """The bytes cannot be taken as mail; `reason` is a quarantine reason code, `detail` is safe to store."""
 
     def __init__(self, reason: str, detail: str) -> None:

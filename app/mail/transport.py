@@ -22,10 +22,12 @@ from pathlib import Path
 from typing import Literal, Protocol
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+from app.exceptions import DeskError
+
 _ADDRESS_LIKE = re.compile(r"[^\s<>\"']+@[^\s<>\"']+")
 
 
-class TransportError(Exception):
+class TransportError(DeskError):
     """Base of the transports' errors."""
 
 

@@ -21,6 +21,7 @@ import jwt
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
+from app.exceptions import Refused
 from app.subject_data.models import DownloadToken
 
 ALGORITHM = "HS256"
@@ -31,7 +32,7 @@ REQUIRED = ["exp", "iat", "jti", "sub", "aud", "res"]
 MAX_TOKEN_CHARS = 2048
 
 
-class TokenError(Exception):
+class TokenError(Refused):
     """Base of the download token errors; the message is safe to show (never the token)."""
 
 
