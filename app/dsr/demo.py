@@ -70,7 +70,8 @@ def seed(session: Session, *, now: dt.datetime) -> Iterator[str]:
         )
         if then in ("forward", "instruction", "confirmed", "closed"):
             dsr_forward.forward(session, dsr.id, settings=SETTINGS, by=by, now=at + dt.timedelta(minutes=3))
-            _accepted(session, dsr.id, at=at + dt.timedelta(minutes=4))
+            # "Forwarded" means the relay accepted it: the demo's forwards are marked sent (nothing leaves).
+            accept_forwards(session, dsr.id, at=at + dt.timedelta(minutes=4), answer="demo seed: not sent")
         if then in ("instruction", "confirmed", "closed") and cid is not None:
             contact = session.get_one(Controller, cid).contact_emails("dsr")[0]
             item = dsr_instructions.receive(
@@ -89,14 +90,16 @@ def seed(session: Session, *, now: dt.datetime) -> Iterator[str]:
     sweep(session, settings=SETTINGS, by=by, now=now)
 
 
-def _accepted(session: Session, dsr_id: int, *, at: dt.datetime) -> None:
-    # "Forwarded" means the relay accepted it: the demo's forwards are marked sent (nothing leaves) and reported as such.
+def accept_forwards(session: Session, dsr_id: int, *, at: dt.datetime, answer: str) -> None:
+    """Mark every queued forward row of a request sent with `answer` and report it, as the outbox does when the relay accepts.
+
+    For the demo (whose forwards never leave) and tests without SMTP; nothing is sent.
+    """
     for fwd in session.scalars(select(DsrForward).where(DsrForward.dsr_id == dsr_id)):
         for outbox_id in fwd.outbox_ids:
-            session.execute(
-                update(OutboxEmail).where(OutboxEmail.id == outbox_id).values(state="sent", sent_at=at, delivery_note="demo seed: not sent", updated_at=at)
-            )
-            mail_delivery.notify(session, outbox_id, "sent", "demo seed: not sent", now=at)
+            values = {"state": "sent", "sent_at": at, "smtp_response": answer, "updated_at": at}
+            session.execute(update(OutboxEmail).where(OutboxEmail.id == outbox_id).values(**values))
+            mail_delivery.notify(session, outbox_id, "sent", answer, now=at)
 
 
 def _history(session: Session, ids: dict[str, int], *, now: dt.datetime, by: Principal) -> int:
