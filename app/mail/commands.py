@@ -1,4 +1,4 @@
-"""`flask --app wsgi mail ingest < message.eml` (MTA pipe, sysexits codes) and `mail poll` (one IMAP pass)."""
+"""`flask --app wsgi mail ingest [--recipient ADDR] < message.eml` (MTA pipe, sysexits codes) and `mail poll` (one IMAP pass)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ from app.clikit import group, operator
 from app.db import utcnow
 from app.extensions import db
 from app.mail.imap import ImapError
-from app.mail.inbound import EX_TEMPFAIL, IngestSettings, ingest_committed
+from app.mail.inbound import IngestSettings, ingest_committed
+from app.mail.pipemode import EX_CONFIG, EX_TEMPFAIL
 from app.mail.poll import poll_mailbox
 
 log = logging.getLogger(__name__)
@@ -21,27 +22,31 @@ mail_cli = group("mail", "Inbound mail: the MTA pipe and IMAP polling.")
 
 
 @mail_cli.command("ingest")
-def ingest() -> None:
-    """Read one RFC 5322 message from stdin; exit 0 stored (or duplicate), 65 quarantined, 75 try again later."""
+@click.option("--recipient", metavar="ADDR", help="The envelope recipient the MTA delivers for (Postfix: ${recipient}).")
+def ingest(recipient: str | None) -> None:
+    """Read one RFC 5322 message from stdin; exit 0 stored, duplicate or quarantined, 75 try again later, 78 misconfigured.
+
+    Nothing internal is printed on stderr (app.mail.pipemode): one status line on stdout, the rest to the log.
+    """
+    try:
+        settings = IngestSettings.from_config(current_app.config)
+    except (TypeError, ValueError) as exc:
+        log.error("mail ingest: configuration error (%s)", type(exc).__name__)
+        click.echo("4.3.5 the desk's configuration is incomplete; the message was not stored, retry later")
+        sys.exit(EX_CONFIG)
     raw = sys.stdin.buffer.read()
     try:
-        outcome = ingest_committed(
-            db.session_scope,
-            raw,
-            settings=IngestSettings.from_config(current_app.config),
-            by=operator("mail ingest"),
-            clock=utcnow,
-            source="pipe",
-        )
+        outcome = ingest_committed(db.session_scope, raw, settings=settings, by=operator("mail ingest"), clock=utcnow, source="pipe", recipient=recipient)
     except Exception as exc:
         # Nothing was committed: the MTA keeps the message and retries (EX_TEMPFAIL).
         log.error("mail ingest: temporary failure (%s)", type(exc).__name__)
-        click.echo(f"temporary failure ({type(exc).__name__}); the message was not stored, retry later", err=True)
+        click.echo("4.3.0 temporary failure; the message was not stored, retry later")
         sys.exit(EX_TEMPFAIL)
     if outcome.status == "quarantined":
-        click.echo(f"quarantined {outcome.quarantine_id}: {outcome.reason}", err=True)
+        click.echo(f"quarantined {outcome.quarantine_id}: {outcome.reason}")
     else:
-        click.echo(f"{outcome.status}: ticket {outcome.ticket_id}, message {outcome.message_pk}")
+        claimed = f" ({outcome.claim.code})" if outcome.claim is not None else ""
+        click.echo(f"{outcome.status}: ticket {outcome.ticket_id}, message {outcome.message_pk}{claimed}")
     sys.exit(outcome.exit_code)
 
 

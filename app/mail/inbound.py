@@ -13,8 +13,8 @@ Outcomes and sysexits codes for the MTA:
 - stored (a new ticket or a reply on one), or duplicate (the same bytes are already stored): EX_OK 0;
   a *different* message reusing a stored Message-ID is stored on that thread under an id of its own, noted;
 - bounce (a delivery status notification, recorded on the outbox row it reports on; never a ticket): EX_OK 0;
-- quarantined (kept encrypted with its reason for a privacy officer): EX_DATAERR 65, except mail from the
-  desk's own addresses and unmatched bounces (held silently, EX_OK: bouncing them would feed a loop);
+- quarantined (kept encrypted with its reason for a privacy officer): EX_OK 0 as well: once it is safely held
+  the officer decides; a bounce by the MTA would send the original to a possibly forged sender;
 - the database or the disk was unavailable before the commit: EX_TEMPFAIL 75, so the MTA retries. Nothing in a
   message leads there: a message the desk fails to process for any other reason is held in the quarantine.
 """
@@ -108,8 +108,12 @@ class IngestOutcome:
 
     @property
     def exit_code(self) -> int:
-        """The sysexits code for an MTA pipe."""
-        return EX_DATAERR if self.status == "quarantined" and self.reason not in quarantine.SILENT_REASONS else EX_OK
+        """The sysexits code for an MTA pipe: EX_OK for every outcome, since a quarantined message is safely kept.
+
+        Exit 65 would have the MTA bounce the whole original to a sender who may be forged, while the desk also
+        keeps it: a privacy officer decides instead (release or delete).
+        """
+        return EX_OK
 
 
 def _unparseable_as_mail(raw: bytes, reason: str) -> ParsedMail:
@@ -142,8 +146,13 @@ def ingest_message(
     source: str = "pipe",
     force: bool = False,
     registry: IntakeRegistry = REGISTRY,
+    recipient: str | None = None,
 ) -> IngestOutcome:
     """Store one raw message on its ticket (or a new one), or quarantine it; `force` (a release) never quarantines.
+
+    `recipient` is the envelope recipient the MTA delivers for (Postfix's ${recipient}; a Bcc is only there):
+    it counts as an addressee, and a message already stored for another recipient is offered once more to the
+    intake handlers when this one is the privacy address (a To support@ + Bcc privacy@ request opens its DSR).
 
     A stored message is then offered to the intake handlers of `registry` (the one the domains filled at
     app creation); the claim, if any, is on the outcome. A message nobody claims is a ticket message only.
@@ -157,6 +166,10 @@ def ingest_message(
             item = quarantine.hold(session, raw, reason=exc.reason, detail=exc.detail, source=source, by=by, now=now)
             return IngestOutcome("quarantined", quarantine_id=item.id, reason=exc.reason)
         mail = _unparseable_as_mail(raw, exc.reason)
+    envelope = (recipient or "").strip().lower()[:320]
+    if envelope and envelope not in mail.recipients:
+        mail.recipients.append(envelope)
+        mail.notes.append({"code": "envelope_recipient", "address": envelope})
     if force and "released_from_quarantine" not in mail.flags:
         mail.flags.append("released_from_quarantine")
 
@@ -166,12 +179,14 @@ def ingest_message(
         item = quarantine.hold(session, raw, reason="from_own_address", detail="From is a desk address", source=source, by=by, now=now)
         return IngestOutcome("quarantined", quarantine_id=item.id, reason="from_own_address")
 
+    raw = mail.stored_raw or raw  # oversized attachments are not kept in the original either
     raw_sha256 = hashlib.sha256(raw).hexdigest()
     existing = session.execute(select(Message.id, Message.ticket_id, Message.raw_sha256).where(Message.message_id == mail.message_id)).first()
     reused_on: Ticket | None = None
     if existing is not None:
         if existing.raw_sha256 in (None, raw_sha256):
-            return IngestOutcome("duplicate", ticket_id=existing.ticket_id, message_pk=existing.id)
+            claim = _for_another_recipient(session, existing.id, raw, mail, envelope, settings=settings, registry=registry, by=by, now=now)
+            return IngestOutcome("duplicate", ticket_id=existing.ticket_id, message_pk=existing.id, claim=claim)
         # Another message under an id we hold (a broken sender, a forgery): stored, never silently dropped.
         reused_on = session.get(Ticket, existing.ticket_id)
         original_id, mail.message_id = mail.message_id, f"{raw_sha256[:40]}.reused@message-id.invalid"
@@ -222,6 +237,43 @@ def ingest_message(
         # A person wrote again: the ticket needs attention. An auto-reply never reopens (no loops).
         tickets.change_status(session, ticket.id, "open", by=by, now=now)
     return IngestOutcome("stored", ticket_id=ticket.id, message_pk=message.id, new_ticket=new, how=how, claim=claim)
+
+
+def _for_another_recipient(
+    session: Session,
+    message_pk: int,
+    raw: bytes,
+    mail: ParsedMail,
+    envelope: str,
+    *,
+    settings: IngestSettings,
+    registry: IntakeRegistry,
+    by: Principal,
+    now: dt.datetime,
+) -> Claim | None:
+    """A stored message delivered again for `envelope`: noted once; offered to the handlers again when that is the privacy address."""
+    message = session.get(Message, message_pk)
+    if not envelope or message is None:
+        return None
+    note = {"code": "envelope_recipient", "address": envelope}
+    if note not in mail.notes or note in (message.notes or []):
+        return None  # named in the headers (offered with it the first time), or delivered for it before
+    message.notes = [*(message.notes or []), note]
+    if envelope != settings.dsr_address.strip().lower():
+        return None
+    ticket = message.ticket
+    first = session.scalar(select(Message.id).where(Message.ticket_id == ticket.id).order_by(Message.id).limit(1))
+    inbound = Inbound(
+        ticket=ticket,
+        message=message,
+        mail=mail,
+        raw=raw,
+        new_ticket=first == message.id,
+        replied_to=find_sent(session, mail),
+        support_address=settings.support_address,
+        privacy_address=settings.dsr_address,
+    )
+    return registry.offer(session, inbound, by=by, now=now)
 
 
 def _message_input(mail: ParsedMail, raw: bytes) -> tickets.MessageInput:
@@ -276,6 +328,7 @@ def ingest_committed(
     by: Principal,
     clock: Clock,
     source: str,
+    recipient: str | None = None,
 ) -> IngestOutcome:
     """Ingest in a transaction of its own (`sessions`, committed); a concurrent duplicate (unique Message-ID) is retried once as a no-op.
 
@@ -287,7 +340,7 @@ def ingest_committed(
     """
 
     def work(session: Session, now: dt.datetime) -> IngestOutcome:
-        return ingest_message(session, raw, settings=settings, by=by, now=now, source=source)
+        return ingest_message(session, raw, settings=settings, by=by, now=now, source=source, recipient=recipient)
 
     try:
         try:

@@ -79,6 +79,8 @@ class ParsedMail:
     flags: list[str] = field(default_factory=list)
     notes: list[dict[str, Any]] = field(default_factory=list)
     report: DeliveryReport | None = None  # a delivery status notification: what bounced
+    # The original to store when parts were dropped for their size: those parts replaced by a short text part.
+    stored_raw: bytes | None = None
 
 
 # The raw header values of each message being parsed, read once: the policy's header objects
@@ -233,6 +235,7 @@ def parse_mail(raw: bytes, *, attachment_max_bytes: int) -> ParsedMail:
     dropped = 0
     report = delivery_report(msg)
     invitations: list[str] = []
+    oversized: list[Message] = []
 
     def visit(part: Message, depth: int) -> None:
         nonlocal body_text, body_html, attached_bytes, count, dropped
@@ -267,6 +270,7 @@ def parse_mail(raw: bytes, *, attachment_max_bytes: int) -> ParsedMail:
         # Everything else is a file, archives included: never unpacked, only counted against the limit.
         if _encoded_size(part) > attachment_max_bytes - attached_bytes:
             notes.append({"code": "attachment_dropped", "reason": "over_limit", "content_type": ctype[:100], "approx_size": _encoded_size(part)})
+            oversized.append(part)
             return
         if ctype == "message/rfc822":
             inner = part.get_payload()
@@ -276,6 +280,7 @@ def parse_mail(raw: bytes, *, attachment_max_bytes: int) -> ParsedMail:
             content = decoded if isinstance(decoded, bytes) else b""
         if attached_bytes + len(content) > attachment_max_bytes:
             notes.append({"code": "attachment_dropped", "reason": "over_limit", "content_type": ctype[:100], "approx_size": len(content)})
+            oversized.append(part)
             return
         attached_bytes += len(content)
         content_id = _CID.sub("", str(part.get("Content-ID", "") or "").strip().strip("<>"))[:250] or None
@@ -312,4 +317,15 @@ def parse_mail(raw: bytes, *, attachment_max_bytes: int) -> ParsedMail:
         flags=flags,
         notes=notes,
         report=report,
+        stored_raw=_without_parts(msg, oversized) if oversized else None,
     )
+
+
+def _without_parts(msg: Message, parts: list[Message]) -> bytes:
+    """The message again with each of `parts` replaced by one line of text (the dropped attachment is not kept)."""
+    for part in parts:
+        for header in ("Content-Type", "Content-Transfer-Encoding", "Content-Disposition", "Content-ID"):
+            del part[header]
+        part["Content-Type"] = "text/plain; charset=us-ascii"
+        part.set_payload("[An attachment over the desk's size limit was removed on arrival.]\n")
+    return msg.as_bytes(policy=msg.policy.clone(max_line_length=0))
