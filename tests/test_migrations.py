@@ -5,11 +5,13 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
+import pytest
 from alembic.script import ScriptDirectory
 from sqlalchemy import inspect, text
 
 from app import migrations
 from app.db import make_engine
+from tests.conftest import TEST_MASTER_SECRET
 from tests.databases import fresh_database
 
 
@@ -93,7 +95,11 @@ def test_0012_renames_the_missed_deadline_columns_keeping_the_data(tmp_path: Pat
             engine.dispose()
 
 
-def test_upgrading_a_database_with_data_loses_no_row(tmp_path: Path) -> None:
+def test_upgrading_a_database_with_data_loses_no_row(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Migrations that re-key existing rows (0016, 0018) build a keyring from the environment outside the app.
+    monkeypatch.setenv("DESK_INSTANCE_PATH", str(tmp_path / "instance"))
+    monkeypatch.setenv("MASTER_SECRET", TEST_MASTER_SECRET)
+    monkeypatch.setenv("SECRET_KEY", "test-secret-key")
     # Given a desk at 0009 holding a controller, a ticket with a message, a request with its history, and a
     # finished export run with its file: rows in tables that later migrations rebuild on SQLite (batch mode)
     # and in the children that reference them ON DELETE CASCADE.
