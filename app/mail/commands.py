@@ -1,9 +1,11 @@
-"""`flask --app wsgi mail ingest [--recipient ADDR] < message.eml` (MTA pipe, sysexits codes) and `mail poll` (one IMAP pass)."""
+"""`mail ingest [--recipient ADDR] < message.eml` (MTA pipe, sysexits codes), `mail lmtp` (the LMTP listener), `mail poll` (IMAP)."""
 
 from __future__ import annotations
 
 import logging
+import signal
 import sys
+import threading
 
 import click
 from flask import current_app
@@ -12,7 +14,8 @@ from app.clikit import group, operator
 from app.db import utcnow
 from app.extensions import db
 from app.mail.imap import ImapError
-from app.mail.inbound import IngestSettings, ingest_committed
+from app.mail.inbound import IngestOutcome, IngestSettings, ingest_committed
+from app.mail.lmtp import listener
 from app.mail.pipemode import EX_CONFIG, EX_TEMPFAIL
 from app.mail.poll import poll_mailbox
 
@@ -48,6 +51,35 @@ def ingest(recipient: str | None) -> None:
         claimed = f" ({outcome.claim.code})" if outcome.claim is not None else ""
         click.echo(f"{outcome.status}: ticket {outcome.ticket_id}, message {outcome.message_pk}{claimed}")
     sys.exit(outcome.exit_code)
+
+
+@mail_cli.command("lmtp")
+@click.option("--bind", "bind", default="127.0.0.1:2424", show_default=True, metavar="HOST:PORT", help="Where to listen for the MTA.")
+def lmtp_command(bind: str) -> None:
+    """Listen for the MTA over LMTP (one status per recipient) until SIGTERM or Ctrl-C; the production path for inbound mail."""
+    host, _, port = bind.rpartition(":")
+    if not host or not port.isdigit():
+        raise click.BadParameter("must be HOST:PORT, for example 127.0.0.1:2424", param_hint="--bind")
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    settings = IngestSettings.from_config(app.config)
+
+    def deliver(raw: bytes, recipient: str) -> IngestOutcome:
+        with app.app_context():
+            return ingest_committed(db.session_scope, raw, settings=settings, by=operator("mail lmtp"), clock=utcnow, source="lmtp", recipient=recipient)
+
+    server = listener(deliver, host.strip("[]"), int(port), data_size_limit=settings.max_message_bytes)
+    stopped = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopped.set())
+    server.start()
+    click.echo(f"mail lmtp: listening on {bind}")
+    try:
+        while not stopped.wait(1.0):
+            pass
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+    click.echo("mail lmtp: stopped")
 
 
 @mail_cli.command("poll")
