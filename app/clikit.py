@@ -30,6 +30,11 @@ class RequestRefused(click.ClickException):
     exit_code = 2
 
 
+# An id argument or option: a positive integer that fits the id columns (a larger one is a usage error, never a
+# database overflow). The same bound as the web's `<int:...>` converter (app.web.MAX_ID).
+ID = click.IntRange(1, 2**31 - 1)
+
+
 class DeskGroup(AppGroup):
     """A command group whose failures end in one line on stderr, not a traceback (mapped as the module says)."""
 

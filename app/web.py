@@ -19,11 +19,21 @@ MAX_ID = 2**31 - 1
 MAX_PAGE_SIZE = 200
 
 
+def id_value(raw: str | None) -> int | None:
+    """An id from a query or form value: a positive integer that fits the id columns, else None (never a database error)."""
+    text = (raw or "").strip()
+    if not (text.isascii() and text.isdigit()) or len(text) > 10:  # str.isdigit also takes "²"; 10 digits cover MAX_ID
+        return None
+    value = int(text)
+    return value if 1 <= value <= MAX_ID else None
+
+
 def page_args(request: Request, default_size: int = 50) -> tuple[int, int]:
-    """`page` and `size` from the query string, clamped to sane values."""
-    page = request.args.get("page", 1, type=int) or 1
+    """`page` and `size` from the query string, clamped to sane values (a page beyond the id range is the last one that could exist)."""
+    page = id_value(request.args.get("page")) or 1
     size = request.args.get("size", default_size, type=int) or default_size
-    return max(page, 1), min(max(size, 1), MAX_PAGE_SIZE)
+    size = min(max(size, 1), MAX_PAGE_SIZE)
+    return min(page, MAX_ID // size), size
 
 
 class IdConverter(IntegerConverter):

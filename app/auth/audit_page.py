@@ -10,7 +10,7 @@ from flask.typing import ResponseReturnValue
 from app.audit import service as audit
 from app.auth import rbac
 from app.extensions import db
-from app.web import page_args
+from app.web import id_value, page_args
 
 bp = Blueprint("audit_log", __name__, url_prefix="/audit")
 
@@ -27,7 +27,7 @@ def _date(name: str) -> dt.datetime | None:
 
 
 def _int(name: str) -> int | None:
-    return request.args.get(name, type=int)
+    return id_value(request.args.get(name))
 
 
 @bp.get("/")

@@ -12,7 +12,7 @@ from flask import current_app
 from app import staff_notices
 from app.auth import onboarding, service
 from app.auth.models import ROLES, User
-from app.clikit import group, operator
+from app.clikit import ID, group, operator
 from app.db import utcnow
 from app.extensions import db
 
@@ -31,7 +31,7 @@ def _read_password() -> str:
 @users_cli.command("create")
 @click.argument("email")
 @click.option("--role", type=click.Choice(ROLES), required=True, help="agent, privacy_officer, admin or auditor.")
-@click.option("--controller", "controllers", type=int, multiple=True, help="Controller id assigned to the user (repeatable).")
+@click.option("--controller", "controllers", type=ID, multiple=True, help="Controller id assigned to the user (repeatable).")
 def users_create(email: str, role: str, controllers: tuple[int, ...]) -> None:
     """Create a staff account; the password comes from stdin (prompted twice on a terminal). Prints its id."""
     password = _read_password()

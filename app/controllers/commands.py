@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from app.clikit import group, operator
+from app.clikit import ID, group, operator
 from app.controllers import service as controllers
 from app.db import utcnow
 from app.extensions import db
@@ -56,7 +56,7 @@ def controllers_create(name: str, **lists: tuple[str, ...]) -> None:
 
 
 @controllers_cli.command("edit")
-@click.argument("controller_id", type=int)
+@click.argument("controller_id", type=ID)
 @click.option("--name", help="New name.")
 @_controller_options(required=False)
 @click.option("--status", type=click.Choice(["active", "terminated"]), help="Active, or terminated (needs --terminated-on).")

@@ -26,7 +26,7 @@ from app.exceptions import Refused
 from app.extensions import db
 from app.mail.outbox import enqueue_email
 from app.tickets import service as tickets
-from app.web import MAX_ID, current_principal
+from app.web import MAX_ID, current_principal, id_value
 
 bp = Blueprint("dsr", __name__, url_prefix="/dsr")
 
@@ -140,7 +140,7 @@ def _page(dsr_id: int) -> ResponseReturnValue:
 @rbac.require(rbac.DSR_MANAGE)
 @back_to("dsr.show")
 def route(dsr_id: int) -> ResponseReturnValue:
-    ids = [int(v) for v in request.form.getlist("controller_id") if v.isdigit()]
+    ids = [i for i in map(id_value, request.form.getlist("controller_id")) if i is not None]
     assign_controllers(db.session, dsr_id, ids, by=current_principal(), now=_now())
     db.session.commit()
     flash("Controller recorded; the forward is on its way.", "success")

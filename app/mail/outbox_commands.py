@@ -9,7 +9,7 @@ import click
 from flask import current_app
 from flask.cli import with_appcontext
 
-from app.clikit import operator
+from app.clikit import ID, operator
 from app.db import utcnow
 from app.extensions import db
 from app.mail import delivery, figures
@@ -48,7 +48,7 @@ def sweep_outbox_command(send_now: bool, as_json: bool) -> None:
 
 
 @click.command("requeue-outbox")
-@click.argument("outbox_id", type=int)
+@click.argument("outbox_id", type=ID)
 @with_appcontext
 def requeue_outbox_command(outbox_id: int) -> None:
     """Queue failed outbox email OUTBOX_ID again (same Message-ID), once the cause is fixed; it is checked again before it is sent."""

@@ -10,7 +10,7 @@ import click
 from flask import current_app
 from sqlalchemy.orm import Session
 
-from app.clikit import group, operator, stop_on_ctrl_c
+from app.clikit import ID, group, operator, stop_on_ctrl_c
 from app.controllers.models import Controller
 from app.db import utcnow
 from app.extensions import db
@@ -36,7 +36,7 @@ def _controller_exists(session: Session, controller_id: int | None) -> None:
 
 @retention_cli.command("run")
 @click.option("--dry-run", is_flag=True, help="Print what would be deleted or anonymised per category and controller, and what holds keep.")
-@click.option("--controller", "controller_id", type=int, help="Only this controller's data.")
+@click.option("--controller", "controller_id", type=ID, help="Only this controller's data.")
 @click.option("--category", type=click.Choice(CATEGORIES), help="Only this category.")
 @click.option("--json", "as_json", is_flag=True, help="The dry run's lines as JSON.")
 @click.option("--chunk", type=click.IntRange(1, 100_000), default=runner.CHUNK, show_default=True, help="Tickets per engine run.")
@@ -97,7 +97,7 @@ def _totals(counts: dict[str, dict[str, dict[str, int]]]) -> str:
 
 
 @retention_cli.command("policies")
-@click.option("--controller", "controller_id", type=int, help="The policies in force for this controller (default: desk-wide).")
+@click.option("--controller", "controller_id", type=ID, help="The policies in force for this controller (default: desk-wide).")
 @click.option("--json", "as_json", is_flag=True, help="As JSON.")
 def retention_policies(controller_id: int | None, as_json: bool) -> None:
     """Every category's policy in force: period, event, action, legal basis, version, and whether runs cover it yet."""
@@ -131,7 +131,7 @@ def retention_policies(controller_id: int | None, as_json: bool) -> None:
 @click.option("--days", type=click.IntRange(1), required=True, help="The period in days.")
 @click.option("--action", type=click.Choice(ACTIONS), help="delete or anonymise (default: the policy's current action).")
 @click.option("--basis", required=True, help="The legal basis text shown to the controller.")
-@click.option("--controller", "controller_id", type=int, help="An override for this controller (default: the desk-wide policy).")
+@click.option("--controller", "controller_id", type=ID, help="An override for this controller (default: the desk-wide policy).")
 def retention_policy_set(category: str, days: int, action: str | None, basis: str, controller_id: int | None) -> None:
     """Write the next version of a policy (within RETENTION_MAX_DAYS)."""
     with db.session_scope() as session:
@@ -196,7 +196,7 @@ def _date(value: str) -> dt.datetime:
 
 
 @hold_cli.command("add")
-@click.option("--controller", "controller_id", type=int, help="Hold a controller's data (or, with --subject, the controller of the subject).")
+@click.option("--controller", "controller_id", type=ID, help="Hold a controller's data (or, with --subject, the controller of the subject).")
 @click.option("--ticket", "ticket_ref", help="Hold one ticket (T-YYYY-NNNNNN or its id).")
 @click.option("--subject", "subject_email", help="Hold one subject's data within --controller (their email address).")
 @click.option("--basis", required=True, help=f"One of {', '.join(HOLD_BASES)}, or free text (recorded as 'other').")
@@ -241,7 +241,7 @@ def retention_hold_add(
 
 
 @hold_cli.command("lift")
-@click.argument("hold_id", type=int)
+@click.argument("hold_id", type=ID)
 def retention_hold_lift(hold_id: int) -> None:
     """Lift a hold: what it kept is due at once and the next run takes it."""
     with db.session_scope() as session:

@@ -18,7 +18,7 @@ from app.retention import figures, holds, policies, runner
 from app.retention.models import HOLD_BASES
 from app.retention.periods import ACTIONS, CATEGORIES, DEFAULTS
 from app.tickets.lookup import find_by_reference
-from app.web import current_principal
+from app.web import current_principal, id_value
 
 bp = Blueprint("retention", __name__, url_prefix="/retention")
 
@@ -50,8 +50,7 @@ def index() -> str:
 
 
 def _int(name: str) -> int | None:
-    value = (request.form.get(name) or "").strip()
-    return int(value) if value.isdigit() else None
+    return id_value(request.form.get(name))
 
 
 @bp.post("/holds")

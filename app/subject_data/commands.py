@@ -8,7 +8,7 @@ import sys
 import click
 from sqlalchemy import select
 
-from app.clikit import group, operator, stop_on_ctrl_c
+from app.clikit import ID, group, operator, stop_on_ctrl_c
 from app.db import utcnow
 from app.extensions import db
 from app.subject_data import service
@@ -47,7 +47,7 @@ def runs(as_json: bool, unfinished: bool) -> None:
 
 
 @subject_data_cli.command("resume")
-@click.argument("run_id", type=int)
+@click.argument("run_id", type=ID)
 def resume(run_id: int) -> None:
     """Finish an interrupted run here, batch by batch (the same work the worker does; a finished run is a no-op)."""
     with db.session_scope() as session:

@@ -29,7 +29,7 @@ from app.principal import Principal
 from app.subject_data import closing, export, handover, restrict, service, tokens
 from app.subject_data.models import DECISION_FOR, SubjectExport, SubjectRun
 from app.tickets.models import Ticket
-from app.web import current_principal, streamed_blob
+from app.web import current_principal, id_value, streamed_blob
 
 bp = Blueprint("subject_data", __name__, url_prefix="/subject-data")
 
@@ -46,10 +46,10 @@ def _dsr_page(dsr_id: int, done: str) -> Response:
 
 
 def _controller_arg() -> int:
-    value = request.form.get("controller_id", "")
-    if not value.isdigit():
+    value = id_value(request.form.get("controller_id"))
+    if value is None:
         abort(400)
-    return int(value)
+    return value
 
 
 # --- the panel on the DSR page ------------------------------------------------------

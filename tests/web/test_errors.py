@@ -156,3 +156,44 @@ def test_a_real_command_refusal_is_one_line(runner: FlaskCliRunner, session: Ses
     # users disable of an unknown address: the service's UserNotFound, mapped by the group (exit 2, one line)
     result = runner.invoke(args=["users", "disable", "nobody@desk.example"])
     assert result.exit_code == 2 and result.stderr.strip().splitlines() == ["Error: no staff account with that email address"]
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "/audit/?before=99999999999999999999",
+        "/audit/?before=9223372036854775808",
+        "/audit/?controller_id=99999999999999999999",
+        "/controllers/?page=99999999999999999999",
+        "/controllers/?page=%C2%B2",
+    ],
+)
+def test_a_number_too_large_for_an_id_in_a_query_is_not_a_server_error(client: FlaskClient, auth: AuthActions, url: str) -> None:
+    # Found trying the desk as an attacker: each of these was a 500 (OverflowError from the database driver).
+    auth.login("admin")
+    assert client.get(url).status_code < 500
+
+
+def test_a_number_too_large_for_an_id_in_a_form_is_not_a_server_error(client: FlaskClient, auth: AuthActions, session: Session) -> None:
+    from tests.dsr.test_dsr_service import make_dsr
+
+    dsr = make_dsr(session, None)
+    session.commit()
+    auth.login("privacy_officer")
+    response = client.post(f"/dsr/{dsr.id}/route", data={"controller_id": "99999999999999999999"})
+    assert response.status_code < 500
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["controllers", "edit", "99999999999999999999", "--name", "X"],
+        ["subject-data", "resume", "99999999999999999999"],
+        ["mail", "requeue-outbox", "99999999999999999999"],
+        ["retention", "hold", "lift", "99999999999999999999"],
+    ],
+)
+def test_an_id_too_large_on_the_command_line_is_a_usage_error(runner: FlaskCliRunner, args: list[str]) -> None:
+    result = runner.invoke(args=args)
+    assert result.exit_code == 2
+    assert "Traceback" not in result.output and "is not in the range" in result.output
