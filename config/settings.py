@@ -179,6 +179,8 @@ class BaseConfig:
         settings["IMAP_URL"] = env.get("IMAP_URL") or None
         settings["IMAP_CA_FILE"] = env.get("IMAP_CA_FILE") or None
         settings["ATTACHMENT_MAX_BYTES"] = byte_size(env.get("ATTACHMENT_MAX_BYTES"), "ATTACHMENT_MAX_BYTES", default=25 * 1024 * 1024)
+        # The largest inbound message taken as mail (larger ones are quarantined); unset: 4 x ATTACHMENT_MAX_BYTES + 10 MiB.
+        settings["MAIL_MAX_BYTES"] = byte_size(env.get("MAIL_MAX_BYTES"), "MAIL_MAX_BYTES", default=0) or None
         settings["PRIVACY_ADDRESS"] = env.get("PRIVACY_ADDRESS") or "privacy@desk.localhost"
         # Where ordinary support mail arrives; unset: the privacy address serves both (every new mail is a DSR).
         settings["SUPPORT_ADDRESS"] = env.get("SUPPORT_ADDRESS") or None

@@ -88,3 +88,12 @@ def test_the_app_takes_the_broker_namespace_the_worker_process_reads(tmp_path: P
     # A worker started with DRAMATIQ_NAMESPACE consumes that namespace; the app it builds must send there too.
     assert config_from_env(prod_env(tmp_path, DRAMATIQ_NAMESPACE="desk-blue"))["DRAMATIQ_NAMESPACE"] == "desk-blue"
     assert config_from_env(prod_env(tmp_path))["DRAMATIQ_NAMESPACE"] is None
+
+
+def test_the_inbound_size_limits_come_from_the_environment(tmp_path: Path) -> None:
+    # The MTA's message_size_limit is set against these (docs/operations.md, issue 15 item 8).
+    settings = config_from_env(prod_env(tmp_path, ATTACHMENT_MAX_BYTES="1000", MAIL_MAX_BYTES="5000"))
+    assert (settings["ATTACHMENT_MAX_BYTES"], settings["MAIL_MAX_BYTES"]) == (1000, 5000)
+    assert config_from_env(prod_env(tmp_path))["MAIL_MAX_BYTES"] is None
+    with pytest.raises(ConfigError, match="MAIL_MAX_BYTES"):
+        config_from_env(prod_env(tmp_path, MAIL_MAX_BYTES="lots"))

@@ -45,7 +45,7 @@ def unit(name: str) -> configparser.ConfigParser:
     return parser
 
 
-@pytest.mark.parametrize("name", ["dsr-desk-web.service", "dsr-desk-workers.service", "dsr-desk-scheduler.service"])
+@pytest.mark.parametrize("name", ["dsr-desk-web.service", "dsr-desk-workers.service", "dsr-desk-scheduler.service", "dsr-desk-lmtp.service"])
 def test_every_unit_restarts_always_as_a_non_root_user_with_the_environment_file(name: str) -> None:
     service = unit(name)["Service"]
     assert service["Restart"] == "always" and service["User"] not in ("", "root") and service["EnvironmentFile"] == "/etc/dsr-desk/env"
