@@ -153,7 +153,7 @@ def forward_of(message: Message) -> Forward | None:
     marker = next((n for n in message.notes or [] if isinstance(n, dict) and n.get("code") == "dsr_forward"), None)
     if marker is None:
         return None
-    row = db.session.scalar(select(OutboxEmail).where(OutboxEmail.message_id == f"<{message.message_id}>")) if message.message_id else None
+    row = db.session.scalar(select(OutboxEmail).where(OutboxEmail.message_id_bidx == message.message_id_bidx)) if message.message_id_bidx else None
     dsr_id = marker.get("dsr_id")
     reference = db.session.scalar(select(Dsr.reference).where(Dsr.id == dsr_id)) if isinstance(dsr_id, int) else None
     controller_id = marker.get("controller_id")

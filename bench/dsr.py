@@ -61,7 +61,7 @@ DSR_COLUMNS = (
     " received_at, due_at, forwarded_at, forward_seconds, escalated_at, missed_at, missed_reason_ct, missed_reason_missing,"
     " created_at, updated_at, row_uid"
 )
-FORWARD_COLUMNS = "id, dsr_id, controller_id, state, forwarded_at, message_id, outbox_ids, created_at"
+FORWARD_COLUMNS = "id, dsr_id, controller_id, state, forwarded_at, message_id_bidx, outbox_ids, created_at"
 PENDING_FORWARD = 100
 TRIAGE = 2_900
 
@@ -72,6 +72,7 @@ def load_dsrs(app: Any, database_url: str, controller_ids: list[int], count: int
 
     from app.crypto.cipher import blind_index, encrypt_field
     from app.crypto.keys import PLATFORM, active_key, cache_for
+    from app.crypto.message_ids import digest_with
     from app.dsr.models import Dsr
     from app.extensions import db
 
@@ -126,7 +127,7 @@ def load_dsrs(app: Any, database_url: str, controller_ids: list[int], count: int
             sent_at = forwarded_at.isoformat() if forwarded_at and not pending else NULL
             forward_lines.append(
                 f"{forward_id}\t{n}\t{controller_ids[n % len(controller_ids)]}\t{'pending' if pending else 'forwarded'}\t"
-                f"{sent_at}\t{NULL if pending else f'fwd{n}@desk.example'}\t[]\t{created.isoformat()}\n"
+                f"{sent_at}\t{NULL if pending else copy_bytes(digest_with(key.index_key, f'fwd{n}@desk.example'))}\t[]\t{created.isoformat()}\n"
             )
     url = libpq_url(database_url)
     with psycopg.connect(url) as conn:

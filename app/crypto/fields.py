@@ -93,9 +93,9 @@ def encrypted_column(*, nullable: bool = False) -> Any:
     return mapped_column(LargeBinary, nullable=nullable)
 
 
-def blind_index_column() -> Any:
-    """The blind-index column of an EncryptedField (indexed, so a lookup is one index scan)."""
-    return mapped_column(LargeBinary(INDEX_BYTES), index=True, nullable=True)
+def blind_index_column(*, unique: bool = False) -> Any:
+    """The blind-index column of an EncryptedField (indexed, so a lookup is one index scan; `unique` for a unique index)."""
+    return mapped_column(LargeBinary(INDEX_BYTES), index=True, unique=unique or None, nullable=True)
 
 
 @dataclass(frozen=True)

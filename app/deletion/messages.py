@@ -21,7 +21,7 @@ from app.blobs.store import delete_blobs
 from app.crypto.cipher import CryptoError, blind_index, decrypt_field, encrypt_field, key_id_of
 from app.crypto.keys import LoadedKey, active_key, cache_for, load_key, owner_of
 from app.deletion.mentions import forget_identifiers, review_files
-from app.deletion.msgids import hashed_message_id
+from app.deletion.msgids import SUFFIX, hashed_message_id
 from app.deletion.report import Item
 from app.deletion.scope import message_scope
 from app.deletion.stores import Batch, RunContext, Store
@@ -95,8 +95,10 @@ def _rewrite(ctx: RunContext, codec: _Codec, row: Any, doomed: list[int], files:
         doomed.append(row.raw_blob_id)
         out["raw_blob_id"] = None
         ctx.report.count("blobs", "raw_destroyed")
-    if row.message_id and (own or rw.changes(row.message_id)):
-        out["message_id"] = hashed_message_id(ctx.session, row.message_id)
+    message_id = codec.read("message_id_ct", row)
+    if message_id and not message_id.endswith(SUFFIX) and (own or rw.changes(message_id)):
+        # What is shown becomes the keyed hash; the lookup hash (message_id_bidx) stays, so a reply quoting it still finds the stub.
+        put("message_id_ct", hashed_message_id(ctx.session, message_id))
         ctx.report.count(MESSAGES, "message_ids_hashed")
     if any(rw.changes(str(n)) for n in row.notes or []) or (own and any("message_id" in n for n in row.notes or [])):
         out["notes"] = [{"code": n.get("code", "note")} for n in row.notes or []]
@@ -144,7 +146,7 @@ def apply_batch(ctx: RunContext, items: Sequence[Item]) -> None:
         Message.row_uid,
         Message.key_owner,
         Message.raw_blob_id,
-        Message.message_id,
+        Message.message_id_ct,
         Message.notes,
         Message.sender_name_ct,
         Message.sender_email_ct,

@@ -1,22 +1,22 @@
-"""Message-IDs of erased messages: replaced by a keyed hash, so the subject's mailbox name they carry is gone.
+"""Message-IDs of erased messages: what a message shows as its Message-ID becomes a keyed hash.
 
-The hash is an HMAC under the platform's index key (`app.crypto`), the same
-for the same Message-ID, so a reply that quotes the old Message-ID in its
-References still finds the erased message's stub by hashing it the same way
-(`hashed_message_id`). It never names the original.
+Every Message-ID is stored as its keyed hash for lookup (`app.crypto.message_ids`)
+and encrypted where it is shown or sent. An erasure replaces the encrypted
+value of the messages it takes by `<hex of the keyed hash>@erased.invalid`, and
+the In-Reply-To / References of outbox rows naming them likewise; the lookup
+hash stays, so a reply that quotes the old Message-ID still finds the stub.
+It never names the original.
 """
 
 from __future__ import annotations
 
 from sqlalchemy.orm import Session
 
-from app.crypto.cipher import blind_index
-from app.crypto.keys import PLATFORM, cache_for, find_index_key
+from app.crypto.message_ids import digest
 
 SUFFIX = "@erased.invalid"
 
 
 def hashed_message_id(session: Session, message_id: str) -> str:
     """`<hex of the keyed hash>@erased.invalid` for a Message-ID (without angle brackets)."""
-    key = find_index_key(session.connection(), cache_for(session), PLATFORM) or b"\x00" * 32
-    return blind_index(key, "text", f"message-id:{message_id.strip().strip('<>')}").hex() + SUFFIX
+    return digest(session, message_id).hex() + SUFFIX

@@ -17,8 +17,9 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from app.blobs.store import read_blob
 from app.crypto.cipher import CryptoError
+from app.crypto.message_ids import digests as message_id_digests
 from app.deletion.files import OUTBOX_FILES
-from app.deletion.msgids import hashed_message_id
+from app.deletion.msgids import SUFFIX, hashed_message_id
 from app.deletion.report import Item
 from app.deletion.stores import Batch, RunContext, Store, one_pass
 from app.deletion.subject import subject_digests
@@ -132,7 +133,7 @@ def _purge(ctx: RunContext, row: OutboxEmail) -> None:
     row.body_text = f"[erased {ctx.now:%Y-%m-%d %H:%M} UTC after delivery, deletion run {ctx.run.id}]"
     row.body_html = None
     ctx.report.count("outbox_emails", "outbox_purged")
-    ctx.report.count("outbox_files", "files_deleted", OUTBOX_FILES.remove(row.message_id))
+    ctx.report.count("outbox_files", "files_deleted", OUTBOX_FILES.remove(row.message_id or ""))
 
 
 def _scrub_references(ctx: RunContext, row: OutboxEmail) -> bool:
@@ -140,10 +141,16 @@ def _scrub_references(ctx: RunContext, row: OutboxEmail) -> bool:
     ids = [i for i in [row.in_reply_to or "", *(row.references or "").split()] if i]
     if not ids:
         return False
-    kept = set(ctx.session.scalars(select(Message.message_id).where(Message.message_id.in_([i.strip("<>") for i in ids]))))
-    scrubbed = {i: f"<{hashed_message_id(ctx.session, i.strip('<>'))}>" for i in ids if i.strip("<>") not in kept}
-    hashed = set(ctx.session.scalars(select(Message.message_id).where(Message.message_id.in_([v.strip("<>") for v in scrubbed.values()]))))
-    swap = {k: v for k, v in scrubbed.items() if v.strip("<>") in hashed or ctx.rewriter.changes(k)}
+    hashes = {i: message_id_digests(ctx.session, [i]) for i in ids}
+    wanted = [h[0] for h in hashes.values() if h]
+    found = ctx.session.scalars(select(Message).where(Message.message_id_bidx.in_(wanted or [b""])))
+    # A message still showing its Message-ID keeps it; one whose shown id is the keyed hash was taken by an erasure.
+    taken = {m.message_id_bidx: (m.message_id or "").endswith(SUFFIX) for m in found}
+    swap = {}
+    for i in ids:
+        digest = hashes[i][0] if hashes[i] else None
+        if taken.get(digest, True) and (digest in taken or ctx.rewriter.changes(i)):
+            swap[i] = f"<{hashed_message_id(ctx.session, i)}>"
     if not swap:
         return False
     if row.in_reply_to in swap:

@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 
 from app.auth.models import User
 from app.controllers.models import Controller
+from app.crypto.message_ids import digests as message_id_digests
 from app.dsr.classifier import classify, fold
 from app.mail.intake import Inbound
 from app.mail.outbox import enqueue_email, msgid_domain_for
@@ -71,7 +72,8 @@ def communication_kind(text: str) -> str | None:
 
 def is_communication(session: Session, ticket_id: int) -> bool:
     """Whether a ticket holds a communication (its marker note exists; one indexed lookup)."""
-    return session.scalar(select(Message.id).where(Message.message_id == _MARKER.format(ticket_id=ticket_id))) is not None
+    hashes = message_id_digests(session, [_MARKER.format(ticket_id=ticket_id)])
+    return bool(hashes) and session.scalar(select(Message.id).where(Message.message_id_bidx == hashes[0])) is not None
 
 
 def claim_communication(session: Session, inbound: Inbound, *, by: Principal, now: dt.datetime) -> str | None:

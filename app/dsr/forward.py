@@ -21,6 +21,7 @@ from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from app.controllers.models import Controller
+from app.crypto import message_ids
 from app.dsr.contacts import email_dsr_contacts
 from app.dsr.errors import InvalidDsr
 from app.dsr.history import add_event
@@ -99,11 +100,15 @@ def forward(session: Session, dsr_id: int, *, settings: DsrSettings, by: Princip
         )
         for row in rows:
             outbox_ids.append(row.id)
-            msgid = row.message_id.strip("<>")
+            msgid = message_ids.bare(row.message_id or "")
             first_msgid = first_msgid or msgid
             _thread_note(session, dsr, msgid, body, controller.id, by=by, now=now)
+        first_bidx = message_ids.digest(session, first_msgid) if first_msgid else None
         session.execute(
-            update(DsrForward).where(DsrForward.id == fwd.id).values(message_id=first_msgid, outbox_ids=outbox_ids).execution_options(synchronize_session=False)
+            update(DsrForward)
+            .where(DsrForward.id == fwd.id)
+            .values(message_id_bidx=first_bidx, outbox_ids=outbox_ids)
+            .execution_options(synchronize_session=False)
         )
         session.refresh(fwd)
         done += 1

@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from app.crypto.message_ids import digests as message_id_digests
 from app.dsr import classifier
 from app.dsr import instructions as dsr_instructions
 from app.dsr.models import Dsr, DsrForward
@@ -54,15 +55,15 @@ def single_address(inbound: Inbound) -> bool:
 
 def forward_of(session: Session, message_ids: Sequence[str]) -> tuple[int, int] | None:
     """The (dsr_id, controller_id) of the forward these Message-IDs answer, or None."""
-    ids = [m.strip("<>") for m in message_ids if m][-100:]
-    if not ids:
+    hashes = message_id_digests(session, [m for m in message_ids if m][-100:])
+    if not hashes:
         return None
-    notes = session.scalars(select(Message).where(Message.message_id.in_(ids), Message.direction == "note").order_by(Message.id.desc()))
+    notes = session.scalars(select(Message).where(Message.message_id_bidx.in_(hashes), Message.direction == "note").order_by(Message.id.desc()))
     for note in notes:
         for item in note.notes or []:
             if item.get("code") == "dsr_forward":
                 return int(item["dsr_id"]), int(item["controller_id"])
-    row = session.execute(select(DsrForward.dsr_id, DsrForward.controller_id).where(DsrForward.message_id.in_(ids)).limit(1)).first()
+    row = session.execute(select(DsrForward.dsr_id, DsrForward.controller_id).where(DsrForward.message_id_bidx.in_(hashes)).limit(1)).first()
     return (row.dsr_id, row.controller_id) if row is not None else None
 
 
@@ -81,7 +82,7 @@ def ticket_of_dsr(session: Session, dsr_id: int) -> int | None:
 
 def _forward_answered(session: Session, inbound: Inbound) -> tuple[int, int] | None:
     # The outbox row the message answers says it directly; the forward's note on the ticket (and
-    # DsrForward.message_id) still finds a forward named further up the References.
+    # DsrForward.message_id_bidx) still finds a forward named further up the References.
     sent = inbound.replied_to
     if sent is not None and sent.kind == "dsr_forward" and sent.related_type == "dsr" and sent.related_id is not None and sent.controller_id is not None:
         return sent.related_id, sent.controller_id

@@ -116,8 +116,8 @@ class DsrForward(Base):
     state: Mapped[str] = mapped_column(String(20), default="pending")
     # When the controller's relay accepted the forward for its first DSR contact (None until then).
     forwarded_at: Mapped[dt.datetime | None]
-    # Message-ID of the forward (the first contact's); replies thread on it.
-    message_id: Mapped[str | None] = mapped_column(String(250), index=True)
+    # The keyed hash (app.crypto.message_ids) of the forward's Message-ID (the first contact's); replies thread on it.
+    message_id_bidx: Mapped[bytes | None] = blind_index_column()
     outbox_ids: Mapped[list[int]] = mapped_column(JSON, default=list)
     created_at: Mapped[utc]
 

@@ -20,8 +20,9 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
 from app.audit.service import record
+from app.crypto import message_ids
 from app.mail import delivery
-from app.mail.dsn import DeliveryReport, verp_tokens
+from app.mail.dsn import DeliveryReport, verp_key, verp_tokens
 from app.mail.models import OutboxEmail
 from app.mail.parse import ParsedMail
 from app.principal import Principal
@@ -31,14 +32,15 @@ BOUNCEABLE_STATES = ("sent", "sending", "queued", "failed", "bounced")
 
 def find_bounced(session: Session, mail: ParsedMail, report: DeliveryReport) -> OutboxEmail | None:
     """The outbox row a DSN reports on: by a returned Message-ID, else by a VERP token among its recipients."""
-    ids = [f"<{m}>" for m in report.original_message_ids[:20]]
-    tokens = verp_tokens(mail.recipients)[:5]
+    ids = message_ids.digests(session, report.original_message_ids[:20])
+    tokens = message_ids.digests(session, [verp_key(t) for t in verp_tokens(mail.recipients)[:5]])
     if not ids and not tokens:
         return None
     conditions: list[ColumnElement[bool]] = []
     if ids:
-        conditions.append(OutboxEmail.message_id.in_(ids))
-    conditions += [OutboxEmail.message_id.startswith(f"<{token}.", autoescape=True) for token in tokens]
+        conditions.append(OutboxEmail.message_id_bidx.in_(ids))
+    if tokens:
+        conditions.append(OutboxEmail.verp_bidx.in_(tokens))
     return session.scalars(select(OutboxEmail).where(or_(*conditions)).order_by(OutboxEmail.id.desc()).limit(1)).first()
 
 

@@ -110,7 +110,7 @@ def claim(session: Session, outbox_id: int, *, now: dt.datetime, timing: OutboxT
         return None  # another worker won the race
     if stale:
         log.warning("outbox %s: claim went stale; sending again with the same Message-ID", row.id)
-    return Claim(outbox_id=row.id, token=token, message_id=row.message_id, attempt=row.attempts + 1, after_stale_claim=stale)
+    return Claim(outbox_id=row.id, token=token, message_id=row.message_id or "", attempt=row.attempts + 1, after_stale_claim=stale)
 
 
 def refuse_if_disallowed(session: Session, won: Claim, row: OutboxEmail, *, now: dt.datetime) -> list[policies.Refusal]:

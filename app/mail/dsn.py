@@ -40,6 +40,11 @@ class DeliveryReport:
         return self.action in ("failed", "") and not self.status.startswith("2")
 
 
+def verp_key(token: str) -> str:
+    """What an outbox row's `verp_bidx` is the keyed hash of, for the VERP token (its Message-ID's random part)."""
+    return f"verp-token:{token.lower()}"
+
+
 def verp_local(local: str, message_id: str) -> str:
     """The envelope sender's local part for an outbox row: `<local>+bounce-<the Message-ID's random part>`."""
     token = message_id.strip("<>").split(".", 1)[0]

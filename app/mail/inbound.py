@@ -33,6 +33,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
+from app.crypto.message_ids import digest as msgid_digest
 from app.jobs.batch import Clock, SessionScope, in_transaction
 from app.mail import bounces, quarantine
 from app.mail.intake import REGISTRY, Claim, Inbound, IntakeRegistry
@@ -181,7 +182,8 @@ def ingest_message(
 
     raw = mail.stored_raw or raw  # oversized attachments are not kept in the original either
     raw_sha256 = hashlib.sha256(raw).hexdigest()
-    existing = session.execute(select(Message.id, Message.ticket_id, Message.raw_sha256).where(Message.message_id == mail.message_id)).first()
+    by_id = Message.message_id_bidx == msgid_digest(session, mail.message_id)
+    existing = session.execute(select(Message.id, Message.ticket_id, Message.raw_sha256).where(by_id)).first()
     reused_on: Ticket | None = None
     if existing is not None:
         if existing.raw_sha256 in (None, raw_sha256):
@@ -189,11 +191,11 @@ def ingest_message(
             return IngestOutcome("duplicate", ticket_id=existing.ticket_id, message_pk=existing.id, claim=claim)
         # Another message under an id we hold (a broken sender, a forgery): stored, never silently dropped.
         reused_on = session.get(Ticket, existing.ticket_id)
-        original_id, mail.message_id = mail.message_id, f"{raw_sha256[:40]}.reused@message-id.invalid"
-        again = session.execute(select(Message.id, Message.ticket_id).where(Message.message_id == mail.message_id)).first()
+        mail.message_id = f"{raw_sha256[:40]}.reused@message-id.invalid"
+        again = session.execute(select(Message.id, Message.ticket_id).where(Message.message_id_bidx == msgid_digest(session, mail.message_id))).first()
         if again is not None:
             return IngestOutcome("duplicate", ticket_id=again.ticket_id, message_pk=again.id)
-        mail.notes.append({"code": "reused_message_id", "message_id": original_id[:250], "first_message": existing.id})
+        mail.notes.append({"code": "reused_message_id", "first_message": existing.id})  # not the id itself: never stored in plaintext
         mail.flags.append("reused_message_id")
 
     sent = find_sent(session, mail)

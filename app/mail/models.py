@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import JSON, CheckConstraint, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import JSON, CheckConstraint, ForeignKey, Index, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.crypto.fields import EncryptedField, EncryptedRow, blind_index_column, encrypted_column
@@ -35,7 +35,11 @@ class OutboxEmail(EncryptedRow, Base):
     )
 
     id: Mapped[intpk]
-    message_id: Mapped[str] = mapped_column(String(250), unique=True)
+    # The Message-ID (with angle brackets) as its keyed hash (app.crypto.message_ids), unique, and encrypted
+    # (`message_id`); `verp_bidx` the keyed hash of its random part, which a VERP bounce address names.
+    message_id_bidx: Mapped[bytes | None] = blind_index_column(unique=True)
+    verp_bidx: Mapped[bytes | None] = blind_index_column()
+    message_id_ct: Mapped[bytes | None] = encrypted_column(nullable=True)
     kind: Mapped[str] = mapped_column(String(40))
     state: Mapped[str] = mapped_column(String(20), default="queued")
     controller_id: Mapped[int | None] = mapped_column(ForeignKey("controllers.id", ondelete="SET NULL"), index=True)
@@ -48,8 +52,8 @@ class OutboxEmail(EncryptedRow, Base):
     body_html_ct: Mapped[bytes | None] = encrypted_column(nullable=True)
     reply_to: Mapped[str | None] = mapped_column(String(320))
     subject: Mapped[str] = mapped_column(String(998))
-    in_reply_to: Mapped[str | None] = mapped_column(String(998))
-    references: Mapped[str | None] = mapped_column(Text)
+    in_reply_to_ct: Mapped[bytes | None] = encrypted_column(nullable=True)
+    references_ct: Mapped[bytes | None] = encrypted_column(nullable=True)
     # Extra headers decided at enqueue time (Auto-Submitted, ...), already checked for CR/LF.
     headers: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
 
@@ -73,6 +77,9 @@ class OutboxEmail(EncryptedRow, Base):
     created_at: Mapped[utc]
     updated_at: Mapped[utc]
 
+    message_id = EncryptedField("message_id_ct", owner="key_owner")
+    in_reply_to = EncryptedField("in_reply_to_ct", owner="key_owner")
+    references = EncryptedField("references_ct", owner="key_owner")
     to_addr = EncryptedField("to_addr_ct", owner="key_owner", blind_index="to_addr_bidx", normalise="email")
     body_text = EncryptedField("body_text_ct", owner="key_owner")
     body_html = EncryptedField("body_html_ct", owner="key_owner")

@@ -31,9 +31,11 @@ from typing import Any, Literal
 from sqlalchemy.orm import Session
 
 from app.addresses import InvalidAddress, normalise_domain, normalise_email
+from app.crypto import message_ids
 from app.exceptions import DeskError, Refused
 from app.jobs.doorbell import Doorbell
 from app.mail import policies
+from app.mail.dsn import verp_key
 from app.mail.models import OutboxEmail
 from app.principal import Principal
 from app.tickets.models import key_owner_for
@@ -150,8 +152,12 @@ def enqueue_email(
         to=recipient, kind=kind, body_text=body_text, related_type=related_type, related_id=related_id, controller_id=controller_id
     )
     policies.POLICIES.check_enqueue(session, message, by=by, now=now)
+    token = secrets.token_hex(16)
+    msgid = f"<{token}.{now.strftime('%Y%m%d%H%M%S')}@{domain}>"
     row = OutboxEmail(
-        message_id=f"<{secrets.token_hex(16)}.{now.strftime('%Y%m%d%H%M%S')}@{domain}>",
+        message_id=msgid,
+        message_id_bidx=message_ids.digest(session, msgid),
+        verp_bidx=message_ids.digest(session, verp_key(token)),
         kind=kind,
         state="queued",
         controller_id=controller_id,
@@ -243,9 +249,9 @@ def ring_after_commit(session: Session, outbox_ids: Sequence[int]) -> None:
 
 def build_message(row: OutboxEmail, *, sender: str) -> EmailMessage:
     """The RFC 5322 message for a row; identical for every attempt (same Message-ID and Date)."""
-    recipient, body_text = row.to_addr, row.body_text
-    if not recipient or body_text is None:
-        raise ValueError("outbox row without recipient or body")
+    recipient, body_text, message_id = row.to_addr, row.body_text, row.message_id
+    if not recipient or body_text is None or not message_id:
+        raise ValueError("outbox row without recipient, body or Message-ID")
     msg = EmailMessage(policy=email.policy.SMTP)
     msg["From"] = sender
     msg["To"] = recipient
@@ -253,11 +259,12 @@ def build_message(row: OutboxEmail, *, sender: str) -> EmailMessage:
         msg["Reply-To"] = row.reply_to
     msg["Subject"] = row.subject
     msg["Date"] = format_datetime(row.created_at.astimezone(dt.UTC))
-    msg["Message-ID"] = row.message_id
-    if row.in_reply_to:
-        msg["In-Reply-To"] = row.in_reply_to
-    if row.references:
-        msg["References"] = row.references
+    msg["Message-ID"] = message_id
+    in_reply_to, references = row.in_reply_to, row.references
+    if in_reply_to:
+        msg["In-Reply-To"] = in_reply_to
+    if references:
+        msg["References"] = references
     for name, value in (row.headers or {}).items():
         msg[name] = value
     msg.set_content(body_text)
@@ -265,7 +272,7 @@ def build_message(row: OutboxEmail, *, sender: str) -> EmailMessage:
     if html:
         msg.add_alternative(html, subtype="html")
         # A boundary fixed by the Message-ID, so every attempt sends byte-identical mail.
-        msg.set_boundary("=_" + hashlib.sha256(row.message_id.encode()).hexdigest()[:40])
+        msg.set_boundary("=_" + hashlib.sha256(message_id.encode()).hexdigest()[:40])
     return msg
 
 

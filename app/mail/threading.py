@@ -19,6 +19,7 @@ from sqlalchemy import func, literal, select, union_all
 from sqlalchemy.orm import Session
 
 from app.controllers.models import ControllerDomain, ControllerIdentifier
+from app.crypto import message_ids
 from app.mail.intake import REGISTRY, IntakeRegistry
 from app.mail.models import OutboxEmail
 from app.mail.parse import ParsedMail
@@ -65,9 +66,10 @@ def find_sent(session: Session, mail: ParsedMail) -> OutboxEmail | None:
     wanted = [*mail.in_reply_to, *reversed(mail.references)][:MAX_THREAD_IDS]
     if not wanted:
         return None
-    # The outbox keeps Message-IDs with their angle brackets; parsed ones come without.
-    rows = {row.message_id: row for row in session.scalars(select(OutboxEmail).where(OutboxEmail.message_id.in_([f"<{m}>" for m in wanted])))}
-    return next((rows[f"<{m}>"] for m in wanted if f"<{m}>" in rows), None)
+    # Looked up by keyed hash (the same with or without angle brackets).
+    hashes = message_ids.digests(session, wanted)
+    rows = {row.message_id_bidx: row for row in session.scalars(select(OutboxEmail).where(OutboxEmail.message_id_bidx.in_(hashes or [b""])))}
+    return next((rows[h] for h in hashes if h in rows), None)
 
 
 def find_thread(

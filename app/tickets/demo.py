@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from app.audit.service import record
 from app.controllers.models import Controller
+from app.crypto import message_ids
 from app.principal import Principal
 from app.tickets import lookup
 from app.tickets import service as tickets
@@ -63,9 +64,17 @@ def ascii_local(name: str) -> str:
     return "".join(ch for ch in anyascii(name).lower() if ch.isalnum())
 
 
-def _message(direction: str, at: dt.datetime, key_owner: int, **values: str | None) -> Message:
+def _message(session: Session, direction: str, at: dt.datetime, key_owner: int, **values: str | None) -> Message:
+    msgid = values.pop("message_id", None)
     message = Message(
-        direction=direction, key_owner=key_owner, flags=[], notes=[], is_auto_reply=False, created_at=at, message_id=values.pop("message_id", None)
+        direction=direction,
+        key_owner=key_owner,
+        flags=[],
+        notes=[],
+        is_auto_reply=False,
+        created_at=at,
+        message_id=msgid,
+        message_id_bidx=message_ids.digest(session, msgid) if msgid else None,
     )
     for name, value in values.items():
         setattr(message, name, value)
@@ -98,6 +107,7 @@ def seed(session: Session, *, now: dt.datetime, count: int = TICKETS) -> Iterato
         ticket = Ticket(controller_id=controller_id, key_owner=owner, status="new", reply_token=secrets.token_hex(10), created_at=opened, updated_at=opened)
         ticket.requester_name, ticket.requester_email, ticket.subject = name, email, subject
         first_message = _message(
+            session,
             "inbound",
             opened,
             owner,
@@ -117,12 +127,13 @@ def seed(session: Session, *, now: dt.datetime, count: int = TICKETS) -> Iterato
             if turn % 2 == 0:
                 text = rng.choice(DESK_ANSWERS)
                 ticket.messages.append(
-                    _message("outbound", at, owner, body_text=text, subject=f"Re: {subject}", message_id=f"demo-out-{n}-{turn}@desk.example")
+                    _message(session, "outbound", at, owner, body_text=text, subject=f"Re: {subject}", message_id=f"demo-out-{n}-{turn}@desk.example")
                 )
             else:
                 text = rng.choice(REPLIES)
                 ticket.messages.append(
                     _message(
+                        session,
                         "inbound",
                         at,
                         owner,
@@ -134,7 +145,7 @@ def seed(session: Session, *, now: dt.datetime, count: int = TICKETS) -> Iterato
                     )
                 )
         if rng.random() < 0.3:
-            ticket.messages.append(_message("note", at, owner, body_text=rng.choice(NOTES)))
+            ticket.messages.append(_message(session, "note", at, owner, body_text=rng.choice(NOTES)))
         ticket.status = rng.choice(statuses)
         ticket.updated_at = at
         ticket.closed_at = at if ticket.status == "closed" else None

@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import Select, or_, select
 from sqlalchemy.orm import Session
 
+from app.crypto.message_ids import digests
 from app.tickets.models import Message, Ticket, key_owner_for
 
 REFERENCE = re.compile(r"\bT-(\d{4})-(\d{6,})\b")
@@ -72,10 +73,11 @@ def find_by_requester_email(
 
 def find_by_message_ids(session: Session, message_ids: Sequence[str]) -> Ticket | None:
     """The ticket holding any of these Message-IDs (latest first), or None."""
-    ids = [m for m in message_ids if m][-100:]
-    if not ids:
+    hashes = digests(session, [m for m in message_ids if m][-100:])
+    if not hashes:
         return None
-    return session.scalar(select(Ticket).join(Message, Message.ticket_id == Ticket.id).where(Message.message_id.in_(ids)).order_by(Message.id.desc()).limit(1))
+    stmt = select(Ticket).join(Message, Message.ticket_id == Ticket.id).where(Message.message_id_bidx.in_(hashes))
+    return session.scalar(stmt.order_by(Message.id.desc()).limit(1))
 
 
 def find_by_reply_token(session: Session, token: str) -> Ticket | None:
@@ -87,4 +89,5 @@ def find_by_reply_token(session: Session, token: str) -> Ticket | None:
 
 def message_exists(session: Session, message_id: str) -> bool:
     """Whether a message with this Message-ID is stored already."""
-    return session.scalar(select(Message.id).where(Message.message_id == message_id)) is not None
+    hashes = digests(session, [message_id])
+    return bool(hashes) and session.scalar(select(Message.id).where(Message.message_id_bidx == hashes[0])) is not None

@@ -81,8 +81,10 @@ class Message(EncryptedRow, Base):
     id: Mapped[intpk]
     ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id", ondelete="CASCADE"), index=True)
     direction: Mapped[str] = mapped_column(String(10))
-    # The RFC 5322 Message-ID without angle brackets; unique, so a second ingest is a no-op.
-    message_id: Mapped[str | None] = mapped_column(String(998), unique=True)
+    # The RFC 5322 Message-ID without angle brackets: its keyed hash (app.crypto.message_ids), unique, so a second
+    # ingest is a no-op, and the value encrypted (`message_id`, for the In-Reply-To of a reply). None for notes.
+    message_id_bidx: Mapped[bytes | None] = blind_index_column(unique=True)
+    message_id_ct: Mapped[bytes | None] = encrypted_column(nullable=True)
     # The staff member who wrote an outbound reply or a note (None for inbound mail).
     author_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     # The ticket's key owner, copied because each encrypted value is bound to its row's owner.
@@ -105,6 +107,7 @@ class Message(EncryptedRow, Base):
     ticket: Mapped[Ticket] = relationship(back_populates="messages")
     attachments: Mapped[list[Attachment]] = relationship(back_populates="message", cascade="all, delete-orphan", order_by="Attachment.id", passive_deletes=True)
 
+    message_id = EncryptedField("message_id_ct", owner="key_owner")
     sender_name = EncryptedField("sender_name_ct", owner="key_owner")
     sender_email = EncryptedField("sender_email_ct", owner="key_owner", blind_index="sender_email_bidx", normalise="email")
     subject = EncryptedField("subject_ct", owner="key_owner")

@@ -33,6 +33,7 @@ from sqlalchemy.orm import Session
 
 from app.audit.service import record
 from app.blobs.store import BlobTooLarge, iter_blob, move_blob, store_blob
+from app.crypto import message_ids
 from app.exceptions import DeskError, NotFound, Refused
 from app.principal import Principal
 from app.tickets.identifiers import index_file, index_message
@@ -127,6 +128,7 @@ def add_message(session: Session, ticket: Ticket, data: MessageInput, *, by: Pri
         key_owner=ticket.key_owner,
         direction=data.direction,
         message_id=data.message_id,
+        message_id_bidx=message_ids.digest(session, data.message_id) if data.message_id else None,
         author_id=data.author_id,
         sender_name=data.sender_name,
         sender_email=data.sender_email,

@@ -9,6 +9,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from app.audit.models import AuditEvent
+from app.crypto.message_ids import digest
 from app.dsr import dashboard as dsr_dashboard
 from app.dsr import forward as dsr_forward
 from app.dsr import gate
@@ -72,7 +73,7 @@ def test_forwarding_twice_forwards_once(session: Session) -> None:
     session.refresh(dsr)
     assert dsr.state == "forwarded" and dsr.forwarded_at == T0 + dt.timedelta(hours=2, seconds=5)
     assert dsr.forward_seconds == 2 * 3600 + 5
-    assert dsr.forwards[0].message_id == rows[0].message_id.strip("<>")
+    assert dsr.forwards[0].message_id_bidx == digest(session, rows[0].message_id or "") == rows[0].message_id_bidx
 
 
 def test_a_subject_known_to_two_controllers_waits_in_triage_with_the_clock_running(session: Session) -> None:

@@ -10,6 +10,7 @@ from flask.testing import FlaskCliRunner
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from app.crypto.message_ids import digests
 from app.db import utcnow
 from app.extensions import db
 from app.mail.imap import ImapError, ImapSettings, connect, poll_once
@@ -55,7 +56,7 @@ def ingest(raw: bytes) -> str:
 
 
 def stored(session: Session, message_id: str) -> int:
-    return int(session.scalar(select(func.count()).select_from(Message).where(Message.message_id == message_id)) or 0)
+    return int(session.scalar(select(func.count()).select_from(Message).where(Message.message_id_bidx.in_(digests(session, [message_id])))) or 0)
 
 
 def test_poll_stores_each_message_then_moves_it(server: Dovecot, session: Session) -> None:

@@ -167,7 +167,7 @@ def reply(ticket_id: int) -> Response:
         now=now,
     )
     author = rbac.current_staff().user_id
-    data = service.MessageInput(direction="outbound", body_text=body, subject=subject, author_id=author, message_id=outgoing.message_id.strip("<>"))
+    data = service.MessageInput(direction="outbound", body_text=body, subject=subject, author_id=author, message_id=(outgoing.message_id or "").strip("<>"))
     service.add_message(db.session, ticket, data, by=by, now=now)
     service.change_status(db.session, ticket.id, form.status_after.data or "waiting", by=by, now=now, controller_ids=scope())
     db.session.commit()
