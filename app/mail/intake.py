@@ -92,6 +92,7 @@ class _Entry:
     name: str
     handler: Handler
     fallback: bool
+    observer: bool = False
 
 
 class IntakeRegistry:
@@ -102,9 +103,13 @@ class IntakeRegistry:
         self._finders: dict[str, TicketFinder] = {}
         self._references: dict[str, ReferenceFinder] = {}
 
-    def add(self, name: str, handler: Handler, *, fallback: bool = False) -> None:
-        """Register `handler` under `name` (e.g. "dsr.instruction"); the same name again replaces it in its place."""
-        entry = _Entry(name, handler, fallback)
+    def add(self, name: str, handler: Handler, *, fallback: bool = False, observer: bool = False) -> None:
+        """Register `handler` under `name` (e.g. "dsr.instruction"); the same name again replaces it in its place.
+
+        An `observer` is asked about every stored message before any other handler and never claims one (what it
+        returns is ignored): it marks or flags, and the message still reaches the handler that owns it.
+        """
+        entry = _Entry(name, handler, fallback, observer)
         for i, existing in enumerate(self._entries):
             if existing.name == name:
                 self._entries[i] = entry
@@ -137,7 +142,9 @@ class IntakeRegistry:
         return [e.name for e in self._ordered()]
 
     def _ordered(self) -> list[_Entry]:
-        return [e for e in self._entries if not e.fallback] + [e for e in self._entries if e.fallback]
+        observers = [e for e in self._entries if e.observer]
+        claimers = [e for e in self._entries if not e.observer]
+        return observers + [e for e in claimers if not e.fallback] + [e for e in claimers if e.fallback]
 
     @contextmanager
     def scoped(self) -> Iterator[IntakeRegistry]:
@@ -168,7 +175,7 @@ class IntakeRegistry:
         """Ask each handler in turn until one claims the message; returns that claim, or None when nobody did."""
         for entry in self._ordered():
             code = entry.handler(session, inbound, by=by, now=now)
-            if code is not None:
+            if code is not None and not entry.observer:
                 return Claim(entry.name, code)
         return None
 

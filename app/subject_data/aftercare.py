@@ -46,11 +46,7 @@ def mark(session: Session, dsr_id: int, controller_id: int, emails: list[str], *
 def flag_new_mail(session: Session, inbound: Inbound, *, by: Principal, now: dt.datetime) -> str | None:
     """Flag mail from an erased subject for the officer (the message, the request's history); claims nothing (None)."""
     message = inbound.message
-    if message.sender_email_bidx is None or inbound.ticket.controller_id is None:
-        return None
-    marked = session.scalars(
-        select(ErasedSubject).where(ErasedSubject.controller_id == inbound.ticket.controller_id, ErasedSubject.email_bidx == message.sender_email_bidx)
-    ).first()
+    marked = _mark_of_sender(session, inbound)
     if marked is None:
         return None
     message.flags = [*(message.flags or []), FLAG]
@@ -59,6 +55,26 @@ def flag_new_mail(session: Session, inbound: Inbound, *, by: Principal, now: dt.
         add_event(session, dsr, "erased_subject_mail", by=by, now=now, ticket_id=inbound.ticket.id, message_id=message.id)
     session.flush()
     return None
+
+
+def _mark_of_sender(session: Session, inbound: Inbound) -> ErasedSubject | None:
+    """The erasure mark of the message's sender: at the ticket's controller, or for a ticket not yet routed (triage,
+    or new mail to the privacy address) at any controller that erased them — one query for the index keys, one for the marks."""
+    controller_id = inbound.ticket.controller_id
+    if controller_id is not None:
+        digest = inbound.message.sender_email_bidx
+        if digest is None:
+            return None
+        return session.scalars(select(ErasedSubject).where(ErasedSubject.controller_id == controller_id, ErasedSubject.email_bidx == digest)).first()
+    sender = inbound.mail.from_email
+    if not sender:
+        return None
+    with_marks = select(ErasedSubject.controller_id).distinct()
+    digests = Ticket.requester_email.index_values_of_controllers(session, sender, with_marks)
+    if not digests:
+        return None
+    candidates = session.scalars(select(ErasedSubject).where(ErasedSubject.email_bidx.in_(set(digests.values()))).order_by(ErasedSubject.id))
+    return next((mark for mark in candidates if digests.get(mark.controller_id) == mark.email_bidx), None)
 
 
 def marked(session: Session, dsr_id: int, controller_id: int) -> list[bytes]:

@@ -40,7 +40,7 @@ def register(app: Flask) -> None:
     """Register the request's hooks, policy, intake handler and file remover (safe to call again)."""
     erasure.register()
     POLICIES.add(policy.POLICY_NAME, policy.restriction_policy)
-    REGISTRY.add("subject_data.erased_subject", aftercare.flag_new_mail)
+    REGISTRY.add("subject_data.erased_subject", aftercare.flag_new_mail, observer=True)  # before any claim, never claims
     transport = OutboundSettings.from_config(app.config).transport
     if isinstance(transport, FileTransport):
         OUTBOX_FILES.add("file_outbox", _file_remover(transport))

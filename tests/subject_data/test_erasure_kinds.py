@@ -291,3 +291,25 @@ def test_the_index_messages_command_indexes_what_is_missing(session: Session, ru
     result = runner.invoke(args=["subject-data", "index-messages", "--batch", "3"])
     assert result.exit_code == 0, result.output
     assert result.output.strip() == f"messages indexed: {len(session.scalars(select(Message.id)).all())}"
+
+
+@pytest.mark.parametrize("sender", [CANARY_EMAIL, CANARY_EMAIL.replace("@", "+news@").upper()])
+def test_new_mail_from_an_erased_subject_is_flagged_even_before_it_is_routed(session: Session, sender: str) -> None:
+    # Found trying the desk: after an erasure, the subject's new mail to the privacy address opened a triage ticket
+    # and a new request with no flag (the check ran only for a ticket whose controller was known, and after the
+    # request handler had claimed the message). A sub-address or another case is the same person.
+    from app.mail.inbound import IngestSettings, ingest_message
+
+    sc, _where, _record = _erase(session)
+    raw = (
+        f"From: Somebody <{sender}>\r\nTo: privacy@desk.example\r\nSubject: Please delete my data again\r\n"
+        f"Message-ID: <again-{len(sender)}@canary-subject.example>\r\nDate: Mon, 30 Nov 2026 10:00:00 +0000\r\n\r\n"
+        "Please erase everything you hold about me.\r\n"
+    ).encode()
+    settings = IngestSettings(support_address="support@desk.example", privacy_address="privacy@desk.example")
+    outcome = ingest_message(session, raw, settings=settings, by=TEST_PRINCIPAL, now=T0 + dt.timedelta(hours=1))
+    assert outcome.status == "stored"
+    message = session.get(Message, outcome.message_pk)
+    assert message is not None and FLAG in message.flags
+    # The flag claims nothing: the message still reached the handler that owns it (a new request here).
+    assert outcome.claim is not None and outcome.claim.handler == "dsr.request"
