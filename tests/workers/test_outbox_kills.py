@@ -25,7 +25,7 @@ from app.mail.outbox_settings import OutboundSettings, stale_after_for
 from config.settings import REPO_ROOT
 from tests.factories import TEST_PRINCIPAL
 from tests.workers.smtp_support import SmtpServer, wait_for
-from tests.workers.support import STALE_SECONDS, process_env, worker
+from tests.workers.support import STALE_SECONDS, process_env, readable, worker
 from workers import mail as mail_actors
 
 ROWS = 24
@@ -44,7 +44,7 @@ def test_the_stale_claim_window_follows_the_smtp_timeout() -> None:
 
 def _rows(app: Flask) -> list[OutboxEmail]:
     with app.app_context(), db.session_scope() as session:
-        return list(session.scalars(select(OutboxEmail).order_by(OutboxEmail.id)))
+        return [readable(row) for row in session.scalars(select(OutboxEmail).order_by(OutboxEmail.id))]
 
 
 def test_repeated_kill_9_loses_nothing_and_duplicates_only_what_the_relay_had_accepted(mail_app: Flask, smtp: SmtpServer) -> None:
