@@ -4,7 +4,7 @@ from app.audit.models import AuditEvent
 from app.auth.models import RecoveryCode, StaffSession, User, UserController
 from app.blobs.models import Blob, BlobChunk
 from app.controllers.models import Controller, ControllerContact, ControllerDomain, ControllerIdentifier
-from app.crypto.models import DataKey
+from app.crypto.models import DataKey, PeriodKey
 from app.db import Base
 from app.deletion.models import DeletionRun
 from app.dsr.models import Dsr, DsrEvent, DsrForward, DsrSuggestion, Instruction, StandingInstruction
@@ -28,6 +28,7 @@ __all__ = [
     "ControllerDomain",
     "ControllerIdentifier",
     "DataKey",
+    "PeriodKey",
     "DeletionRun",
     "RetentionHold",
     "RetentionPolicy",

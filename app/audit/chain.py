@@ -12,6 +12,13 @@ Canonical form (version 1), hashed as UTF-8 bytes:
 
     hash = lowercase hex SHA-256 of that text. The first event's prev_hash is GENESIS.
 
+Canonical form (version 2), for an event with a personal part (app.audit.personal): the same
+object with "v": 2 and one more key, "personal": lowercase hex SHA-256 of the stored personal
+ciphertext (`personal_ct`, the bytes as stored). The hash commits to the ciphertext, never to
+the plaintext (a hash of an IP address or a name can be guessed), so destroying the period key
+that decrypts it (crypto-shredding) leaves every hash and link verifiable. Events without a
+personal part keep version 1, byte for byte.
+
 Details hold only ints, booleans, null, short codes, and lists or objects of those, so
 the JSON text is the same whichever database stored it. The sequence number is inside
 the hashed text, so moving an event to another position breaks its own hash.
@@ -27,6 +34,7 @@ from dataclasses import dataclass
 from typing import Any
 
 FORMAT_VERSION = 1
+FORMAT_VERSION_PERSONAL = 2
 GENESIS = "0" * 64
 
 
@@ -45,6 +53,12 @@ class Link:
     controller_id: int | None
     details: Mapping[str, Any]
     prev_hash: str
+    personal: str | None = None  # hex SHA-256 of the personal part's ciphertext (format version 2)
+
+
+def personal_digest(ciphertext: bytes | None) -> str | None:
+    """The commitment to a personal part that the hash covers: hex SHA-256 of its stored ciphertext."""
+    return None if ciphertext is None else hashlib.sha256(ciphertext).hexdigest()
 
 
 def format_time(at: dt.datetime) -> str:
@@ -61,22 +75,23 @@ def canonical_json(value: Any) -> str:
 
 def canonical(link: Link) -> bytes:
     """The bytes that are hashed for one event (see the module docstring)."""
-    return canonical_json(
-        {
-            "v": FORMAT_VERSION,
-            "seq": link.seq,
-            "at": format_time(link.at),
-            "actor_kind": link.actor_kind,
-            "actor_id": link.actor_id,
-            "actor_name": link.actor_name,
-            "action": link.action,
-            "target_type": link.target_type,
-            "target_id": link.target_id,
-            "controller_id": link.controller_id,
-            "details": dict(link.details),
-            "prev_hash": link.prev_hash,
-        }
-    ).encode("ascii")
+    fields: dict[str, Any] = {
+        "v": FORMAT_VERSION,
+        "seq": link.seq,
+        "at": format_time(link.at),
+        "actor_kind": link.actor_kind,
+        "actor_id": link.actor_id,
+        "actor_name": link.actor_name,
+        "action": link.action,
+        "target_type": link.target_type,
+        "target_id": link.target_id,
+        "controller_id": link.controller_id,
+        "details": dict(link.details),
+        "prev_hash": link.prev_hash,
+    }
+    if link.personal is not None:
+        fields.update(v=FORMAT_VERSION_PERSONAL, personal=link.personal)
+    return canonical_json(fields).encode("ascii")
 
 
 def event_hash(link: Link) -> str:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from sqlalchemy import BigInteger, Index, String, Text
+from sqlalchemy import BigInteger, Index, LargeBinary, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.audit.chain import Link
+from app.audit.chain import Link, personal_digest
 from app.db import Base, intpk, utc
 
 
@@ -19,6 +19,10 @@ class AuditEvent(Base):
     while its audit trail must stay, and the triggers refuse the UPDATE that
     ON DELETE SET NULL would need. `details_json` keeps the canonical text so the
     hash input is exactly what is stored.
+
+    `personal_ct` is the event's personal part, if any (app.audit.personal): AES-256-GCM
+    under the key of the event's UTC month (app.crypto.periods), bound to this event's seq.
+    The hash covers its SHA-256, so shredding the month's key leaves the chain verifying.
     """
 
     __tablename__ = "audit_events"
@@ -42,6 +46,7 @@ class AuditEvent(Base):
     details_json: Mapped[str] = mapped_column(Text(), default="{}")
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64))
+    personal_ct: Mapped[bytes | None] = mapped_column(LargeBinary)
 
     @property
     def details(self) -> dict[str, Any]:
@@ -63,4 +68,5 @@ class AuditEvent(Base):
             controller_id=self.controller_id,
             details=self.details,
             prev_hash=self.prev_hash,
+            personal=personal_digest(self.personal_ct),
         )

@@ -24,9 +24,10 @@ from sqlalchemy import Select, select, text
 from sqlalchemy.orm import Session
 
 from app.audit import checkpoint as cp
-from app.audit.chain import GENESIS, Link, canonical_json, event_hash
+from app.audit.chain import GENESIS, Link, canonical_json, event_hash, personal_digest
 from app.audit.checkpoint import KeyFor
 from app.audit.models import AuditEvent
+from app.audit.personal import InvalidPersonalPart, PersonalPart, check_personal, open_parts, seal
 from app.exceptions import DeskError
 from app.principal import Principal
 
@@ -98,7 +99,8 @@ def _code(name: str, value: str) -> str:
 
 def _actor(by: Principal) -> tuple[str, int | None, str | None]:
     # A controller principal may carry the sender's email in `name`: that is personal data,
-    # so only the kind and the controller id are kept. Staff are kept by id, jobs by name.
+    # so only the kind and the controller id are kept here (the address goes in the event's
+    # encrypted personal part, see record). Staff are kept by id, jobs by name.
     if by.kind == "staff":
         if by.id is None:
             raise InvalidAuditEvent("a staff principal needs its id")
@@ -133,18 +135,30 @@ def record(
     target_id: int | str | None = None,
     controller_id: int | None = None,
     details: Mapping[str, Any] | None = None,
+    personal: Mapping[str, Any] | None = None,
     now: dt.datetime,
 ) -> AuditEvent:
     """Append one event to the chain in the caller's transaction (flush only).
 
     Raises InvalidAuditEvent if action, target or details are anything but ids,
-    counts, short codes and booleans: personal data never enters the log.
+    counts, short codes and booleans: personal data never enters them in clear.
+    `personal`: what the event must say about a person (a flat object of text, ints,
+    booleans; at most 4096 bytes), encrypted under the key of the event's month and
+    shredded with it by retention (app.audit.personal); a controller principal's
+    address is added to it as `actor_address`.
     """
     if now.tzinfo is None:
         raise InvalidAuditEvent("audit time must be timezone-aware UTC")
     at = now.astimezone(dt.UTC)
     clean = check_details(details)
     actor_kind, actor_id, actor_name = _actor(by)
+    part = dict(personal or {})
+    if by.kind == "controller" and by.name:
+        part.setdefault("actor_address", by.name)
+    try:
+        part = check_personal(part)
+    except InvalidPersonalPart as exc:
+        raise InvalidAuditEvent(str(exc)) from None
     target: str | None = None
     if isinstance(target_id, bool):
         raise InvalidAuditEvent("audit target id must be an id or a short code")
@@ -169,7 +183,8 @@ def record(
     session.flush()
     _lock_chain(session)
     seq, prev = chain_head(session)
-    link = Link(**{**link.__dict__, "seq": seq + 1, "prev_hash": prev})
+    personal_ct = seal(session, part, seq=seq + 1, at=at) if part else None
+    link = Link(**{**link.__dict__, "seq": seq + 1, "prev_hash": prev, "personal": personal_digest(personal_ct)})
     event = AuditEvent(
         seq=link.seq,
         occurred_at=at,
@@ -183,6 +198,7 @@ def record(
         details_json=canonical_json(clean),
         prev_hash=prev,
         hash=event_hash(link),
+        personal_ct=personal_ct,
     )
     session.add(event)
     session.flush()
@@ -207,6 +223,7 @@ class EventView:
     controller_id: int | None
     details: dict[str, Any]
     hash: str
+    personal: PersonalPart | None = None  # None: the event has no personal part
 
 
 @dataclass(frozen=True)
@@ -229,7 +246,7 @@ class EventPage:
     next_before: int | None
 
 
-def _view(event: AuditEvent) -> EventView:
+def _view(event: AuditEvent, personal: PersonalPart | None = None) -> EventView:
     if event.actor_kind == "system":
         actor = f"system:{event.actor_name or ''}"
     else:
@@ -246,6 +263,7 @@ def _view(event: AuditEvent) -> EventView:
         controller_id=event.controller_id,
         details=event.details,
         hash=event.hash,
+        personal=personal,
     )
 
 
@@ -290,7 +308,8 @@ def search_events(
     rows: Sequence[AuditEvent] = list(session.scalars(query.order_by(AuditEvent.seq.desc()).limit(limit + 1)))
     more = len(rows) > limit
     page = list(rows[:limit])
-    return EventPage(events=[_view(e) for e in page], next_before=page[-1].seq if more and page else None)
+    parts = open_parts(session, ((e.seq, e.personal_ct) for e in page))
+    return EventPage(events=[_view(e, parts.get(e.seq)) for e in page], next_before=page[-1].seq if more and page else None)
 
 
 def list_actions(session: Session) -> list[str]:

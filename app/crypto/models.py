@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 from sqlalchemy import CheckConstraint, Index, Integer, LargeBinary, String, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -36,3 +38,31 @@ class DataKey(Base):
     wrapped_index_key: Mapped[bytes | None] = mapped_column(LargeBinary)
     created_at: Mapped[utc]
     updated_at: Mapped[utc]
+
+
+PERIOD_KEY_STATES = ("active", "shredded")
+
+
+class PeriodKey(Base):
+    """A data key per calendar period of one purpose (today: "audit", the personal parts of audit events), wrapped.
+
+    Unlike a controller's data key it never rotates onto a new generation (what it encrypts may
+    not be rewritten: audit rows are append-only); `keys rotate` re-wraps it under the current
+    master version, and retention shreds it once its whole period is past (key material gone,
+    the row kept as the record of when).
+    """
+
+    __tablename__ = "period_keys"
+    __table_args__ = (
+        UniqueConstraint("purpose", "period", name="uq_period_keys_purpose_period"),
+        CheckConstraint("state IN ('active', 'shredded')", name="state"),
+    )
+
+    id: Mapped[intpk]
+    purpose: Mapped[str] = mapped_column(String(20))
+    period: Mapped[str] = mapped_column(String(7))  # "YYYY-MM", UTC calendar month
+    state: Mapped[str] = mapped_column(String(10))
+    master_version: Mapped[int | None] = mapped_column(Integer)
+    wrapped_key: Mapped[bytes | None] = mapped_column(LargeBinary)
+    created_at: Mapped[utc]
+    shredded_at: Mapped[dt.datetime | None]
