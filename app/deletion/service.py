@@ -199,7 +199,7 @@ def step(session: Session, run_id: int, *, by: Principal, now: dt.datetime) -> b
     if run is None:
         return True
     sqlite.secure_delete(session)
-    hooks = AUTHORITIES.get(run.authority_kind)
+    hooks = AUTHORITIES.for_run(session, run)
     stores = stores_for(run, hooks)
     order = phases(stores)
     cursor = get_state(session, _cursor_name(run.id)) or {"phase": "plan", "after": 0}

@@ -4,13 +4,15 @@ A hold covers a whole controller, one ticket, or one subject within a controller
 controller's email blind index: the ticket's requester, a message's sender, or the subject of a subject-scope
 run such as a DSR erasure). While active (not lifted, end date in the future) the engine leaves what it covers
 untouched and reports it as kept with the hold's reason ("hold 3: litigation"). When a hold ends, the items
-it kept are due at once: the next retention run takes them.
+it kept are due at once: the next retention run takes them, and what a DSR erasure (or any run other than
+retention's) kept under it is taken by a release run (`app.retention.release`).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 from collections.abc import Mapping, Sequence
 
 from sqlalchemy import or_, select
@@ -18,6 +20,7 @@ from sqlalchemy.orm import Session
 
 from app.audit.service import record
 from app.crypto.cipher import CryptoError
+from app.deletion.holds import HoldFacts
 from app.deletion.models import DeletionRun
 from app.deletion.report import Item
 from app.deletion.scope import digests
@@ -27,6 +30,15 @@ from app.retention.models import HOLD_BASES, RetentionHold
 from app.retention.policies import RetentionError
 from app.tickets.models import Message, Ticket, key_owner_for
 
+# How a controller is told each basis (the DSR's notice, its page).
+BASIS_WORDS = {
+    "accounting": "accounting records (statutory retention)",
+    "aml_kyc": "anti-money-laundering / know-your-customer records",
+    "clickwrap_log": "click-wrap acceptance log",
+    "litigation": "litigation",
+    "regulator_request": "a regulator's request",
+    "other": "other legal obligation",
+}
 # Only these may be placed "until lifted"; any other basis needs an end date (issue 14 item 2).
 INDEFINITE_BASES = ("litigation", "regulator_request")
 
@@ -128,6 +140,29 @@ def active_holds(session: Session, controller_ids: Sequence[int], now: dt.dateti
 def reason(hold: RetentionHold) -> str:
     """The reason a run reports for what the hold kept: ids and codes only."""
     return f"hold {hold.id}: {hold.basis}"
+
+
+_REASON = re.compile(r"^hold (\d+): ")
+
+
+def hold_id_of(text: str) -> int | None:
+    """The hold a reported reason names ("hold 3: litigation" -> 3); None for a reason that is not a legal hold's."""
+    found = _REASON.match(text or "")
+    return int(found.group(1)) if found else None
+
+
+def describe(session: Session, reasons: Sequence[str], now: dt.datetime) -> dict[str, HoldFacts]:
+    """The engine's hold describer: basis, its text, the last day kept (None: until lifted) and when it ended, per reason."""
+    ids = {r: hold_id_of(r) for r in reasons}
+    found = {h.id: h for h in session.scalars(select(RetentionHold).where(RetentionHold.id.in_(sorted({i for i in ids.values() if i}) or [0])))}
+    facts: dict[str, HoldFacts] = {}
+    for text, hold_id in ids.items():
+        hold = found.get(hold_id or 0)
+        if hold is None:
+            continue
+        ended = None if hold.active(now) else min(t for t in (hold.lifted_at, hold.until, now) if t is not None).date()
+        facts[text] = HoldFacts(text, BASIS_WORDS.get(hold.basis, hold.basis), hold.basis_text, hold.last_day, ended)
+    return facts
 
 
 def _run_subject_digests(session: Session, run: DeletionRun) -> set[bytes]:

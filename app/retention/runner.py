@@ -30,6 +30,7 @@ from app.deletion.models import DeletionRun
 from app.deletion.report import Item, changes
 from app.jobs.batch import BatchProgress, Clock, SessionScope, run_batches
 from app.principal import Principal
+from app.retention import release
 from app.retention.models import RetentionRun
 from app.retention.periods import DEFAULTS, cutoff
 from app.retention.policies import Effective, InvalidPolicy, effective
@@ -252,6 +253,7 @@ def execute(
     with sessions() as session:
         run, resumed = open_run(session, only_controller=only_controller, only_category=only_category, chunk=chunk, by=by, now=clock())
         run_id = run.id
+    release.run_due(sessions, run_id, by=by, clock=clock, should_stop=should_stop, on_batch=on_batch)  # what ended holds kept (DSR erasures...)
     progress = run_batches(
         sessions, lambda s, now: step(s, run_id, by=by, now=now), clock=clock, should_stop=should_stop, on_batch=on_batch, max_batches=max_batches
     )

@@ -12,5 +12,6 @@ from app.retention import holds
 
 
 def register(app: Flask) -> None:
-    """Register the legal-hold check on the deletion engine (safe to call again)."""
+    """Register the legal-hold check and its describer on the deletion engine (safe to call again)."""
     HOLDS.add("retention.legal_holds", holds.check)
+    HOLDS.describe_with("retention.legal_holds", holds.describe)

@@ -17,6 +17,7 @@ from app.dsr.settings import DsrSettings
 from app.principal import Principal
 from app.subject_data.aftercare import unhandled
 from app.subject_data.authority import request
+from app.subject_data.erasure_notice import kept_by_hold
 from app.subject_data.errors import InvalidRequest
 from app.subject_data.models import SubjectRun
 from app.subject_data.restrict import active_for
@@ -33,16 +34,19 @@ class Outcome:
     lines: list[str]
 
 
-def _line(run: SubjectRun) -> str:
+def _line(session: Session, run: SubjectRun, now: dt.datetime) -> str:
     changed = run.report.get("changed", {})
     summary = ", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in sorted(changed.items())) or "nothing to change"
     failed, kept, review = (len(run.report.get(k, [])) for k in ("failed", "kept", "review"))
+    # Pexgle §13.3: per hold, what is kept, why and until when (erased by us when the hold ends).
+    holds = kept_by_hold(session, run.report.get("kept") or [], now=now) if kept else []
     return (
         f"- {_WORDS[run.kind]} (run {run.id}): {summary}"
         + (f"; {failed} item(s) failed and are listed in our records" if failed else "")
-        + (f"; {kept} item(s) kept under a legal hold and listed in our records" if kept else "")
+        + (f"; {kept} item(s) kept under legal holds, erased when the hold ends" if kept else "")
         + (f"; {review} item(s) left for review by our privacy officer (the index cannot decide them)" if review else "")
         + "".join(f"\n    {line}" for line in per_store(run.report.get("stores") or {}))
+        + "".join(f"\n    {hold.line()}" for hold in holds)
     )
 
 
@@ -53,7 +57,7 @@ def per_store(stores: dict[str, dict[str, int]]) -> list[str]:
     ]
 
 
-def outcome(session: Session, dsr: Dsr) -> Outcome:
+def outcome(session: Session, dsr: Dsr, *, now: dt.datetime) -> Outcome:
     """The request's outcome from its runs and restrictions (ids and counts only)."""
     runs = list(session.scalars(select(SubjectRun).where(SubjectRun.dsr_id == dsr.id).order_by(SubjectRun.id)))
     if any(r.state in ("queued", "running") for r in runs):
@@ -64,7 +68,7 @@ def outcome(session: Session, dsr: Dsr) -> Outcome:
         if left:
             # Never "erased" while mail of the subject is left (it arrived after the run, or was missed): erase again first.
             raise InvalidRequest(f"{left} message(s) of the erased subject at controller {controller_id} are not erased yet: run the erasure again")
-    lines = [_line(r) for r in runs]
+    lines = [_line(session, r, now) for r in runs]
     kinds = [r.kind for r in runs]
     for item in active_for(session, dsr.id):
         lines.append(f"- {item.kind} recorded (id {item.id})" + (" and lifted" if item.lifted_at else ""))
@@ -81,7 +85,7 @@ def close(session: Session, dsr_id: int, *, settings: DsrSettings, by: Principal
     dsr = request(session, dsr_id)
     if not dsr.is_open:
         raise InvalidRequest("the request is already closed")
-    result = outcome(session, dsr)
+    result = outcome(session, dsr, now=now)
     close_dsr(session, dsr.id, result.code, by=by, now=now)
     sent = 0
     for controller_id in dsr.controller_ids:

@@ -14,7 +14,17 @@ app creation):
   subject), plus restrictions keyed on the old address on rectification;
 - after each batch: the request's record of the run (`SubjectRun`: state and
   counts for its page, its CLI and the notice to the controller), and when
-  the run ends the request's history line.
+  the run ends the request's history line;
+- the release: when a legal hold that kept items from the erasure has ended,
+  the next retention run asks for the run that takes them
+  (`app.retention.release`): an erasure of the same subject under the same
+  instruction, authority `hold_release`, with a record of its own on the
+  request; when it ends, the controller is told (`erasure_notice`).
+
+The subject is found again by what the request still knows (its fields, kept
+when the hold covered the request itself), the blind index of each address
+erased (`aftercare.marked`), and the addresses and names on what the hold kept
+(decrypted: few rows).
 """
 
 from __future__ import annotations
@@ -26,18 +36,23 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.crypto.cipher import CryptoError
-from app.deletion.authorities import AUTHORITIES, AuthorityHooks
+from app.deletion import service as deletion
+from app.deletion.authorities import AUTHORITIES, RELEASE, AuthorityHooks
 from app.deletion.models import DeletionRun
 from app.deletion.report import Item, summary
+from app.deletion.rewrite import subject_emails, terms_of
+from app.deletion.scope import ticket_ids_of
 from app.deletion.stores import Batch, RunContext, Store, one_pass
 from app.deletion.subject import learn
 from app.dsr.history import add_event
 from app.dsr.models import Dsr, DsrForward, Instruction
+from app.dsr.settings import DsrSettings
 from app.principal import Principal
-from app.subject_data.aftercare import mark
+from app.subject_data.aftercare import mark, marked
+from app.subject_data.erasure_notice import release_notice
 from app.subject_data.find import source_ticket
 from app.subject_data.models import Restriction, SubjectRun
-from app.tickets.models import Ticket
+from app.tickets.models import Message, Ticket
 
 AUTHORITY = "instruction"
 # The engine's action for each kind of request run.
@@ -47,6 +62,14 @@ ACTION_FOR = {"erase": "redact", "rectify": "rectify"}
 def subject_run_of(session: Session, deletion_run_id: int) -> SubjectRun | None:
     """The request's record of an engine run (None: the run is not a request's)."""
     return session.scalar(select(SubjectRun).where(SubjectRun.deletion_run_id == deletion_run_id))
+
+
+def released_from(session: Session, record: SubjectRun) -> SubjectRun | None:
+    """For the run of a hold's release: the request's run whose kept items it takes (None for any other run)."""
+    run = session.get(DeletionRun, record.deletion_run_id) if record.deletion_run_id is not None else None
+    if run is None or run.authority_kind != RELEASE:
+        return None
+    return subject_run_of(session, run.authority_id or 0)
 
 
 def _subject_dsr_ids(session: Session, record: SubjectRun, email: str | None) -> list[int]:
@@ -155,8 +178,9 @@ def _apply_requests(ctx: RunContext, items: Sequence[Item]) -> None:
     session.flush()
 
 
-def _after_batch(session: Session, run: DeletionRun, *, by: Principal, now: dt.datetime) -> None:
-    """The request's record follows the run; when the run ends, a line in the request's history (ids and counts)."""
+def _after_batch(session: Session, run: DeletionRun, *, settings: DsrSettings, by: Principal, now: dt.datetime) -> None:
+    """The request's record follows the run; when the run ends, a line in the request's history (ids and counts),
+    and for a hold's release the notice to the controller that what the hold kept is erased."""
     record = subject_run_of(session, run.id)
     if record is None:
         return
@@ -173,16 +197,96 @@ def _after_batch(session: Session, run: DeletionRun, *, by: Principal, now: dt.d
     details: dict[str, int] = {**record.report["changed"], "failed": len(record.report["failed"])}
     if record.report["kept"]:
         details["kept"] = len(record.report["kept"])
-    add_event(session, dsr, f"{record.kind}_{record.state}", by=by, now=now, run_id=record.id, controller_id=record.controller_id, **details)
+    if run.authority_kind != RELEASE:
+        add_event(session, dsr, f"{record.kind}_{record.state}", by=by, now=now, run_id=record.id, controller_id=record.controller_id, **details)
+        return
+    source = subject_run_of(session, run.authority_id or 0)
+    emails = release_notice(session, record, source, settings=settings, by=by, now=now)
+    add_event(session, dsr, f"hold_release_{record.state}", by=by, now=now, run_id=record.id, controller_id=record.controller_id, emails=emails, **details)
 
 
-HOOKS = AuthorityHooks(
-    plan=_plan,
-    stores=(Store("instructions", _select_instructions, _apply_instructions), Store("dsrs", _select_requests, _apply_requests)),
-    after_batch=_after_batch,
-)
+def _kept_identity(session: Session, digests: list[bytes], controller_id: int) -> tuple[list[str], list[str]]:
+    """The addresses and names on the subject's tickets and messages still there (what a hold kept), by blind index."""
+    emails: list[str] = []
+    names: list[str] = []
+    tickets = ticket_ids_of(session, digests, controller_id)
+    found: list[tuple[str | None, str | None]] = []
+    try:
+        found += [(t.requester_email, t.requester_name) for t in session.scalars(select(Ticket).where(Ticket.id.in_(tickets or [0])))]
+        stmt = select(Message).where(Message.sender_email_bidx.in_(digests or [b""]), Message.key_owner == controller_id)
+        found += [(m.sender_email, m.sender_name) for m in session.scalars(stmt)]
+    except CryptoError:
+        pass  # an unreadable row: the blind index still finds the subject's rows, the run reports what it cannot read
+    for email, name in found:
+        if email and email.casefold() not in {e.casefold() for e in emails}:
+            emails.append(email)
+        if name and name not in names:
+            names.append(name)
+    return emails, names
 
 
-def register() -> None:
+def _release(session: Session, source: DeletionRun, *, by: Principal, now: dt.datetime) -> DeletionRun | None:
+    """The hook of a hold's release: erase again, under the same instruction, what `source` (an erasure) kept; None if not one."""
+    record = subject_run_of(session, source.id)
+    dsr = session.get(Dsr, record.dsr_id) if record is not None else None
+    if record is None or dsr is None or record.kind != "erase":
+        return None
+    controller_id = record.controller_id
+    try:
+        email, name, identifiers = dsr.subject_email, dsr.subject_name, dsr.subject_identifiers
+    except CryptoError:
+        email, name, identifiers = None, None, None
+    digests = marked(session, dsr.id, controller_id)
+    emails = list(subject_emails(email, identifiers)) if email else []
+    kept_emails, kept_names = _kept_identity(session, digests, controller_id)
+    emails += [e for e in kept_emails if e.casefold() not in {x.casefold() for x in emails}]
+    if not emails and not digests:
+        return None
+    terms = {t: "[erased]" for t in [*terms_of(email, name, identifiers), *emails, *kept_names]}
+    names = [n for n in [name, *kept_names] if n]
+    run = deletion.start(
+        session,
+        deletion.Authority(RELEASE, source.id),
+        deletion.Scope.subject(controller_id, tuple(emails), email_digests=tuple(digests)),
+        "redact",
+        terms=terms,
+        extra={"new_name": None, "names": names},
+        by=by,
+        now=now,
+    )
+    again = SubjectRun(
+        dsr_id=dsr.id,
+        controller_id=controller_id,
+        kind="erase",
+        state="queued",
+        instruction_id=record.instruction_id,
+        requested_by=None,
+        key_owner=controller_id,
+        deletion_run_id=run.id,
+        report={},
+        created_at=now,
+        updated_at=now,
+    )
+    session.add(again)
+    session.flush()
+    add_event(session, dsr, "hold_release_started", by=by, now=now, run_id=again.id, released_run_id=record.id, controller_id=controller_id)
+    return run
+
+
+def hooks(settings: DsrSettings) -> AuthorityHooks:
+    """The request's hooks on the engine; `settings` address the notice after a hold's release."""
+
+    def after_batch(session: Session, run: DeletionRun, *, by: Principal, now: dt.datetime) -> None:
+        _after_batch(session, run, settings=settings, by=by, now=now)
+
+    return AuthorityHooks(
+        plan=_plan,
+        stores=(Store("instructions", _select_instructions, _apply_instructions), Store("dsrs", _select_requests, _apply_requests)),
+        after_batch=after_batch,
+        release=_release,
+    )
+
+
+def register(settings: DsrSettings) -> None:
     """Register the request's hooks for runs under a confirmed instruction (idempotent; called at app creation)."""
-    AUTHORITIES.add(AUTHORITY, HOOKS)
+    AUTHORITIES.add(AUTHORITY, hooks(settings))

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from flask import Flask
 
 from app.deletion.files import OUTBOX_FILES
+from app.dsr.settings import DsrSettings
 from app.mail.intake import REGISTRY
 from app.mail.outbox_settings import OutboundSettings
 from app.mail.policies import POLICIES
@@ -38,7 +39,7 @@ def _file_remover(transport: FileTransport) -> Callable[[str], bool]:
 
 def register(app: Flask) -> None:
     """Register the request's hooks, policy, intake handler and file remover (safe to call again)."""
-    erasure.register()
+    erasure.register(DsrSettings.from_config(app.config))
     POLICIES.add(policy.POLICY_NAME, policy.restriction_policy)
     REGISTRY.add("subject_data.erased_subject", aftercare.flag_new_mail, observer=True)  # before any claim, never claims
     transport = OutboundSettings.from_config(app.config).transport

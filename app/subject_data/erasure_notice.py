@@ -1,0 +1,113 @@
+"""What an erasure kept under legal holds, as the controller is told it (Pexgle §13.3: what is kept, why, until when).
+
+A run's report lists each kept item with its reason ("hold 3: litigation"); the hold's domain describes each
+reason through the engine's hold registry (`app.deletion.holds.HOLDS.describe`), so the request's notice, its
+page and the notice after a hold ended name per hold its basis and text, the last day it keeps the data (or
+"until lifted"), whether it has ended, and how many items it kept. Ids, counts and the hold's own words only:
+nothing of the subject beyond what the completion notice already says (the request's reference).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from app.controllers.models import Controller
+from app.deletion.holds import HOLDS
+from app.dsr.contacts import email_dsr_contacts
+from app.dsr.models import Dsr
+from app.dsr.settings import DsrSettings
+from app.principal import Principal
+from app.subject_data.models import SubjectRun
+
+KIND = "dsr_hold_release"
+
+
+@dataclass(frozen=True)
+class KeptUnderHold:
+    """The items of one run kept under one hold: the reason as reported, the hold's facts (None: unknown), the count."""
+
+    reason: str
+    basis: str
+    basis_text: str
+    last_day: dt.date | None
+    ended: dt.date | None
+    items: int
+    known: bool = True
+
+    @property
+    def until(self) -> str:
+        """The last day kept, or "until lifted"."""
+        return f"until {self.last_day.isoformat()}" if self.last_day else "until lifted"
+
+    def line(self) -> str:
+        """One line for the controller: count, hold, basis and text, until when, and its end if it has ended."""
+        if not self.known:
+            return f"{self.items} item(s) kept ({self.reason})"
+        text = f" ({self.basis_text})" if self.basis_text else ""
+        ended = f"; the hold ended on {self.ended.isoformat()}" if self.ended else ""
+        return f"{self.items} item(s) kept under legal {self.reason.split(':')[0]}: {self.basis}{text}, {self.until}{ended}"
+
+
+def kept_by_hold(session: Session, kept: Sequence[Mapping[str, Any]], *, now: dt.datetime) -> list[KeptUnderHold]:
+    """A report's kept items grouped by hold, in the order of the reasons (one query per describer)."""
+    counts = Counter(str(k.get("reason", "")) for k in kept)
+    facts = HOLDS.describe(session, list(counts), now)
+    found = []
+    for reason, n in sorted(counts.items()):
+        f = facts.get(reason)
+        if f is None:
+            found.append(KeptUnderHold(reason, "", "", None, None, n, known=False))
+        else:
+            found.append(KeptUnderHold(reason, f.basis, f.basis_text, f.last_day, f.ended, n))
+    return found
+
+
+def release_notice(session: Session, record: SubjectRun, source: SubjectRun | None, *, settings: DsrSettings, by: Principal, now: dt.datetime) -> int:
+    """Tell the controller's DSR contacts that what ended holds kept from `source` is erased by `record` (outbox); how many emails.
+
+    Raises what `email_dsr_contacts` raises (an outbound policy's refusal): the caller's transaction is then rolled back.
+    """
+    dsr = session.get(Dsr, record.dsr_id)
+    controller = session.get(Controller, record.controller_id)
+    if dsr is None or controller is None:
+        return 0
+    before = kept_by_hold(session, (source.report if source else {}).get("kept") or [], now=now)
+    ended = [k for k in before if k.ended]
+    still = kept_by_hold(session, record.report.get("kept") or [], now=now)
+    changed = record.report.get("changed") or {}
+    lines = [f"Dear {controller.name},", ""]
+    lines.append(
+        f"When we erased the data of the subject of data subject request {dsr.reference} under your instruction"
+        + (f" (run {source.id})" if source else "")
+        + ", we kept some of it under legal holds. "
+        + ("These holds have now ended:" if ended else "A hold has now ended.")
+    )
+    lines += [f"  - {k.line()}" for k in ended]
+    summary = ", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in sorted(changed.items())) or "nothing left to change"
+    if record.state == "failed":
+        failed = len(record.report.get("failed") or [])
+        lines += ["", f"We erased what they kept, but {failed} item(s) failed and are listed in our records (run {record.id}): {summary}."]
+    else:
+        lines += ["", f"What they kept is now erased (run {record.id}): {summary}."]
+    if still:
+        lines += ["", "Still kept under a legal hold in force, and erased when it ends:"]
+        lines += [f"  - {k.line()}" for k in still]
+    lines += ["", "We did not contact the data subject."]
+    sent = email_dsr_contacts(
+        session,
+        dsr,
+        controller,
+        subject=f"Data subject request {dsr.reference}: data kept under a legal hold now erased",
+        body="\n".join(lines) + "\n",
+        kind=KIND,
+        settings=settings,
+        by=by,
+        now=now,
+    )
+    return len(sent)
