@@ -1,0 +1,323 @@
+"""A real Postfix delivering to the desk over LMTP and over the pipe (issue 15 item 8), as docs/operations.md configures it.
+
+One Postfix instance of the test's own (Debian's package, `postfix -c DIR`,
+loopback only, nothing relayed out: `default_transport = error`) takes mail
+for two desks, one per path: `lmtp.desk.example.net` goes to a running
+`flask --app wsgi mail lmtp` process, `pipe.desk.example.net` to the `pipe`
+transport and the documented wrapper (`mail ingest --recipient ${recipient}`).
+The desk's lines are read from the document (tests/mail/postfix.py), so what
+the document says is what runs here. Messages go in over SMTP, as a sender's
+server hands them over; the test looks where an operator would: the mail log
+(`status=sent`/`deferred`, nothing bounced), `postqueue -j`, and the desk's
+tickets and requests.
+
+A database outage over LMTP is the listener started against a database that
+does not answer (451 per recipient), then restarted against its database and
+the queue flushed; over the pipe the environment file is broken (no
+`MASTER_SECRET` in production: exit 78), then points at a database that does
+not answer (exit 75), then is fixed. Both the listener and the pipe run as an
+unprivileged user (created when missing), as Postfix insists for the pipe.
+
+Needs root and Debian's postfix (`scripts/ci-postfix` installs it); without
+either it skips, except under CI, where it fails.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shlex
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from app import migrations
+from app.dsr.models import Dsr
+from app.tickets.models import Message, Ticket
+from config.settings import REPO_ROOT
+from tests.loopback import free_port
+from tests.mail import postfix as pf
+from tests.mail.conftest import build
+from tests.mail.test_cli import count
+
+LMTP_DOMAIN = "lmtp.desk.example.net"
+PIPE_DOMAIN = "pipe.desk.example.net"
+REQUEST = "Under Article 15 GDPR I request access to all personal data you hold about me. Please also erase my data."
+UNREACHABLE = "postgresql://nobody@127.0.0.1:1/none"
+
+
+def _missing_part() -> str | None:
+    if not pf.installed():
+        return "Debian's postfix is not installed (scripts/ci-postfix installs it)"
+    if os.geteuid() != 0:
+        return "a Postfix instance of the test's own needs root"
+    return None
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _postfix_present() -> None:
+    missing = _missing_part()
+    if missing and os.environ.get("CI"):
+        pytest.fail(f"{missing}; required under CI")
+    if missing:
+        pytest.skip(missing)
+
+
+@dataclass
+class Desk:
+    """One desk behind the Postfix: its domain, database, environment file (the units' and the wrapper's)."""
+
+    domain: str
+    database: str
+    folder: Path
+    env_file: Path
+    user: pwd.struct_passwd
+
+    def address(self, local: str) -> str:
+        return f"{local}@{self.domain}"
+
+    def env(self, **changes: str | None) -> dict[str, str]:
+        """The environment file's settings, as an operator writes them."""
+        env = {
+            "DESK_ENV": "production",
+            "SECRET_KEY": "k" * 40,
+            "MASTER_SECRET": "m" * 40,
+            "DATABASE_URL": self.database,
+            "DESK_INSTANCE_PATH": str(self.folder),
+            "PRIVACY_ADDRESS": self.address("privacy"),
+            "SUPPORT_ADDRESS": self.address("support"),
+            "MAIL_PIPE_LOG": str(self.folder / "pipe.log"),
+        }
+        for key, value in changes.items():
+            if value is None:
+                env.pop(key, None)
+            else:
+                env[key] = value
+        return env
+
+    def write_env(self, **changes: str | None) -> None:
+        """(Re)write the environment file: mode 0640, owner root, the desk's group."""
+        self.env_file.write_text("".join(f"{k}={v}\n" for k, v in self.env(**changes).items()))
+        os.chown(self.env_file, 0, self.user.pw_gid)
+        self.env_file.chmod(0o640)
+
+    def counts(self) -> tuple[int, int, int]:
+        """(tickets, inbound messages, requests) in the desk's database."""
+        try:
+            return (count(self.database, Ticket), count(self.database, Message), count(self.database, Dsr))
+        finally:
+            # Reading as root may leave SQLite's -wal/-shm behind as root's: give them back to the desk's user.
+            pf.chown_tree(self.folder, self.user)
+
+
+@dataclass
+class Site:
+    postfix: pf.Postfix
+    lmtp: Desk
+    pipe: Desk
+    root: Path
+    venv: Path
+    doc: pf.DocConfig
+    lmtp_port: int
+    listener: subprocess.Popen[bytes] | None = field(default=None)
+
+    def start_listener(self, **changes: str | None) -> None:
+        """The LMTP unit's ExecStart from the document, as the desk's user, with its environment file (plus `changes`)."""
+        command = shlex.split(subst(self.doc.lmtp_command, self))
+        env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", **pf.read_env_file(self.lmtp.env_file)}
+        for key, value in changes.items():
+            if value is None:
+                env.pop(key, None)
+            else:
+                env[key] = value
+        log = (self.root / "lmtp.log").open("ab")
+        user = self.lmtp.user
+        self.listener = subprocess.Popen(
+            command, cwd=REPO_ROOT, env=env, user=user.pw_uid, group=user.pw_gid, extra_groups=[], stdout=log, stderr=subprocess.STDOUT
+        )
+        log.close()
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.lmtp_port), timeout=1).close()
+                return
+            except OSError:
+                if self.listener.poll() is not None or time.monotonic() > deadline:
+                    raise AssertionError(f"mail lmtp did not start: {(self.root / 'lmtp.log').read_text(errors='replace')[-2000:]}") from None
+                time.sleep(0.1)
+
+    def stop_listener(self) -> None:
+        if self.listener is None:
+            return
+        self.listener.send_signal(signal.SIGTERM)
+        try:
+            self.listener.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.listener.kill()
+            self.listener.wait()
+        self.listener = None
+
+
+def subst(text: str, site: Site, domain: str = LMTP_DOMAIN) -> str:
+    """The document's names for this site: /etc/postfix, the domain, the port, the user, the wrapper and env file, /srv/desk."""
+    return (
+        text.replace("/etc/postfix/", f"{site.postfix.config_dir}/")
+        .replace("desk.example", domain)
+        .replace("127.0.0.1:2424", f"127.0.0.1:{site.lmtp_port}")
+        .replace("user=desk ", f"user={pf.DESK_USER} ")
+        .replace("/usr/local/bin/dsr-desk-ingest", str(site.root / "dsr-desk-ingest"))
+        .replace("/etc/dsr-desk/env", str(site.pipe.env_file))
+        .replace("/srv/desk/.venv", str(site.venv))
+        .replace("/srv/desk", str(REPO_ROOT))
+    )
+
+
+def _desk(stack: ExitStack, root: Path, name: str, domain: str, user: pwd.struct_passwd) -> Desk:
+    from tests.databases import fresh_database
+
+    folder = root / name
+    folder.mkdir(mode=0o700)
+    url = stack.enter_context(fresh_database(folder, name.replace("-", "_")))
+    migrations.upgrade(url)
+    pf.chown_tree(folder, user)
+    desk = Desk(domain=domain, database=url, folder=folder, env_file=root / f"{name}.env", user=user)
+    desk.write_env()
+    return desk
+
+
+@pytest.fixture(scope="module")
+def site() -> Iterator[Site]:
+    root = Path(tempfile.mkdtemp(prefix="desk-postfix-"))
+    root.chmod(0o755)  # the desk's user reaches the wrapper, its folder and the environment file through it
+    try:
+        with ExitStack() as stack:
+            user = pf.desk_user()
+            venv = pf.venv_for(user, root)
+            doc = pf.doc_config()
+            lmtp, pipe = _desk(stack, root, "desk-lmtp", LMTP_DOMAIN, user), _desk(stack, root, "desk-pipe", PIPE_DOMAIN, user)
+            # Names first, so subst() knows them; the instance is set up below.
+            placeholder = pf.Postfix(root, 0)
+            site = Site(postfix=placeholder, lmtp=lmtp, pipe=pipe, root=root, venv=venv, doc=doc, lmtp_port=free_port())
+            wrapper = root / "dsr-desk-ingest"
+            wrapper.write_text(subst(doc.wrapper, site, PIPE_DOMAIN))
+            os.chown(wrapper, 0, user.pw_gid)
+            wrapper.chmod(0o750)
+            main_cf = subst(doc.main_cf, site, f"{LMTP_DOMAIN}, {PIPE_DOMAIN}") + subst(doc.pipe_main_cf, site)
+            maps = {
+                "desk_recipients": subst(doc.recipients, site, LMTP_DOMAIN) + subst(doc.recipients, site, PIPE_DOMAIN),
+                "transport": subst(doc.lmtp_transport, site, LMTP_DOMAIN) + subst(doc.pipe_transport, site, PIPE_DOMAIN),
+            }
+            master_cf = subst(doc.pipe_master_cf, site, PIPE_DOMAIN)
+            site.start_listener()
+            stack.callback(site.stop_listener)
+            site.postfix = stack.enter_context(pf.running_postfix(root, main_cf=main_cf, master_cf=master_cf, maps=maps))
+            yield site
+    finally:
+        pf.rmtree(root)
+
+
+def plain(desk: Desk, message_id: str) -> bytes:
+    return build(to=desk.address("support"), subject="Invoice 2026-114", body="The invoice total looks wrong to me.", message_id=message_id)
+
+
+def request(desk: Desk, message_id: str, to: str = "privacy") -> bytes:
+    return build(to=desk.address(to), subject="My data: access and erasure", body=REQUEST, message_id=message_id)
+
+
+def sent(postfix: pf.Postfix, queue_id: str) -> list[str]:
+    """Each recipient's final status and the desk's reply as the log shows it."""
+    postfix.wait_removed(queue_id)
+    return postfix.statuses(queue_id)
+
+
+def plus(before: tuple[int, int, int], after: tuple[int, int, int]) -> tuple[int, ...]:
+    return tuple(b - a for a, b in zip(before, after, strict=True))
+
+
+@pytest.mark.parametrize("path", ["lmtp", "pipe"])
+def test_plain_mail_becomes_a_ticket_and_a_request_to_privacy_opens_one(site: Site, path: str) -> None:
+    desk = site.lmtp if path == "lmtp" else site.pipe
+    before = desk.counts()
+    support = site.postfix.send(plain(desk, f"<pf-plain-{path}@example.org>"), [desk.address("support")])
+    privacy = site.postfix.send(request(desk, f"<pf-request-{path}@example.org>"), [desk.address("privacy")])
+    for queue_id in (support, privacy):
+        statuses = sent(site.postfix, queue_id)
+        assert len(statuses) == 1 and " sent " in statuses[0], statuses
+        if path == "lmtp":
+            assert "250 2.0.0 stored (ticket " in statuses[0]
+    assert plus(before, desk.counts()) == (2, 2, 1)
+    assert site.postfix.bounces() == []
+
+
+@pytest.mark.parametrize("path", ["lmtp", "pipe"])
+def test_to_support_and_bcc_privacy_is_one_ticket_and_one_request(site: Site, path: str) -> None:
+    desk = site.lmtp if path == "lmtp" else site.pipe
+    before = desk.counts()
+    # The Bcc is in no header: only the envelope names privacy@.
+    queue_id = site.postfix.send(request(desk, f"<pf-bcc-{path}@example.org>", to="support"), [desk.address("support"), desk.address("privacy")])
+    statuses = sent(site.postfix, queue_id)
+    assert len(statuses) == 2 and all(" sent " in s for s in statuses), statuses
+    if path == "lmtp":
+        assert sorted(s.split(" (")[1].split(" ")[2] for s in statuses) == ["duplicate", "stored"], statuses
+    assert plus(before, desk.counts()) == (1, 1, 1)
+    assert site.postfix.bounces() == []
+
+
+def test_lmtp_database_outage_defers_and_the_message_is_delivered_once_after(site: Site) -> None:
+    desk = site.lmtp
+    before = desk.counts()
+    site.stop_listener()
+    site.start_listener(DATABASE_URL=UNREACHABLE)
+    queue_id = site.postfix.send(request(desk, "<pf-outage-lmtp@example.org>", to="support"), [desk.address("support"), desk.address("privacy")])
+    site.postfix.wait_attempts(queue_id, 2)
+    statuses = site.postfix.statuses(queue_id)
+    assert all(" deferred " in s and "451 4.3.0" in s for s in statuses), statuses
+    (queued,) = [m for m in site.postfix.queue() if m["queue_id"] == queue_id]
+    assert queued["queue_name"] == "deferred" and len(queued["recipients"]) == 2  # type: ignore[arg-type]
+    assert plus(before, desk.counts()) == (0, 0, 0)
+    # The database is back (the listener restarted with it, as its unit would); the operator flushes the queue.
+    site.stop_listener()
+    site.start_listener()
+    site.postfix.flush()
+    statuses = sent(site.postfix, queue_id)
+    assert [s for s in statuses if " sent " in s] and len(statuses) == 4, statuses
+    assert plus(before, desk.counts()) == (1, 1, 1)
+    assert not [m for m in site.postfix.queue() if m["queue_id"] == queue_id]
+    assert site.postfix.bounces() == []
+
+
+def test_pipe_configuration_error_and_database_outage_defer_and_the_message_is_delivered_once_after(site: Site) -> None:
+    desk = site.pipe
+    before = desk.counts()
+    try:
+        # MASTER_SECRET missing from the environment file: exit 78, deferred.
+        desk.write_env(MASTER_SECRET=None)
+        queue_id = site.postfix.send(request(desk, "<pf-outage-pipe@example.org>"), [desk.address("privacy")])
+        site.postfix.wait_attempts(queue_id, 1)
+        # Then the database does not answer: exit 75, deferred again.
+        desk.write_env(DATABASE_URL=UNREACHABLE)
+        site.postfix.flush()
+        site.postfix.wait_attempts(queue_id, 2)
+        statuses = site.postfix.statuses(queue_id)
+        assert all(" deferred " in s for s in statuses), statuses
+        # EX_CONFIG and EX_TEMPFAIL as Postfix reports them; the reply is the desk's fixed line, no detail.
+        assert "dsn=4.3.5" in statuses[0] and "dsn=4.3.0" in statuses[1], statuses
+        assert "MASTER_SECRET" not in "\n".join(statuses)
+        (queued,) = [m for m in site.postfix.queue() if m["queue_id"] == queue_id]
+        assert queued["queue_name"] == "deferred"
+        assert plus(before, desk.counts()) == (0, 0, 0)
+    finally:
+        desk.write_env()
+    site.postfix.flush()
+    statuses = sent(site.postfix, queue_id)
+    assert len(statuses) == 3 and " sent " in statuses[-1], statuses
+    assert plus(before, desk.counts()) == (1, 1, 1)
+    assert site.postfix.bounces() == []
