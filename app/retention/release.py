@@ -85,7 +85,8 @@ def due(session: Session, *, only_controller: int | None = None, now: dt.datetim
     holds = {h.id: h for h in session.scalars(select(RetentionHold).where(RetentionHold.id.in_(wanted or [0])))}
     found = []
     for run_id, (controller_id, per_hold) in kept_by_run.items():
-        ended = tuple(sorted(h for h in per_hold if h not in holds or not holds[h].active(now)))
+        # A reason naming no hold of ours (another check's) never releases anything.
+        ended = tuple(sorted(h for h in per_hold if h in holds and not holds[h].active(now)))
         if ended:
             found.append(Due(run_id, controller_id, ended, sum(per_hold[h] for h in ended)))
     return found

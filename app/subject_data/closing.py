@@ -43,7 +43,7 @@ def _line(session: Session, run: SubjectRun, now: dt.datetime) -> str:
     return (
         f"- {_WORDS[run.kind]} (run {run.id}): {summary}"
         + (f"; {failed} item(s) failed and are listed in our records" if failed else "")
-        + (f"; {kept} item(s) kept under legal holds, erased when the hold ends" if kept else "")
+        + (f"; {kept} item(s) kept under a legal hold, erased when it ends" if kept else "")
         + (f"; {review} item(s) left for review by our privacy officer (the index cannot decide them)" if review else "")
         + "".join(f"\n    {line}" for line in per_store(run.report.get("stores") or {}))
         + "".join(f"\n    {hold.line()}" for hold in holds)
