@@ -53,13 +53,6 @@ def period_bounds(period: str) -> tuple[dt.datetime, dt.datetime]:
     return start, end
 
 
-def periods_ending_by(cutoff: dt.datetime) -> str:
-    """The newest period whose end is at or before `cutoff` (every instant of it is at or before the cutoff)."""
-    last_instant = cutoff.astimezone(dt.UTC) - dt.timedelta(microseconds=1)
-    start, end = period_bounds(period_of(last_instant))
-    return period_of(start) if end <= cutoff else period_of(start - dt.timedelta(days=1))
-
-
 def _owner(purpose: str, period: str) -> str:
     return f"{purpose}:{period}"
 
@@ -83,8 +76,9 @@ class _Cache:
 
 def _cache(session: Session) -> _Cache:
     cache: _Cache | None = session.info.get(_CACHE)
-    if cache is None:
-        cache = _Cache(keyring_for(session), {}, {})
+    keyring = keyring_for(session)
+    if cache is None or cache.keyring is not keyring:
+        cache = _Cache(keyring, {}, {})
         session.info[_CACHE] = cache
     return cache
 

@@ -16,15 +16,22 @@ from sqlalchemy.pool import NullPool
 
 from app.crypto.keyring import Keyring, KeyringError, bind_engine
 from app.crypto.keys import data_keys
+from app.crypto.periods import period_keys
 from app.db import make_engine
 
 
 def check_versions_in_use(conn: Connection, keyring: Keyring) -> None:
     """KeyringError naming the variable when a master version in use has no secret or is above the current one."""
-    in_use = conn.execute(select(data_keys.c.master_version, func.count()).where(data_keys.c.state != "shredded").group_by(data_keys.c.master_version)).all()
+    counted: dict[int | None, int] = {}
+    keys = select(data_keys.c.master_version, func.count()).where(data_keys.c.state != "shredded").group_by(data_keys.c.master_version)
+    queries = [keys]
+    if inspect(conn).has_table("period_keys"):  # audit month keys (app.crypto.periods); none before migration 0022
+        queries.append(select(period_keys.c.master_version, func.count()).where(period_keys.c.state == "active").group_by(period_keys.c.master_version))
+    for query in queries:
+        for version, n in conn.execute(query):
+            counted[version] = counted.get(version, 0) + int(n)
+    in_use = [(v, n) for v, n in counted.items() if v is not None]
     for version, n in sorted(in_use):
-        if version is None:
-            continue
         if version > keyring.current_version:
             raise KeyringError(f"MASTER_KEY_VERSION={keyring.current_version} is lower than master key version {version}, which still wraps {n} data keys")
         if not keyring.has_version(version):

@@ -31,9 +31,9 @@ def keys_status() -> None:
     for v in status.versions:
         if v.current:
             note = "current"
-        elif v.data_keys and not v.configured:
+        elif (v.data_keys or v.period_keys) and not v.configured:
             note = f"IN USE but {v.variable} is not set: restore it, then run keys rotate"
-        elif v.data_keys:
+        elif v.data_keys or v.period_keys:
             note = f"{v.variable} still needed: run keys rotate"
         elif v.signs_newest_checkpoint and not v.configured:
             note = f"{v.variable} is not set but signed the newest audit checkpoint: run audit checkpoint under the current version"
@@ -41,7 +41,8 @@ def keys_status() -> None:
             note = f"{v.variable} still signs the newest audit checkpoint: run audit checkpoint, then it may be removed"
         else:
             note = f"{v.variable} may be removed"
-        click.echo(f"v{v.version}\tdata keys {v.data_keys}\tvalues {v.values}\t{note}")
+        months = f"\taudit month keys {v.period_keys}" if v.period_keys else ""
+        click.echo(f"v{v.version}\tdata keys {v.data_keys}\tvalues {v.values}{months}\t{note}")
     click.echo(f"values on retired data keys (pending keys rotate --reencrypt): {status.values_on_retired_keys}")
     if progress:
         click.echo(f"re-encryption under way or stopped: {progress} (keys rotate --reencrypt resumes it)")

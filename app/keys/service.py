@@ -23,6 +23,7 @@ from app.crypto.cipher import HEADER, unwrap_key, wrap_context, wrap_key
 from app.crypto.fields import FIELDS, FieldSpec
 from app.crypto.keyring import WRAP, keyring_for
 from app.crypto.keys import data_keys, forget_keys, forget_remembered, owner_of
+from app.crypto.periods import live_period_keys_by_version, rewrap_period_keys
 from app.crypto.startup import check_versions_in_use
 from app.db import table_of_model
 from app.principal import Principal
@@ -38,12 +39,13 @@ class VersionStatus:
     current: bool
     data_keys: int = 0
     values: int = 0
+    period_keys: int = 0  # audit period keys (app.crypto.periods) wrapped under this version
     signs_newest_checkpoint: bool = False  # the newest audit checkpoint can only be verified with this version's secret
 
     @property
     def removable(self) -> bool:
         """An old secret may be removed once no data key is wrapped under it and the newest audit checkpoint is not signed with it."""
-        return not self.current and self.data_keys == 0 and not self.signs_newest_checkpoint
+        return not self.current and self.data_keys == 0 and self.period_keys == 0 and not self.signs_newest_checkpoint
 
 
 @dataclass
@@ -97,6 +99,8 @@ def key_status(session: Session, *, newest_checkpoint_version: int | None = None
         status.values += per_key.get(key_id, 0)
         if state == "retired":
             retired_values += per_key.get(key_id, 0)
+    for version, n in live_period_keys_by_version(conn).items():
+        versions.setdefault(version, VersionStatus(version, keyring.variable(version), keyring.has_version(version), False)).period_keys += n
     if newest_checkpoint_version is not None:
         signer = newest_checkpoint_version
         versions.setdefault(signer, VersionStatus(signer, keyring.variable(signer), keyring.has_version(signer), False)).signs_newest_checkpoint = True
@@ -110,7 +114,7 @@ def key_status(session: Session, *, newest_checkpoint_version: int | None = None
 
 
 def rewrap_keys(session: Session, *, by: Principal, now: dt.datetime) -> int:
-    """Re-wrap every live data key under the current master version; returns how many moved."""
+    """Re-wrap every live data key and audit period key under the current master version; returns how many moved."""
     keyring = keyring_for(session)
     conn = session.connection()
     check_versions_in_use(conn, keyring)
@@ -132,13 +136,20 @@ def rewrap_keys(session: Session, *, by: Principal, now: dt.datetime) -> int:
         )
         if done.rowcount:
             moved[row.master_version] += 1
+    moved_periods = rewrap_period_keys(conn, keyring, now=now)
+    moved.update(moved_periods)
     forget_keys(session)
     record(
         session,
         by=by,
         action="keys.rewrap",
         target_type="data_keys",
-        details={"rewrapped": sum(moved.values()), "to_version": current, "from_versions": {f"v{v}": n for v, n in sorted(moved.items())}},
+        details={
+            "rewrapped": sum(moved.values()),
+            "period_keys": sum(moved_periods.values()),
+            "to_version": current,
+            "from_versions": {f"v{v}": n for v, n in sorted(moved.items())},
+        },
         now=now,
     )
     return sum(moved.values())
