@@ -3,7 +3,8 @@
 The engine cannot read the app's config: whoever knows where a copy of a sent
 email lives registers a remover for it (`OUTBOX_FILES.add(name, remove)`,
 `remove(message_id) -> bool`: True when a file was deleted), and a run calls
-`OUTBOX_FILES.remove(message_id)` for each delivered outbox row it purges.
+`OUTBOX_FILES.remove(message_id)` for each delivered outbox row it purges or deletes
+(an erasure, a retention run over tickets or over outbox payloads).
 """
 
 from __future__ import annotations
@@ -26,6 +27,10 @@ class FileRegistry:
     def discard(self, name: str) -> None:
         """Forget a named remover (no error when absent)."""
         self._removers.pop(name, None)
+
+    def active(self) -> bool:
+        """Whether any remover is registered (no file copies to look for otherwise)."""
+        return bool(self._removers)
 
     def remove(self, message_id: str) -> int:
         """Delete every registered copy of the email with this Message-ID; how many files went."""

@@ -23,8 +23,9 @@ from app.db import Base, intpk, utc
 # Who allowed the run: a confirmed controller instruction (a DSR), a retention policy (its version), a
 # termination of a controller's contract, the release of a legal hold, or an operator's command.
 AUTHORITY_KINDS = ("instruction", "retention_policy", "termination", "hold_release", "operator")
-# What it covers: one subject within one controller, a set of tickets, or a whole controller.
-SCOPE_KINDS = ("subject", "tickets", "controller")
+# What it covers: one subject within one controller, a set of tickets, a whole controller, or some records of one
+# retention category (app.deletion.categories: quarantined mail, outbox payloads, DSR records, sessions ...).
+SCOPE_KINDS = ("subject", "tickets", "controller", "records")
 # delete: the rows go; anonymise: identity fields cleared, the rest kept; redact: the subject's identifiers
 # replaced in every text and their files destroyed (erasure); rectify: the old identifiers replaced by the
 # corrected ones (the old values, raw originals included, destroyed).

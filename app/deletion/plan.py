@@ -13,6 +13,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from app.deletion.authorities import AuthorityHooks
+from app.deletion.categories import RECORDS_STORE, plan_records
 from app.deletion.messages import MESSAGES_STORE
 from app.deletion.models import DeletionRun
 from app.deletion.purge import ANONYMISE_STORE, DELETE_STORE
@@ -34,18 +35,20 @@ _STORES: dict[str, tuple[Store, ...]] = {
     "delete": (DELETE_STORE,),
     "anonymise": (ANONYMISE_STORE,),
 }
+# A records-scope run has one store, whatever its action: its category's (app.deletion.categories).
+_RECORD_STORES: tuple[Store, ...] = (RECORDS_STORE,)
 # Which scopes each action supports today.
 SUPPORTED = {
     "redact": ("subject",),
     "rectify": ("subject",),
-    "delete": ("tickets", "controller"),
-    "anonymise": ("tickets", "controller"),
+    "delete": ("tickets", "controller", "records"),
+    "anonymise": ("tickets", "controller", "records"),
 }
 
 
 def stores_for(run: DeletionRun, hooks: AuthorityHooks) -> list[Store]:
     """The run's stores in order: the engine's for its action, then its authority's own."""
-    stores = [*_STORES[run.action], *hooks.stores]
+    stores = [*(_RECORD_STORES if run.scope_kind == "records" else _STORES[run.action]), *hooks.stores]
     names = [s.name for s in stores]
     if len(set(names)) != len(names) or "plan" in names or "done" in names:
         raise ValueError(f"store names must be unique and not 'plan' or 'done': {names}")
@@ -72,6 +75,10 @@ def make_plan(ctx: RunContext, hooks: AuthorityHooks) -> None:
         ctx.plan["other_ids"] = sorted((set(own) | set(mentions)) - in_tickets)
         ctx.plan["related"]["ticket"] = sorted(set(tickets) | _tickets_of(session, ctx.plan["other_ids"]))
         ctx.report.plan(tickets=len(tickets), own_messages=len(own), other_messages=len(ctx.plan["other_ids"]))
+        return
+    if run.scope_kind == "records":
+        plan_records(ctx)
+        hooks.plan(ctx)
         return
     if run.scope_kind == "tickets":
         asked = sorted({int(t) for t in ctx.params.get("ticket_ids") or []})

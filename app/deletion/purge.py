@@ -5,15 +5,16 @@ order a batch of tickets at a time; the hold check sees each ticket before
 anything of it changes. A ticket with an outbox row a worker is sending
 right now is left whole and reported (the next run takes it).
 
-- delete: attachments, messages, the outbox rows related to the ticket, the
-  ticket, then the blobs (attachment contents and raw originals). Rows of
+- delete: attachments, messages, the outbox rows related to the ticket (and
+  the file outbox's `.eml` copies of those sent), the ticket, then the blobs
+  (attachment contents and raw originals). Rows of
   other domains that point at a ticket follow their foreign keys (a DSR
   keeps its record with the ticket link cleared; restriction links and
   suggestions go with it).
 - anonymise: the requester's name and address, the sender fields of inbound
   messages and the raw originals (their headers name the sender) are
-  cleared, the outbox rows' recipient is replaced and queued mail to it
-  cancelled; the texts stay (what a retention policy for identity keeps).
+  cleared, the outbox rows' recipient is replaced, queued mail to it
+  cancelled and the file copies of sent mail to it deleted; the texts stay (what a retention policy for identity keeps).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from sqlalchemy import delete, select, update
 
 from app.blobs.store import delete_blobs
 from app.crypto.cipher import CryptoError
+from app.deletion.files import OUTBOX_FILES
 from app.deletion.records import ERASED_ADDRESS
 from app.deletion.report import Item
 from app.deletion.stores import Batch, RunContext, Store
@@ -57,6 +59,23 @@ def _free(ctx: RunContext, items: Sequence[Item]) -> tuple[list[int], list[int]]
     return [t for t in ids if t not in busy], [r.id for r in outbox if r.related_id not in busy]
 
 
+def _remove_files(ctx: RunContext, outbox_ids: list[int]) -> None:
+    """The copies outside the database (the file outbox's `.eml`) of the rows about to go: an email the relay
+    took may have one; a queued one has none."""
+    if not OUTBOX_FILES.active():
+        return
+    files = 0
+    for row in ctx.session.scalars(select(OutboxEmail).where(OutboxEmail.id.in_(outbox_ids), OutboxEmail.state.not_in(("queued", "sending")))):
+        try:
+            message_id = row.message_id
+        except CryptoError:
+            ctx.report.fail("outbox", row.id, "unreadable")
+            continue
+        files += OUTBOX_FILES.remove(message_id) if message_id else 0
+    if files:
+        ctx.report.count("outbox_files", "files_deleted", files)
+
+
 def _delete(ctx: RunContext, items: Sequence[Item]) -> None:
     session = ctx.session
     ids, outbox_ids = _free(ctx, items)
@@ -69,6 +88,7 @@ def _delete(ctx: RunContext, items: Sequence[Item]) -> None:
         session.execute(delete(Attachment).where(Attachment.id.in_([f.id for f in files])))
     session.execute(delete(Message).where(Message.ticket_id.in_(ids)))
     if outbox_ids:
+        _remove_files(ctx, outbox_ids)
         session.execute(delete(OutboxEmail).where(OutboxEmail.id.in_(outbox_ids)))
     session.execute(delete(Ticket).where(Ticket.id.in_(ids)))
     delete_blobs(session, doomed)
@@ -98,6 +118,7 @@ def _anonymise(ctx: RunContext, items: Sequence[Item]) -> None:
     )
     session.execute(update(Message).where(Message.ticket_id.in_(ids)).values(raw_blob_id=None), execution_options={"synchronize_session": False})
     delete_blobs(session, [b for b in raws if b is not None])
+    _remove_files(ctx, outbox_ids)  # a sent email's file copy names its recipient in its headers
     anonymised = 0
     for row in session.scalars(select(OutboxEmail).where(OutboxEmail.id.in_(outbox_ids or [0])).order_by(OutboxEmail.id)):
         try:

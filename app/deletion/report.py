@@ -29,6 +29,10 @@ class Item:
     id: int
     controller_id: int | None = None
     ticket_id: int | None = None
+    # Other controllers the item also belongs to (a DSR forwarded to several; quarantined mail from a controller's
+    # domain), and the subject's address as each owner's email blind index: what controller and subject holds key on.
+    owners: tuple[int, ...] = ()
+    subjects: tuple[bytes, ...] = ()
 
 
 class Report:

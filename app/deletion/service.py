@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session
 from app.audit.service import record
 from app.deletion import sqlite
 from app.deletion.authorities import AUTHORITIES
+from app.deletion.categories import RECORD_STORES
 from app.deletion.holds import HOLDS
 from app.deletion.models import ACTIONS, AUTHORITY_KINDS, SCOPE_KINDS, UNFINISHED, DeletionRun
 from app.deletion.plan import SUPPORTED, make_plan, phases, stores_for
@@ -74,7 +75,8 @@ class Authority:
 
 @dataclass(frozen=True)
 class Scope:
-    """What the run covers: one subject (by address) within a controller, a set of tickets, or a whole controller."""
+    """What the run covers: one subject (by address) within a controller, a set of tickets, a whole controller, or
+    some records of one retention category (`category`, `ticket_ids` then holding the records' ids)."""
 
     kind: str
     controller_id: int | None = None
@@ -82,6 +84,7 @@ class Scope:
     ticket_ids: tuple[int, ...] = ()
     # A subject known only by the blind index of their addresses (erased before: their addresses are gone).
     email_digests: tuple[bytes, ...] = ()
+    category: str | None = None
 
     @classmethod
     def subject(cls, controller_id: int, emails: tuple[str, ...], *, email_digests: tuple[bytes, ...] = ()) -> Scope:
@@ -92,6 +95,11 @@ class Scope:
     def tickets(cls, ticket_ids: tuple[int, ...], *, controller_id: int | None = None) -> Scope:
         """These tickets (only those of `controller_id` when given)."""
         return cls("tickets", controller_id, ticket_ids=ticket_ids)
+
+    @classmethod
+    def records(cls, category: str, ids: tuple[int, ...], *, controller_id: int | None = None) -> Scope:
+        """These records of a category registered in `app.deletion.categories` (`controller_id`: whose they are, None: the desk's)."""
+        return cls("records", controller_id, ticket_ids=ids, category=category)
 
     @classmethod
     def controller(cls, controller_id: int) -> Scope:
@@ -116,6 +124,8 @@ def _check(authority: Authority, scope: Scope, action: str, terms: Mapping[str, 
         raise InvalidRun("a subject scope needs the subject's address")
     if scope.kind == "tickets" and not scope.ticket_ids:
         raise InvalidRun("a tickets scope needs its tickets")
+    if scope.kind == "records" and (not scope.ticket_ids or RECORD_STORES.get(scope.category or "") is None):
+        raise InvalidRun("a records scope needs its records and a registered category")
     if action == "rectify" and not (terms or new_email):
         raise InvalidRun("a rectification needs the corrected values")
 
@@ -148,8 +158,10 @@ def start(
         "email_digests": sorted(d.hex() for d in scope.email_digests),
         "replace": terms,
         "new_email": new_email,
-        "ticket_ids": sorted({int(t) for t in scope.ticket_ids}),
+        "ticket_ids": sorted({int(t) for t in scope.ticket_ids}) if scope.kind != "records" else [],
     }
+    if scope.kind == "records":
+        params.update(category=scope.category, item_ids=sorted({int(i) for i in scope.ticket_ids}))
     run = DeletionRun(
         authority_kind=authority.kind,
         authority_id=authority.id,
@@ -167,6 +179,8 @@ def start(
     session.add(run)
     session.flush()
     details = {"authority": authority.kind, "authority_id": authority.id, "scope": scope.kind, "action": action, "tickets": len(params["ticket_ids"])}
+    if scope.kind == "records":
+        details.update(category=scope.category, items=len(params["item_ids"]))
     record(session, by=by, action="deletion.start", target_type="deletion_run", target_id=run.id, controller_id=run.controller_id, details=details, now=now)
     DOORBELL.ring_after_commit(session, [run.id])
     return run

@@ -72,6 +72,8 @@ class OutboxEmail(EncryptedRow, Base):
     to_addr_bidx: Mapped[bytes | None] = blind_index_column()
     # Sends that followed a stale claim (the worker holding it died): each may have produced a duplicate.
     stale_claims: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # When retention deleted the bodies of this delivered email (app.deletion.mailstores); the row stays as the record.
+    payload_deleted_at: Mapped[dt.datetime | None]
 
     created_by: Mapped[str] = mapped_column(String(100))
     created_at: Mapped[utc]

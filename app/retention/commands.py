@@ -39,7 +39,7 @@ def _controller_exists(session: Session, controller_id: int | None) -> None:
 @click.option("--controller", "controller_id", type=ID, help="Only this controller's data.")
 @click.option("--category", type=click.Choice(CATEGORIES), help="Only this category.")
 @click.option("--json", "as_json", is_flag=True, help="The dry run's lines as JSON.")
-@click.option("--chunk", type=click.IntRange(1, 100_000), default=runner.CHUNK, show_default=True, help="Tickets per engine run.")
+@click.option("--chunk", type=click.IntRange(1, 100_000), default=runner.CHUNK, show_default=True, help="Tickets (or records) per engine run.")
 def retention_run(dry_run: bool, controller_id: int | None, category: str | None, as_json: bool, chunk: int) -> None:
     """Delete or anonymise what is past its period, in batches (Ctrl-C stops cleanly; a new run resumes a stopped or killed one)."""
     with db.session_scope() as session:
@@ -51,9 +51,9 @@ def retention_run(dry_run: bool, controller_id: int | None, category: str | None
                 return
             for line in lines:
                 held = ", ".join(f"{n} under {why}" for why, n in sorted(line.held.items())) or "none held"
-                who = "triage" if line.controller_id is None else f"controller {line.controller_id}"
+                who = line.desk_label if line.controller_id is None else f"controller {line.controller_id}"
                 policy = f"after {line.period_days} days, v{line.version} {line.source}"
-                click.echo(f"{line.category}\t{who}\twould {line.action} {line.due} ticket(s) ({policy}); {held}")
+                click.echo(f"{line.category}\t{who}\twould {line.action} {line.due} {line.unit} ({policy}); {held}")
             return
     # Batches a run takes, about: per chunk of due tickets one to start it, one for its plan, one per 200 tickets.
     chunks = [-(-(line.due + sum(line.held.values())) // chunk) for line in lines]

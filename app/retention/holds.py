@@ -184,6 +184,7 @@ def check(session: Session, run: DeletionRun, items: Sequence[Item]) -> Mapping[
     rows = session.execute(select(Ticket.id, Ticket.controller_id, Ticket.requester_email_bidx).where(Ticket.id.in_(ticket_ids or [0])))
     tickets = {r.id: (r.controller_id, r.requester_email_bidx) for r in rows}
     controllers = {i.controller_id for i in items if i.controller_id is not None} | {c for c, _ in tickets.values() if c is not None}
+    controllers |= {o for i in items for o in i.owners}  # a DSR's other controllers, quarantined mail's sender's
     if run.controller_id is not None:
         controllers.add(run.controller_id)
     found = active_holds(session, sorted(controllers), now, ticket_ids=ticket_ids)
@@ -204,15 +205,17 @@ def check(session: Session, run: DeletionRun, items: Sequence[Item]) -> Mapping[
         owner, requester = tickets.get(item.ticket_id or 0, (item.controller_id, None))
         owner = owner if owner is not None else item.controller_id
         hold = on_controller.get(owner) if owner is not None else None
+        if hold is None:
+            hold = next((on_controller[o] for o in item.owners if o in on_controller), None)
         if hold is None and item.ticket_id is not None:
             hold = on_ticket.get(item.ticket_id)
         if hold is None:
-            mine = {requester, senders.get(item.id) if item.what == "message" else None}
+            mine = {requester, senders.get(item.id) if item.what == "message" else None, *item.subjects}
             hold = next(
                 (
                     h
                     for h in on_subject
-                    if h.controller_id in (owner, run.controller_id) and (h.subject_email_bidx in mine or h.subject_email_bidx in run_subject)
+                    if h.controller_id in (owner, run.controller_id, *item.owners) and (h.subject_email_bidx in mine or h.subject_email_bidx in run_subject)
                 ),
                 None,
             )

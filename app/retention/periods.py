@@ -2,7 +2,8 @@
 
 A policy says: keep the items of a category `period_days` after `event`, then `action` them; `legal_basis` is
 the text shown to the controller (Pexgle §13.3: what is kept, why, until when). The defaults below are the
-desk's; docs/retention.md explains each. `covered` says whether a retention run acts on the category yet.
+desk's; docs/retention.md explains each. `covered` says whether a retention run acts on the category yet;
+`actions` are the actions a policy of the category may choose (a store that cannot anonymise is not offered it).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ class Default:
     action: str
     legal_basis: str
     covered: bool
+    actions: tuple[str, ...] = ("delete", "anonymise")
 
 
 DEFAULTS: dict[str, Default] = {
@@ -48,7 +50,9 @@ DEFAULTS: dict[str, Default] = {
             "GDPR Art. 5(1)(c), (e): the requester's name and address are not needed once a ticket is closed for six months.",
             True,
         ),
-        Default("quarantined_mail", "Quarantined mail never released", 30, "received", "delete", "GDPR Art. 5(1)(e): held mail nobody released.", False),
+        Default(
+            "quarantined_mail", "Quarantined mail never released", 30, "received", "delete", "GDPR Art. 5(1)(e): held mail nobody released.", True, ("delete",)
+        ),
         Default(
             "outbox_payloads",
             "Delivered outbox payloads",
@@ -56,7 +60,8 @@ DEFAULTS: dict[str, Default] = {
             "delivered",
             "delete",
             "GDPR Art. 5(1)(e): the relay has the email; the desk keeps the record of sending, not the body.",
-            False,
+            True,
+            ("delete",),
         ),
         Default(
             "dsr_records",
@@ -65,11 +70,39 @@ DEFAULTS: dict[str, Default] = {
             "closed",
             "anonymise",
             "GDPR Art. 5(2) accountability: evidence that a request was handled, kept three years.",
-            False,
+            True,
+            ("anonymise",),
         ),
-        Default("export_files", "Subject data export files", 30, "created", "delete", "GDPR Art. 5(1)(e): an export is handed over, then deleted.", False),
-        Default("ended_sessions", "Ended staff sessions", 90, "ended", "delete", "ASVS 3; GDPR Art. 5(1)(e): sessions kept for the sessions page.", False),
-        Default("staff_login_ips", "Staff login metadata (IP addresses)", 90, "login", "anonymise", "GDPR Art. 32 security logging, then minimised.", False),
+        Default(
+            "export_files",
+            "Subject data export files",
+            30,
+            "created",
+            "delete",
+            "GDPR Art. 5(1)(e): an export is handed over, then deleted.",
+            True,
+            ("delete",),
+        ),
+        Default(
+            "ended_sessions",
+            "Ended staff sessions",
+            90,
+            "ended",
+            "delete",
+            "ASVS 3; GDPR Art. 5(1)(e): sessions kept for the sessions page.",
+            True,
+            ("delete",),
+        ),
+        Default(
+            "staff_login_ips",
+            "Staff login metadata (IP addresses)",
+            90,
+            "login",
+            "anonymise",
+            "GDPR Art. 32 security logging, then minimised.",
+            True,
+            ("anonymise",),
+        ),
         Default(
             "audit_personal_parts",
             "Personal parts of audit events",
@@ -95,6 +128,8 @@ def is_valid(category: str, period_days: int, event: str, action: str, *, max_da
         return f"{category} counts from '{DEFAULTS[category].event}'"
     if action not in ACTIONS:
         return f"the action must be one of {', '.join(ACTIONS)}"
+    if action not in DEFAULTS[category].actions:
+        return f"{category} can only {' or '.join(DEFAULTS[category].actions)}"
     return None
 
 

@@ -4,12 +4,14 @@ The run is a `retention_runs` row and a cursor on it; every batch is one committ
 (`app.jobs.batch.run_batches`), so Ctrl-C stops between batches and `kill -9` loses at most the batch in
 flight: the next run resumes the unfinished ledger row where its cursor stands (the engine run in flight
 resumes from its own cursor, so nothing is done twice). A batch either starts an engine run for the next
-`CHUNK` due tickets of one (category, controller) under the policy version in force at that moment
+`CHUNK` due items of one (category, owner) under the policy version in force at that moment
 (authority "retention_policy", id = the version's row id), or advances the engine run in flight by one of
-its batches. Every item passes the engine's hold check; what a hold kept is counted under "held".
+its batches. Every item passes the engine's hold check; what a hold kept is counted under "held", what was
+acted on under "deleted" or "anonymised" (the policy's action), and every row and file changed under "changed".
 
-Categories a run acts on today: those with `covered` in `app.retention.periods` (closed-ticket content,
-requester identity); the others are listed by `retention policies` as not yet covered.
+Categories a run acts on: those with `covered` in `app.retention.periods`, each reached through its
+`app.retention.categories.Dispatch` (whole tickets, or a record store registered on the engine). An owner
+None is the desk: triage tickets, and records of no controller (staff data, quarantined mail).
 """
 
 from __future__ import annotations
@@ -27,16 +29,18 @@ from app.audit.service import record
 from app.deletion import service as deletion
 from app.deletion.holds import HOLDS
 from app.deletion.models import DeletionRun
-from app.deletion.report import Item, changes
+from app.deletion.report import changes
 from app.jobs.batch import BatchProgress, Clock, SessionScope, run_batches
 from app.principal import Principal
 from app.retention import release
+from app.retention.categories import Dispatch, controllers_with_tickets, dispatch
 from app.retention.models import RetentionRun
-from app.retention.periods import DEFAULTS, cutoff
-from app.retention.policies import Effective, InvalidPolicy, effective
-from app.tickets.models import Ticket
+from app.retention.periods import DEFAULTS
+from app.retention.policies import InvalidPolicy, effective
 
-# Tickets per engine run: the engine walks them 200 a batch (app.deletion.purge); its plan keeps their ids.
+__all__ = ["CHUNK", "controllers_with_tickets", "covered", "execute", "ledger", "preview", "step"]
+
+# Items per engine run: the engine walks them 200 a batch (app.deletion.purge, app.deletion.categories); its plan keeps their ids.
 CHUNK = 1000
 UNFINISHED = ("running", "stopped")
 
@@ -48,30 +52,20 @@ def covered(only_category: str | None = None) -> list[str]:
             raise InvalidPolicy(f"unknown category {only_category!r} (known: {', '.join(DEFAULTS)})")
         if not DEFAULTS[only_category].covered:
             raise InvalidPolicy(f"{only_category} is not covered by retention runs yet (see docs/retention.md)")
-        return [only_category]
-    return [c for c, d in DEFAULTS.items() if d.covered]
+        wanted = [only_category]
+    else:
+        wanted = [c for c, d in DEFAULTS.items() if d.covered]
+    missing = [c for c in wanted if dispatch(c) is None]
+    if missing:
+        raise InvalidPolicy(f"no store is registered for {', '.join(missing)} (the app was created without its domain's setup)")
+    return wanted
 
 
-def controllers_with_tickets(session: Session, only: int | None) -> list[int | None]:
-    """The controllers (None: triage) that have tickets, or just `only`."""
-    if only is not None:
-        return [only]
-    found = set(session.scalars(select(Ticket.controller_id).distinct()))
-    return sorted((c for c in found if c is not None), key=int) + ([None] if None in found else [])
-
-
-def _due_tickets(session: Session, policy: Effective, now: dt.datetime, *, after: int, limit: int) -> list[tuple[int, int | None]]:
-    """The next due tickets of a (category, controller) in id order: (id, controller id)."""
-    owner = Ticket.controller_id.is_(None) if policy.controller_id is None else Ticket.controller_id == policy.controller_id
-    stmt = (
-        select(Ticket.id, Ticket.controller_id)
-        .where(owner, Ticket.status == "closed", Ticket.closed_at <= cutoff(now, policy.period_days), Ticket.id > after)
-        .order_by(Ticket.id)
-        .limit(limit)
-    )
-    if policy.action == "anonymise":
-        stmt = stmt.where(Ticket.requester_email_ct.is_not(None) | Ticket.requester_name_ct.is_not(None))
-    return [(r.id, r.controller_id) for r in session.execute(stmt)]
+def _dispatch(category: str) -> Dispatch:
+    found = dispatch(category)
+    if found is None:
+        raise InvalidPolicy(f"no store is registered for {category}")
+    return found
 
 
 def _key(cid: int | None) -> str:
@@ -83,7 +77,10 @@ def _key(cid: int | None) -> str:
 
 @dataclass
 class PreviewLine:
-    """What a run would do to one category at one controller now: due count, held count with reasons."""
+    """What a run would do to one category at one owner now: due count, held count with reasons.
+
+    `unit` names the items ("ticket(s)", "ended session(s)"); `owner` is the controller's id or, for None, the
+    desk's label ("triage" for tickets, "desk" for records of no controller)."""
 
     category: str
     controller_id: int | None
@@ -91,30 +88,33 @@ class PreviewLine:
     period_days: int
     version: int
     source: str
+    unit: str = "ticket(s)"
+    desk_label: str = "triage"
     due: int = 0
     held: dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         """JSON shape (ids, counts and reason codes only)."""
-        return {k: getattr(self, k) for k in ("category", "controller_id", "action", "period_days", "version", "source", "due", "held")}
+        keys = ("category", "controller_id", "action", "period_days", "version", "source", "unit", "due", "held")
+        return {k: getattr(self, k) for k in keys}
 
 
 def preview(session: Session, *, only_controller: int | None = None, only_category: str | None = None, now: dt.datetime) -> list[PreviewLine]:
     """What a run would delete or anonymise now, and what legal holds would keep (changes nothing)."""
     lines: list[PreviewLine] = []
     for category in covered(only_category):
-        for cid in controllers_with_tickets(session, only_controller):
+        route = _dispatch(category)
+        for cid in route.owners(session, only_controller):
             policy = effective(session, category, cid, now=now)
-            line = PreviewLine(category, cid, policy.action, policy.period_days, policy.version, policy.source)
-            probe = DeletionRun(authority_kind="retention_policy", scope_kind="tickets", controller_id=cid, action=policy.action, updated_at=now)
+            line = PreviewLine(category, cid, policy.action, policy.period_days, policy.version, policy.source, route.unit, route.desk_label)
+            probe = DeletionRun(authority_kind="retention_policy", scope_kind=route.scope_kind, controller_id=cid, action=policy.action, updated_at=now)
             after = 0
-            while batch := _due_tickets(session, policy, now, after=after, limit=CHUNK):
-                items = [Item("ticket", t, controller_id=c, ticket_id=t) for t, c in batch]
+            while items := route.due(session, policy, now, after, CHUNK):
                 kept = HOLDS.kept(session, probe, items)
                 line.due += len(items) - len(kept)
                 for why in kept.values():
                     line.held[why] = line.held.get(why, 0) + 1
-                after = batch[-1][0]
+                after = items[-1].id
             lines.append(line)
     return lines
 
@@ -131,7 +131,7 @@ def open_run(
         unfinished.state = "running"
         return unfinished, True
     categories = covered(only_category)
-    work = [[c, cid] for c in categories for cid in controllers_with_tickets(session, only_controller)]
+    work = [[c, cid] for c in categories for cid in _dispatch(c).owners(session, only_controller)]
     run = RetentionRun(
         state="running",
         requested_by=by.label[:100],
@@ -153,6 +153,8 @@ def open_run(
 
 def _tally(run: RetentionRun, category: str, cid: int | None, what: str, n: int) -> None:
     counts = run.counts.setdefault(category, {}).setdefault(_key(cid), {"due": 0, "changed": 0, "held": 0})
+    if what in ("deleted", "anonymised"):
+        counts.setdefault(what, 0)
     counts[what] = int(counts.get(what, 0)) + n
     flag_modified(run, "counts")
 
@@ -161,6 +163,10 @@ def _settle(session: Session, run: RetentionRun, engine_run_id: int, category: s
     """An engine run finished: its changes, kept items and failures into the ledger (same transaction)."""
     done = deletion.get_run(session, engine_run_id)
     report = done.report or {}
+    planned = report.get("planned") or {}
+    items = int(planned.get("items", planned.get("tickets", 0)))
+    failed = {(f["what"], f["id"]) for f in report.get("failed", []) if f["what"] == _dispatch(category).what}
+    _tally(run, category, cid, "deleted" if done.action == "delete" else "anonymised", max(items - len(report.get("kept", [])) - len(failed), 0))
     _tally(run, category, cid, "changed", sum(changes(report).values()))
     _tally(run, category, cid, "held", len(report.get("kept", [])))
     for failure in report.get("failed", []):
@@ -189,12 +195,12 @@ def step(session: Session, run_id: int, *, by: Principal, now: dt.datetime) -> b
         if policy.version_id not in versions:
             versions.append(policy.version_id)  # a change mid-run: the next chunk follows the new version
             flag_modified(run, "policy_versions")
-        batch = _due_tickets(session, policy, now, after=int(cursor["after"]), limit=int(cursor.get("chunk") or CHUNK))
+        route = _dispatch(category)
+        batch = route.due(session, policy, now, int(cursor["after"]), int(cursor.get("chunk") or CHUNK))
         if batch:
             authority = deletion.Authority("retention_policy", policy.version_id)
-            scope = deletion.Scope.tickets(tuple(t for t, _ in batch), controller_id=cid)
-            started = deletion.start(session, authority, scope, policy.action, by=by, now=now)
-            cursor["engine_run"], cursor["after"] = started.id, batch[-1][0]
+            started = deletion.start(session, authority, route.scope(batch, cid), policy.action, by=by, now=now)
+            cursor["engine_run"], cursor["after"] = started.id, batch[-1].id
             _tally(run, category, cid, "due", len(batch))
         else:
             cursor["i"], cursor["after"] = cursor["i"] + 1, 0
@@ -207,7 +213,7 @@ def _finish(session: Session, run: RetentionRun, *, by: Principal, now: dt.datet
     run.state = "failed" if run.errors else "done"
     run.finished_at = run.updated_at = now
     session.flush()
-    totals = {"due": 0, "changed": 0, "held": 0}
+    totals = {"due": 0, "deleted": 0, "anonymised": 0, "changed": 0, "held": 0}
     for per_controller in run.counts.values():
         for counts in per_controller.values():
             for what in totals:

@@ -6,7 +6,8 @@ process creates (web, workers, CLI, tests) leaves exactly one entry:
 - the request's hooks on the deletion engine (authority "instruction");
 - the outbound policy of restrictions and objections (no reply on a restricted ticket, asked again at claim);
 - the intake handler that flags new mail from an erased subject;
-- where the file outbox keeps its copies, so an erasure deletes the `.eml` of a delivered email about the subject.
+- where the file outbox keeps its copies, so an erasure deletes the `.eml` of a delivered email about the subject;
+- the stores of its retention categories (DSR records, export files) on the engine.
 
 (Not in `app.dsr.setup`: this package imports app.dsr, so the reverse import would
 close a cycle between the two packages.)
@@ -18,13 +19,14 @@ from collections.abc import Callable
 
 from flask import Flask
 
+from app.deletion.categories import RECORD_STORES
 from app.deletion.files import OUTBOX_FILES
 from app.dsr.settings import DsrSettings
 from app.mail.intake import REGISTRY
 from app.mail.outbox_settings import OutboundSettings
 from app.mail.policies import POLICIES
 from app.mail.transport import FileTransport
-from app.subject_data import aftercare, erasure, policy, views
+from app.subject_data import aftercare, categories, erasure, policy, views
 
 
 def _file_remover(transport: FileTransport) -> Callable[[str], bool]:
@@ -40,6 +42,8 @@ def _file_remover(transport: FileTransport) -> Callable[[str], bool]:
 def register(app: Flask) -> None:
     """Register the request's hooks, policy, intake handler and file remover (safe to call again)."""
     erasure.register(DsrSettings.from_config(app.config))
+    RECORD_STORES.add(categories.DSR_RECORDS)
+    RECORD_STORES.add(categories.EXPORT_FILES)
     POLICIES.add(policy.POLICY_NAME, policy.restriction_policy)
     REGISTRY.add("subject_data.erased_subject", aftercare.flag_new_mail, observer=True)  # before any claim, never claims
     transport = OutboundSettings.from_config(app.config).transport

@@ -152,7 +152,7 @@ def test_a_stopped_run_resumes_where_it_stood_and_nothing_is_done_twice(session:
     done = session.get(RetentionRun, first.run_id)
     assert done is not None and done.state == "done"
     counts = done.counts["closed_ticket_content"][str(controller.id)]
-    assert counts == {"due": 3, "changed": counts["changed"], "held": 1}
+    assert counts == {"due": 3, "deleted": 2, "changed": counts["changed"], "held": 1}
     assert remaining(session, made.ticket_ids)["tickets"] == 1
     engine = session.get(DeletionRun, in_flight)
     assert engine is not None and engine.report["stores"]["tickets"] == {"tickets_deleted": 2}
