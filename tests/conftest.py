@@ -34,7 +34,6 @@ from sqlalchemy import Connection
 from sqlalchemy.orm import Session
 
 from app import create_app
-from app import migrations as desk_migrations
 from app.auth import mfa
 from app.auth.models import User
 from app.controllers.models import Controller
@@ -43,7 +42,7 @@ from app.extensions import db
 from app.jobs.broker import app_context
 from config.settings import DevelopmentConfig
 from tests import NAMESPACE
-from tests.databases import TEST_BROKER_URL, fresh_database
+from tests.databases import TEST_BROKER_URL, drop_template, migrated_database
 from tests.factories import TEST_PASSWORD, make_user
 
 TEST_MASTER_SECRET = "test-master-secret-0123456789abcdef-0123456789"
@@ -67,11 +66,17 @@ def make_config(database_url: str, instance: Path, **overrides: Any) -> dict[str
     return settings
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _migrated_template() -> Iterator[None]:
+    """The run's migrated template database (tests.databases.migrated_database copies it), removed at the end."""
+    yield
+    drop_template()
+
+
 @pytest.fixture(scope="session")
 def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A fresh database at the migration head, for the whole run."""
-    with fresh_database(tmp_path_factory.mktemp("db")) as url:
-        desk_migrations.upgrade(url)
+    with migrated_database(tmp_path_factory.mktemp("db")) as url:
         yield url
 
 
@@ -92,8 +97,7 @@ def app_on_own_database(app: Flask, folder: Path, label: str, **overrides: Any) 
     process global: creating the private app points it there, and this points it
     back at the suite's app at the end.
     """
-    with fresh_database(folder, label) as url:
-        desk_migrations.upgrade(url)
+    with migrated_database(folder, label) as url:
         private = create_app(make_config(url, folder / "instance", **overrides))
         try:
             yield private

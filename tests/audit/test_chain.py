@@ -18,7 +18,6 @@ from sqlalchemy import Engine, func, select, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
-from app import migrations as desk_migrations
 from app.audit import checkpoint as cp
 from app.audit import service as audit
 from app.audit.chain import event_hash
@@ -26,7 +25,7 @@ from app.audit.models import AuditEvent
 from app.audit.verify import VerifyResult, verify_chain
 from app.db import make_engine
 from app.principal import Principal
-from tests.databases import ON_POSTGRES, fresh_database
+from tests.databases import ON_POSTGRES, migrated_database
 
 T0 = dt.datetime(2026, 11, 21, 12, 0, tzinfo=dt.UTC)
 KEYS = {1: b"k" * 32, 2: b"K" * 32}
@@ -38,8 +37,7 @@ def key_for(version: int) -> bytes:
 
 @pytest.fixture
 def engine(tmp_path: Path) -> Iterator[Engine]:
-    with fresh_database(tmp_path, "audit") as url:
-        desk_migrations.upgrade(url)
+    with migrated_database(tmp_path, "audit") as url:
         eng = make_engine(url)
         try:
             yield eng

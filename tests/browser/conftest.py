@@ -22,14 +22,13 @@ from playwright.sync_api import Browser, Page, sync_playwright
 from werkzeug.serving import BaseWSGIServer, make_server
 
 from app import create_app
-from app import migrations as desk_migrations
 from app.auth import mfa
 from app.auth.models import User
 from app.db import utcnow
 from app.extensions import db
 from app.jobs.broker import app_context
 from tests.conftest import make_config
-from tests.databases import fresh_database
+from tests.databases import migrated_database
 from tests.factories import TEST_PASSWORD, make_user
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -74,8 +73,7 @@ class LiveServer:
 def live_server(tmp_path_factory: pytest.TempPathFactory, app: Flask) -> Iterator[LiveServer]:
     """The desk served on 127.0.0.1 in a thread, on a database of its own."""
     folder = tmp_path_factory.mktemp("live")
-    with fresh_database(folder, "browser") as url:
-        desk_migrations.upgrade(url)
+    with migrated_database(folder, "browser") as url:
         # As a user meets it: CSRF on, not in testing mode.
         live_app = create_app(make_config(url, Path(folder) / "instance", WTF_CSRF_ENABLED=True, TESTING=False))
         server: BaseWSGIServer = make_server("127.0.0.1", 0, live_app, threaded=True)

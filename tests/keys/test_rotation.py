@@ -19,7 +19,6 @@ from flask import Flask
 from sqlalchemy import create_engine, select, text
 
 from app import create_app
-from app import migrations as desk_migrations
 from app.controllers.models import Controller, ControllerContact
 from app.crypto.keys import data_keys
 from app.db import utcnow
@@ -29,7 +28,7 @@ from app.keys import rotation
 from app.keys.service import key_status, rewrap_keys
 from config.settings import normalise_database_url
 from tests.conftest import make_config
-from tests.databases import fresh_database
+from tests.databases import migrated_database
 from tests.factories import TEST_PRINCIPAL, make_controller
 
 REPO = Path(__file__).resolve().parents[2]
@@ -40,8 +39,7 @@ V2_ENV = {"MASTER_SECRET": V2, "MASTER_KEY_VERSION": "2", "MASTER_SECRET_V1": V1
 
 @pytest.fixture
 def database(tmp_path: Path) -> Iterator[str]:
-    with fresh_database(tmp_path, "rotation") as url:
-        desk_migrations.upgrade(url)
+    with migrated_database(tmp_path, "rotation") as url:
         yield url
 
 

@@ -11,20 +11,18 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from app import migrations
 from app.db import make_engine
 from app.mail.quarantine import QuarantinedMessage
 from app.tickets.models import Message
 from config.settings import REPO_ROOT, normalise_database_url
-from tests.databases import fresh_database
+from tests.databases import migrated_database
 from tests.mail.conftest import build, corpus
 
 
 @pytest.fixture
 def database(tmp_path: Path) -> Iterator[str]:
     """A migrated database of its own: the subprocesses commit for real."""
-    with fresh_database(tmp_path, "mailcli") as url:
-        migrations.upgrade(url)
+    with migrated_database(tmp_path, "mailcli") as url:
         yield url
 
 
