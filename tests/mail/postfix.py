@@ -253,6 +253,17 @@ class Postfix:
         """Until the log shows `count` delivery attempts (per recipient) of the message."""
         self.wait_for(f"{count} delivery attempts of {queue_id}", lambda: len(self.statuses(queue_id)) >= count)
 
+    def wait_deferred(self, queue_id: str) -> dict[str, object]:
+        """Until the message sits in the deferred queue (where `postqueue -f` finds it); returns its `postqueue -j` entry."""
+        found: list[dict[str, object]] = []
+
+        def deferred() -> bool:
+            found[:] = [m for m in self.queue() if m["queue_id"] == queue_id and m["queue_name"] == "deferred"]
+            return bool(found)
+
+        self.wait_for(f"{queue_id} in the deferred queue", deferred)
+        return found[0]
+
     def queue(self) -> list[dict[str, object]]:
         """`postqueue -j`: one JSON object per queued message."""
         out = self.command(str(POSTQUEUE), "-j").stdout

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import re
 import shlex
 import signal
 import socket
@@ -33,20 +34,26 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from flask import Flask
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
-from app import migrations
+from app import create_app, migrations
 from app.dsr.models import Dsr
+from app.extensions import db
+from app.jobs.broker import app_context
+from app.tickets.lookup import find_by_message_ids
 from app.tickets.models import Message, Ticket
 from config.settings import REPO_ROOT
+from tests.conftest import TEST_MASTER_SECRET, make_config
 from tests.loopback import free_port
 from tests.mail import postfix as pf
 from tests.mail.conftest import build
-from tests.mail.test_cli import count
 
 LMTP_DOMAIN = "lmtp.desk.example.net"
 PIPE_DOMAIN = "pipe.desk.example.net"
@@ -80,6 +87,7 @@ class Desk:
     folder: Path
     env_file: Path
     user: pwd.struct_passwd
+    reader: Flask | None = None
 
     def address(self, local: str) -> str:
         return f"{local}@{self.domain}"
@@ -89,7 +97,7 @@ class Desk:
         env = {
             "DESK_ENV": "production",
             "SECRET_KEY": "k" * 40,
-            "MASTER_SECRET": "m" * 40,
+            "MASTER_SECRET": TEST_MASTER_SECRET,
             "DATABASE_URL": self.database,
             "DESK_INSTANCE_PATH": str(self.folder),
             "PRIVACY_ADDRESS": self.address("privacy"),
@@ -111,9 +119,30 @@ class Desk:
 
     def counts(self) -> tuple[int, int, int]:
         """(tickets, inbound messages, requests) in the desk's database."""
+        with self.reading() as session:
+            return (
+                int(session.scalar(select(func.count()).select_from(Ticket)) or 0),
+                int(session.scalar(select(func.count()).select_from(Message).where(Message.direction == "inbound")) or 0),
+                int(session.scalar(select(func.count()).select_from(Dsr)) or 0),
+            )
+
+    def look(self, message_id: str) -> tuple[int | None, int]:
+        """(the ticket holding the message, how many requests that ticket has); (None, 0) when it is not stored."""
+        with self.reading() as session:
+            ticket = find_by_message_ids(session, [message_id])
+            if ticket is None:
+                return None, 0
+            return ticket.id, int(session.scalar(select(func.count()).select_from(Dsr).where(Dsr.ticket_id == ticket.id)) or 0)
+
+    @contextmanager
+    def reading(self) -> Iterator[Session]:
+        """A session on the desk's database (its keys from the same MASTER_SECRET), closed afterwards."""
+        assert self.reader is not None
         try:
-            return (count(self.database, Ticket), count(self.database, Message), count(self.database, Dsr))
+            with self.reader.app_context(), db.session_scope() as session:
+                yield session
         finally:
+            db.state(self.reader).engine.dispose()
             # Reading as root may leave SQLite's -wal/-shm behind as root's: give them back to the desk's user.
             pf.chown_tree(self.folder, self.user)
 
@@ -129,21 +158,19 @@ class Site:
     lmtp_port: int
     listener: subprocess.Popen[bytes] | None = field(default=None)
 
-    def start_listener(self, **changes: str | None) -> None:
-        """The LMTP unit's ExecStart from the document, as the desk's user, with its environment file (plus `changes`)."""
+    def spawn_listener(self, **changes: str | None) -> None:
+        """Start the LMTP unit's ExecStart from the document as the desk's user, with its environment file (plus `changes`)."""
         command = shlex.split(subst(self.doc.lmtp_command, self))
-        env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", **pf.read_env_file(self.lmtp.env_file)}
-        for key, value in changes.items():
-            if value is None:
-                env.pop(key, None)
-            else:
-                env[key] = value
-        log = (self.root / "lmtp.log").open("ab")
+        env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", **self.lmtp.env(**changes)}
         user = self.lmtp.user
-        self.listener = subprocess.Popen(
-            command, cwd=REPO_ROOT, env=env, user=user.pw_uid, group=user.pw_gid, extra_groups=[], stdout=log, stderr=subprocess.STDOUT
-        )
-        log.close()
+        with (self.root / "lmtp.log").open("ab") as log:
+            self.listener = subprocess.Popen(
+                command, cwd=REPO_ROOT, env=env, user=user.pw_uid, group=user.pw_gid, extra_groups=[], stdout=log, stderr=subprocess.STDOUT
+            )
+
+    def wait_listener(self) -> None:
+        """Until the listener takes connections (AssertionError with its output if it exits or takes over 60 s)."""
+        assert self.listener is not None
         deadline = time.monotonic() + 60
         while True:
             try:
@@ -153,6 +180,11 @@ class Site:
                 if self.listener.poll() is not None or time.monotonic() > deadline:
                     raise AssertionError(f"mail lmtp did not start: {(self.root / 'lmtp.log').read_text(errors='replace')[-2000:]}") from None
                 time.sleep(0.1)
+
+    def restart_listener(self, **changes: str | None) -> None:
+        self.stop_listener()
+        self.spawn_listener(**changes)
+        self.wait_listener()
 
     def stop_listener(self) -> None:
         if self.listener is None:
@@ -169,7 +201,7 @@ class Site:
 def subst(text: str, site: Site, domain: str = LMTP_DOMAIN) -> str:
     """The document's names for this site: /etc/postfix, the domain, the port, the user, the wrapper and env file, /srv/desk."""
     return (
-        text.replace("/etc/postfix/", f"{site.postfix.config_dir}/")
+        text.replace("/etc/postfix/", f"{site.root}/conf/")
         .replace("desk.example", domain)
         .replace("127.0.0.1:2424", f"127.0.0.1:{site.lmtp_port}")
         .replace("user=desk ", f"user={pf.DESK_USER} ")
@@ -186,26 +218,36 @@ def _desk(stack: ExitStack, root: Path, name: str, domain: str, user: pwd.struct
     folder = root / name
     folder.mkdir(mode=0o700)
     url = stack.enter_context(fresh_database(folder, name.replace("-", "_")))
-    migrations.upgrade(url)
-    pf.chown_tree(folder, user)
     desk = Desk(domain=domain, database=url, folder=folder, env_file=root / f"{name}.env", user=user)
     desk.write_env()
     return desk
 
 
+def _migrate(desk: Desk) -> None:
+    migrations.upgrade(desk.database)
+    pf.chown_tree(desk.folder, desk.user)
+    desk.reader = create_app(make_config(desk.database, desk.folder.parent / f"{desk.folder.name}-reader"))
+
+
 @pytest.fixture(scope="module")
-def site() -> Iterator[Site]:
+def site(app: Flask) -> Iterator[Site]:
     root = Path(tempfile.mkdtemp(prefix="desk-postfix-"))
     root.chmod(0o755)  # the desk's user reaches the wrapper, its folder and the environment file through it
     try:
         with ExitStack() as stack:
+            # The suite's app gets the process-wide app-context middleware back (create_app took it for the readers).
+            stack.callback(app_context.attach, app)
             user = pf.desk_user()
             venv = pf.venv_for(user, root)
             doc = pf.doc_config()
             lmtp, pipe = _desk(stack, root, "desk-lmtp", LMTP_DOMAIN, user), _desk(stack, root, "desk-pipe", PIPE_DOMAIN, user)
-            # Names first, so subst() knows them; the instance is set up below.
-            placeholder = pf.Postfix(root, 0)
-            site = Site(postfix=placeholder, lmtp=lmtp, pipe=pipe, root=root, venv=venv, doc=doc, lmtp_port=free_port())
+            site = Site(postfix=pf.Postfix(root, 0), lmtp=lmtp, pipe=pipe, root=root, venv=venv, doc=doc, lmtp_port=free_port())
+            pf.chown_tree(lmtp.folder, user)
+            # The listener takes seconds to start: it does while the databases are migrated and Postfix starts.
+            site.spawn_listener()
+            stack.callback(site.stop_listener)
+            _migrate(lmtp)
+            _migrate(pipe)
             wrapper = root / "dsr-desk-ingest"
             wrapper.write_text(subst(doc.wrapper, site, PIPE_DOMAIN))
             os.chown(wrapper, 0, user.pw_gid)
@@ -216,10 +258,12 @@ def site() -> Iterator[Site]:
                 "transport": subst(doc.lmtp_transport, site, LMTP_DOMAIN) + subst(doc.pipe_transport, site, PIPE_DOMAIN),
             }
             master_cf = subst(doc.pipe_master_cf, site, PIPE_DOMAIN)
-            site.start_listener()
-            stack.callback(site.stop_listener)
             site.postfix = stack.enter_context(pf.running_postfix(root, main_cf=main_cf, master_cf=master_cf, maps=maps))
+            site.wait_listener()
             yield site
+            for desk in (lmtp, pipe):
+                if desk.reader is not None:
+                    db.state(desk.reader).engine.dispose()
     finally:
         pf.rmtree(root)
 
@@ -232,63 +276,55 @@ def request(desk: Desk, message_id: str, to: str = "privacy") -> bytes:
     return build(to=desk.address(to), subject="My data: access and erasure", body=REQUEST, message_id=message_id)
 
 
-def sent(postfix: pf.Postfix, queue_id: str) -> list[str]:
-    """Each recipient's final status and the desk's reply as the log shows it."""
-    postfix.wait_removed(queue_id)
-    return postfix.statuses(queue_id)
-
-
 def plus(before: tuple[int, int, int], after: tuple[int, int, int]) -> tuple[int, ...]:
     return tuple(b - a for a, b in zip(before, after, strict=True))
 
 
 @pytest.mark.parametrize("path", ["lmtp", "pipe"])
-def test_plain_mail_becomes_a_ticket_and_a_request_to_privacy_opens_one(site: Site, path: str) -> None:
+def test_plain_mail_is_a_ticket_a_request_opens_a_dsr_and_a_bcc_to_privacy_opens_one_too(site: Site, path: str) -> None:
     desk = site.lmtp if path == "lmtp" else site.pipe
     before = desk.counts()
-    support = site.postfix.send(plain(desk, f"<pf-plain-{path}@example.org>"), [desk.address("support")])
-    privacy = site.postfix.send(request(desk, f"<pf-request-{path}@example.org>"), [desk.address("privacy")])
-    for queue_id in (support, privacy):
-        statuses = sent(site.postfix, queue_id)
-        assert len(statuses) == 1 and " sent " in statuses[0], statuses
-        if path == "lmtp":
-            assert "250 2.0.0 stored (ticket " in statuses[0]
-    assert plus(before, desk.counts()) == (2, 2, 1)
-    assert site.postfix.bounces() == []
-
-
-@pytest.mark.parametrize("path", ["lmtp", "pipe"])
-def test_to_support_and_bcc_privacy_is_one_ticket_and_one_request(site: Site, path: str) -> None:
-    desk = site.lmtp if path == "lmtp" else site.pipe
-    before = desk.counts()
-    # The Bcc is in no header: only the envelope names privacy@.
-    queue_id = site.postfix.send(request(desk, f"<pf-bcc-{path}@example.org>", to="support"), [desk.address("support"), desk.address("privacy")])
-    statuses = sent(site.postfix, queue_id)
-    assert len(statuses) == 2 and all(" sent " in s for s in statuses), statuses
-    if path == "lmtp":
-        assert sorted(s.split(" (")[1].split(" ")[2] for s in statuses) == ["duplicate", "stored"], statuses
-    assert plus(before, desk.counts()) == (1, 1, 1)
+    ids = {name: f"<pf-{name}-{path}@example.org>" for name in ("plain", "request", "bcc")}
+    # Three senders' servers hand their messages over at once; the Bcc is in no header, only the envelope names privacy@.
+    queued = {
+        "plain": site.postfix.send(plain(desk, ids["plain"]), [desk.address("support")]),
+        "request": site.postfix.send(request(desk, ids["request"]), [desk.address("privacy")]),
+        "bcc": site.postfix.send(request(desk, ids["bcc"], to="support"), [desk.address("support"), desk.address("privacy")]),
+    }
+    for queue_id in queued.values():
+        site.postfix.wait_removed(queue_id)
+    statuses = {name: site.postfix.statuses(queue_id) for name, queue_id in queued.items()}
+    assert [len(s) for s in statuses.values()] == [1, 1, 2] and all(" sent " in s for group in statuses.values() for s in group), statuses
+    # The desk's answer per recipient as the mail log shows it: the listener's reply, or the pipe's status line.
+    said = r"250 2\.0\.0 (stored|duplicate) \(ticket \d+\)" if path == "lmtp" else r"delivered via dsrdesk service \((stored|duplicate): ticket \d+"
+    assert [re.findall(said, s) for s in statuses["plain"]] == [["stored"]], statuses
+    assert sorted(w for s in statuses["bcc"] for w in re.findall(said, s)) == ["duplicate", "stored"], statuses
+    found = {name: desk.look(message_id) for name, message_id in ids.items()}
+    assert all(ticket is not None for ticket, _ in found.values()), found
+    assert {name: dsrs for name, (_, dsrs) in found.items()} == {"plain": 0, "request": 1, "bcc": 1}
+    assert plus(before, desk.counts()) == (3, 3, 2)
     assert site.postfix.bounces() == []
 
 
 def test_lmtp_database_outage_defers_and_the_message_is_delivered_once_after(site: Site) -> None:
     desk = site.lmtp
     before = desk.counts()
-    site.stop_listener()
-    site.start_listener(DATABASE_URL=UNREACHABLE)
+    # The listener runs, its database does not answer.
+    site.restart_listener(DATABASE_URL=UNREACHABLE)
     queue_id = site.postfix.send(request(desk, "<pf-outage-lmtp@example.org>", to="support"), [desk.address("support"), desk.address("privacy")])
     site.postfix.wait_attempts(queue_id, 2)
     statuses = site.postfix.statuses(queue_id)
     assert all(" deferred " in s and "451 4.3.0" in s for s in statuses), statuses
-    (queued,) = [m for m in site.postfix.queue() if m["queue_id"] == queue_id]
-    assert queued["queue_name"] == "deferred" and len(queued["recipients"]) == 2  # type: ignore[arg-type]
+    queued = site.postfix.wait_deferred(queue_id)
+    assert len(queued["recipients"]) == 2  # type: ignore[arg-type]
     assert plus(before, desk.counts()) == (0, 0, 0)
     # The database is back (the listener restarted with it, as its unit would); the operator flushes the queue.
-    site.stop_listener()
-    site.start_listener()
+    site.restart_listener()
     site.postfix.flush()
-    statuses = sent(site.postfix, queue_id)
-    assert [s for s in statuses if " sent " in s] and len(statuses) == 4, statuses
+    site.postfix.wait_removed(queue_id)
+    statuses = site.postfix.statuses(queue_id)
+    assert len(statuses) == 4 and all(" sent " in s for s in statuses[2:]), statuses
+    assert desk.look("<pf-outage-lmtp@example.org>")[1] == 1
     assert plus(before, desk.counts()) == (1, 1, 1)
     assert not [m for m in site.postfix.queue() if m["queue_id"] == queue_id]
     assert site.postfix.bounces() == []
@@ -302,6 +338,7 @@ def test_pipe_configuration_error_and_database_outage_defer_and_the_message_is_d
         desk.write_env(MASTER_SECRET=None)
         queue_id = site.postfix.send(request(desk, "<pf-outage-pipe@example.org>"), [desk.address("privacy")])
         site.postfix.wait_attempts(queue_id, 1)
+        site.postfix.wait_deferred(queue_id)
         # Then the database does not answer: exit 75, deferred again.
         desk.write_env(DATABASE_URL=UNREACHABLE)
         site.postfix.flush()
@@ -311,13 +348,14 @@ def test_pipe_configuration_error_and_database_outage_defer_and_the_message_is_d
         # EX_CONFIG and EX_TEMPFAIL as Postfix reports them; the reply is the desk's fixed line, no detail.
         assert "dsn=4.3.5" in statuses[0] and "dsn=4.3.0" in statuses[1], statuses
         assert "MASTER_SECRET" not in "\n".join(statuses)
-        (queued,) = [m for m in site.postfix.queue() if m["queue_id"] == queue_id]
-        assert queued["queue_name"] == "deferred"
+        site.postfix.wait_deferred(queue_id)
         assert plus(before, desk.counts()) == (0, 0, 0)
     finally:
         desk.write_env()
     site.postfix.flush()
-    statuses = sent(site.postfix, queue_id)
+    site.postfix.wait_removed(queue_id)
+    statuses = site.postfix.statuses(queue_id)
     assert len(statuses) == 3 and " sent " in statuses[-1], statuses
+    assert desk.look("<pf-outage-pipe@example.org>")[1] == 1
     assert plus(before, desk.counts()) == (1, 1, 1)
     assert site.postfix.bounces() == []
