@@ -254,12 +254,12 @@ def _for_another_recipient(
     now: dt.datetime,
 ) -> Claim | None:
     """A stored message delivered again for `envelope`: noted once; offered to the handlers again when that is the privacy address."""
-    message = session.get(Message, message_pk)
-    if not envelope or message is None:
-        return None
     note = {"code": "envelope_recipient", "address": envelope}
-    if note not in mail.notes or note in (message.notes or []):
-        return None  # named in the headers (offered with it the first time), or delivered for it before
+    if not envelope or note not in mail.notes:
+        return None  # no envelope recipient, or one the headers name (offered with it the first time): no read
+    message = session.get(Message, message_pk)
+    if message is None or note in (message.notes or []):
+        return None  # delivered for it before
     message.notes = [*(message.notes or []), note]
     if envelope != settings.dsr_address.strip().lower():
         return None

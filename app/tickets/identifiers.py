@@ -138,14 +138,19 @@ def index_key_of(session: Session, key_owner: int) -> bytes | None:
     return find_index_key(session.connection(), cache_for(session), owner_of(key_owner))  # triage (0): its own key, as its fields
 
 
-def index_message(session: Session, message: Message, *, recipients: Iterable[str] = ()) -> int:
-    """Write the blind index of the identifiers `message` carries (its texts, sender, To/Cc); how many (flush only)."""
+def index_message(session: Session, message: Message, *, recipients: Iterable[str] = (), new: bool = False) -> int:
+    """Write the blind index of the identifiers `message` carries (its texts, sender, To/Cc); how many (flush only).
+
+    The message's earlier index rows are replaced; `new=True` for a message inserted in this transaction,
+    which has none (one statement fewer on every stored message).
+    """
     key = index_key_of(session, message.key_owner)
     if key is None:
         return 0
     texts = [message.subject, message.body_text, message.reply_text]
     found = identifiers_of(texts, [message.sender_email, *recipients], [message.sender_name])
-    session.execute(delete(MessageIdentifier).where(MessageIdentifier.message_id == message.id))
+    if not new:
+        session.execute(delete(MessageIdentifier).where(MessageIdentifier.message_id == message.id))
     rows = [{"message_id": message.id, "key_owner": message.key_owner, "kind": k, "digest": digest(key, k, v)} for k, v in sorted(found)]
     if rows:
         session.execute(insert(MessageIdentifier), rows)

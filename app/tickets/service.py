@@ -147,7 +147,7 @@ def add_message(session: Session, ticket: Ticket, data: MessageInput, *, by: Pri
     session.add(message)
     ticket.updated_at = now
     session.flush()
-    index_message(session, message, recipients=data.recipients)
+    index_message(session, message, recipients=data.recipients, new=True)
     _audit(session, ticket, "ticket.message", by=by, now=now, message_id=message.id, direction=data.direction)
     return message
 
