@@ -15,7 +15,7 @@ from app.controllers.models import Controller
 from app.db import utcnow
 from app.extensions import db
 from app.jobs.locks import LockHeld
-from app.retention import holds, policies, runner
+from app.retention import holds, policies, release, runner
 from app.retention.models import HOLD_BASES
 from app.retention.periods import ACTIONS, CATEGORIES, DEFAULTS
 from app.retention.schedule import run_lock
@@ -46,9 +46,13 @@ def retention_run(dry_run: bool, controller_id: int | None, category: str | None
         _controller_exists(session, controller_id)
         lines = runner.preview(session, only_controller=controller_id, only_category=category, now=utcnow())
         if dry_run:
+            # What ended holds kept from DSR erasures (and other runs' sources): the run releases it first.
+            owed = release.due(session, only_controller=controller_id, now=utcnow()) if category is None else []
             if as_json:
-                click.echo(json.dumps([line.as_dict() for line in lines], indent=2))
+                click.echo(json.dumps([line.as_dict() for line in lines] + [r.as_dict() for r in owed], indent=2))
                 return
+            for r in owed:
+                click.echo(r.describe())
             for line in lines:
                 held = ", ".join(f"{n} under {why}" for why, n in sorted(line.held.items())) or "none held"
                 who = line.desk_label if line.controller_id is None else f"controller {line.controller_id}"

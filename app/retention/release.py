@@ -25,6 +25,7 @@ import datetime as dt
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -60,6 +61,16 @@ class Due:
     controller_id: int | None
     hold_ids: tuple[int, ...]
     items: int
+
+    def as_dict(self) -> dict[str, Any]:
+        """The dry run's JSON line (ids and counts): category "hold_release", the source run, the ended holds, items due."""
+        return {"category": LEDGER_KEY, "controller_id": self.controller_id, "source_run": self.source_id, "holds": list(self.hold_ids), "due": self.items}
+
+    def describe(self) -> str:
+        """The dry run's line: what the next run would release, and why."""
+        ended = ", ".join(str(h) for h in self.hold_ids)
+        who = "triage" if self.controller_id is None else f"controller {self.controller_id}"
+        return f"{LEDGER_KEY}\t{who}\twould take {self.items} item(s) deletion run {self.source_id} kept under ended hold(s) {ended}"
 
 
 def due(session: Session, *, only_controller: int | None = None, now: dt.datetime) -> list[Due]:

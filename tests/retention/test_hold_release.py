@@ -11,7 +11,7 @@ import json
 import re
 
 import time_machine
-from flask.testing import FlaskCliRunner, FlaskClient
+from flask.testing import FlaskClient, FlaskCliRunner
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -79,7 +79,8 @@ def test_a_dated_hold_keeps_an_erasure_to_its_last_second_and_the_first_run_afte
     with time_machine.travel(T0, tick=False):
         sc = scene(session)
         session.commit()
-        hold_id = _place(runner, "--subject", CANARY_EMAIL, "--controller", str(sc.controller.id), "--basis", "accounting", "--note", "FY2026 invoices", "--until", "2026-12-31")
+        subject = ["--subject", CANARY_EMAIL, "--controller", str(sc.controller.id)]
+        hold_id = _place(runner, *subject, "--basis", "accounting", "--note", "FY2026 invoices", "--until", "2026-12-31")
         record = _erase(session, sc)
         kept = len(record.report["kept"])
         assert kept > 0 and _with_canary(session, sc) == {*(t.id for t in sc.tickets), sc.bystander.id}
@@ -108,7 +109,7 @@ def test_a_dated_hold_keeps_an_erasure_to_its_last_second_and_the_first_run_afte
     assert release.state == "done" and release.authority_id == record.deletion_run_id and release.report.get("kept", []) == []
     # And the controller's DSR contact is told, through the outbox, with the hold and its end, nothing of the subject
     [notice] = _notices(session)
-    assert notice.to_addr == CONTACT and sc.dsr.reference in notice.subject
+    assert notice.to_addr == CONTACT and str(sc.dsr.reference) in notice.subject
     body = notice.body_text or ""
     assert f"legal hold {hold_id}: accounting records (statutory retention) (FY2026 invoices), until 2026-12-31; the hold ended on 2027-01-01" in body
     assert "is now erased" in body
@@ -145,6 +146,13 @@ def test_a_lifted_litigation_hold_releases_at_once_and_the_run_page_says_what_wa
         assert f"<td>{len(record.report['kept'])}</td>" in page
         # When the hold is lifted and retention runs the same minute
         _cli(runner, "hold", "lift", str(hold_id))
+        # (the dry run says what the run will take, changing nothing)
+        kept = len(record.report["kept"])
+        preview = _cli(runner, "run", "--dry-run")
+        assert f"would take {kept} item(s) deletion run {record.deletion_run_id} kept under ended hold(s) {hold_id}" in preview
+        owed = [p for p in json.loads(_cli(runner, "run", "--dry-run", "--json")) if p["category"] == "hold_release"]
+        assert owed == [{"category": "hold_release", "controller_id": sc.controller.id, "source_run": record.deletion_run_id, "holds": [hold_id], "due": kept}]
+        assert _releases(session) == []
         _cli(runner, "run")
     session.expire_all()
     # Then the erasure is complete and the controller is told
@@ -165,7 +173,7 @@ def test_of_two_overlapping_holds_lifting_one_keeps_what_the_other_covers_until_
         sc = scene(session)
         session.commit()
         first = sc.tickets[0]
-        ticket_hold = _place(runner, "--ticket", first.reference, "--basis", "aml_kyc", "--until", "2027-06-30")
+        ticket_hold = _place(runner, "--ticket", str(first.reference), "--basis", "aml_kyc", "--until", "2027-06-30")
         controller_hold = _place(runner, "--controller", str(sc.controller.id), "--basis", "litigation", "--indefinite")
         _erase(session, sc)
         session.commit()
