@@ -1,4 +1,4 @@
-"""A legal hold blocks a DSR erasure as it blocks retention (one hold check in the engine); lifting it releases."""
+"""A legal hold blocks a DSR erasure as it blocks retention (one hold check in the engine); lifting it releases at the next run."""
 
 from __future__ import annotations
 
@@ -6,13 +6,11 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.deletion import service as deletion
 from app.retention import holds
 from app.subject_data import service
 from app.subject_data.models import SubjectRun
 from app.tickets.models import Message, Ticket
-from tests.deletion.support import drain
-from tests.retention.support import SYSTEM
+from tests.retention.support import SYSTEM, run_now
 from tests.subject_data.support import CANARY_EMAIL, CANARY_NAME, T0, instruct, scene
 from tests.subject_data.support import drain as drain_request
 
@@ -44,12 +42,9 @@ def test_a_hold_keeps_what_it_covers_from_an_erasure_and_lifting_releases_it(ses
     assert done.report["kept"] and {k["reason"] for k in done.report["kept"]} == {f"hold {hold.id}: regulator_request"}
     if kind == "ticket":
         assert _canary_messages(session, [t.id for t in sc.tickets[1:]]) == 0  # the rest was erased
-    # When the hold is lifted and the engine runs again under the release
+    # When the hold is lifted and retention runs (it releases what the hold kept from the erasure: app.retention.release)
     holds.lift(session, hold.id, by=SYSTEM, now=T0)
-    run = deletion.start(
-        session, deletion.Authority("hold_release", hold.id), deletion.Scope.subject(sc.controller.id, (CANARY_EMAIL,)), "redact", by=SYSTEM, now=T0
-    )
-    drain(session, run.id, by=SYSTEM, now=T0)
+    run_now(session, T0)
     session.expire_all()
     # Then nothing of the subject is left in their tickets
     assert _canary_messages(session, [t.id for t in sc.tickets]) == 0
