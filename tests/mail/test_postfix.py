@@ -43,7 +43,7 @@ from flask import Flask
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from app import create_app, migrations
+from app import create_app
 from app.dsr.models import Dsr
 from app.extensions import db
 from app.jobs.broker import app_context
@@ -51,6 +51,7 @@ from app.tickets.lookup import find_by_message_ids
 from app.tickets.models import Message, Ticket
 from config.settings import REPO_ROOT
 from tests.conftest import TEST_MASTER_SECRET, make_config
+from tests.databases import migrated_database
 from tests.loopback import free_port
 from tests.mail import postfix as pf
 from tests.mail.conftest import build
@@ -213,20 +214,16 @@ def subst(text: str, site: Site, domain: str = LMTP_DOMAIN) -> str:
 
 
 def _desk(stack: ExitStack, root: Path, name: str, domain: str, user: pwd.struct_passwd) -> Desk:
-    from tests.databases import fresh_database
-
+    """A desk's folder (the desk's user's), its database at the migration head, its environment file, a reader app."""
     folder = root / name
     folder.mkdir(mode=0o700)
-    url = stack.enter_context(fresh_database(folder, name.replace("-", "_")))
+    url = stack.enter_context(migrated_database(folder, name.replace("-", "_")))
+    pf.chown_tree(folder, user)
     desk = Desk(domain=domain, database=url, folder=folder, env_file=root / f"{name}.env", user=user)
     desk.write_env()
+    desk.reader = create_app(make_config(url, root / f"{name}-reader"))
+    stack.callback(lambda: db.state(desk.reader).engine.dispose())
     return desk
-
-
-def _migrate(desk: Desk) -> None:
-    migrations.upgrade(desk.database)
-    pf.chown_tree(desk.folder, desk.user)
-    desk.reader = create_app(make_config(desk.database, desk.folder.parent / f"{desk.folder.name}-reader"))
 
 
 @pytest.fixture(scope="module")
@@ -242,12 +239,9 @@ def site(app: Flask) -> Iterator[Site]:
             doc = pf.doc_config()
             lmtp, pipe = _desk(stack, root, "desk-lmtp", LMTP_DOMAIN, user), _desk(stack, root, "desk-pipe", PIPE_DOMAIN, user)
             site = Site(postfix=pf.Postfix(root, 0), lmtp=lmtp, pipe=pipe, root=root, venv=venv, doc=doc, lmtp_port=free_port())
-            pf.chown_tree(lmtp.folder, user)
-            # The listener takes seconds to start: it does while the databases are migrated and Postfix starts.
+            # The listener takes seconds to start: it does while Postfix is set up.
             site.spawn_listener()
             stack.callback(site.stop_listener)
-            _migrate(lmtp)
-            _migrate(pipe)
             wrapper = root / "dsr-desk-ingest"
             wrapper.write_text(subst(doc.wrapper, site, PIPE_DOMAIN))
             os.chown(wrapper, 0, user.pw_gid)
@@ -261,9 +255,6 @@ def site(app: Flask) -> Iterator[Site]:
             site.postfix = stack.enter_context(pf.running_postfix(root, main_cf=main_cf, master_cf=master_cf, maps=maps))
             site.wait_listener()
             yield site
-            for desk in (lmtp, pipe):
-                if desk.reader is not None:
-                    db.state(desk.reader).engine.dispose()
     finally:
         pf.rmtree(root)
 
@@ -306,56 +297,50 @@ def test_plain_mail_is_a_ticket_a_request_opens_a_dsr_and_a_bcc_to_privacy_opens
     assert site.postfix.bounces() == []
 
 
-def test_lmtp_database_outage_defers_and_the_message_is_delivered_once_after(site: Site) -> None:
-    desk = site.lmtp
-    before = desk.counts()
-    # The listener runs, its database does not answer.
-    site.restart_listener(DATABASE_URL=UNREACHABLE)
-    queue_id = site.postfix.send(request(desk, "<pf-outage-lmtp@example.org>", to="support"), [desk.address("support"), desk.address("privacy")])
-    site.postfix.wait_attempts(queue_id, 2)
-    statuses = site.postfix.statuses(queue_id)
-    assert all(" deferred " in s and "451 4.3.0" in s for s in statuses), statuses
-    queued = site.postfix.wait_deferred(queue_id)
-    assert len(queued["recipients"]) == 2  # type: ignore[arg-type]
-    assert plus(before, desk.counts()) == (0, 0, 0)
-    # The database is back (the listener restarted with it, as its unit would); the operator flushes the queue.
-    site.restart_listener()
-    site.postfix.flush()
-    site.postfix.wait_removed(queue_id)
-    statuses = site.postfix.statuses(queue_id)
-    assert len(statuses) == 4 and all(" sent " in s for s in statuses[2:]), statuses
-    assert desk.look("<pf-outage-lmtp@example.org>")[1] == 1
-    assert plus(before, desk.counts()) == (1, 1, 1)
-    assert not [m for m in site.postfix.queue() if m["queue_id"] == queue_id]
-    assert site.postfix.bounces() == []
-
-
-def test_pipe_configuration_error_and_database_outage_defer_and_the_message_is_delivered_once_after(site: Site) -> None:
-    desk = site.pipe
-    before = desk.counts()
+def test_outages_defer_on_both_paths_and_each_message_is_delivered_once_after_the_fix(site: Site) -> None:
+    # Both paths at once, so the slow parts (a listener's start, a pipe run) overlap.
+    lmtp, pipe = site.lmtp, site.pipe
+    before = lmtp.counts(), pipe.counts()
+    lmtp_id, pipe_id = "<pf-outage-lmtp@example.org>", "<pf-outage-pipe@example.org>"
     try:
-        # MASTER_SECRET missing from the environment file: exit 78, deferred.
-        desk.write_env(MASTER_SECRET=None)
-        queue_id = site.postfix.send(request(desk, "<pf-outage-pipe@example.org>"), [desk.address("privacy")])
-        site.postfix.wait_attempts(queue_id, 1)
-        site.postfix.wait_deferred(queue_id)
-        # Then the database does not answer: exit 75, deferred again.
-        desk.write_env(DATABASE_URL=UNREACHABLE)
+        # Given the pipe's environment file lacks MASTER_SECRET (exit 78) and the listener's database does not answer (451)
+        pipe.write_env(MASTER_SECRET=None)
+        pipe_q = site.postfix.send(request(pipe, pipe_id), [pipe.address("privacy")])
+        site.restart_listener(DATABASE_URL=UNREACHABLE)
+        lmtp_q = site.postfix.send(request(lmtp, lmtp_id, to="support"), [lmtp.address("support"), lmtp.address("privacy")])
+        # Then both wait in the deferred queue, for every recipient
+        site.postfix.wait_attempts(lmtp_q, 2)
+        assert len(site.postfix.wait_deferred(lmtp_q)["recipients"]) == 2  # type: ignore[arg-type]
+        site.postfix.wait_attempts(pipe_q, 1)
+        site.postfix.wait_deferred(pipe_q)
+        # When the pipe's database does not answer either (exit 75) and the queue is flushed
+        pipe.write_env(DATABASE_URL=UNREACHABLE)
         site.postfix.flush()
-        site.postfix.wait_attempts(queue_id, 2)
-        statuses = site.postfix.statuses(queue_id)
-        assert all(" deferred " in s for s in statuses), statuses
-        # EX_CONFIG and EX_TEMPFAIL as Postfix reports them; the reply is the desk's fixed line, no detail.
-        assert "dsn=4.3.5" in statuses[0] and "dsn=4.3.0" in statuses[1], statuses
-        assert "MASTER_SECRET" not in "\n".join(statuses)
-        site.postfix.wait_deferred(queue_id)
-        assert plus(before, desk.counts()) == (0, 0, 0)
+        site.postfix.wait_attempts(lmtp_q, 4)
+        # (and meanwhile the listener is restarted with its database back, as its unit would be)
+        site.stop_listener()
+        site.spawn_listener()
+        site.postfix.wait_attempts(pipe_q, 2)
+        site.postfix.wait_deferred(pipe_q)
+        site.postfix.wait_deferred(lmtp_q)
+        lmtp_said, pipe_said = site.postfix.statuses(lmtp_q), site.postfix.statuses(pipe_q)
+        assert all(" deferred " in s and "451 4.3.0" in s for s in lmtp_said), lmtp_said
+        # EX_CONFIG, then EX_TEMPFAIL, as Postfix reports them; the reply is the desk's fixed line, nothing internal.
+        assert [s.split()[1] for s in pipe_said] == ["dsn=4.3.5", "dsn=4.3.0"] and all(" deferred " in s for s in pipe_said), pipe_said
+        assert "MASTER_SECRET" not in "\n".join(pipe_said)
+        assert (lmtp.counts(), pipe.counts()) == before
     finally:
-        desk.write_env()
+        pipe.write_env()
+    # When the operator has fixed the environment file and flushes the queue
+    site.wait_listener()
     site.postfix.flush()
-    site.postfix.wait_removed(queue_id)
-    statuses = site.postfix.statuses(queue_id)
-    assert len(statuses) == 3 and " sent " in statuses[-1], statuses
-    assert desk.look("<pf-outage-pipe@example.org>")[1] == 1
-    assert plus(before, desk.counts()) == (1, 1, 1)
+    site.postfix.wait_removed(lmtp_q)
+    site.postfix.wait_removed(pipe_q)
+    # Then each is delivered once: one ticket and one request per message, and nothing went back to the sender
+    lmtp_said, pipe_said = site.postfix.statuses(lmtp_q), site.postfix.statuses(pipe_q)
+    assert len(lmtp_said) == 6 and all(" sent " in s for s in lmtp_said[4:]), lmtp_said
+    assert len(pipe_said) == 3 and " sent " in pipe_said[2], pipe_said
+    assert lmtp.look(lmtp_id)[1] == 1 and pipe.look(pipe_id)[1] == 1
+    assert plus(before[0], lmtp.counts()) == (1, 1, 1) and plus(before[1], pipe.counts()) == (1, 1, 1)
+    assert site.postfix.queue() == []
     assert site.postfix.bounces() == []
