@@ -109,8 +109,10 @@ DEFAULTS: dict[str, Default] = {
             2190,
             "created",
             "delete",
-            "WECO §8.2: the chain stays; personal parts shredded under a per-period key (not yet built).",
-            False,
+            "GDPR Art. 5(1)(e), 5(2); WECO §8.2: the audit chain stays for good; the personal parts of a month's events"
+            " are crypto-shredded (its key destroyed) once the whole month is six years old.",
+            True,
+            ("delete",),
         ),
     )
 }

@@ -19,6 +19,7 @@ from sqlalchemy import Engine, create_engine, func, select, text
 from sqlalchemy.orm import Session
 
 from app import create_app
+from app import migrations as desk_migrations
 from app.deletion.models import DeletionRun
 from app.extensions import db
 from app.jobs.scheduler import Job, Scheduler, next_time
@@ -27,7 +28,7 @@ from app.retention.models import RetentionRun
 from app.tickets.models import Ticket
 from config.settings import normalise_database_url
 from tests.conftest import make_config
-from tests.databases import migrated_database
+from tests.databases import fresh_database
 from tests.deletion.support import make_tickets
 from tests.factories import make_controller
 from tests.retention.support import SYSTEM, close_at
@@ -124,7 +125,8 @@ def test_the_scheduler_reads_the_time_of_day_from_the_app(app: Flask) -> None:
 
 @pytest.fixture
 def database(tmp_path: Path) -> Iterator[str]:
-    with migrated_database(tmp_path, "retention") as url:
+    with fresh_database(tmp_path, "retention") as url:
+        desk_migrations.upgrade(url)
         yield url
 
 
