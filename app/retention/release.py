@@ -13,7 +13,8 @@ controller. Every item passes the engine's hold check again, so what another hol
 the release is then itself a source once that hold ends.
 
 Each release is audit-logged (`retention.hold_release`: source run, holds, kept count, ledger row) and counted in
-the retention run's ledger under `hold_release` (due: items the ended holds kept; changed; held again). The
+the retention run's ledger under `hold_release` (due: items the ended holds kept; deleted: those the release took;
+changed: rows and files; held: kept again). The
 engine runs are advanced batch by batch, one committed transaction each, and the ledger row keeps which releases
 it started and which it has counted (`cursor["releases"]`, `cursor["settled"]`), so Ctrl-C or `kill -9` mid
 release loses at most one batch and the next run resumes it: nothing is released or counted twice.
@@ -126,7 +127,7 @@ def _rerun(session: Session, source: DeletionRun, *, by: Principal, now: dt.date
 
 def _tally(ledger: RetentionRun, controller_id: int | None, what: str, n: int) -> None:
     key = "*" if controller_id is None else str(controller_id)
-    counts = ledger.counts.setdefault(LEDGER_KEY, {}).setdefault(key, {"due": 0, "changed": 0, "held": 0})
+    counts = ledger.counts.setdefault(LEDGER_KEY, {}).setdefault(key, {"due": 0, "deleted": 0, "changed": 0, "held": 0})
     counts[what] = int(counts.get(what, 0)) + n
     flag_modified(ledger, "counts")
 
@@ -140,7 +141,7 @@ def start_due(session: Session, ledger_id: int, *, by: Principal, now: dt.dateti
     ledger = session.get(RetentionRun, ledger_id)
     if ledger is None or ledger.only_category is not None:
         return []
-    started = []
+    started: dict[str, int] = {}
     for item in due(session, only_controller=ledger.only_controller_id, now=now):
         source = session.get(DeletionRun, item.source_id)
         assert source is not None
@@ -152,18 +153,23 @@ def start_due(session: Session, ledger_id: int, *, by: Principal, now: dt.dateti
         who = source.controller_id
         record(session, by=by, action="retention.hold_release", target_type="deletion_run", target_id=run.id, controller_id=who, details=details, now=now)
         _tally(ledger, source.controller_id, "due", item.items)
-        started.append(run.id)
+        started[str(run.id)] = item.items
     if started:
-        ledger.cursor = {**ledger.cursor, "releases": [*ledger.cursor.get("releases", []), *started]}
+        cursor = ledger.cursor
+        ids = [int(i) for i in started]
+        ledger.cursor = {**cursor, "releases": [*cursor.get("releases", []), *ids], "release_due": {**cursor.get("release_due", {}), **started}}
         session.flush()
-    return started
+    return [int(i) for i in started]
 
 
 def _settle(ledger: RetentionRun, run: DeletionRun) -> None:
-    """A finished release into the ledger: what it changed, what it kept again, what failed (same transaction)."""
+    """A finished release into the ledger (same transaction): the items it took ("deleted": what the ended holds kept,
+    less what it kept again), the rows and files it changed, what it kept again, what failed."""
     report = run.report or {}
+    held = len(report.get("kept", []))
+    _tally(ledger, run.controller_id, "deleted", max(0, int(ledger.cursor.get("release_due", {}).get(str(run.id), 0)) - held))
     _tally(ledger, run.controller_id, "changed", sum(changes(report).values()))
-    _tally(ledger, run.controller_id, "held", len(report.get("kept", [])))
+    _tally(ledger, run.controller_id, "held", held)
     for failure in report.get("failed", []):
         ledger.errors = [*ledger.errors, {"engine_run": run.id, **failure}]
 

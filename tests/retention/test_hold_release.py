@@ -117,7 +117,7 @@ def test_a_dated_hold_keeps_an_erasure_to_its_last_second_and_the_first_run_afte
     # And the ledger counts the release once, the audit log names it, the request's history says so
     ledger = json.loads(_cli(runner, "runs", "--json"))
     counts = ledger[0]["counts"]["hold_release"][str(sc.controller.id)]
-    assert counts["due"] == kept and counts["changed"] > 0 and counts["held"] == 0
+    assert counts["due"] == counts["deleted"] == kept and counts["changed"] > 0 and counts["held"] == 0
     audit = session.scalars(select(AuditEvent).where(AuditEvent.action == "retention.hold_release")).one()
     assert audit.details["holds"] == [hold_id] and audit.details["source_run"] == record.deletion_run_id
     codes = session.scalars(select(DsrEvent.code).where(DsrEvent.dsr_id == sc.dsr.id)).all()
