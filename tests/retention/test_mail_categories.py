@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
+import pytest
 from flask import Flask
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -16,6 +17,7 @@ from app.mail.outbox_settings import OutboundSettings
 from app.mail.quarantine import QuarantinedMessage
 from app.mail.transport import FileTransport
 from app.retention import holds
+from app.subject_data import setup as subject_data_setup
 from tests.deletion.support import make_tickets, remaining
 from tests.factories import make_controller
 from tests.retention.records import SECOND, clock_preview, clock_run, ledger, quarantined, sent_email
@@ -24,6 +26,14 @@ from tests.retention.support import SYSTEM, close_at
 RECEIVED = dt.datetime(2025, 3, 3, 8, 0, tzinfo=dt.UTC)
 QUARANTINE = dt.timedelta(days=30)
 PAYLOAD = dt.timedelta(days=90)
+
+
+@pytest.fixture
+def file_app(app: Flask) -> Flask:
+    """The test app, its file outbox the one the engine deletes copies from (the registry is per process: the
+    last app created registered its own folder)."""
+    subject_data_setup.register(app)
+    return app
 
 
 def _eml(app: Flask, row: OutboxEmail) -> Path:
@@ -109,7 +119,8 @@ def test_a_subject_hold_keeps_quarantined_mail_the_subject_sent_from_the_control
 # ---- delivered outbox payloads ----------------------------------------------------------------------------
 
 
-def test_a_delivered_payload_goes_one_second_after_90_days_the_record_and_not_the_eml_stays(app: Flask, session: Session) -> None:
+def test_a_delivered_payload_goes_one_second_after_90_days_the_record_and_not_the_eml_stays(file_app: Flask, session: Session) -> None:
+    app = file_app
     controller = make_controller(session)
     row = sent_email(session, app, controller, "reader@customer.example", RECEIVED, related_type="note", related_id=1)
     queued = sent_email(session, None, controller, "later@customer.example", RECEIVED)
@@ -185,7 +196,8 @@ def test_holds_keep_payloads_of_their_controller_ticket_and_subject_and_lifting_
     )
 
 
-def test_deleting_a_ticket_deletes_the_eml_copy_of_its_sent_reply(app: Flask, session: Session) -> None:
+def test_deleting_a_ticket_deletes_the_eml_copy_of_its_sent_reply(file_app: Flask, session: Session) -> None:
+    app = file_app
     # Given a closed ticket whose reply went out through the file outbox
     controller = make_controller(session)
     made = make_tickets(session, controller, 1, messages=1, now=RECEIVED)
