@@ -9,12 +9,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from alembic.script import ScriptDirectory
 from flask import Flask
 from sqlalchemy import create_engine, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
-from app import create_app
+from app import create_app, migrations
 from app.audit import service as audit
 from app.audit.models import AuditEvent
 from app.audit.shredding import shred_periods_before
@@ -111,3 +112,24 @@ def test_the_app_role_can_shred_a_month_but_not_rewrite_a_part(own_app: Flask, t
             conn.execute(text(f"DROP OWNED BY {role}"))
             conn.execute(text(f"DROP ROLE {role}"))
         owner.dispose()
+
+
+def test_migration_0022_keeps_the_guards_and_refuses_a_downgrade_that_would_break_a_hash(own_app: Flask) -> None:
+    url = own_app.config["DATABASE_URL"]
+    head = ScriptDirectory.from_config(migrations.alembic_config(url)).get_current_head()
+    # A downgrade past 0022 with no part stored goes, and the triggers of 0003 are still there after
+    migrations.downgrade(url, "0021")
+    migrations.upgrade(url)
+    _record(own_app)
+    with db.state(own_app).engine.connect() as conn, pytest.raises(DBAPIError, match="append-only"):
+        conn.execute(text("DELETE FROM audit_events WHERE seq = 1"))
+    # With parts stored, it is refused: dropping the column would break their events' hashes
+    with pytest.raises(RuntimeError, match="3 audit events have a personal part"):
+        migrations.downgrade(url, "0021")
+    db.state(own_app).engine.dispose()
+    # 0022 stays (Postgres rolls the whole downgrade back; SQLite keeps the later revisions' steps down, so up again)
+    with db.state(own_app).engine.connect() as conn:
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() in (head, "0022")
+    migrations.upgrade(url)
+    assert _shown(own_app) == {"0": "a: jan-1", "1": "", "2": "a: jan-2", "3": "a: feb"}
+    assert own_app.test_cli_runner().invoke(args=["audit", "verify", "--quiet"]).exit_code == 0
