@@ -27,8 +27,8 @@ from app.principal import Principal
 class DuePeriod:
     """A month whose personal parts may be shredded: its key, how many events have a part, and whose they are.
 
-    `parts` maps (controller id or None, ticket id or None) to the number of parts of events of that
-    controller (about that ticket, when the event's target is one): what a legal hold is checked against.
+    `parts` maps a controller id (None: events of no controller) to how many of its events have a part in
+    the month: what a legal hold on a controller is checked against.
     """
 
     period: str
@@ -36,26 +36,21 @@ class DuePeriod:
     start: dt.datetime
     end: dt.datetime
     events: int
-    parts: Mapping[tuple[int | None, int | None], int] = field(default_factory=dict)
+    parts: Mapping[int | None, int] = field(default_factory=dict)
 
     @property
     def controllers(self) -> list[int]:
         """The controllers with parts in this month, ascending."""
-        return sorted({c for c, _ in self.parts if c is not None})
+        return sorted(c for c in self.parts if c is not None)
 
 
-def _parts(session: Session, start: dt.datetime, end: dt.datetime) -> dict[tuple[int | None, int | None], int]:
+def _parts(session: Session, start: dt.datetime, end: dt.datetime) -> dict[int | None, int]:
     stmt = (
-        select(AuditEvent.controller_id, AuditEvent.target_type, AuditEvent.target_id, func.count())
+        select(AuditEvent.controller_id, func.count())
         .where(AuditEvent.occurred_at >= start, AuditEvent.occurred_at < end, AuditEvent.personal_ct.is_not(None))
-        .group_by(AuditEvent.controller_id, AuditEvent.target_type, AuditEvent.target_id)
+        .group_by(AuditEvent.controller_id)
     )
-    found: dict[tuple[int | None, int | None], int] = {}
-    for controller_id, target_type, target_id, n in session.execute(stmt):
-        ticket = int(target_id) if target_type == "ticket" and target_id and target_id.isdigit() else None
-        where = (controller_id, ticket)
-        found[where] = found.get(where, 0) + int(n)
-    return found
+    return {controller_id: int(n) for controller_id, n in session.execute(stmt)}
 
 
 def due_periods(
@@ -100,9 +95,7 @@ def shred_periods(session: Session, periods: list[DuePeriod], *, by: Principal, 
     return shredded
 
 
-def shred_periods_before(
-    session: Session, cutoff: dt.datetime, *, keep: Mapping[str, str] | None = None, by: Principal, now: dt.datetime
-) -> ShredResult:
+def shred_periods_before(session: Session, cutoff: dt.datetime, *, keep: Mapping[str, str] | None = None, by: Principal, now: dt.datetime) -> ShredResult:
     """Shred the personal parts of every month that ends at or before `cutoff`, except the months in `keep` (month -> reason).
 
     Flush only, audited per month (`audit.personal_shredded`, target the month, counts only). Idempotent: a month
