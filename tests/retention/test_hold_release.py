@@ -19,12 +19,12 @@ from app.audit.models import AuditEvent
 from app.deletion.models import DeletionRun
 from app.dsr.models import DsrEvent
 from app.mail.models import OutboxEmail
-from app.subject_data import closing, service
+from app.subject_data import closing
 from app.subject_data.models import SubjectRun
 from app.tickets.models import Message, Ticket
 from tests.conftest import AuthActions
-from tests.retention.support import SYSTEM
-from tests.subject_data.support import CANARIES, CANARY_EMAIL, CANARY_NAME, SETTINGS, T0, Scene, drain, instruct, scene
+from tests.retention.support import SYSTEM, erase_under_instruction
+from tests.subject_data.support import CANARIES, CANARY_EMAIL, CANARY_NAME, SETTINGS, T0, Scene, scene
 
 SECOND = dt.timedelta(seconds=1)
 CONTACT = "dpo@ctl-subject.example"
@@ -40,17 +40,6 @@ def _place(runner: FlaskCliRunner, *args: str) -> int:
     found = re.search(r"hold (\d+) placed", _cli(runner, "hold", "add", *args))
     assert found, "no hold id in the output"
     return int(found.group(1))
-
-
-def _erase(session: Session, sc: Scene) -> SubjectRun:
-    """The controller's erasure instruction, confirmed and executed to its end (at T0)."""
-    instruct(session, sc, "erase")
-    record = service.start(session, sc.dsr.id, sc.controller.id, "erase", by=SYSTEM, now=T0)
-    drain(session, record.id)
-    session.expire_all()
-    done = session.get(SubjectRun, record.id)
-    assert done is not None and done.state == "done"
-    return done
 
 
 def _with_canary(session: Session, sc: Scene) -> set[int]:
@@ -81,7 +70,7 @@ def test_a_dated_hold_keeps_an_erasure_to_its_last_second_and_the_first_run_afte
         session.commit()
         subject = ["--subject", CANARY_EMAIL, "--controller", str(sc.controller.id)]
         hold_id = _place(runner, *subject, "--basis", "accounting", "--note", "FY2026 invoices", "--until", "2026-12-31")
-        record = _erase(session, sc)
+        record = erase_under_instruction(session, sc)
         kept = len(record.report["kept"])
         assert kept > 0 and _with_canary(session, sc) == {*(t.id for t in sc.tickets), sc.bystander.id}
         # Then the completion notice names the hold: its basis and text, its last day, and how many items it keeps
@@ -137,7 +126,7 @@ def test_a_lifted_litigation_hold_releases_at_once_and_the_run_page_says_what_wa
         sc = scene(session)
         session.commit()
         hold_id = _place(runner, "--controller", str(sc.controller.id), "--basis", "litigation", "--note", "Case 12/2026", "--indefinite")
-        record = _erase(session, sc)
+        record = erase_under_instruction(session, sc)
         session.commit()
         # Then the run's page lists the hold with its basis, "until lifted" and the count
         auth.login("privacy_officer")
@@ -175,7 +164,7 @@ def test_of_two_overlapping_holds_lifting_one_keeps_what_the_other_covers_until_
         first = sc.tickets[0]
         ticket_hold = _place(runner, "--ticket", str(first.reference), "--basis", "aml_kyc", "--until", "2027-06-30")
         controller_hold = _place(runner, "--controller", str(sc.controller.id), "--basis", "litigation", "--indefinite")
-        _erase(session, sc)
+        erase_under_instruction(session, sc)
         session.commit()
         # When the controller's hold is lifted and retention runs
         _cli(runner, "hold", "lift", str(controller_hold))

@@ -7,17 +7,15 @@ it (`retention hold lift`), `retention run` is interrupted once the release has 
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, create_engine, func, select, text
+from sqlalchemy import create_engine, func, select, text
 
 from app import create_app
 from app import migrations as desk_migrations
@@ -29,14 +27,12 @@ from app.extensions import db
 from app.mail.models import OutboxEmail
 from app.retention import holds
 from app.retention.models import RetentionRun
-from app.subject_data import service
-from app.subject_data.models import SubjectRun
 from app.tickets.models import Message
 from config.settings import normalise_database_url
 from tests.conftest import make_config
 from tests.databases import fresh_database
-from tests.retention.support import SYSTEM
-from tests.subject_data.support import CANARY_NAME, T0, drain, instruct, scene
+from tests.retention.support import SYSTEM, erase_under_instruction, flask_env, wait_for
+from tests.subject_data.support import CANARY_NAME, T0, scene
 
 REPO = Path(__file__).resolve().parents[2]
 SECRET = "hold-release-test-master-secret-0123456789ab"
@@ -57,15 +53,9 @@ class Seeded:
     with_canary: int
 
 
-def _env(url: str, folder: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MASTER_", "DESK_", "DATABASE_URL"))}
-    env.update(MASTER_SECRET=SECRET, DATABASE_URL=url, DESK_INSTANCE_PATH=str(folder), SECRET_KEY="k" * 40)
-    return env
-
-
 def _flask(url: str, folder: Path, *args: str) -> subprocess.Popen[bytes]:
     command = [sys.executable, "-m", "flask", "--app", "wsgi", "retention", *args]
-    return subprocess.Popen(command, cwd=REPO, env=_env(url, folder), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    return subprocess.Popen(command, cwd=REPO, env=flask_env(url, folder, SECRET), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
 def _seed(database: str, folder: Path) -> Seeded:
@@ -75,26 +65,11 @@ def _seed(database: str, folder: Path) -> Seeded:
         with app.app_context(), db.session_scope() as s:
             sc = scene(s, messages=60, tickets_count=3)
             hold = holds.place(s, kind="controller", controller_id=sc.controller.id, basis="litigation", basis_text="Case 9", until=None, by=SYSTEM, now=T0)
-            instruct(s, sc, "erase")
-            record = service.start(s, sc.dsr.id, sc.controller.id, "erase", by=SYSTEM, now=T0)
-            drain(s, record.id)
-            s.expire_all()
-            done = s.get(SubjectRun, record.id)
-            assert done is not None and done.state == "done"
+            done = erase_under_instruction(s, sc)
             with_canary = sum(CANARY_NAME in (m.body_text or "") for m in s.scalars(select(Message)))
             return Seeded(hold.id, sc.dsr.id, len(done.report["kept"]), with_canary)
     finally:
         db.state(app).engine.dispose()
-
-
-def _wait_for(watcher: Engine, proc: subprocess.Popen[bytes], sql: str, at_least: int) -> None:
-    """Until `sql` (a count) reaches `at_least`, the process ends, or 90 s pass."""
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline and proc.poll() is None:
-        with watcher.connect() as conn:
-            if (conn.execute(text(sql)).scalar() or 0) >= at_least:
-                return
-        time.sleep(0.02)
 
 
 RELEASE_BATCHES = (
@@ -116,7 +91,7 @@ def test_a_release_interrupted_mid_run_is_finished_by_the_next_run_and_nothing_i
     try:
         # When `retention run` is interrupted once the release has committed a batch of its own
         proc = _flask(database, instance, "run")
-        _wait_for(watcher, proc, RELEASE_BATCHES, 1)
+        wait_for(watcher, proc, RELEASE_BATCHES, 1)
         interrupted = proc.poll() is None
         if interrupted:
             proc.send_signal(sig)
