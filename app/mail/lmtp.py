@@ -71,4 +71,6 @@ class LmtpController(Controller):
 
 def listener(deliver: Deliver, host: str, port: int, *, data_size_limit: int, **kwargs: Any) -> LmtpController:
     """An LMTP listener (not started: call .start() / .stop()) delivering through `deliver`."""
+    # aiosmtpd logs every command line, sender and recipient address at INFO: personal data in the journal.
+    logging.getLogger("mail.log").setLevel(logging.WARNING)
     return LmtpController(DeskHandler(deliver), hostname=host, port=port, data_size_limit=data_size_limit, ident="dsr-desk LMTP", **kwargs)

@@ -295,6 +295,9 @@ def test_plain_mail_is_a_ticket_a_request_opens_a_dsr_and_a_bcc_to_privacy_opens
     assert {name: dsrs for name, (_, dsrs) in found.items()} == {"plain": 0, "request": 1, "bcc": 1}
     assert plus(before, desk.counts()) == (3, 3, 2)
     assert site.postfix.bounces() == []
+    # What the desk logged (the listener's output, the journal in production; MAIL_PIPE_LOG) names no sender.
+    logged = (site.root / "lmtp.log") if path == "lmtp" else (desk.folder / "pipe.log")
+    assert logged.exists() and "jane.roe" not in logged.read_text(errors="replace")
 
 
 def test_outages_defer_on_both_paths_and_each_message_is_delivered_once_after_the_fix(site: Site) -> None:
