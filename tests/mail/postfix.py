@@ -70,18 +70,22 @@ def doc_config() -> DocConfig:
     lmtp_part, _, pipe_part = section.group(1).partition("### Pipe")
     assert pipe_part, "docs/operations.md: no '### Pipe' subsection under 'Inbound mail (Postfix)'"
     lmtp, pipe = dict(_blocks(lmtp_part)), dict(_blocks(pipe_part))
-    unit = lmtp["/etc/systemd/system/dsr-desk-lmtp.service"]
-    exec_start = re.search(r"^ExecStart=(.*)$", unit, re.M)
+
+    def block(blocks: dict[str, str], part: str, path: str) -> str:
+        assert path in blocks, f"docs/operations.md, 'Inbound mail (Postfix)', {part}: no block introduced by `{path}`"
+        return blocks[path]
+
+    exec_start = re.search(r"^ExecStart=(.*)$", block(lmtp, "LMTP", "/etc/systemd/system/dsr-desk-lmtp.service"), re.M)
     assert exec_start, "the LMTP unit has no ExecStart"
     return DocConfig(
-        main_cf=lmtp["/etc/postfix/main.cf"],
-        recipients=lmtp["/etc/postfix/desk_recipients"],
-        lmtp_transport=lmtp["/etc/postfix/transport"],
+        main_cf=block(lmtp, "LMTP", "/etc/postfix/main.cf"),
+        recipients=block(lmtp, "LMTP", "/etc/postfix/desk_recipients"),
+        lmtp_transport=block(lmtp, "LMTP", "/etc/postfix/transport"),
         lmtp_command=exec_start.group(1),
-        pipe_master_cf=pipe["/etc/postfix/master.cf"],
-        pipe_main_cf=pipe["/etc/postfix/main.cf"],
-        pipe_transport=pipe["/etc/postfix/transport"],
-        wrapper=pipe["/usr/local/bin/dsr-desk-ingest"],
+        pipe_master_cf=block(pipe, "Pipe", "/etc/postfix/master.cf"),
+        pipe_main_cf=block(pipe, "Pipe", "/etc/postfix/main.cf"),
+        pipe_transport=block(pipe, "Pipe", "/etc/postfix/transport"),
+        wrapper=block(pipe, "Pipe", "/usr/local/bin/dsr-desk-ingest"),
     )
 
 
@@ -272,6 +276,10 @@ class Postfix:
     def flush(self) -> None:
         """`postqueue -f`: retry every deferred message now."""
         self.command(str(POSTQUEUE), "-f")
+
+    def problems(self) -> list[str]:
+        """Log lines of Postfix's warnings, errors and worse (a configuration it complains about, a crashed service)."""
+        return [line for line in self.log().splitlines() if re.search(r": (warning|error|fatal|panic): ", line)]
 
     def bounces(self) -> list[str]:
         """Log lines of anything sent back: a bounce (non-delivery notice) or a recipient bounced."""

@@ -294,7 +294,7 @@ def test_plain_mail_is_a_ticket_a_request_opens_a_dsr_and_a_bcc_to_privacy_opens
     assert all(ticket is not None for ticket, _ in found.values()), found
     assert {name: dsrs for name, (_, dsrs) in found.items()} == {"plain": 0, "request": 1, "bcc": 1}
     assert plus(before, desk.counts()) == (3, 3, 2)
-    assert site.postfix.bounces() == []
+    assert site.postfix.bounces() == [] and site.postfix.problems() == []
     # What the desk logged (the listener's output, the journal in production; MAIL_PIPE_LOG) names no sender.
     logged = (site.root / "lmtp.log") if path == "lmtp" else (desk.folder / "pipe.log")
     assert logged.exists() and "jane.roe" not in logged.read_text(errors="replace")
@@ -346,4 +346,4 @@ def test_outages_defer_on_both_paths_and_each_message_is_delivered_once_after_th
     assert lmtp.look(lmtp_id)[1] == 1 and pipe.look(pipe_id)[1] == 1
     assert plus(before[0], lmtp.counts()) == (1, 1, 1) and plus(before[1], pipe.counts()) == (1, 1, 1)
     assert site.postfix.queue() == []
-    assert site.postfix.bounces() == []
+    assert site.postfix.bounces() == [] and site.postfix.problems() == []
