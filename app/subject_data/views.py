@@ -58,7 +58,7 @@ def _controller_arg() -> int:
 
 
 def panel(dsr: Dsr) -> dict[str, Any]:
-    """What the DSR page shows of execution: counts per controller, which actions are authorised, runs, restrictions."""
+    """What the DSR page shows of execution: counts per controller, which actions are authorised, runs (with what legal holds kept), restrictions."""
     session = db.session
     names = {c.id: c.name for c in session.scalars(select(Controller).where(Controller.id.in_(dsr.controller_ids or [0])))}
     rows = []
@@ -73,7 +73,9 @@ def panel(dsr: Dsr) -> dict[str, Any]:
         found = service.find_for(session, dsr.id, cid).counts if dsr.subject_email else None
         rows.append({"controller_id": cid, "name": names.get(cid, f"#{cid}"), "found": found, "allowed": allowed})
     runs = list(session.scalars(select(SubjectRun).where(SubjectRun.dsr_id == dsr.id).order_by(SubjectRun.id.desc())))
-    return {"controllers": rows, "runs": runs, "restrictions": restrict.active_for(session, dsr.id)}
+    now = utcnow()
+    kept = {r.id: kept_by_hold(session, r.report["kept"], now=now) for r in runs if (r.report or {}).get("kept")}
+    return {"controllers": rows, "runs": runs, "kept": kept, "restrictions": restrict.active_for(session, dsr.id)}
 
 
 def restricted_ids(tickets: Any) -> set[int]:

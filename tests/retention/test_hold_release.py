@@ -133,6 +133,9 @@ def test_a_lifted_litigation_hold_releases_at_once_and_the_run_page_says_what_wa
         page = client.get(f"/subject-data/runs/{record.id}").get_data(as_text=True)
         assert f"hold {hold_id}" in page and "litigation (Case 12/2026)" in page and "until lifted" in page
         assert f"<td>{len(record.report['kept'])}</td>" in page
+        # and the request's page says it under the run
+        dsr_page = client.get(f"/dsr/{sc.dsr.id}").get_data(as_text=True)
+        assert f"{len(record.report['kept'])} item(s) kept under legal hold {hold_id}: litigation (Case 12/2026), until lifted" in dsr_page
         # When the hold is lifted and retention runs the same minute
         _cli(runner, "hold", "lift", str(hold_id))
         # (the dry run says what the run will take, changing nothing)
