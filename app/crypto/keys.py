@@ -52,6 +52,8 @@ class KeyCache:
     # transaction), so writing many values asks once, not once per value. Dropped when a savepoint ends
     # (a rolled-back savepoint releases its row locks) and by anything that changes key states.
     active: dict[str, LoadedKey] = field(default_factory=dict)
+    # Blind-index keys confirmed live in this transaction without loading their row (`remembered_index_key`).
+    index: dict[str, bytes] = field(default_factory=dict)
 
 
 def cache_for(session: Session) -> KeyCache:
@@ -167,6 +169,9 @@ def find_index_key(conn: Connection, cache: KeyCache, owner: str) -> bytes | Non
     if known is not None:
         # This transaction already holds the owner's active generation (locked FOR SHARE): it is the newest one.
         return known.index_key
+    confirmed = cache.index.get(owner)
+    if confirmed is not None:
+        return confirmed
     row = conn.execute(
         select(data_keys).where(data_keys.c.owner == owner, data_keys.c.state.in_(("active", "retired"))).order_by(data_keys.c.generation.desc()).limit(1)
     ).one_or_none()
@@ -214,6 +219,41 @@ def index_keys_of_controllers(session: Session, controller_ids: Any) -> dict[int
             _INDEX_KEYS[slot] = key
         found[row.controller_id] = key
     return found
+
+
+# One owner's blind-index key kept across transactions, by (keyring, database, owner): the key generation it
+# came from (id and wrapped bytes). An owner's index key is the same in every generation (rotation keeps it,
+# app.keys.rotation), so a remembered one is right as long as that generation is still there unshredded;
+# `index_key_check` is the clause that says so, for the caller to select in the statement that uses the key
+# (no query of its own). Today only the platform's key is kept (the Message-ID hashes, app.crypto.message_ids).
+_INDEX_OF_OWNER: weakref.WeakKeyDictionary[Keyring, dict[tuple[str, str], LoadedKey]] = weakref.WeakKeyDictionary()
+
+
+def remember_index_key(session: Session, key: LoadedKey) -> None:
+    """Keep `key`'s blind-index key for this process's later transactions (used only once checked: `index_key_check`)."""
+    with _REMEMBERED_LOCK:
+        _INDEX_OF_OWNER.setdefault(keyring_for(session), {})[(_database_of(session), key.owner)] = key
+
+
+def remembered_index_key(session: Session, owner: str) -> LoadedKey | None:
+    """The owner's key generation this process remembers for its index key, or None."""
+    with _REMEMBERED_LOCK:
+        return (_INDEX_OF_OWNER.get(keyring_for(session)) or {}).get((_database_of(session), owner))
+
+
+def index_key_check(key: LoadedKey) -> ColumnElement[bool]:
+    """A clause (EXISTS) true while `key`'s generation is in data_keys unchanged and not shredded: select it with the lookup."""
+    same = and_(data_keys.c.id == key.id, data_keys.c.wrapped_key == key.wrapped, data_keys.c.owner == key.owner)
+    return select(data_keys.c.id).where(same, data_keys.c.state.in_(("active", "retired"))).exists()
+
+
+def confirm_index_key(session: Session, key: LoadedKey, live: bool) -> None:
+    """After the statement that checked it: use the index key in this transaction when `live`, else forget it in this process."""
+    if live:
+        cache_for(session).index[key.owner] = key.index_key
+        return
+    with _REMEMBERED_LOCK:
+        (_INDEX_OF_OWNER.get(keyring_for(session)) or {}).pop((_database_of(session), key.owner), None)
 
 
 def set_state(conn: Connection, key_id: int, state: str) -> None:
@@ -292,3 +332,6 @@ def forget_remembered(owner: str | None = None) -> None:
         for owners in _REMEMBERED.values():
             for where in [w for w in owners if owner is None or w[1] == owner]:
                 del owners[where]
+        for kept in _INDEX_OF_OWNER.values():
+            for where in [w for w in kept if owner is None or w[1] == owner]:
+                del kept[where]

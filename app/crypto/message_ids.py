@@ -18,11 +18,22 @@ found by the Message-ID they had.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
+from sqlalchemy import literal, select
 from sqlalchemy.orm import Session
 
 from app.crypto.cipher import blind_index
-from app.crypto.keys import PLATFORM, active_key, cache_for, find_index_key
+from app.crypto.keys import (
+    PLATFORM,
+    active_key,
+    cache_for,
+    confirm_index_key,
+    find_index_key,
+    index_key_check,
+    remember_index_key,
+    remembered_index_key,
+)
 
 
 def bare(message_id: str) -> str:
@@ -36,9 +47,40 @@ def digest_with(index_key: bytes, message_id: str) -> bytes:
 
 
 def digest(session: Session, message_id: str) -> bytes:
-    """The keyed hash to store for a Message-ID (creates the platform key on first use)."""
-    key = active_key(session.connection(), cache_for(session), PLATFORM)
+    """The keyed hash to store for a Message-ID (creates the platform key on first use).
+
+    The index key is the same in every generation of the platform key (rotation keeps it), so a key
+    confirmed in this transaction (`first_by_digest`) is used as it is, without locking a generation.
+    """
+    cache = cache_for(session)
+    confirmed = cache.index.get(PLATFORM)
+    if confirmed is not None:
+        return digest_with(confirmed, message_id)
+    key = active_key(session.connection(), cache, PLATFORM)
+    remember_index_key(session, key)
     return digest_with(key.index_key, message_id)
+
+
+def first_by_digest(session: Session, message_id: str, entity: Any, column: Any, *columns: Any) -> Any:
+    """The first row (a Row) of `columns` (of `entity`) whose `column` is the keyed hash of `message_id`, or None.
+
+    With the platform key this process remembers, the key is checked in the same statement (an EXISTS on
+    its data_keys row selected beside the lookup: no key query of its own); when the check fails (the
+    database was replaced, the key row changed) the key is forgotten and loaded as usual. `columns[0]`
+    must be NOT NULL (it tells a match from none); the row also carries `key_ok`.
+    """
+    known = remembered_index_key(session, PLATFORM)
+    if known is not None and PLATFORM not in cache_for(session).index:
+        one = select(literal(1).label("one")).subquery()
+        hashed = digest_with(known.index_key, message_id)
+        stmt = select(*columns, index_key_check(known).label("key_ok")).select_from(one).outerjoin(entity, column == hashed).limit(1)
+        row = session.execute(stmt).first()
+        live = row is not None and bool(row.key_ok)
+        confirm_index_key(session, known, live)
+        if live:
+            assert row is not None
+            return row if row[0] is not None else None
+    return session.execute(select(*columns).where(column == digest(session, message_id)).limit(1)).first()
 
 
 def digests(session: Session, message_ids: Iterable[str]) -> list[bytes]:

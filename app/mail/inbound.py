@@ -33,7 +33,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
-from app.crypto.message_ids import digest as msgid_digest
+from app.crypto import message_ids
 from app.jobs.batch import Clock, SessionScope, in_transaction
 from app.mail import bounces, quarantine
 from app.mail.intake import REGISTRY, Claim, Inbound, IntakeRegistry
@@ -182,8 +182,7 @@ def ingest_message(
 
     raw = mail.stored_raw or raw  # oversized attachments are not kept in the original either
     raw_sha256 = hashlib.sha256(raw).hexdigest()
-    by_id = Message.message_id_bidx == msgid_digest(session, mail.message_id)
-    existing = session.execute(select(Message.id, Message.ticket_id, Message.raw_sha256).where(by_id)).first()
+    existing = message_ids.first_by_digest(session, mail.message_id, Message, Message.message_id_bidx, Message.id, Message.ticket_id, Message.raw_sha256)
     reused_on: Ticket | None = None
     if existing is not None:
         if existing.raw_sha256 in (None, raw_sha256):
@@ -192,7 +191,7 @@ def ingest_message(
         # Another message under an id we hold (a broken sender, a forgery): stored, never silently dropped.
         reused_on = session.get(Ticket, existing.ticket_id)
         mail.message_id = f"{raw_sha256[:40]}.reused@message-id.invalid"
-        again = session.execute(select(Message.id, Message.ticket_id).where(Message.message_id_bidx == msgid_digest(session, mail.message_id))).first()
+        again = message_ids.first_by_digest(session, mail.message_id, Message, Message.message_id_bidx, Message.id, Message.ticket_id)
         if again is not None:
             return IngestOutcome("duplicate", ticket_id=again.ticket_id, message_pk=again.id)
         mail.notes.append({"code": "reused_message_id", "first_message": existing.id})  # not the id itself: never stored in plaintext
