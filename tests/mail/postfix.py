@@ -94,17 +94,22 @@ def desk_user() -> pwd.struct_passwd:
     try:
         return pwd.getpwnam(DESK_USER)
     except KeyError:
-        subprocess.run(
+        made = subprocess.run(
             ["useradd", "--system", "--user-group", "--no-create-home", "--home-dir", "/nonexistent", "--shell", "/usr/sbin/nologin", DESK_USER],
-            check=True,
             capture_output=True,
+            text=True,
         )
-        return pwd.getpwnam(DESK_USER)
-
-
-def _runs_as(user: pwd.struct_passwd, command: list[str]) -> bool:
     try:
-        result = subprocess.run(command, user=user.pw_uid, group=user.pw_gid, extra_groups=[], cwd="/", capture_output=True, timeout=60)
+        return pwd.getpwnam(DESK_USER)  # made now, or by a test run in parallel (useradd then says it exists)
+    except KeyError:
+        raise AssertionError(f"useradd {DESK_USER} failed: {made.stderr.strip()}") from None
+
+
+def _runs_as(user: pwd.struct_passwd, python: Path) -> bool:
+    """Whether `user` can run `python` in the checkout and import the packages and the desk's settings."""
+    command = [str(python), "-c", "import flask, config.settings"]
+    try:
+        result = subprocess.run(command, user=user.pw_uid, group=user.pw_gid, extra_groups=[], cwd=REPO_ROOT, capture_output=True, timeout=60)
     except PermissionError:
         return False
     return result.returncode == 0
@@ -119,7 +124,7 @@ def venv_for(user: pwd.struct_passwd, folder: Path) -> Path:
     `bin/flask` like pip's.
     """
     venv = Path(sys.prefix)
-    if _runs_as(user, [str(venv / "bin" / "python"), "-c", "import flask"]):
+    if _runs_as(user, venv / "bin" / "python"):
         return venv
     wanted = f"{sys.version_info.major}.{sys.version_info.minor}"
     probe = subprocess.run([str(SYSTEM_PYTHON), "-c", "import sys; print('%d.%d' % sys.version_info[:2])"], capture_output=True, text=True)
@@ -133,8 +138,9 @@ def venv_for(user: pwd.struct_passwd, folder: Path) -> Path:
     flask = stand_in / "bin" / "flask"
     flask.write_text(f"#!{stand_in}/bin/python\nimport sys\nfrom flask.cli import main\nsys.exit(main())\n")
     flask.chmod(0o755)
-    assert _runs_as(user, [str(stand_in / "bin" / "python"), "-c", "import flask"]), (
-        f"the user {user.pw_name} cannot read this checkout's packages ({sysconfig.get_paths()['purelib']}): every folder above it must be o+x"
+    assert _runs_as(user, stand_in / "bin" / "python"), (
+        f"the user {user.pw_name} cannot read this checkout ({REPO_ROOT}) or its packages ({sysconfig.get_paths()['purelib']}):"
+        " every folder above them must be o+x"
     )
     return stand_in
 
