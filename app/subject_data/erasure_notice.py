@@ -85,16 +85,17 @@ def release_notice(session: Session, record: SubjectRun, source: SubjectRun | No
     lines.append(
         f"When we erased the data of the subject of data subject request {dsr.reference} under your instruction"
         + (f" (run {source.id})" if source else "")
-        + ", we kept some of it under legal holds. "
-        + ("These holds have now ended:" if ended else "A hold has now ended.")
+        + (", we kept some of it under legal holds. " if len(before) > 1 else ", we kept some of it under a legal hold. ")
+        + ("These holds have now ended:" if len(ended) > 1 else "This hold has now ended:" if ended else "A hold has now ended.")
     )
     lines += [f"  - {k.line()}" for k in ended]
+    they = "they" if len(ended) > 1 else "it"
     summary = ", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in sorted(changed.items())) or "nothing left to change"
     if record.state == "failed":
         failed = len(record.report.get("failed") or [])
-        lines += ["", f"We erased what they kept, but {failed} item(s) failed and are listed in our records (run {record.id}): {summary}."]
+        lines += ["", f"We erased what {they} kept, but {failed} item(s) failed and are listed in our records (run {record.id}): {summary}."]
     else:
-        lines += ["", f"What they kept is now erased (run {record.id}): {summary}."]
+        lines += ["", f"What {they} kept is now erased (run {record.id}): {summary}."]
     if still:
         lines += ["", "Still kept under a legal hold in force, and erased when it ends:"]
         lines += [f"  - {k.line()}" for k in still]
