@@ -6,9 +6,10 @@
   hold check only, a message is also its sender's controller's (the sender's domain registered to a controller,
   the most specific one) and that sender is its subject, so a controller's or a subject's hold keeps it.
 - `outbox_payloads` (counts from delivery, `sent_at`): the bodies of an email the relay accepted (`sent`), its
-  In-Reply-To / References (they name the mailboxes of the messages it answered) and, in the file-outbox mode,
-  its `.eml` copy (`app.deletion.files`). The row stays as the record of sending: recipient (encrypted, with its
-  blind index), kind, subject, state, times, Message-ID; `payload_deleted_at` says when its payload went.
+  In-Reply-To / References (they name the mailboxes of the messages it answered), its recipient's address and,
+  in the file-outbox mode, its `.eml` copy (`app.deletion.files`). The row stays as the record of sending: the
+  recipient as its keyed hash (the blind index; the address itself becomes the erased placeholder), kind,
+  subject, state, times, Message-ID; `payload_deleted_at` says when its payload went.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from app.controllers.models import ControllerDomain
 from app.crypto.cipher import CryptoError
 from app.deletion.categories import Query, RecordCategory
 from app.deletion.files import OUTBOX_FILES
+from app.deletion.records import ERASED_ADDRESS
 from app.deletion.report import Item
 from app.deletion.scope import digests
 from app.deletion.stores import RunContext
@@ -135,23 +137,31 @@ def find_payloads(session: Session, query: Query) -> list[Item]:
 
 
 def delete_payloads(ctx: RunContext, items: Sequence[Item]) -> None:
-    """Bodies, In-Reply-To / References and the `.eml` copy of each delivered email; the row stays as the record."""
-    files = purged = 0
-    rows = ctx.session.scalars(select(OutboxEmail).where(OutboxEmail.id.in_([i.id for i in items] or [0])).order_by(OutboxEmail.id))
+    """Bodies, In-Reply-To / References, the recipient's address and the `.eml` copy of each delivered email; the row
+    stays as the record, the recipient kept as its blind index."""
+    files = 0
+    recipients: dict[int, bytes | None] = {}
+    rows = list(ctx.session.scalars(select(OutboxEmail).where(OutboxEmail.id.in_([i.id for i in items] or [0])).order_by(OutboxEmail.id)))
     for row in rows:
         try:
             message_id = row.message_id
         except CryptoError:
             ctx.report.fail("outbox", row.id, "unreadable")
             continue
+        recipients[row.id] = row.to_addr_bidx
+        row.to_addr = ERASED_ADDRESS
         row.body_text = f"[deleted {ctx.now:%Y-%m-%d} after delivery: retention, deletion run {ctx.run.id}]"
         row.body_html = None
         row.in_reply_to = None
         row.references = None
         row.payload_deleted_at = ctx.now
         files += OUTBOX_FILES.remove(message_id) if message_id else 0
-        purged += 1
+    ctx.session.flush()  # encrypts the new values (the placeholder's blind index with them) ...
+    for row in rows:
+        if row.id in recipients:
+            row.to_addr_bidx = recipients[row.id]  # ... and the record keeps the recipient as its keyed hash only
     ctx.session.flush()
+    purged = len(recipients)
     ctx.report.count("outbox_emails", "payloads_deleted", purged)
     ctx.report.count("outbox_files", "files_deleted", files)
 

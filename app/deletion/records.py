@@ -105,6 +105,9 @@ def _apply_outbox(ctx: RunContext, items: Sequence[Item]) -> None:
                 ctx.report.count("outbox_emails", "outbox_cancelled")
             row.to_addr = ERASED_ADDRESS if ctx.erasing else (ctx.new_email or to)
             changed = True
+        elif ctx.erasing and row.payload_deleted_at is not None and row.to_addr_bidx is not None and _hash_of_subject(ctx, row):
+            row.to_addr_bidx = None  # retention kept only the recipient's keyed hash (app.deletion.mailstores): the subject's, it goes
+            changed = True
         if rw(body) != body:
             row.body_text = rw(body) or ""
             changed = True
@@ -119,6 +122,16 @@ def _apply_outbox(ctx: RunContext, items: Sequence[Item]) -> None:
             ctx.report.clear_fail("outbox", row.id)
         ctx.report.count("outbox_emails", "outbox", int(changed))
     ctx.session.flush()
+
+
+def _hash_of_subject(ctx: RunContext, row: OutboxEmail) -> bool:
+    """The row's recipient hash is the subject's (a delivered email whose payload retention deleted keeps only that)."""
+    if ctx.run.scope_kind != "subject" or ctx.run.controller_id is None or row.key_owner != ctx.run.controller_id:
+        return False
+    cache: dict[str, set[bytes]] = ctx.__dict__.setdefault("_subject_hashes", {})
+    if "digests" not in cache:
+        cache["digests"] = set(subject_digests(ctx))
+    return row.to_addr_bidx in cache["digests"]
 
 
 def _about_subject(ctx: RunContext, row: OutboxEmail) -> bool:

@@ -100,7 +100,7 @@ def closed_dsr(session: Session, controllers: list[Controller], when: dt.datetim
     return dsr
 
 
-def export_file(session: Session, dsr: Dsr, controller: Controller, when: dt.datetime) -> SubjectExport:
+def export_file(session: Session, dsr: Dsr, controller: Controller, when: dt.datetime, content: bytes = b'{"subject": "Sam Subject"}') -> SubjectExport:
     """A JSON export of the request's subject made at `when` (its file a blob under the controller's key)."""
     run = SubjectRun(
         dsr_id=dsr.id,
@@ -115,7 +115,7 @@ def export_file(session: Session, dsr: Dsr, controller: Controller, when: dt.dat
     )
     session.add(run)
     session.flush()
-    blob = store_blob(session, b'{"subject": "Sam Subject"}', key_owner=key_owner_for(controller.id), now=when)
+    blob = store_blob(session, content, key_owner=key_owner_for(controller.id), now=when)
     export = SubjectExport(
         run_id=run.id,
         dsr_id=dsr.id,

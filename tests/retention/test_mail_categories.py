@@ -17,11 +17,13 @@ from app.mail.outbox_settings import OutboundSettings
 from app.mail.quarantine import QuarantinedMessage
 from app.mail.transport import FileTransport
 from app.retention import holds
+from app.subject_data import service as subject_service
 from app.subject_data import setup as subject_data_setup
 from tests.deletion.support import make_tickets, remaining
 from tests.factories import make_controller
 from tests.retention.records import SECOND, clock_preview, clock_run, ledger, quarantined, sent_email
 from tests.retention.support import SYSTEM, close_at
+from tests.subject_data.support import CANARY_EMAIL, drain, instruct, scene
 
 RECEIVED = dt.datetime(2025, 3, 3, 8, 0, tzinfo=dt.UTC)
 QUARANTINE = dt.timedelta(days=30)
@@ -126,8 +128,8 @@ def test_a_delivered_payload_goes_one_second_after_90_days_the_record_and_not_th
     queued = sent_email(session, None, controller, "later@customer.example", RECEIVED)
     queued.state, queued.sent_at = "failed", None
     session.flush()
-    eml = _eml(app, row)
-    assert eml.exists()
+    eml, recipient_hash = _eml(app, row), row.to_addr_bidx
+    assert eml.exists() and recipient_hash is not None
     clock_run(session, RECEIVED + PAYLOAD - SECOND, only_category="outbox_payloads")
     session.expire_all()
     kept = session.get(OutboxEmail, row.id)
@@ -142,8 +144,14 @@ def test_a_delivered_payload_goes_one_second_after_90_days_the_record_and_not_th
     # The payload is gone (bodies, the Message-IDs it answered, the file copy) ...
     assert "reader" not in (purged.body_text or "") and purged.body_html is None and purged.in_reply_to is None and purged.payload_deleted_at == at
     assert not eml.exists()
-    # ... the record of sending stays: recipient (and its index), state, time, subject
-    assert (purged.to_addr, purged.state, purged.sent_at, purged.subject) == ("reader@customer.example", "sent", RECEIVED, "About your request")
+    # ... the record of sending stays: the recipient as its keyed hash only, state, time, subject
+    assert (purged.to_addr, purged.to_addr_bidx, purged.state, purged.sent_at, purged.subject) == (
+        "erased@erased.invalid",
+        recipient_hash,
+        "sent",
+        RECEIVED,
+        "About your request",
+    )
     # A failed email is not a delivered one: its payload is the ticket's business
     failed = session.get(OutboxEmail, queued.id)
     assert failed is not None and (failed.body_text or "").startswith("Dear later")
@@ -213,3 +221,23 @@ def test_deleting_a_ticket_deletes_the_eml_copy_of_its_sent_reply(file_app: Flas
     # Then the outbox rows went and so did the file copy on disk
     assert remaining(session, made.ticket_ids)["outbox"] == 0
     assert not eml.exists()
+
+
+def test_an_erasure_takes_the_recipient_hash_a_deleted_payload_kept(session: Session) -> None:
+    # Given a delivered email to the subject whose payload retention deleted (its record keeps the recipient's hash)
+    controller = make_controller(session, dsr_contacts=["dpo@ctl-subject.example"])
+    row = sent_email(session, None, controller, CANARY_EMAIL, RECEIVED)  # before the request: the gate lets it go
+    sc = scene(session, controller=controller, now=RECEIVED)
+    at = RECEIVED + PAYLOAD + SECOND
+    clock_run(session, at, only_category="outbox_payloads")
+    session.expire_all()
+    kept = session.get(OutboxEmail, row.id)
+    assert kept is not None and kept.payload_deleted_at == at and kept.to_addr_bidx is not None
+    # When the controller instructs the subject's erasure
+    instruct(session, sc, "erase", now=at)
+    run = subject_service.start(session, sc.dsr.id, sc.controller.id, "erase", by=SYSTEM, now=at)
+    drain(session, run.id, now=at)
+    # Then the hash goes too: nothing of the subject is left on the record of sending
+    session.expire_all()
+    erased = session.get(OutboxEmail, row.id)
+    assert erased is not None and erased.to_addr_bidx is None and erased.to_addr == "erased@erased.invalid"
