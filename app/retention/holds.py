@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 
 from app.audit.service import record
 from app.crypto.cipher import CryptoError
+from app.db import ids_in
 from app.deletion.holds import HoldFacts
 from app.deletion.models import DeletionRun
 from app.deletion.report import Item
@@ -131,7 +132,7 @@ def active_holds(session: Session, controller_ids: Sequence[int], now: dt.dateti
         return []
     on = or_(
         RetentionHold.kind.in_(("controller", "subject")) & RetentionHold.controller_id.in_(sorted(set(controller_ids)) or [0]),
-        (RetentionHold.kind == "ticket") & RetentionHold.ticket_id.in_(sorted(set(ticket_ids)) or [0]),
+        (RetentionHold.kind == "ticket") & ids_in(session, RetentionHold.ticket_id, ticket_ids),
     )
     stmt = select(RetentionHold).where(RetentionHold.lifted_at.is_(None), or_(RetentionHold.until.is_(None), RetentionHold.until > now), on)
     return list(session.scalars(stmt))
@@ -181,7 +182,7 @@ def check(session: Session, run: DeletionRun, items: Sequence[Item]) -> Mapping[
     """The engine's hold check (`app.deletion.holds`): which of these items an active hold covers, and why."""
     now = run.updated_at
     ticket_ids = sorted({i.ticket_id for i in items if i.ticket_id is not None})
-    rows = session.execute(select(Ticket.id, Ticket.controller_id, Ticket.requester_email_bidx).where(Ticket.id.in_(ticket_ids or [0])))
+    rows = session.execute(select(Ticket.id, Ticket.controller_id, Ticket.requester_email_bidx).where(ids_in(session, Ticket.id, ticket_ids)))
     tickets = {r.id: (r.controller_id, r.requester_email_bidx) for r in rows}
     controllers = {i.controller_id for i in items if i.controller_id is not None} | {c for c, _ in tickets.values() if c is not None}
     controllers |= {o for i in items for o in i.owners}  # a DSR's other controllers, quarantined mail's sender's
@@ -197,7 +198,7 @@ def check(session: Session, run: DeletionRun, items: Sequence[Item]) -> Mapping[
     run_subject: set[bytes] = set()
     if on_subject:
         message_ids = [i.id for i in items if i.what == "message"]
-        stmt = select(Message.id, Message.sender_email_bidx).where(Message.id.in_(message_ids or [0]))
+        stmt = select(Message.id, Message.sender_email_bidx).where(ids_in(session, Message.id, message_ids))
         senders = {r.id: r.sender_email_bidx for r in session.execute(stmt)}
         run_subject = _run_subject_digests(session, run)
     held: dict[Item, str] = {}

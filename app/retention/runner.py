@@ -40,8 +40,9 @@ from app.retention.policies import InvalidPolicy, effective
 
 __all__ = ["CHUNK", "controllers_with_tickets", "covered", "execute", "ledger", "preview", "step"]
 
-# Items per engine run: the engine walks them 200 a batch (app.deletion.purge, app.deletion.categories); its plan keeps their ids.
-CHUNK = 1000
+# Items per engine run (its plan keeps their ids): tickets are one engine batch of up to 5,000 (app.deletion.purge.BATCH),
+# records 200 a batch (app.deletion.categories). Fewer, larger runs keep the per-run costs (start, plan, audit) small.
+CHUNK = 5000
 UNFINISHED = ("running", "stopped")
 
 
