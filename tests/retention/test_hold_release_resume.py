@@ -59,11 +59,11 @@ def _flask(url: str, folder: Path, *args: str) -> subprocess.Popen[bytes]:
 
 
 def _seed(database: str, folder: Path) -> Seeded:
-    """A subject with 3 tickets of 60 messages, erased under the controller's instruction while a litigation hold keeps it all."""
+    """A subject with 3 tickets of 90 messages (two batches of the engine), erased under the controller's instruction while a litigation hold keeps it all."""
     app = create_app(make_config(database, folder, MASTER_SECRET=SECRET))
     try:
         with app.app_context(), db.session_scope() as s:
-            sc = scene(s, messages=60, tickets_count=3)
+            sc = scene(s, messages=90, tickets_count=3)
             hold = holds.place(s, kind="controller", controller_id=sc.controller.id, basis="litigation", basis_text="Case 9", until=None, by=SYSTEM, now=T0)
             done = erase_under_instruction(s, sc)
             with_canary = sum(CANARY_NAME in (m.body_text or "") for m in s.scalars(select(Message)))
