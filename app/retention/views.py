@@ -14,7 +14,7 @@ from app.auth import rbac
 from app.db import utcnow
 from app.errors import back_to
 from app.extensions import db
-from app.retention import figures, holds, policies, runner
+from app.retention import figures, holds, policies, release, runner
 from app.retention.models import HOLD_BASES
 from app.retention.periods import ACTIONS, CATEGORIES, DEFAULTS
 from app.tickets.lookup import find_by_reference
@@ -39,6 +39,7 @@ def index() -> str:
         holds=holds.list_holds(session, include_ended=True, now=now)[:100],
         now=now,
         preview=runner.preview(session, now=now),
+        releases=release.due(session, now=now),
         runs=runner.ledger(session, limit=20),
         ages=[(row, figures.segments(row, width=600, largest=largest)) for row in ages],
         labels=figures.LABELS,

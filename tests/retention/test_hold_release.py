@@ -145,6 +145,8 @@ def test_a_lifted_litigation_hold_releases_at_once_and_the_run_page_says_what_wa
         owed = [p for p in json.loads(_cli(runner, "run", "--dry-run", "--json")) if p["category"] == "hold_release"]
         assert owed == [{"category": "hold_release", "controller_id": sc.controller.id, "source_run": record.deletion_run_id, "holds": [hold_id], "due": kept}]
         assert _releases(session) == []
+        retention_page = client.get("/retention/").get_data(as_text=True)
+        assert f"take what deletion run {record.deletion_run_id} kept" in retention_page and f"released: hold {hold_id} ended" in retention_page
         _cli(runner, "run")
     session.expire_all()
     # Then the erasure is complete and the controller is told
