@@ -53,6 +53,7 @@ from app import create_app
 from app.dsr.models import Dsr
 from app.extensions import db
 from app.jobs.broker import app_context
+from app.mail.quarantine import QuarantinedMessage
 from app.tickets.lookup import find_by_message_ids
 from app.tickets.models import Message, Ticket
 from config.settings import REPO_ROOT
@@ -132,6 +133,11 @@ class Desk:
                 int(session.scalar(select(func.count()).select_from(Message).where(Message.direction == "inbound")) or 0),
                 int(session.scalar(select(func.count()).select_from(Dsr)) or 0),
             )
+
+    def held(self) -> int:
+        """How many messages the desk holds in quarantine."""
+        with self.reading() as session:
+            return int(session.scalar(select(func.count()).select_from(QuarantinedMessage)) or 0)
 
     def look(self, message_id: str) -> tuple[int | None, int]:
         """(the ticket holding the message, how many requests that ticket has); (None, 0) when it is not stored."""
@@ -278,32 +284,40 @@ def plus(before: tuple[int, int, int], after: tuple[int, int, int]) -> tuple[int
 
 
 @pytest.mark.parametrize("path", ["lmtp", "pipe"])
-def test_plain_mail_is_a_ticket_a_request_opens_a_dsr_and_a_bcc_to_privacy_opens_one_too(site: Site, path: str) -> None:
+def test_plain_mail_is_a_ticket_a_request_opens_a_dsr_a_bcc_to_privacy_opens_one_and_a_forgery_is_held(site: Site, path: str) -> None:
     desk = site.lmtp if path == "lmtp" else site.pipe
-    before = desk.counts()
-    ids = {name: f"<pf-{name}-{path}@example.org>" for name in ("plain", "request", "bcc")}
-    # Three senders' servers hand their messages over at once; the Bcc is in no header, only the envelope names privacy@.
+    before, held = desk.counts(), desk.held()
+    ids = {name: f"<pf-{name}-{path}@example.org>" for name in ("plain", "request", "bcc", "forged")}
+    # Four senders' servers hand their messages over at once; the Bcc is in no header, only the envelope names privacy@;
+    # the forgery claims to come from the desk's own address (quarantined: a bounce would go to whoever forged it).
+    forged = build(sender=f"DSR Desk <{desk.address('privacy')}>", to=desk.address("support"), subject="Re: your ticket", message_id=ids["forged"])
     queued = {
         "plain": site.postfix.send(plain(desk, ids["plain"]), [desk.address("support")]),
         "request": site.postfix.send(request(desk, ids["request"]), [desk.address("privacy")]),
         "bcc": site.postfix.send(request(desk, ids["bcc"], to="support"), [desk.address("support"), desk.address("privacy")]),
+        "forged": site.postfix.send(forged, [desk.address("support")], sender="mallory@example.com"),
     }
     for queue_id in queued.values():
         site.postfix.wait_removed(queue_id)
     statuses = {name: site.postfix.statuses(queue_id) for name, queue_id in queued.items()}
-    assert [len(s) for s in statuses.values()] == [1, 1, 2] and all(" sent " in s for group in statuses.values() for s in group), statuses
+    assert [len(s) for s in statuses.values()] == [1, 1, 2, 1] and all(" sent " in s for group in statuses.values() for s in group), statuses
     # The desk's answer per recipient as the mail log shows it: the listener's reply, or the pipe's status line.
-    said = r"250 2\.0\.0 (stored|duplicate) \(ticket \d+\)" if path == "lmtp" else r"delivered via dsrdesk service \((stored|duplicate): ticket \d+"
+    if path == "lmtp":
+        said, held_said = r"250 2\.0\.0 (stored|duplicate) \(ticket \d+\)", r"250 2\.0\.0 accepted \(held \d+\)"
+    else:
+        said = r"delivered via dsrdesk service \((stored|duplicate): ticket \d+"
+        held_said = r"delivered via dsrdesk service \(quarantined \d+: from_own_address\)"
     assert [re.findall(said, s) for s in statuses["plain"]] == [["stored"]], statuses
     assert sorted(w for s in statuses["bcc"] for w in re.findall(said, s)) == ["duplicate", "stored"], statuses
+    assert re.search(held_said, statuses["forged"][0]), statuses
     found = {name: desk.look(message_id) for name, message_id in ids.items()}
-    assert all(ticket is not None for ticket, _ in found.values()), found
-    assert {name: dsrs for name, (_, dsrs) in found.items()} == {"plain": 0, "request": 1, "bcc": 1}
-    assert plus(before, desk.counts()) == (3, 3, 2)
+    assert found["forged"] == (None, 0) and all(ticket is not None for name, (ticket, _) in found.items() if name != "forged"), found
+    assert {name: dsrs for name, (_, dsrs) in found.items()} == {"plain": 0, "request": 1, "bcc": 1, "forged": 0}
+    assert plus(before, desk.counts()) == (3, 3, 2) and desk.held() == held + 1
     assert site.postfix.bounces() == [] and site.postfix.problems() == []
     # What the desk logged (the listener's output, the journal in production; MAIL_PIPE_LOG) names no sender.
     logged = (site.root / "lmtp.log") if path == "lmtp" else (desk.folder / "pipe.log")
-    assert logged.exists() and "jane.roe" not in logged.read_text(errors="replace")
+    assert logged.exists() and "jane.roe" not in logged.read_text(errors="replace") and "mallory" not in logged.read_text(errors="replace")
 
 
 def test_outages_defer_on_both_paths_and_each_message_is_delivered_once_after_the_fix(site: Site) -> None:
