@@ -14,7 +14,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import JSON, CheckConstraint, ForeignKey, Index, Integer, String
+from sqlalchemy import JSON, CheckConstraint, FetchedValue, ForeignKey, Index, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.crypto.fields import EncryptedField, EncryptedRow, blind_index_column, encrypted_column
@@ -49,8 +49,9 @@ class Ticket(EncryptedRow, Base):
     )
 
     id: Mapped[intpk]
-    # T-YYYY-NNNNNN from the year and the row id: unique without a counter to race on.
-    reference: Mapped[str | None] = mapped_column(String(24), unique=True)
+    # T-YYYY-NNNNNN from the year and the row id: unique without a counter to race on. On Postgres a trigger
+    # sets it in the INSERT, which returns it (migration 0024); elsewhere create_ticket sets it after.
+    reference: Mapped[str | None] = mapped_column(String(24), unique=True, server_default=FetchedValue())
     controller_id: Mapped[int | None] = mapped_column(ForeignKey("controllers.id", ondelete="RESTRICT"))
     key_owner: Mapped[int] = mapped_column(Integer)
     status: Mapped[str] = mapped_column(String(10), default="new")

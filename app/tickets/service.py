@@ -112,9 +112,11 @@ def create_ticket(
     )
     session.add(ticket)
     session.flush()
-    # The id is unique on both databases without a lock, so the reference is too.
-    ticket.reference = format_reference(now, ticket.id)
-    session.flush()
+    if ticket.reference is None:
+        # The id is unique on both databases without a lock, so the reference is too. Postgres sets it
+        # in the INSERT itself (migration 0024: one statement fewer); SQLite knows the id only now.
+        ticket.reference = format_reference(now, ticket.id)
+        session.flush()
     _audit(session, ticket, "ticket.create", by=by, now=now, status=status, triage=controller_id is None)
     return ticket
 
