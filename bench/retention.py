@@ -288,9 +288,10 @@ def _settle_database(app: Any) -> None:
     with app.app_context():
         raw = db.engine.raw_connection()
         pg = db.engine.dialect.name == "postgresql"
+    driver: Any = raw.driver_connection
     try:
         if pg:
-            raw.driver_connection.autocommit = True
+            driver.autocommit = True
             cur = raw.cursor()
             cur.execute(f"VACUUM ANALYZE {', '.join((*TABLES, 'retention_holds'))}")
             cur.execute("CHECKPOINT")
@@ -299,7 +300,7 @@ def _settle_database(app: Any) -> None:
             cur.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     finally:
         if pg:
-            raw.driver_connection.autocommit = False
+            driver.autocommit = False
         raw.close()
 
 
@@ -358,8 +359,8 @@ def _in(column: str, ids: list[int], pg: bool) -> tuple[str, Any]:
     return f"{column} BETWEEN {lo} AND {hi} AND {column} IN ({','.join('?' * len(ids))})", ids
 
 
-def ceiling(app: Any) -> float:
-    """Delete the due, unheld rows by id in batches of BATCH tickets with the bare DBAPI; seconds."""
+def ceiling(app: Any, *, secure_delete: bool = True) -> float:
+    """Delete the due, unheld rows by id in batches of BATCH tickets with the bare DBAPI; seconds (SQLite: with secure_delete unless told)."""
     ticket_ids, _held = due_tickets(app)
     with app.app_context():
         raw = db.engine.raw_connection()
@@ -367,7 +368,7 @@ def ceiling(app: Any) -> float:
     try:
         cur = raw.cursor()
         if not pg:
-            cur.execute("PRAGMA secure_delete=ON")  # what deleting means on SQLite (the desk does the same)
+            cur.execute(f"PRAGMA secure_delete={'ON' if secure_delete else 'OFF'}")  # what deleting means on SQLite (the desk does the same)
         spent: dict[str, float] = {}
         began = time.perf_counter()
         for start in range(0, len(ticket_ids), BATCH):
@@ -410,11 +411,11 @@ def counting_decryptions() -> Iterator[dict[str, int]]:
         seen[kwargs.get("table", "?")] = seen.get(kwargs.get("table", "?"), 0) + 1
         return original(*args, **kwargs)
 
-    crypto_fields.decrypt_field = counted  # type: ignore[assignment]
+    crypto_fields.decrypt_field = counted
     try:
         yield seen
     finally:
-        crypto_fields.decrypt_field = original  # type: ignore[assignment]
+        crypto_fields.decrypt_field = original
 
 
 def desk_run(app: Any, profile: str | None) -> tuple[float, str, dict[str, int]]:
@@ -529,13 +530,21 @@ def main() -> None:
                 print(f"  decryptions during the run by table: {seen or 'none'} (ticket data: {sum(v for k, v in seen.items() if k in TABLES)})", flush=True)
                 db.state(app).engine.dispose()
         if args.only != "desk":
-            app = desk_app(url, folder)
-            before = counts(app)
-            seconds = ceiling(app)
-            rows = sum(before.values()) - sum(counts(app).values())
-            ceiling_rate = rows / seconds
-            print(f"ceiling: {rows:,} rows in {seconds:.1f} s = {ceiling_rate:,.0f} rows/s", flush=True)
-            db.state(app).engine.dispose()
+            with copy_of(url, folder) if args.sqlite else nullcontext(None) as plain_url:
+                app = desk_app(url, folder)
+                before = counts(app)
+                seconds = ceiling(app)
+                rows = sum(before.values()) - sum(counts(app).values())
+                ceiling_rate = rows / seconds
+                print(f"ceiling: {rows:,} rows in {seconds:.1f} s = {ceiling_rate:,.0f} rows/s", flush=True)
+                db.state(app).engine.dispose()
+                if plain_url:  # for the record: the same without secure_delete (which the desk may not skip)
+                    app = desk_app(plain_url, folder)
+                    before = counts(app)
+                    seconds = ceiling(app, secure_delete=False)
+                    plain = (sum(before.values()) - sum(counts(app).values())) / seconds
+                    print(f"ceiling without secure_delete: {plain:,.0f} rows/s" + (f" (desk / it: {desk_rate / plain:.2f})" if desk_rate else ""), flush=True)
+                    db.state(app).engine.dispose()
     if ceiling_rate and desk_rate:
         print(f"ratio:   {desk_rate / ceiling_rate:.2f} (goal >= 0.3)")
 
