@@ -10,20 +10,26 @@ import datetime as dt
 import json
 import re
 
+import pytest
 import time_machine
 from flask.testing import FlaskClient, FlaskCliRunner
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from app.audit.models import AuditEvent
+from app.deletion import service as deletion
 from app.deletion.models import DeletionRun
 from app.dsr.models import DsrEvent
 from app.mail.models import OutboxEmail
+from app.retention import holds
 from app.subject_data import closing
 from app.subject_data.models import SubjectRun
 from app.tickets.models import Message, Ticket
 from tests.conftest import AuthActions
-from tests.retention.support import SYSTEM, erase_under_instruction
+from tests.deletion.support import drain as drain_engine
+from tests.deletion.support import make_tickets, remaining
+from tests.factories import make_controller
+from tests.retention.support import SYSTEM, erase_under_instruction, run_now
 from tests.subject_data.support import CANARIES, CANARY_EMAIL, CANARY_NAME, SETTINGS, T0, Scene, scene
 
 SECOND = dt.timedelta(seconds=1)
@@ -197,3 +203,27 @@ def test_of_two_overlapping_holds_lifting_one_keeps_what_the_other_covers_until_
     assert len(_notices(session)) == 2
     total = session.scalar(select(func.count()).select_from(AuditEvent).where(AuditEvent.action == "retention.hold_release"))
     assert total == 2
+
+
+@pytest.mark.parametrize("scope", ["controller", "tickets"])
+def test_what_a_hold_kept_from_a_run_without_a_release_hook_is_taken_on_its_tickets_or_its_controller(session: Session, scope: str) -> None:
+    # Given a termination-style run (no domain hooks) over a controller's tickets, one ticket under a dated hold
+    controller = make_controller(session)
+    made = make_tickets(session, controller, 3, messages=1, now=T0)
+    held = made.ticket_ids[1]
+    end = T0 + dt.timedelta(days=10)
+    holds.place(session, kind="ticket", ticket_id=held, basis="accounting", until=end, by=SYSTEM, now=T0)
+    target = deletion.Scope.controller(controller.id) if scope == "controller" else deletion.Scope.tickets(tuple(made.ticket_ids), controller_id=controller.id)
+    source = deletion.start(session, deletion.Authority("termination", controller.id), target, "delete", by=SYSTEM, now=T0)
+    drain_engine(session, source.id, by=SYSTEM, now=T0)
+    assert remaining(session, made.ticket_ids)["tickets"] == 1
+    # When retention runs one second before the hold ends, then one second after
+    run_now(session, end - SECOND)
+    assert remaining(session, made.ticket_ids)["tickets"] == 1 and _releases(session) == []
+    run_now(session, end + SECOND)
+    session.expire_all()
+    # Then the held ticket goes too, under a release of that run, and nothing is written to a DSR contact
+    assert remaining(session, made.ticket_ids)["tickets"] == 0
+    [release] = _releases(session)
+    assert release.authority_id == source.id and release.scope_kind == scope and release.state == "done"
+    assert _notices(session) == []
