@@ -288,8 +288,11 @@ class Postfix:
         return [line for line in self.log().splitlines() if re.search(r": (warning|error|fatal|panic): ", line)]
 
     def bounces(self) -> list[str]:
-        """Log lines of anything sent back: a bounce (non-delivery notice) or a recipient bounced."""
-        return [line for line in self.log().splitlines() if "non-delivery notification" in line or "status=bounced" in line]
+        """Log lines of anything sent back or refused after acceptance: a notice to the sender (non-delivery, delay), a bounced recipient.
+
+        Checked against a pipe that exits 1: 'status=bounced' and 'sender non-delivery notification' lines.
+        """
+        return [line for line in self.log().splitlines() if re.search(r"sender [a-z -]*notification: |status=bounced", line)]
 
 
 @contextmanager
