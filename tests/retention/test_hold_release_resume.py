@@ -18,7 +18,6 @@ import pytest
 from sqlalchemy import create_engine, func, select, text
 
 from app import create_app
-from app import migrations as desk_migrations
 from app.audit.models import AuditEvent
 from app.deletion.models import DeletionRun
 from app.deletion.report import changes
@@ -30,7 +29,7 @@ from app.retention.models import RetentionRun
 from app.tickets.models import Message
 from config.settings import normalise_database_url
 from tests.conftest import make_config
-from tests.databases import fresh_database
+from tests.databases import migrated_database
 from tests.retention.support import SYSTEM, erase_under_instruction, flask_env, wait_for
 from tests.subject_data.support import CANARY_NAME, T0, scene
 
@@ -40,8 +39,7 @@ SECRET = "hold-release-test-master-secret-0123456789ab"
 
 @pytest.fixture
 def database(tmp_path: Path) -> Iterator[str]:
-    with fresh_database(tmp_path, "release") as url:
-        desk_migrations.upgrade(url)
+    with migrated_database(tmp_path, "release") as url:
         yield url
 
 
