@@ -39,6 +39,9 @@ class Query:
     after: int = 0
     limit: int = BATCH
     ids: Sequence[int] | None = None
+    # False: the caller will not ask the hold check about these items (it only needs their ids), so a store may leave
+    # out what only holds key on (owners, subjects) when it is costly to find (a quarantined original's header).
+    holds: bool = True
 
 
 Treat = Callable[[RunContext, Sequence[Item]], None]

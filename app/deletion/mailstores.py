@@ -88,7 +88,7 @@ def find_quarantine(session: Session, query: Query) -> list[Item]:
         stmt = stmt.where(q.received_at <= query.cutoff)
     if query.ids is not None:
         stmt = stmt.where(q.id.in_(list(query.ids) or [0]))
-    return [_quarantine_item(session, row) for row in session.scalars(stmt)]
+    return [_quarantine_item(session, row) if query.holds else Item("quarantine", row.id) for row in session.scalars(stmt)]
 
 
 def delete_quarantine(ctx: RunContext, items: Sequence[Item]) -> None:

@@ -41,7 +41,8 @@ class Dispatch:
     desk_label: str
     scope_kind: str
     owners: Callable[[Session, int | None], list[int | None]]
-    due: Callable[[Session, Effective, dt.datetime, int, int], list[Item]]
+    # (session, policy, now, after, limit, holds): `holds` False when the items only need their ids (no hold check).
+    due: Callable[[Session, Effective, dt.datetime, int, int, bool], list[Item]]
     scope: Callable[[list[Item], int | None], deletion.Scope]
 
 
@@ -53,7 +54,7 @@ def controllers_with_tickets(session: Session, only: int | None) -> list[int | N
     return sorted((c for c in found if c is not None), key=int) + ([None] if None in found else [])
 
 
-def _due_tickets(session: Session, policy: Effective, now: dt.datetime, after: int, limit: int) -> list[Item]:
+def _due_tickets(session: Session, policy: Effective, now: dt.datetime, after: int, limit: int, holds: bool = True) -> list[Item]:
     """The next due tickets of a (category, controller) in id order."""
     owner = Ticket.controller_id.is_(None) if policy.controller_id is None else Ticket.controller_id == policy.controller_id
     stmt = (
@@ -85,8 +86,8 @@ def _records(store: RecordCategory) -> Dispatch:
         found = store.owners(session)
         return found if only is None else [only] if only in found else []
 
-    def due(session: Session, policy: Effective, now: dt.datetime, after: int, limit: int) -> list[Item]:
-        query = Query(policy.action, controller_id=policy.controller_id, cutoff=cutoff(now, policy.period_days), after=after, limit=limit)
+    def due(session: Session, policy: Effective, now: dt.datetime, after: int, limit: int, holds: bool = True) -> list[Item]:
+        query = Query(policy.action, controller_id=policy.controller_id, cutoff=cutoff(now, policy.period_days), after=after, limit=limit, holds=holds)
         return store.find(session, query)
 
     return Dispatch(

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import flag_modified
 
@@ -34,7 +34,7 @@ from app.jobs.batch import BatchProgress, Clock, SessionScope, run_batches
 from app.principal import Principal
 from app.retention import release
 from app.retention.categories import Dispatch, controllers_with_tickets, dispatch
-from app.retention.models import RetentionRun
+from app.retention.models import RetentionHold, RetentionRun
 from app.retention.periods import DEFAULTS
 from app.retention.policies import InvalidPolicy, effective
 
@@ -103,6 +103,10 @@ class PreviewLine:
 def preview(session: Session, *, only_controller: int | None = None, only_category: str | None = None, now: dt.datetime) -> list[PreviewLine]:
     """What a run would delete or anonymise now, and what legal holds would keep (changes nothing)."""
     lines: list[PreviewLine] = []
+    # Without a hold in force nothing is kept: the stores need not find what holds key on (quarantine reads originals).
+    in_force = session.scalar(
+        select(RetentionHold.id).where(RetentionHold.lifted_at.is_(None), or_(RetentionHold.until.is_(None), RetentionHold.until > now)).limit(1)
+    )
     for category in covered(only_category):
         route = _dispatch(category)
         for cid in route.owners(session, only_controller):
@@ -110,7 +114,7 @@ def preview(session: Session, *, only_controller: int | None = None, only_catego
             line = PreviewLine(category, cid, policy.action, policy.period_days, policy.version, policy.source, route.unit, route.desk_label)
             probe = DeletionRun(authority_kind="retention_policy", scope_kind=route.scope_kind, controller_id=cid, action=policy.action, updated_at=now)
             after = 0
-            while items := route.due(session, policy, now, after, CHUNK):
+            while items := route.due(session, policy, now, after, CHUNK, in_force is not None):
                 kept = HOLDS.kept(session, probe, items)
                 line.due += len(items) - len(kept)
                 for why in kept.values():
@@ -197,7 +201,8 @@ def step(session: Session, run_id: int, *, by: Principal, now: dt.datetime) -> b
             versions.append(policy.version_id)  # a change mid-run: the next chunk follows the new version
             flag_modified(run, "policy_versions")
         route = _dispatch(category)
-        batch = route.due(session, policy, now, int(cursor["after"]), int(cursor.get("chunk") or CHUNK))
+        # Only the ids go to the engine, which finds each batch again (with what holds key on) before its hold check.
+        batch = route.due(session, policy, now, int(cursor["after"]), int(cursor.get("chunk") or CHUNK), False)
         if batch:
             authority = deletion.Authority("retention_policy", policy.version_id)
             started = deletion.start(session, authority, route.scope(batch, cid), policy.action, by=by, now=now)

@@ -92,7 +92,7 @@ def find_dsrs(session: Session, query: Query) -> list[Item]:
     controllers: dict[int, set[int]] = {}
     for dsr_id, cid in session.execute(select(DsrForward.dsr_id, DsrForward.controller_id).where(DsrForward.dsr_id.in_([r.id for r in rows] or [0]))):
         controllers.setdefault(dsr_id, set()).add(cid)
-    subjects = _subject_digests(session, [r.id for r in rows], controllers)
+    subjects = _subject_digests(session, [r.id for r in rows], controllers) if query.holds else {}
     return [
         Item("dsr", r.id, controller_id=r.cid, ticket_id=r.ticket_id, owners=tuple(sorted(controllers.get(r.id, set()))), subjects=subjects.get(r.id, ()))
         for r in rows
@@ -157,7 +157,9 @@ def find_exports(session: Session, query: Query) -> list[Item]:
     rows = session.execute(stmt).all()
     subjects: dict[tuple[int, int], tuple[bytes, ...]] = {}
     for r in rows:
-        if (r.dsr_id, r.controller_id) not in subjects:
+        if not query.holds:
+            subjects[(r.dsr_id, r.controller_id)] = ()
+        elif (r.dsr_id, r.controller_id) not in subjects:
             subjects[(r.dsr_id, r.controller_id)] = _subject_digests(session, [r.dsr_id], {r.dsr_id: {r.controller_id}}).get(r.dsr_id, ())
     return [Item("export", r.id, controller_id=r.controller_id, ticket_id=r.ticket_id, subjects=subjects[(r.dsr_id, r.controller_id)]) for r in rows]
 
