@@ -9,7 +9,8 @@
   Kept on purpose: a restriction's and an erasure marker's blind index (they still act on new mail).
 - `export_files` (counts from creation; delete): a subject data export's encrypted file (a blob) goes, its row
   stays marked deleted (format, size, digest, dates: what was handed over). Exports also expire on their own
-  after 7 days (`app.subject_data.export.expire`); retention is the backstop the policy promises.
+  after 7 days (`app.subject_data.export.expire`, which asks the same hold check and keeps what a hold covers);
+  retention is the backstop the policy promises.
 """
 
 from __future__ import annotations

@@ -25,9 +25,13 @@ from sqlalchemy.orm import Session, selectinload
 from app.audit.service import record
 from app.blobs.store import delete_blob, iter_blob, store_blob
 from app.controllers.models import Controller
+from app.deletion.categories import Query
+from app.deletion.holds import HOLDS
+from app.deletion.models import DeletionRun
 from app.deletion.scope import message_scope
 from app.dsr.models import Dsr
 from app.principal import Principal
+from app.subject_data.categories import find_exports
 from app.subject_data.errors import ExportNotFound
 from app.subject_data.find import other_message_ids, subject_ticket_ids
 from app.subject_data.models import SubjectExport, SubjectRun
@@ -237,15 +241,36 @@ def get_export(session: Session, export_id: int) -> SubjectExport:
 
 
 def expire(session: Session, *, now: dt.datetime, limit: int = 100) -> int:
-    """Delete the files of exports past their keeping time (the row stays, marked deleted); how many."""
+    """Delete the files of exports past their keeping time (the row stays, marked deleted); how many.
+
+    An export a legal hold covers (on its controller, its request's ticket or its subject: the engine's hold check,
+    `app.deletion.holds`) is kept until the hold ends, as retention and erasure keep what holds cover (WECO §8.2).
+    """
+    stmt = select(SubjectExport).where(SubjectExport.expires_at < now, SubjectExport.deleted_at.is_(None)).order_by(SubjectExport.id)
+    due = list(session.scalars(stmt.limit(limit)))
     expired = 0
-    for item in session.scalars(select(SubjectExport).where(SubjectExport.expires_at < now, SubjectExport.deleted_at.is_(None)).limit(limit)):
-        blob_id, item.blob_id, item.deleted_at = item.blob_id, None, now
-        session.flush()
-        if blob_id is not None:
-            delete_blob(session, blob_id)
-        expired += 1
+    for cid in sorted({item.controller_id for item in due}):
+        mine = [item for item in due if item.controller_id == cid]
+        held = _held_export_ids(session, cid, [item.id for item in mine], now=now)
+        for item in mine:
+            if item.id in held:
+                continue
+            blob_id, item.blob_id, item.deleted_at = item.blob_id, None, now
+            session.flush()
+            if blob_id is not None:
+                delete_blob(session, blob_id)
+            expired += 1
     return expired
+
+
+def _held_export_ids(session: Session, controller_id: int, export_ids: list[int], *, now: dt.datetime) -> set[int]:
+    """Which of one controller's exports a hold keeps: the engine's hold check, asked as for a deletion of them."""
+    if not HOLDS.names():
+        return set()
+    # Not added to the session: the check only reads who and what a run would cover, and when.
+    probe = DeletionRun(authority_kind="operator", scope_kind="records", controller_id=controller_id, action="delete", params=None, updated_at=now)
+    items = find_exports(session, Query("delete", controller_id=controller_id, ids=export_ids))
+    return {item.id for item in HOLDS.kept(session, probe, items)}
 
 
 def record_download(session: Session, item: SubjectExport, *, by: Principal, now: dt.datetime) -> None:

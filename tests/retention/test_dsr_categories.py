@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 from app.blobs.models import Blob
 from app.dsr.models import Dsr, DsrForward, Instruction
 from app.retention import holds
+from app.subject_data.export import expire
 from app.subject_data.models import SubjectExport
 from tests.factories import make_controller
 from tests.retention.records import SECOND, clock_preview, clock_run, closed_dsr, export_file, ledger
@@ -131,3 +132,28 @@ def test_a_controller_or_subject_hold_keeps_an_export_and_lifting_releases_it(se
     clock_run(session, at + dt.timedelta(days=10) + SECOND, only_category="export_files")
     session.expire_all()
     assert session.get(SubjectExport, held_subject).blob_id is None  # type: ignore[union-attr]
+
+
+def test_an_exports_own_seven_day_expiry_keeps_what_a_hold_covers_until_the_hold_ends(session: Session) -> None:
+    # Given two exports past their own keeping time, one of a subject under a dated hold
+    controller = make_controller(session)
+    held_export = export_file(session, closed_dsr(session, [controller], CLOSED, email="held@people.example"), controller, CLOSED)
+    free_export = export_file(session, closed_dsr(session, [controller], CLOSED, email="free@people.example"), controller, CLOSED)
+    for item in (held_export, free_export):
+        item.expires_at = CLOSED + dt.timedelta(days=7)
+    until = CLOSED + dt.timedelta(days=20)
+    holds.place(
+        session, kind="subject", controller_id=controller.id, subject_email="held@people.example", basis="accounting", until=until, by=SYSTEM, now=CLOSED
+    )
+    held_id, free_id = held_export.id, free_export.id
+    # When the subject-data sweep expires exports a day after their keeping time
+    assert expire(session, now=CLOSED + dt.timedelta(days=8)) == 1
+    session.expire_all()
+    # Then only the unheld one's file is gone
+    assert session.get(SubjectExport, held_id).blob_id is not None  # type: ignore[union-attr]
+    assert session.get(SubjectExport, free_id).blob_id is None  # type: ignore[union-attr]
+    # And the held one goes at the first sweep after the hold's end, not one second before
+    assert expire(session, now=until - SECOND) == 0
+    assert expire(session, now=until + SECOND) == 1
+    session.expire_all()
+    assert session.get(SubjectExport, held_id).blob_id is None  # type: ignore[union-attr]
