@@ -247,19 +247,21 @@ def expire(session: Session, *, now: dt.datetime, limit: int = 100) -> int:
     `app.deletion.holds`) is kept until the hold ends, as retention and erasure keep what holds cover (WECO §8.2).
     """
     stmt = select(SubjectExport).where(SubjectExport.expires_at < now, SubjectExport.deleted_at.is_(None)).order_by(SubjectExport.id)
-    due = list(session.scalars(stmt.limit(limit)))
-    expired = 0
-    for cid in sorted({item.controller_id for item in due}):
-        mine = [item for item in due if item.controller_id == cid]
-        held = _held_export_ids(session, cid, [item.id for item in mine], now=now)
-        for item in mine:
-            if item.id in held:
-                continue
-            blob_id, item.blob_id, item.deleted_at = item.blob_id, None, now
-            session.flush()
-            if blob_id is not None:
-                delete_blob(session, blob_id)
-            expired += 1
+    expired, after = 0, 0
+    # Page by id, so held exports (still due at every sweep) never stand in front of the others.
+    while expired < limit and (due := list(session.scalars(stmt.where(SubjectExport.id > after).limit(limit)))):
+        after = due[-1].id
+        for cid in sorted({item.controller_id for item in due}):
+            mine = [item for item in due if item.controller_id == cid]
+            held = _held_export_ids(session, cid, [item.id for item in mine], now=now)
+            for item in mine:
+                if item.id in held:
+                    continue
+                blob_id, item.blob_id, item.deleted_at = item.blob_id, None, now
+                session.flush()
+                if blob_id is not None:
+                    delete_blob(session, blob_id)
+                expired += 1
     return expired
 
 
