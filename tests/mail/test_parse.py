@@ -140,3 +140,21 @@ def test_missing_message_id_gets_a_stable_content_id() -> None:
     first = parse_mail(raw, attachment_max_bytes=LIMIT)
     assert not first.has_message_id
     assert first.message_id == parse_mail(raw, attachment_max_bytes=LIMIT).message_id
+
+
+@pytest.mark.parametrize(
+    "disposition",
+    [
+        'attachment; filename="=?UTF-8?B?R3LDvMOfZSDDnGJlcnNpY2h0LnBkZg==?="',  # RFC 2047 in a parameter (Outlook, Gmail)
+        "attachment; filename*=UTF-8''Gr%C3%BC%C3%9Fe%20%C3%9Cbersicht.pdf",  # RFC 2231
+        'attachment; filename="Grüße Übersicht.pdf"',  # raw UTF-8 (RFC 6532)
+    ],
+)
+def test_a_non_ascii_file_name_is_decoded_however_it_is_written(disposition: str) -> None:
+    raw = (
+        "From: a@example.org\r\nTo: privacy@desk.localhost\r\nSubject: s\r\nMessage-ID: <f@example.org>\r\nMIME-Version: 1.0\r\n"
+        'Content-Type: multipart/mixed; boundary="b"\r\n\r\n--b\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nHello\r\n'
+        f"--b\r\nContent-Type: application/pdf\r\nContent-Disposition: {disposition}\r\nContent-Transfer-Encoding: base64\r\n\r\nJVBERg==\r\n--b--\r\n"
+    ).encode()
+    [part] = parse_mail(raw, attachment_max_bytes=1_000_000).attachments
+    assert (part.filename, part.content_type, part.content) == ("Grüße Übersicht.pdf", "application/pdf", b"%PDF")
