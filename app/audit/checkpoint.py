@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from app.audit.chain import format_time
-from app.exceptions import DeskError
+from app.exceptions import DeskError, Refused
 
 PURPOSE = "audit-checkpoint"
 LINE_VERSION = "v1"
@@ -46,6 +46,10 @@ class CheckpointError(DeskError):
 
 class UnknownCheckpointKey(CheckpointError):
     """A checkpoint names a master key version whose secret is not configured."""
+
+
+class CheckpointFolderMissing(Refused):
+    """The folder of a checkpoint file the operator named does not exist (a typo must not start a new file elsewhere)."""
 
 
 @dataclass(frozen=True)
@@ -72,6 +76,12 @@ def checkpoint_path(config: Mapping[str, Any]) -> Path:
     """Where the checkpoints of an app config go: AUDIT_CHECKPOINT_PATH, or <INSTANCE_PATH>/audit-checkpoints.log."""
     configured = config.get("AUDIT_CHECKPOINT_PATH")
     return Path(configured) if configured else Path(config["INSTANCE_PATH"]) / "audit-checkpoints.log"
+
+
+def require_folder(path: Path) -> None:
+    """CheckpointFolderMissing unless the folder `path` goes into exists; creates nothing."""
+    if not path.parent.is_dir():
+        raise CheckpointFolderMissing(f"no folder {path.parent} for the checkpoint file; create it first")
 
 
 def sign(seq: int, head_hash: str, *, key_version: int, key_for: KeyFor, now: dt.datetime) -> Checkpoint:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import click
 from flask import current_app
@@ -19,10 +20,12 @@ audit_cli = group("audit", "The tamper-evident audit log: verify the chain, sign
 
 
 @audit_cli.command("checkpoint")
-@click.option("--path", "path", type=click.Path(dir_okay=False), help="Append to this file instead of AUDIT_CHECKPOINT_PATH.")
+@click.option("--path", "path", type=click.Path(dir_okay=False), help="Append to this file (its folder must exist) instead of AUDIT_CHECKPOINT_PATH.")
 @click.option("--syslog", "syslog_target", metavar="ADDRESS", help="Also send the signed line to syslog: a socket path (/dev/log) or HOST:PORT (UDP).")
 def audit_checkpoint(path: str | None, syslog_target: str | None) -> None:
     """Sign the chain head (seq, hash) and append it to AUDIT_CHECKPOINT_PATH (or --path); --syslog ships it off the host too."""
+    if path:
+        cp.require_folder(Path(path))  # exit 2 with one line, nothing written (the configured path's folder is made)
     config = {**current_app.config, "AUDIT_CHECKPOINT_PATH": path} if path else current_app.config
     # A checkpoint file that cannot be read or written (CheckpointError) is one line, exit 1 (app.clikit.DeskGroup).
     with db.session_scope() as session:

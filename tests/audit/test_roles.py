@@ -67,6 +67,7 @@ def test_checkpoint_to_a_path_and_to_syslog(own_app: Flask, tmp_path: Path) -> N
     sink.settimeout(5)
     try:
         target = tmp_path / "elsewhere" / "heads.log"
+        target.parent.mkdir()
         port = sink.getsockname()[1]
         done = runner.invoke(args=["audit", "checkpoint", "--path", str(target), "--syslog", f"127.0.0.1:{port}"])
         assert done.exit_code == 0, done.output
@@ -77,6 +78,30 @@ def test_checkpoint_to_a_path_and_to_syslog(own_app: Flask, tmp_path: Path) -> N
         sink.close()
     bad = runner.invoke(args=["audit", "checkpoint", "--syslog", "nowhere"])
     assert bad.exit_code != 0 and "HOST:PORT" in bad.output and "Traceback" not in bad.output
+
+
+def test_checkpoint_to_a_path_whose_folder_is_missing_is_one_line_and_writes_nothing(own_app: Flask, tmp_path: Path) -> None:
+    runner = own_app.test_cli_runner()
+    _append(own_app, 2)
+    sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sink.bind(("127.0.0.1", 0))
+    sink.settimeout(0.5)
+    try:
+        # Given a --path whose folder does not exist (a typo of /var/lib/desk/checkpoints, say)
+        target = tmp_path / "no-such-folder" / "deeper" / "heads.log"
+        done = runner.invoke(args=["audit", "checkpoint", "--path", str(target), "--syslog", f"127.0.0.1:{sink.getsockname()[1]}"])
+        # Then one line naming the folder, exit 2, and nothing created, signed or sent
+        assert done.exit_code == 2, done.output
+        assert done.output == f"Error: no folder {target.parent} for the checkpoint file; create it first\n"
+        assert not (tmp_path / "no-such-folder").exists()
+        with pytest.raises(TimeoutError):
+            sink.recv(4096)
+    finally:
+        sink.close()
+    # And with the folder made, the same command signs there
+    target.parent.mkdir(parents=True)
+    assert runner.invoke(args=["audit", "checkpoint", "--path", str(target)]).exit_code == 0
+    assert target.read_text().startswith("v1 2 ")
 
 
 def test_db_downgrade_to_an_unknown_revision_is_one_line(own_app: Flask) -> None:
