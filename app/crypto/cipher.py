@@ -17,13 +17,16 @@ import hmac
 import os
 import re
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import TypeVar
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from app.addresses import mailbox
 from app.exceptions import DeskError
+
+K = TypeVar("K")
 
 FORMAT_V1 = 0x01
 HEADER = struct.Struct(">BI")
@@ -138,3 +141,9 @@ def blind_index(index_key: bytes, kind: str, value: str) -> bytes:
     """HMAC-SHA256 of the normalised value, truncated to INDEX_BYTES; `kind` separates emails from phones."""
     normalised = NORMALISERS[kind](value)
     return hmac.new(index_key, kind.encode() + b"\x00" + normalised.encode(), hashlib.sha256).digest()[:INDEX_BYTES]
+
+
+def blind_indexes(index_keys: Mapping[K, bytes], kind: str, value: str) -> dict[K, bytes]:
+    """`blind_index` of one value under many keys (one per controller): normalised once, one-shot HMACs."""
+    message = kind.encode() + b"\x00" + NORMALISERS[kind](value).encode()
+    return {owner: hmac.digest(key, message, "sha256")[:INDEX_BYTES] for owner, key in index_keys.items()}
