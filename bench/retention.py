@@ -148,7 +148,7 @@ def generate(app: Any, count: int) -> dict[str, Any]:
             began = time.perf_counter()
             s.execute(text(sql), p)
             if VERBOSE:
-                print(f"    {time.perf_counter() - began:6.1f} s  {sql.split('(')[0].replace('WITH RECURSIVE s', '').strip()[:60]}", flush=True)
+                print(f"    {time.perf_counter() - began:6.1f} s  {sql[sql.index('INSERT INTO') :].split('(')[0].strip()}", flush=True)
 
         owner = "CASE WHEN i % 1000 = 2 THEN :other ELSE :cid END"
         sha = _unique(d, "i::text", 64)

@@ -23,10 +23,11 @@ from bisect import bisect_right
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.orm import Session
 
+from app.blobs.models import Blob
 from app.blobs.store import delete_blobs
 from app.crypto.cipher import CryptoError
 from app.db import ids_in
@@ -38,9 +39,12 @@ from app.mail.models import OutboxEmail
 from app.tickets.identifiers import MessageIdentifier
 from app.tickets.models import Attachment, Message, Ticket
 
-# Tickets a committed batch: every statement of a batch handles the whole set (about 20,000 rows of 3-message
-# tickets), so the per-batch costs (hold check, cursor, report, audit event, commit) stay a few per cent.
+# Tickets a committed batch: every statement of a batch handles the whole set (about 66,000 rows of 3-message
+# tickets with raw originals and blind-index entries), so the per-batch costs (hold check, cursor, report, audit
+# event, commit) stay a few per cent. A batch also stops before its files and raw originals pass BATCH_BYTES, so
+# tickets with large attachments never make one huge transaction (SQLite's WAL holds all of it, zeroed pages too).
 BATCH = 5000
+BATCH_BYTES = 256 * 1024 * 1024
 # Set-based statements: the session is not synchronised by fetching every deleted id back (`_forget` instead).
 _BULK = {"synchronize_session": False}
 
@@ -51,12 +55,35 @@ def select_tickets(ctx: RunContext, after: int) -> Batch:
     if ctx.run.scope_kind == "controller":
         stmt = select(Ticket.id, Ticket.controller_id).where(Ticket.controller_id == ctx.run.controller_id, Ticket.id > after)
         rows = session.execute(stmt.order_by(Ticket.id).limit(BATCH)).all()
-        return Batch(_items(rows), after=rows[-1].id if rows else after, done=len(rows) < BATCH)
+        kept = _within_bytes(session, rows)
+        return Batch(_items(kept), after=kept[-1].id if kept else after, done=len(rows) < BATCH and len(kept) == len(rows))
     planned = sorted(ctx.ids("ticket_ids"))
     rest = planned[bisect_right(planned, after) :]
     chunk = rest[:BATCH]
     rows = session.execute(select(Ticket.id, Ticket.controller_id).where(ids_in(session, Ticket.id, chunk)).order_by(Ticket.id)).all()
+    kept = _within_bytes(session, rows)
+    if len(kept) < len(rows):
+        return Batch(_items(kept), after=kept[-1].id, done=False)
     return Batch(_items(rows), after=chunk[-1] if chunk else after, done=len(rest) <= BATCH)
+
+
+def _within_bytes(session: Session, rows: Sequence[Any]) -> Sequence[Any]:
+    """The first of these tickets (in id order, at least one) whose files and raw originals stay within BATCH_BYTES."""
+    ids = [r.id for r in rows]
+    if not ids:
+        return rows
+    sizes: dict[int, int] = {}
+    files = select(Message.ticket_id, func.sum(Attachment.size)).join(Attachment, Attachment.message_id == Message.id)
+    raws = select(Message.ticket_id, func.sum(Blob.size)).join(Blob, Blob.id == Message.raw_blob_id)
+    for stmt in (files, raws):
+        for ticket_id, size in session.execute(stmt.where(ids_in(session, Message.ticket_id, ids)).group_by(Message.ticket_id)):
+            sizes[ticket_id] = sizes.get(ticket_id, 0) + int(size or 0)
+    total = 0
+    for n, row in enumerate(rows):
+        total += sizes.get(row.id, 0)
+        if n and total > BATCH_BYTES:
+            return rows[:n]
+    return rows
 
 
 def _items(rows: Sequence[Any]) -> list[Item]:
