@@ -38,12 +38,11 @@ added later. Reads outside a session work only for values already read or set.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Collection
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, Generic, TypeVar, overload
 
-from sqlalchemy import ARRAY, LargeBinary, String, and_, any_, bindparam, cast, event, false
+from sqlalchemy import LargeBinary, String, and_, event, false
 from sqlalchemy.orm import Mapped, Mapper, Session, SessionTransaction, mapped_column, object_session
 from sqlalchemy.orm.attributes import flag_dirty
 from sqlalchemy.sql.elements import ColumnElement
@@ -69,7 +68,6 @@ __all__ = [
     "EncryptedField",
     "EncryptedRow",
     "blind_index_column",
-    "digests_in",
     "encrypted_column",
     "new_row_uid",
 ]
@@ -242,22 +240,6 @@ class _Encrypted(Generic[T]):
         if self.owner == PLATFORM:
             return column == digest
         return and_(column == digest, getattr(self.model, self.owner) == controller_id)
-
-
-def digests_in(session: Session, column: Any, digests: Collection[bytes]) -> ColumnElement[bool]:
-    """`column IN digests` for thousands of blind-index values as ONE parameter (a WHERE clause; none: matches nothing).
-
-    Postgres: `column = ANY(CAST(:text AS BYTEA[]))`, the array as one text literal (a plain `in_()` renders one
-    bound parameter per value, which cost the compiler and the driver more than the query: a request's lookup
-    across 1,000 controllers); elsewhere `in_()`. The bytes-valued sibling of app.db.ids_in.
-    """
-    values = sorted(set(digests))
-    if not values:
-        return false()
-    if session.get_bind().dialect.name == "postgresql":
-        literal = "{" + ",".join(f'"\\\\x{value.hex()}"' for value in values) + "}"
-        return column == any_(cast(bindparam(None, literal, type_=String()), ARRAY(LargeBinary)))
-    return column.in_(values)
 
 
 class EncryptedField(_Encrypted[str]):

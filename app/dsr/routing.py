@@ -12,7 +12,6 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.controllers.models import Controller, ControllerDomain
-from app.crypto.fields import digests_in
 from app.tickets.models import Ticket
 
 
@@ -51,9 +50,9 @@ def controllers_of_subject(session: Session, email: str) -> set[int]:
     digests = Ticket.requester_email.index_values_of_controllers(session, email, active)
     if not digests:
         return set()
-    rows = session.execute(
-        select(Ticket.key_owner, Ticket.requester_email_bidx).where(digests_in(session, Ticket.requester_email_bidx, digests.values())).distinct()
-    )
+    # A plain IN: the planner probes the index once per digest. `= ANY(array)` cost less to send but was planned
+    # as a scan comparing every ticket with every digest (56 ms a request at 1,000 controllers, measured).
+    rows = session.execute(select(Ticket.key_owner, Ticket.requester_email_bidx).where(Ticket.requester_email_bidx.in_(set(digests.values()))).distinct())
     return {owner for owner, digest in rows if owner in digests and digests[owner] == digest}
 
 
