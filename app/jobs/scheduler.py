@@ -25,17 +25,19 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import dramatiq
 from croniter import croniter
 from flask import Flask
 from sqlalchemy import Engine
+from sqlalchemy.orm import Session
 
 from app.extensions import db
 from app.jobs.broker import broker_status
 from app.jobs.doorbell import BROKER_OUTAGE
 from app.jobs.locks import ProcessLock
-from app.jobs.service import LEADER_BEAT, save_state
+from app.jobs.service import LEADER_BEAT, get_state, save_state
 
 log = logging.getLogger(__name__)
 
@@ -45,19 +47,38 @@ BEAT_EVERY = 15.0
 # While the broker is down: how often to ask it again, and how often to say it is still down.
 RETRY_BROKER_EVERY = 5.0
 OUTAGE_LOG_EVERY = 60.0
+# A calendar job whose time passed while no scheduler led (a restart, a failover) runs when one leads again, if
+# its time is at most this old; an older one waits for its next time.
+CATCH_UP_WITHIN = dt.timedelta(hours=6)
 
 
 @dataclass(frozen=True)
 class Job:
-    """Send `actor` every `every` seconds; `inline`: run it in the scheduler itself while the broker is unreachable."""
+    """Send `actor` every `every` seconds; `inline`: run it in the scheduler itself while the broker is unreachable.
+
+    `apart`: an inline run goes in a thread of its own (a long job must not stop the leader's beat and the sweeps).
+    """
 
     name: str
     actor: str
     every: float
     inline: bool = False
     # A time of day instead of an interval: a cron expression (UTC), or the name of the app setting holding one
-    # (e.g. "RETENTION_RUN_AT"). The first time is the next one after the scheduler started leading.
+    # (e.g. "RETENTION_RUN_AT"). Its last run is kept in the database (job_state) when the scheduler has one, so a
+    # restart or failover across its time runs it late (within CATCH_UP_WITHIN), never twice; without a record the
+    # first time is the next one after the scheduler started leading.
     at: str | None = None
+    apart: bool = False
+    # When the job last ran by its own record (e.g. the retention ledger's newest full run), besides the scheduler's.
+    ran_at: Callable[[Session], dt.datetime | None] | None = None
+
+
+class RunRecord(Protocol):
+    """Where a scheduler keeps the last run of its calendar jobs across restarts."""
+
+    def last_run(self, job: Job) -> dt.datetime | None: ...
+
+    def record(self, job: Job, at: dt.datetime) -> None: ...
 
 
 # Every periodic job of the desk, in the order registered (`periodic`); the default of a Scheduler.
@@ -74,6 +95,16 @@ def periodic(*jobs: Job) -> None:
 def next_time(expression: str, after: dt.datetime) -> dt.datetime:
     """The first time a cron expression (UTC) names strictly after `after` (croniter)."""
     return croniter(expression, after.astimezone(dt.UTC)).get_next(dt.datetime)
+
+
+def latest_time(expression: str, now: dt.datetime) -> dt.datetime:
+    """The last time a cron expression (UTC) names at or before `now` (croniter)."""
+    return croniter(expression, now.astimezone(dt.UTC) + dt.timedelta(microseconds=1)).get_prev(dt.datetime)
+
+
+def calendar_state(name: str) -> str:
+    """The job_state row keeping a calendar job's last run."""
+    return f"scheduler.last.{name}"[:100]
 
 
 class LeaderLock(ProcessLock):
@@ -95,10 +126,14 @@ class Scheduler:
         beat: Callable[[dt.datetime], None] | None = None,
         broker_ok: Callable[[], bool] | None = None,
         monotonic: Callable[[], float] = time.monotonic,
+        runs: RunRecord | None = None,
     ) -> None:
         self.lock = lock
         self.jobs = list(PERIODIC if jobs is None else jobs)
         self.last_sent: dict[str, dt.datetime] = {}
+        self.runs = runs  # the calendar jobs' last runs in the database; None: in memory only
+        self.leading = False
+        self._apart: dict[str, threading.Thread] = {}
         self.app = app  # the app context inline jobs run in
         self.beat = beat
         self.broker_ok = broker_ok or (lambda: broker_status(quiet=True) in ("ok", "in-process"))
@@ -116,10 +151,31 @@ class Scheduler:
         last = self.last_sent.get(job.name)
         if job.at is None:
             return last is None or (now - last).total_seconds() >= job.every
-        if last is None:  # a calendar job counts from now: a restart neither fires it at once nor twice
-            self.last_sent[job.name] = now
+        expression = self._expression(job.at)
+        if last is None:
+            last = self.runs.last_run(job) if self.runs is not None else None
+            if last is None:  # never ran by any record: it counts from now
+                self._mark_calendar(job, now)
+                return False
+            self.last_sent[job.name] = last
+        if next_time(expression, last) > now:
             return False
-        return next_time(self._expression(job.at), last) <= now
+        if now - latest_time(expression, now) > CATCH_UP_WITHIN:  # missed long ago: wait for the next time
+            log.warning("scheduler: %s missed its time by more than %s; next at its next time", job.name, CATCH_UP_WITHIN)
+            self._mark_calendar(job, now)
+            return False
+        return True
+
+    def _mark_calendar(self, job: Job, now: dt.datetime) -> None:
+        self.last_sent[job.name] = now
+        if self.runs is not None:
+            self.runs.record(job, now)
+
+    def _done(self, job: Job, now: dt.datetime) -> None:
+        if job.at is None:
+            self.last_sent[job.name] = now
+        else:
+            self._mark_calendar(job, now)
 
     def _expression(self, at: str) -> str:
         if at.isupper() and self.app is not None:
@@ -129,7 +185,13 @@ class Scheduler:
     def tick(self, now: dt.datetime) -> list[str]:
         """Send every due job if this process leads (or run the inline ones here while the broker is down); return the names done."""
         if not self.lock.acquire():
+            self.leading = False
             return []
+        if not self.leading:  # (again) the leader: another may have run the calendar jobs meanwhile; read their record
+            self.leading = True
+            for job in self.jobs:
+                if job.at is not None and self.runs is not None:
+                    self.last_sent.pop(job.name, None)
         self._write_beat(now)
         if self.outage_since is not None and not self._broker_back():
             return self._run_inline(now)
@@ -141,7 +203,7 @@ class Scheduler:
             except Exception as exc:  # the broker is down: say so once, run the sweeps here until it returns
                 self._outage_begins(type(exc).__name__)
                 return sent + self._run_inline(now)
-            self.last_sent[job.name] = now
+            self._done(job, now)
             sent.append(job.name)
         return sent
 
@@ -183,18 +245,26 @@ class Scheduler:
         for job in self.due(now):
             if not job.inline:
                 continue
-            try:
-                work = broker.get_actor(job.actor).fn
-                if self.app is not None:
-                    with self.app.app_context():
-                        work()
-                else:
-                    work()
-            except Exception as exc:  # one failing sweep must not stop the others; the next interval tries again
-                log.error("scheduler: inline %s failed (%s)", job.name, type(exc).__name__)
-            self.last_sent[job.name] = now
+            work = broker.get_actor(job.actor).fn
+            if not job.apart:
+                self._run_one(job.name, work)
+            elif job.name not in self._apart or not self._apart[job.name].is_alive():
+                thread = threading.Thread(target=self._run_one, args=(job.name, work), name=f"inline {job.name}", daemon=True)
+                self._apart[job.name] = thread
+                thread.start()
+            self._done(job, now)
             done.append(job.name)
         return done
+
+    def _run_one(self, name: str, work: Callable[[], object]) -> None:
+        try:
+            if self.app is not None:
+                with self.app.app_context():
+                    work()
+            else:
+                work()
+        except Exception as exc:  # one failing sweep must not stop the others; the next interval tries again
+            log.error("scheduler: inline %s failed (%s)", name, type(exc).__name__)
 
     def run(self, stop: threading.Event, *, poll: float = 1.0) -> None:
         """Tick until `stop` is set."""
@@ -216,7 +286,38 @@ def scheduler_for(app: Flask) -> Scheduler:
             save_state(session, LEADER_BEAT, {}, now=now)
             session.commit()
 
-    return Scheduler(LeaderLock(db.state(app).engine, Path(app.config["INSTANCE_PATH"]) / "scheduler.lock"), app=app, beat=beat)
+    lock = LeaderLock(db.state(app).engine, Path(app.config["INSTANCE_PATH"]) / "scheduler.lock")
+    return Scheduler(lock, app=app, beat=beat, runs=DatabaseRunRecord(sessions))
+
+
+class DatabaseRunRecord:
+    """The calendar jobs' last runs in job_state (`scheduler.last.<name>`), and the job's own record (`Job.ran_at`)."""
+
+    def __init__(self, sessions: Callable[[], Session]) -> None:
+        self.sessions = sessions
+
+    def last_run(self, job: Job) -> dt.datetime | None:
+        """The later of the scheduler's record and the job's own; None when neither has one. A database error: None."""
+        try:
+            with self.sessions() as session:
+                state = get_state(session, calendar_state(job.name)) or {}
+                times = [dt.datetime.fromisoformat(state["at"])] if "at" in state else []
+                own = job.ran_at(session) if job.ran_at is not None else None
+        except Exception as exc:  # the database is down: count from now, as without a record
+            log.warning("scheduler: could not read the last run of %s (%s)", job.name, type(exc).__name__)
+            return None
+        if own is not None:
+            times.append(own if own.tzinfo else own.replace(tzinfo=dt.UTC))
+        return max(times, default=None)
+
+    def record(self, job: Job, at: dt.datetime) -> None:
+        """Keep `at` as the job's last run (committed); a database error is logged, never raised."""
+        try:
+            with self.sessions() as session:
+                save_state(session, calendar_state(job.name), {"at": at.isoformat()}, now=at)
+                session.commit()
+        except Exception as exc:
+            log.warning("scheduler: could not record the run of %s (%s)", job.name, type(exc).__name__)
 
 
 def start_embedded(app: Flask) -> tuple[threading.Thread, threading.Event]:

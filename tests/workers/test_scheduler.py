@@ -13,10 +13,13 @@ from typing import Any
 
 import dramatiq
 import pytest
+import time_machine
 from dramatiq.brokers.stub import StubBroker
-from sqlalchemy import Engine, text
+from flask import Flask
+from sqlalchemy import Engine, select, text
 
 from app.db import make_engine
+from app.extensions import db
 from app.jobs.doorbell import BROKER_OUTAGE
 from app.jobs.scheduler import PERIODIC, RETRY_BROKER_EVERY, Job, LeaderLock, Scheduler
 from config.settings import REPO_ROOT
@@ -208,3 +211,125 @@ def test_the_scheduler_process_refuses_bad_settings_in_one_line(tmp_path: Path, 
     assert done.stderr.strip().splitlines() == [done.stderr.strip()]
     assert done.stderr.startswith("error: ") and named in done.stderr
     assert "Traceback" not in done.stderr
+
+
+# ---- time-bound jobs while the broker is down (issue 15 item 3), calendar jobs across a restart (issue 14) -------
+
+
+def _refusing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The desk's broker refuses every message, as a stopped Redis does."""
+
+    def down(*args: Any, **kwargs: Any) -> Any:
+        raise ConnectionError("broker down")
+
+    monkeypatch.setattr(dramatiq.get_broker(), "enqueue", down)
+
+
+def test_during_a_broker_outage_checkpoints_and_the_daily_run_go_on_in_the_scheduler(committed_app: Flask, monkeypatch: pytest.MonkeyPatch) -> None:
+    from app.audit import checkpoint as cp
+    from app.audit import service as audit
+    from app.principal import Principal
+    from app.retention.models import RetentionRun
+
+    path = Path(committed_app.config["AUDIT_CHECKPOINT_PATH"])
+
+    def events(n: int) -> None:
+        with committed_app.app_context(), db.session_scope() as session:
+            for i in range(n):
+                audit.record(session, by=Principal.system("tests"), action="test.outage", target_type="thing", target_id=i, now=T0)
+
+    jobs = [job for job in JOBS if job.actor in ("audit_checkpoint", "run_retention")]
+    clock = [0.0]
+    scheduler = Scheduler(_Lock(), jobs, app=committed_app, monotonic=lambda: clock[0], broker_ok=lambda: False)
+    at_three = dt.datetime(2026, 12, 1, 3, 29, 30, tzinfo=dt.UTC)
+    _refusing(monkeypatch)
+    # Given the broker down from the first tick and three events
+    events(3)
+    assert scheduler.tick(at_three) == ["audit checkpoint"]
+    # Then the scheduler signed them itself
+    first = cp.last_checkpoint(path)
+    assert first is not None and first.seq == 3
+    # And a minute later the next events are signed too, still without a broker (at most a minute unsigned)
+    events(2)
+    clock[0] = 60.0
+    # And the daily retention run, due at 03:30, runs in the scheduler (in a thread of its own) and is in the ledger
+    assert scheduler.tick(at_three + dt.timedelta(seconds=60)) == ["audit checkpoint", "retention-run"]
+    later = cp.last_checkpoint(path)
+    assert later is not None and later.seq == 5
+    scheduler._apart["retention-run"].join(timeout=60)
+    with committed_app.app_context(), db.session_scope() as session:
+        runs = session.scalars(select(RetentionRun)).all()
+    assert [run.state for run in runs] == ["done"]
+    assert BROKER_OUTAGE.is_set()
+    BROKER_OUTAGE.clear()
+
+
+def _retention_scheduler(app: Flask) -> Scheduler:
+    from app.jobs.scheduler import scheduler_for
+
+    scheduler = scheduler_for(app)
+    scheduler.lock = _Lock()  # type: ignore[assignment]
+    scheduler.jobs = [job for job in JOBS if job.actor == "run_retention"]
+    return scheduler
+
+
+RUN_AT = dt.datetime(2026, 12, 1, 3, 30, tzinfo=dt.UTC)  # RETENTION_RUN_AT's default, "30 3 * * *"
+
+
+def _tick_at(scheduler: Scheduler, when: dt.datetime) -> list[str]:
+    with time_machine.travel(when, tick=False):
+        return scheduler.tick(dt.datetime.now(dt.UTC))
+
+
+def test_a_scheduler_restarted_across_the_daily_time_runs_the_missed_run_once(committed_app: Flask, retention_broker: StubBroker) -> None:
+    # Given a scheduler that led from 03:00 and stopped one second before the daily time
+    first = _retention_scheduler(committed_app)
+    assert _tick_at(first, RUN_AT - dt.timedelta(minutes=30)) == []
+    assert _tick_at(first, RUN_AT - dt.timedelta(seconds=1)) == []
+    # When it is restarted (or the standby takes over) one second after the time
+    restarted = _retention_scheduler(committed_app)
+    # Then the day's run is sent at once
+    assert _tick_at(restarted, RUN_AT + dt.timedelta(seconds=1)) == ["retention-run"]
+    assert _sent(retention_broker, "default") == 1
+    # And a restart right after does not send it twice, nor does the next tick
+    again = _retention_scheduler(committed_app)
+    assert _tick_at(again, RUN_AT + dt.timedelta(seconds=2)) == []
+    assert _tick_at(restarted, RUN_AT + dt.timedelta(seconds=3)) == []
+    # And the next day at its time, it is sent again
+    assert _tick_at(again, RUN_AT + dt.timedelta(days=1)) == ["retention-run"]
+    assert _sent(retention_broker, "default") == 2
+
+
+def test_a_daily_run_already_in_the_ledger_is_not_run_again_after_a_restart(committed_app: Flask, retention_broker: StubBroker) -> None:
+    from app.retention.models import RetentionRun
+
+    # Given a scheduler that led before the time, and today's run started at 03:30 by a worker (the ledger)
+    assert _tick_at(_retention_scheduler(committed_app), RUN_AT - dt.timedelta(minutes=5)) == []
+    with committed_app.app_context(), db.session_scope() as session:
+        session.add(RetentionRun(state="done", requested_by="scheduled", started_at=RUN_AT, updated_at=RUN_AT, finished_at=RUN_AT))
+    # When a scheduler that never recorded sending it starts one second after the time
+    with committed_app.app_context(), db.session_scope() as session:
+        session.execute(text("DELETE FROM job_state WHERE name LIKE 'scheduler.last.%'"))
+    # Then it does not run it again
+    assert _tick_at(_retention_scheduler(committed_app), RUN_AT + dt.timedelta(seconds=1)) == []
+    assert _sent(retention_broker, "default") == 0
+
+
+def test_a_daily_time_missed_by_more_than_the_grace_waits_for_the_next_day(committed_app: Flask, retention_broker: StubBroker) -> None:
+    from app.jobs.scheduler import CATCH_UP_WITHIN
+
+    assert _tick_at(_retention_scheduler(committed_app), RUN_AT - dt.timedelta(seconds=1)) == []
+    # A scheduler down from before the time until after the grace window: the run waits for tomorrow
+    late = _retention_scheduler(committed_app)
+    assert _tick_at(late, RUN_AT + CATCH_UP_WITHIN + dt.timedelta(seconds=1)) == []
+    assert _tick_at(late, RUN_AT + dt.timedelta(days=1)) == ["retention-run"]
+    assert _sent(retention_broker, "default") == 1
+
+
+@pytest.fixture
+def retention_broker(monkeypatch: pytest.MonkeyPatch) -> StubBroker:
+    """A private stub broker with the retention actor's name, standing in for the global broker."""
+    broker = StubBroker()
+    dramatiq.actor(lambda: None, broker=broker, actor_name="run_retention", queue_name="default")
+    monkeypatch.setattr(dramatiq, "get_broker", lambda: broker)
+    return broker
