@@ -185,4 +185,10 @@ def register_errors(app: Flask) -> None:
         original = getattr(exc, "original_exception", None)
         # The exception type and route only: messages may carry personal data.
         log.error("unhandled %s on %s", type(original).__name__, request.endpoint)
+        # A failed flush leaves the session unusable until rolled back, and the page (base.html asks who is signed in)
+        # needs it: roll back first, so any 500 renders its page instead of crashing on PendingRollbackError.
+        try:
+            db.session.rollback()
+        except Exception:  # noqa: BLE001 - a connection that cannot even roll back must not hide the page
+            log.error("rollback failed on %s", request.endpoint)
         return _render(500)

@@ -199,6 +199,8 @@ class BaseConfig:
             settings[name] = positive_int(env.get(name), name, default=getattr(cls, name))
         # Retention (issue 14, docs/retention.md): the longest period a policy may set; when the daily run starts (cron, UTC).
         settings["RETENTION_MAX_DAYS"] = positive_int(env.get("RETENTION_MAX_DAYS"), "RETENTION_MAX_DAYS", default=3650)
+        if settings["RETENTION_MAX_DAYS"] > MAX_RETENTION_DAYS:
+            raise ConfigError(f"RETENTION_MAX_DAYS must be at most {MAX_RETENTION_DAYS} (100 years)")
         settings["RETENTION_RUN_AT"] = cron_expression(env.get("RETENTION_RUN_AT"), "RETENTION_RUN_AT", default="30 3 * * *")
         return settings
 
@@ -208,6 +210,10 @@ class BaseConfig:
         missing = [name for name in GENERATED_SECRETS if not env.get(name)]
         values = load_dev_secrets(folder) if missing else {}
         return {name: env.get(name) or values[name] for name in GENERATED_SECRETS}
+
+
+# The ceiling of RETENTION_MAX_DAYS: 100 years (a longer period is no retention policy, and date arithmetic must stay in range).
+MAX_RETENTION_DAYS = 36500
 
 
 def positive_int(raw: str | None, name: str, *, default: int) -> int:

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
+import getpass
 import json
+import re
 import sys
+from typing import Any
 
 import click
 from flask import current_app
@@ -15,6 +18,7 @@ from app.controllers.models import Controller
 from app.db import utcnow
 from app.extensions import db
 from app.jobs.locks import LockHeld
+from app.principal import Principal
 from app.retention import holds, policies, release, runner
 from app.retention.models import HOLD_BASES
 from app.retention.periods import ACTIONS, CATEGORIES, DEFAULTS
@@ -90,13 +94,18 @@ def retention_run(dry_run: bool, controller_id: int | None, category: str | None
     click.echo(f"run {result.run_id}{resumed} {summary['state']}: {_totals(summary['counts'])}")
 
 
-def _totals(counts: dict[str, dict[str, dict[str, int]]]) -> str:
+def _totals(counts: dict[str, dict[str, dict[str, Any]]]) -> str:
     parts = []
     for category, per in sorted(counts.items()):
         due = sum(c.get("due", 0) for c in per.values())
         changed = sum(c.get("changed", 0) for c in per.values())
         held = sum(c.get("held", 0) for c in per.values())
-        parts.append(f"{category} due {due}, rows changed {changed}, held {held}")
+        reasons: dict[str, int] = {}
+        for c in per.values():
+            for why, n in (c.get("held_by") or {}).items():
+                reasons[why] = reasons.get(why, 0) + int(n)
+        by_hold = f" ({', '.join(f'{n} under {why}' for why, n in sorted(reasons.items()))})" if reasons else ""
+        parts.append(f"{category} due {due}, rows changed {changed}, held {held}{by_hold}")
     return "; ".join(parts) or "nothing was due"
 
 
@@ -156,6 +165,16 @@ def retention_policy_set(category: str, days: int, action: str | None, basis: st
         click.echo(f"{category} v{row.version}: {row.period_days} days, {row.action}")
 
 
+@policy_cli.command("withdraw")
+@click.argument("category", type=click.Choice(CATEGORIES))
+@click.option("--controller", "controller_id", type=ID, required=True, help="The controller whose override ends.")
+def retention_policy_withdraw(category: str, controller_id: int) -> None:
+    """End a controller's override: a new version marked withdrawn (audit-logged); the desk-wide policy applies again."""
+    with db.session_scope() as session:
+        row = policies.withdraw(session, category, controller_id=controller_id, by=operator("retention policy withdraw"), now=utcnow())
+        click.echo(f"{category} for controller {controller_id}: override withdrawn (v{row.version}); the desk-wide policy applies")
+
+
 def _hold_dict(h: holds.RetentionHold) -> dict[str, object]:
     return {
         "id": h.id,
@@ -186,17 +205,36 @@ def retention_holds(include_ended: bool, as_json: bool) -> None:
         targets = {"controller": f"controller {d['controller_id']}", "ticket": f"ticket {d['ticket_id']}"}
         target = targets.get(str(d["kind"]), f"a subject of controller {d['controller_id']}")
         end = f"lifted {str(d['lifted_at'])[:10]}" if d["lifted_at"] else f"through {d['last_day'] or 'until lifted'}"
-        click.echo(f"hold {d['id']}\t{target}\t{d['basis']}\t{end}\t{d['basis_text']}")
+        click.echo(f"hold {d['id']}\t{target}\t{d['basis']}\t{end}\tplaced by {d['placed_by']}\t{d['basis_text']}")
     if not data:
         click.echo("no legal holds in force")
 
 
-def _date(value: str) -> dt.datetime:
+_NAME = re.compile(r"^[\w.@-]{1,60}$")
+
+
+def _login_name() -> str:
     try:
-        day = dt.date.fromisoformat(value)
-    except ValueError:
-        raise click.BadParameter("a date as YYYY-MM-DD", param_hint="--until") from None
-    return dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC) + dt.timedelta(days=1)  # to the end of that day, UTC
+        return getpass.getuser()
+    except (OSError, KeyError):  # no login name in this environment: --by is then required
+        return ""
+
+
+def _operator(name: str) -> Principal:
+    """The operator who placed or lifted a hold, as `--by` names them (default: the OS login name)."""
+    if not _NAME.match(name or ""):
+        raise click.BadParameter("a login name of 1 to 60 letters, digits or . _ @ -", param_hint="--by")
+    return Principal.system(f"operator:{name}")
+
+
+def _ticket_id(session: Session, ref: str) -> int:
+    """The ticket a reference (T-YYYY-NNNNNN) or id names; a usage error "no ticket REF" otherwise (never a database overflow)."""
+    ticket = find_by_reference(session, ref, include_triage=True)
+    if ticket is None and ref.isascii() and ref.isdigit() and len(ref) <= 10 and 1 <= int(ref) <= ID.max:  # type: ignore[operator]
+        ticket = session.get(Ticket, int(ref))
+    if ticket is None:
+        raise click.UsageError(f"no ticket {ref[:40]}")
+    return ticket.id
 
 
 @hold_cli.command("add")
@@ -207,11 +245,20 @@ def _date(value: str) -> dt.datetime:
 @click.option("--note", default="", help="The matter: case number, regulator's letter (no personal data).")
 @click.option("--until", "until_day", help="The last day the hold keeps the data (YYYY-MM-DD, UTC).")
 @click.option("--indefinite", is_flag=True, help="Until lifted (litigation or a regulator's request only).")
+@click.option("--by", "by_name", default=_login_name, show_default="your login name", help="Who places the hold (recorded and shown).")
 def retention_hold_add(
-    controller_id: int | None, ticket_ref: str | None, subject_email: str | None, basis: str, note: str, until_day: str | None, indefinite: bool
+    controller_id: int | None,
+    ticket_ref: str | None,
+    subject_email: str | None,
+    basis: str,
+    note: str,
+    until_day: str | None,
+    indefinite: bool,
+    by_name: str,
 ) -> None:
     """Place a legal hold: nothing it covers is deleted by retention, a DSR erasure or any other deletion run."""
-    if bool(until_day) == indefinite:
+    by = _operator(by_name)
+    if (until_day is not None) == indefinite:
         raise click.UsageError("give exactly one of --until DATE and --indefinite")
     if sum(x is not None for x in (ticket_ref, subject_email)) > 1 or (ticket_ref is not None and controller_id is not None):
         raise click.UsageError("give one of --controller ID, --ticket REF, or --subject EMAIL --controller ID")
@@ -222,13 +269,8 @@ def retention_hold_add(
     code, text = (basis, note) if basis in HOLD_BASES else ("other", " ".join(x for x in (basis, note) if x))
     with db.session_scope() as session:
         _controller_exists(session, controller_id)
-        ticket_id = None
-        if ticket_ref is not None:
-            ticket = find_by_reference(session, ticket_ref, include_triage=True) or (session.get(Ticket, int(ticket_ref)) if ticket_ref.isdigit() else None)
-            if ticket is None:
-                raise click.UsageError(f"no ticket {ticket_ref}")
-            ticket_id = ticket.id
-        kind = "ticket" if ticket_id is not None else "subject" if subject_email else "controller"
+        ticket_id = _ticket_id(session, ticket_ref) if ticket_ref is not None else None
+        kind = "ticket" if ticket_id is not None else "subject" if subject_email is not None else "controller"
         hold = holds.place(
             session,
             kind=kind,
@@ -237,8 +279,8 @@ def retention_hold_add(
             controller_id=controller_id,
             ticket_id=ticket_id,
             subject_email=subject_email,
-            until=None if indefinite else _date(str(until_day)),
-            by=operator("retention hold add"),
+            until=None if indefinite else holds.end_of(str(until_day)),
+            by=by,
             now=utcnow(),
         )
         click.echo(f"hold {hold.id} placed ({kind}, {code}, until {hold.until.date() - dt.timedelta(days=1) if hold.until else 'lifted'})")
@@ -246,10 +288,12 @@ def retention_hold_add(
 
 @hold_cli.command("lift")
 @click.argument("hold_id", type=ID)
-def retention_hold_lift(hold_id: int) -> None:
+@click.option("--by", "by_name", default=_login_name, show_default="your login name", help="Who lifts the hold (recorded and shown).")
+def retention_hold_lift(hold_id: int, by_name: str) -> None:
     """Lift a hold: what it kept is due at once and the next run takes it."""
+    by = _operator(by_name)
     with db.session_scope() as session:
-        holds.lift(session, hold_id, by=operator("retention hold lift"), now=utcnow())
+        holds.lift(session, hold_id, by=by, now=utcnow())
     click.echo(f"hold {hold_id} lifted")
 
 

@@ -15,10 +15,12 @@ import json
 import re
 from collections.abc import Mapping, Sequence
 
-from sqlalchemy import or_, select
+from sqlalchemy import ColumnElement, func, or_, select
 from sqlalchemy.orm import Session
 
+from app.addresses import normalise_email
 from app.audit.service import record
+from app.controllers.models import Controller
 from app.crypto.cipher import CryptoError
 from app.db import ids_in
 from app.deletion.holds import HoldFacts
@@ -42,6 +44,10 @@ BASIS_WORDS = {
 }
 # Only these may be placed "until lifted"; any other basis needs an end date (issue 14 item 2).
 INDEFINITE_BASES = ("litigation", "regulator_request")
+# The longest matter text a hold keeps (characters), and the last year an end date may name.
+MAX_TEXT = 2000
+LAST_YEAR = 2200
+MAX_ADDRESS = 254  # RFC 5321's path limit
 
 
 class HoldNotFound(RetentionError, NotFound):
@@ -50,6 +56,40 @@ class HoldNotFound(RetentionError, NotFound):
 
 class InvalidHold(RetentionError, Refused):
     """A hold that cannot be placed or lifted as asked (nothing was written)."""
+
+
+def end_of(day: str) -> dt.datetime:
+    """The end (exclusive, UTC) of the day `day` names as YYYY-MM-DD; InvalidHold when not a date or after LAST_YEAR."""
+    try:
+        parsed = dt.date.fromisoformat(day.strip())
+    except ValueError:
+        raise InvalidHold("the end date must be a date as YYYY-MM-DD") from None
+    if parsed.year > LAST_YEAR:
+        raise InvalidHold(f"the end date must be in {LAST_YEAR} or earlier (or, for litigation and regulator requests, until lifted)")
+    return dt.datetime.combine(parsed, dt.time(), tzinfo=dt.UTC) + dt.timedelta(days=1)
+
+
+def _subject_address(raw: str | None) -> str:
+    """The subject's address, validated as every form's (app.addresses); InvalidHold when empty, too long or invalid."""
+    value = (raw or "").strip()
+    if not value:
+        raise InvalidHold("a subject hold needs the subject's email address")
+    if len(value) > MAX_ADDRESS:
+        raise InvalidHold(f"the subject's email address is longer than {MAX_ADDRESS} characters")
+    try:
+        return normalise_email(value)
+    except Refused:
+        raise InvalidHold("the subject's email address is not a valid email address") from None
+
+
+def _matter(basis: str, text: str) -> str:
+    """The hold's text, trimmed; InvalidHold when too long, or empty on the basis 'other' (the controller would be told nothing)."""
+    value = " ".join((text or "").split())
+    if len(value) > MAX_TEXT:
+        raise InvalidHold(f"the hold's text is longer than {MAX_TEXT} characters")
+    if basis == "other" and not value:
+        raise InvalidHold("a hold on another legal basis needs a text naming the obligation (the controller is told it)")
+    return value
 
 
 def place(
@@ -65,13 +105,20 @@ def place(
     by: Principal,
     now: dt.datetime,
 ) -> RetentionHold:
-    """Place a hold (flush); InvalidHold when incomplete. `until` None: until lifted (litigation, regulator). Audited."""
+    """Place a hold (flush). `until` None: until lifted (litigation, regulator). Audited.
+
+    InvalidHold (nothing written) when incomplete or invalid: an unknown controller ("no controller N") or ticket, a
+    subject's address `app.addresses` refuses or longer than MAX_ADDRESS, a text over MAX_TEXT characters or empty on
+    the basis 'other', an end date in the past or after LAST_YEAR."""
     if basis not in HOLD_BASES:
-        raise InvalidHold(f"unknown basis {basis!r} (one of {', '.join(HOLD_BASES)})")
+        raise InvalidHold(f"unknown basis {basis[:40]!r} (one of {', '.join(HOLD_BASES)})")
+    basis_text = _matter(basis, basis_text)
     if until is None and basis not in INDEFINITE_BASES:
         raise InvalidHold(f"a hold on the basis {basis} needs an end date (only {' and '.join(INDEFINITE_BASES)} may last until lifted)")
     if until is not None and until <= now:
         raise InvalidHold("the end date is in the past")
+    if until is not None and (until - dt.timedelta(seconds=1)).year > LAST_YEAR:
+        raise InvalidHold(f"the end date must be in {LAST_YEAR} or earlier")
     if kind == "ticket":
         ticket = session.get(Ticket, ticket_id) if ticket_id is not None else None
         if ticket is None:
@@ -80,24 +127,25 @@ def place(
     elif kind in ("controller", "subject"):
         if controller_id is None:
             raise InvalidHold(f"a {kind} hold needs its controller")
+        if session.get(Controller, controller_id) is None:
+            raise InvalidHold(f"no controller {controller_id}")
         ticket_id = None
     else:
-        raise InvalidHold(f"unknown hold kind {kind!r}")
-    if kind == "subject" and not (subject_email or "").strip():
-        raise InvalidHold("a subject hold needs the subject's address")
+        raise InvalidHold(f"unknown hold kind {kind[:20]!r}")
+    address = _subject_address(subject_email) if kind == "subject" else None
     hold = RetentionHold(
         kind=kind,
         controller_id=controller_id,
         ticket_id=ticket_id,
         key_owner=key_owner_for(controller_id),
         basis=basis,
-        basis_text=basis_text.strip(),
+        basis_text=basis_text,
         placed_by=by.label[:100],
         placed_at=now,
         until=until,
     )
-    if kind == "subject":
-        hold.subject_email = (subject_email or "").strip()
+    if address is not None:
+        hold.subject_email = address
     session.add(hold)
     session.flush()
     details = {"kind": kind, "basis": basis, "ticket_id": ticket_id, "until": until.strftime("%Y-%m-%dT%H:%M:%SZ") if until else None}
@@ -120,10 +168,21 @@ def lift(session: Session, hold_id: int, *, by: Principal, now: dt.datetime) -> 
     return hold
 
 
+def _ended(now: dt.datetime) -> ColumnElement[bool]:
+    return RetentionHold.lifted_at.is_not(None) | (RetentionHold.until.is_not(None) & (RetentionHold.until <= now))
+
+
 def list_holds(session: Session, *, include_ended: bool = False, now: dt.datetime) -> list[RetentionHold]:
     """Holds, newest first (only the active ones unless `include_ended`)."""
-    holds = list(session.scalars(select(RetentionHold).order_by(RetentionHold.id.desc())))
-    return holds if include_ended else [h for h in holds if h.active(now)]
+    stmt = select(RetentionHold).order_by(RetentionHold.id.desc())
+    return list(session.scalars(stmt if include_ended else stmt.where(~_ended(now))))
+
+
+def ended_holds(session: Session, *, now: dt.datetime, limit: int | None) -> tuple[list[RetentionHold], int]:
+    """The lifted or ended holds, newest first (at most `limit`; None: all), and how many there are in all."""
+    total = int(session.scalar(select(func.count()).select_from(RetentionHold).where(_ended(now))) or 0)
+    stmt = select(RetentionHold).where(_ended(now)).order_by(RetentionHold.id.desc())
+    return list(session.scalars(stmt if limit is None else stmt.limit(limit))), total
 
 
 def active_holds(session: Session, controller_ids: Sequence[int], now: dt.datetime, *, ticket_ids: Sequence[int] = ()) -> list[RetentionHold]:

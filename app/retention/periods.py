@@ -136,8 +136,13 @@ def is_valid(category: str, period_days: int, event: str, action: str, *, max_da
 
 
 def cutoff(now: dt.datetime, period_days: int) -> dt.datetime:
-    """Items whose event is at or before this instant are due (kept for exactly `period_days` days)."""
-    return now - dt.timedelta(days=period_days)
+    """Items whose event is at or before this instant are due (kept for exactly `period_days` days).
+
+    A period reaching before the calendar's start (year 1) is the earliest instant: nothing is due, never an OverflowError."""
+    try:
+        return now - dt.timedelta(days=period_days)
+    except OverflowError:
+        return dt.datetime.min.replace(tzinfo=now.tzinfo)
 
 
 def due(event_at: dt.datetime | None, now: dt.datetime, period_days: int) -> bool:

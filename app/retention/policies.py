@@ -14,6 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.audit.service import record
+from app.controllers.models import Controller
 from app.exceptions import DeskError, Refused
 from app.principal import Principal
 from app.retention.models import RetentionPolicy
@@ -25,7 +26,16 @@ class RetentionError(DeskError):
 
 
 class InvalidPolicy(RetentionError, Refused):
-    """A policy outside what is allowed (unknown category, period beyond the maximum, wrong event)."""
+    """A policy outside what is allowed (unknown category, period beyond the maximum, wrong event, unknown controller)."""
+
+
+# The longest legal-basis text a policy keeps (characters).
+MAX_BASIS = 2000
+
+
+def _known_controller(session: Session, controller_id: int | None) -> None:
+    if controller_id is not None and session.get(Controller, controller_id) is None:
+        raise InvalidPolicy(f"no controller {controller_id}")
 
 
 @dataclass(frozen=True)
@@ -99,20 +109,32 @@ def change(
     by: Principal,
     now: dt.datetime,
 ) -> RetentionPolicy:
-    """Write the next version of a policy (flush); InvalidPolicy when outside the allowed range. Audited."""
+    """Write the next version of a policy (flush). Audited.
+
+    InvalidPolicy (nothing written) when outside the allowed range, for an unknown controller ("no controller N"),
+    or when the legal basis is empty or longer than MAX_BASIS characters."""
     event = DEFAULTS[category].event if category in DEFAULTS else ""
     problem = is_valid(category, period_days, event, action, max_days=max_days)
     if problem:
         raise InvalidPolicy(problem)
-    if not legal_basis.strip():
+    legal_basis = " ".join(legal_basis.split())
+    if not legal_basis:
         raise InvalidPolicy("a policy needs its legal basis")
+    if len(legal_basis) > MAX_BASIS:
+        raise InvalidPolicy(f"the legal basis is longer than {MAX_BASIS} characters")
+    _known_controller(session, controller_id)
     if controller_id is None and _newest(session, category, None) is None:
         effective(session, category, None, now=now, materialise=True)  # the default becomes version 1, the change 2
     return _next_version(session, category, controller_id, (period_days, event, action, legal_basis.strip()), withdrawn=False, by=by, now=now)
 
 
 def withdraw(session: Session, category: str, *, controller_id: int, by: Principal, now: dt.datetime) -> RetentionPolicy:
-    """End a controller's override (a new version marked withdrawn; the desk-wide policy applies again). Audited."""
+    """End a controller's override (a new version marked withdrawn; the desk-wide policy applies again). Audited.
+
+    InvalidPolicy (nothing written) for an unknown category or controller, or when the controller has no override in force."""
+    if category not in DEFAULTS:
+        raise InvalidPolicy(f"unknown category {category[:40]!r} (known: {', '.join(CATEGORIES)})")
+    _known_controller(session, controller_id)
     last = _newest(session, category, controller_id)
     if last is None or last.withdrawn:
         raise InvalidPolicy(f"controller {controller_id} has no override of {category}")

@@ -164,6 +164,17 @@ def _tally(run: RetentionRun, category: str, cid: int | None, what: str, n: int)
     flag_modified(run, "counts")
 
 
+def _held_by(run: RetentionRun, category: str, cid: int | None, kept: list[dict[str, Any]]) -> None:
+    """What each hold kept, by its reason ("hold 8: accounting": n), beside the total under "held"."""
+    if not kept:
+        return
+    per = run.counts.setdefault(category, {}).setdefault(_key(cid), {"due": 0, "changed": 0, "held": 0}).setdefault("held_by", {})
+    for item in kept:
+        why = str(item.get("reason") or "kept")
+        per[why] = int(per.get(why, 0)) + 1
+    flag_modified(run, "counts")
+
+
 def _settle(session: Session, run: RetentionRun, engine_run_id: int, category: str, cid: int | None) -> None:
     """An engine run finished: its changes, kept items and failures into the ledger (same transaction)."""
     done = deletion.get_run(session, engine_run_id)
@@ -174,6 +185,7 @@ def _settle(session: Session, run: RetentionRun, engine_run_id: int, category: s
     _tally(run, category, cid, "deleted" if done.action == "delete" else "anonymised", max(items - len(report.get("kept", [])) - len(failed), 0))
     _tally(run, category, cid, "changed", sum(changes(report).values()))
     _tally(run, category, cid, "held", len(report.get("kept", [])))
+    _held_by(run, category, cid, report.get("kept", []))
     for failure in report.get("failed", []):
         run.errors = [*run.errors, {"engine_run": engine_run_id, **failure}]
 

@@ -5,8 +5,6 @@ Privacy officers place and lift holds; admins change policies (a new version eac
 
 from __future__ import annotations
 
-import datetime as dt
-
 from flask import Blueprint, current_app, flash, redirect, render_template, request, url_for
 from werkzeug.wrappers import Response
 
@@ -21,6 +19,7 @@ from app.tickets.lookup import find_by_reference
 from app.web import current_principal, id_value
 
 bp = Blueprint("retention", __name__, url_prefix="/retention")
+ENDED_SHOWN = 10  # lifted or ended holds listed by default (newest first; ?holds=all lists every one)
 
 
 @bp.get("/")
@@ -31,12 +30,17 @@ def index() -> str:
     controllers = runner.controllers_with_tickets(session, None)
     ages = figures.tickets_by_age(session, now=now)
     largest = max((r.total for r in ages), default=0)
+    all_ended = request.args.get("holds") == "all"
+    ended, ended_total = holds.ended_holds(session, now=now, limit=None if all_ended else ENDED_SHOWN)
     return render_template(
         "retention/index.html",
         policies=[policies.effective(session, c, None, now=now) for c in CATEGORIES],
         overrides=[p for p in policies.all_effective(session, [c for c in controllers if c is not None], now=now) if p.source == "controller"],
         defaults=DEFAULTS,
-        holds=holds.list_holds(session, include_ended=True, now=now)[:100],
+        holds=holds.list_holds(session, now=now),
+        ended=ended,
+        ended_total=ended_total,
+        all_ended=all_ended,
         now=now,
         preview=runner.preview(session, now=now),
         releases=release.due(session, now=now),
@@ -54,6 +58,17 @@ def _int(name: str) -> int | None:
     return id_value(request.form.get(name))
 
 
+def _controller_id() -> int | None:
+    """The form's controller id (None: empty); "no controller N" for a number no controller can have, a refusal for anything else."""
+    raw = (request.form.get("controller_id") or "").strip()
+    if not raw:
+        return None
+    value = id_value(raw)
+    if value is None:
+        raise policies.InvalidPolicy(f"no controller {raw[:24]}" if raw.isascii() and raw.isdigit() else "the controller id must be a whole number")
+    return value
+
+
 @bp.post("/holds")
 @rbac.require(rbac.DSR_MANAGE)
 @back_to("retention.index")
@@ -68,18 +83,15 @@ def add_hold() -> Response:
         if ticket is None:
             raise holds.InvalidHold("no ticket with that reference")
         ticket_id = ticket.id
-    try:
-        until = dt.datetime.combine(dt.date.fromisoformat(until_raw), dt.time(), tzinfo=dt.UTC) + dt.timedelta(days=1) if until_raw else None
-    except ValueError:
-        raise holds.InvalidHold("the end date must be a date (YYYY-MM-DD)") from None
+    until = holds.end_of(until_raw) if until_raw else None
     hold = holds.place(
         db.session,
         kind=kind,
         basis=form.get("basis", ""),
         basis_text=form.get("note", ""),
-        controller_id=_int("controller_id"),
+        controller_id=None if kind == "ticket" else _controller_id(),
         ticket_id=ticket_id,
-        subject_email=form.get("subject") or None,
+        subject_email=form.get("subject", ""),
         until=until,
         by=current_principal(),
         now=now,
@@ -110,7 +122,7 @@ def change_policy() -> Response:
     row = policies.change(
         db.session,
         form.get("category", ""),
-        controller_id=_int("controller_id"),
+        controller_id=_controller_id(),
         period_days=days or 0,
         action=form.get("action", ""),
         legal_basis=form.get("legal_basis", ""),
@@ -120,4 +132,19 @@ def change_policy() -> Response:
     )
     db.session.commit()
     flash(f"{row.category}: version {row.version} in force.", "success")
+    return redirect(url_for("retention.index"), code=303)
+
+
+@bp.post("/policies/withdraw")
+@rbac.require(rbac.RETENTION_POLICIES)
+@back_to("retention.index")
+def withdraw_policy() -> Response:
+    """End a controller's override of a category (a new version marked withdrawn); the desk-wide policy applies again."""
+    controller_id = _controller_id()
+    if controller_id is None:
+        raise policies.InvalidPolicy("name the controller whose override ends")
+    category = request.form.get("category", "")
+    row = policies.withdraw(db.session, category, controller_id=controller_id, by=current_principal(), now=utcnow())
+    db.session.commit()
+    flash(f"{row.category}: the override of controller {controller_id} is withdrawn (version {row.version}); the desk-wide policy applies.", "success")
     return redirect(url_for("retention.index"), code=303)

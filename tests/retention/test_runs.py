@@ -13,7 +13,7 @@ from app.db import utcnow
 from app.deletion.models import DeletionRun
 from app.retention import holds, policies, runner
 from app.retention.holds import InvalidHold
-from app.retention.models import RetentionRun
+from app.retention.models import RetentionHold, RetentionRun
 from app.tickets.models import Message, Ticket
 from tests.deletion.support import make_tickets, remaining
 from tests.factories import make_controller
@@ -152,7 +152,8 @@ def test_a_stopped_run_resumes_where_it_stood_and_nothing_is_done_twice(session:
     done = session.get(RetentionRun, first.run_id)
     assert done is not None and done.state == "done"
     counts = done.counts["closed_ticket_content"][str(controller.id)]
-    assert counts == {"due": 3, "deleted": 2, "changed": counts["changed"], "held": 1}
+    hold_id = session.scalars(select(RetentionHold.id)).one()
+    assert counts == {"due": 3, "deleted": 2, "changed": counts["changed"], "held": 1, "held_by": {f"hold {hold_id}: litigation": 1}}
     assert remaining(session, made.ticket_ids)["tickets"] == 1
     engine = session.get(DeletionRun, in_flight)
     assert engine is not None and engine.report["stores"]["tickets"] == {"tickets_deleted": 2}
