@@ -17,12 +17,13 @@ from app.dsr.settings import DsrSettings
 from app.principal import Principal
 from app.subject_data.aftercare import unhandled
 from app.subject_data.authority import request
-from app.subject_data.erasure_notice import kept_by_hold
+from app.subject_data.erasure_notice import is_release, kept_by_hold
 from app.subject_data.errors import InvalidRequest
 from app.subject_data.models import SubjectRun
 from app.subject_data.restrict import active_for
 
 _WORDS = {"export": "data export provided", "erase": "erasure", "rectify": "rectification"}
+_RELEASE = "erasure of the items a legal hold had kept, now that it has ended (hold release)"
 _CODES = {"export": "exported", "erase": "erased", "rectify": "rectified", "restrict": "restricted"}
 
 
@@ -41,7 +42,7 @@ def _line(session: Session, run: SubjectRun, now: dt.datetime) -> str:
     # Pexgle §13.3: per hold, what is kept, why and until when (erased by us when the hold ends).
     holds = kept_by_hold(session, run.report.get("kept") or [], now=now) if kept else []
     return (
-        f"- {_WORDS[run.kind]} (run {run.id}): {summary}"
+        f"- {_RELEASE if is_release(session, run) else _WORDS[run.kind]} (run {run.id}): {summary}"
         + (f"; {failed} item(s) failed and are listed in our records" if failed else "")
         + (f"; {kept} item(s) kept under a legal hold, erased when it ends" if kept else "")
         + (f"; {review} item(s) left for review by our privacy officer (the index cannot decide them)" if review else "")

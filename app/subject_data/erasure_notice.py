@@ -15,10 +15,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.controllers.models import Controller
+from app.deletion.authorities import RELEASE
 from app.deletion.holds import HOLDS
+from app.deletion.models import DeletionRun
 from app.dsr.contacts import email_dsr_contacts
 from app.dsr.models import Dsr
 from app.dsr.settings import DsrSettings
@@ -68,6 +71,50 @@ def kept_by_hold(session: Session, kept: Sequence[Mapping[str, Any]], *, now: dt
     return found
 
 
+@dataclass(frozen=True)
+class Released:
+    """How one ended hold's items were released: the release run, its state, when it finished, how many items it erased."""
+
+    run_id: int
+    state: str
+    finished: dt.datetime | None
+    erased: int
+
+
+def releases_of(session: Session, record: SubjectRun) -> list[SubjectRun]:
+    """The request's runs that took what legal holds kept from `record` (hold releases), oldest first."""
+    if record.deletion_run_id is None:
+        return []
+    engine_runs = select(DeletionRun.id).where(DeletionRun.authority_kind == RELEASE, DeletionRun.authority_id == record.deletion_run_id)
+    return list(session.scalars(select(SubjectRun).where(SubjectRun.deletion_run_id.in_(engine_runs)).order_by(SubjectRun.id)))
+
+
+def is_release(session: Session, record: SubjectRun) -> bool:
+    """Whether `record` is a hold's release (it erases what a legal hold had kept from an earlier run)."""
+    run = session.get(DeletionRun, record.deletion_run_id) if record.deletion_run_id is not None else None
+    return run is not None and run.authority_kind == RELEASE
+
+
+def released_by(session: Session, record: SubjectRun, kept: Sequence[KeptUnderHold]) -> dict[str, Released]:
+    """Per ended hold (its reason) of `record`, the first release run started once it had ended, and what that run erased.
+
+    Erased: the items the hold kept in `record` that the release did not keep again (under another hold in force).
+    """
+    releases = releases_of(session, record)
+    items = record.report.get("kept") or []
+    found: dict[str, Released] = {}
+    for hold in kept:
+        if hold.ended is None:
+            continue
+        release = next((r for r in releases if r.created_at.date() >= hold.ended), None)
+        if release is None:
+            continue
+        held = {(k.get("what"), k.get("id")) for k in items if k.get("reason") == hold.reason}
+        again = {(k.get("what"), k.get("id")) for k in release.report.get("kept") or []}
+        found[hold.reason] = Released(release.id, release.state, release.finished_at, len(held - again))
+    return found
+
+
 def release_notice(session: Session, record: SubjectRun, source: SubjectRun | None, *, settings: DsrSettings, by: Principal, now: dt.datetime) -> int:
     """Tell the controller's DSR contacts that what ended holds kept from `source` is erased by `record` (outbox); how many emails.
 
@@ -82,6 +129,7 @@ def release_notice(session: Session, record: SubjectRun, source: SubjectRun | No
     still = kept_by_hold(session, record.report.get("kept") or [], now=now)
     changed = record.report.get("changed") or {}
     lines = [f"Dear {controller.name},", ""]
+    lines.append("This is not a new request: it is the erasure of items a legal hold had kept from an erasure you instructed.")
     lines.append(
         f"When we erased the data of the subject of data subject request {dsr.reference} under your instruction"
         + (f" (run {source.id})" if source else "")
@@ -104,7 +152,7 @@ def release_notice(session: Session, record: SubjectRun, source: SubjectRun | No
         session,
         dsr,
         controller,
-        subject=f"Data subject request {dsr.reference}: data kept under a legal hold now erased",
+        subject=f"Data subject request {dsr.reference}: legal hold released, the items it had kept are now erased (run {record.id})",
         body="\n".join(lines) + "\n",
         kind=KIND,
         settings=settings,

@@ -28,7 +28,7 @@ from app.extensions import db
 from app.principal import Principal
 from app.subject_data import closing, export, handover, restrict, service, tokens
 from app.subject_data.erasure import released_from
-from app.subject_data.erasure_notice import kept_by_hold
+from app.subject_data.erasure_notice import kept_by_hold, released_by
 from app.subject_data.models import DECISION_FOR, SubjectExport, SubjectRun
 from app.tickets.models import Ticket
 from app.web import current_principal, id_value, streamed_blob
@@ -167,7 +167,9 @@ def run(run_id: int) -> str:
     exports = list(db.session.scalars(select(SubjectExport).where(SubjectExport.run_id == item.id).order_by(SubjectExport.id)))
     kept = kept_by_hold(db.session, item.report.get("kept") or [], now=utcnow())
     released = released_from(db.session, item)
-    return render_template("subject_data/run.html", run=item, dsr=db.session.get(Dsr, item.dsr_id), exports=exports, kept=kept, released=released)
+    releases = released_by(db.session, item, kept)
+    dsr = db.session.get(Dsr, item.dsr_id)
+    return render_template("subject_data/run.html", run=item, dsr=dsr, exports=exports, kept=kept, released=released, releases=releases)
 
 
 @bp.post("/exports/<int:export_id>/token")
