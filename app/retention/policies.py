@@ -92,6 +92,12 @@ def effective(session: Session, category: str, controller_id: int | None, *, now
     return _of(row, controller_id, "desk")
 
 
+def controllers_with_overrides(session: Session) -> list[int]:
+    """The controllers that ever had an override of any category (withdrawn ones included), by id."""
+    stmt = select(RetentionPolicy.controller_id).where(RetentionPolicy.controller_id.is_not(None)).distinct()
+    return sorted(int(c) for c in session.scalars(stmt) if c is not None)
+
+
 def all_effective(session: Session, controller_ids: list[int | None], *, now: dt.datetime) -> list[Effective]:
     """Every category's policy for each of these controllers (None: desk-wide), category order then controller."""
     return [effective(session, c, cid, now=now) for c in CATEGORIES for cid in controller_ids]

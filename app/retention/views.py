@@ -27,7 +27,6 @@ ENDED_SHOWN = 10  # lifted or ended holds listed by default (newest first; ?hold
 def index() -> str:
     """Policies with their legal basis, holds with their end dates, the next run's preview, past runs, tickets by age."""
     session, now = db.session, utcnow()
-    controllers = runner.controllers_with_tickets(session, None)
     ages = figures.tickets_by_age(session, now=now)
     largest = max((r.total for r in ages), default=0)
     all_ended = request.args.get("holds") == "all"
@@ -35,7 +34,7 @@ def index() -> str:
     return render_template(
         "retention/index.html",
         policies=[policies.effective(session, c, None, now=now) for c in CATEGORIES],
-        overrides=[p for p in policies.all_effective(session, [c for c in controllers if c is not None], now=now) if p.source == "controller"],
+        overrides=[p for p in policies.all_effective(session, [*policies.controllers_with_overrides(session)], now=now) if p.source == "controller"],
         defaults=DEFAULTS,
         holds=holds.list_holds(session, now=now),
         ended=ended,
