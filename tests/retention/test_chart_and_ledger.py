@@ -6,7 +6,7 @@ import datetime as dt
 import json
 import re
 
-from flask.testing import FlaskCliRunner, FlaskClient
+from flask.testing import FlaskClient, FlaskCliRunner
 from sqlalchemy.orm import Session
 
 from app.db import utcnow
