@@ -104,7 +104,9 @@ class Desk:
         """The environment file's settings, as an operator writes them."""
         env = {
             "DESK_ENV": "production",
-            "SECRET_KEY": "k" * 40,
+            # Read literally by systemd and by the wrapper alike (a `. file` wrapper would expand `$`, background at `&`)
+            "SECRET_KEY": "k" * 36 + "$x&y",
+            "RETENTION_RUN_AT": "30 3 * * *",
             "MASTER_SECRET": TEST_MASTER_SECRET,
             "DATABASE_URL": self.database,
             "DESK_INSTANCE_PATH": str(self.folder),

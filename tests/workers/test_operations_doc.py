@@ -9,6 +9,7 @@ messages.
 from __future__ import annotations
 
 import configparser
+import json
 import os
 import re
 import shlex
@@ -95,3 +96,125 @@ def test_the_documented_worker_command_restarts_a_worker_killed_with_sigkill(com
         log.close()
     assert supervisor.returncode == 0
     assert "restarting" in (tmp_path / "workers.log").read_text()
+
+
+# ---- the environment file, the web unit's command, migrations and the checkpoint folder (issue 15 item 6) ----------
+
+
+def _pipe_wrapper() -> str:
+    from tests.mail.postfix import doc_config
+
+    return doc_config().wrapper
+
+
+TRICKY = {
+    "RETENTION_RUN_AT": "30 3 * * *",
+    "SMTP_URL": "smtp://desk:p&ss@relay.example:587?starttls=1&timeout=10",
+    "SECRET_KEY": "a$HOME`id`$(id)b'c\"d *",
+    "EMPTY": "",
+    "WITH_EQUALS": "x=y=z",
+}
+
+
+def _run_wrapper(tmp_path: Path, env_text: str) -> subprocess.CompletedProcess[str]:
+    """The documented wrapper, run by /bin/sh on `env_text`, printing the environment it would give `mail ingest`."""
+    env_file = tmp_path / "env"
+    env_file.write_text(env_text)
+    script = _pipe_wrapper().replace("/etc/dsr-desk/env", str(env_file)).replace("cd /srv/desk", f"cd {tmp_path}")
+    script = re.sub(r"^exec .*flask --app wsgi mail ingest.*$", 'exec python3 -c "import json, os; print(json.dumps(dict(os.environ)))"', script, flags=re.M)
+    (tmp_path / "wrapper").write_text(script)
+    return subprocess.run(["/bin/sh", str(tmp_path / "wrapper")], capture_output=True, text=True, env={"PATH": os.environ["PATH"]}, timeout=30)
+
+
+def test_the_pipe_wrapper_reads_the_environment_file_as_systemd_does(tmp_path: Path) -> None:
+    from tests.mail.postfix import read_env_file
+
+    # Given an environment file with a cron time, an SMTP URL with &, a secret with $ and backquotes, comments
+    text = "# the desk\n\n" + "".join(f"{k}={v}\n" for k, v in TRICKY.items()) + "; another comment\nLAST=no newline"
+    (tmp_path / "systemd").write_text(text)
+    # When the documented wrapper reads it
+    result = _run_wrapper(tmp_path, text)
+    # Then mail ingest gets every value literally, as systemd's EnvironmentFile gives it to the units
+    assert result.returncode == 0, result.stderr
+    got = json.loads(result.stdout)
+    assert {k: got.get(k) for k in [*TRICKY, "LAST"]} == {**TRICKY, "LAST": "no newline"}
+    assert {k: v for k, v in read_env_file(tmp_path / "systemd").items() if not k.startswith(";")} == {**TRICKY, "LAST": "no newline"}
+
+
+@pytest.mark.parametrize("line", ["not a setting", "BAD-KEY=1", "=value"])
+def test_a_line_the_wrapper_cannot_read_defers_the_message(tmp_path: Path, line: str) -> None:
+    result = _run_wrapper(tmp_path, f"DESK_ENV=production\n{line}\n")
+    assert result.returncode == 78  # EX_CONFIG: Postfix defers the message, the operator fixes the file
+
+
+def _exec_starts(name: str) -> list[str]:
+    text = DOC.read_text()
+    found = re.search(rf"`/etc/systemd/system/{re.escape(name)}`[^\n]*\n+```ini\n(.*?)```", text, re.S)
+    assert found, f"{name} is not in docs/operations.md"
+    return re.findall(r"^ExecStart=(.*)$", found.group(1), re.M)
+
+
+def test_the_schema_is_migrated_and_granted_before_the_desks_processes_start() -> None:
+    starts = _exec_starts("dsr-desk-migrate.service")
+    assert [s.split("--app wsgi ")[1].split()[:2] for s in starts] == [["db", "upgrade"], ["db", "grant"]]
+    assert unit("dsr-desk-migrate.service")["Service"]["Type"] == "oneshot"
+    for name in ("dsr-desk-web.service", "dsr-desk-workers.service", "dsr-desk-scheduler.service"):
+        section = unit(name)["Unit"]
+        assert "dsr-desk-migrate.service" in section["Requires"] and "dsr-desk-migrate.service" in section["After"]
+
+
+def test_the_processes_that_sign_checkpoints_may_write_the_documented_checkpoint_folder() -> None:
+    found = re.search(r"^echo 'AUDIT_CHECKPOINT_PATH=(/\S+)'", DOC.read_text(), re.M)
+    assert found, "docs/operations.md does not say where AUDIT_CHECKPOINT_PATH goes"
+    folder = str(Path(found.group(1)).parent)
+    assert not folder.startswith("/srv/desk/instance")  # README: outside the instance folder
+    for name in ("dsr-desk-workers.service", "dsr-desk-scheduler.service"):
+        service = unit(name)["Service"]
+        assert service["ProtectSystem"] == "strict" and folder in service["ReadWritePaths"].split()
+
+
+def test_the_web_unit_runs_the_readmes_gunicorn_config_with_its_control_socket_where_it_may_write(committed_app: Flask, tmp_path: Path) -> None:
+    service = unit("dsr-desk-web.service")["Service"]
+    command = shlex.split(service["ExecStart"])
+    assert command[1:3] == ["-c", "config/gunicorn.py"] and command[-1] == "wsgi:app"
+    # ProtectSystem=strict leaves writable only ReadWritePaths and the unit's RuntimeDirectory (/run/<name>)
+    writable = [*service["ReadWritePaths"].split(), f"/run/{service['RuntimeDirectory']}"]
+    socket_path = command[command.index("--control-socket") + 1]
+    assert any(socket_path.startswith(folder + "/") for folder in writable), socket_path
+    # Run it: the control socket goes where the unit says, nothing into a read-only $HOME
+    run, home = tmp_path / "run", tmp_path / "home"
+    run.mkdir()
+    home.mkdir()
+    command[0] = str(Path(sys.executable).parent / "gunicorn")
+    command[command.index("--control-socket") + 1] = socket_path.replace(f"/run/{service['RuntimeDirectory']}", str(run))
+    port = _free_port()
+    env = process_env(committed_app, BIND=f"127.0.0.1:{port}", HOME=str(home), WEB_CONCURRENCY="1")
+    log = (tmp_path / "web.log").open("w")
+    web = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_for(lambda: _answers(port), timeout=60)
+        wait_for(lambda: (run / Path(socket_path).name).exists(), timeout=30)
+    finally:
+        web.send_signal(signal.SIGTERM)
+        web.wait(30)
+        log.close()
+    assert not (home / ".gunicorn").exists()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _answers(port: int) -> bool:
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/login", timeout=5) as response:
+            return bool(response.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
