@@ -34,20 +34,25 @@ def fresh_database(folder: Path, label: str = "desk") -> Iterator[str]:
         yield f"sqlite:///{folder / (name + '.sqlite3')}"
         return
     assert TEST_DATABASE_URL is not None
-    with server_database(normalise_database_url(TEST_DATABASE_URL, variable="TEST_DATABASE_URL"), name) as url:
+    with server_database(normalise_database_url(TEST_DATABASE_URL, variable="TEST_DATABASE_URL"), name, lazy_commit=True) as url:
         yield url
 
 
 @contextmanager
-def server_database(admin_url: str, name: str, *, template: str | None = None) -> Iterator[str]:
+def server_database(admin_url: str, name: str, *, template: str | None = None, lazy_commit: bool = False) -> Iterator[str]:
     """Database `name` created on the Postgres server of `admin_url` (a copy of database `template` when given), its
     URL yielded, dropped (even if in use) afterwards.
 
+    `lazy_commit` (the tests' databases): its sessions commit without waiting for the WAL to reach the disk
+    (synchronous_commit = off). A commit is still atomic and seen by every other session and process at once; only a
+    crash of the server itself could lose the last few, and no test crashes the server. Benchmarks keep the default.
     Also what bench/common.py's fresh databases use.
     """
     admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else "")))
+        if lazy_commit:
+            conn.execute(text(f'ALTER DATABASE "{name}" SET synchronous_commit = off'))
     try:
         yield make_url(admin_url).set(database=name).render_as_string(hide_password=False)
     finally:
@@ -79,7 +84,7 @@ def migrated_database(folder: Path, label: str = "desk") -> Iterator[str]:
         yield f"sqlite:///{target}"
         return
     assert TEST_DATABASE_URL is not None
-    with server_database(normalise_database_url(TEST_DATABASE_URL, variable="TEST_DATABASE_URL"), name, template=template) as url:
+    with server_database(normalise_database_url(TEST_DATABASE_URL, variable="TEST_DATABASE_URL"), name, template=template, lazy_commit=True) as url:
         yield url
 
 
@@ -105,6 +110,7 @@ def _migrated_template() -> str:
     admin = create_engine(admin_url, isolation_level="AUTOCOMMIT", poolclass=NullPool)
     with admin.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{name}"'))
+        conn.execute(text(f'ALTER DATABASE "{name}" SET synchronous_commit = off'))  # as the copies (server_database)
     admin.dispose()
     _template = name
     try:
