@@ -81,7 +81,8 @@ def test_a_hold_on_any_of_its_controllers_or_its_subject_keeps_a_request_and_lif
     assert _identity(session, subject_held)[1] == "Kept@People.example"
     assert _identity(session, free)[1] is None and _identity(session, nobody)[1] is None
     counts = ledger(session, result.run_id)["dsr_records"]
-    assert counts[str(first.id)] | {"changed": 0} == {"due": 3, "anonymised": 1, "held": 2, "changed": 0}
+    held_by = {f"hold {on_second.id}: regulator_request": 1, f"hold {on_subject.id}: litigation": 1}
+    assert counts[str(first.id)] | {"changed": 0} == {"due": 3, "anonymised": 1, "held": 2, "changed": 0, "held_by": held_by}
     assert counts["*"]["anonymised"] == 1
     holds.lift(session, on_second.id, by=SYSTEM, now=at)
     holds.lift(session, on_subject.id, by=SYSTEM, now=at)

@@ -193,7 +193,14 @@ def test_holds_keep_payloads_of_their_controller_ticket_and_subject_and_lifting_
     }
     assert bodies == {by_controller.id: None, by_ticket.id: None, by_subject.id: None, free.id: at}
     counts = ledger(session, result.run_id)["outbox_payloads"]
-    assert counts[str(held_controller.id)]["held"] == 1 and counts[str(other.id)] | {"changed": 0} == {"due": 3, "deleted": 1, "held": 2, "changed": 0}
+    held_by = {f"hold {placed[1].id}: litigation": 1, f"hold {placed[2].id}: litigation": 1}
+    assert counts[str(held_controller.id)]["held"] == 1 and counts[str(other.id)] | {"changed": 0} == {
+        "due": 3,
+        "deleted": 1,
+        "held": 2,
+        "changed": 0,
+        "held_by": held_by,
+    }
     for hold in placed:
         holds.lift(session, hold.id, by=SYSTEM, now=at)
     clock_run(session, at + SECOND, only_category="outbox_payloads")
