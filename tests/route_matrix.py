@@ -106,6 +106,7 @@ ROUTE_MATRIX: dict[tuple[str, str], str | frozenset[str]] = {
     ("retention.add_hold", "POST"): PRIVACY,
     ("retention.lift_hold", "POST"): PRIVACY,
     ("retention.change_policy", "POST"): ADMIN,
+    ("retention.withdraw_policy", "POST"): ADMIN,
 }
 
 # URL arguments that name an object holding (or leading to) a requester's data: every route taking one of them
