@@ -52,8 +52,11 @@ class ProcessLock:
             except SQLAlchemyError:
                 log.warning("lost the connection holding a process lock")
                 conn, self._conn = self._conn, None
-                conn.invalidate()  # the server session, and with it the lock, is gone
-                conn.close()
+                try:
+                    conn.invalidate()  # the server session, and with it the lock, is gone
+                    conn.close()
+                except SQLAlchemyError:  # a rollback listener may refuse the dead connection: it is gone either way
+                    pass
                 return False
             return True
         return self._file is not None

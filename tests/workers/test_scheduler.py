@@ -188,7 +188,7 @@ def test_when_the_leaders_connection_dies_the_other_scheduler_takes_over(engine:
         pid = first._conn.execute(text("SELECT pg_backend_pid()")).scalar()
         first._conn.commit()
         with engine.connect() as conn:
-            conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+            conn.execute(text("SELECT pg_terminate_backend(:pid, 5000)"), {"pid": pid})  # waits until the session is gone
             conn.commit()
         # Then the lock is free for the other one, and the old leader knows it no longer leads
         assert second.acquire()
