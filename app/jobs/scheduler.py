@@ -76,7 +76,9 @@ class Job:
 class RunRecord(Protocol):
     """Where a scheduler keeps the last run of its calendar jobs across restarts."""
 
-    def last_run(self, job: Job) -> dt.datetime | None: ...
+    def last_run(self, job: Job) -> dt.datetime | None:
+        """The job's last run, None when it never ran; raises when the record cannot be read (asked again later)."""
+        ...
 
     def record(self, job: Job, at: dt.datetime) -> None: ...
 
@@ -134,6 +136,7 @@ class Scheduler:
         self.runs = runs  # the calendar jobs' last runs in the database; None: in memory only
         self.leading = False
         self._apart: dict[str, threading.Thread] = {}
+        self._unreadable: set[str] = set()
         self.app = app  # the app context inline jobs run in
         self.beat = beat
         self.broker_ok = broker_ok or (lambda: broker_status(quiet=True) in ("ok", "in-process"))
@@ -153,7 +156,14 @@ class Scheduler:
             return last is None or (now - last).total_seconds() >= job.every
         expression = self._expression(job.at)
         if last is None:
-            last = self.runs.last_run(job) if self.runs is not None else None
+            try:
+                last = self.runs.last_run(job) if self.runs is not None else None
+            except Exception as exc:  # the database is down: ask again next tick (never "counts from now": that skips a day)
+                if job.name not in self._unreadable:
+                    log.warning("scheduler: could not read the last run of %s (%s)", job.name, type(exc).__name__)
+                self._unreadable.add(job.name)
+                return False
+            self._unreadable.discard(job.name)
             if last is None:  # never ran by any record: it counts from now
                 self._mark_calendar(job, now)
                 return False
@@ -297,15 +307,11 @@ class DatabaseRunRecord:
         self.sessions = sessions
 
     def last_run(self, job: Job) -> dt.datetime | None:
-        """The later of the scheduler's record and the job's own; None when neither has one. A database error: None."""
-        try:
-            with self.sessions() as session:
-                state = get_state(session, calendar_state(job.name)) or {}
-                times = [dt.datetime.fromisoformat(state["at"])] if "at" in state else []
-                own = job.ran_at(session) if job.ran_at is not None else None
-        except Exception as exc:  # the database is down: count from now, as without a record
-            log.warning("scheduler: could not read the last run of %s (%s)", job.name, type(exc).__name__)
-            return None
+        """The later of the scheduler's record and the job's own; None when neither has one. Raises a database error."""
+        with self.sessions() as session:
+            state = get_state(session, calendar_state(job.name)) or {}
+            times = [dt.datetime.fromisoformat(state["at"])] if "at" in state else []
+            own = job.ran_at(session) if job.ran_at is not None else None
         if own is not None:
             times.append(own if own.tzinfo else own.replace(tzinfo=dt.UTC))
         return max(times, default=None)

@@ -333,3 +333,24 @@ def retention_broker(monkeypatch: pytest.MonkeyPatch) -> StubBroker:
     dramatiq.actor(lambda: None, broker=broker, actor_name="run_retention", queue_name="default")
     monkeypatch.setattr(dramatiq, "get_broker", lambda: broker)
     return broker
+
+
+def test_a_scheduler_that_cannot_read_the_record_at_the_time_runs_the_job_once_the_database_answers(
+    committed_app: Flask, retention_broker: StubBroker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from app.jobs.scheduler import DatabaseRunRecord
+
+    assert _tick_at(_retention_scheduler(committed_app), RUN_AT - dt.timedelta(seconds=1)) == []
+    # Given a scheduler restarted after the time while the database refuses connections
+    restarted = _retention_scheduler(committed_app)
+    real = DatabaseRunRecord.last_run
+
+    def down(self: DatabaseRunRecord, job: Job) -> dt.datetime | None:
+        raise ConnectionError("database down")
+
+    monkeypatch.setattr(DatabaseRunRecord, "last_run", down)
+    assert _tick_at(restarted, RUN_AT + dt.timedelta(seconds=1)) == []
+    # When the database answers again a minute later, the day's run is sent (not skipped as "counts from now")
+    monkeypatch.setattr(DatabaseRunRecord, "last_run", real)
+    assert _tick_at(restarted, RUN_AT + dt.timedelta(minutes=1)) == ["retention-run"]
+    assert _sent(retention_broker, "default") == 1
