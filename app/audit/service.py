@@ -158,7 +158,10 @@ def _keep_head(session: Session, added: AuditEvent) -> None:
 @event.listens_for(Engine, "rollback_savepoint")
 def _forget_head(conn: Connection, *_args: Any) -> None:
     # After the transaction the head is whatever other writers made it; a savepoint rolled back takes
-    # its events (and, on Postgres, a lock taken inside it) along: read it again under the lock.
+    # its events (and, on Postgres, a lock taken inside it) along: read it again under the lock. An invalidated
+    # connection (its server session lost) has no info to read: its head went with the DBAPI connection.
+    if conn.invalidated or conn.closed:
+        return
     conn.info.pop(_HEAD, None)
 
 
