@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import cProfile
 import os
 import random
 import statistics
@@ -263,16 +264,24 @@ def run_desk(url: str, corpus: list[bytes], plain: list[bytes], controllers: int
             raw_work = RawCeiling(ceiling_url)
             event.listen(db.engine, "before_cursor_execute", count_statement)
             elapsed = ceiling_elapsed = cpu = 0.0
+            # BENCH_PROFILE=<path>: cProfile the desk's work on the mix into <path>.<controllers> (slows the desk).
+            profiler = cProfile.Profile() if os.environ.get("BENCH_PROFILE") else None
             for raw in corpus:
                 t0 = time.perf_counter()
                 raw_work.take(raw)
                 t1, c1 = time.perf_counter(), time.process_time()
+                if profiler is not None:
+                    profiler.enable()
                 outcome = ingest_committed(db.session_scope, raw, settings=settings, by=by, clock=utcnow, source="pipe")
+                if profiler is not None:
+                    profiler.disable()
                 t2, c2 = time.perf_counter(), time.process_time()
                 latencies.append(t2 - t1)
                 ceiling_elapsed, elapsed, cpu = ceiling_elapsed + (t1 - t0), elapsed + (t2 - t1), cpu + (c2 - c1)
                 outcomes[outcome.status] += 1
             raw_work.close()
+            if profiler is not None:
+                profiler.dump_stats(f"{os.environ['BENCH_PROFILE']}.{controllers}")
             ceiling = len(corpus) / ceiling_elapsed
             mix_statements = sum(shapes.values())
             shapes_of_mix = Counter(shapes)

@@ -12,11 +12,12 @@ import hashlib
 from collections.abc import Iterable, Iterator
 from typing import BinaryIO
 
-from sqlalchemy import delete, select
-from sqlalchemy.orm import Session
+from sqlalchemy import LargeBinary, delete, insert, literal, select
+from sqlalchemy.orm import Session, make_transient_to_detached
 
 from app.blobs.models import Blob, BlobChunk
-from app.db import ids_in
+from app.crypto.fields import new_row_uid
+from app.db import ids_in, table_of_model
 from app.exceptions import Refused
 
 CHUNK_BYTES = 1024 * 1024
@@ -62,6 +63,8 @@ def store_blob(
         if max_bytes is not None and len(source) > max_bytes:
             raise BlobTooLarge(f"content is larger than {max_bytes} bytes")
         size = len(source)
+        if 0 < size <= chunk_bytes:
+            return _store_one_chunk(session, bytes(source), key_owner=owner, now=now)
         blob = Blob(key_owner=owner, size=size, sha256=hashlib.sha256(source).hexdigest(), chunk_count=-(-size // chunk_bytes), created_at=now)
     else:
         blob = Blob(key_owner=owner, size=0, sha256="", chunk_count=0, created_at=now)
@@ -87,6 +90,29 @@ def store_blob(
     if (blob.size, blob.sha256, blob.chunk_count) != (size, digest.hexdigest(), seq):
         blob.size, blob.sha256, blob.chunk_count = size, digest.hexdigest(), seq
         session.flush()
+    return blob
+
+
+def _store_one_chunk(session: Session, content: bytes, *, key_owner: int, now: dt.datetime) -> Blob:
+    """A blob of one chunk (a plain message's raw original) by Core INSERTs: on Postgres one statement (the blob row
+    and its chunk in a data-modifying WITH), elsewhere two. The chunk is encrypted as a flush would (its own
+    row_uid in the associated data, the owner's active key); the Blob returned is in the session, loaded."""
+    blobs, chunks = table_of_model(Blob), table_of_model(BlobChunk)
+    values = {"key_owner": key_owner, "size": len(content), "sha256": hashlib.sha256(content).hexdigest(), "chunk_count": 1, "created_at": now}
+    row_uid = new_row_uid()
+    data_ct = BlobChunk.data.encrypt_for_insert(session, content, owner_id=key_owner, row_uid=row_uid)
+    chunk = {"seq": 0, "key_owner": key_owner, "row_uid": row_uid, "data_ct": data_ct}
+    if session.get_bind().dialect.name == "postgresql":
+        new = insert(blobs).values(**values).returning(blobs.c.id).cte("new_blob")
+        columns = [literal(chunk["seq"]), literal(key_owner), literal(row_uid), literal(data_ct, LargeBinary)]
+        both = insert(chunks).from_select(["blob_id", *chunk], select(new.c.id, *columns)).returning(chunks.c.blob_id)
+        blob_id = session.execute(both).scalar_one()
+    else:
+        blob_id = session.execute(insert(blobs).values(**values).returning(blobs.c.id)).scalar_one()
+        session.execute(insert(chunks).values(blob_id=blob_id, **chunk))
+    blob = Blob(id=blob_id, **values)
+    make_transient_to_detached(blob)
+    session.add(blob)
     return blob
 
 

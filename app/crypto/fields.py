@@ -215,6 +215,18 @@ class _Encrypted(Generic[T]):
     def _where(self) -> str:
         return f"{self.table_name}.{self.column}"
 
+    def encrypt_for_insert(self, session: Session, value: T, *, owner_id: int | None, row_uid: str) -> bytes:
+        """The ciphertext a flush would write for `value` in the new row `row_uid` (owner `owner_id`: a controller, or
+        None for the platform), for a Core INSERT; under the owner's active key, locked as a flush locks it.
+        Blind indexes are not computed: only for columns without one. Raises TypeError for a wrong type or an indexed column."""
+        if self.blind_index is not None:
+            raise TypeError(f"{self.name} has a blind index: write it through the ORM")
+        if owner_id is None and self.owner != PLATFORM:
+            raise TypeError(f"{self.name} is per owner: pass owner_id")
+        owner = PLATFORM if self.owner == PLATFORM else owner_of(owner_id)
+        key = active_key(session.connection(), cache_for(session), owner)
+        return encrypt_field(key.aead, key.id, self._encode(value), table=self.table_name, column=self.bound_as or self.column, row_uid=row_uid)
+
     def index_value(self, session: Session, value: str, *, controller_id: int | None = None) -> bytes | None:
         """The blind index of `value` for this owner, or None when the owner has no keys (nothing can match)."""
         if self.normalise is None:

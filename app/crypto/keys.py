@@ -206,7 +206,7 @@ def index_keys_of_controllers(session: Session, controller_ids: Any) -> dict[int
     database = _database_of(session)
     keyring = keyring_for(session)
     found: dict[int, bytes] = {}
-    for row in rows:
+    for row in rows.all():  # fetched at once: iterating the result fetches row by row (measured at 1,000 controllers)
         if row.controller_id in found or row.wrapped_index_key is None or row.master_version is None:
             continue
         slot = (database, row.id, bytes(row.wrapped_index_key))
