@@ -206,18 +206,20 @@ def index_keys_of_controllers(session: Session, controller_ids: Any) -> dict[int
     database = _database_of(session)
     keyring = keyring_for(session)
     found: dict[int, bytes] = {}
-    for row in rows.all():  # fetched at once: iterating the result fetches row by row (measured at 1,000 controllers)
-        if row.controller_id in found or row.wrapped_index_key is None or row.master_version is None:
+    # Fetched at once and unpacked as tuples: iterating the result fetched row by row, and attribute access
+    # on each of 1,000 rows was most of this function's own time (cProfile at 1,000 controllers).
+    for key_id, owner, controller_id, generation, version, wrapped in rows.all():
+        if controller_id in found or wrapped is None or version is None:
             continue
-        slot = (database, row.id, bytes(row.wrapped_index_key))
+        slot = (database, key_id, bytes(wrapped))
         key = _INDEX_KEYS.get(slot)
         if key is None:
-            kek = keyring.derive(WRAP, row.master_version)
-            key = unwrap_key(kek, row.wrapped_index_key, context=wrap_context(row.owner, row.generation, "index", row.master_version))
+            kek = keyring.derive(WRAP, version)
+            key = unwrap_key(kek, wrapped, context=wrap_context(owner, generation, "index", version))
             if len(_INDEX_KEYS) >= _INDEX_KEYS_MAX:
                 _INDEX_KEYS.clear()
             _INDEX_KEYS[slot] = key
-        found[row.controller_id] = key
+        found[controller_id] = key
     return found
 
 
