@@ -105,6 +105,8 @@ def on_delivery(session: Session, outcome: DeliveryOutcome, *, now: dt.datetime)
     if state == "forwarded" and forward.state != "forwarded":
         forward.state, forward.forwarded_at = "forwarded", now
         add_event(session, dsr, "forward_accepted", by=DELIVERY, now=now, controller_id=forward.controller_id, outbox_id=outcome.outbox_id)
+    elif state == "forwarded" and outcome.state == "sent" and forward.forwarded_at is not None and now < forward.forwarded_at:
+        forward.forwarded_at = now  # an earlier acceptance whose commit came second (two contacts sent at once)
     elif state != "forwarded" and forward.state == "forwarded":
         forward.state, forward.forwarded_at = state, None  # a bounce took the only acceptance back
     elif state != forward.state:
@@ -158,8 +160,8 @@ def settle_request(session: Session, dsr: Dsr, *, now: dt.datetime) -> None:
     """The request is forwarded once every controller's forward is (at the last first acceptance); taken back when one no longer is."""
     session.refresh(dsr)
     if dsr.forwards and all(f.state == "forwarded" for f in dsr.forwards):
-        if dsr.forwarded_at is None:
-            last = max(f.forwarded_at or now for f in dsr.forwards)
+        last = max(f.forwarded_at or now for f in dsr.forwards)
+        if dsr.forwarded_at != last:
             dsr.forwarded_at = last
             dsr.forward_seconds = int((last - dsr.received_at).total_seconds())
             if dsr.state == "awaiting_forward":

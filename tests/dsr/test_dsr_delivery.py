@@ -67,3 +67,29 @@ def test_a_queued_forward_reads_forward_queued_until_the_relay_accepts(client: F
     auth.login("privacy_officer")
     html = client.get(f"/dsr/{dsr.id}").get_data(as_text=True)
     assert "forward queued: not yet accepted by the relay" in html and "queued for sending" in html
+
+
+def accept(session: Session, row: OutboxEmail, *, at: dt.datetime) -> None:
+    """What the outbox does when the relay accepts a row at `at`: the row is sent and the owner told, in one transaction."""
+    session.execute(update(OutboxEmail).where(OutboxEmail.id == row.id).values(state="sent", sent_at=at, updated_at=at))
+    delivery.notify(session, row.id, "sent", "250 2.0.0 Ok", now=at)
+
+
+def test_forwarded_at_is_the_first_acceptance_even_when_its_commit_comes_second(session: Session) -> None:
+    # Given a forward to two contacts, sent at once by two workers: the relay accepted the first at 02:00:01,
+    # the second at 02:00:02, but the second worker's transaction settled first
+    controller = make_controller(session, dsr_contacts=["dpo@c.example", "legal@c.example"])
+    dsr = make_dsr(session, controller.id)
+    forward(session, dsr.id, settings=SETTINGS, by=TEST_PRINCIPAL, now=T0 + dt.timedelta(hours=2))
+    first, second = outbox_rows(session, "dsr_forward")
+    earlier, later = T0 + dt.timedelta(hours=2, seconds=1), T0 + dt.timedelta(hours=2, seconds=2)
+    accept(session, second, at=later)
+    session.refresh(dsr)
+    assert dsr.forwarded_at == later
+    # When the earlier acceptance settles
+    accept(session, first, at=earlier)
+    session.refresh(dsr)
+    # Then the request was forwarded when the relay first accepted it, and the chart's seconds agree
+    assert dsr.forwarded_at == earlier and dsr.forwards[0].forwarded_at == earlier
+    assert dsr.forward_seconds == int((earlier - dsr.received_at).total_seconds())
+    assert list(session.scalars(select(DsrEvent.code).where(DsrEvent.dsr_id == dsr.id))).count("forward_accepted") == 1
