@@ -19,7 +19,6 @@ from sqlalchemy import Engine, create_engine, func, select, text
 from sqlalchemy.orm import Session
 
 from app import create_app
-from app import migrations as desk_migrations
 from app.deletion.models import DeletionRun
 from app.extensions import db
 from app.jobs.scheduler import Job, Scheduler, next_time
@@ -28,7 +27,7 @@ from app.retention.models import RetentionRun
 from app.tickets.models import Ticket
 from config.settings import normalise_database_url
 from tests.conftest import make_config
-from tests.databases import fresh_database
+from tests.databases import migrated_database
 from tests.deletion.support import make_tickets
 from tests.factories import make_controller
 from tests.retention.support import SYSTEM, close_at
@@ -125,8 +124,7 @@ def test_the_scheduler_reads_the_time_of_day_from_the_app(app: Flask) -> None:
 
 @pytest.fixture
 def database(tmp_path: Path) -> Iterator[str]:
-    with fresh_database(tmp_path, "retention") as url:
-        desk_migrations.upgrade(url)
+    with migrated_database(tmp_path, "retention") as url:
         yield url
 
 
