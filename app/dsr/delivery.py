@@ -92,12 +92,16 @@ def on_delivery(session: Session, outcome: DeliveryOutcome, *, now: dt.datetime)
     """The delivery hook: settle the forward an outbox row belongs to (flush only; in the outbox's transaction)."""
     if outcome.kind != FORWARD_KIND or outcome.related_type != "dsr" or outcome.related_id is None or outcome.controller_id is None:
         return
+    # Two workers settling forwards of one request at once (two contacts, or two controllers) take turns: the request's
+    # row is locked first (then its forward), so the second reads what the first committed (Postgres; SQLite's writes
+    # are serial anyway) and neither overwrites the other's acceptance time.
+    dsr = session.get(Dsr, outcome.related_id, populate_existing=True, with_for_update=True)
     forward = session.scalars(
         select(DsrForward)
         .where(DsrForward.dsr_id == outcome.related_id, DsrForward.controller_id == outcome.controller_id)
+        .with_for_update()
         .execution_options(populate_existing=True)
     ).one_or_none()
-    dsr = session.get(Dsr, outcome.related_id, populate_existing=True)
     if forward is None or dsr is None or forward.state == "pending":
         return
     rows = _rows(session, forward)
