@@ -58,7 +58,7 @@ class Dsr(EncryptedRow, Base):
     is_open: Mapped[bool] = mapped_column(Boolean, default=True)
     source: Mapped[str] = mapped_column(String(20))
     ticket_id: Mapped[int | None] = mapped_column(ForeignKey("tickets.id", ondelete="SET NULL"), index=True)
-    message_pk: Mapped[int | None] = mapped_column(ForeignKey("ticket_messages.id", ondelete="SET NULL"))
+    message_pk: Mapped[int | None] = mapped_column(ForeignKey("ticket_messages.id", ondelete="SET NULL"), index=True)
 
     subject_name_ct: Mapped[bytes | None] = encrypted_column(nullable=True)
     subject_email_ct: Mapped[bytes | None] = encrypted_column(nullable=True)
@@ -162,7 +162,7 @@ class Instruction(EncryptedRow, Base):
     dsr_id: Mapped[int] = mapped_column(ForeignKey("dsrs.id", ondelete="CASCADE"))
     controller_id: Mapped[int | None] = mapped_column(ForeignKey("controllers.id", ondelete="RESTRICT"), index=True)
     key_owner: Mapped[int] = mapped_column(Integer)
-    message_pk: Mapped[int | None] = mapped_column(ForeignKey("ticket_messages.id", ondelete="SET NULL"))
+    message_pk: Mapped[int | None] = mapped_column(ForeignKey("ticket_messages.id", ondelete="SET NULL"), index=True)
     state: Mapped[str] = mapped_column(String(20))
     verified: Mapped[bool] = mapped_column(Boolean, default=False)
     raw_sha256: Mapped[str] = mapped_column(String(64))

@@ -68,7 +68,7 @@ class QuarantinedMessage(Base):
     source: Mapped[str] = mapped_column(String(10))
     size: Mapped[int]
     sha256: Mapped[str] = mapped_column(String(64))
-    raw_blob_id: Mapped[int | None] = mapped_column(ForeignKey("blobs.id", ondelete="SET NULL"))
+    raw_blob_id: Mapped[int | None] = mapped_column(ForeignKey("blobs.id", ondelete="SET NULL"), index=True)
     received_at: Mapped[utc]
     decided_at: Mapped[dt.datetime | None]
     decided_by: Mapped[str | None] = mapped_column(String(100))

@@ -71,7 +71,7 @@ class SubjectExport(Base):
     dsr_id: Mapped[int] = mapped_column(ForeignKey("dsrs.id", ondelete="CASCADE"), index=True)
     controller_id: Mapped[int] = mapped_column(ForeignKey("controllers.id", ondelete="RESTRICT"))
     format: Mapped[str] = mapped_column(String(4))
-    blob_id: Mapped[int | None] = mapped_column(ForeignKey("blobs.id", ondelete="SET NULL"))
+    blob_id: Mapped[int | None] = mapped_column(ForeignKey("blobs.id", ondelete="SET NULL"), index=True)
     size: Mapped[int]
     sha256: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[utc]
