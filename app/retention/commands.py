@@ -16,10 +16,13 @@ from sqlalchemy.orm import Session
 from app.clikit import ID, group, operator, stop_on_ctrl_c
 from app.controllers.models import Controller
 from app.db import utcnow
+from app.deletion import categories as record_stores
+from app.deletion import purge
 from app.extensions import db
 from app.jobs.locks import LockHeld
 from app.principal import Principal
 from app.retention import holds, policies, release, runner
+from app.retention.categories import TICKET_CATEGORIES
 from app.retention.models import HOLD_BASES
 from app.retention.periods import ACTIONS, CATEGORIES, DEFAULTS
 from app.retention.schedule import run_lock
@@ -63,9 +66,15 @@ def retention_run(dry_run: bool, controller_id: int | None, category: str | None
                 policy = f"after {line.period_days} days, v{line.version} {line.source}"
                 click.echo(f"{line.category}\t{who}\twould {line.action} {line.due} {line.unit} ({policy}); {held}")
             return
-    # Batches a run takes, about: per chunk of due tickets one to start it, one for its plan, one per 200 tickets.
-    chunks = [-(-(line.due + sum(line.held.values())) // chunk) for line in lines]
-    estimate = sum(2 * c + -(-(line.due + sum(line.held.values())) // 200) for c, line in zip(chunks, lines, strict=True)) + len(lines) + 1
+
+    # Batches a run takes, about: per chunk of due items one to start it, one for its plan, then one per engine batch
+    # (whole tickets: purge.BATCH a batch; other records: the record stores' BATCH).
+    def batches(line: runner.PreviewLine) -> int:
+        items = line.due + sum(line.held.values())
+        per_batch = purge.BATCH if line.category in TICKET_CATEGORIES else record_stores.BATCH
+        return 2 * -(-items // chunk) + -(-items // per_batch)
+
+    estimate = sum(batches(line) for line in lines) + len(lines) + 1
     bar = click.progressbar(length=estimate, label="retention run (batches)", show_pos=True, file=sys.stderr)
     try:
         with run_lock(current_app.config, db.engine), stop_on_ctrl_c("the retention run") as stop, bar:
