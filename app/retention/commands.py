@@ -28,6 +28,7 @@ from app.retention.periods import ACTIONS, CATEGORIES, DEFAULTS
 from app.retention.schedule import run_lock
 from app.tickets.lookup import find_by_reference
 from app.tickets.models import Ticket
+from app.web import id_value
 
 retention_cli = group("retention", "Retention policies, legal holds and retention runs (GDPR Art. 5(1)(e); WECO §8.2).")
 hold_cli = group("hold", "Place or lift a legal hold.")
@@ -239,8 +240,8 @@ def _operator(name: str) -> Principal:
 def _ticket_id(session: Session, ref: str) -> int:
     """The ticket a reference (T-YYYY-NNNNNN) or id names; a usage error "no ticket REF" otherwise (never a database overflow)."""
     ticket = find_by_reference(session, ref, include_triage=True)
-    if ticket is None and ref.isascii() and ref.isdigit() and len(ref) <= 10 and 1 <= int(ref) <= ID.max:  # type: ignore[operator]
-        ticket = session.get(Ticket, int(ref))
+    if ticket is None and (ticket_id := id_value(ref)) is not None:
+        ticket = session.get(Ticket, ticket_id)
     if ticket is None:
         raise click.UsageError(f"no ticket {ref[:40]}")
     return ticket.id
