@@ -60,6 +60,8 @@ def lmtp_command(bind: str) -> None:
     host, _, port = bind.rpartition(":")
     if not host or not port.isdigit():
         raise click.BadParameter("must be HOST:PORT, for example 127.0.0.1:2424", param_hint="--bind")
+    # The real app behind the proxy: the listener answers in its own threads, outside this context. Flask types
+    # current_app as the app itself, so the proxy method is unknown to mypy.
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     settings = IngestSettings.from_config(app.config)
 
