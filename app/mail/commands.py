@@ -16,7 +16,7 @@ from app.extensions import db
 from app.mail.imap import ImapError
 from app.mail.inbound import IngestOutcome, IngestSettings, ingest_committed
 from app.mail.lmtp import listener
-from app.mail.pipemode import EX_CONFIG, EX_TEMPFAIL
+from app.mail.pipemode import EX_CONFIG, EX_TEMPFAIL, fault_name
 from app.mail.poll import poll_mailbox
 
 log = logging.getLogger(__name__)
@@ -42,7 +42,7 @@ def ingest(recipient: str | None) -> None:
         outcome = ingest_committed(db.session_scope, raw, settings=settings, by=operator("mail ingest"), clock=utcnow, source="pipe", recipient=recipient)
     except Exception as exc:
         # Nothing was committed: the MTA keeps the message and retries (EX_TEMPFAIL).
-        log.error("mail ingest: temporary failure (%s)", type(exc).__name__)
+        log.error("mail ingest: temporary failure (%s)", fault_name(exc))
         click.echo("4.3.0 temporary failure; the message was not stored, retry later")
         sys.exit(EX_TEMPFAIL)
     if outcome.status == "quarantined":

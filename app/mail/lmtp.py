@@ -23,6 +23,7 @@ from aiosmtpd.lmtp import LMTP
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from app.mail.inbound import IngestOutcome
+from app.mail.pipemode import fault_name
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +55,7 @@ class DeskHandler:
             try:
                 outcome = await loop.run_in_executor(None, self.deliver, raw, recipient)
             except Exception as exc:
-                log.error("lmtp: temporary failure (%s); the MTA keeps the message", type(exc).__name__)
+                log.error("lmtp: temporary failure (%s); the MTA keeps the message", fault_name(exc))
                 lines.append(TEMPORARY)
             else:
                 lines.append(status_line(outcome))

@@ -22,6 +22,16 @@ EX_CONFIG = 78
 SYSLOG_SOCKET = "/dev/log"
 
 
+def fault_name(exc: BaseException) -> str:
+    """The class of a temporary fault and, for a database error, the driver's code (`OperationalError/SQLITE_BUSY`).
+
+    Safe to log: names and codes only, never the message, which may quote SQL parameters (personal data).
+    """
+    orig = getattr(exc, "orig", None)
+    code = getattr(orig, "sqlite_errorname", None) or getattr(orig, "sqlstate", None)
+    return f"{type(exc).__name__}/{code}" if code else type(exc).__name__
+
+
 def invoked_as_pipe(argv: Sequence[str]) -> bool:
     """Whether this process runs `... mail ingest` (the words in that order on the command line)."""
     args = list(argv[1:])

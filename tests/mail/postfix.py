@@ -252,7 +252,12 @@ class Postfix:
         while not done():
             if time.monotonic() > deadline:
                 tail = "\n".join(self.log().splitlines()[-40:])
-                raise AssertionError(f"Postfix: timed out waiting for {what}; log:\n{tail}")
+                # The desks' own logs beside it (the listener's output, MAIL_PIPE_LOG): why a delivery was deferred.
+                desks = "".join(
+                    f"\n{path.relative_to(self.root)}:\n" + "\n".join(path.read_text(errors="replace").splitlines()[-15:])
+                    for path in sorted(self.root.rglob("*.log"))
+                )
+                raise AssertionError(f"Postfix: timed out waiting for {what}; log:\n{tail}{desks}")
             time.sleep(0.1)
 
     def wait_removed(self, queue_id: str) -> None:
