@@ -22,7 +22,7 @@ from app.dsr import deadlines
 from app.dsr.errors import DsrNotFound, InvalidDsr
 from app.dsr.forward import FORWARD_DOORBELL
 from app.dsr.gate import ACKNOWLEDGEMENT, acknowledgement_body
-from app.dsr.history import add_event
+from app.dsr.history import add_event, add_event_of
 from app.dsr.models import TYPES, Dsr, DsrForward, DsrSuggestion, Instruction, StandingInstruction
 from app.dsr.routing import route
 from app.dsr.settings import DsrSettings
@@ -79,9 +79,18 @@ def create_dsr(
         problems.append("subject email is not an email address")
     if problems:
         raise InvalidDsr("; ".join(problems))
+    if controller_ids is None:
+        # Routed before the row exists (routing reads tickets, domains and keys, never this request), so the
+        # request is inserted with its forward and state in one flush; the controllers come from rows of the
+        # database (the ticket, a domain, an active controller's tickets), so they are not looked up again.
+        routing = route(session, ticket=ticket, subject_email=email)
+        chosen = [routing.controller_id] if routing.controller_id is not None else []
+        how, candidates = routing.how, len(routing.controller_ids)
+    else:
+        chosen, how, candidates = [], ["staff"], len(set(controller_ids))
     dsr = Dsr(
         types=types,
-        state="triage",
+        state="awaiting_forward" if chosen else "triage",
         is_open=True,
         source=source,
         ticket_id=ticket.id if ticket is not None else None,
@@ -94,21 +103,20 @@ def create_dsr(
         due_at=deadlines.due_at(received_at),
         created_at=now,
         updated_at=now,
+        # Known from the start (an empty list is not read back from the database when the history asks).
+        forwards=[DsrForward(controller_id=cid, state="pending", outbox_ids=[], created_at=now) for cid in chosen],
     )
     session.add(dsr)
     session.flush()
-    dsr.reference = format_reference(received_at, dsr.id)
-    session.flush()
-    if controller_ids is None:
-        routing = route(session, ticket=ticket, subject_email=email)
-        chosen = [routing.controller_id] if routing.controller_id is not None else []
-        how = routing.how
-        candidates = len(routing.controller_ids)
-    else:
-        chosen, how, candidates = sorted(set(controller_ids)), ["staff"], len(set(controller_ids))
-    add_event(session, dsr, "create", by=by, now=now, source=source, types=types, ticket_id=dsr.ticket_id, candidates=candidates, how=how)
+    dsr.reference = format_reference(received_at, dsr.id)  # written by the next flush (the history's audit event)
+    # The creation's audit event names no controller (the request had none when it was recorded), as before.
+    details = {"source": source, "types": types, "ticket_id": dsr.ticket_id, "candidates": candidates, "how": how}
+    add_event_of(session, dsr, "create", controller_id=None, by=by, now=now, details=details)
     if chosen:
-        assign_controllers(session, dsr.id, chosen, by=by, now=now)
+        add_event(session, dsr, "route", by=by, now=now, controller_ids=chosen)
+        FORWARD_DOORBELL.ring_after_commit(session, [dsr.id])
+    elif controller_ids:
+        assign_controllers(session, dsr.id, controller_ids, by=by, now=now)
     return dsr
 
 
