@@ -20,18 +20,19 @@ from __future__ import annotations
 import datetime as dt
 import re
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Select, event, select, text
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection, Engine, Select, event, insert, select, text
+from sqlalchemy.orm import Session, make_transient_to_detached
 
 from app.audit import checkpoint as cp
 from app.audit.chain import GENESIS, Link, canonical_json, event_hash, personal_digest
 from app.audit.checkpoint import KeyFor
 from app.audit.models import AuditEvent
 from app.audit.personal import InvalidPersonalPart, PersonalPart, check_personal, open_parts, seal
+from app.db import table_of_model
 from app.exceptions import DeskError
 from app.principal import Principal
 
@@ -44,6 +45,7 @@ _JOB = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:/ -]{0,63}$")
 MAX_LIST = 1000
 MAX_DEPTH = 1  # one nested level, e.g. {"contacts": {"dsr": 2}}
 MAX_PAGE = 200
+_LINK_COLUMNS = ("seq", "actor_kind", "actor_id", "actor_name", "action", "target_type", "target_id", "controller_id", "prev_hash")
 
 
 class AuditError(DeskError):
@@ -137,13 +139,11 @@ _HEAD = "dsr_desk_audit_head"
 
 
 def _locked_head(session: Session) -> tuple[int, str]:
-    """The head to append to: read under the chain lock on the first append of a transaction, then the one kept."""
+    """The head to append to (the session flushed): read under the chain lock on a transaction's first append, then kept."""
     conn = session.connection()
     held = conn.info.get(_HEAD)
     if held is not None and held[0] is conn.get_transaction():
         return held[1], held[2]
-    # Pending events of this session must be in the database before the head is read.
-    session.flush()
     _lock_chain(session)
     return chain_head(session)
 
@@ -163,6 +163,18 @@ def _forget_head(conn: Connection, *_args: Any) -> None:
     if conn.invalidated or conn.closed:
         return
     conn.info.pop(_HEAD, None)
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One event for `record_all`: what `record` takes besides the session, the principal and the time."""
+
+    action: str
+    target_type: str
+    target_id: int | str | None = None
+    controller_id: int | None = None
+    details: Mapping[str, Any] | None = None
+    personal: Mapping[str, Any] | None = None
 
 
 def record(
@@ -186,60 +198,66 @@ def record(
     shredded with it by retention (app.audit.personal); a controller principal's
     address is added to it as `actor_address`.
     """
-    if now.tzinfo is None:
-        raise InvalidAuditEvent("audit time must be timezone-aware UTC")
-    at = now.astimezone(dt.UTC)
-    clean = check_details(details)
+    entry = Entry(action, target_type, target_id, controller_id, details, personal)
+    return record_all(session, [entry], by=by, now=now)[0]
+
+
+def _link(entry: Entry, by: Principal, at: dt.datetime) -> tuple[Link, dict[str, Any]]:
+    """The event's hashed fields (seq and prev_hash still 0 and GENESIS) and its personal part, checked."""
+    clean = check_details(entry.details)
     actor_kind, actor_id, actor_name = _actor(by)
-    part = dict(personal or {})
+    part = dict(entry.personal or {})
     if by.kind == "controller" and by.name:
         part.setdefault("actor_address", by.name)
     try:
         part = check_personal(part)
     except InvalidPersonalPart as exc:
         raise InvalidAuditEvent(str(exc)) from None
-    target: str | None = None
-    if isinstance(target_id, bool):
+    if isinstance(entry.target_id, bool):
         raise InvalidAuditEvent("audit target id must be an id or a short code")
-    if isinstance(target_id, int):
-        target = str(target_id)
-    elif target_id is not None:
-        target = _code("target id", target_id)
-    link = Link(
-        seq=0,
-        at=at,
-        actor_kind=actor_kind,
-        actor_id=actor_id,
-        actor_name=actor_name,
-        action=_code("action", action),
-        target_type=_code("target type", target_type),
-        target_id=target,
-        controller_id=controller_id,
-        details=clean,
-        prev_hash=GENESIS,
-    )
-    seq, prev = _locked_head(session)
-    personal_ct = seal(session, part, seq=seq + 1, at=at) if part else None
-    link = Link(**{**link.__dict__, "seq": seq + 1, "prev_hash": prev, "personal": personal_digest(personal_ct)})
-    event = AuditEvent(
-        seq=link.seq,
-        occurred_at=at,
-        actor_kind=actor_kind,
-        actor_id=actor_id,
-        actor_name=actor_name,
-        action=link.action,
-        target_type=link.target_type,
-        target_id=target,
-        controller_id=controller_id,
-        details_json=canonical_json(clean),
-        prev_hash=prev,
-        hash=event_hash(link),
-        personal_ct=personal_ct,
-    )
-    session.add(event)
+    target = str(entry.target_id) if isinstance(entry.target_id, int) else None if entry.target_id is None else _code("target id", entry.target_id)
+    action, target_type = _code("action", entry.action), _code("target type", entry.target_type)
+    link = Link(0, at, actor_kind, actor_id, actor_name, action, target_type, target, entry.controller_id, clean, GENESIS)
+    return link, part
+
+
+def record_all(session: Session, entries: Sequence[Entry], *, by: Principal, now: dt.datetime) -> list[AuditEvent]:
+    """Append events to the chain in this order, in the caller's transaction, with one INSERT (flush only).
+
+    Each entry is checked as `record` checks it, all of them before anything is written. The caller's
+    pending changes are flushed first (as `record` always did); the events themselves are written by a
+    Core INSERT, not a flush, and returned in the session, loaded.
+    """
+    if now.tzinfo is None:
+        raise InvalidAuditEvent("audit time must be timezone-aware UTC")
+    at = now.astimezone(dt.UTC)
+    prepared = [_link(entry, by, at) for entry in entries]
+    if not prepared:
+        return []
     session.flush()
-    _keep_head(session, event)
-    return event
+    seq, prev = _locked_head(session)
+    rows: list[dict[str, Any]] = []
+    for link, part in prepared:
+        seq += 1
+        personal_ct = seal(session, part, seq=seq, at=at) if part else None
+        link = replace(link, seq=seq, prev_hash=prev, personal=personal_digest(personal_ct))
+        prev = event_hash(link)
+        row = {name: getattr(link, name) for name in _LINK_COLUMNS}
+        rows.append({**row, "occurred_at": at, "details_json": canonical_json(link.details), "hash": prev, "personal_ct": personal_ct})
+    table = table_of_model(AuditEvent)
+    # A Core INSERT: the ORM's flush machinery costs more than the row (several events a stored message).
+    if len(rows) == 1:
+        ids = [session.execute(insert(table).values(**rows[0]).returning(table.c.id)).scalar_one()]
+    else:
+        ids = list(session.execute(insert(table).returning(table.c.id, sort_by_parameter_order=True), rows).scalars())
+    events = []
+    for row, event_id in zip(rows, ids, strict=True):
+        added = AuditEvent(id=event_id, **row)
+        make_transient_to_detached(added)
+        session.add(added)
+        events.append(added)
+    _keep_head(session, events[-1])
+    return events
 
 
 # --- the auditor's query (issue 3 item 14) ---------------------------------------------

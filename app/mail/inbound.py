@@ -205,17 +205,20 @@ def ingest_message(
         ticket, how, new = thread.ticket, thread.how, False
     else:
         route = route_new(session, mail)
-        ticket = tickets.create_ticket(
+        how, new = route.how, True
+    if new:
+        ticket, message = tickets.open_ticket(
             session,
             controller_id=route.controller_id,
             requester_name=mail.from_name or None,
             requester_email=mail.from_email or None,
             subject=mail.subject,
+            first=_message_input(mail, raw),
             by=by,
             now=now,
         )
-        how, new = route.how, True
-    message = tickets.add_message(session, ticket, _message_input(mail, raw), by=by, now=now)
+    else:
+        message = tickets.add_message(session, ticket, _message_input(mail, raw), by=by, now=now)
     inline: dict[str, Attachment] = {}
     for part in mail.attachments:
         stored = tickets.add_attachment(session, message, filename=part.filename, content_type=part.content_type, content=part.content, by=by, now=now)

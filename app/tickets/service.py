@@ -5,6 +5,7 @@ its audit event; the caller commits):
 
 - `create_ticket(session, controller_id=, requester_name=, requester_email=, subject=, by=, now=) -> Ticket`
 - `add_message(session, ticket, MessageInput(...), by=, now=) -> Message` (inbound, outbound or note)
+- `open_ticket(session, ..., first=MessageInput(...), by=, now=) -> (Ticket, Message)`: both of the above, one audit INSERT
 - `add_attachment(session, message, filename=, content_type=, content=bytes|file|chunks, by=, now=) -> Attachment`
 - `attachment_chunks(session, attachment) -> Iterator[bytes]` streams a download; `inline_allowed(content_type)`
 - `get_ticket(session, ticket_id, controller_ids=None) -> Ticket` (TicketNotFound, also outside the scope)
@@ -31,7 +32,7 @@ from typing import Any, BinaryIO
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.audit.service import record
+from app.audit.service import Entry, record, record_all
 from app.blobs.store import BlobTooLarge, iter_blob, move_blob, store_blob
 from app.crypto import message_ids
 from app.exceptions import DeskError, NotFound, Refused
@@ -97,6 +98,14 @@ def create_ticket(
     status: str = "new",
 ) -> Ticket:
     """A new ticket of a controller (or in triage when controller_id is None), with its reference."""
+    ticket = _new_ticket(session, controller_id, requester_name, requester_email, subject, now=now, status=status)
+    _audit(session, ticket, "ticket.create", by=by, now=now, status=status, triage=controller_id is None)
+    return ticket
+
+
+def _new_ticket(
+    session: Session, controller_id: int | None, requester_name: str | None, requester_email: str | None, subject: str | None, *, now: dt.datetime, status: str
+) -> Ticket:
     if status not in STATUSES:
         raise InvalidTicketChange(f"unknown status {status!r}")
     ticket = Ticket(
@@ -117,12 +126,38 @@ def create_ticket(
         # in the INSERT itself (migration 0024: one statement fewer); SQLite knows the id only now.
         ticket.reference = format_reference(now, ticket.id)
         session.flush()
-    _audit(session, ticket, "ticket.create", by=by, now=now, status=status, triage=controller_id is None)
     return ticket
+
+
+def open_ticket(
+    session: Session,
+    *,
+    controller_id: int | None,
+    requester_name: str | None,
+    requester_email: str | None,
+    subject: str | None,
+    first: MessageInput,
+    by: Principal,
+    now: dt.datetime,
+) -> tuple[Ticket, Message]:
+    """`create_ticket` then `add_message` (the inbound path's new ticket): the same rows and the same two audit events,
+    in the same order, appended with one INSERT after the message."""
+    ticket = _new_ticket(session, controller_id, requester_name, requester_email, subject, now=now, status="new")
+    message = _new_message(session, ticket, first, now=now, raw_max_bytes=None)
+    created = Entry("ticket.create", "ticket", ticket.id, ticket.controller_id, {"status": "new", "triage": controller_id is None})
+    added = Entry("ticket.message", "ticket", ticket.id, ticket.controller_id, {"message_id": message.id, "direction": first.direction})
+    record_all(session, [created, added], by=by, now=now)
+    return ticket, message
 
 
 def add_message(session: Session, ticket: Ticket, data: MessageInput, *, by: Principal, now: dt.datetime, raw_max_bytes: int | None = None) -> Message:
     """Append a message to the ticket; the raw original (if any) is kept encrypted with its SHA-256."""
+    message = _new_message(session, ticket, data, now=now, raw_max_bytes=raw_max_bytes)
+    _audit(session, ticket, "ticket.message", by=by, now=now, message_id=message.id, direction=data.direction)
+    return message
+
+
+def _new_message(session: Session, ticket: Ticket, data: MessageInput, *, now: dt.datetime, raw_max_bytes: int | None) -> Message:
     if data.direction not in DIRECTIONS:
         raise InvalidTicketChange(f"unknown message direction {data.direction!r}")
     message = Message(
@@ -150,7 +185,6 @@ def add_message(session: Session, ticket: Ticket, data: MessageInput, *, by: Pri
     ticket.updated_at = now
     session.flush()
     index_message(session, message, recipients=data.recipients, new=True)
-    _audit(session, ticket, "ticket.message", by=by, now=now, message_id=message.id, direction=data.direction)
     return message
 
 
