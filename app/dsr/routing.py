@@ -6,9 +6,11 @@ Exactly one candidate routes the request; none or several leave it in triage
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import String, bindparam, func, select
+from sqlalchemy import Executable, LargeBinary, Select, String, bindparam, func, null, select, type_coerce, union_all
 from sqlalchemy.orm import Session
 
 from app.controllers.models import Controller, ControllerDomain
@@ -28,14 +30,50 @@ class Routing:
         return self.controller_ids[0] if len(self.controller_ids) == 1 else None
 
 
-def _domain_match(session: Session, email: str) -> int | None:
-    domain = email.rpartition("@")[2].strip(".").lower()
-    labels = domain.split(".")
-    parents = [".".join(labels[i:]) for i in range(len(labels) - 1)]
-    if not parents:
-        return None
-    rows = session.execute(select(ControllerDomain.domain, ControllerDomain.controller_id).where(ControllerDomain.domain.in_(parents))).all()
-    return max(rows, key=lambda r: len(r.domain)).controller_id if rows else None
+def _parent_domains(email: str) -> list[str]:
+    """The address's domain and each parent domain of it with at least two labels (a.b.example, b.example)."""
+    labels = email.rpartition("@")[2].strip(".").lower().split(".")
+    return [".".join(labels[i:]) for i in range(len(labels) - 1)]
+
+
+def _longest_domain(rows: Iterable[tuple[str, int]]) -> int | None:
+    """The controller of the longest (most specific) registered domain among `rows` of (domain, controller_id)."""
+    best = max(rows, key=lambda r: len(r[0]), default=None)
+    return best[1] if best is not None else None
+
+
+def _tickets_of(session: Session, wanted: set[bytes], *extra: Any) -> Select[Any]:
+    """The distinct (key_owner, requester digest, *extra) of the tickets whose requester digest is one of `wanted`."""
+    if session.get_bind().dialect.name == "postgresql":
+        # One text parameter (the digests in hex, comma-separated) split and joined as a set: a 1,000-value IN list
+        # cost ~50 ms of client CPU a request (psycopg parsed the query anew each time), a bytea[] parameter ~20 ms
+        # (escaping each element in text format), both by cProfile; `= ANY(array)` was planned as a scan.
+        joined_hex = ",".join(sorted(digest.hex() for digest in wanted))
+        given = func.unnest(func.string_to_array(bindparam("digests", joined_hex, type_=String), ",")).table_valued("v").render_derived(name="d")
+        stmt = select(Ticket.key_owner, Ticket.requester_email_bidx, *extra).join(given, Ticket.requester_email_bidx == func.decode(given.c.v, "hex"))
+        return stmt.distinct()
+    return select(Ticket.key_owner, Ticket.requester_email_bidx, *extra).where(Ticket.requester_email_bidx.in_(wanted)).distinct()
+
+
+def _subject_candidates(session: Session, email: str, *, with_domain: bool) -> tuple[int | None, set[int]]:
+    """(the controller of the address's registered domain if `with_domain`, the controllers holding the subject's tickets).
+
+    The tickets are found by the per-controller blind index: the active controllers' index keys in one statement
+    (whatever their number, issue 11 item 7), then the tickets whose index is any of the digests, each checked
+    against its own controller's, in a second one that also reads the registered domains when asked.
+    """
+    parents = _parent_domains(email) if with_domain else []
+    active = select(Controller.id).where(Controller.status == "active")
+    digests = Ticket.requester_email.index_values_of_controllers(session, email, active) if email.strip() else {}
+    domains = select(ControllerDomain.controller_id, type_coerce(null(), LargeBinary), ControllerDomain.domain).where(ControllerDomain.domain.in_(parents))
+    stmt: Executable | None = domains if parents else None
+    if digests:
+        tickets = _tickets_of(session, set(digests.values()), type_coerce(null(), String))
+        # One round trip for both: (controller, digest, NULL) of a ticket, (controller, NULL, domain) of a domain.
+        stmt = union_all(tickets, domains) if parents else tickets
+    rows = session.execute(stmt).all() if stmt is not None else []
+    holders = {owner for owner, digest, domain in rows if domain is None and digests.get(owner) == digest}
+    return _longest_domain((domain, cid) for cid, _digest, domain in rows if domain is not None), holders
 
 
 def controllers_of_subject(session: Session, email: str) -> set[int]:
@@ -46,22 +84,7 @@ def controllers_of_subject(session: Session, email: str) -> set[int]:
     """
     if not email.strip():
         return set()
-    active = select(Controller.id).where(Controller.status == "active")
-    digests = Ticket.requester_email.index_values_of_controllers(session, email, active)
-    if not digests:
-        return set()
-    wanted = set(digests.values())
-    if session.get_bind().dialect.name == "postgresql":
-        # One text parameter (the digests in hex, comma-separated) split and joined as a set: a 1,000-value IN list
-        # cost ~50 ms of client CPU a request (psycopg parsed the query anew each time), a bytea[] parameter ~20 ms
-        # (escaping each element in text format), both by cProfile; `= ANY(array)` was planned as a scan.
-        joined_hex = ",".join(sorted(digest.hex() for digest in wanted))
-        given = func.unnest(func.string_to_array(bindparam("digests", joined_hex, type_=String), ",")).table_valued("v").render_derived(name="d")
-        stmt = select(Ticket.key_owner, Ticket.requester_email_bidx).join(given, Ticket.requester_email_bidx == func.decode(given.c.v, "hex"))
-        rows = session.execute(stmt.distinct())
-    else:
-        rows = session.execute(select(Ticket.key_owner, Ticket.requester_email_bidx).where(Ticket.requester_email_bidx.in_(wanted)).distinct())
-    return {owner for owner, digest in rows if owner in digests and digests[owner] == digest}
+    return _subject_candidates(session, email, with_domain=False)[1]
 
 
 def route(session: Session, *, ticket: Ticket | None, subject_email: str | None) -> Routing:
@@ -70,10 +93,11 @@ def route(session: Session, *, ticket: Ticket | None, subject_email: str | None)
     if ticket is not None and ticket.controller_id is not None:
         found.setdefault(ticket.controller_id, []).append("ticket")
     if subject_email:
-        by_domain = _domain_match(session, subject_email)
+        # The registered domain and the subject's tickets in one round trip after the index keys (two statements).
+        by_domain, holders = _subject_candidates(session, subject_email, with_domain=True)
         if by_domain is not None:
             found.setdefault(by_domain, []).append("domain")
-        for cid in sorted(controllers_of_subject(session, subject_email)):
+        for cid in sorted(holders):
             found.setdefault(cid, []).append("blind_index")
     how = sorted({h for hs in found.values() for h in hs}) or ["none"]
     return Routing(sorted(found), how)
