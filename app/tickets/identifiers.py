@@ -42,6 +42,7 @@ SCAN_CHARS = 200_000
 PHONE_REGIONS = ("DE", "GB", "FR", "NL", "AT", "CH")
 _ADDRESS = re.compile(r"[^\s<>()\[\],;:\"']{1,64}@[A-Za-z0-9.-]{1,253}\.[A-Za-z]{2,63}")
 _IBAN_CANDIDATE = re.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}\b")
+_DIGIT = re.compile(r"\d")  # a decimal digit of any script, as phonenumbers' own pattern reads one
 
 
 class MessageIdentifier(Base):
@@ -66,11 +67,12 @@ def normalise_name(value: str) -> str:
 
 def phones_in(text: str | None) -> Iterator[tuple[str, str]]:
     """Each phone number in `text` as (the text as written, E.164); numbers without a country code tried per PHONE_REGIONS."""
-    if not text:
-        return
+    text = (text or "")[:SCAN_CHARS]
+    if not _DIGIT.search(text):
+        return  # the matcher finds numbers only in runs of digits (any script's): none here, in any region
     seen: set[tuple[int, int]] = set()
     for region in PHONE_REGIONS:
-        for match in phonenumbers.PhoneNumberMatcher(text[:SCAN_CHARS], region, leniency=phonenumbers.Leniency.VALID):
+        for match in phonenumbers.PhoneNumberMatcher(text, region, leniency=phonenumbers.Leniency.VALID):
             if (match.start, match.end) in seen:
                 continue
             seen.add((match.start, match.end))
@@ -116,7 +118,7 @@ def identifiers_of(texts: Iterable[str | None], addresses: Iterable[str | None],
     for address in addresses:
         if address:
             found.update(("email", a) for a in addresses_in(address))
-    for text in texts:
+    for text in dict.fromkeys(texts):  # a text given twice (the body as its reply part) is read once
         found.update(("email", a) for a in addresses_in(text))
         found.update(("phone", e164) for _, e164 in phones_in(text))
         found.update(("iban", compact) for _, compact in ibans_in(text))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 
 import pytest
@@ -146,3 +147,35 @@ def test_demo_tickets_are_seeded_once_with_threads_and_attachments(session: Sess
     assert lines and lines[0].startswith("tickets: 20 demo tickets with ")
     assert session.scalar(select(func.count()).select_from(Attachment)) > 0
     assert list(seed(session, now=NOW, count=20)) == []  # a second run adds nothing
+
+
+def test_open_ticket_writes_what_create_then_add_write(session: Session) -> None:
+    # Given the inbound path's one call for a new ticket and its first message (one audit INSERT for both events)
+    c = make_controller(session)
+    first = tickets.MessageInput(direction="inbound", body_text="Hello", sender_email="jane@example.org", message_id="<open@example.org>", raw=b"raw")
+    ticket, message = tickets.open_ticket(
+        session, controller_id=c.id, requester_name="Jane Roe", requester_email="jane@example.org", subject="Help", first=first, by=BY, now=NOW
+    )
+    # and the same through create_ticket, then add_message
+    other = _ticket(session, c.id)
+    second = tickets.add_message(session, other, dataclasses.replace(first, message_id="<add@example.org>"), by=BY, now=NOW)
+
+    def events(ticket_id: int) -> list[AuditEvent]:
+        return list(
+            session.scalars(select(AuditEvent).where(AuditEvent.target_type == "ticket", AuditEvent.target_id == str(ticket_id)).order_by(AuditEvent.seq))
+        )
+
+    opened, made = events(ticket.id), events(other.id)
+    # Then the events are the same, in the same order, chained one after the other
+    assert [(e.action, e.details, e.controller_id) for e in opened] == [
+        ("ticket.create", {"status": "new", "triage": False}, c.id),
+        ("ticket.message", {"message_id": message.id, "direction": "inbound"}, c.id),
+    ]
+    assert [(e.action, e.details) for e in made] == [
+        (e.action, {**e.details, "message_id": second.id} if "message_id" in e.details else e.details) for e in opened
+    ]
+    assert opened[1].seq == opened[0].seq + 1 and opened[1].prev_hash == opened[0].hash and made[0].seq > opened[1].seq
+    # and the ticket and message are the same as well
+    assert (ticket.status, ticket.requester_email, ticket.reference) == ("new", "jane@example.org", f"T-2026-{ticket.id:06d}")
+    assert (message.ticket_id, message.body_text, message.raw_sha256) == (ticket.id, "Hello", second.raw_sha256)
+    assert lookup.find_by_message_ids(session, ["<open@example.org>"]) is not None
