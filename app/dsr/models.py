@@ -13,7 +13,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, CheckConstraint, ForeignKey, Index, Integer, String, UniqueConstraint
+from sqlalchemy import JSON, Boolean, CheckConstraint, FetchedValue, ForeignKey, Index, Integer, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.crypto.fields import PLATFORM, EncryptedField, EncryptedRow, blind_index_column, encrypted_column
@@ -52,7 +52,8 @@ class Dsr(EncryptedRow, Base):
 
     id: Mapped[intpk]
     # DSR-YYYY-NNNNNN from the year and the row id; used in email subjects instead of anything personal.
-    reference: Mapped[str | None] = mapped_column(String(24), unique=True)
+    # On Postgres a trigger fills it in the INSERT (migration 0026); elsewhere the desk writes it after the insert.
+    reference: Mapped[str | None] = mapped_column(String(24), unique=True, server_default=FetchedValue())
     types: Mapped[list[str]] = mapped_column(JSON, default=list)
     state: Mapped[str] = mapped_column(String(20), default="triage")
     is_open: Mapped[bool] = mapped_column(Boolean, default=True)

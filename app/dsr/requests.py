@@ -108,7 +108,11 @@ def create_dsr(
     )
     session.add(dsr)
     session.flush()
-    dsr.reference = format_reference(received_at, dsr.id)  # written by the next flush (the history's audit event)
+    reference = format_reference(received_at, dsr.id)
+    if dsr.reference != reference:
+        # SQLite (Postgres fills it in the INSERT, migration 0026), or a time not in UTC whose year differs there:
+        # written by the next flush (the history's audit event).
+        dsr.reference = reference
     # The creation's audit event names no controller (the request had none when it was recorded), as before.
     details = {"source": source, "types": types, "ticket_id": dsr.ticket_id, "candidates": candidates, "how": how}
     add_event_of(session, dsr, "create", controller_id=None, by=by, now=now, details=details)
