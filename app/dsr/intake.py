@@ -23,7 +23,7 @@ import hashlib
 import re
 from collections.abc import Sequence
 
-from sqlalchemy import select
+from sqlalchemy import JSON, Integer, null, select, type_coerce, union_all
 from sqlalchemy.orm import Session
 
 from app.crypto.message_ids import digests as message_id_digests
@@ -58,13 +58,21 @@ def forward_of(session: Session, message_ids: Sequence[str]) -> tuple[int, int] 
     hashes = message_id_digests(session, [m for m in message_ids if m][-100:])
     if not hashes:
         return None
-    notes = session.scalars(select(Message).where(Message.message_id_bidx.in_(hashes), Message.direction == "note").order_by(Message.id.desc()))
-    for note in notes:
-        for item in note.notes or []:
+    # One round trip: the notes with those ids (a forward's note on its ticket names the request and controller;
+    # the latest one wins) and, for when none does, one forward row whose own Message-ID is among them.
+    forward = select(DsrForward.dsr_id, DsrForward.controller_id).where(DsrForward.message_id_bidx.in_(hashes)).limit(1).subquery()
+    nothing = type_coerce(null(), Integer)
+    stmt = union_all(
+        select(Message.id, Message.notes, nothing, nothing).where(Message.message_id_bidx.in_(hashes), Message.direction == "note"),
+        select(nothing, type_coerce(null(), JSON), forward.c.dsr_id, forward.c.controller_id),
+    )
+    rows = session.execute(stmt).all()
+    for row in sorted((r for r in rows if r[0] is not None), key=lambda r: r[0], reverse=True):
+        for item in row[1] or []:
             if item.get("code") == "dsr_forward":
                 return int(item["dsr_id"]), int(item["controller_id"])
-    row = session.execute(select(DsrForward.dsr_id, DsrForward.controller_id).where(DsrForward.message_id_bidx.in_(hashes)).limit(1)).first()
-    return (row.dsr_id, row.controller_id) if row is not None else None
+    found = next((r for r in rows if r[0] is None), None)
+    return (found[2], found[3]) if found is not None else None
 
 
 def ticket_of_reference(session: Session, subject: str) -> int | None:
