@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import os
-from collections.abc import Collection, Iterator
+import time
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from flask import Flask, current_app, g
 from sqlalchemy import (
@@ -90,6 +92,43 @@ def table_of_model(model: type) -> Table:
 def utcnow() -> dt.datetime:
     """The current time, timezone-aware UTC."""
     return dt.datetime.now(dt.UTC)
+
+
+# Lock conflicts, not outages: Postgres's serialization failure, deadlock and lock timeout (SQLSTATE).
+_CONTENTION_SQLSTATES = frozenset({"40001", "40P01", "55P03"})
+_log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+def is_contention(exc: BaseException) -> bool:
+    """Whether a database error is a lock conflict that the same transaction, run again, may pass.
+
+    SQLite's SQLITE_BUSY* / SQLITE_LOCKED* (a busy timeout ran out, or SQLite refused one side at once: a stale
+    WAL snapshot, a deadlock it breaks), Postgres's 40001, 40P01, 55P03. An unreachable or failing database is not.
+    """
+    orig = getattr(exc, "orig", None)
+    name = getattr(orig, "sqlite_errorname", None)
+    if name:
+        return str(name).startswith(("SQLITE_BUSY", "SQLITE_LOCKED"))
+    return getattr(orig, "sqlstate", None) in _CONTENTION_SQLSTATES
+
+
+def retry_contention(call: Callable[[], T], *, attempts: int = 3, pause: float = 1.0, sleep: Callable[[float], None] = time.sleep) -> T:
+    """`call()`, run again after `pause` seconds (doubling) when it fails on lock contention, at most `attempts` times.
+
+    For a unit of work that commits nothing when it raises (an inbound message: the MTA would otherwise defer it
+    for minutes). The last error propagates, as does any error that is not contention (`is_contention`).
+    """
+    attempt = 1
+    while True:
+        try:
+            return call()
+        except Exception as exc:
+            if attempt >= attempts or not is_contention(exc):
+                raise
+            _log.warning("database lock conflict (%s); trying again, attempt %d of %d", type(getattr(exc, "orig", exc)).__name__, attempt + 1, attempts)
+            sleep(pause * 2 ** (attempt - 1))
+            attempt += 1
 
 
 def ids_in(session: Session, column: Any, ids: Collection[int]) -> Any:

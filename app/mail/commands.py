@@ -11,7 +11,7 @@ import click
 from flask import current_app
 
 from app.clikit import group, operator
-from app.db import utcnow
+from app.db import retry_contention, utcnow
 from app.extensions import db
 from app.mail.imap import ImapError
 from app.mail.inbound import IngestOutcome, IngestSettings, ingest_committed
@@ -39,7 +39,9 @@ def ingest(recipient: str | None) -> None:
         sys.exit(EX_CONFIG)
     raw = sys.stdin.buffer.read()
     try:
-        outcome = ingest_committed(db.session_scope, raw, settings=settings, by=operator("mail ingest"), clock=utcnow, source="pipe", recipient=recipient)
+        outcome = retry_contention(
+            lambda: ingest_committed(db.session_scope, raw, settings=settings, by=operator("mail ingest"), clock=utcnow, source="pipe", recipient=recipient)
+        )
     except Exception as exc:
         # Nothing was committed: the MTA keeps the message and retries (EX_TEMPFAIL).
         log.error("mail ingest: temporary failure (%s)", fault_name(exc))
@@ -67,7 +69,9 @@ def lmtp_command(bind: str) -> None:
 
     def deliver(raw: bytes, recipient: str) -> IngestOutcome:
         with app.app_context():
-            return ingest_committed(db.session_scope, raw, settings=settings, by=operator("mail lmtp"), clock=utcnow, source="lmtp", recipient=recipient)
+            return retry_contention(
+                lambda: ingest_committed(db.session_scope, raw, settings=settings, by=operator("mail lmtp"), clock=utcnow, source="lmtp", recipient=recipient)
+            )
 
     server = listener(deliver, host.strip("[]"), int(port), data_size_limit=settings.max_message_bytes)
     stopped = threading.Event()
