@@ -3,14 +3,29 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy.orm import Session
 
-from app.audit.service import record
+from app.audit.service import Entry, record_all
 from app.dsr.models import Dsr, DsrEvent
 from app.principal import Principal
+
+
+@dataclass(frozen=True)
+class Step:
+    """One history line for `add_events`: its code, the controller its audit event names, its details."""
+
+    code: str
+    controller_id: int | None
+    details: Mapping[str, Any]
+
+
+def single_controller(dsr: Dsr) -> int | None:
+    """The controller a request's audit events name: its only forward's, None with none or several."""
+    return dsr.forwards[0].controller_id if len(dsr.forwards) == 1 else None
 
 
 def add_event(session: Session, dsr: Dsr, code: str, *, by: Principal, now: dt.datetime, **details: Any) -> None:
@@ -18,11 +33,12 @@ def add_event(session: Session, dsr: Dsr, code: str, *, by: Principal, now: dt.d
 
     The audit event names the request's controller when it has exactly one forward.
     """
-    controller = dsr.forwards[0].controller_id if len(dsr.forwards) == 1 else None
-    add_event_of(session, dsr, code, controller_id=controller, by=by, now=now, details=details)
+    add_events(session, dsr, [Step(code, single_controller(dsr), details)], by=by, now=now)
 
 
-def add_event_of(session: Session, dsr: Dsr, code: str, *, controller_id: int | None, by: Principal, now: dt.datetime, details: Mapping[str, Any]) -> None:
-    """`add_event` with the audit event's controller given (a request whose forwards the caller already knows)."""
-    session.add(DsrEvent(dsr_id=dsr.id, at=now, code=code, by_label=by.label[:100], details=dict(details)))
-    record(session, by=by, action=f"dsr.{code}", target_type="dsr", target_id=dsr.id, controller_id=controller_id, details=details, now=now)
+def add_events(session: Session, dsr: Dsr, steps: Sequence[Step], *, by: Principal, now: dt.datetime) -> None:
+    """Several history lines of one request and their audit events, in this order (one INSERT for each table)."""
+    for step in steps:
+        session.add(DsrEvent(dsr_id=dsr.id, at=now, code=step.code, by_label=by.label[:100], details=dict(step.details)))
+    entries = [Entry(f"dsr.{step.code}", "dsr", dsr.id, step.controller_id, step.details) for step in steps]
+    record_all(session, entries, by=by, now=now)

@@ -22,7 +22,7 @@ from app.dsr import deadlines
 from app.dsr.errors import DsrNotFound, InvalidDsr
 from app.dsr.forward import FORWARD_DOORBELL
 from app.dsr.gate import ACKNOWLEDGEMENT, acknowledgement_body
-from app.dsr.history import add_event, add_event_of
+from app.dsr.history import Step, add_event, add_events, single_controller
 from app.dsr.models import TYPES, Dsr, DsrForward, DsrSuggestion, Instruction, StandingInstruction
 from app.dsr.routing import route
 from app.dsr.settings import DsrSettings
@@ -113,11 +113,13 @@ def create_dsr(
         # SQLite (Postgres fills it in the INSERT, migration 0026), or a time not in UTC whose year differs there:
         # written by the next flush (the history's audit event).
         dsr.reference = reference
-    # The creation's audit event names no controller (the request had none when it was recorded), as before.
-    details = {"source": source, "types": types, "ticket_id": dsr.ticket_id, "candidates": candidates, "how": how}
-    add_event_of(session, dsr, "create", controller_id=None, by=by, now=now, details=details)
+    # The creation's audit event names no controller (the request had none when it was recorded), as before; the
+    # route's names the one it was routed to. Both lines and both events are written together.
+    steps = [Step("create", None, {"source": source, "types": types, "ticket_id": dsr.ticket_id, "candidates": candidates, "how": how})]
     if chosen:
-        add_event(session, dsr, "route", by=by, now=now, controller_ids=chosen)
+        steps.append(Step("route", single_controller(dsr), {"controller_ids": chosen}))
+    add_events(session, dsr, steps, by=by, now=now)
+    if chosen:
         FORWARD_DOORBELL.ring_after_commit(session, [dsr.id])
     elif controller_ids:
         assign_controllers(session, dsr.id, controller_ids, by=by, now=now)
