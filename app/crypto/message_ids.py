@@ -17,15 +17,16 @@ found by the Message-ID they had.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
-from sqlalchemy import literal, select
+from sqlalchemy import bindparam, literal, select
 from sqlalchemy.orm import Session
 
 from app.crypto.cipher import blind_index
 from app.crypto.keys import (
     PLATFORM,
+    LoadedKey,
     active_key,
     cache_for,
     confirm_index_key,
@@ -71,16 +72,36 @@ def first_by_digest(session: Session, message_id: str, entity: Any, column: Any,
     """
     known = remembered_index_key(session, PLATFORM)
     if known is not None and PLATFORM not in cache_for(session).index:
-        one = select(literal(1).label("one")).subquery()
-        hashed = digest_with(known.index_key, message_id)
-        stmt = select(*columns, index_key_check(known).label("key_ok")).select_from(one).outerjoin(entity, column == hashed).limit(1)
-        row = session.execute(stmt).first()
+        stmt = _statement(("checked", *map(id, (entity, column, *columns)), known.id, known.wrapped), lambda: _checked_lookup(entity, column, columns, known))
+        row = session.execute(stmt, {"hashed": digest_with(known.index_key, message_id)}).first()
         live = row is not None and bool(row.key_ok)
         confirm_index_key(session, known, live)
         if live:
             assert row is not None
             return row if row[0] is not None else None
-    return session.execute(select(*columns).where(column == digest(session, message_id)).limit(1)).first()
+    stmt = _statement(("plain", *map(id, (column, *columns))), lambda: select(*columns).where(column == bindparam("hashed")).limit(1))
+    return session.execute(stmt, {"hashed": digest(session, message_id)}).first()
+
+
+# The lookups are built once per shape (and per remembered key generation, which the check names): building the
+# statement cost more CPU than running it. The digest is a parameter; a new key generation makes a new entry.
+# Shapes are keyed by the ids of the mapped attributes (class attributes: they live as long as the process).
+_STATEMENTS: dict[tuple[Any, ...], Any] = {}
+_STATEMENTS_MAX = 64
+
+
+def _statement(shape: tuple[Any, ...], build: Callable[[], Any]) -> Any:
+    stmt = _STATEMENTS.get(shape)
+    if stmt is None:
+        if len(_STATEMENTS) >= _STATEMENTS_MAX:
+            _STATEMENTS.clear()
+        stmt = _STATEMENTS[shape] = build()
+    return stmt
+
+
+def _checked_lookup(entity: Any, column: Any, columns: tuple[Any, ...], known: LoadedKey) -> Any:
+    one = select(literal(1).label("one")).subquery()
+    return select(*columns, index_key_check(known).label("key_ok")).select_from(one).outerjoin(entity, column == bindparam("hashed")).limit(1)
 
 
 def digests(session: Session, message_ids: Iterable[str]) -> list[bytes]:
