@@ -18,6 +18,7 @@ It is forgotten when the transaction ends and when a savepoint is rolled back
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import re
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -121,14 +122,20 @@ def _actor(by: Principal) -> tuple[str, int | None, str | None]:
     raise InvalidAuditEvent(f"unknown principal kind {by.kind!r}")
 
 
-def _lock_chain(session: Session) -> None:
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": CHAIN_LOCK_KEY})
+_LOCK = text("SELECT pg_advisory_xact_lock(:key)")
+
+
+@functools.cache
+def _statements() -> tuple[Any, Any, Any]:
+    # Built once (the head query, one event's INSERT, several events'): building them cost more CPU than sending them.
+    table = table_of_model(AuditEvent)
+    head = select(AuditEvent.seq, AuditEvent.hash).order_by(AuditEvent.seq.desc()).limit(1)
+    return head, insert(table).returning(table.c.id), insert(table).returning(table.c.id, sort_by_parameter_order=True)
 
 
 def chain_head(session: Session) -> tuple[int, str]:
     """The last (seq, hash) of the chain, or (0, GENESIS) when it is empty."""
-    row = session.execute(select(AuditEvent.seq, AuditEvent.hash).order_by(AuditEvent.seq.desc()).limit(1)).first()
+    row = session.execute(_statements()[0]).first()
     return (row[0], row[1]) if row is not None else (0, GENESIS)
 
 
@@ -144,7 +151,8 @@ def _locked_head(session: Session) -> tuple[int, str]:
     held = conn.info.get(_HEAD)
     if held is not None and held[0] is conn.get_transaction():
         return held[1], held[2]
-    _lock_chain(session)
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(_LOCK, {"key": CHAIN_LOCK_KEY})
     return chain_head(session)
 
 
@@ -198,8 +206,7 @@ def record(
     shredded with it by retention (app.audit.personal); a controller principal's
     address is added to it as `actor_address`.
     """
-    entry = Entry(action, target_type, target_id, controller_id, details, personal)
-    return record_all(session, [entry], by=by, now=now)[0]
+    return record_all(session, [Entry(action, target_type, target_id, controller_id, details, personal)], by=by, now=now)[0]
 
 
 def _link(entry: Entry, by: Principal, at: dt.datetime) -> tuple[Link, dict[str, Any]]:
@@ -224,10 +231,8 @@ def _link(entry: Entry, by: Principal, at: dt.datetime) -> tuple[Link, dict[str,
 def record_all(session: Session, entries: Sequence[Entry], *, by: Principal, now: dt.datetime) -> list[AuditEvent]:
     """Append events to the chain in this order, in the caller's transaction, with one INSERT (flush only).
 
-    Each entry is checked as `record` checks it, all of them before anything is written. The caller's
-    pending changes are flushed first (as `record` always did); the events themselves are written by a
-    Core INSERT, not a flush, and returned in the session, loaded.
-    """
+    Each is checked as `record` checks one, all before anything is written; the caller's pending changes are flushed
+    first (as `record` always did); the events go in by a Core INSERT, not a flush, and come back in the session, loaded."""
     if now.tzinfo is None:
         raise InvalidAuditEvent("audit time must be timezone-aware UTC")
     at = now.astimezone(dt.UTC)
@@ -244,18 +249,13 @@ def record_all(session: Session, entries: Sequence[Entry], *, by: Principal, now
         prev = event_hash(link)
         row = {name: getattr(link, name) for name in _LINK_COLUMNS}
         rows.append({**row, "occurred_at": at, "details_json": canonical_json(link.details), "hash": prev, "personal_ct": personal_ct})
-    table = table_of_model(AuditEvent)
     # A Core INSERT: the ORM's flush machinery costs more than the row (several events a stored message).
-    if len(rows) == 1:
-        ids = [session.execute(insert(table).values(**rows[0]).returning(table.c.id)).scalar_one()]
-    else:
-        ids = list(session.execute(insert(table).returning(table.c.id, sort_by_parameter_order=True), rows).scalars())
-    events = []
-    for row, event_id in zip(rows, ids, strict=True):
-        added = AuditEvent(id=event_id, **row)
+    _, one, several = _statements()
+    ids = [session.execute(one, rows[0]).scalar_one()] if len(rows) == 1 else list(session.execute(several, rows).scalars())
+    events = [AuditEvent(id=event_id, **row) for row, event_id in zip(rows, ids, strict=True)]
+    for added in events:
         make_transient_to_detached(added)
         session.add(added)
-        events.append(added)
     _keep_head(session, events[-1])
     return events
 

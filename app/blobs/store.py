@@ -8,12 +8,14 @@ A platform service: it knows no ticket and no controller. The caller names the
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 from collections.abc import Iterable, Iterator
 from typing import BinaryIO
 
-from sqlalchemy import LargeBinary, delete, insert, literal, select
+from sqlalchemy import bindparam, delete, insert, select
 from sqlalchemy.orm import Session, make_transient_to_detached
+from sqlalchemy.sql.dml import ReturningInsert
 
 from app.blobs.models import Blob, BlobChunk
 from app.crypto.fields import new_row_uid
@@ -103,10 +105,8 @@ def _store_one_chunk(session: Session, content: bytes, *, key_owner: int, now: d
     data_ct = BlobChunk.data.encrypt_for_insert(session, content, owner_id=key_owner, row_uid=row_uid)
     chunk = {"seq": 0, "key_owner": key_owner, "row_uid": row_uid, "data_ct": data_ct}
     if session.get_bind().dialect.name == "postgresql":
-        new = insert(blobs).values(**values).returning(blobs.c.id).cte("new_blob")
-        columns = [literal(chunk["seq"]), literal(key_owner), literal(row_uid), literal(data_ct, LargeBinary)]
-        both = insert(chunks).from_select(["blob_id", *chunk], select(new.c.id, *columns)).returning(chunks.c.blob_id)
-        blob_id = session.execute(both).scalar_one()
+        params = {**{f"blob_{k}": v for k, v in values.items()}, **{f"chunk_{k}": v for k, v in chunk.items()}}
+        blob_id = session.execute(_one_chunk_statement(), params).scalar_one()
     else:
         blob_id = session.execute(insert(blobs).values(**values).returning(blobs.c.id)).scalar_one()
         session.execute(insert(chunks).values(blob_id=blob_id, **chunk))
@@ -114,6 +114,18 @@ def _store_one_chunk(session: Session, content: bytes, *, key_owner: int, now: d
     make_transient_to_detached(blob)
     session.add(blob)
     return blob
+
+
+@functools.cache
+def _one_chunk_statement() -> ReturningInsert[tuple[int]]:
+    # The blob row and its chunk in one data-modifying WITH (Postgres), built once: building it per blob cost more CPU
+    # than sending it. Parameters: blob_<column> for the blob row, chunk_<column> for the chunk.
+    blobs, chunks = table_of_model(Blob), table_of_model(BlobChunk)
+    blob_columns = ("key_owner", "size", "sha256", "chunk_count", "created_at")
+    new = insert(blobs).values({c: bindparam(f"blob_{c}", type_=blobs.c[c].type) for c in blob_columns}).returning(blobs.c.id).cte("new_blob")
+    chunk_columns = ("seq", "key_owner", "row_uid", "data_ct")
+    chunk = [bindparam(f"chunk_{c}", type_=chunks.c[c].type) for c in chunk_columns]
+    return insert(chunks).from_select(["blob_id", *chunk_columns], select(new.c.id, *chunk)).returning(chunks.c.blob_id)
 
 
 def iter_blob(session: Session, blob_id: int) -> Iterator[bytes]:
