@@ -4,18 +4,16 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from flask import Flask
 from flask.testing import FlaskCliRunner
-from sqlalchemy import Engine, create_engine, func, select, text
+from sqlalchemy import create_engine, func, select, text
 from sqlalchemy.orm import Session
 
 from app import create_app
@@ -30,7 +28,7 @@ from tests.conftest import make_config
 from tests.databases import migrated_database
 from tests.deletion.support import make_tickets
 from tests.factories import make_controller
-from tests.retention.support import SYSTEM, close_at
+from tests.retention.support import SYSTEM, close_at, flask_env, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 LONG_AGO = dt.datetime(2020, 1, 1, 9, 0, tzinfo=dt.UTC)
@@ -128,15 +126,9 @@ def database(tmp_path: Path) -> Iterator[str]:
         yield url
 
 
-def _env(url: str, folder: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MASTER_", "DESK_", "DATABASE_URL"))}
-    env.update(MASTER_SECRET=SECRET, DATABASE_URL=url, DESK_INSTANCE_PATH=str(folder), SECRET_KEY="k" * 40)
-    return env
-
-
 def _run(url: str, folder: Path) -> subprocess.Popen[bytes]:
     command = [sys.executable, "-m", "flask", "--app", "wsgi", "retention", "run", "--chunk", "3"]
-    return subprocess.Popen(command, cwd=REPO, env=_env(url, folder), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    return subprocess.Popen(command, cwd=REPO, env=flask_env(url, folder, SECRET), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
 def _seed(database: str, folder: Path, count: int, *, hold_index: int | None = None) -> tuple[int, list[int]]:
@@ -154,16 +146,6 @@ def _seed(database: str, folder: Path, count: int, *, hold_index: int | None = N
         db.state(app).engine.dispose()
 
 
-def _wait_for(watcher: Engine, proc: subprocess.Popen[bytes], sql: str, at_least: int) -> None:
-    """Until `sql` (a count) reaches `at_least`, the process ends, or 90 s pass."""
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline and proc.poll() is None:
-        with watcher.connect() as conn:
-            if (conn.execute(text(sql)).scalar() or 0) >= at_least:
-                return
-        time.sleep(0.02)
-
-
 def test_kill_9_mid_run_then_rerun_finishes_nothing_twice_nothing_held(database: str, tmp_path: Path) -> None:
     # Given 40 tickets closed long ago, one of them under a hold
     controller_id, ticket_ids = _seed(database, tmp_path / "instance", 40, hold_index=17)
@@ -172,7 +154,7 @@ def test_kill_9_mid_run_then_rerun_finishes_nothing_twice_nothing_held(database:
     try:
         # When `retention run` is killed with SIGKILL once its ledger shows progress
         proc = _run(database, tmp_path / "instance")
-        _wait_for(watcher, proc, "SELECT COUNT(*) FROM deletion_runs WHERE state = 'done'", 2)
+        wait_for(watcher, proc, "SELECT COUNT(*) FROM deletion_runs WHERE state = 'done'", 2)
         killed = proc.poll() is None
         if killed:
             proc.send_signal(signal.SIGKILL)
@@ -212,7 +194,7 @@ def test_ctrl_c_stops_between_batches_and_the_next_run_resumes(database: str, tm
     try:
         # When the operator presses Ctrl-C once the run has committed a batch
         proc = _run(database, tmp_path / "instance")
-        _wait_for(watcher, proc, "SELECT COUNT(*) FROM deletion_runs", 1)
+        wait_for(watcher, proc, "SELECT COUNT(*) FROM deletion_runs", 1)
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=60)
         if proc.returncode == 0:

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
-import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,7 +24,7 @@ from tests.conftest import make_config
 from tests.databases import fresh_database
 from tests.factories import make_controller
 from tests.retention.records import quarantined
-from tests.retention.support import SYSTEM
+from tests.retention.support import SYSTEM, flask_env, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 LONG_AGO = dt.datetime(2020, 1, 1, 9, 0, tzinfo=dt.UTC)
@@ -42,10 +40,8 @@ def database(tmp_path: Path) -> Iterator[str]:
 
 
 def _run(url: str, folder: Path) -> subprocess.Popen[bytes]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MASTER_", "DESK_", "DATABASE_URL"))}
-    env.update(MASTER_SECRET=SECRET, DATABASE_URL=url, DESK_INSTANCE_PATH=str(folder), SECRET_KEY="k" * 40)
     command = [sys.executable, "-m", "flask", "--app", "wsgi", "retention", "run", "--category", "quarantined_mail", "--chunk", "3"]
-    return subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    return subprocess.Popen(command, cwd=REPO, env=flask_env(url, folder, SECRET), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
 def test_kill_9_mid_run_over_quarantined_mail_then_rerun(database: str, tmp_path: Path) -> None:
@@ -63,12 +59,7 @@ def test_kill_9_mid_run_over_quarantined_mail_then_rerun(database: str, tmp_path
     try:
         # When the run is killed with SIGKILL once two engine runs have finished
         proc = _run(database, tmp_path / "instance")
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline and proc.poll() is None:
-            with watcher.connect() as conn:
-                if (conn.execute(text("SELECT COUNT(*) FROM deletion_runs WHERE state = 'done'")).scalar() or 0) >= 2:
-                    break
-            time.sleep(0.02)
+        wait_for(watcher, proc, "SELECT COUNT(*) FROM deletion_runs WHERE state = 'done'", 2)
         killed = proc.poll() is None
         if killed:
             proc.send_signal(signal.SIGKILL)
