@@ -15,7 +15,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Collection
 
-from sqlalchemy import func, select
+from sqlalchemy import exists, func, select
 from sqlalchemy.orm import Session
 
 from app.dsr.history import add_event
@@ -26,6 +26,9 @@ from app.subject_data.models import ErasedSubject
 from app.tickets.models import Message, Ticket
 
 FLAG = "erased_subject"
+# True when any subject was ever marked erased: without a mark `flag_new_mail` has nothing to do. Registered as the
+# observer's precheck (app.mail.intake): read beside a statement the ingest runs anyway, never a cache of its own.
+ANY_MARK = exists(select(ErasedSubject.id))
 
 
 def mark(session: Session, dsr_id: int, controller_id: int, emails: list[str], *, now: dt.datetime) -> int:

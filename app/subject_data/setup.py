@@ -45,7 +45,8 @@ def register(app: Flask) -> None:
     RECORD_STORES.add(categories.DSR_RECORDS)
     RECORD_STORES.add(categories.EXPORT_FILES)
     POLICIES.add(policy.POLICY_NAME, policy.restriction_policy)
-    REGISTRY.add("subject_data.erased_subject", aftercare.flag_new_mail, observer=True)  # before any claim, never claims
+    # Before any claim, never claims; skipped when the ingest read its precheck (nobody ever erased) as false.
+    REGISTRY.add("subject_data.erased_subject", aftercare.flag_new_mail, observer=True, precheck=aftercare.ANY_MARK)
     transport = OutboundSettings.from_config(app.config).transport
     if isinstance(transport, FileTransport):
         OUTBOX_FILES.add("file_outbox", _file_remover(transport))
