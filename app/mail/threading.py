@@ -69,8 +69,13 @@ def find_sent(session: Session, mail: ParsedMail) -> OutboxEmail | None:
         return None
     # Looked up by keyed hash (the same with or without angle brackets).
     hashes = message_ids.digests(session, wanted)
-    rows = {row.message_id_bidx: row for row in session.scalars(select(OutboxEmail).where(OutboxEmail.message_id_bidx.in_(hashes or [b""])))}
+    rows = {row.message_id_bidx: row for row in session.scalars(_sent_statement(), {"hashes": hashes or [b""]})}
     return next((rows[h] for h in hashes if h in rows), None)
+
+
+@functools.cache
+def _sent_statement() -> Select[OutboxEmail]:
+    return select(OutboxEmail).where(OutboxEmail.message_id_bidx.in_(bindparam("hashes", expanding=True)))  # built once, as _route_statement
 
 
 def find_thread(
