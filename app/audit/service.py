@@ -20,19 +20,24 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import re
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Select, event, insert, select, text
+from sqlalchemy import Connection, Engine, event, insert, select
 from sqlalchemy.orm import Session, make_transient_to_detached
 
 from app.audit import checkpoint as cp
 from app.audit.chain import GENESIS, Link, canonical_json, event_hash, personal_digest
 from app.audit.checkpoint import KeyFor
 from app.audit.models import AuditEvent
-from app.audit.personal import InvalidPersonalPart, PersonalPart, check_personal, open_parts, seal
+from app.audit.personal import InvalidPersonalPart, check_personal, seal
+from app.audit.search import EventFilter as EventFilter  # the auditor's query, re-exported
+from app.audit.search import EventPage as EventPage
+from app.audit.search import EventView as EventView
+from app.audit.search import list_actions as list_actions
+from app.audit.search import search_events as search_events
 from app.db import table_of_model
 from app.exceptions import DeskError
 from app.principal import Principal
@@ -45,7 +50,6 @@ _KEY = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
 _JOB = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:/ -]{0,63}$")
 MAX_LIST = 1000
 MAX_DEPTH = 1  # one nested level, e.g. {"contacts": {"dsr": 2}}
-MAX_PAGE = 200
 _LINK_COLUMNS = ("seq", "actor_kind", "actor_id", "actor_name", "action", "target_type", "target_id", "controller_id", "prev_hash")
 
 
@@ -122,7 +126,10 @@ def _actor(by: Principal) -> tuple[str, int | None, str | None]:
     raise InvalidAuditEvent(f"unknown principal kind {by.kind!r}")
 
 
-_LOCK = text("SELECT pg_advisory_xact_lock(:key)")
+# The chain lock and the head in one round trip (Postgres): two statements in one simple-protocol query. Under READ
+# COMMITTED each takes its own snapshot, the head's after the lock is held, so it sees every event committed before;
+# a head read in the lock's own statement would not (its snapshot predates the wait for the lock).
+_LOCK_THEN_HEAD = f"SELECT pg_advisory_xact_lock({CHAIN_LOCK_KEY}); SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1"
 
 
 @functools.cache
@@ -151,9 +158,15 @@ def _locked_head(session: Session) -> tuple[int, str]:
     held = conn.info.get(_HEAD)
     if held is not None and held[0] is conn.get_transaction():
         return held[1], held[2]
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(_LOCK, {"key": CHAIN_LOCK_KEY})
-    return chain_head(session)
+    if conn.dialect.name != "postgresql":
+        return chain_head(session)  # SQLite: the write transaction began with BEGIN IMMEDIATE, no lock to take
+    result = conn.exec_driver_sql(_LOCK_THEN_HEAD)
+    try:
+        cursor = result.cursor  # the DBAPI cursor: its second result is the head
+        row = cursor.fetchone() if cursor.nextset() else None
+    finally:
+        result.close()
+    return (row[0], row[1]) if row is not None else (0, GENESIS)
 
 
 def _keep_head(session: Session, added: AuditEvent) -> None:
@@ -258,118 +271,6 @@ def record_all(session: Session, entries: Sequence[Entry], *, by: Principal, now
         session.add(added)
     _keep_head(session, events[-1])
     return events
-
-
-# --- the auditor's query (issue 3 item 14) ---------------------------------------------
-
-
-@dataclass(frozen=True)
-class EventView:
-    """One event as the auditor's page shows it: ids, codes and counts only."""
-
-    seq: int
-    occurred_at: dt.datetime
-    actor: str
-    actor_kind: str
-    actor_id: int | None
-    action: str
-    target_type: str
-    target_id: str | None
-    controller_id: int | None
-    details: dict[str, Any]
-    hash: str
-    personal: PersonalPart | None = None  # None: the event has no personal part
-
-
-@dataclass(frozen=True)
-class EventFilter:
-    """What the auditor filters by; every field optional. `until` is exclusive."""
-
-    action: str | None = None
-    target_type: str | None = None
-    target_id: int | str | None = None
-    controller_id: int | None = None
-    since: dt.datetime | None = None
-    until: dt.datetime | None = None
-
-
-@dataclass(frozen=True)
-class EventPage:
-    """One page of events, newest first; pass `next_before` back as `before` for the next page."""
-
-    events: list[EventView]
-    next_before: int | None
-
-
-def _view(event: AuditEvent, personal: PersonalPart | None = None) -> EventView:
-    if event.actor_kind == "system":
-        actor = f"system:{event.actor_name or ''}"
-    else:
-        actor = f"{event.actor_kind}:{event.actor_id if event.actor_id is not None else '?'}"
-    return EventView(
-        seq=event.seq,
-        occurred_at=event.occurred_at,
-        actor=actor,
-        actor_kind=event.actor_kind,
-        actor_id=event.actor_id,
-        action=event.action,
-        target_type=event.target_type,
-        target_id=event.target_id,
-        controller_id=event.controller_id,
-        details=event.details,
-        hash=event.hash,
-        personal=personal,
-    )
-
-
-def _filtered(query: Select[tuple[AuditEvent]], where: EventFilter, controller_scope: Collection[int] | None) -> Select[tuple[AuditEvent]]:
-    if where.action:
-        query = query.where(AuditEvent.action == where.action)
-    if where.target_type:
-        query = query.where(AuditEvent.target_type == where.target_type)
-    if where.target_id is not None and where.target_id != "":
-        query = query.where(AuditEvent.target_id == str(where.target_id))
-    if where.controller_id is not None:
-        query = query.where(AuditEvent.controller_id == where.controller_id)
-    if where.since is not None:
-        query = query.where(AuditEvent.occurred_at >= where.since)
-    if where.until is not None:
-        query = query.where(AuditEvent.occurred_at < where.until)
-    if controller_scope is not None:
-        query = query.where(AuditEvent.controller_id.in_(list(controller_scope)))
-    return query
-
-
-def search_events(
-    session: Session,
-    where: EventFilter | None = None,
-    *,
-    before: int | None = None,
-    limit: int = 50,
-    controller_scope: Collection[int] | None = None,
-) -> EventPage:
-    """Events matching `where`, newest first, `limit` per page (at most 200).
-
-    Keyset pagination on `seq` rather than OFFSET: the log only grows at the head,
-    so an offset would shift under the auditor as events arrive and cost a scan
-    of every skipped row, while `seq < before` is stable and served by the
-    (filter, seq) indexes. `controller_scope`, when given, limits the result to
-    events of those controllers (for a scoped role); None means all.
-    """
-    limit = max(1, min(limit, MAX_PAGE))
-    query = _filtered(select(AuditEvent), where or EventFilter(), controller_scope)
-    if before is not None:
-        query = query.where(AuditEvent.seq < before)
-    rows: Sequence[AuditEvent] = list(session.scalars(query.order_by(AuditEvent.seq.desc()).limit(limit + 1)))
-    more = len(rows) > limit
-    page = list(rows[:limit])
-    parts = open_parts(session, ((e.seq, e.personal_ct) for e in page))
-    return EventPage(events=[_view(e, parts.get(e.seq)) for e in page], next_before=page[-1].seq if more and page else None)
-
-
-def list_actions(session: Session) -> list[str]:
-    """The distinct action codes in the log, for the filter's choices."""
-    return list(session.scalars(select(AuditEvent.action).distinct().order_by(AuditEvent.action)))
 
 
 # --- signed checkpoints (issue 3 item 11) -----------------------------------------------

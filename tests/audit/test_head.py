@@ -21,7 +21,7 @@ from app.audit.models import AuditEvent
 from app.audit.verify import verify_chain
 from app.db import make_engine
 from app.principal import Principal
-from tests.databases import migrated_database
+from tests.databases import ON_POSTGRES, migrated_database
 
 T0 = dt.datetime(2026, 11, 21, 12, 0, tzinfo=dt.UTC)
 
@@ -114,3 +114,31 @@ def test_writers_of_several_events_a_transaction_make_one_linear_chain(engine: E
         # Each transaction's events are consecutive in the chain (the lock was held from its first to its commit).
         targets = [int(t) for t in session.scalars(select(AuditEvent.target_id).order_by(AuditEvent.seq))]
     assert all(targets[k] // 10 == targets[k + 2] // 10 for k in range(0, len(targets), per_transaction))
+
+
+@pytest.mark.skipif(not ON_POSTGRES, reason="the chain lock is a Postgres advisory lock (TEST_DATABASE_URL); SQLite serialises writers itself")
+def test_a_writer_waiting_for_the_chain_lock_appends_to_the_head_committed_while_it_waited(engine: Engine, tmp_path: Path) -> None:
+    # The lock and the head are one round trip: the head must still be read after the lock is held (its own snapshot).
+    with Session(engine) as holder:
+        first = note(holder, 1)  # holds the chain lock until its commit
+        waited: list[tuple[int, str, str]] = []
+        errors: list[BaseException] = []
+
+        def writer() -> None:
+            try:
+                with Session(engine) as session:
+                    session.execute(select(1))  # its transaction began before the holder commits
+                    waited.append(note(session, 2))
+                    session.commit()
+            except BaseException as exc:  # reported below
+                errors.append(exc)
+
+        thread = threading.Thread(target=writer)
+        thread.start()
+        thread.join(timeout=1.0)
+        assert thread.is_alive() and not waited  # waiting for the chain lock
+        holder.commit()
+        thread.join()
+    assert errors == []
+    assert waited[0][:2] == (first[0] + 1, first[2])
+    assert chain_ok(engine, tmp_path) == (True, 2)
