@@ -159,6 +159,11 @@ def plain_corpus(count: int, seed: int) -> list[bytes]:
     return out
 
 
+def sql_statements(sent: str) -> list[str]:
+    """The SQL statements in one text sent to the server (the desk sends some pairs as one simple-protocol query)."""
+    return [part for part in sent.split(";") if part.strip()]
+
+
 def statement_shape(statement: str) -> str:
     """`VERB table` of a statement: the first table named outside parentheses (subqueries, EXISTS), else its first function."""
     depth, outer = 0, []
@@ -285,22 +290,24 @@ def run_desk(url: str, corpus: list[bytes], plain: list[bytes], controllers: int
             if profiler is not None:
                 profiler.dump_stats(f"{os.environ['BENCH_PROFILE']}.{controllers}")
             ceiling = len(corpus) / ceiling_elapsed
-            shapes_of_mix = Counter(map(statement_shape, statements))
-            mix_statements = sum(shapes_of_mix.values())
+            shapes_of_mix = Counter(statement_shape(s) for sent in statements for s in sql_statements(sent))
+            mix_statements, mix_trips = sum(shapes_of_mix.values()), len(statements)
             statements.clear()
             plain_started = time.perf_counter()
             for raw in plain:
                 ingest_committed(db.session_scope, raw, settings=settings, by=by, clock=utcnow, source="pipe")
             plain_elapsed = time.perf_counter() - plain_started
-            plain_shapes = Counter(map(statement_shape, statements))
+            plain_shapes = Counter(statement_shape(s) for sent in statements for s in sql_statements(sent))
+            plain_trips = len(statements)
             event.remove(db.engine, "before_cursor_execute", count_statement)
             db.engine.dispose()
     latencies.sort()
     print(f"  {controllers} controllers: outcomes {dict(outcomes)}")
-    print(f"  SQL statements over the mix: {mix_statements / len(corpus):.1f} a message; most frequent:")
+    print(f"  SQL statements over the mix: {mix_statements / len(corpus):.1f} a message in {mix_trips / len(corpus):.1f} round trips; most frequent:")
     for shape, n in shapes_of_mix.most_common(12):
         print(f"    {n / len(corpus):5.1f} a message  {shape}")
-    print(f"  a plain message ({len(plain)} new text/plain questions to the support address): {sum(plain_shapes.values()) / len(plain):.1f} statements:")
+    per_plain = f"{sum(plain_shapes.values()) / len(plain):.1f} statements in {plain_trips / len(plain):.1f} round trips"
+    print(f"  a plain message ({len(plain)} new text/plain questions to the support address): {per_plain}:")
     for shape, n in plain_shapes.most_common(30):
         print(f"    {n / len(plain):5.2f}  {shape}")
     print(f"  raw ceiling interleaved (stdlib parse, AES-GCM body and requester, one INSERT, one commit a message): {ceiling:.1f} messages/s")
@@ -311,6 +318,7 @@ def run_desk(url: str, corpus: list[bytes], plain: list[bytes], controllers: int
         "cpu_ms": cpu / len(corpus) * 1000,
         "statements": mix_statements / len(corpus),
         "plain_statements": sum(plain_shapes.values()) / len(plain),
+        "plain_trips": plain_trips / len(plain),
         "p50_ms": statistics.median(latencies) * 1000,
         "p99_ms": latencies[int(len(latencies) * 0.99)] * 1000,
     }
@@ -330,12 +338,21 @@ def main() -> None:
     for size in args.controllers:
         with fresh_postgres(f"ingest_{size}") as url, fresh_postgres(f"ingest_raw_{size}") as ceiling_url:
             results[size] = run_desk(url, corpus, plain, size, ceiling_url)
-    columns = ["controllers", "raw ceiling messages/s", "desk messages/s", "x raw ceiling", "statements/message (mix)", "statements (plain message)"]
+    columns = [
+        "controllers",
+        "raw ceiling messages/s",
+        "desk messages/s",
+        "x raw ceiling",
+        "statements/message (mix)",
+        "statements (plain message)",
+        "round trips (plain)",
+    ]
     print("\n| " + " | ".join([*columns, "CPU ms/message", "p50 ms", "p99 ms"]) + " |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for size, r in results.items():
         print(
-            f"| {size} | {r['ceiling']:.1f} | {r['rate']:.1f} | {r['rate'] / r['ceiling']:.2f} | {r['statements']:.1f} | {r['plain_statements']:.1f} | "
+            f"| {size} | {r['ceiling']:.1f} | {r['rate']:.1f} | {r['rate'] / r['ceiling']:.2f} | {r['statements']:.1f} | "
+            f"{r['plain_statements']:.1f} | {r['plain_trips']:.1f} | "
             f"{r['cpu_ms']:.1f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} |"
         )
     sizes = sorted(results)
