@@ -11,7 +11,7 @@ import datetime as dt
 import functools
 import hashlib
 from collections.abc import Iterable, Iterator
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from sqlalchemy import bindparam, delete, insert, select
 from sqlalchemy.orm import Session, make_transient_to_detached
@@ -100,16 +100,27 @@ def _store_one_chunk(session: Session, content: bytes, *, key_owner: int, now: d
     and its chunk in a data-modifying WITH), elsewhere two. The chunk is encrypted as a flush would (its own
     row_uid in the associated data, the owner's active key); the Blob returned is in the session, loaded."""
     blobs, chunks = table_of_model(Blob), table_of_model(BlobChunk)
-    values = {"key_owner": key_owner, "size": len(content), "sha256": hashlib.sha256(content).hexdigest(), "chunk_count": 1, "created_at": now}
-    row_uid = new_row_uid()
-    data_ct = BlobChunk.data.encrypt_for_insert(session, content, owner_id=key_owner, row_uid=row_uid)
-    chunk = {"seq": 0, "key_owner": key_owner, "row_uid": row_uid, "data_ct": data_ct}
+    values, chunk = one_chunk_rows(session, content, key_owner=key_owner, now=now)
     if session.get_bind().dialect.name == "postgresql":
         params = {**{f"blob_{k}": v for k, v in values.items()}, **{f"chunk_{k}": v for k, v in chunk.items()}}
         blob_id = session.execute(_one_chunk_statement(), params).scalar_one()
     else:
         blob_id = session.execute(insert(blobs).values(**values).returning(blobs.c.id)).scalar_one()
         session.execute(insert(chunks).values(blob_id=blob_id, **chunk))
+    return inserted_blob(session, blob_id, values)
+
+
+def one_chunk_rows(session: Session, content: bytes, *, key_owner: int, now: dt.datetime) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The `blobs` row and the `blob_chunks` row (without blob_id) of a one-chunk blob, for a Core INSERT: the chunk
+    encrypted as a flush would (its own row_uid in the associated data, the owner's active key)."""
+    values = {"key_owner": key_owner, "size": len(content), "sha256": hashlib.sha256(content).hexdigest(), "chunk_count": 1, "created_at": now}
+    row_uid = new_row_uid()
+    data_ct = BlobChunk.data.encrypt_for_insert(session, content, owner_id=key_owner, row_uid=row_uid)
+    return values, {"seq": 0, "key_owner": key_owner, "row_uid": row_uid, "data_ct": data_ct}
+
+
+def inserted_blob(session: Session, blob_id: int, values: dict[str, Any]) -> Blob:
+    """The Blob of a row a Core INSERT just wrote (`one_chunk_rows`), in the session, loaded."""
     blob = Blob(id=blob_id, **values)
     make_transient_to_detached(blob)
     session.add(blob)
@@ -117,7 +128,7 @@ def _store_one_chunk(session: Session, content: bytes, *, key_owner: int, now: d
 
 
 @functools.cache
-def _one_chunk_statement() -> ReturningInsert[tuple[int]]:
+def _one_chunk_statement() -> ReturningInsert[int]:
     # The blob row and its chunk in one data-modifying WITH (Postgres), built once: building it per blob cost more CPU
     # than sending it. Parameters: blob_<column> for the blob row, chunk_<column> for the chunk.
     blobs, chunks = table_of_model(Blob), table_of_model(BlobChunk)

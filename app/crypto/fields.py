@@ -40,6 +40,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from functools import cached_property
+from types import SimpleNamespace
 from typing import Any, Generic, TypeVar, overload
 
 from sqlalchemy import LargeBinary, String, and_, event, false
@@ -305,14 +306,44 @@ def _encrypt_pending(_mapper: Mapper[Any], connection: Any, target: Any) -> None
         if spec.name not in pending:
             continue
         value = pending[spec.name]
-        key = active_key(connection, cache, _owner_label(spec, target))
-        field: _Encrypted[Any] = getattr(spec.model, spec.name)
-        blob = encrypt_field(key.aead, key.id, field._encode(value), table=spec.table, column=spec.aad_column, row_uid=target.row_uid)
+        blob, index = _encrypt_value(connection, cache, spec, target, value)
         setattr(target, spec.column, blob)
-        if spec.blind_index and spec.normalise:
-            setattr(target, spec.blind_index, blind_index(key.index_key, spec.normalise, value))
+        if index is not None:
+            setattr(target, spec.blind_index or "", index)
         target.__dict__.setdefault(_PLAIN, {})[spec.name] = (blob, value)
         del pending[spec.name]
+
+
+def _encrypt_value(connection: Any, cache: Any, spec: FieldSpec, target: Any, value: Any) -> tuple[bytes, bytes | None]:
+    # What a flush writes for one value of `target` (its row_uid and owner column set): ciphertext, blind index or None.
+    key = active_key(connection, cache, _owner_label(spec, target))
+    field: _Encrypted[Any] = getattr(spec.model, spec.name)
+    blob = encrypt_field(key.aead, key.id, field._encode(value), table=spec.table, column=spec.aad_column, row_uid=target.row_uid)
+    return blob, (blind_index(key.index_key, spec.normalise, value) if spec.blind_index and spec.normalise else None)
+
+
+def encrypt_new_row(session: Session, model: type, plain: dict[str, Any], *, owner: int | None, row_uid: str) -> dict[str, Any]:
+    """The columns a flush would write for the encrypted fields `plain` (by field name; None: no value) of the new row
+    `row_uid` of `model` whose owner column holds `owner`, for a Core INSERT: the same ciphertexts (bound to table, column
+    and row, under the owner's active key, locked as a flush locks it) and blind indexes. `remember_plain` afterwards."""
+    columns: dict[str, Any] = {}
+    for spec in _specs(model):
+        if spec.name in plain:
+            value = plain[spec.name]
+            target = SimpleNamespace(row_uid=row_uid, **({} if spec.owner == PLATFORM else {spec.owner: owner}))  # as _owner_label reads a row
+            blob, index = _encrypt_value(session.connection(), cache_for(session), spec, target, value) if value is not None else (None, None)
+            columns[spec.column] = blob
+            if spec.blind_index:
+                columns[spec.blind_index] = index
+    return columns
+
+
+def remember_plain(instance: object, plain: dict[str, Any]) -> None:
+    """After a Core INSERT of `instance`'s row with `encrypt_new_row`: its fields read their plaintexts without decrypting."""
+    for spec in _specs(type(instance)):
+        blob = instance.__dict__.get(spec.column)
+        if spec.name in plain and plain[spec.name] is not None and blob is not None:
+            instance.__dict__.setdefault(_PLAIN, {})[spec.name] = (blob, plain[spec.name])
 
 
 @event.listens_for(Session, "after_transaction_end")

@@ -154,17 +154,27 @@ def index_message(session: Session, message: Message, *, recipients: Iterable[st
     The message's earlier index rows are replaced; `new=True` for a message inserted in this transaction,
     which has none (one statement fewer on every stored message).
     """
-    key = index_key_of(session, message.key_owner)
-    if key is None:
+    found = digests_of(
+        session, message.key_owner, [message.subject, message.body_text, message.reply_text], [message.sender_email, *recipients], [message.sender_name]
+    )
+    if found is None:
         return 0
-    texts = [message.subject, message.body_text, message.reply_text]
-    found = identifiers_of(texts, [message.sender_email, *recipients], [message.sender_name])
     if not new:
         session.execute(delete(MessageIdentifier).where(MessageIdentifier.message_id == message.id))
-    rows = [{"message_id": message.id, "key_owner": message.key_owner, "kind": k, "digest": digest(key, k, v)} for k, v in sorted(found)]
+    rows = [{"message_id": message.id, "key_owner": message.key_owner, "kind": k, "digest": d} for k, d in found]
     if rows:
         session.execute(_insert(), rows)
     return len(rows)
+
+
+def digests_of(
+    session: Session, key_owner: int, texts: Iterable[str | None], addresses: Iterable[str | None], names: Iterable[str | None]
+) -> list[tuple[str, bytes]] | None:
+    """The (kind, digest) rows of a message's index under its key owner's index key (None: the owner has no keys yet)."""
+    key = index_key_of(session, key_owner)
+    if key is None:
+        return None
+    return [(k, digest(key, k, v)) for k, v in sorted(identifiers_of(texts, addresses, names))]
 
 
 def index_file(session: Session, message: Message, filename: str | None, text: bytes | None = None) -> int:

@@ -38,6 +38,7 @@ from app.crypto import message_ids
 from app.exceptions import DeskError, NotFound, Refused
 from app.principal import Principal
 from app.tickets.identifiers import index_file, index_message
+from app.tickets.inbound_row import insert_with_raw
 from app.tickets.lookup import format_reference, scoped
 from app.tickets.models import DIRECTIONS, STATUSES, Attachment, Message, Ticket, key_owner_for
 
@@ -143,7 +144,7 @@ def open_ticket(
     """`create_ticket` then `add_message` (the inbound path's new ticket): the same rows and the same two audit events,
     in the same order, appended with one INSERT after the message."""
     ticket = _new_ticket(session, controller_id, requester_name, requester_email, subject, now=now, status="new")
-    message = _new_message(session, ticket, first, now=now, raw_max_bytes=None)
+    message = _new_message(session, ticket, first, now=now, raw_max_bytes=None, touch=False)  # updated_at is `now` already
     created = Entry("ticket.create", "ticket", ticket.id, ticket.controller_id, {"status": "new", "triage": controller_id is None})
     added = Entry("ticket.message", "ticket", ticket.id, ticket.controller_id, {"message_id": message.id, "direction": first.direction})
     record_all(session, [created, added], by=by, now=now)
@@ -157,9 +158,14 @@ def add_message(session: Session, ticket: Ticket, data: MessageInput, *, by: Pri
     return message
 
 
-def _new_message(session: Session, ticket: Ticket, data: MessageInput, *, now: dt.datetime, raw_max_bytes: int | None) -> Message:
+def _new_message(session: Session, ticket: Ticket, data: MessageInput, *, now: dt.datetime, raw_max_bytes: int | None, touch: bool = True) -> Message:
     if data.direction not in DIRECTIONS:
         raise InvalidTicketChange(f"unknown message direction {data.direction!r}")
+    inserted = insert_with_raw(session, ticket, data, now=now, raw_max_bytes=raw_max_bytes)  # Postgres, a one-chunk original
+    if inserted is not None:
+        if touch:
+            ticket.updated_at = now
+        return inserted
     message = Message(
         ticket_id=ticket.id,
         key_owner=ticket.key_owner,
@@ -182,7 +188,8 @@ def _new_message(session: Session, ticket: Ticket, data: MessageInput, *, now: d
         blob = store_blob(session, data.raw, key_owner=ticket.key_owner, now=now, max_bytes=raw_max_bytes)
         message.raw_blob_id, message.raw_sha256 = blob.id, blob.sha256
     session.add(message)
-    ticket.updated_at = now
+    if touch:
+        ticket.updated_at = now
     session.flush()
     index_message(session, message, recipients=data.recipients, new=True)
     return message

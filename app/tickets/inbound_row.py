@@ -1,0 +1,102 @@
+"""A message with its raw original and its identifier index in one statement (Postgres; issue 11 item 7).
+
+`app.tickets.service.add_message` stores a message as three writes: the raw
+original (`blobs` + `blob_chunks`, one data-modifying WITH), the message (an
+ORM flush) and its identifier index (`message_identifiers`). On Postgres, for
+a raw original of one chunk, `insert_with_raw` writes the same rows with the
+same values in one statement of data-modifying WITHs: the values are encrypted
+exactly as a flush encrypts them (`app.crypto.fields.encrypt_new_row`: the
+owner's active key locked FOR SHARE, associated data naming table, column and
+row, the blind indexes) and the index rows are those `index_message` writes
+(`app.tickets.identifiers.digests_of`). The Message and Blob returned are in
+the session, loaded, as after a flush. Anything else (SQLite, no raw original,
+a larger one, a size limit to enforce) returns None: the caller takes the
+ordinary path.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+from typing import Any
+
+from sqlalchemy import Integer, LargeBinary, Select, String, bindparam, func, insert, select
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.orm import Session, make_transient_to_detached
+
+from app.blobs.models import Blob, BlobChunk
+from app.blobs.store import CHUNK_BYTES, inserted_blob, one_chunk_rows
+from app.crypto import message_ids
+from app.crypto.fields import encrypt_new_row, new_row_uid, remember_plain
+from app.db import table_of_model
+from app.tickets.identifiers import MessageIdentifier, digests_of
+from app.tickets.models import Message, Ticket
+
+_ENCRYPTED = ("message_id", "sender_name", "sender_email", "subject", "body_text", "reply_text", "body_html")
+
+
+def insert_with_raw(session: Session, ticket: Ticket, data: Any, *, now: dt.datetime, raw_max_bytes: int | None) -> Message | None:
+    """`data` (an app.tickets.service.MessageInput: not imported, the service imports this) stored on `ticket` in one
+    statement, or None when this path does not apply."""
+    raw = data.raw
+    if session.get_bind().dialect.name != "postgresql" or not isinstance(raw, bytes) or not 0 < len(raw) <= CHUNK_BYTES:
+        return None
+    if raw_max_bytes is not None and len(raw) > raw_max_bytes:
+        return None  # the ordinary path refuses it (BlobTooLarge)
+    session.flush()  # whatever is pending is written before the message, as the flush of the ordinary path would
+    owner = ticket.key_owner
+    plain = {name: getattr(data, name) for name in _ENCRYPTED}
+    row_uid = new_row_uid()
+    columns: dict[str, Any] = {
+        "ticket_id": ticket.id,
+        "direction": data.direction,
+        "message_id_bidx": message_ids.digest(session, data.message_id) if data.message_id else None,
+        "author_id": data.author_id,
+        "key_owner": owner,
+        "is_auto_reply": data.is_auto_reply,
+        "flags": list(data.flags),
+        "notes": list(data.notes),
+        "created_at": now,
+        "row_uid": row_uid,
+        **encrypt_new_row(session, Message, plain, owner=owner, row_uid=row_uid),
+    }
+    blob_values, chunk = one_chunk_rows(session, raw, key_owner=owner, now=now)
+    columns["raw_sha256"] = blob_values["sha256"]
+    texts = [data.subject, data.body_text, data.reply_text]
+    found = digests_of(session, owner, texts, [data.sender_email, *data.recipients], [data.sender_name]) or []
+    params = {
+        **{f"blob_{k}": v for k, v in blob_values.items()},
+        **{f"chunk_{k}": v for k, v in chunk.items()},
+        **{f"m_{k}": v for k, v in columns.items()},
+        "id_owner": owner,
+        "id_kinds": [kind for kind, _ in found],
+        "id_digests": [digest for _, digest in found],
+    }
+    message_pk, blob_id = session.execute(_statement(), params).one()
+    inserted_blob(session, blob_id, blob_values)
+    message = Message(id=message_pk, raw_blob_id=blob_id, **columns)
+    make_transient_to_detached(message)
+    session.add(message)
+    remember_plain(message, plain)
+    return message
+
+
+@functools.cache
+def _statement() -> Select[int, int]:
+    # Built once (its values are parameters): the blob, its chunk, the message (raw_blob_id from the blob) and its index
+    # rows (unnest of two arrays: none when empty). Each WITH runs once whether or not the final SELECT reads it.
+    blobs, chunks = table_of_model(Blob), table_of_model(BlobChunk)
+    messages, index = table_of_model(Message), table_of_model(MessageIdentifier)
+    blob_columns = ("key_owner", "size", "sha256", "chunk_count", "created_at")
+    new_blob = insert(blobs).values({c: bindparam(f"blob_{c}", type_=blobs.c[c].type) for c in blob_columns}).returning(blobs.c.id).cte("new_blob")
+    chunk_columns = ("seq", "key_owner", "row_uid", "data_ct")
+    chunk = select(new_blob.c.id, *[bindparam(f"chunk_{c}", type_=chunks.c[c].type) for c in chunk_columns])
+    new_chunk = insert(chunks).from_select(["blob_id", *chunk_columns], chunk).returning(chunks.c.id).cte("new_chunk")
+    message_columns = [c.name for c in messages.columns if c.name not in ("id", "raw_blob_id")]
+    row = select(*[bindparam(f"m_{c}", type_=messages.c[c].type) for c in message_columns], new_blob.c.id)
+    new_message = insert(messages).from_select([*message_columns, "raw_blob_id"], row).returning(messages.c.id, messages.c.raw_blob_id).cte("new_message")
+    kinds = func.unnest(bindparam("id_kinds", type_=ARRAY(String)), type_=String)
+    digests = func.unnest(bindparam("id_digests", type_=ARRAY(LargeBinary)), type_=LargeBinary)
+    rows = select(new_message.c.id, bindparam("id_owner", type_=Integer), kinds, digests)
+    new_index = insert(index).from_select(["message_id", "key_owner", "kind", "digest"], rows).returning(index.c.id).cte("new_index")
+    return select(new_message.c.id, new_message.c.raw_blob_id).add_cte(new_chunk, new_index)

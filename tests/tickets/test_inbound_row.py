@@ -1,0 +1,113 @@
+"""A message with a one-chunk raw original: on Postgres one statement (app.tickets.inbound_row), the same rows as the ORM path."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from sqlalchemy import event, select
+from sqlalchemy.orm import Session
+
+from app.crypto.cipher import DecryptionError, decrypt_field, key_id_of
+from app.crypto.keys import cache_for, load_key
+from app.principal import Principal
+from app.tickets import lookup
+from app.tickets import service as tickets
+from app.tickets.identifiers import MessageIdentifier, index_message
+from app.tickets.models import Message
+from tests.factories import make_controller
+
+BY = Principal.system("tests")
+NOW = dt.datetime(2026, 12, 1, 6, 0, tzinfo=dt.UTC)
+RAW = b"From: Zo\xc3\xab Roe <zoe@example.org>\r\nTo: support@desk.example\r\nSubject: Invoice\r\n\r\nCall +49 30 901820, Zo\xc3\xab Roe.\r\n"
+
+
+def _first(**overrides: object) -> tickets.MessageInput:
+    values: dict[str, object] = {
+        "direction": "inbound",
+        "body_text": "Call +49 30 901820, Zoë Roe.\n> quoted jane@example.org",
+        "reply_text": "Call +49 30 901820, Zoë Roe.",
+        "body_html": "<p>Call</p>",
+        "sender_name": "Zoë Roe",
+        "sender_email": "Zoe@Example.org",
+        "subject": "Invoice DE89 3704 0044 0532 0130 00",
+        "message_id": "<row-1@example.org>",
+        "raw": RAW,
+        "recipients": ["support@desk.example", "cc@example.org"],
+        "flags": ["forged_sender"],
+        "notes": [{"code": "envelope_recipient", "address": "x"}],
+        "is_auto_reply": True,
+    }
+    values.update(overrides)
+    return tickets.MessageInput(**values)  # type: ignore[arg-type]
+
+
+def _index(session: Session, message_pk: int) -> set[tuple[str, bytes]]:
+    rows = session.execute(select(MessageIdentifier.kind, MessageIdentifier.digest).where(MessageIdentifier.message_id == message_pk))
+    return {(kind, bytes(digest)) for kind, digest in rows}
+
+
+def test_a_message_with_its_raw_original_reads_back_bound_to_its_row_and_indexed(session: Session) -> None:
+    # Given a controller's new ticket and its first inbound message with a raw original of one chunk
+    controller = make_controller(session)
+    statements: list[str] = []
+    engine = session.get_bind().engine
+
+    def count(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+        statements.append(statement)
+
+    ticket, message = tickets.open_ticket(
+        session, controller_id=controller.id, requester_name="Zoë Roe", requester_email="zoe@example.org", subject="Invoice", first=_first(), by=BY, now=NOW
+    )
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        second = tickets.add_message(session, ticket, _first(message_id="<row-2@example.org>", raw=RAW + b"again\r\n"), by=BY, now=NOW)
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+    # Then on Postgres the blob, its chunk, the message and its index are one statement (the audit event follows)
+    writes = [s for s in statements if not s.lstrip().upper().startswith("SELECT")]
+    if session.get_bind().dialect.name == "postgresql":
+        assert [w.split()[0].upper() for w in writes] == ["WITH", "INSERT"]  # the message with its rows; the audit event
+    # and everything reads back from the database, decrypted, in a fresh look
+    first_pk, second_pk, blob_id = message.id, second.id, message.raw_blob_id
+    session.expire_all()
+    stored = session.get(Message, first_pk)
+    assert stored is not None and stored.ticket_id == ticket.id and stored.raw_blob_id == blob_id
+    assert (stored.body_text, stored.reply_text, stored.body_html) == (_first().body_text, _first().reply_text, "<p>Call</p>")
+    assert (stored.sender_name, stored.sender_email, stored.subject, stored.message_id) == (
+        "Zoë Roe",
+        "Zoe@Example.org",
+        "Invoice DE89 3704 0044 0532 0130 00",
+        "<row-1@example.org>",
+    )
+    assert (stored.flags, stored.notes, stored.is_auto_reply, stored.direction) == (
+        ["forged_sender"],
+        [{"code": "envelope_recipient", "address": "x"}],
+        True,
+        "inbound",
+    )
+    assert b"".join(tickets.raw_original_chunks(session, stored)) == RAW
+    assert lookup.find_by_message_ids(session, ["row-1@example.org"]) is not None
+    assert session.scalars(select(Message.id).where(Message.sender_email.matches(session, "zoe@example.org", controller_id=stored.key_owner))).all() == [
+        first_pk,
+        second_pk,
+    ]
+    # and each value is bound to its row: under another row's identity it does not decrypt
+    assert stored.body_text_ct is not None
+    aead = load_key(session.connection(), cache_for(session), key_id_of(stored.body_text_ct, where="ticket_messages.body_text_ct")).aead
+    with pytest.raises(DecryptionError):
+        decrypt_field(aead, stored.body_text_ct, table="ticket_messages", column="body_text_ct", row_uid="0" * 32)
+    # and the index holds what index_message writes for the message (phone, IBAN, names, addresses, To/Cc)
+    indexed = _index(session, first_pk)
+    assert {kind for kind, _ in indexed} == {"email", "phone", "iban", "name"}
+    index_message(session, stored, recipients=_first().recipients)
+    assert _index(session, first_pk) == indexed
+
+
+def test_a_message_without_a_raw_original_or_over_its_limit_takes_the_ordinary_path(session: Session) -> None:
+    controller = make_controller(session)
+    ticket = tickets.create_ticket(session, controller_id=controller.id, requester_name=None, requester_email=None, subject="s", by=BY, now=NOW)
+    note = tickets.add_message(session, ticket, _first(message_id=None, raw=None, direction="note"), by=BY, now=NOW)
+    assert note.raw_blob_id is None and note.body_text == _first().body_text
+    with pytest.raises(Exception, match="larger"):
+        tickets.add_message(session, ticket, _first(message_id="<big@example.org>"), by=BY, now=NOW, raw_max_bytes=10)
