@@ -6,11 +6,11 @@ Exactly one candidate routes the request; none or several leave it in triage
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
 
-from sqlalchemy import Executable, LargeBinary, Select, String, bindparam, func, null, select, type_coerce, union_all
+from sqlalchemy import Executable, LargeBinary, String, bindparam, func, null, select, type_coerce, union_all
 from sqlalchemy.orm import Session
 
 from app.controllers.models import Controller, ControllerDomain
@@ -30,6 +30,9 @@ class Routing:
         return self.controller_ids[0] if len(self.controller_ids) == 1 else None
 
 
+_ACTIVE = select(Controller.id).where(Controller.status == "active")
+
+
 def _parent_domains(email: str) -> list[str]:
     """The address's domain and each parent domain of it with at least two labels (a.b.example, b.example)."""
     labels = email.rpartition("@")[2].strip(".").lower().split(".")
@@ -42,17 +45,33 @@ def _longest_domain(rows: Iterable[tuple[str, int]]) -> int | None:
     return best[1] if best is not None else None
 
 
-def _tickets_of(session: Session, wanted: set[bytes], *extra: Any) -> Select[Any]:
-    """The distinct (key_owner, requester digest, *extra) of the tickets whose requester digest is one of `wanted`."""
-    if session.get_bind().dialect.name == "postgresql":
+@functools.cache
+def _statement(postgres: bool, tickets: bool, domains: bool) -> Executable:
+    """The lookup of `_subject_candidates`, built once per shape (building it cost more CPU than running it).
+
+    Rows are (controller, digest, NULL) of a ticket whose requester digest is one of the parameter `digests`, and
+    (controller, NULL, domain) of a registered domain among the parameter `parents`.
+    """
+    of_domains = select(ControllerDomain.controller_id, type_coerce(null(), LargeBinary), ControllerDomain.domain).where(
+        ControllerDomain.domain.in_(bindparam("parents", expanding=True))
+    )
+    no_domain = type_coerce(null(), String)
+    if postgres:
         # One text parameter (the digests in hex, comma-separated) split and joined as a set: a 1,000-value IN list
         # cost ~50 ms of client CPU a request (psycopg parsed the query anew each time), a bytea[] parameter ~20 ms
         # (escaping each element in text format), both by cProfile; `= ANY(array)` was planned as a scan.
-        joined_hex = ",".join(sorted(digest.hex() for digest in wanted))
-        given = func.unnest(func.string_to_array(bindparam("digests", joined_hex, type_=String), ",")).table_valued("v").render_derived(name="d")
-        stmt = select(Ticket.key_owner, Ticket.requester_email_bidx, *extra).join(given, Ticket.requester_email_bidx == func.decode(given.c.v, "hex"))
-        return stmt.distinct()
-    return select(Ticket.key_owner, Ticket.requester_email_bidx, *extra).where(Ticket.requester_email_bidx.in_(wanted)).distinct()
+        given = func.unnest(func.string_to_array(bindparam("digests", type_=String), ",")).table_valued("v").render_derived(name="d")
+        joined = select(Ticket.key_owner, Ticket.requester_email_bidx, no_domain).join(given, Ticket.requester_email_bidx == func.decode(given.c.v, "hex"))
+        of_tickets = joined.distinct()
+    else:
+        of_tickets = (
+            select(Ticket.key_owner, Ticket.requester_email_bidx, no_domain)
+            .where(Ticket.requester_email_bidx.in_(bindparam("digests", expanding=True)))
+            .distinct()
+        )
+    if tickets and domains:
+        return union_all(of_tickets, of_domains)  # one round trip for both
+    return of_tickets if tickets else of_domains
 
 
 def _subject_candidates(session: Session, email: str, *, with_domain: bool) -> tuple[int | None, set[int]]:
@@ -63,15 +82,13 @@ def _subject_candidates(session: Session, email: str, *, with_domain: bool) -> t
     against its own controller's, in a second one that also reads the registered domains when asked.
     """
     parents = _parent_domains(email) if with_domain else []
-    active = select(Controller.id).where(Controller.status == "active")
-    digests = Ticket.requester_email.index_values_of_controllers(session, email, active) if email.strip() else {}
-    domains = select(ControllerDomain.controller_id, type_coerce(null(), LargeBinary), ControllerDomain.domain).where(ControllerDomain.domain.in_(parents))
-    stmt: Executable | None = domains if parents else None
-    if digests:
-        tickets = _tickets_of(session, set(digests.values()), type_coerce(null(), String))
-        # One round trip for both: (controller, digest, NULL) of a ticket, (controller, NULL, domain) of a domain.
-        stmt = union_all(tickets, domains) if parents else tickets
-    rows = session.execute(stmt).all() if stmt is not None else []
+    digests = Ticket.requester_email.index_values_of_controllers(session, email, _ACTIVE) if email.strip() else {}
+    if not digests and not parents:
+        return None, set()
+    postgres = session.get_bind().dialect.name == "postgresql"
+    wanted = set(digests.values())
+    params = {"parents": parents, "digests": ",".join(sorted(d.hex() for d in wanted)) if postgres else list(wanted)}
+    rows = session.execute(_statement(postgres, bool(digests), bool(parents)), params).all()
     holders = {owner for owner, digest, domain in rows if domain is None and digests.get(owner) == digest}
     return _longest_domain((domain, cid) for cid, _digest, domain in rows if domain is not None), holders
 
