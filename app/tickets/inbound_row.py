@@ -1,4 +1,4 @@
-"""A message with its raw original and its identifier index in one statement (Postgres; issue 11 item 7).
+"""A message with its raw original and identifier index (and a new ticket) in one statement (Postgres; issue 11 item 7).
 
 `app.tickets.service.add_message` stores a message as three writes: the raw
 original (`blobs` + `blob_chunks`, one data-modifying WITH), the message (an
@@ -8,19 +8,22 @@ same values in one statement of data-modifying WITHs: the values are encrypted
 exactly as a flush encrypts them (`app.crypto.fields.encrypt_new_row`: the
 owner's active key locked FOR SHARE, associated data naming table, column and
 row, the blind indexes) and the index rows are those `index_message` writes
-(`app.tickets.identifiers.digests_of`). The Message and Blob returned are in
-the session, loaded, as after a flush. Anything else (SQLite, no raw original,
-a larger one, a size limit to enforce) returns None: the caller takes the
-ordinary path.
+(`app.tickets.identifiers.digests_of`). `insert_ticket_with_raw` does the
+same for a new ticket and its first message, the ticket row in the same
+statement (its reference set by the database trigger of migration 0024, as
+when the ORM inserts it). The rows returned are in the session, loaded, as
+after a flush. Anything else (SQLite, no raw original, a larger one, a size
+limit to enforce) returns None: the caller takes the ordinary path.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import functools
+import secrets
 from typing import Any
 
-from sqlalchemy import Integer, LargeBinary, Select, String, bindparam, func, insert, select
+from sqlalchemy import Integer, LargeBinary, Select, String, bindparam, func, insert, literal, select
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session, make_transient_to_detached
 
@@ -30,7 +33,7 @@ from app.crypto import message_ids
 from app.crypto.fields import encrypt_new_row, new_row_uid, remember_plain
 from app.db import table_of_model
 from app.tickets.identifiers import MessageIdentifier, digests_of
-from app.tickets.models import Message, Ticket
+from app.tickets.models import Message, Ticket, key_owner_for
 
 _ENCRYPTED = ("message_id", "sender_name", "sender_email", "subject", "body_text", "reply_text", "body_html")
 
@@ -38,17 +41,57 @@ _ENCRYPTED = ("message_id", "sender_name", "sender_email", "subject", "body_text
 def insert_with_raw(session: Session, ticket: Ticket, data: Any, *, now: dt.datetime, raw_max_bytes: int | None) -> Message | None:
     """`data` (an app.tickets.service.MessageInput: not imported, the service imports this) stored on `ticket` in one
     statement, or None when this path does not apply."""
-    raw = data.raw
-    if session.get_bind().dialect.name != "postgresql" or not isinstance(raw, bytes) or not 0 < len(raw) <= CHUNK_BYTES:
+    if not _applies(session, data.raw, raw_max_bytes):
         return None
-    if raw_max_bytes is not None and len(raw) > raw_max_bytes:
-        return None  # the ordinary path refuses it (BlobTooLarge)
     session.flush()  # whatever is pending is written before the message, as the flush of the ordinary path would
-    owner = ticket.key_owner
+    columns, plain, blob_values, params = _message_rows(session, ticket.key_owner, data, now=now)
+    message_pk, blob_id = session.execute(_statement(False), {**params, "m_ticket_id": ticket.id}).one()
+    return _loaded_message(session, message_pk, ticket.id, blob_id, columns, plain, blob_values)
+
+
+def insert_ticket_with_raw(
+    session: Session, *, controller_id: int | None, requester_name: str | None, requester_email: str | None, subject: str | None, first: Any, now: dt.datetime
+) -> tuple[Ticket, Message] | None:
+    """A new ticket ("new", as create_ticket makes one) with its first message `first`, in one statement (the ticket row
+    first: its reference set by the database, as on the ordinary path), or None when this path does not apply."""
+    if not _applies(session, first.raw, None):
+        return None
+    session.flush()
+    owner, row_uid = key_owner_for(controller_id), new_row_uid()
+    plain = {"requester_name": requester_name, "requester_email": requester_email, "subject": subject}
+    ticket_columns: dict[str, Any] = {
+        "controller_id": controller_id,
+        "key_owner": owner,
+        "status": "new",
+        "assignee_id": None,
+        "reply_token": secrets.token_hex(10),
+        "created_at": now,
+        "updated_at": now,
+        "closed_at": None,
+        "row_uid": row_uid,
+        **encrypt_new_row(session, Ticket, plain, owner=owner, row_uid=row_uid),
+    }
+    columns, message_plain, blob_values, params = _message_rows(session, owner, first, now=now)
+    params.update({f"t_{k}": v for k, v in ticket_columns.items()})
+    ticket_pk, reference, message_pk, blob_id = session.execute(_statement(True), params).one()
+    ticket = Ticket(id=ticket_pk, reference=reference, **ticket_columns)
+    make_transient_to_detached(ticket)
+    session.add(ticket)
+    remember_plain(ticket, plain)
+    return ticket, _loaded_message(session, message_pk, ticket_pk, blob_id, columns, message_plain, blob_values)
+
+
+def _applies(session: Session, raw: Any, raw_max_bytes: int | None) -> bool:
+    if session.get_bind().dialect.name != "postgresql" or not isinstance(raw, bytes) or not 0 < len(raw) <= CHUNK_BYTES:
+        return False
+    return raw_max_bytes is None or len(raw) <= raw_max_bytes  # else the ordinary path refuses it (BlobTooLarge)
+
+
+def _message_rows(session: Session, owner: int, data: Any, *, now: dt.datetime) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any], dict[str, Any]]:
+    # The message's columns (but ticket_id), its plaintexts, the blob's row and the statement's parameters.
     plain = {name: getattr(data, name) for name in _ENCRYPTED}
     row_uid = new_row_uid()
     columns: dict[str, Any] = {
-        "ticket_id": ticket.id,
         "direction": data.direction,
         "message_id_bidx": message_ids.digest(session, data.message_id) if data.message_id else None,
         "author_id": data.author_id,
@@ -60,7 +103,7 @@ def insert_with_raw(session: Session, ticket: Ticket, data: Any, *, now: dt.date
         "row_uid": row_uid,
         **encrypt_new_row(session, Message, plain, owner=owner, row_uid=row_uid),
     }
-    blob_values, chunk = one_chunk_rows(session, raw, key_owner=owner, now=now)
+    blob_values, chunk = one_chunk_rows(session, data.raw, key_owner=owner, now=now)
     columns["raw_sha256"] = blob_values["sha256"]
     texts = [data.subject, data.body_text, data.reply_text]
     found = digests_of(session, owner, texts, [data.sender_email, *data.recipients], [data.sender_name]) or []
@@ -72,9 +115,14 @@ def insert_with_raw(session: Session, ticket: Ticket, data: Any, *, now: dt.date
         "id_kinds": [kind for kind, _ in found],
         "id_digests": [digest for _, digest in found],
     }
-    message_pk, blob_id = session.execute(_statement(), params).one()
+    return columns, plain, blob_values, params
+
+
+def _loaded_message(
+    session: Session, message_pk: int, ticket_pk: int, blob_id: int, columns: dict[str, Any], plain: dict[str, Any], blob_values: dict[str, Any]
+) -> Message:
     inserted_blob(session, blob_id, blob_values)
-    message = Message(id=message_pk, raw_blob_id=blob_id, **columns)
+    message = Message(id=message_pk, ticket_id=ticket_pk, raw_blob_id=blob_id, **columns)
     make_transient_to_detached(message)
     session.add(message)
     remember_plain(message, plain)
@@ -82,21 +130,34 @@ def insert_with_raw(session: Session, ticket: Ticket, data: Any, *, now: dt.date
 
 
 @functools.cache
-def _statement() -> Select[int, int]:
-    # Built once (its values are parameters): the blob, its chunk, the message (raw_blob_id from the blob) and its index
-    # rows (unnest of two arrays: none when empty). Each WITH runs once whether or not the final SELECT reads it.
-    blobs, chunks = table_of_model(Blob), table_of_model(BlobChunk)
+def _statement(with_ticket: bool) -> Select[Any]:
+    # Built once (its values are parameters): [the ticket,] the blob, its chunk, the message (raw_blob_id from the blob,
+    # ticket_id from the ticket or a parameter) and its index rows (unnest of two arrays: none when empty). Each WITH
+    # runs once whether or not the final SELECT reads it.
+    tickets, blobs, chunks = table_of_model(Ticket), table_of_model(Blob), table_of_model(BlobChunk)
     messages, index = table_of_model(Message), table_of_model(MessageIdentifier)
     blob_columns = ("key_owner", "size", "sha256", "chunk_count", "created_at")
     new_blob = insert(blobs).values({c: bindparam(f"blob_{c}", type_=blobs.c[c].type) for c in blob_columns}).returning(blobs.c.id).cte("new_blob")
     chunk_columns = ("seq", "key_owner", "row_uid", "data_ct")
     chunk = select(new_blob.c.id, *[bindparam(f"chunk_{c}", type_=chunks.c[c].type) for c in chunk_columns])
     new_chunk = insert(chunks).from_select(["blob_id", *chunk_columns], chunk).returning(chunks.c.id).cte("new_chunk")
-    message_columns = [c.name for c in messages.columns if c.name not in ("id", "raw_blob_id")]
-    row = select(*[bindparam(f"m_{c}", type_=messages.c[c].type) for c in message_columns], new_blob.c.id)
-    new_message = insert(messages).from_select([*message_columns, "raw_blob_id"], row).returning(messages.c.id, messages.c.raw_blob_id).cte("new_message")
+    message_columns = [c.name for c in messages.columns if c.name not in ("id", "raw_blob_id", "ticket_id")]
+    values = [bindparam(f"m_{c}", type_=messages.c[c].type) for c in message_columns]
+    if with_ticket:
+        ticket_columns = [c.name for c in tickets.columns if c.name not in ("id", "reference")]
+        ticket_values = {c: bindparam(f"t_{c}", type_=tickets.c[c].type) for c in ticket_columns}
+        new_ticket = insert(tickets).values(ticket_values).returning(tickets.c.id, tickets.c.reference).cte("new_ticket")
+        row = select(*values, new_blob.c.id, new_ticket.c.id).select_from(new_blob.join(new_ticket, literal(True)))
+    else:
+        row = select(*values, new_blob.c.id, bindparam("m_ticket_id", type_=messages.c.ticket_id.type))
+    new_message = insert(messages).from_select([*message_columns, "raw_blob_id", "ticket_id"], row).returning(messages.c.id, messages.c.raw_blob_id)
+    new_message_cte = new_message.cte("new_message")
     kinds = func.unnest(bindparam("id_kinds", type_=ARRAY(String)), type_=String)
     digests = func.unnest(bindparam("id_digests", type_=ARRAY(LargeBinary)), type_=LargeBinary)
-    rows = select(new_message.c.id, bindparam("id_owner", type_=Integer), kinds, digests)
+    rows = select(new_message_cte.c.id, bindparam("id_owner", type_=Integer), kinds, digests)
     new_index = insert(index).from_select(["message_id", "key_owner", "kind", "digest"], rows).returning(index.c.id).cte("new_index")
-    return select(new_message.c.id, new_message.c.raw_blob_id).add_cte(new_chunk, new_index)
+    if with_ticket:
+        both = new_message_cte.join(new_ticket, literal(True))
+        found = select(new_ticket.c.id, new_ticket.c.reference, new_message_cte.c.id, new_message_cte.c.raw_blob_id)
+        return found.select_from(both).add_cte(new_chunk, new_index)
+    return select(new_message_cte.c.id, new_message_cte.c.raw_blob_id).add_cte(new_chunk, new_index)

@@ -38,7 +38,7 @@ from app.crypto import message_ids
 from app.exceptions import DeskError, NotFound, Refused
 from app.principal import Principal
 from app.tickets.identifiers import index_file, index_message
-from app.tickets.inbound_row import insert_with_raw
+from app.tickets.inbound_row import insert_ticket_with_raw, insert_with_raw
 from app.tickets.lookup import format_reference, scoped
 from app.tickets.models import DIRECTIONS, STATUSES, Attachment, Message, Ticket, key_owner_for
 
@@ -143,8 +143,14 @@ def open_ticket(
 ) -> tuple[Ticket, Message]:
     """`create_ticket` then `add_message` (the inbound path's new ticket): the same rows and the same two audit events,
     in the same order, appended with one INSERT after the message."""
-    ticket = _new_ticket(session, controller_id, requester_name, requester_email, subject, now=now, status="new")
-    message = _new_message(session, ticket, first, now=now, raw_max_bytes=None, touch=False)  # updated_at is `now` already
+    inserted = insert_ticket_with_raw(
+        session, controller_id=controller_id, requester_name=requester_name, requester_email=requester_email, subject=subject, first=first, now=now
+    )  # Postgres, a one-chunk original: one statement
+    if inserted is not None:
+        ticket, message = inserted
+    else:
+        ticket = _new_ticket(session, controller_id, requester_name, requester_email, subject, now=now, status="new")
+        message = _new_message(session, ticket, first, now=now, raw_max_bytes=None, touch=False)  # updated_at is `now` already
     created = Entry("ticket.create", "ticket", ticket.id, ticket.controller_id, {"status": "new", "triage": controller_id is None})
     added = Entry("ticket.message", "ticket", ticket.id, ticket.controller_id, {"message_id": message.id, "direction": first.direction})
     record_all(session, [created, added], by=by, now=now)
