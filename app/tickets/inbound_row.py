@@ -23,9 +23,10 @@ import functools
 import secrets
 from typing import Any
 
-from sqlalchemy import Integer, LargeBinary, Select, String, bindparam, func, insert, literal, select
+from sqlalchemy import Integer, LargeBinary, Select, String, bindparam, func, insert, literal, select, update
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session, make_transient_to_detached
+from sqlalchemy.orm.attributes import set_committed_value
 
 from app.blobs.models import Blob, BlobChunk
 from app.blobs.store import CHUNK_BYTES, inserted_blob, one_chunk_rows
@@ -38,14 +39,17 @@ from app.tickets.models import Message, Ticket, key_owner_for
 _ENCRYPTED = ("message_id", "sender_name", "sender_email", "subject", "body_text", "reply_text", "body_html")
 
 
-def insert_with_raw(session: Session, ticket: Ticket, data: Any, *, now: dt.datetime, raw_max_bytes: int | None) -> Message | None:
+def insert_with_raw(session: Session, ticket: Ticket, data: Any, *, now: dt.datetime, raw_max_bytes: int | None, touch: bool) -> Message | None:
     """`data` (an app.tickets.service.MessageInput: not imported, the service imports this) stored on `ticket` in one
-    statement, or None when this path does not apply."""
+    statement, with the ticket's `updated_at` set to `now` when `touch`, or None when this path does not apply."""
     if not _applies(session, data.raw, raw_max_bytes):
         return None
     session.flush()  # whatever is pending is written before the message, as the flush of the ordinary path would
     columns, plain, blob_values, params = _message_rows(session, ticket.key_owner, data, now=now)
-    message_pk, blob_id = session.execute(_statement(False), {**params, "m_ticket_id": ticket.id}).one()
+    params.update(m_ticket_id=ticket.id, u_ticket_id=ticket.id, u_updated_at=now)
+    message_pk, blob_id = session.execute(_statement(False, touch), params).one()
+    if touch:
+        set_committed_value(ticket, "updated_at", now)  # written by the statement, as the flush would have
     return _loaded_message(session, message_pk, ticket.id, blob_id, columns, plain, blob_values)
 
 
@@ -130,7 +134,7 @@ def _loaded_message(
 
 
 @functools.cache
-def _statement(with_ticket: bool) -> Select[Any]:
+def _statement(with_ticket: bool, touch: bool = False) -> Select[Any]:
     # Built once (its values are parameters): [the ticket,] the blob, its chunk, the message (raw_blob_id from the blob,
     # ticket_id from the ticket or a parameter) and its index rows (unnest of two arrays: none when empty). Each WITH
     # runs once whether or not the final SELECT reads it.
@@ -156,8 +160,12 @@ def _statement(with_ticket: bool) -> Select[Any]:
     digests = func.unnest(bindparam("id_digests", type_=ARRAY(LargeBinary)), type_=LargeBinary)
     rows = select(new_message_cte.c.id, bindparam("id_owner", type_=Integer), kinds, digests)
     new_index = insert(index).from_select(["message_id", "key_owner", "kind", "digest"], rows).returning(index.c.id).cte("new_index")
+    ctes = [new_chunk, new_index]
+    if touch:  # the ticket's updated_at, as the flush of the ordinary path writes it
+        touched = update(tickets).where(tickets.c.id == bindparam("u_ticket_id", type_=tickets.c.id.type))
+        ctes.append(touched.values(updated_at=bindparam("u_updated_at", type_=tickets.c.updated_at.type)).returning(tickets.c.id).cte("touched"))
     if with_ticket:
         both = new_message_cte.join(new_ticket, literal(True))
         found = select(new_ticket.c.id, new_ticket.c.reference, new_message_cte.c.id, new_message_cte.c.raw_blob_id)
-        return found.select_from(both).add_cte(new_chunk, new_index)
-    return select(new_message_cte.c.id, new_message_cte.c.raw_blob_id).add_cte(new_chunk, new_index)
+        return found.select_from(both).add_cte(*ctes)
+    return select(new_message_cte.c.id, new_message_cte.c.raw_blob_id).add_cte(*ctes)

@@ -167,10 +167,8 @@ def add_message(session: Session, ticket: Ticket, data: MessageInput, *, by: Pri
 def _new_message(session: Session, ticket: Ticket, data: MessageInput, *, now: dt.datetime, raw_max_bytes: int | None, touch: bool = True) -> Message:
     if data.direction not in DIRECTIONS:
         raise InvalidTicketChange(f"unknown message direction {data.direction!r}")
-    inserted = insert_with_raw(session, ticket, data, now=now, raw_max_bytes=raw_max_bytes)  # Postgres, a one-chunk original
+    inserted = insert_with_raw(session, ticket, data, now=now, raw_max_bytes=raw_max_bytes, touch=touch)  # Postgres, a one-chunk original
     if inserted is not None:
-        if touch:
-            ticket.updated_at = now
         return inserted
     message = Message(
         ticket_id=ticket.id,

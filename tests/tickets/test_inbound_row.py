@@ -19,6 +19,7 @@ from tests.factories import make_controller
 
 BY = Principal.system("tests")
 NOW = dt.datetime(2026, 12, 1, 6, 0, tzinfo=dt.UTC)
+LATER = NOW + dt.timedelta(minutes=5)
 RAW = b"From: Zo\xc3\xab Roe <zoe@example.org>\r\nTo: support@desk.example\r\nSubject: Invoice\r\n\r\nCall +49 30 901820, Zo\xc3\xab Roe.\r\n"
 
 
@@ -61,23 +62,24 @@ def test_a_message_with_its_raw_original_reads_back_bound_to_its_row_and_indexed
         ticket, message = tickets.open_ticket(
             session, controller_id=controller.id, requester_name="Zoë Roe", requester_email="zoe@example.org", subject="Invoice", first=_first(), by=BY, now=NOW
         )
-        second = tickets.add_message(session, ticket, _first(message_id="<row-2@example.org>", raw=RAW + b"again\r\n"), by=BY, now=NOW)
+        second = tickets.add_message(session, ticket, _first(message_id="<row-2@example.org>", raw=RAW + b"again\r\n"), by=BY, now=LATER)
     finally:
         event.remove(engine, "before_cursor_execute", count)
     # Then on Postgres the ticket, the blob, its chunk, the message and its index are one statement (the audit events
-    # follow), and a further message with its rows one more
+    # follow), and a further message with its rows and the ticket's updated_at one more
     # (a controller's first write also creates its data key: not counted)
     writes = [s.lstrip().split()[0].upper() for s in statements if not s.lstrip().upper().startswith("SELECT") and "data_keys" not in s]
     if session.get_bind().dialect.name == "postgresql":
         assert writes == ["WITH", "INSERT", "WITH", "INSERT"]
     assert ticket.reference == f"T-2026-{ticket.id:06d}" and (ticket.status, ticket.controller_id) == ("new", controller.id)
+    assert ticket.updated_at == LATER and not session.dirty  # the statement wrote it; nothing left for a flush
     # and everything reads back from the database, decrypted, in a fresh look
     first_pk, second_pk, blob_id, ticket_pk = message.id, second.id, message.raw_blob_id, ticket.id
     session.expire_all()
     assert [t.id for t in lookup.find_by_requester_email(session, "ZOE@example.org")] == [ticket_pk]
     again = tickets.get_ticket(session, ticket_pk)
     assert (again.requester_name, again.requester_email, again.subject, again.reference) == ("Zoë Roe", "zoe@example.org", "Invoice", ticket.reference)
-    assert [m.id for m in again.messages] == [first_pk, second_pk]
+    assert [m.id for m in again.messages] == [first_pk, second_pk] and again.updated_at == LATER and again.created_at == NOW
     stored = session.get(Message, first_pk)
     assert stored is not None and stored.ticket_id == ticket.id and stored.raw_blob_id == blob_id
     assert (stored.body_text, stored.reply_text, stored.body_html) == (_first().body_text, _first().reply_text, "<p>Call</p>")
