@@ -17,16 +17,15 @@ found by the Message-ID they had.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from sqlalchemy import bindparam, literal, select
+from sqlalchemy import Label, bindparam, literal, select
 from sqlalchemy.orm import Session
 
 from app.crypto.cipher import blind_index
 from app.crypto.keys import (
     PLATFORM,
-    LoadedKey,
     active_key,
     cache_for,
     confirm_index_key,
@@ -70,17 +69,41 @@ def first_by_digest(session: Session, message_id: str, entity: Any, column: Any,
     database was replaced, the key row changed) the key is forgotten and loaded as usual. `columns[0]`
     must be NOT NULL (it tells a match from none); the row also carries `key_ok`.
     """
+    return lookup_with(session, message_id, entity, column, columns)[0]
+
+
+def lookup_with(
+    session: Session, message_id: str, entity: Any, column: Any, columns: tuple[Any, ...], *, beside: Mapping[str, Label[bool]] | None = None
+) -> tuple[Any, dict[str, bool] | None]:
+    """`first_by_digest`, and the value of each `beside` column (by name) read in the same statement, match or not.
+
+    For the intake registry's observer prechecks (app.mail.intake): what they say costs no statement of its own.
+    The values are None when the lookup could not carry them (then nobody may rely on them).
+    """
+    extra = dict(beside or {})
+    shape = (*map(id, (entity, column, *columns)), *((name, id(label.element)) for name, label in extra.items()))
     known = remembered_index_key(session, PLATFORM)
     if known is not None and PLATFORM not in cache_for(session).index:
-        stmt = _statement(("checked", *map(id, (entity, column, *columns)), known.id, known.wrapped), lambda: _checked_lookup(entity, column, columns, known))
+        stmt = _statement(
+            ("checked", *shape, known.id, known.wrapped),
+            lambda: _outer_lookup(entity, column, columns, [index_key_check(known).label("key_ok"), *extra.values()]),
+        )
         row = session.execute(stmt, {"hashed": digest_with(known.index_key, message_id)}).first()
         live = row is not None and bool(row.key_ok)
         confirm_index_key(session, known, live)
         if live:
             assert row is not None
-            return row if row[0] is not None else None
-    stmt = _statement(("plain", *map(id, (column, *columns))), lambda: select(*columns).where(column == bindparam("hashed")).limit(1))
-    return session.execute(stmt, {"hashed": digest(session, message_id)}).first()
+            return (row if row[0] is not None else None), _values(row, extra)
+    hashed = digest(session, message_id)
+    if extra:
+        row = session.execute(_statement(("outer", *shape), lambda: _outer_lookup(entity, column, columns, list(extra.values()))), {"hashed": hashed}).one()
+        return (row if row[0] is not None else None), _values(row, extra)
+    stmt = _statement(("plain", *shape), lambda: select(*columns).where(column == bindparam("hashed")).limit(1))
+    return session.execute(stmt, {"hashed": hashed}).first(), None
+
+
+def _values(row: Any, extra: Mapping[str, Label[bool]]) -> dict[str, bool]:
+    return {name: bool(row._mapping[label.name]) for name, label in extra.items()}
 
 
 # The lookups are built once per shape (and per remembered key generation, which the check names): building the
@@ -99,9 +122,10 @@ def _statement(shape: tuple[Any, ...], build: Callable[[], Any]) -> Any:
     return stmt
 
 
-def _checked_lookup(entity: Any, column: Any, columns: tuple[Any, ...], known: LoadedKey) -> Any:
+def _outer_lookup(entity: Any, column: Any, columns: tuple[Any, ...], beside: list[Any]) -> Any:
+    # One row whether a message matches or not (its columns NULL then), so what is selected beside is always read.
     one = select(literal(1).label("one")).subquery()
-    return select(*columns, index_key_check(known).label("key_ok")).select_from(one).outerjoin(entity, column == bindparam("hashed")).limit(1)
+    return select(*columns, *beside).select_from(one).outerjoin(entity, column == bindparam("hashed")).limit(1)
 
 
 def digests(session: Session, message_ids: Iterable[str]) -> list[bytes]:

@@ -182,7 +182,9 @@ def ingest_message(
 
     raw = mail.stored_raw or raw  # oversized attachments are not kept in the original either
     raw_sha256 = hashlib.sha256(raw).hexdigest()
-    existing = message_ids.first_by_digest(session, mail.message_id, Message, Message.message_id_bidx, Message.id, Message.ticket_id, Message.raw_sha256)
+    # The observers' prechecks ride on the duplicate lookup (the erased-subject flag: no statement while nobody was erased).
+    looked_up = (Message.id, Message.ticket_id, Message.raw_sha256)
+    existing, prechecked = message_ids.lookup_with(session, mail.message_id, Message, Message.message_id_bidx, looked_up, beside=registry.prechecks())
     reused_on: Ticket | None = None
     if existing is not None:
         if existing.raw_sha256 in (None, raw_sha256):
@@ -235,6 +237,7 @@ def ingest_message(
         replied_to=sent,
         support_address=settings.support_address,
         privacy_address=settings.dsr_address,
+        prechecked=prechecked,
     )
     claim = registry.offer(session, inbound, by=by, now=now)
     if not new and not mail.is_auto_reply and ticket.status in REOPENING_STATUSES:

@@ -62,3 +62,27 @@ def test_nobody_erased_no_query_of_the_observer_then_an_erased_subjects_mail_is_
     assert ticket is not None
     message, _seen = _offer(session, ticket, prechecked)
     assert FLAG in message.flags
+
+
+def test_ingest_reads_the_precheck_beside_its_duplicate_lookup_and_asks_nothing_while_nobody_was_erased(session: Session) -> None:
+    # Given a desk where nobody was ever erased, mail from a subject who has tickets
+    from app.mail.inbound import IngestSettings, ingest_message
+
+    scene(session)
+    raw = (
+        f"From: Somebody <{CANARY_EMAIL}>\r\nTo: support@desk.example\r\nSubject: My order\r\n"
+        "Message-ID: <precheck-1@canary-subject.example>\r\nDate: Mon, 30 Nov 2026 10:00:00 +0000\r\n\r\nWhere is my parcel?\r\n"
+    ).encode()
+    seen: list[str] = []
+    listen = event.listens_for(session.connection(), "before_cursor_execute")(lambda *a: seen.append(a[2]))
+    settings = IngestSettings(support_address="support@desk.example", privacy_address="privacy@desk.example")
+    try:
+        outcome = ingest_message(session, raw, settings=settings, by=TEST_PRINCIPAL, now=T0)
+    finally:
+        event.remove(session.connection(), "before_cursor_execute", listen)
+    # Then it is stored unflagged, and the only statement naming the erasure marks is the duplicate lookup's precheck
+    assert outcome.status == "stored"
+    message = session.get(tickets.Message, outcome.message_pk)
+    assert message is not None and FLAG not in (message.flags or [])
+    naming = [s for s in seen if "subject_erasures" in s]
+    assert len(naming) == 1 and "message_id_bidx" in naming[0], naming
