@@ -183,11 +183,13 @@ def ingest_message(
     raw = mail.stored_raw or raw  # oversized attachments are not kept in the original either
     raw_sha256 = hashlib.sha256(raw).hexdigest()
     # The observers' prechecks ride on the duplicate lookup (the erased-subject flag: no statement while nobody was erased).
-    looked_up = (Message.id, Message.ticket_id, Message.raw_sha256)
+    looked_up = (Message.id, Message.ticket_id, Message.raw_sha256, Message.direction)
     existing, prechecked = message_ids.lookup_with(session, mail.message_id, Message, Message.message_id_bidx, looked_up, beside=registry.prechecks())
     reused_on: Ticket | None = None
     if existing is not None:
-        if existing.raw_sha256 in (None, raw_sha256):
+        # The same bytes again; or an inbound message kept without its digest (nothing to compare: taken as the same).
+        # What the desk wrote itself (a reply, a forward's note) has no raw bytes: a message under its id is another.
+        if existing.raw_sha256 == raw_sha256 or (existing.raw_sha256 is None and existing.direction == "inbound"):
             claim = _for_another_recipient(session, existing.id, raw, mail, envelope, settings=settings, registry=registry, by=by, now=now)
             return IngestOutcome("duplicate", ticket_id=existing.ticket_id, message_pk=existing.id, claim=claim)
         # Another message under an id we hold (a broken sender, a forgery): stored, never silently dropped.

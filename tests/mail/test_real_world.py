@@ -547,3 +547,58 @@ def test_a_bounced_forward_shows_on_the_request_and_in_the_banner_at_once(sessio
     # Then the forward's row says it bounced, with the status, and the banner counts the request
     assert "bounced: returned by the recipient" in page and "5.2.1" in page
     assert "dsr-banner" in client.get("/tickets/").get_data(as_text=True)
+
+
+# ---- a different message under the Message-ID of mail the desk wrote (issue 11 item 2) --------------------------
+# Found trying the faster ingest (a pre-existing rule): the desk stores its own mail on the ticket (the forward to the
+# controller as a note, a staff reply) with its Message-ID but no raw bytes, and a message arriving under that id
+# was taken for the same bytes again: "duplicate", exit 0, its content kept nowhere.
+
+
+def _reusing(message_id: str, *, body: str) -> bytes:
+    return (
+        f"From: Mallory Other <mallory@elsewhere.example>\r\nTo: privacy@desk.example\r\nSubject: Something else entirely\r\n"
+        f"Message-ID: <{message_id}>\r\nDate: Mon, 30 Nov 2026 10:30:00 +0000\r\n\r\n{body}\r\n"
+    ).encode()
+
+
+def test_another_message_under_the_id_of_the_desks_forward_is_stored_on_its_ticket_and_noted(session: Session) -> None:
+    from app.dsr import forward as dsr_forward
+    from app.dsr.settings import DsrSettings
+
+    # Given a request forwarded to Acme (the forward's note on the request's ticket carries the forward's Message-ID)
+    request_with_ack(session)
+    dsr = mail_requests(session)[0]
+    dsr_forward.forward(session, dsr.id, settings=DsrSettings("privacy@desk.example", "desk.example"), by=TEST_PRINCIPAL, now=NOW)
+    sent = session.scalars(select(OutboxEmail).where(OutboxEmail.kind == "dsr_forward")).one()
+    messages = count(session, Message)
+    # When a different message arrives under that Message-ID
+    raw = _reusing(sent.message_id.strip("<>"), body="Shipment 7781 arrived damaged.")
+    outcome = ingest(session, raw, minutes=30)
+    # Then it is stored on the request's ticket, noted as a reused id; the same bytes again are a no-op
+    assert (outcome.status, outcome.ticket_id, outcome.how) == ("stored", dsr.ticket_id, "reused_message_id")
+    message = session.get(Message, outcome.message_pk)
+    assert message is not None and "Shipment 7781" in (message.body_text or "")
+    assert any(n.get("code") == "reused_message_id" for n in message.notes or [])
+    assert ingest(session, raw, minutes=31).status == "duplicate" and count(session, Message) == messages + 1
+
+
+@pytest.mark.parametrize("direction", ["outbound", "note"])
+def test_another_message_under_the_id_of_a_staff_reply_or_note_is_stored_and_noted(session: Session, direction: str) -> None:
+    from app.tickets import service as tickets
+
+    ticket = tickets.create_ticket(session, controller_id=None, requester_name="R", requester_email="r@example.org", subject="S", by=TEST_PRINCIPAL, now=NOW)
+    desk_msg = tickets.MessageInput(direction=direction, body_text="Hello from the desk", message_id="reply-7@desk.example")
+    tickets.add_message(session, ticket, desk_msg, by=TEST_PRINCIPAL, now=NOW)
+    outcome = ingest(session, _reusing("reply-7@desk.example", body="An unrelated complaint."), minutes=30)
+    assert (outcome.status, outcome.ticket_id, outcome.how) == ("stored", ticket.id, "reused_message_id")
+
+
+def test_a_message_under_the_id_of_an_inbound_message_kept_without_its_digest_is_taken_as_the_same(session: Session) -> None:
+    # Nothing to compare it with (an inbound message stored without its raw original): a redelivery, as before.
+    from app.tickets import service as tickets
+
+    ticket = tickets.create_ticket(session, controller_id=None, requester_name="R", requester_email="r@example.org", subject="S", by=TEST_PRINCIPAL, now=NOW)
+    tickets.add_message(session, ticket, tickets.MessageInput(direction="inbound", body_text="Hi", message_id="old-1@mail.example"), by=TEST_PRINCIPAL, now=NOW)
+    outcome = ingest(session, _reusing("old-1@mail.example", body="Hi"), minutes=30)
+    assert (outcome.status, outcome.ticket_id) == ("duplicate", ticket.id)
