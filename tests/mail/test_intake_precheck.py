@@ -10,9 +10,11 @@ from sqlalchemy import exists, select
 from sqlalchemy.orm import Session
 
 from app.mail.intake import Inbound, IntakeRegistry
+from app.mail.parse import parse_mail
 from app.principal import Principal
 from app.tickets import service as tickets
 from app.tickets.models import Ticket
+from tests.mail.conftest import build
 
 BY = Principal.system("tests")
 NOW = dt.datetime(2026, 11, 16, 12, 0, tzinfo=dt.UTC)
@@ -21,7 +23,7 @@ NOW = dt.datetime(2026, 11, 16, 12, 0, tzinfo=dt.UTC)
 def _inbound(session: Session, prechecked: dict[str, bool] | None) -> Inbound:
     ticket = tickets.create_ticket(session, controller_id=None, requester_name="R", requester_email="r@example.org", subject="S", by=BY, now=NOW)
     message = tickets.add_message(session, ticket, tickets.MessageInput(direction="inbound", body_text="hello"), by=BY, now=NOW)
-    return Inbound(ticket, message, None, b"", True, None, "support@x.example", "privacy@x.example", prechecked)  # type: ignore[arg-type]
+    return Inbound(ticket, message, parse_mail(build(), attachment_max_bytes=1_000_000), b"", True, None, "support@x.example", "privacy@x.example", prechecked)
 
 
 def test_an_observer_whose_precheck_was_false_is_not_asked(session: Session) -> None:

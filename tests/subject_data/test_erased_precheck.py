@@ -7,11 +7,13 @@ from sqlalchemy import event, select
 from sqlalchemy.orm import Session
 
 from app.mail.intake import REGISTRY, Inbound
+from app.mail.parse import parse_mail
 from app.subject_data import service
 from app.subject_data.aftercare import FLAG
 from app.subject_data.models import SubjectRun
 from app.tickets import service as tickets
 from tests.factories import TEST_PRINCIPAL
+from tests.mail.conftest import build
 from tests.subject_data.support import CANARY_EMAIL, T0, drain, instruct, scene
 
 NAME = "subject_data.erased_subject"
@@ -27,7 +29,8 @@ def _offer(session: Session, ticket: tickets.Ticket, prechecked: dict[str, bool]
     message = tickets.add_message(
         session, ticket, tickets.MessageInput(direction="inbound", sender_email=CANARY_EMAIL, body_text="me again"), by=TEST_PRINCIPAL, now=T0
     )
-    inbound = Inbound(ticket, message, None, b"", False, None, "support@desk.example", "privacy@desk.example", prechecked)  # type: ignore[arg-type]
+    mail = parse_mail(build(sender=CANARY_EMAIL, to="support@desk.example", body="me again"), attachment_max_bytes=1_000_000)
+    inbound = Inbound(ticket, message, mail, b"", False, None, "support@desk.example", "privacy@desk.example", prechecked)
     seen: list[str] = []
     listen = event.listens_for(session.connection(), "before_cursor_execute")(lambda *a: seen.append(a[2]))
     with REGISTRY.scoped() as registry:  # the observer alone (the other handlers want a parsed mail)

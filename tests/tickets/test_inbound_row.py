@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+from typing import Any
 
 import pytest
 from sqlalchemy import event, select
@@ -23,24 +25,23 @@ LATER = NOW + dt.timedelta(minutes=5)
 RAW = b"From: Zo\xc3\xab Roe <zoe@example.org>\r\nTo: support@desk.example\r\nSubject: Invoice\r\n\r\nCall +49 30 901820, Zo\xc3\xab Roe.\r\n"
 
 
-def _first(**overrides: object) -> tickets.MessageInput:
-    values: dict[str, object] = {
-        "direction": "inbound",
-        "body_text": "Call +49 30 901820, Zoë Roe.\n> quoted jane@example.org",
-        "reply_text": "Call +49 30 901820, Zoë Roe.",
-        "body_html": "<p>Call</p>",
-        "sender_name": "Zoë Roe",
-        "sender_email": "Zoe@Example.org",
-        "subject": "Invoice DE89 3704 0044 0532 0130 00",
-        "message_id": "<row-1@example.org>",
-        "raw": RAW,
-        "recipients": ["support@desk.example", "cc@example.org"],
-        "flags": ["forged_sender"],
-        "notes": [{"code": "envelope_recipient", "address": "x"}],
-        "is_auto_reply": True,
-    }
-    values.update(overrides)
-    return tickets.MessageInput(**values)  # type: ignore[arg-type]
+def _first(**overrides: Any) -> tickets.MessageInput:
+    base = tickets.MessageInput(
+        direction="inbound",
+        body_text="Call +49 30 901820, Zoë Roe.\n> quoted jane@example.org",
+        reply_text="Call +49 30 901820, Zoë Roe.",
+        body_html="<p>Call</p>",
+        sender_name="Zoë Roe",
+        sender_email="Zoe@Example.org",
+        subject="Invoice DE89 3704 0044 0532 0130 00",
+        message_id="<row-1@example.org>",
+        raw=RAW,
+        recipients=["support@desk.example", "cc@example.org"],
+        flags=["forged_sender"],
+        notes=[{"code": "envelope_recipient", "address": "x"}],
+        is_auto_reply=True,
+    )
+    return dataclasses.replace(base, **overrides)
 
 
 def _index(session: Session, message_pk: int) -> set[tuple[str, bytes]]:
