@@ -212,9 +212,10 @@ def _index_key_rows(controller_ids: Any, *, fingerprinted: bool) -> tuple[Any, A
     return (select(fingerprint) if fingerprint is not None else None), select(*columns).where(*where).order_by(c.controller_id, c.generation.desc())
 
 
-@functools.cache
+@functools.lru_cache(maxsize=16)
 def _kept_statements(controller_ids: Select[Any]) -> tuple[Any, Any]:
-    # Built once per kept selection (a module's constant SELECT): building them cost more CPU than running them.
+    # Built once per kept selection (a module's constant SELECT: a new SELECT object each call would only miss;
+    # the bound keeps that from growing): building them cost more CPU than running them.
     return _index_key_rows(controller_ids, fingerprinted=True)
 
 
