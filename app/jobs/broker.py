@@ -33,6 +33,24 @@ DEFAULT_NAMESPACE = "dsr-desk"
 AppFactory = Callable[[], Flask]
 
 
+class InProcessBroker(StubBroker):
+    """dramatiq's in-process broker, with its delay queues consumed as delay queues.
+
+    StubBroker lists `default.DQ` among its ordinary queues too, so a worker
+    started after the queue was declared (the embedded default, the tests)
+    consumed it as an ordinary queue, with the small prefetch of 2 x threads
+    instead of the delay queue's 1,000 x threads. Delayed messages wait in the
+    worker's memory holding a prefetch slot, so four retries waiting out a
+    ten-minute backoff stopped every later delayed doorbell (a probe after a
+    relay outage) until one of them came due. Listing only the canonical
+    queues here makes the worker declare the delay queue as one.
+    """
+
+    def get_declared_queues(self) -> set[str]:
+        """The canonical queues only (their delay queues are in `get_declared_delay_queues`)."""
+        return super().get_declared_queues() - self.get_declared_delay_queues()
+
+
 class BrokerConfigError(ConfigError, DeskError):
     """DRAMATIQ_BROKER_URL names no broker the desk supports."""
 
@@ -117,7 +135,7 @@ _current_key: tuple[str | None, str] | None = None
 def make_broker(url: str | None, *, namespace: str = DEFAULT_NAMESPACE) -> dramatiq.Broker:
     """A broker for the URL: redis://, amqp://, or the in-process stub when None."""
     if not url:
-        return StubBroker()
+        return InProcessBroker()
     scheme = url.split("://", 1)[0].lower()
     if scheme in ("redis", "rediss"):
         from dramatiq.brokers.redis import RedisBroker

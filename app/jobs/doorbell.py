@@ -25,6 +25,12 @@ from sqlalchemy.orm import Session
 # scheduler itself meanwhile, do the work), so an outage is logged once a minute, not once per row.
 BROKER_OUTAGE = threading.Event()
 
+# The longest delay a doorbell is rung with. dramatiq keeps a delayed message in the worker's memory, holding one of
+# its prefetch slots until it is due, so thousands of retries waiting hours in backoff would starve the short waits
+# (a probe after a relay outage). A longer wait is left to the domain's sweeper (every 30-60 s), which rings the row
+# once it is due: at most one sweep interval later than its due time.
+LONGEST_DELAY = dt.timedelta(minutes=2)
+
 
 class Doorbell:
     """The doorbell of one actor: ids noted in a transaction are rung after it commits.
@@ -48,9 +54,12 @@ class Doorbell:
         session.info.setdefault(self.key, set()).update(ids)
 
     def ring(self, ids: Iterable[int], *, delay: dt.timedelta | None = None) -> int:
-        """Send one message per id, in the order given; returns how many were sent (a broker failure is logged, not raised)."""
+        """Send one message per id, in the order given; returns how many were sent (a broker failure is logged, not raised).
+
+        Nothing is sent for a delay over LONGEST_DELAY: the sweeper rings those rows when they are due.
+        """
         ids = list(ids)
-        if BROKER_OUTAGE.is_set():
+        if BROKER_OUTAGE.is_set() or (delay is not None and delay > LONGEST_DELAY):
             return 0
         try:
             actor_ = dramatiq.get_broker().get_actor(self.actor_name)

@@ -13,7 +13,7 @@ from dramatiq.brokers.stub import StubBroker
 from sqlalchemy import event
 from sqlalchemy.orm import Session
 
-from app.jobs.doorbell import Doorbell
+from app.jobs.doorbell import LONGEST_DELAY, Doorbell
 
 log = logging.getLogger("tests.doorbell")
 
@@ -92,6 +92,14 @@ def test_a_delay_goes_with_the_message_in_milliseconds_never_early(recorder: Rec
     assert bell.ring([9], delay=dt.timedelta(microseconds=1500)) == 1
     assert bell.ring([9], delay=dt.timedelta(0)) == 1
     assert recorder.sent == [((9,), 1505), ((9,), 7), ((9,), None)]
+
+
+def test_a_wait_longer_than_the_horizon_is_left_to_the_sweeper(recorder: Recorder, bell: Doorbell) -> None:
+    # A delayed message holds one of the worker's prefetch slots until it is due: hours of backoff are not rung
+    assert bell.ring([9], delay=LONGEST_DELAY) == 1
+    assert bell.ring([9], delay=LONGEST_DELAY + dt.timedelta(seconds=1)) == 0
+    assert bell.ring([9], delay=dt.timedelta(hours=6)) == 0
+    assert recorder.sent == [((9,), LONGEST_DELAY.total_seconds() * 1000 + 5)]
 
 
 def test_an_undeclared_actor_rings_nothing_and_says_so_when_asked(monkeypatch: pytest.MonkeyPatch, bell: Doorbell, caplog: pytest.LogCaptureFixture) -> None:

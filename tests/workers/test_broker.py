@@ -49,6 +49,26 @@ def test_an_unset_url_selects_the_in_process_stub() -> None:
     assert isinstance(make_broker(""), StubBroker)
 
 
+def test_the_in_process_worker_runs_a_short_delay_while_long_delays_wait() -> None:
+    # Given an in-process broker whose queue was declared before its worker started (the embedded default's order)
+    broker = make_broker(None)
+    ran: queue.Queue[str] = queue.Queue()
+    bell = dramatiq.actor(ran.put, broker=broker, actor_name="bell", max_retries=0)
+    worker = dramatiq.Worker(broker, worker_threads=2, worker_timeout=100)
+    worker.start()
+    try:
+        # When more messages than the ordinary prefetch (2 x threads) wait out a ten-minute delay
+        for _ in range(6):
+            bell.send_with_options(args=("later",), delay=600_000)
+        bell.send_with_options(args=("soon",), delay=50)
+        # Then the 50 ms message still runs at once (it waited for the long ones when the delay queue was consumed as an ordinary one)
+        assert ran.get(timeout=5) == "soon"
+        assert ran.empty()
+    finally:
+        worker.stop()
+        broker.close()
+
+
 def test_a_redis_url_selects_redis_in_its_namespace() -> None:
     broker = make_broker("redis://127.0.0.1:6379/0", namespace="dsr-elsewhere")
     assert isinstance(broker, RedisBroker)
@@ -205,7 +225,7 @@ print(type(broker).__name__, " ".join(sorted(broker.get_declared_actors())))
 @pytest.mark.parametrize(
     ("url", "expected"),
     # Unset (the embedded default) and a RabbitMQ URL; Redis is the suite's own broker when TEST_BROKER_URL is set.
-    [("", "StubBroker"), ("amqp://guest:guest@127.0.0.1:5672/", "RabbitmqBroker")],
+    [("", "InProcessBroker"), ("amqp://guest:guest@127.0.0.1:5672/", "RabbitmqBroker")],
 )
 def test_importing_the_actors_selects_the_broker_and_creates_no_app(url: str, expected: str) -> None:
     # A fresh interpreter: in this process the suite's app exists already.
