@@ -7,6 +7,8 @@ service raises reaches the user here, the transaction rolled back first:
 - `NotFound` -> the 404 page (the same page as an id that does not exist: scope is not disclosed);
 - `Refused`  -> its message flashed as an error, then 303 back to the form's page;
 - `Conflict` -> the 409 page with its message and a link back to the form's page;
+- `KeyShredded` (a crypto-shredded controller's data needed for an export, download or send, or new data for it)
+  -> the 409 page saying so (pages themselves show such values as a placeholder, app.crypto.shown);
 - any other `DeskError` (the desk could not do it: a key, a file) -> the 500 page, logged by type.
 
 Refusals are security events (issue 12 item 11, ASVS 16.3): a 403, a 404 for an id the route
@@ -39,7 +41,7 @@ from werkzeug.wrappers import Response
 from app import exceptions as desk
 from app.audit.models import AuditEvent
 from app.audit.service import record
-from app.crypto.cipher import DecryptionError
+from app.crypto.cipher import DecryptionError, KeyShredded
 from app.db import utcnow
 from app.extensions import db
 from app.web import current_principal
@@ -163,6 +165,19 @@ def register_errors(app: Flask) -> None:
         if exc.code == 403 or (exc.code == 404 and request.endpoint is not None):
             note_refusal(exc.code, "forbidden" if exc.code == 403 else "out_of_scope")
         return _render(exc.code or 500)
+
+    @app.errorhandler(KeyShredded)
+    def _shredded(_exc: KeyShredded) -> tuple[str, int]:
+        # Pages show a shredded value as a placeholder (app.crypto.shown); what reaches here needs the data itself
+        # (an export, a download, a send, a re-encryption) or would write new data for that controller: refused.
+        db.session.rollback()
+        log.info("refused on %s: a data key was crypto-shredded", request.endpoint)
+        return _render(
+            409,
+            "This cannot be done: it needs data of a controller whose data key was destroyed (crypto-shredded), which can"
+            " never be decrypted again, or it would store new data under that controller. Nothing was changed.",
+            back=form_page(),
+        )
 
     @app.errorhandler(DecryptionError)
     def _undecryptable(_exc: DecryptionError) -> tuple[str, int]:

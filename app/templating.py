@@ -7,6 +7,10 @@ log keeps its ids and shows the name beside them. `ticket_requests` links a tick
 to the data-subject requests made from it, `forward_of` shows the forward to a
 controller as a forward to its named contact with the outbox row's delivery state,
 and `open_queues` gives the home page each queue with its open count.
+
+Every page renders as a `PageTemplate`: a value of a controller whose data key was crypto-shredded reads as a
+placeholder while the page renders (app.crypto.shown), so such a ticket or request still opens; nothing but pages
+is rendered from these templates (emails and exports are built in code and still get the error).
 """
 
 from __future__ import annotations
@@ -15,11 +19,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from flask import Flask, g
+from jinja2 import Template
 from sqlalchemy import func, select
 
 from app.auth import rbac
 from app.auth.models import User
 from app.controllers.models import Controller
+from app.crypto.shown import placeholders
 from app.dsr.models import Dsr, Instruction
 from app.extensions import db
 from app.mail.models import OutboxEmail
@@ -212,8 +218,18 @@ def open_queues() -> list[QueueCount]:
     return queues + [QueueCount(row.id, row.name, counts.get(row.id, 0)) for row in controllers]
 
 
+class PageTemplate(Template):
+    """A page: encrypted values whose key was shredded read as the placeholder while it renders, never as an error."""
+
+    def render(self, *args: Any, **kwargs: Any) -> str:
+        """Render with shredded values shown as the placeholder."""
+        with placeholders():
+            return super().render(*args, **kwargs)
+
+
 def register(app: Flask) -> None:
-    """Make the helpers above globals of every template."""
+    """Make the helpers above globals of every template; every template a `PageTemplate`."""
+    app.jinja_env.template_class = PageTemplate
     app.jinja_env.globals.update(
         controller_name=controller_name,
         staff_name=staff_name,

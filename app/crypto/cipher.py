@@ -50,6 +50,10 @@ class DecryptionError(CryptoError):
     """A stored value does not decrypt: tampered, moved, relabelled, or its key is gone."""
 
 
+class KeyShredded(DecryptionError):
+    """The data key was destroyed (crypto-shredding): its values can never be decrypted, and nothing new is written for its owner."""
+
+
 def field_aad(header: bytes, table: str, column: str, row_uid: str) -> bytes:
     """The associated data binding a value to its format, key, table, column and row."""
     return header + b"|" + f"{table}.{column}:{row_uid}".encode()

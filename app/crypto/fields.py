@@ -48,7 +48,7 @@ from sqlalchemy.orm import Mapped, Mapper, Session, SessionTransaction, mapped_c
 from sqlalchemy.orm.attributes import flag_dirty
 from sqlalchemy.sql.elements import ColumnElement
 
-from app.crypto.cipher import INDEX_BYTES, NORMALISERS, CryptoError, blind_index, blind_indexes, decrypt_field, encrypt_field, key_id_of
+from app.crypto.cipher import INDEX_BYTES, NORMALISERS, CryptoError, KeyShredded, blind_index, blind_indexes, decrypt_field, encrypt_field, key_id_of
 from app.crypto.keys import (
     PLATFORM,
     active_key,
@@ -60,6 +60,7 @@ from app.crypto.keys import (
     load_key,
     owner_of,
 )
+from app.crypto.shown import Unreadable, placeholder, showing_placeholders
 from app.db import Base, table_of_model
 
 __all__ = [
@@ -164,6 +165,9 @@ class _Encrypted(Generic[T]):
     def _decode(self, raw: bytes) -> T:
         raise NotImplementedError
 
+    def _placeholder(self) -> T | None:
+        return None  # binary values (files, key material) have no placeholder: reading one always raises
+
     @overload
     def __get__(self, instance: None, cls: type) -> _Encrypted[T]: ...
     @overload
@@ -185,14 +189,24 @@ class _Encrypted(Generic[T]):
             raise CryptoError(f"{type(instance).__name__}.{self.name} can only be decrypted while its row is in a session")
         assert isinstance(instance, EncryptedRow), f"{type(instance).__name__} holds encrypted fields without EncryptedRow"
         value = self.decrypt(session, blob, row_uid=instance.row_uid)
-        instance.__dict__.setdefault(_PLAIN, {})[self.name] = (blob, value)
+        if not isinstance(value, Unreadable):  # a page's placeholder is never remembered as the value
+            instance.__dict__.setdefault(_PLAIN, {})[self.name] = (blob, value)
         return value
 
     def decrypt(self, session: Session, blob: bytes, *, row_uid: str) -> T:
-        """The plaintext of this column's ciphertext from row `row_uid`, also when a query selected columns, not entities."""
+        """The plaintext of this column's ciphertext from row `row_uid`, also when a query selected columns, not entities.
+
+        KeyShredded when its key was destroyed; a text field reads as the placeholder instead while a page is
+        built (app.crypto.shown). Any other failure (an altered or moved value) raises DecryptionError."""
         cache = cache_for(session)
         key_id = key_id_of(blob, where=self._where)
-        key = cache.by_id.get(key_id) or load_key(session.connection(), cache, key_id)  # no connection call on a cache hit
+        try:
+            key = cache.by_id.get(key_id) or load_key(session.connection(), cache, key_id)  # no connection call on a cache hit
+        except KeyShredded:
+            shown = self._placeholder() if showing_placeholders() else None
+            if shown is None:
+                raise
+            return shown
         return self._decode(decrypt_field(key.aead, blob, table=self.table_name, column=self.bound_as or self.column, row_uid=row_uid))
 
     def __set__(self, instance: object, value: T | None) -> None:
@@ -265,6 +279,9 @@ class EncryptedField(_Encrypted[str]):
 
     def _decode(self, raw: bytes) -> str:
         return raw.decode()
+
+    def _placeholder(self) -> str:
+        return placeholder()
 
 
 class EncryptedBytes(_Encrypted[bytes]):

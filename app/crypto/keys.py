@@ -16,7 +16,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
-from app.crypto.cipher import DecryptionError, unwrap_key, wrap_context, wrap_key
+from app.crypto.cipher import DecryptionError, KeyShredded, unwrap_key, wrap_context, wrap_key
 from app.crypto.keyring import WRAP, Keyring, KeyringError, keyring_for
 from app.crypto.models import DataKey
 from app.db import utcnow
@@ -55,6 +55,8 @@ class KeyCache:
     active: dict[str, LoadedKey] = field(default_factory=dict)
     # Blind-index keys confirmed live in this transaction without loading their row (`remembered_index_key`).
     index: dict[str, bytes] = field(default_factory=dict)
+    # Ids of keys found shredded in this transaction: a page of a shredded controller's rows asks once per key.
+    shredded: set[int] = field(default_factory=set)
 
 
 def cache_for(session: Session) -> KeyCache:
@@ -79,9 +81,9 @@ def forget_active_keys(session: Session) -> None:
 
 
 def unwrap_row(keyring: Keyring, row: Any) -> LoadedKey:
-    """Unwrap a data_keys row; DecryptionError when shredded or altered, KeyringError when its master secret is missing."""
+    """Unwrap a data_keys row; KeyShredded when shredded, DecryptionError when altered, KeyringError when its master secret is missing."""
     if row.state == "shredded" or row.wrapped_key is None or row.master_version is None:
-        raise DecryptionError(f"data key {row.id} of {row.owner} was shredded: its values can no longer be decrypted")
+        raise KeyShredded(f"data key {row.id} of {row.owner} was shredded: its values can no longer be decrypted")
     kek = keyring.derive(WRAP, row.master_version)
     key = unwrap_key(kek, row.wrapped_key, context=wrap_context(row.owner, row.generation, "data", row.master_version))
     index_key = unwrap_key(kek, row.wrapped_index_key, context=wrap_context(row.owner, row.generation, "index", row.master_version))
@@ -103,10 +105,16 @@ def load_key(conn: Connection, cache: KeyCache, key_id: int) -> LoadedKey:
     """A data key by id, from the cache or the database."""
     key = cache.by_id.get(key_id)
     if key is None:
+        if key_id in cache.shredded:
+            raise KeyShredded(f"data key {key_id} was shredded: its values can no longer be decrypted")
         row = conn.execute(select(data_keys).where(data_keys.c.id == key_id)).one_or_none()
         if row is None:
             raise DecryptionError(f"data key {key_id} does not exist (shredded or never created)")
-        key = unwrap_row(cache.keyring, row)
+        try:
+            key = unwrap_row(cache.keyring, row)
+        except KeyShredded:
+            cache.shredded.add(key_id)
+            raise
         cache.by_id[key_id] = key
     return key
 
@@ -145,7 +153,7 @@ def insert_generation(conn: Connection, keyring: Keyring, owner: str, generation
 
 
 def active_key(conn: Connection, cache: KeyCache, owner: str) -> LoadedKey:
-    """The owner's active key generation, created on first use; asked of the database once a transaction."""
+    """The owner's active key generation, created on first use (KeyShredded once its keys were shredded); asked of the database once a transaction."""
     known = cache.active.get(owner)
     if known is not None:
         return known
@@ -159,7 +167,13 @@ def active_key(conn: Connection, cache: KeyCache, owner: str) -> LoadedKey:
             cache.by_id[row.id] = key
             cache.active[owner] = key
             return key
-        latest = conn.execute(select(func.max(data_keys.c.generation)).where(data_keys.c.owner == owner)).scalar()
+        latest, live = conn.execute(
+            select(func.max(data_keys.c.generation), func.count().filter(data_keys.c.state != "shredded")).where(data_keys.c.owner == owner)
+        ).one()
+        if latest is not None and not live:
+            # Every key of this owner was destroyed (a shredded controller): a new key would silently make it a
+            # holder of readable personal data again, so nothing new is written for it (the caller keeps it elsewhere).
+            raise KeyShredded(f"the data keys of {owner} were destroyed (crypto-shredded): nothing new is stored under them")
         insert_generation(conn, cache.keyring, owner, (latest or 0) + 1)
     raise DecryptionError(f"could not create a data key for {owner}")
 

@@ -11,6 +11,7 @@ from flask.typing import ResponseReturnValue
 
 from app.auth import rbac
 from app.controllers import service as controllers
+from app.crypto.shown import placeholders
 from app.db import utcnow
 from app.extensions import db
 from app.subject_data.restrict import restricted_flag
@@ -94,18 +95,8 @@ def _queue_page(controller_id: int | None) -> str:
     age = request.args.get("age") or ""
     if age and age not in AGES:
         abort(400)
-    page = ticket_queue.queue(
-        db.session,
-        controller_id=controller_id,
-        status=status,
-        assignee_id=_assignee_filter(assignee, staff.user_id),
-        unassigned=assignee == "none",
-        older_than=utcnow() - dt.timedelta(days=int(age)) if age else None,
-        after=decode_cursor(request.args.get("after")),
-        limit=50,
-        # Restricted tickets are masked in the list: the check rides in the queue's own statement.
-        restricted=restricted_flag(),
-    )
+    with placeholders():  # a read for the page: a shredded controller's subjects and addresses show as the placeholder
+        page = _queue(controller_id, status, assignee, age, staff.user_id)
     filters = {k: v for k, v in {"status": status, "assignee": assignee, "age": age}.items() if v}
     endpoint = "tickets.triage" if controller_id is None else "tickets.queue"
     route_args: dict[str, Any] = dict(filters) if controller_id is None else {"controller_id": controller_id, **filters}
@@ -125,6 +116,21 @@ def _queue_page(controller_id: int | None) -> str:
     )
     ticket_queue.remember_queue_keys(db.session, controller_id)
     return html
+
+
+def _queue(controller_id: int | None, status: str | None, assignee: str, age: str, me: int) -> ticket_queue.QueuePage:
+    return ticket_queue.queue(
+        db.session,
+        controller_id=controller_id,
+        status=status,
+        assignee_id=_assignee_filter(assignee, me),
+        unassigned=assignee == "none",
+        older_than=utcnow() - dt.timedelta(days=int(age)) if age else None,
+        after=decode_cursor(request.args.get("after")),
+        limit=50,
+        # Restricted tickets are masked in the list: the check rides in the queue's own statement.
+        restricted=restricted_flag(),
+    )
 
 
 @bp.route("/search", methods=["GET", "POST"])
