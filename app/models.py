@@ -15,6 +15,7 @@ from app.retention.models import RetentionHold, RetentionPolicy, RetentionRun
 from app.subject_data.models import DownloadToken, ErasedSubject, ExportLink, RestrictedTicket, Restriction, SubjectExport, SubjectRun
 from app.tickets.identifiers import MessageIdentifier
 from app.tickets.models import Attachment, Message, Ticket
+from app.tickets.referenced import MessageReference
 
 __all__ = [
     "RecoveryCode",
@@ -36,6 +37,7 @@ __all__ = [
     "ErasedSubject",
     "ExportLink",
     "MessageIdentifier",
+    "MessageReference",
     "Dsr",
     "DsrEvent",
     "DsrForward",

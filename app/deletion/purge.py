@@ -38,6 +38,7 @@ from app.deletion.stores import Batch, RunContext, Store
 from app.mail.models import OutboxEmail
 from app.tickets.identifiers import MessageIdentifier
 from app.tickets.models import Attachment, Message, Ticket
+from app.tickets.referenced import MessageReference
 
 # Tickets a committed batch: every statement of a batch handles the whole set (about 66,000 rows of 3-message
 # tickets with raw originals and blind-index entries), so the per-batch costs (hold check, cursor, report, audit
@@ -130,8 +131,9 @@ def _delete(ctx: RunContext, items: Sequence[Item]) -> None:
     message_ids = [m.id for m in messages]
     files = session.execute(select(Attachment.id, Attachment.blob_id).where(ids_in(session, Attachment.message_id, message_ids))).all()
     doomed = [f.blob_id for f in files] + [m.raw_blob_id for m in messages if m.raw_blob_id is not None]
-    # The blind-index entries by one statement (the foreign key's cascade would delete them one message at a time).
+    # The blind-index and reverse-index entries by one statement each (the foreign key's cascade would delete them one message at a time).
     session.execute(delete(MessageIdentifier).where(ids_in(session, MessageIdentifier.message_id, message_ids)), execution_options=_BULK)
+    session.execute(delete(MessageReference).where(ids_in(session, MessageReference.message_id, message_ids)), execution_options=_BULK)
     if files:
         session.execute(delete(Attachment).where(ids_in(session, Attachment.id, [f.id for f in files])), execution_options=_BULK)
     session.execute(delete(Message).where(ids_in(session, Message.id, message_ids)), execution_options=_BULK)

@@ -40,6 +40,7 @@ from app.mail.intake import REGISTRY, Claim, Inbound, IntakeRegistry
 from app.mail.parse import MalformedMessage, ParsedMail, parse_mail
 from app.mail.threading import find_sent, find_thread, route_new
 from app.principal import Principal
+from app.tickets import referenced
 from app.tickets import service as tickets
 from app.tickets.models import Attachment, Message, Ticket
 
@@ -184,7 +185,10 @@ def ingest_message(
     raw_sha256 = hashlib.sha256(raw).hexdigest()
     # The observers' prechecks ride on the duplicate lookup (the erased-subject flag: no statement while nobody was erased).
     looked_up = (Message.id, Message.ticket_id, Message.raw_sha256, Message.direction)
-    existing, prechecked = message_ids.lookup_with(session, mail.message_id, Message, Message.message_id_bidx, looked_up, beside=registry.prechecks())
+    # So does whether a stored message names this one (a follow-up that arrived first: app.tickets.referenced).
+    beside = {**registry.prechecks(), referenced.REFERENCED: referenced.referenced_flag()}
+    existing, prechecked = message_ids.lookup_with(session, mail.message_id, Message, Message.message_id_bidx, looked_up, beside=beside)
+    followed_up = prechecked.pop(referenced.REFERENCED) if prechecked is not None else True
     reused_on: Ticket | None = None
     if existing is not None:
         # The same bytes again; or an inbound message kept without its digest (nothing to compare: taken as the same).
@@ -202,7 +206,7 @@ def ingest_message(
         mail.flags.append("reused_message_id")
 
     sent = find_sent(session, mail)
-    thread = find_thread(session, mail, support_address=settings.support_address, sent=sent, registry=registry)
+    thread = find_thread(session, mail, support_address=settings.support_address, sent=sent, registry=registry, followed_up=followed_up and reused_on is None)
     if thread is None and reused_on is not None:
         ticket, how, new = reused_on, "reused_message_id", False
     elif thread is not None:
@@ -300,6 +304,7 @@ def _message_input(mail: ParsedMail, raw: bytes) -> tickets.MessageInput:
         is_auto_reply=mail.is_auto_reply,
         flags=mail.flags,
         notes=mail.notes,
+        references=referenced.named_ids(mail.in_reply_to, mail.references, own=mail.message_id),
     )
 
 

@@ -5,7 +5,11 @@ or the ticket of the outbox row (any email the desk sent) with that Message-ID,
 found through its `related_type` (`app.mail.intake.REGISTRY.ticket_of`);
 then a ticket reference tag in the subject, or a domain's tag (a request's DSR-…, `REGISTRY.ticket_of_reference`),
 from someone already on the ticket; then the per-ticket reply address
-token (support+<token>@...). A message that joins no ticket opens a new one,
+token (support+<token>@...); then, for mail the sender's own follow-ups name
+and that arrived after them (MTAs reorder mail), the ticket of the first such
+follow-up (`app.tickets.referenced`; the sender must be that follow-up's sender or
+its ticket's requester, so a stranger's forged References pull nothing in).
+A message that joins no ticket opens a new one,
 routed by the sender's domain (ControllerDomain, parent domains included), then
 by a controller identifier mentioned in the subject or body, else to triage.
 """
@@ -25,7 +29,8 @@ from app.mail.intake import REGISTRY, IntakeRegistry
 from app.mail.models import OutboxEmail
 from app.mail.parse import ParsedMail
 from app.tickets import lookup as tickets
-from app.tickets.models import Ticket
+from app.tickets import referenced
+from app.tickets.models import Message, Ticket
 
 SCAN_CHARS = 20_000
 MAX_CANDIDATES = 5_000
@@ -39,7 +44,7 @@ class Thread:
     """The existing ticket a message joins and how it was found."""
 
     ticket: Ticket
-    how: str  # in_reply_to | outbox | subject_reference | domain_reference | reply_token
+    how: str  # in_reply_to | outbox | subject_reference | domain_reference | reply_token | followed_up
 
 
 @dataclass(frozen=True)
@@ -79,9 +84,18 @@ def _sent_statement() -> Select[OutboxEmail]:
 
 
 def find_thread(
-    session: Session, mail: ParsedMail, *, support_address: str, sent: OutboxEmail | None = None, registry: IntakeRegistry = REGISTRY
+    session: Session,
+    mail: ParsedMail,
+    *,
+    support_address: str,
+    sent: OutboxEmail | None = None,
+    registry: IntakeRegistry = REGISTRY,
+    followed_up: bool = True,
 ) -> Thread | None:
-    """The ticket this message replies to, or None; `sent` is the desk's email it answers (`find_sent`), if any."""
+    """The ticket this message replies to, or None; `sent` is the desk's email it answers (`find_sent`), if any.
+
+    `followed_up=False`: the caller knows no stored message names this one's Message-ID (no lookup for it).
+    """
     ticket = tickets.find_by_message_ids(session, [*mail.references, *mail.in_reply_to])
     if ticket is not None:
         return Thread(ticket, "in_reply_to")
@@ -102,6 +116,19 @@ def find_thread(
         ticket = tickets.find_by_reply_token(session, token)
         if ticket is not None:
             return Thread(ticket, "reply_token")
+    ticket = _followed_up(session, mail) if followed_up else None
+    return Thread(ticket, "followed_up") if ticket is not None else None
+
+
+def _followed_up(session: Session, mail: ParsedMail) -> Ticket | None:
+    """The ticket of the first stored message that names this one and came from the same person (its sender, or its
+    ticket's requester, compared by blind index under that ticket's key), or None."""
+    if not mail.from_email:
+        return None
+    for _, ticket_id, key_owner, sender_bidx, requester_bidx in referenced.referencing(session, mail.message_id):
+        mine = Message.sender_email.index_value(session, mail.from_email, controller_id=key_owner)
+        if mine is not None and mine in (sender_bidx, requester_bidx):
+            return session.get(Ticket, ticket_id)
     return None
 
 

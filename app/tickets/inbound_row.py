@@ -8,7 +8,8 @@ same values in one statement of data-modifying WITHs: the values are encrypted
 exactly as a flush encrypts them (`app.crypto.fields.encrypt_new_row`: the
 owner's active key locked FOR SHARE, associated data naming table, column and
 row, the blind indexes) and the index rows are those `index_message` writes
-(`app.tickets.identifiers.digests_of`). `insert_ticket_with_raw` does the
+(`app.tickets.identifiers.digests_of`), with the reverse index of the
+Message-IDs it names (`app.tickets.referenced`). `insert_ticket_with_raw` does the
 same for a new ticket and its first message, the ticket row in the same
 statement (its reference set by the database trigger of migration 0024, as
 when the ORM inserts it). The rows returned are in the session, loaded, as
@@ -33,6 +34,7 @@ from app.blobs.store import CHUNK_BYTES, inserted_blob, one_chunk_rows
 from app.crypto import message_ids
 from app.crypto.fields import encrypt_new_row, new_row_uid, remember_plain
 from app.db import table_of_model
+from app.tickets import referenced
 from app.tickets.identifiers import MessageIdentifier, digests_of
 from app.tickets.models import Message, Ticket, key_owner_for
 
@@ -118,6 +120,7 @@ def _message_rows(session: Session, owner: int, data: Any, *, now: dt.datetime) 
         "id_owner": owner,
         "id_kinds": [kind for kind, _ in found],
         "id_digests": [digest for _, digest in found],
+        "ref_digests": referenced.digests_of(session, data.references),
     }
     return columns, plain, blob_values, params
 
@@ -139,7 +142,7 @@ def _statement(with_ticket: bool, touch: bool = False) -> Select[Any]:
     # ticket_id from the ticket or a parameter) and its index rows (unnest of two arrays: none when empty). Each WITH
     # runs once whether or not the final SELECT reads it.
     tickets, blobs, chunks = table_of_model(Ticket), table_of_model(Blob), table_of_model(BlobChunk)
-    messages, index = table_of_model(Message), table_of_model(MessageIdentifier)
+    messages, index, refs = table_of_model(Message), table_of_model(MessageIdentifier), table_of_model(referenced.MessageReference)
     blob_columns = ("key_owner", "size", "sha256", "chunk_count", "created_at")
     new_blob = insert(blobs).values({c: bindparam(f"blob_{c}", type_=blobs.c[c].type) for c in blob_columns}).returning(blobs.c.id).cte("new_blob")
     chunk_columns = ("seq", "key_owner", "row_uid", "data_ct")
@@ -160,7 +163,9 @@ def _statement(with_ticket: bool, touch: bool = False) -> Select[Any]:
     digests = func.unnest(bindparam("id_digests", type_=ARRAY(LargeBinary)), type_=LargeBinary)
     rows = select(new_message_cte.c.id, bindparam("id_owner", type_=Integer), kinds, digests)
     new_index = insert(index).from_select(["message_id", "key_owner", "kind", "digest"], rows).returning(index.c.id).cte("new_index")
-    ctes = [new_chunk, new_index]
+    named = select(new_message_cte.c.id, func.unnest(bindparam("ref_digests", type_=ARRAY(LargeBinary)), type_=LargeBinary))
+    new_refs = insert(refs).from_select(["message_id", "digest"], named).returning(refs.c.id).cte("new_refs")  # app.tickets.referenced
+    ctes = [new_chunk, new_index, new_refs]
     if touch:  # the ticket's updated_at, as the flush of the ordinary path writes it
         touched = update(tickets).where(tickets.c.id == bindparam("u_ticket_id", type_=tickets.c.id.type))
         ctes.append(touched.values(updated_at=bindparam("u_updated_at", type_=tickets.c.updated_at.type)).returning(tickets.c.id).cte("touched"))

@@ -41,6 +41,7 @@ from app.tickets.identifiers import index_file, index_message
 from app.tickets.inbound_row import insert_ticket_with_raw, insert_with_raw
 from app.tickets.lookup import format_reference, scoped
 from app.tickets.models import DIRECTIONS, STATUSES, Attachment, Message, Ticket, key_owner_for
+from app.tickets.referenced import digests_of, index_references
 
 # Shown in the browser; everything else is offered as a download (never rendered).
 INLINE_CONTENT_TYPES = frozenset({"image/png", "image/jpeg", "image/gif", "image/webp", "text/plain", "application/pdf"})
@@ -81,6 +82,8 @@ class MessageInput:
     notes: Sequence[dict[str, Any]] = field(default_factory=list)
     # The addresses on its To/Cc lines (indexed with the message's other identifiers, app.tickets.identifiers).
     recipients: Sequence[str] = ()
+    # The Message-IDs it names (In-Reply-To, References; bounded): the reverse index of app.tickets.referenced.
+    references: Sequence[str] = ()
 
 
 def _audit(session: Session, ticket: Ticket, action: str, *, by: Principal, now: dt.datetime, **details: Any) -> None:
@@ -196,6 +199,7 @@ def _new_message(session: Session, ticket: Ticket, data: MessageInput, *, now: d
         ticket.updated_at = now
     session.flush()
     index_message(session, message, recipients=data.recipients, new=True)
+    index_references(session, message.id, digests_of(session, data.references))
     return message
 
 
