@@ -38,7 +38,7 @@ from app.jobs.batch import Clock, SessionScope, in_transaction
 from app.mail import bounces, quarantine
 from app.mail.intake import REGISTRY, Claim, Inbound, IntakeRegistry
 from app.mail.parse import MalformedMessage, ParsedMail, parse_mail
-from app.mail.threading import find_sent, find_thread, route_new
+from app.mail.threading import find_sent, find_thread, find_thread_serialised, route_new
 from app.principal import Principal
 from app.tickets import referenced
 from app.tickets import service as tickets
@@ -207,6 +207,8 @@ def ingest_message(
 
     sent = find_sent(session, mail)
     thread = find_thread(session, mail, support_address=settings.support_address, sent=sent, registry=registry, followed_up=followed_up and reused_on is None)
+    if thread is None and reused_on is None:
+        thread = find_thread_serialised(session, mail)  # Postgres: a concurrent ingest from the same sender first
     if thread is None and reused_on is not None:
         ticket, how, new = reused_on, "reused_message_id", False
     elif thread is not None:

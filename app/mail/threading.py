@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 
 from app.controllers.models import ControllerDomain, ControllerIdentifier
 from app.crypto import message_ids
+from app.jobs.locks import advisory_key
 from app.mail.intake import REGISTRY, IntakeRegistry
 from app.mail.models import OutboxEmail
 from app.mail.parse import ParsedMail
@@ -117,6 +118,26 @@ def find_thread(
         if ticket is not None:
             return Thread(ticket, "reply_token")
     ticket = _followed_up(session, mail) if followed_up else None
+    return Thread(ticket, "followed_up") if ticket is not None else None
+
+
+def find_thread_serialised(session: Session, mail: ParsedMail) -> Thread | None:
+    """Before a message opens a new ticket on Postgres: wait for any other ingest from the same sender, then look again.
+
+    Two messages of one person ingested at the same moment (a follow-up and the original it answers, reordered by the
+    MTAs) each saw nothing of the other in their own snapshot and opened two tickets, two requests and two clocks. A
+    transaction-level advisory lock keyed by the sender's address (a SHA-256 derived key: nothing readable in
+    pg_locks) orders them: the second one, once the first has committed, finds it here by its References or by the
+    reverse index. SQLite needs nothing: BEGIN IMMEDIATE already runs one ingest at a time. Returns the thread, or None.
+    """
+    if session.get_bind().dialect.name != "postgresql" or not mail.from_email:
+        return None
+    session.execute(select(func.pg_advisory_xact_lock(advisory_key(f"ingest sender {mail.from_email.strip().lower()}"))))
+    named = [*mail.references, *mail.in_reply_to]
+    ticket = tickets.find_by_message_ids(session, named) if named else None
+    if ticket is not None:
+        return Thread(ticket, "in_reply_to")
+    ticket = _followed_up(session, mail)
     return Thread(ticket, "followed_up") if ticket is not None else None
 
 
