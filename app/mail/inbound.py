@@ -38,7 +38,7 @@ from app.jobs.batch import Clock, SessionScope, in_transaction
 from app.mail import bounces, quarantine
 from app.mail.intake import REGISTRY, Claim, Inbound, IntakeRegistry
 from app.mail.parse import MalformedMessage, ParsedMail, parse_mail
-from app.mail.threading import find_sent, find_thread, find_thread_serialised, route_new
+from app.mail.threading import find_sent, find_thread, find_thread_serialised, reused_thread, route_new
 from app.principal import Principal
 from app.tickets import referenced
 from app.tickets import service as tickets
@@ -189,26 +189,27 @@ def ingest_message(
     beside = {**registry.prechecks(), referenced.REFERENCED: referenced.referenced_flag()}
     existing, prechecked = message_ids.lookup_with(session, mail.message_id, Message, Message.message_id_bidx, looked_up, beside=beside)
     followed_up = prechecked.pop(referenced.REFERENCED) if prechecked is not None else True
-    reused_on: Ticket | None = None
+    reused_on, reused_id = None, None
     if existing is not None:
         # The same bytes again; or an inbound message kept without its digest (nothing to compare: taken as the same).
         # What the desk wrote itself (a reply, a forward's note) has no raw bytes: a message under its id is another.
         if existing.raw_sha256 == raw_sha256 or (existing.raw_sha256 is None and existing.direction == "inbound"):
             claim = _for_another_recipient(session, existing.id, raw, mail, envelope, settings=settings, registry=registry, by=by, now=now)
             return IngestOutcome("duplicate", ticket_id=existing.ticket_id, message_pk=existing.id, claim=claim)
-        # Another message under an id we hold (a broken sender, a forgery): stored, never silently dropped.
-        reused_on = session.get(Ticket, existing.ticket_id)
-        mail.message_id = f"{raw_sha256[:40]}.reused@message-id.invalid"
-        again = message_ids.first_by_digest(session, mail.message_id, Message, Message.message_id_bidx, Message.id, Message.ticket_id)
+        # Another message under an id we hold (a broken sender, a forgery): stored, never dropped; its thread if the sender's on it.
+        reused_on = reused_thread(session, existing.ticket_id, mail.from_email)
+        reused_id = f"{raw_sha256[:40]}.reused@message-id.invalid"
+        again = message_ids.first_by_digest(session, reused_id, Message, Message.message_id_bidx, Message.id, Message.ticket_id)
         if again is not None:
             return IngestOutcome("duplicate", ticket_id=again.ticket_id, message_pk=again.id)
         mail.notes.append({"code": "reused_message_id", "first_message": existing.id})  # not the id itself: never stored in plaintext
         mail.flags.append("reused_message_id")
 
     sent = find_sent(session, mail)
-    thread = find_thread(session, mail, support_address=settings.support_address, sent=sent, registry=registry, followed_up=followed_up and reused_on is None)
+    thread = find_thread(session, mail, support_address=settings.support_address, sent=sent, registry=registry, followed_up=followed_up)
     if thread is None and reused_on is None:
         thread = find_thread_serialised(session, mail)  # Postgres: a concurrent ingest from the same sender first
+    mail.message_id = reused_id or mail.message_id  # stored under its own id from here on (the threading used the real one)
     if thread is None and reused_on is not None:
         ticket, how, new = reused_on, "reused_message_id", False
     elif thread is not None:

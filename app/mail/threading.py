@@ -153,6 +153,17 @@ def _followed_up(session: Session, mail: ParsedMail) -> Ticket | None:
     return None
 
 
+def reused_thread(session: Session, ticket_id: int, address: str) -> Ticket | None:
+    """The ticket holding a Message-ID that another message now reuses, when that message's sender is already on it.
+
+    A stranger's message under an id someone else used opens its own thread instead (noted as a reused id): otherwise
+    whoever sends first under a guessed or copied id would take in the other's mail, a data subject's request included
+    (its DSR and 24-hour clock never opened).
+    """
+    ticket = session.get(Ticket, ticket_id)
+    return ticket if ticket is not None and _known_sender(ticket, address) else None
+
+
 def _known_sender(ticket: Ticket, address: str) -> bool:
     """Whether the address is the ticket's requester or sent one of its messages."""
     wanted = address.strip().lower()

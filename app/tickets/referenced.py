@@ -24,7 +24,8 @@ from app.crypto.cipher import INDEX_BYTES
 from app.db import Base, intpk, table_of_model
 from app.tickets.models import Message, Ticket
 
-# The Message-IDs of a message kept in the index: its In-Reply-To and the last of its References (the nearest ones).
+# The Message-IDs of a message kept in the index: its In-Reply-To, the first of its References (the thread's root, most
+# often the request itself) and the last ones (the nearest).
 MAX_NAMED = 20
 # The name of the flag `referenced_flag` selects beside the duplicate lookup.
 REFERENCED = "referenced_by_stored"
@@ -43,7 +44,8 @@ class MessageReference(Base):
 def named_ids(in_reply_to: Sequence[str], references: Sequence[str], *, own: str | None) -> list[str]:
     """The Message-IDs a message names, bounded (MAX_NAMED), without repeats or its own id."""
     mine = message_ids.bare(own or "")
-    wanted = [m for m in (*in_reply_to[:MAX_NAMED], *references[-MAX_NAMED:]) if message_ids.bare(m) and message_ids.bare(m) != mine]
+    named = (*in_reply_to[:2], *references[:1], *references[-(MAX_NAMED - 3) :])
+    wanted = [m for m in named if message_ids.bare(m) and message_ids.bare(m) != mine]
     return list(dict.fromkeys(message_ids.bare(m) for m in wanted))[:MAX_NAMED]
 
 

@@ -213,3 +213,27 @@ def test_a_follow_up_and_its_original_ingested_at_the_same_moment_open_one_ticke
         with db.session_scope() as check:
             controller = check.get_one(Controller, controller_id)
             assert [t.id for t in subject_tickets(check, controller)] == [opened.ticket_id]
+
+
+def test_a_stranger_squatting_the_originals_id_between_follow_up_and_original_takes_nothing(session: Session) -> None:
+    controller = make_controller(session, domains=["reorder.example"])
+    # Given the subject's follow-up, then a stranger's message under the Message-ID the follow-up names
+    follow_up = ingest(session, mail("support@desk.example", "Any news?", msgid="f6@reorder.example", names=["o6@reorder.example"]), 0)
+    squat = ingest(session, mail("support@desk.example", "Hi", msgid="o6@reorder.example", sender="Mallory <mallory@elsewhere.example>"), 1)
+    # When the subject's original arrives under its own (squatted) id
+    original = ingest(session, mail("support@desk.example", "Where is my parcel?", msgid="o6@reorder.example"), 2)
+    # Then the stranger has a ticket of their own, and the original joins the subject's follow-up, not the stranger's ticket
+    assert squat.ticket_id != follow_up.ticket_id
+    assert (original.status, original.ticket_id, original.how) == ("stored", follow_up.ticket_id, "followed_up")
+    assert [t.id for t in subject_tickets(session, controller)] == [follow_up.ticket_id]
+
+
+def test_an_original_named_first_in_a_long_references_chain_is_found(session: Session) -> None:
+    controller = make_controller(session, domains=["reorder.example"])
+    # Given a follow-up whose References start at the original (the thread's root) and go on for 200 more ids
+    chain = ["o5@reorder.example", *(f"r{n}@reorder.example" for n in range(200))]
+    follow_up = ingest(session, mail("support@desk.example", "Any news?", msgid="f5@reorder.example", names=chain), 0)
+    # When the original arrives after it, it joins the follow-up's ticket
+    original = ingest(session, mail("support@desk.example", "Where is my parcel?", msgid="o5@reorder.example"), 3)
+    assert (original.ticket_id, original.how) == (follow_up.ticket_id, "followed_up")
+    assert [t.id for t in subject_tickets(session, controller)] == [follow_up.ticket_id]

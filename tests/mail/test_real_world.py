@@ -84,12 +84,33 @@ def test_an_ingest_fault_in_the_desk_holds_the_message_instead_of_asking_the_mta
 # --- 2. reused Message-IDs ---------------------------------------------------------------------------------------
 
 
-def test_a_forged_reply_under_a_stored_message_id_is_kept_on_that_thread_not_dropped(session: Session) -> None:
+def test_a_stranger_under_a_stored_message_id_is_kept_on_a_thread_of_its_own_not_dropped(session: Session) -> None:
     acme(session)
     first = ingest(session, b"From: a@acme.example\r\nTo: support@desk.example\r\nSubject: One\r\nMessage-ID: <same@x>\r\n\r\nfirst\r\n")
     second = ingest(session, b"From: b@elsewhere.example\r\nTo: support@desk.example\r\nSubject: Two\r\nMessage-ID: <same@x>\r\n\r\nsecond\r\n")
-    assert second.status == "stored" and second.ticket_id == first.ticket_id and second.how == "reused_message_id"
+    # Stored and noted as a reused id, but not on a's thread: whoever sent first under an id must not take in another's mail
+    assert second.status == "stored" and second.new_ticket and second.ticket_id != first.ticket_id
+    message = session.get(Message, second.message_pk)
+    assert message is not None and {"code": "reused_message_id", "first_message": first.message_pk} in (message.notes or [])
     assert count(session, Message) == 2
+
+
+def test_a_squatted_message_id_does_not_take_a_subjects_request(session: Session) -> None:
+    # Given a stranger who sent first under the Message-ID the subject's mail client will use
+    acme(session)
+    squat = ingest(session, b"From: mallory@elsewhere.example\r\nTo: privacy@desk.example\r\nSubject: Hi\r\nMessage-ID: <req-1@acme.example>\r\n\r\nhi\r\n")
+    # When the subject's erasure request arrives under that id
+    raw = (
+        b"From: Sam <sam@acme.example>\r\nTo: privacy@desk.example\r\nSubject: Delete my data\r\n"
+        b"Message-ID: <req-1@acme.example>\r\n\r\nPlease erase all my personal data.\r\n"
+    )
+    request = ingest(session, raw, minutes=5)
+    # Then it opens the subject's own ticket and request, with its own clock
+    assert request.status == "stored" and request.new_ticket and request.ticket_id != squat.ticket_id
+    assert request.claim is not None and request.claim.code == "dsr"
+    # And a stranger reusing the subject's id afterwards does not join the subject's ticket either
+    again = b"From: eve@elsewhere.example\r\nTo: privacy@desk.example\r\nSubject: x\r\nMessage-ID: <req-1@acme.example>\r\n\r\nother text\r\n"
+    assert ingest(session, again, minutes=9).ticket_id not in (request.ticket_id, None)
 
 
 # --- 3. loops ----------------------------------------------------------------------------------------------------
@@ -575,8 +596,8 @@ def test_another_message_under_the_id_of_the_desks_forward_is_stored_on_its_tick
     # When a different message arrives under that Message-ID
     raw = _reusing(sent.message_id.strip("<>"), body="Shipment 7781 arrived damaged.")
     outcome = ingest(session, raw, minutes=30)
-    # Then it is stored on the request's ticket, noted as a reused id; the same bytes again are a no-op
-    assert (outcome.status, outcome.ticket_id, outcome.how) == ("stored", dsr.ticket_id, "reused_message_id")
+    # Then it is stored, noted as a reused id, on a ticket of its own (Mallory is nobody on the request's ticket); the same bytes again are a no-op
+    assert outcome.status == "stored" and outcome.new_ticket and outcome.ticket_id != dsr.ticket_id
     message = session.get(Message, outcome.message_pk)
     assert message is not None and "Shipment 7781" in (message.body_text or "")
     assert any(n.get("code") == "reused_message_id" for n in message.notes or [])
@@ -591,7 +612,13 @@ def test_another_message_under_the_id_of_a_staff_reply_or_note_is_stored_and_not
     desk_msg = tickets.MessageInput(direction=direction, body_text="Hello from the desk", message_id="reply-7@desk.example")
     tickets.add_message(session, ticket, desk_msg, by=TEST_PRINCIPAL, now=NOW)
     outcome = ingest(session, _reusing("reply-7@desk.example", body="An unrelated complaint."), minutes=30)
-    assert (outcome.status, outcome.ticket_id, outcome.how) == ("stored", ticket.id, "reused_message_id")
+    # Stored and noted (never dropped as the desk's own mail again), on a thread of its own: its sender is not on the ticket
+    assert outcome.status == "stored" and outcome.new_ticket and outcome.ticket_id != ticket.id
+    message = session.get(Message, outcome.message_pk)
+    assert message is not None and any(n.get("code") == "reused_message_id" for n in message.notes or [])
+    # The ticket's requester reusing the id (a broken mail client) is kept on the ticket
+    mine = _reusing("reply-7@desk.example", body="Me again.").replace(b"Mallory Other <mallory@elsewhere.example>", b"R <r@example.org>")
+    assert (ingest(session, mine, minutes=31).ticket_id, ingest(session, mine, minutes=32).status) == (ticket.id, "duplicate")
 
 
 def test_a_message_under_the_id_of_an_inbound_message_kept_without_its_digest_is_taken_as_the_same(session: Session) -> None:
