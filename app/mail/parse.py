@@ -33,6 +33,7 @@ MAX_HEADER_CHARS = 998 * 4
 REPLY_LANGUAGES = ["en", "de", "fr", "es", "it", "nl"]
 # Printable ASCII only: a NUL or control character in an id must not reach a database index.
 _MSGID = re.compile(r"<([\x21-\x3b\x3d\x3f-\x7e]{1,990})>")
+_BARE_MSGID = re.compile(r"[\x21-\x3b\x3d\x3f-\x7e]{1,990}")
 _CID = re.compile(r"[^\x21-\x7e]")
 _SPACE = re.compile(r"[ \t]*\n{3,}")
 _TOKEN = re.compile(r"[^a-z0-9!#$&^_.+/-]")
@@ -114,7 +115,10 @@ def _header(msg: Message, name: str) -> str:
 
 
 def _message_ids(value: str) -> list[str]:
-    return _MSGID.findall(value or "")
+    """The ids in a Message-ID, In-Reply-To or References value; ids without angle brackets (RFC 5322's obsolete
+    syntax, still written by some clients) count when the value has no bracketed one: each token with one @."""
+    found = _MSGID.findall(value or "")
+    return found or [t for t in (value or "").split()[:100] if t.count("@") == 1 and _BARE_MSGID.fullmatch(t)]
 
 
 def _address_parts(msg: Message, name: str) -> list[tuple[str, str]]:

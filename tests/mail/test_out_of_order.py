@@ -237,3 +237,22 @@ def test_an_original_named_first_in_a_long_references_chain_is_found(session: Se
     original = ingest(session, mail("support@desk.example", "Where is my parcel?", msgid="o5@reorder.example"), 3)
     assert (original.ticket_id, original.how) == (follow_up.ticket_id, "followed_up")
     assert [t.id for t in subject_tickets(session, controller)] == [follow_up.ticket_id]
+
+
+@pytest.mark.parametrize("follow_up_first", [True, False], ids=["follow-up-first", "original-first"])
+def test_message_ids_written_without_angle_brackets_still_thread(session: Session, follow_up_first: bool) -> None:
+    controller = make_controller(session, domains=["reorder.example"])
+    # Given an original whose client wrote its Message-ID bare, and a follow-up naming it bare in In-Reply-To
+    original = b"From: Sam Poe <sam@reorder.example>\r\nTo: support@desk.example\r\nSubject: Parcel\r\nMessage-ID: o4@reorder.example\r\n\r\nWhere?\r\n"
+    follow_up = (
+        b"From: Sam Poe <sam@reorder.example>\r\nTo: support@desk.example\r\nSubject: Re: Parcel\r\nMessage-ID: <f4@reorder.example>\r\n"
+        b"In-Reply-To: o4@reorder.example\r\n\r\nAny news?\r\n"
+    )
+    first, second = (follow_up, original) if follow_up_first else (original, follow_up)
+    opened = ingest(session, first, 0)
+    joined = ingest(session, second, 3)
+    # Then they share one ticket, in either order of arrival
+    assert (joined.ticket_id, joined.new_ticket) == (opened.ticket_id, False)
+    assert [t.id for t in subject_tickets(session, controller)] == [opened.ticket_id]
+    # And the bare id is the message's own: the same bytes again are a no-op
+    assert ingest(session, original, 5).status == "duplicate"
