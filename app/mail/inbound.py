@@ -34,6 +34,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, Operation
 from sqlalchemy.orm import Session
 
 from app.crypto import message_ids
+from app.crypto.cipher import KeyShredded
 from app.jobs.batch import Clock, SessionScope, in_transaction
 from app.mail import bounces, quarantine
 from app.mail.intake import REGISTRY, Claim, Inbound, IntakeRegistry
@@ -46,9 +47,7 @@ from app.tickets.models import Attachment, Message, Ticket
 
 log = logging.getLogger(__name__)
 
-EX_OK = 0
-EX_DATAERR = 65
-EX_TEMPFAIL = 75
+EX_OK, EX_DATAERR, EX_TEMPFAIL = 0, 65, 75
 DEFAULT_ATTACHMENT_MAX_BYTES = 25 * 1024 * 1024
 REOPENING_STATUSES = ("waiting", "closed")
 _CID_SRC = re.compile(r"""(\bsrc\s*=\s*["']?)cid:([^"'\s>]{1,250})""", re.IGNORECASE)
@@ -349,11 +348,11 @@ def ingest_committed(
 ) -> IngestOutcome:
     """Ingest in a transaction of its own (`sessions`, committed); a concurrent duplicate (unique Message-ID) is retried once as a no-op.
 
-    Temporary faults propagate (`is_temporary`: the database or the disk was unavailable; the caller
-    reports EX_TEMPFAIL and the source keeps the message). Any other failure is a fault of the desk
-    with this message, not a reason to have the MTA retry and finally bounce it: the message is held in
-    the quarantine ("unprocessable", its error type as the detail) in a fresh transaction. Nothing is
-    acknowledged to the source before this returns.
+    Temporary faults propagate (`is_temporary`: the database or the disk was unavailable; the caller reports
+    EX_TEMPFAIL and the source keeps the message). Any other failure is a fault of the desk with this message, not a
+    reason to have the MTA retry and finally bounce it: the message is held in the quarantine ("unprocessable", or
+    "controller_shredded" for mail under a destroyed key; its error type as the detail) in a fresh transaction.
+    Nothing is acknowledged to the source before this returns.
     """
 
     def work(session: Session, now: dt.datetime) -> IngestOutcome:
@@ -370,11 +369,11 @@ def ingest_committed(
         if is_temporary(exc):
             raise
         log.error("inbound message could not be processed (%s); holding it in the quarantine", type(exc).__name__)
-        failure = type(exc).__name__[:80]
+        failure, why = type(exc).__name__[:80], "controller_shredded" if isinstance(exc, KeyShredded) else "unprocessable"
 
         def hold(session: Session, now: dt.datetime) -> IngestOutcome:
-            item = quarantine.hold(session, raw, reason="unprocessable", detail=failure, source=source, by=by, now=now)
-            return IngestOutcome("quarantined", quarantine_id=item.id, reason="unprocessable")
+            item = quarantine.hold(session, raw, reason=why, detail=failure, source=source, by=by, now=now)
+            return IngestOutcome("quarantined", quarantine_id=item.id, reason=why)
 
         return in_transaction(sessions, hold, clock=clock)
 

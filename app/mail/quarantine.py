@@ -36,6 +36,7 @@ REASONS = {
     "from_own_address": "the message comes from one of the desk's own addresses (never a new ticket: a loop)",
     "bounce_unmatched": "a delivery status notification that names no email the desk sent",
     "unprocessable": "the desk could not process the message (kept for a privacy officer; the sender is not bounced)",
+    "controller_shredded": "mail for a controller whose data keys were destroyed (crypto-shredded): nothing is stored under them",
 }
 # Held without telling the MTA to bounce (exit 0): bouncing these would feed a loop or tell a sender about our fault.
 SILENT_REASONS = frozenset({"from_own_address", "bounce_unmatched"})

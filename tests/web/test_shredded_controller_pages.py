@@ -64,8 +64,9 @@ def test_mail_for_a_shredded_controllers_ticket_is_kept_readable_in_the_quaranti
     with app.app_context():
         outcome = ingest_committed(db.session_scope, raw, settings=SETTINGS, by=BY, clock=utcnow, source="pipe")
     # Then it is kept, readable, in the quarantine for a privacy officer: not lost, not added to the erased controller's ticket
-    assert outcome.status == "quarantined"
+    assert (outcome.status, outcome.reason) == ("quarantined", "controller_shredded")
     item = quarantine.held(session, outcome.quarantine_id or 0)
+    assert (item.reason, item.detail) == ("controller_shredded", "KeyShredded")
     assert b"".join(quarantine.raw_chunks(session, item)) == raw
     assert session.scalar(select(func.count()).select_from(Message).where(Message.ticket_id == ticket.id)) == messages_before
     # And no new data key was made for the shredded controller (it stays a controller without readable data)
