@@ -37,26 +37,51 @@ from app.tickets.models import Message, Ticket
 KIND = "controller_communication"
 POLICY_NAME = "dsr.communication_gate"
 TEXT_CHARS = 20_000
-# Phrases by what they are; folded text (lower case, no accents), matched at word starts.
+# Phrases by what they are, in folded text (lower case, no accents: `fold`), matched at word starts, so a phrase is
+# also a prefix ("complain" finds complaint, complaining); the first kind found wins (an authority's letter about a
+# complaint is the authority's). Short names (an authority's initials) must be whole words: WORDS. English, German,
+# French, Spanish, Portuguese, Italian, Dutch, Polish, Czech, Hungarian, Swedish, Danish/Norwegian, Finnish, Turkish,
+# Russian, Japanese and Chinese.
 PHRASES: dict[str, tuple[str, ...]] = {
-    "complaint": (
-        "i want to complain", "i wish to complain", "formal complaint", "i am complaining", "complaint about",
-        "beschwerde", "ich beschwere mich", "reclamation", "plainte", "je me plains", "queja", "reclamacion",
-        "klacht", "ik wil klagen", "reclamo", "panasz", "panaszt teszek",
-    ),
     "authority": (
-        "supervisory authority", "data protection authority", "information commissioner", "aufsichtsbehorde",
-        "datenschutzbehorde", "landesbeauftragte fur datenschutz", "cnil", "autorite de controle", "aepd",
-        "agencia espanola de proteccion de datos", "autoriteit persoonsgegevens", "garante per la protezione",
-        "nemzeti adatvedelmi", "naih",
+        "supervisory authority", "data protection authorit", "information commissioner", "data protection commission",
+        "data protection supervisor", "privacy commissioner", "aufsichtsbehorde", "datenschutzbehorde", "datenschutzaufsicht",
+        "landesbeauftragte fur datenschutz", "bundesbeauftragte fur den datenschutz", "autorite de controle",
+        "commission nationale de l'informatique", "commission nationale pour la protection des donnees",
+        "agencia espanola de proteccion de datos", "autoridade de protecao de dados", "comissao nacional de protecao de dados",
+        "autoriteit persoonsgegevens", "gegevensbeschermingsautoriteit", "garante per la protezione", "garante privacy",
+        "nemzeti adatvedelmi", "urzad ochrony danych", "urzedu ochrony danych", "prezes uodo", "urad pro ochranu osobnich udaju", "integritetsskyddsmyndighet",
+        "datainspektion", "datatilsynet", "tietosuojavaltuutet", "kisisel verileri koruma", "роскомнадзор", "個人情報保護委員会",
     ),
     "legal": (
-        "on behalf of my client", "on behalf of our client", "legal notice", "letter before action", "im auftrag meines mandanten",
-        "namens meines mandanten", "rechtsanwalt", "mise en demeure", "au nom de mon client", "en nombre de mi cliente",
-        "namens mijn client", "ugyfelem megbizasabol",
+        "on behalf of my client", "on behalf of our client", "my client", "our client", "we act for", "acting for",
+        "legal notice", "letter before action", "letter before claim", "letter of claim", "pre-action", "cease and desist",
+        "solicitor", "attorney", "law firm", "legal proceedings", "lawsuit", "litigation",
+        "im auftrag meines mandanten", "namens meines mandanten", "mandant", "rechtsanwalt", "anwaltskanzlei", "abmahnung",
+        "mahnen wir sie", "mise en demeure", "au nom de mon client", "ma cliente", "notre client", "avocat",
+        "en nombre de mi cliente", "en representacion de", "mi cliente", "abogad", "burofax", "advogad", "meu cliente",
+        "minha cliente", "notificacao extrajudicial", "per conto del mio cliente", "mio assistito", "diffid", "avvocat",
+        "studio legale", "namens mijn client", "mijn client", "advocaat", "ingebrekestelling", "sommatie", "adwokat",
+        "radca prawny", "kancelari", "mojego klienta", "muj klient", "ugyfelem megbizasabol", "ugyved", "advokat",
+        "min klient", "var klient", "asianajaja", "asiakkaani", "paamieheni", "avukat", "muvekkil", "адвокат",
+        "досудебн", "弁護士", "律师",
+    ),
+    "complaint": (
+        "complain", "lodge a complaint", "article 77", "art. 77", "artikel 77",
+        "beschwer", "plainte", "je me plains", "queja", "quejarme", "reclamacion", "reclamacao", "queixa",
+        "klacht", "ik wil klagen", "reclamo", "lamentela", "panasz", "skarg", "zazalen", "stiznost",
+        "klagomal", "klage over", "klage til", "valitus", "valituksen", "kantelu", "sikayet", "жалоб", "苦情", "投诉",
     ),
 }  # fmt: skip
-_PHRASE = {what: re.compile(r"(?<![a-z0-9])(?:" + "|".join(re.escape(p) for p in ps) + r")") for what, ps in PHRASES.items()}
+WORDS: dict[str, tuple[str, ...]] = {
+    "authority": ("ico", "dpc", "edps", "edpb", "cnil", "aepd", "cnpd", "anpd", "uodo", "naih", "imy", "bfdi", "baylda", "kvkk", "garante"),
+}  # fmt: skip
+_PHRASE = {
+    what: re.compile(
+        r"(?<![a-z0-9])(?:" + "|".join([re.escape(p) for p in PHRASES[what]] + [re.escape(w) + r"(?![a-z0-9])" for w in WORDS.get(what, ())]) + r")"
+    )
+    for what in PHRASES
+}
 _MARKER = "communication-{ticket_id}@communication.invalid"
 
 
