@@ -4,8 +4,13 @@
   (`webencodings`): labels that lie in practice decode as what senders meant
   (`gb2312` -> GBK, read by the gb18030 decoder as the standard says;
   `iso-8859-1` and `us-ascii` -> windows-1252; `ks_c_5601-1987` -> CP949).
-- An unlabelled (or unknown-labelled) body that is not UTF-8 is guessed by
-  `charset-normalizer`; when that finds nothing, windows-1252.
+- A label the table does not know, or maps to its "replacement" encoding (ISO-2022-KR, HZ: refused by
+  browsers to stop script injection, still sent by mail clients), is decoded with Python's codec of that
+  name when it is a character encoding (UTF-7, DOS code pages, ...): the message's text, never one U+FFFD.
+- An unlabelled (or unknown-labelled) body that is not UTF-8 is guessed by `chardetng` (Firefox's
+  detector, the one browsers use for unlabelled pages); when that finds nothing, windows-1252.
+- ISO-2022-JP is read through windows-31j (Shift_JIS) as the standard's index does, so the NEC and IBM
+  extensions Japanese mail clients write (①, ㈱, 髙) are characters, not replacement marks.
 - Raw 8-bit header bytes (RFC 6532 UTF-8, or a legacy charset sent raw) arrive
   from the standard library as surrogate escapes: they are turned back into
   bytes and decoded the same way, so no lone surrogate ever reaches storage
@@ -22,43 +27,43 @@ import codecs
 import re
 from email.header import decode_header, make_header
 
-import charset_normalizer
+import chardetng_py
 import webencodings
 
 # The WHATWG standard reads GBK with the gb18030 decoder (Encoding Standard §11.1.1); Python's gbk codec cannot
 # decode the characters only GB18030 has, so the standard's decoder is used for that one encoding.
 _DECODER_OF = {"gbk": "gb18030"}
+# Labels the standard maps to its "replacement" encoding (a browser shows one U+FFFD): mail's own decoders for them.
+_REPLACED = {"iso-2022-kr": "iso2022_kr", "csiso2022kr": "iso2022_kr", "hz-gb-2312": "hz"}
+# Python codecs that are not a message's character encoding (or that would decode markup as escapes).
+_NOT_CHARSETS = frozenset({"idna", "punycode", "undefined", "unicode-escape", "raw-unicode-escape", "charmap"})
 _SURROGATES = re.compile(r"[\ud800-\udfff]")
-GUESS_MIN_BYTES = 8
-_SINGLE_BYTE = ("cp1252", "cp1250", "cp1251", "koi8_r", "cp1253", "cp1254", "cp1255", "cp1256", "cp1257", "iso8859_2")
-_MULTIBYTE = frozenset(
-    {
-        "cp932",
-        "shift_jis",
-        "shift_jis_2004",
-        "shift_jisx0213",
-        "euc_jp",
-        "iso2022_jp",
-        "gb18030",
-        "gb2312",
-        "gbk",
-        "big5",
-        "big5hkscs",
-        "cp949",
-        "euc_kr",
-        "cp950",
-    }
-)
+_META = re.compile(rb"""<meta[^>]{0,300}?charset\s*=\s*["']?\s*([A-Za-z0-9_:.+-]{1,40})""", re.IGNORECASE)
+_JIS_ESCAPE = re.compile(rb"\x1b(\$[@B]|\([BJI])")
+GUESS_MIN_BYTES = 2
+GUESS_MAX_BYTES = 65536
 
 
 def codec_for(label: str | None) -> str | None:
-    """The Python codec for a charset label under the WHATWG label table, or None for an unknown label."""
+    """The Python codec for a charset label under the WHATWG label table (else Python's own charset of that name), or None."""
     if not label:
         return None
-    encoding = webencodings.lookup(label.strip().strip("\"'"))
-    if encoding is None:
+    name = label.strip().strip("\"'").strip().lower()
+    encoding = webencodings.lookup(name)
+    if encoding is not None and encoding.name != "replacement":
+        return _DECODER_OF.get(encoding.name, encoding.codec_info.name)
+    if name in _REPLACED:
+        return _REPLACED[name]
+    if not name or len(name) > 40:
         return None
-    return _DECODER_OF.get(encoding.name, encoding.codec_info.name)
+    try:
+        info = codecs.lookup(name)
+    except LookupError:
+        return None
+    # Only character encodings: never a bytes-to-bytes transform (base64, zlib) or an escape decoder.
+    if encoding is not None or not getattr(info, "_is_text_encoding", True) or info.name in _NOT_CHARSETS:
+        return None  # the standard's replacement encoding without a decoder here; or not a character encoding at all
+    return info.name
 
 
 def _bom(raw: bytes) -> str | None:
@@ -72,26 +77,51 @@ def _bom(raw: bytes) -> str | None:
 
 
 def guess_codec(raw: bytes) -> str:
-    """The codec of unlabelled bytes: UTF-8 when they are valid UTF-8, else charset-normalizer's best guess, else windows-1252."""
+    """The codec of unlabelled bytes: UTF-8 when they are valid UTF-8 (and not ISO-2022-JP), else chardetng's guess, else windows-1252."""
     try:
         raw.decode("utf-8")
-        return "utf-8"
+        if b"\x1b" not in raw or not _JIS_ESCAPE.search(raw):
+            return "utf-8"
+        return "iso2022_jp"  # 7-bit Japanese mail sent without a label (its escape sequences say what it is)
     except UnicodeDecodeError:
         pass
-    if len(raw) >= GUESS_MIN_BYTES:
-        sample = raw[:65536]
-        best = charset_normalizer.from_bytes(sample).best()
-        if best is not None and best.encoding and best.coherence > 0:
-            return str(best.encoding)
-        # No language recognised: on short texts the library readily takes Cyrillic for Shift_JIS. A single-byte
-        # page in which it does recognise a language wins; else a multi-byte encoding that reads cleanly.
-        single = charset_normalizer.from_bytes(sample, cp_isolation=list(_SINGLE_BYTE)).best()
-        if single is not None and single.encoding and single.coherence > 0:
-            return str(single.encoding)
-        # A few accented letters among junk are far more often windows-1252 than the page they happen to "fit".
-        if best is not None and best.encoding in _MULTIBYTE and best.chaos < 0.1:
-            return str(best.encoding)
-    return "cp1252"
+    if len(raw) < GUESS_MIN_BYTES:
+        return "cp1252"
+    detector = chardetng_py.EncodingDetector()
+    detector.feed(raw[:GUESS_MAX_BYTES], last=len(raw) <= GUESS_MAX_BYTES)
+    return codec_for(detector.guess(tld=None, allow_utf8=False)) or "cp1252"
+
+
+def html_meta_charset(raw: bytes) -> str | None:
+    """The charset an HTML document declares in a `<meta>` in its first 1,024 bytes (the WHATWG prescan), or None."""
+    found = _META.search(raw[:1024])
+    return found.group(1).decode("ascii") if found is not None else None
+
+
+def _iso2022jp(raw: bytes) -> str:
+    """ISO-2022-JP read through windows-31j: each JIS X 0208 pair as its Shift_JIS pair, so NEC/IBM extensions decode too."""
+    out: list[str] = []
+    mode = b"(B"
+    for n, chunk in enumerate(_JIS_ESCAPE.split(raw)):
+        if n % 2 == 1:
+            mode = chunk
+            continue
+        if mode in (b"$@", b"$B"):
+            sjis = bytearray()
+            for i in range(0, len(chunk) - 1, 2):
+                j1, j2 = chunk[i], chunk[i + 1]
+                if not (0x21 <= j1 <= 0x7E and 0x21 <= j2 <= 0x7E):
+                    sjis += b"??"
+                    continue
+                s1 = ((j1 + 1) >> 1) + (0x70 if j1 <= 0x5E else 0xB0)
+                s2 = j2 + (0x1F if j1 % 2 else 0x7E)
+                sjis += bytes((s1, s2 + 1 if j1 % 2 and s2 >= 0x7F else s2))
+            out.append(sjis.decode("cp932", errors="replace") + ("\ufffd" if len(chunk) % 2 else ""))
+        elif mode == b"(I":
+            out.append(bytes(b + 0x80 if 0x21 <= b <= 0x5F else b for b in chunk).decode("cp932", errors="replace"))
+        else:
+            out.append(chunk.decode("cp1252", errors="replace"))
+    return "".join(out)
 
 
 def decode_bytes(raw: bytes, label: str | None) -> tuple[str, str | None]:
@@ -106,24 +136,45 @@ def decode_bytes(raw: bytes, label: str | None) -> tuple[str, str | None]:
         codec = guess_codec(raw)
         note = "charset_unknown" if label else (None if codec == "utf-8" else "charset_guessed")
     try:
-        text = raw.decode(codec, errors="replace")
-    except LookupError:  # a codec name charset-normalizer knows and this Python does not
+        text = _iso2022jp(raw) if codec == "iso2022_jp" else raw.decode(codec, errors="replace")
+    except LookupError:  # a codec name the detector knows and this Python does not
         text, note = raw.decode("cp1252", errors="replace"), "charset_unknown"
     return text.replace("\x00", ""), note
 
 
-def unescape_header(value: str) -> tuple[str, bool]:
+def header_codec(values: list[str]) -> str | None:
+    """The one codec for the raw 8-bit bytes in a message's header values (surrogate escapes), guessed from all of them
+    together (a name alone is too short to guess); None when no value has such bytes or they are all UTF-8."""
+    raw = [v.encode("utf-8", errors="surrogateescape") for v in values if _SURROGATES.search(v)]
+    legacy = []
+    for value in raw:
+        try:
+            value.decode("utf-8")
+        except UnicodeDecodeError:
+            legacy.append(value)
+    return guess_codec(b"\n".join(legacy)) if legacy else None
+
+
+def unescape_header(value: str, codec: str | None = None) -> tuple[str, bool]:
     """A header value from the standard library with raw 8-bit bytes (surrogate escapes) decoded; True when any were.
 
-    RFC 6532 headers are UTF-8; a legacy client's raw bytes are guessed like an unlabelled body.
+    RFC 6532 headers are UTF-8; a legacy client's raw bytes are decoded as `codec` (the message's
+    `header_codec`) or guessed like an unlabelled body. A 7-bit ISO-2022-JP value sent without
+    RFC 2047 words (older Japanese clients) is decoded too.
     """
     if not _SURROGATES.search(value):
+        if "\x1b" in value and value.isascii() and _JIS_ESCAPE.search(value.encode("ascii")):
+            return _iso2022jp(value.encode("ascii")), True
         return value, False
     try:
         raw = value.encode("utf-8", errors="surrogateescape")
     except UnicodeEncodeError:  # a surrogate that is not an escaped byte: replace it
         return _SURROGATES.sub("\ufffd", value), True
-    text, _ = decode_bytes(raw, None)
+    try:
+        return raw.decode("utf-8"), True
+    except UnicodeDecodeError:
+        pass
+    text, _ = decode_bytes(raw, codec)
     return text, True
 
 

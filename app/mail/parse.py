@@ -24,7 +24,7 @@ from mailparser_reply import EmailReplyParser
 
 from app.exceptions import Refused
 from app.mail import autoreply, calendar
-from app.mail.decode import decode_bytes, decode_words, safe_text, unescape_header, unflow
+from app.mail.decode import decode_bytes, decode_words, header_codec, html_meta_charset, safe_text, unescape_header, unflow
 from app.mail.dsn import DeliveryReport, delivery_report
 
 MAX_PARTS = 250
@@ -90,16 +90,25 @@ class ParsedMail:
 _RAW_HEADERS: weakref.WeakKeyDictionary[Message, dict[str, list[str]]] = weakref.WeakKeyDictionary()
 
 
-def _raw_headers(msg: Message) -> dict[str, list[str]]:
+def _raw_headers(msg: Message, codec: str | None = None) -> dict[str, list[str]]:
     cached = _RAW_HEADERS.get(msg)
     if cached is None:
         cached = {}
         for key, value in msg.raw_items():
             # Raw 8-bit bytes (RFC 6532 UTF-8 or a legacy charset) come as surrogate escapes: decode them now.
-            text, _ = unescape_header(str(value))
+            text, _ = unescape_header(str(value), codec)
             cached.setdefault(safe_text(key).lower(), []).append(text)
         _RAW_HEADERS[msg] = cached
     return cached
+
+
+def _read_raw_headers(msg: Message) -> None:
+    """Every part's headers read at once, raw 8-bit bytes in a legacy charset decoded as one guess over all of them:
+    a sender that writes them raw writes them all in its one charset, and a name alone is too short to guess."""
+    parts = list(msg.walk())[:MAX_PARTS]
+    codec = header_codec([str(v) for part in parts for _, v in part.raw_items()])
+    for part in parts:
+        _raw_headers(part, codec)
 
 
 def _decode_words(value: str) -> str:
@@ -130,6 +139,8 @@ def _decode_text(part: Message, notes: list[dict[str, Any]]) -> str:
     payload = part.get_payload(decode=True)
     raw = payload if isinstance(payload, bytes) else b""
     label = part.get_param("charset") if "charset" in str(part.get("Content-Type", "")).lower() else None
+    if not isinstance(label, str) and part.get_content_type() == "text/html":
+        label = html_meta_charset(raw)  # no label on the part: the document's own <meta charset>, as browsers read it
     text, note = decode_bytes(raw, label if isinstance(label, str) else None)
     if note is not None:
         notes.append({"code": "charset_fallback", "declared": _TOKEN.sub("", str(label or "none").lower())[:40] or "none"})
@@ -209,6 +220,8 @@ def parse_mail(raw: bytes, *, attachment_max_bytes: int) -> ParsedMail:
         raise MalformedMessage("malformed", f"parser failed: {type(exc).__name__}") from None
     if not msg.keys():
         raise MalformedMessage("malformed", "no header section")
+    if not raw.isascii():
+        _read_raw_headers(msg)
     notes: list[dict[str, Any]] = []
     flags: list[str] = []
     defects = {type(d).__name__ for d in msg.defects}
