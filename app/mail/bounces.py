@@ -14,6 +14,7 @@ one that names nothing the desk sent is held in the quarantine, silently.
 from __future__ import annotations
 
 import datetime as dt
+import re
 
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
@@ -22,12 +23,14 @@ from sqlalchemy.sql.elements import ColumnElement
 from app.audit.service import record
 from app.crypto import message_ids
 from app.mail import delivery
-from app.mail.dsn import DeliveryReport, verp_key, verp_tokens
+from app.mail.dsn import AUTO_REPLIED, DeliveryReport, verp_key, verp_tokens
 from app.mail.models import OutboxEmail
 from app.mail.parse import ParsedMail
 from app.principal import Principal
 
 BOUNCEABLE_STATES = ("sent", "sending", "queued", "failed", "bounced")
+# The audit log takes short codes only: a DSN's Action field is the sender's text (empty, or with any characters).
+_ACTION_CODE = re.compile(r"[^a-z0-9_.:/-]")
 
 
 def find_bounced(session: Session, mail: ParsedMail, report: DeliveryReport) -> OutboxEmail | None:
@@ -45,7 +48,13 @@ def find_bounced(session: Session, mail: ParsedMail, report: DeliveryReport) -> 
 
 
 def mark_bounced(session: Session, row: OutboxEmail, report: DeliveryReport, *, by: Principal, now: dt.datetime) -> bool:
-    """Record the DSN on its row; a failure marks it `bounced` and tells its domain. True when the row became bounced."""
+    """Record the DSN on its row; a failure marks it `bounced` and tells its domain. True when the row became bounced.
+
+    An automatic reply to the row's VERP address (`AUTO_REPLIED`) is only audit-logged: it says nothing of delivery.
+    """
+    if report.action == AUTO_REPLIED:
+        record(session, by=by, action="outbox.auto_reply", target_type="outbox_email", target_id=row.id, details={"kind": row.kind}, now=now)
+        return False
     row.bounce_status = report.status[:20] or None
     row.bounce_diagnostic = report.diagnostic[:500] or None
     row.updated_at = now
@@ -60,7 +69,7 @@ def mark_bounced(session: Session, row: OutboxEmail, report: DeliveryReport, *, 
         action="outbox.bounced" if failed else "outbox.delivery_report",
         target_type="outbox_email",
         target_id=row.id,
-        details={"status": row.bounce_status, "action": report.action[:20], "kind": row.kind},
+        details={"status": row.bounce_status, "action": _ACTION_CODE.sub("", report.action.lower())[:20] or "unknown", "kind": row.kind},
         now=now,
     )
     if failed:

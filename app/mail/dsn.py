@@ -6,12 +6,21 @@ returned message or its returned headers: `message/rfc822`,
 fields some MTAs add) and, when the outbox sent with a VERP-style envelope
 sender (`<local>+bounce-<token>@<domain>`), by the address it was returned
 to. `app.mail.bounces` matches either to the outbox row.
+
+Mail to a VERP address that is not a DSN still names its row: a plain-text
+bounce (qmail, appliances: from the null sender, MAILER-DAEMON or postmaster)
+is read as a failure with the status its text gives, and an automatic reply
+sent to the Return-Path (RFC 3834 §4: out-of-office replies go there) is an
+"auto-replied" report, so neither opens a ticket (`returned_to_verp`).
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import email
 import email.policy
+import quopri
 import re
 from dataclasses import dataclass, field
 from email.message import Message
@@ -23,13 +32,17 @@ _STATUS = re.compile(r"\b([245])\.(\d{1,3})\.(\d{1,3})\b")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
 # A diagnostic often quotes the recipient: it is stored in the clear on the outbox row, so addresses are dropped.
 _ADDRESS = re.compile(r"<?[^\s<>@;:]+@[^\s<>;]+>?")
+_BLOCKS = re.compile(r"\r?\n[ \t]*\r?\n")
+_RETURNED_ID = re.compile(r"(?im)^message-id:\s*<([\x21-\x3b\x3d\x3f-\x7e]{1,990})>")
+_DAEMONS = ("mailer-daemon", "postmaster", "mail-daemon", "mailerdaemon")
+AUTO_REPLIED = "auto-replied"
 
 
 @dataclass
 class DeliveryReport:
     """What a DSN says: the action and status of the first failed recipient, and which email it returns."""
 
-    action: str = ""
+    action: str = ""  # RFC 3464 Action (failed, delayed, delivered, relayed, expanded), or "auto-replied" (`returned_to_verp`)
     status: str = ""
     diagnostic: str = ""
     original_message_ids: list[str] = field(default_factory=list)
@@ -75,19 +88,37 @@ def _clean(value: object, limit: int) -> str:
     return " ".join(_ADDRESS.sub("[address]", _CONTROL.sub(" ", text)).split())[:limit]
 
 
+def _body_text(part: Message) -> str:
+    """A part's body as text, whatever the parser made of it (a list of header blocks for message/*), its
+    transfer encoding undone: base64 and quoted-printable status parts are real (some MTAs, SMTPUTF8 reports)."""
+    try:
+        payload = part.get_payload()
+        if isinstance(payload, list):
+            whole = part.as_string()
+            found = _BLOCKS.search(whole)
+            body = whole[found.end() :] if found is not None else ""
+        else:
+            body = str(payload or "")
+        cte = str(part.get("Content-Transfer-Encoding", "") or "").strip().lower()
+        if cte == "base64":
+            return base64.b64decode("".join(body.split()), validate=False).decode("utf-8", errors="replace")
+        if cte == "quoted-printable":
+            return quopri.decodestring(body.encode("utf-8", errors="surrogateescape")).decode("utf-8", errors="replace")
+        return body.encode("utf-8", errors="surrogateescape").decode("utf-8", errors="replace")
+    except (binascii.Error, ValueError, LookupError, UnicodeError):
+        return ""
+
+
 def _returned_ids(part: Message) -> list[str]:
     ctype = part.get_content_type()
-    inner: Message | None = None
-    if ctype == "message/rfc822" or ctype == "message/global":
+    if ctype in ("message/rfc822", "message/global"):
         payload = part.get_payload()
         inner = payload[0] if isinstance(payload, list) and payload and isinstance(payload[0], Message) else None
-    elif ctype in ("text/rfc822-headers", "message/global-headers"):
-        data = part.get_payload(decode=True)
-        if isinstance(data, bytes):
-            inner = email.message_from_bytes(data, policy=email.policy.compat32)
-    if inner is None:
-        return []
-    return _MSGID.findall(str(inner.get("Message-ID", "") or ""))
+        return _MSGID.findall(str(inner.get("Message-ID", "") or "")) if inner is not None else []
+    if ctype in ("text/rfc822-headers", "message/rfc822-headers", "message/global-headers"):
+        inner = email.message_from_string(_body_text(part), policy=email.policy.compat32)
+        return _MSGID.findall(str(inner.get("Message-ID", "") or ""))
+    return []
 
 
 def delivery_report(msg: Message) -> DeliveryReport | None:
@@ -109,10 +140,11 @@ def delivery_report(msg: Message) -> DeliveryReport | None:
 def _read_status(part: Message, report: DeliveryReport) -> None:
     payload = part.get_payload()
     blocks = [b for b in payload if isinstance(b, Message)] if isinstance(payload, list) else []
-    if not blocks:  # a status part the parser left as text
-        data = part.get_payload(decode=True)
-        text = data.decode("utf-8", errors="replace") if isinstance(data, bytes) else str(payload or "")
-        blocks = [email.message_from_string(chunk, policy=email.policy.compat32) for chunk in re.split(r"\r?\n\r?\n", text) if chunk.strip()]
+    plain = part.get_content_type() == "message/delivery-status" and str(part.get("Content-Transfer-Encoding", "") or "").lower() in ("", "7bit", "8bit")
+    if not plain or len(blocks) < 2:
+        # Encoded, or a type the parser does not split into blocks (message/global-delivery-status): read the text.
+        text = _body_text(part)
+        blocks = [email.message_from_string(chunk, policy=email.policy.compat32) for chunk in _BLOCKS.split(text) if chunk.strip()] or blocks
     for block in blocks[1:] or blocks:  # the first block is per-message (Reporting-MTA), the rest per recipient
         action = _clean(block.get("Action"), 20).lower()
         status_match = _STATUS.search(str(block.get("Status", "") or ""))
@@ -123,3 +155,25 @@ def _read_status(part: Message, report: DeliveryReport) -> None:
         report.diagnostic = _clean(block.get("Diagnostic-Code"), 480)
         if action in ("failed", "delayed") or report.status.startswith(("4", "5")):
             return
+
+
+def returned_to_verp(msg: Message, recipients: list[str], *, automatic: bool) -> DeliveryReport | None:
+    """A report for mail to an outbox row's VERP address that is no DSN, or None: a plain-text bounce (from the null
+    sender or a mailer daemon) as a failure with the first status code its text gives (5.0.0 when none), an
+    `automatic` reply (an out-of-office sent to the Return-Path) as "auto-replied". A person's mail is None."""
+    if not verp_tokens(recipients):
+        return None
+    sender = str(msg.get("From", "") or "").lower()
+    daemon = str(msg.get("Return-Path", "") or "").strip() == "<>" or any(f"{name}@" in sender for name in _DAEMONS)
+    if not daemon:
+        return DeliveryReport(action=AUTO_REPLIED) if automatic else None
+    text = "\n".join(_body_text(part) for part in msg.walk() if part.get_content_maintype() in ("text", "message") and not part.is_multipart())
+    found = _STATUS.search(text)
+    status = ".".join(found.groups()) if found is not None else "5.0.0"
+    line = next((ln for ln in text.splitlines() if found is not None and found.group(0) in ln), "")
+    return DeliveryReport(
+        action="delayed" if status.startswith("4") else "failed",
+        status=status,
+        diagnostic=_clean(line, 480),
+        original_message_ids=_RETURNED_ID.findall(text)[:5],
+    )

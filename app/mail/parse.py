@@ -25,7 +25,7 @@ from mailparser_reply import EmailReplyParser
 from app.exceptions import Refused
 from app.mail import autoreply, calendar
 from app.mail.decode import decode_bytes, decode_words, header_codec, html_meta_charset, safe_text, unescape_header, unflow
-from app.mail.dsn import DeliveryReport, delivery_report
+from app.mail.dsn import DeliveryReport, delivery_report, returned_to_verp
 
 MAX_PARTS = 250
 MAX_DEPTH = 12
@@ -262,7 +262,8 @@ def parse_mail(raw: bytes, *, attachment_max_bytes: int) -> ParsedMail:
     attached_bytes = 0
     count = 0
     dropped = 0
-    report = delivery_report(msg)
+    auto = auto_reply_reason(msg, subject)
+    report = delivery_report(msg) or returned_to_verp(msg, recipients, automatic=auto is not None)
     invitations: list[str] = []
     oversized: list[Message] = []
 
@@ -326,7 +327,6 @@ def parse_mail(raw: bytes, *, attachment_max_bytes: int) -> ParsedMail:
     if invitations:
         flags.append("invitation")
         text = "\n\n".join([*invitations, text]).strip()
-    auto = auto_reply_reason(msg, subject)
     if auto:
         flags.append(f"auto:{auto}")
     return ParsedMail(
