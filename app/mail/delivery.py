@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from email.message import EmailMessage
 from typing import Any, Literal
 
-from sqlalchemy import case, event, or_, select, update
+from sqlalchemy import event, or_, select, update
 from sqlalchemy.orm import Session
 
 from app.audit.service import record
@@ -180,19 +180,21 @@ def notify(session: Session, outbox_id: int, state: OutcomeState, answer: str, *
 
 
 def record_sent(session: Session, won: Claim, result: SendResult, *, now: dt.datetime) -> bool:
-    """Mark the claimed row sent; False if the claim was taken over meanwhile (a possible duplicate, noted)."""
+    """Mark the claimed row sent (its last error cleared: the audit's `outbox.retry` events keep the history); False if
+    the claim was taken over meanwhile (a possible duplicate, noted)."""
+    failed_before = session.scalar(select(OutboxEmail.last_error).where(OutboxEmail.id == won.outbox_id)) is not None
     if result.already_delivered:
         note = "found already delivered after stale claim; not sent again"
     elif won.after_stale_claim:
         note = "resent after stale claim"
     elif won.attempt > 1:
         note = f"sent on attempt {won.attempt} after temporary failures"
-    else:
-        note = "sent on first attempt"
+    else:  # failures while the relay was down are not counted as attempts
+        note = "sent after earlier failures" if failed_before else "sent on first attempt"
     done = session.execute(
         update(OutboxEmail)
         .where(OutboxEmail.id == won.outbox_id, OutboxEmail.state == "sending", OutboxEmail.claim_token == won.token)
-        .values(state="sent", sent_at=now, smtp_response=result.response[:500], delivery_note=note, claim_token=None, updated_at=now)
+        .values(state="sent", sent_at=now, smtp_response=result.response[:500], delivery_note=note, last_error=None, claim_token=None, updated_at=now)
         .execution_options(synchronize_session=False)
     )
     if getattr(done, "rowcount", 0) == 1:
@@ -209,42 +211,41 @@ def record_sent(session: Session, won: Claim, result: SendResult, *, now: dt.dat
     return False
 
 
-def record_failure(session: Session, won: Claim, failure: DeliveryFailure, *, now: dt.datetime, timing: OutboxTiming) -> Literal["queued", "failed"]:
-    """After a failed attempt: back to queued with backoff, or failed for good. Returns the new state."""
-    give_up = failure.permanent or won.attempt >= timing.max_attempts
+def record_failure(
+    session: Session, won: Claim, failure: DeliveryFailure, *, now: dt.datetime, timing: OutboxTiming, outage: relay.RelayHealth | None = None
+) -> Literal["queued", "failed"]:
+    """After a failed attempt: back to queued (a doorbell rung after commit), or failed for good. Returns the new state.
+
+    Closed breaker: retry after backoff, give up after `timing.max_attempts`. `outage` (the breaker is open, or
+    this failure opened it): the relay is down, not the row, so the attempt is not counted and the row is due at
+    the next probe; it gives up only after waiting `timing.outage_give_up` in the outage (`relay.held_until`).
+    """
     values: dict[str, Any] = {"last_error": failure.reason[:500], "claim_token": None, "claimed_at": None, "updated_at": now}
-    state: Literal["queued", "failed"]
-    if give_up:
-        state = "failed"
-        values.update(state=state, delivery_note="refused permanently" if failure.permanent else f"gave up after {won.attempt} attempts")
+    held = relay.held_until(session, won.outbox_id, outage, now=now, limit=timing.outage_give_up) if outage and not failure.permanent else None
+    if held is not None:
+        values.update(state="queued", due_at=held, attempts=won.attempt - 1)
+    elif failure.permanent or outage or won.attempt >= timing.max_attempts:
+        waited = f"gave up after waiting {relay.span(timing.outage_give_up)} for the relay" if outage else f"gave up after {won.attempt} attempts"
+        values.update(state="failed", delivery_note="refused permanently" if failure.permanent else waited)
     else:
-        state = "queued"
-        values.update(state=state, due_at=now + timing.retry_delay(won.attempt))
+        values.update(state="queued", due_at=now + timing.retry_delay(won.attempt))
+    state: Literal["queued", "failed"] = values["state"]
     session.execute(
         update(OutboxEmail)
         .where(OutboxEmail.id == won.outbox_id, OutboxEmail.state == "sending", OutboxEmail.claim_token == won.token)
         .values(**values)
         .execution_options(synchronize_session=False)
     )
-    log.warning("outbox %s attempt %s failed (%s): %s", won.outbox_id, won.attempt, state, failure.reason)
-    _audit_failure(session, won, state, now=now)
+    log.log(logging.INFO if held else logging.WARNING, "outbox %s attempt %s failed (%s): %s", won.outbox_id, won.attempt, state, failure.reason)
+    row_controller = session.scalar(select(OutboxEmail.controller_id).where(OutboxEmail.id == won.outbox_id))
+    details: dict[str, Any] = {"attempt": won.attempt} | ({"relay_down": True} if outage else {})
+    action = "outbox.failed" if state == "failed" else "outbox.retry"
+    record(session, by=OUTBOX, action=action, target_type="outbox_email", target_id=won.outbox_id, controller_id=row_controller, details=details, now=now)
     if state == "failed":
         notify(session, won.outbox_id, "failed", failure.reason, now=now, permanent=failure.permanent)
+    else:  # rung after the caller's scope commits; a lost doorbell is covered by the sweeper
+        session.info.setdefault(_RETRY_KEY, []).append((won.outbox_id, values["due_at"] - now))
     return state
-
-
-def _audit_failure(session: Session, won: Claim, state: str, *, now: dt.datetime) -> None:
-    row_controller = session.scalar(select(OutboxEmail.controller_id).where(OutboxEmail.id == won.outbox_id))
-    record(
-        session,
-        by=OUTBOX,
-        action="outbox.failed" if state == "failed" else "outbox.retry",
-        target_type="outbox_email",
-        target_id=won.outbox_id,
-        controller_id=row_controller,
-        details={"attempt": won.attempt},
-        now=now,
-    )
 
 
 @dataclass(frozen=True)
@@ -278,7 +279,7 @@ def deliver(sessions: SessionScope, outbox_id: int, *, settings: OutboundSetting
 
 
 def _sent(session: Session, won: Claim, result: SendResult, now: dt.datetime) -> None:
-    """Record the relay's acceptance; after failures, bring the waiting retries forward (DSR forwards first)."""
+    """Record the relay's acceptance; after failures, bring the waiting retries forward (`relay.kind_rank`: DSR forwards first)."""
     record_sent(session, won, result, now=now)
     if relay.note_success(session, now=now):
         for outbox_id in relay.bring_forward(session, now=now):
@@ -300,7 +301,7 @@ def _take(session: Session, outbox_id: int, settings: OutboundSettings, now: dt.
         message = build_message(row, sender=settings.sender)
     except (ValueError, TypeError, CryptoError) as exc:
         # CryptoError: the controller's key was shredded; the mail can never be sent.
-        return _fail(session, won, PermanentFailure(f"the message could not be built ({type(exc).__name__})"), settings, now)
+        return record_failure(session, won, PermanentFailure(f"the message could not be built ({type(exc).__name__})"), now=now, timing=settings.timing)
     if refuse_if_disallowed(session, won, row, now=now):
         return "refused"
     if not relay.may_send(session, now=now):
@@ -323,20 +324,12 @@ def _defer(session: Session, won: Claim, now: dt.datetime) -> Outcome:
 
 def _relay_failed(session: Session, won: Claim, failure: DeliveryFailure, settings: OutboundSettings, now: dt.datetime) -> Outcome:
     # A 5xx is the relay answering (it neither opens nor closes the breaker); anything else counts against it.
-    (relay.note_refusal if failure.permanent else relay.note_failure)(session, failure.reason, now=now)
-    state = _fail(session, won, failure, settings, now)
-    probe_at = relay.hold_until_probe(session, won.outbox_id, now=now) if state == "queued" else None
-    if probe_at is not None:  # the breaker is open: retry with its probe, not after a long backoff
-        session.info.setdefault(_RETRY_KEY, []).append((won.outbox_id, probe_at - now))
-    return state
-
-
-def _fail(session: Session, won: Claim, failure: DeliveryFailure, settings: OutboundSettings, now: dt.datetime) -> Outcome:
-    state = record_failure(session, won, failure, now=now, timing=settings.timing)
-    if state == "queued":
-        # Rung after the caller's scope commits; a lost doorbell is covered by the sweeper.
-        session.info.setdefault(_RETRY_KEY, []).append((won.outbox_id, settings.timing.retry_delay(won.attempt)))
-    return state
+    if failure.permanent:
+        relay.note_refusal(session, failure.reason, now=now)
+        return record_failure(session, won, failure, now=now, timing=settings.timing)
+    relay.note_failure(session, failure.reason, now=now)
+    seen = relay.health(session)  # open: a failed probe, or this failure opened it (an outage, not this row's fault)
+    return record_failure(session, won, failure, now=now, timing=settings.timing, outage=seen if seen.open else None)
 
 
 _RETRY_KEY = "outbox_retry_doorbells"
@@ -388,7 +381,7 @@ def due_for_delivery(session: Session, *, now: dt.datetime, timing: OutboxTiming
                 (OutboxEmail.state == "sending") & (OutboxEmail.claimed_at <= now - timing.stale_after),
             )
         )
-        .order_by(case((OutboxEmail.kind.in_(relay.FIRST_KINDS), 0), else_=1), OutboxEmail.due_at, OutboxEmail.id)
+        .order_by(relay.kind_rank(), OutboxEmail.due_at, OutboxEmail.id)
         .limit(limit)
     )
     return list(session.scalars(stmt))

@@ -27,6 +27,9 @@ class OutboxTiming:
     retry_base: dt.timedelta = dt.timedelta(minutes=1)
     retry_max: dt.timedelta = dt.timedelta(hours=6)
     max_attempts: int = 12
+    # How long a row may wait out a relay outage (breaker open; those failures do not count against max_attempts)
+    # before it gives up: RFC 5321 §4.5.4.1 asks a sender to keep trying for at least 4-5 days (Postfix: 5 days).
+    outage_give_up: dt.timedelta = dt.timedelta(days=5)
 
     def retry_delay(self, attempts: int) -> dt.timedelta:
         """Exponential backoff: base, 2x base, 4x base ... capped at retry_max."""
@@ -61,7 +64,7 @@ class OutboundSettings:
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> OutboundSettings:
-        """SMTP_URL (unset: file outbox in OUTBOX_PATH), PRIVACY_ADDRESS as From, OUTBOX_* timings.
+        """SMTP_URL (unset: file outbox in OUTBOX_PATH), PRIVACY_ADDRESS as From, OUTBOX_* timings (OUTBOX_OUTAGE_GIVE_UP_SECONDS: 5 days).
 
         The stale-claim window follows the SMTP timeout (`stale_after_for`) unless OUTBOX_STALE_SECONDS is set.
         """
@@ -80,6 +83,7 @@ class OutboundSettings:
             retry_base=dt.timedelta(seconds=float(config.get("OUTBOX_RETRY_BASE_SECONDS", 60))),
             retry_max=dt.timedelta(seconds=float(config.get("OUTBOX_RETRY_MAX_SECONDS", 6 * 3600))),
             max_attempts=int(config.get("OUTBOX_MAX_ATTEMPTS", 12)),
+            outage_give_up=dt.timedelta(seconds=float(config.get("OUTBOX_OUTAGE_GIVE_UP_SECONDS", 5 * 86400))),
         )
         return cls(transport=transport, sender=sender, timing=timing)
 

@@ -9,9 +9,16 @@ Circuit breaker (issue 15 item 4): after `OPEN_AFTER` consecutive temporary
 failures the breaker is *open*: a claimed row is put back (not counted as an
 attempt) instead of hammering a relay that is down, except one *probe* per
 `PROBE_EVERY` (half-open). The first success closes it, and every queued row
-waiting in retry backoff is brought forward to now and rung, DSR forwards
-first, so the backlog leaves when the relay returns rather than minutes later.
-A 5xx refusal is the relay working: it neither opens nor closes the breaker.
+waiting in retry backoff is brought forward to now and rung in `kind_rank`
+order (DSR forwards first), so the backlog leaves when the relay returns
+rather than minutes later. A 5xx refusal is the relay working: it neither
+opens nor closes the breaker.
+
+A relay outage loses no mail: a temporary failure while the breaker is open
+(a failed probe, or the failure that opened it) is the relay's, not the
+row's, so it does not count against the row's attempts; the row waits for
+the next probe (`held_until`) and gives up only after waiting the outage
+limit (`OutboxTiming.outage_give_up`, days) in this outage.
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import case, select, update
+from sqlalchemy import ColumnElement, case, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -33,7 +40,9 @@ log = logging.getLogger(__name__)
 RELAY_STATE = "mail.relay"
 OPEN_AFTER = 3
 PROBE_EVERY = dt.timedelta(seconds=15)
-# Kinds sent first when the backlog is released: a missed DSR forward breaks a 24-hour promise.
+# Kinds sent first, in this order, when the backlog is released or swept (`kind_rank`): a DSR forward first, since a
+# late one breaks the 24-hour promise to the controller (P§11.3, W§12.1) and its leaving is what settles the request;
+# then the privacy officers' escalation about a forward at risk; then everything else.
 FIRST_KINDS = ("dsr_forward", "dsr_escalation")
 
 
@@ -46,6 +55,7 @@ class RelayHealth:
     last_error: str | None
     failures: int
     probe_at: dt.datetime | None
+    opened_at: dt.datetime | None = None  # when the breaker opened (this outage's start); None while closed
 
     @property
     def open(self) -> bool:
@@ -83,6 +93,7 @@ def health(session: Session) -> RelayHealth:
         last_error=state.get("last_error"),
         failures=int(state.get("failures", 0)),
         probe_at=_when(state.get("probe_at")),
+        opened_at=_when(state.get("opened_at")),
     )
 
 
@@ -118,7 +129,7 @@ def note_success(session: Session, *, now: dt.datetime) -> bool:
     row = _row(session, lock=True)
     state = dict(row.state) if row is not None else {}
     recovered = int(state.get("failures", 0)) > 0
-    state.update(last_success=now.isoformat(), failures=0, probe_at=None)
+    state.update(last_success=now.isoformat(), failures=0, probe_at=None, opened_at=None)
     _save(session, row, state, now)
     if recovered:
         log.warning("relay accepted a message after failures; queued retries are brought forward")
@@ -134,6 +145,8 @@ def note_failure(session: Session, reason: str, *, now: dt.datetime) -> int:
     if failures == OPEN_AFTER:
         state["probe_at"] = (now + PROBE_EVERY).isoformat()
         log.warning("relay breaker open after %d failures in a row; one probe every %d s", failures, PROBE_EVERY.total_seconds())
+    if failures >= OPEN_AFTER and not state.get("opened_at"):  # (a breaker opened before opened_at was kept: from now)
+        state["opened_at"] = now.isoformat()
     _save(session, row, state, now)
     return failures
 
@@ -146,29 +159,43 @@ def note_refusal(session: Session, reason: str, *, now: dt.datetime) -> None:
     _save(session, row, state, now)
 
 
-def hold_until_probe(session: Session, outbox_id: int, *, now: dt.datetime) -> dt.datetime | None:
-    """While the breaker is open, a row just put back in backoff waits only for the next probe; returns that time (None: closed)."""
-    seen = health(session)
-    if not seen.open:
+def held_until(session: Session, outbox_id: int, seen: RelayHealth, *, now: dt.datetime, limit: dt.timedelta) -> dt.datetime | None:
+    """When a row that failed while the breaker is open (`seen.open`) is due again: the next probe (aware UTC).
+
+    None once the row has waited `limit` in this outage, counted from the later of its queueing and the breaker's
+    opening: then it gives up. The failure itself is not counted against the row's attempts (the relay is down).
+    """
+    queued_at = session.scalar(select(OutboxEmail.created_at).where(OutboxEmail.id == outbox_id)) or now
+    waiting_since = max(queued_at, seen.opened_at or now)
+    if now - waiting_since >= limit:
         return None
-    probe_at = seen.probe_at or now + PROBE_EVERY
-    session.execute(
-        update(OutboxEmail)
-        .where(OutboxEmail.id == outbox_id, OutboxEmail.state == "queued", OutboxEmail.due_at > probe_at)
-        .values(due_at=probe_at)
-        .execution_options(synchronize_session=False)
-    )
-    return probe_at
+    return max(seen.probe_at or now + PROBE_EVERY, now)
+
+
+def span(period: dt.timedelta) -> str:
+    """`period` in words for notes and logs: "5 days", "36 hours", "90 minutes", else seconds."""
+    seconds = int(period.total_seconds())
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds // size} {unit}{'' if seconds == size else 's'}"
+    return f"{seconds} s"
+
+
+def kind_rank() -> ColumnElement[int]:
+    """The sending order of a row's kind as SQL: its index in FIRST_KINDS (0: DSR forwards), else after them all."""
+    return case({kind: rank for rank, kind in enumerate(FIRST_KINDS)}, value=OutboxEmail.kind, else_=len(FIRST_KINDS))
 
 
 def bring_forward(session: Session, *, now: dt.datetime, limit: int = 1000) -> list[int]:
-    """Make every queued row waiting in retry backoff (attempted before) due now; returns their ids, DSR forwards first, then by due time."""
-    first = case((OutboxEmail.kind.in_(FIRST_KINDS), 0), else_=1)
+    """Make every queued row still waiting (retry backoff, or held for the probe) due now; returns their ids by `kind_rank`, then due time.
+
+    A queued row is due at its queueing, so one due later is waiting only because of a failure or the breaker.
+    """
     ids = list(
         session.scalars(
             select(OutboxEmail.id)
-            .where(OutboxEmail.state == "queued", OutboxEmail.attempts > 0, OutboxEmail.due_at > now)
-            .order_by(first, OutboxEmail.due_at, OutboxEmail.id)
+            .where(OutboxEmail.state == "queued", OutboxEmail.due_at > now)
+            .order_by(kind_rank(), OutboxEmail.due_at, OutboxEmail.id)
             .limit(limit)
         )
     )

@@ -117,6 +117,7 @@ def test_smtp_down_for_a_while_is_delivered_after_it_returns_exactly_once(mail_a
     assert smtp.received[0].message["Message-ID"] == row.message_id
     assert done.attempts >= 3
     assert done.delivery_note == f"sent on attempt {done.attempts} after temporary failures"
+    assert done.last_error is None  # a sent row shows no error (the audit's outbox.retry events keep the history)
 
 
 def test_a_4xx_refusal_is_retried_and_a_5xx_refusal_fails_for_good(mail_app: Flask, smtp: SmtpServer) -> None:
