@@ -1,13 +1,18 @@
 """A keyword classifier that suggests "this looks like a data-subject request" on ordinary tickets.
 
 It only suggests: staff confirm (the DSR clock then runs from the subject's
-first message, not from the confirmation). Phrases in English, German,
-Hungarian, French, Spanish and Dutch, matched on text folded to lower case
-without accents, so "törlés", "torles" and "TÖRLÉS" all count.
+first message, not from the confirmation); in single-address mode what it
+recognises opens a request (app.dsr.intake). Set phrases in English, German,
+Hungarian, French, Spanish and Dutch, and a request verb near a data term
+(`_paired`) in those and Portuguese, Italian, Polish, Czech, Swedish, Danish,
+Norwegian, Finnish, Turkish, Russian, Japanese and Chinese, matched on text
+folded to lower case without accents, so "törlés", "torles" and "TÖRLÉS" all count.
 """
 
 from __future__ import annotations
 
+import functools
+import re
 import unicodedata
 from dataclasses import dataclass, field
 
@@ -88,6 +93,87 @@ GENERAL_PHRASES: dict[str, tuple[str, ...]] = {
     "es": ("rgpd", "datos personales", "proteccion de datos", "mis datos"),
     "nl": ("avg", "persoonsgegevens", "mijn gegevens"),
 }
+# Requests said in other words than TYPE_PHRASES' ("please delete all my personal data", "usuńcie moje dane"): a
+# request verb and a data term close together (WINDOW characters of folded text, either order, not overlapping), in
+# one language. Stems match at word starts (CJK: anywhere). ACCOUNT terms count only for erasure ("delete my account"
+# is a request; "access my account" is a login question).
+WINDOW = 80
+DATA_TERMS: dict[str, tuple[str, ...]] = {
+    # English "data" and "details" alone are everyday words of support mail ("my data plan", "access the details of my
+    # order"): only personal or possessive forms count.
+    "en": (
+        "my data", "my personal", "personal data", "personal information", "personal details", "my information", "my details",
+        "my records", "your records", "data you", "data about me", "data held", "information about me", "information you", "any data", "all data",
+        "all the data", "all of my data",
+    ),
+    "de": ("daten", "angaben", "informationen"),
+    "fr": ("donnees", "informations"), "es": ("datos", "informacion"), "pt": ("dados", "informac"), "it": ("dati", "informazioni"),
+    "nl": ("gegevens", "persoonsgegevens"), "pl": ("dane", "danych", "informacj"), "cs": ("udaj", "osobni"), "hu": ("adat",),
+    "sv": ("personuppgift", "uppgifter om mig"), "da": ("personoplysning", "oplysninger om mig"), "no": ("personopplysning", "opplysninger om meg"),
+    "fi": ("henkilotie", "tietoni", "tietojeni", "tiedot"), "tr": ("veri", "kisisel"), "ru": ("данн", "персональн"),
+    "ja": ("個人データ", "個人情報", "データ"), "zh": ("个人数据", "个人信息", "数据"),
+}  # fmt: skip
+# Everyday phrases that hold a data term but are not about personal data (a data term inside one does not count).
+NOT_DATA_TERMS: dict[str, tuple[str, ...]] = {
+    "en": ("my data plan", "my data usage", "my data allowance", "my data roaming", "my data limit", "my data volume", "my data bundle"),
+}
+ACCOUNT_TERMS: dict[str, tuple[str, ...]] = {
+    "en": ("account", "profile"), "de": ("konto", "account", "profil"), "fr": ("compte",), "es": ("cuenta",), "pt": ("conta",),
+    "it": ("account", "profilo"), "nl": ("account", "profiel"), "pl": ("konto", "konta"), "cs": ("ucet", "uctu"), "hu": ("fiok",),
+    "sv": ("konto",), "da": ("konto",), "no": ("konto",), "fi": ("tili",), "tr": ("hesab",), "ru": ("аккаунт", "учетн"),
+    "ja": ("アカウント",), "zh": ("账户", "帐户", "账号"),
+}  # fmt: skip
+ACTIONS: dict[str, dict[str, tuple[str, ...]]] = {
+    "erasure": {
+        "en": ("delete", "deletion", "erase", "remove", "wipe"), "de": ("losch", "entfern"), "fr": ("supprim", "suppression", "effac"),
+        "es": ("elimin", "borr", "supres", "suprim"), "pt": ("apag", "elimin", "exclu", "remov"), "it": ("cancell", "elimin", "rimuov", "rimozione"),
+        "nl": ("verwijder", "wissen", "wis "), "pl": ("usun", "skasow"), "cs": ("vymaz", "smaz", "odstran"), "hu": ("torl", "torol"),
+        "sv": ("radera", "ta bort"), "da": ("slet",), "no": ("slett",), "fi": ("poista",), "tr": ("silin", "silme"), "ru": ("удал",),
+        "ja": ("削除", "消去"), "zh": ("删除", "清除"),
+    },
+    "access": {
+        "en": ("access", "a copy", "copy of", "what data", "which data", "what personal", "what information", "which information", "about me"),
+        "de": ("kopie", "zugang", "einsicht", "welche daten", "uber mich"), "fr": ("acces", "copie", "quelles donnees", "me concernant"),
+        "es": ("acceso", "copia", "que datos", "sobre mi"), "pt": ("acesso", "copia", "que dados", "sobre mim"),
+        "it": ("accesso", "copia", "quali dati", "che mi riguardano"), "nl": ("inzage", "kopie", "welke gegevens", "over mij"),
+        "pl": ("dostep", "kopi", "jakie dane", "na moj temat"), "cs": ("pristup", "kopi", "jake udaje"), "hu": ("masolat", "hozzafer"),
+        "sv": ("tillgang", "kopia", "registerutdrag", "om mig"), "da": ("indsigt", "kopi", "om mig"), "no": ("innsyn", "kopi", "om meg"),
+        "fi": ("tarkastus", "kopio", "paasy"), "tr": ("erisim", "kopya", "hakkimda"), "ru": ("доступ", "копи", "обо мне"),
+        "ja": ("開示", "コピー"), "zh": ("访问", "副本", "查阅", "查询"),
+    },
+    "rectification": {
+        "en": ("rectif", "correct my", "correct the", "be corrected", "is wrong", "are wrong", "is incorrect", "are incorrect",
+               "inaccurate", "outdated", "update my"),
+        "de": ("berichtig", "korrigier", "falsch", "aktualisier"), "fr": ("rectif", "corrig", "inexact", "erron"),
+        "es": ("rectific", "corregir", "incorrect", "erroneo"),
+        "pt": ("retific", "corrigir", "incorret"), "it": ("rettific", "correggere", "errat", "inesatt"),
+        "nl": ("rectific", "corrigeer", "corrigeren", "onjuist"),
+        "pl": ("sprostow", "popraw", "nieprawidlow"), "cs": ("oprav",), "hu": ("helyesbit", "javit"), "sv": ("rattelse", "ratta", "felaktig"),
+        "da": ("berigtig", "rettelse", "forkert"), "no": ("retting", "rette", "feil"), "fi": ("oikaise", "korjaa", "virheellis"), "tr": ("duzelt",),
+        "ru": ("исправ",), "ja": ("訂正",), "zh": ("更正", "纠正"),
+    },
+    "restriction": {
+        "en": ("restrict", "limit the processing"), "de": ("einschrank",), "fr": ("limitation", "limiter"), "es": ("limitacion", "limitar"),
+        "pt": ("limitacao", "limitar"), "it": ("limitazione", "limitare"), "nl": ("beperking", "beperken"), "pl": ("ogranicz",), "cs": ("omezen",),
+        "hu": ("korlatoz",), "sv": ("begransning", "begransa"), "da": ("begraensning",), "no": ("begrensning",), "fi": ("rajoit",), "tr": ("kisitla",),
+        "ru": ("огранич",), "ja": ("制限",), "zh": ("限制",),
+    },
+    "objection": {
+        "en": ("i object", "object to", "stop using", "stop processing", "opt out", "opt-out"), "de": ("widersprech", "widerspruch"),
+        "fr": ("m'oppose", "opposition"), "es": ("me opongo", "oposicion"), "pt": ("oponho", "oposicao"), "it": ("mi oppongo", "opposizione"),
+        "nl": ("bezwaar",), "pl": ("sprzeciw",), "cs": ("namitk",), "hu": ("tiltakoz",), "sv": ("invandning", "motsatter"), "da": ("indsigelse",),
+        "no": ("protesterer", "innsigelse"), "fi": ("vastust",), "tr": ("itiraz",), "ru": ("возража",), "ja": ("異議",), "zh": ("反对",),
+    },
+    "portability": {
+        "en": ("portab", "machine-readable", "export", "transfer my"), "de": ("ubertrag", "maschinenlesbar", "exportier"), "fr": ("portabilite", "export"),
+        "es": ("portabilidad", "exportar"), "pt": ("portabilidade", "exportar"), "it": ("portabilita", "esporta"), "nl": ("overdraagbaar", "exporte"),
+        "pl": ("przenoszeni", "eksport"), "cs": ("prenositel",), "hu": ("hordozhato",), "sv": ("dataportabilitet", "exportera"),
+        "da": ("dataportabilitet", "eksporter"),
+        "no": ("dataportabilitet", "eksporter"), "fi": ("siirrettavyy",), "tr": ("tasinab",), "ru": ("переносим", "экспорт"),
+        "ja": ("ポータビリティ", "エクスポート"),
+        "zh": ("可携", "导出"),
+    },
+}  # fmt: skip
 SCAN_CHARS = 20_000
 THRESHOLD = 2
 
@@ -141,9 +227,72 @@ def classify(text: str) -> Suggestion:
                     types.append(kind)
                 languages.add(language)
                 score += 2 * hits
+    paired, paired_languages = _paired(folded)
+    for kind in paired:
+        if kind not in types:
+            types.append(kind)
+            score += 2
+    languages |= paired_languages
     for language, phrases in GENERAL_PHRASES.items():
         hits = sum(1 for p in phrases if _found(p, folded))
         if hits:
             languages.add(language)
             score += hits
     return Suggestion(looks_like_dsr=score >= THRESHOLD and bool(types), types=types, languages=sorted(languages), score=score)
+
+
+def _stems(stems: tuple[str, ...]) -> re.Pattern[str]:
+    # Longest first, at a word start (CJK and Cyrillic stems: never preceded by [a-z0-9], so anywhere in a word).
+    # Folded like the text (NFKD splits the voicing marks off Japanese kana: "データ" is matched as the text becomes).
+    folded = sorted({fold(s) for s in stems}, key=len, reverse=True)
+    return re.compile(r"(?<![a-z0-9])(?:" + "|".join(re.escape(s) for s in folded) + ")")
+
+
+_DATA = {language: _stems(terms) for language, terms in DATA_TERMS.items()}
+_ACCOUNT = {language: _stems(terms) for language, terms in ACCOUNT_TERMS.items()}
+_ACTIONS = {kind: {language: _stems(stems) for language, stems in by_language.items()} for kind, by_language in ACTIONS.items()}
+# Every language's terms in one pattern: one scan of the text says which languages to try (most texts: one).
+_TERM_LANGUAGES: dict[str, set[str]] = {}
+for _language in DATA_TERMS:
+    for _term in (*DATA_TERMS[_language], *ACCOUNT_TERMS.get(_language, ())):
+        _TERM_LANGUAGES.setdefault(fold(_term), set()).add(_language)
+_ANY_TERM = _stems(tuple(_TERM_LANGUAGES))
+
+
+@functools.lru_cache(maxsize=1024)
+def _languages_of(found: str) -> frozenset[str]:
+    # The languages with a term that this match begins with (a shorter term of another language may hide under it).
+    return frozenset(language for term, languages in _TERM_LANGUAGES.items() if found.startswith(term) for language in languages)
+
+
+_NOT_DATA = {language: _stems(terms) for language, terms in NOT_DATA_TERMS.items()}
+
+
+def _near(span: tuple[int, int], others: list[tuple[int, int]]) -> bool:
+    # Within WINDOW characters, neither inside the other ("what information" and "information about me" overlap and
+    # count; "what personal" alone does not make "personal" a second word).
+    start, end = span
+    return any(not (b0 <= start and end <= b1) and not (start <= b0 and b1 <= end) and max(b0 - end, start - b1) <= WINDOW for b0, b1 in others)
+
+
+def _paired(folded: str) -> tuple[list[str], set[str]]:
+    """The types whose request verb stands within WINDOW of a data term of the same language, and those languages."""
+    types: list[str] = []
+    languages: set[str] = set()
+    candidates = {language for m in _ANY_TERM.finditer(folded) for language in _languages_of(m.group())}
+    for language, data in _DATA.items():
+        if language not in candidates:
+            continue
+        not_data = [m.span() for m in _NOT_DATA[language].finditer(folded)] if language in _NOT_DATA else []
+        terms = [m.span() for m in data.finditer(folded) if not any(b0 <= m.start() < b1 for b0, b1 in not_data)]
+        accounts = [m.span() for m in _ACCOUNT[language].finditer(folded)]
+        if not terms and not accounts:
+            continue
+        for kind, by_language in _ACTIONS.items():
+            near = terms + accounts if kind == "erasure" else terms
+            verbs = by_language.get(language)
+            if verbs is not None and near and any(_near(m.span(), near) for m in verbs.finditer(folded)):
+                languages.add(language)
+                if kind not in types:
+                    types.append(kind)
+    return types, languages

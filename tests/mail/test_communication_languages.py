@@ -19,7 +19,7 @@ COMMUNICATIONS = [
     ("authority", "ICO reference IC-12345-A1B2", "The Information Commissioner's Office has received a complaint about your processing."),
     ("authority", "Case DPC-2026-118", "The DPC is examining a complaint under Article 77 GDPR concerning your organisation."),
     ("legal", "Notice of claim", "We act for Mr John Smith. This is a letter before claim concerning the disclosure of his data."),
-    ("legal", "Cease and desist", "Our client demands that you stop processing her data. Smith & Partners, attorneys at law"),
+    ("legal", "Cease and desist", "Our client will start legal proceedings unless you answer within 7 days. Smith & Partners, attorneys at law"),
     ("complaint", "Reclamo", "Desidero presentare un reclamo per come è stato gestito il mio ticket."),
     ("legal", "Diffida", "Per conto del mio cliente, con la presente diffidiamo la Vostra società dal trattare i suoi dati."),
     ("complaint", "Skarga", "Chcę złożyć skargę na sposób obsługi mojego zgłoszenia."),

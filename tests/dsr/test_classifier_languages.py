@@ -1,0 +1,85 @@
+"""The request classifier on requests said in everyday words, in the languages the desk's subjects write.
+
+In single-address mode (SUPPORT_ADDRESS unset) only what it recognises opens a request with its 24-hour clock
+(issue 11 item 6), so a plain "please delete all my personal data" that it misses is a request nobody forwards.
+And an ordinary support question must not open one."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.dsr import classifier
+from app.dsr.models import Dsr
+from app.mail.inbound import IngestSettings, ingest_message
+from tests.factories import TEST_PRINCIPAL
+from tests.mail.test_cases import NOW, acme
+
+REQUESTS = [
+    # (language, type, text)
+    ("en", "erasure", "Please delete all my personal data."),
+    ("en", "erasure", "Could you remove any data you have on file for me and close my account?"),
+    ("en", "access", "What information about me do you store? Please send it to me."),
+    ("en", "rectification", "Please correct my address, it is wrong in your records."),
+    ("de", "erasure", "Bitte löschen Sie alle meine Daten."),
+    ("fr", "erasure", "Veuillez supprimer toutes mes données personnelles."),
+    ("es", "erasure", "Por favor, eliminen todos mis datos personales."),
+    ("es", "access", "Solicito acceso a mis datos personales."),
+    ("pt", "erasure", "Por favor, apaguem todos os meus dados pessoais."),
+    ("pt", "access", "Solicito acesso aos meus dados pessoais."),
+    ("it", "erasure", "Vi prego di cancellare tutti i miei dati personali."),
+    ("it", "access", "Chiedo l'accesso ai miei dati personali."),
+    ("nl", "erasure", "Verwijder al mijn persoonsgegevens."),
+    ("pl", "erasure", "Proszę o usunięcie wszystkich moich danych osobowych."),
+    ("pl", "access", "Żądam dostępu do moich danych osobowych."),
+    ("cs", "erasure", "Žádám o výmaz mých osobních údajů."),
+    ("sv", "erasure", "Radera alla mina personuppgifter."),
+    ("da", "erasure", "Slet venligst alle mine personoplysninger."),
+    ("no", "erasure", "Slett alle mine personopplysninger."),
+    ("fi", "erasure", "Poistakaa kaikki henkilötietoni."),
+    ("tr", "erasure", "Tüm kişisel verilerimin silinmesini talep ediyorum."),
+    ("ru", "erasure", "Прошу удалить все мои персональные данные."),
+    ("ja", "erasure", "個人データを削除してください。"),
+    ("zh", "erasure", "请删除我的所有个人数据。"),
+    ("pl", "objection", "Wnoszę sprzeciw wobec przetwarzania moich danych w celach marketingowych."),
+    ("it", "rectification", "Vi chiedo di rettificare i miei dati: l'indirizzo è errato."),
+]
+QUESTIONS = [
+    "How do I access my account? I forgot my password.",
+    "My data plan is not working and I cannot access the internet.",
+    "Can I access the details of my order 4471?",
+    "Can you send me a copy of my invoice?",
+    "Please remove the item from my basket.",
+    "Where can I find information about shipping costs?",
+    "Bitte stornieren Sie meine Bestellung.",
+    "Je n'arrive pas à accéder à mon compte.",
+    "Vorrei cancellare il mio ordine.",
+    "Proszę anulować zamówienie.",
+    "Mijn pakket is niet aangekomen.",
+    "注文した商品がまだ届きません。",
+]
+
+
+@pytest.mark.parametrize(("language", "kind", "text"), REQUESTS, ids=[f"{r[0]}-{r[1]}-{n}" for n, r in enumerate(REQUESTS)])
+def test_a_request_in_everyday_words_is_recognised_with_its_type_and_language(language: str, kind: str, text: str) -> None:
+    hint = classifier.classify(text)
+    assert hint.looks_like_dsr and kind in hint.types and language in hint.languages
+
+
+@pytest.mark.parametrize("text", QUESTIONS)
+def test_an_ordinary_support_question_is_not_taken_for_a_request(text: str) -> None:
+    assert not classifier.classify(text).looks_like_dsr
+
+
+@pytest.mark.parametrize(("language", "kind", "text"), REQUESTS[::5], ids=[f"{r[0]}-{r[1]}" for r in REQUESTS[::5]])
+def test_in_single_address_mode_such_a_request_opens_a_request_with_its_clock(session: Session, language: str, kind: str, text: str) -> None:
+    # Given one address for everything (SUPPORT_ADDRESS unset)
+    single = IngestSettings.from_config({"PRIVACY_ADDRESS": "privacy@desk.example"})
+    acme(session)
+    raw = f"From: Ann <ann@acme.example>\r\nTo: privacy@desk.example\r\nSubject: Hello\r\nMessage-ID: <{language}-{kind}@x>\r\n\r\n{text}\r\n"
+    # When the request arrives
+    outcome = ingest_message(session, raw.encode(), settings=single, by=TEST_PRINCIPAL, now=NOW)
+    # Then it is a request of that type, its 24-hour clock running from the arrival
+    dsr = session.scalars(select(Dsr).where(Dsr.ticket_id == outcome.ticket_id)).one()
+    assert kind in dsr.types and dsr.received_at == NOW
