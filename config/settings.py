@@ -202,6 +202,12 @@ class BaseConfig:
         if settings["RETENTION_MAX_DAYS"] > MAX_RETENTION_DAYS:
             raise ConfigError(f"RETENTION_MAX_DAYS must be at most {MAX_RETENTION_DAYS} (100 years)")
         settings["RETENTION_RUN_AT"] = cron_expression(env.get("RETENTION_RUN_AT"), "RETENTION_RUN_AT", default="30 3 * * *")
+        # The outbox's and the health check's timings (README, docs/operations.md), in whole seconds (attempts: a
+        # count). Set only when given: unset, each default is computed where it is used (the stale-claim window
+        # follows the SMTP timeout, app.mail.outbox_settings).
+        for name in TIMING_VARIABLES:
+            if env.get(name):
+                settings[name] = positive_int(env.get(name), name, default=0)
         return settings
 
     @classmethod
@@ -212,6 +218,7 @@ class BaseConfig:
         return {name: env.get(name) or values[name] for name in GENERATED_SECRETS}
 
 
+TIMING_VARIABLES = ("OUTBOX_STALE_SECONDS", "OUTBOX_RETRY_BASE_SECONDS", "OUTBOX_MAX_ATTEMPTS", "OUTBOX_OUTAGE_GIVE_UP_SECONDS", "HEALTH_WORKER_STALE_SECONDS")
 # The ceiling of RETENTION_MAX_DAYS: 100 years (a longer period is no retention policy, and date arithmetic must stay in range).
 MAX_RETENTION_DAYS = 36500
 
