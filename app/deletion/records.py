@@ -155,13 +155,13 @@ def _scrub_references(ctx: RunContext, row: OutboxEmail) -> bool:
     if not ids:
         return False
     hashes = {i: message_id_digests(ctx.session, [i]) for i in ids}
-    wanted = [h[0] for h in hashes.values() if h]
+    wanted = [d for h in hashes.values() for d in h]  # each id's stored-form hash and, for older rows, its exact one
     found = ctx.session.scalars(select(Message).where(Message.message_id_bidx.in_(wanted or [b""])))
     # A message still showing its Message-ID keeps it; one whose shown id is the keyed hash was taken by an erasure.
     taken = {m.message_id_bidx: (m.message_id or "").endswith(SUFFIX) for m in found}
     swap = {}
     for i in ids:
-        digest = hashes[i][0] if hashes[i] else None
+        digest = next((d for d in hashes[i] if d in taken), None)
         if taken.get(digest, True) and (digest in taken or ctx.rewriter.changes(i)):
             swap[i] = f"<{hashed_message_id(ctx.session, i)}>"
     if not swap:

@@ -97,4 +97,4 @@ def find_by_reply_token(session: Session, token: str) -> Ticket | None:
 def message_exists(session: Session, message_id: str) -> bool:
     """Whether a message with this Message-ID is stored already."""
     hashes = digests(session, [message_id])
-    return bool(hashes) and session.scalar(select(Message.id).where(Message.message_id_bidx == hashes[0])) is not None
+    return bool(hashes) and session.scalar(select(Message.id).where(Message.message_id_bidx.in_(hashes)).limit(1)) is not None

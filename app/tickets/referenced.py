@@ -7,8 +7,11 @@ Message-ID is found here and it joins that ticket (`app.mail.threading`)
 instead of opening a second ticket, a second request and a second 24-hour
 clock. Each row is the keyed hash of one Message-ID a message names
 (`app.crypto.message_ids.digest`, the same as `Message.message_id_bidx`):
-no Message-ID in plaintext. The rows go with their message (a foreign key
-with ON DELETE CASCADE; the deletion engine deletes them in bulk first).
+no Message-ID in plaintext. Ids differing only in the case of their domain
+part are one id (`message_ids.normalised`); rows written before that hold the
+exact id's hash, so the lookups here try both (`message_ids.matching`). The
+rows go with their message (a foreign key with ON DELETE CASCADE; the deletion
+engine deletes them in bulk first).
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterable, Sequence
 
-from sqlalchemy import ForeignKey, Insert, Label, LargeBinary, Select, bindparam, exists, insert, select
+from sqlalchemy import ForeignKey, Insert, Label, LargeBinary, Select, exists, insert, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from app.crypto import message_ids
@@ -43,9 +46,9 @@ class MessageReference(Base):
 
 def named_ids(in_reply_to: Sequence[str], references: Sequence[str], *, own: str | None) -> list[str]:
     """The Message-IDs a message names, bounded (MAX_NAMED), without repeats or its own id."""
-    mine = message_ids.bare(own or "")
+    mine = message_ids.normalised(own or "")
     named = (*in_reply_to[:2], *references[:1], *references[-(MAX_NAMED - 3) :])
-    wanted = [m for m in named if message_ids.bare(m) and message_ids.bare(m) != mine]
+    wanted = [m for m in named if message_ids.bare(m) and message_ids.normalised(m) != mine]
     return list(dict.fromkeys(message_ids.bare(m) for m in wanted))[:MAX_NAMED]
 
 
@@ -68,20 +71,20 @@ def index_references(session: Session, message_pk: int, digests: Sequence[bytes]
 
 @functools.cache
 def referenced_flag() -> Label[bool]:
-    """Whether a stored message names the Message-ID whose keyed hash is the parameter `hashed`: a column to select
-    beside the duplicate lookup (app.crypto.message_ids.lookup_with), so the common answer, no, costs no statement."""
-    named = exists().where(MessageReference.digest == bindparam("hashed", type_=LargeBinary(INDEX_BYTES)))
-    return named.label(REFERENCED)
+    """Whether a stored message names the Message-ID whose keyed hashes are the parameters of `message_ids.matching`: a
+    column to select beside the duplicate lookup (app.crypto.message_ids.lookup_with), so the common answer, no, costs
+    no statement."""
+    return exists().where(message_ids.matching(MessageReference.digest)).label(REFERENCED)
 
 
 @functools.cache
 def _referencing() -> Select[int, int, int, bytes | None, bytes | None]:
     stmt = select(Message.id, Message.ticket_id, Message.key_owner, Message.sender_email_bidx, Ticket.requester_email_bidx)
     stmt = stmt.join(MessageReference, MessageReference.message_id == Message.id).join(Ticket, Ticket.id == Message.ticket_id)
-    return stmt.where(MessageReference.digest == bindparam("hashed"), Message.direction == "inbound").order_by(Message.id).limit(MAX_NAMED)
+    return stmt.where(message_ids.matching(MessageReference.digest), Message.direction == "inbound").order_by(Message.id).limit(MAX_NAMED)
 
 
 def referencing(session: Session, message_id: str) -> list[tuple[int, int, int, bytes | None, bytes | None]]:
     """The inbound messages naming `message_id`, earliest first: (id, ticket id, key owner, sender's and requester's blind index)."""
-    rows = session.execute(_referencing(), {"hashed": message_ids.digest(session, message_id)}).all()
+    rows = session.execute(_referencing(), message_ids.params(session, message_id)).all()
     return [(r[0], r[1], r[2], r[3], r[4]) for r in rows]
