@@ -6,6 +6,7 @@ scripts rely on them, so they are only ever added to, never renamed.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import secrets
@@ -202,12 +203,12 @@ class BaseConfig:
         if settings["RETENTION_MAX_DAYS"] > MAX_RETENTION_DAYS:
             raise ConfigError(f"RETENTION_MAX_DAYS must be at most {MAX_RETENTION_DAYS} (100 years)")
         settings["RETENTION_RUN_AT"] = cron_expression(env.get("RETENTION_RUN_AT"), "RETENTION_RUN_AT", default="30 3 * * *")
-        # The outbox's and the health check's timings (README, docs/operations.md), in whole seconds (attempts: a
-        # count). Set only when given: unset, each default is computed where it is used (the stale-claim window
-        # follows the SMTP timeout, app.mail.outbox_settings).
+        # The outbox's and the health check's timings (README, docs/operations.md), in seconds (attempts: a count).
+        # Set only when given: unset, each default is computed where it is used (the stale-claim window follows the
+        # SMTP timeout, app.mail.outbox_settings).
         for name in TIMING_VARIABLES:
             if env.get(name):
-                settings[name] = positive_int(env.get(name), name, default=0)
+                settings[name] = positive_int(env[name], name, default=0) if name == "OUTBOX_MAX_ATTEMPTS" else positive_seconds(env[name], name)
         return settings
 
     @classmethod
@@ -230,6 +231,17 @@ def positive_int(raw: str | None, name: str, *, default: int) -> int:
     if not raw.isdigit() or int(raw) < 1:
         raise ConfigError(f"{name} must be a positive whole number")
     return int(raw)
+
+
+def positive_seconds(raw: str, name: str) -> float:
+    """A positive, finite number of seconds from the environment ("60", "0.5"); ConfigError naming `name` otherwise."""
+    try:
+        value = float(raw)
+    except ValueError:
+        value = 0.0
+    if not math.isfinite(value) or value <= 0:
+        raise ConfigError(f"{name} must be a positive number of seconds")
+    return value
 
 
 def cron_expression(raw: str | None, name: str, *, default: str) -> str:

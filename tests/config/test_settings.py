@@ -104,7 +104,7 @@ def test_the_outbox_and_health_timings_the_readme_lists_come_from_the_environmen
     from app.mail.outbox_settings import OutboundSettings
 
     timings = {
-        "OUTBOX_STALE_SECONDS": "5",
+        "OUTBOX_STALE_SECONDS": "5.5",
         "OUTBOX_RETRY_BASE_SECONDS": "30",
         "OUTBOX_MAX_ATTEMPTS": "4",
         "OUTBOX_OUTAGE_GIVE_UP_SECONDS": "86400",
@@ -113,14 +113,17 @@ def test_the_outbox_and_health_timings_the_readme_lists_come_from_the_environmen
     settings = config_from_env(prod_env(tmp_path, **timings))
     # Then the desk uses them (they were read from nowhere: the defaults applied whatever was set)
     timing = OutboundSettings.from_config({**settings, "SMTP_URL": "smtp://127.0.0.1:2525"}).timing
-    assert (timing.stale_after.total_seconds(), timing.retry_base.total_seconds(), timing.max_attempts) == (5, 30, 4)
+    assert (timing.stale_after.total_seconds(), timing.retry_base.total_seconds(), timing.max_attempts) == (5.5, 30, 4)
     assert settings["OUTBOX_OUTAGE_GIVE_UP_SECONDS"] == 86400 and settings["HEALTH_WORKER_STALE_SECONDS"] == 9
     # And unset, the computed defaults stay (the stale window follows the SMTP timeout)
     default = OutboundSettings.from_config({**config_from_env(prod_env(tmp_path)), "SMTP_URL": "smtp://127.0.0.1:2525"}).timing
     assert default.max_attempts == 12 and default.stale_after.total_seconds() > 5
 
 
-@pytest.mark.parametrize("value", ["0", "-5", "soon", "1.5"])
-def test_a_bad_timing_is_refused_with_its_name(tmp_path: Path, value: str) -> None:
-    with pytest.raises(ConfigError, match="OUTBOX_MAX_ATTEMPTS"):
-        config_from_env(prod_env(tmp_path, OUTBOX_MAX_ATTEMPTS=value))
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("OUTBOX_MAX_ATTEMPTS", v) for v in ("0", "-5", "soon", "1.5")] + [("OUTBOX_STALE_SECONDS", v) for v in ("0", "-5", "soon", "inf", "nan")],
+)
+def test_a_bad_timing_is_refused_with_its_name(tmp_path: Path, name: str, value: str) -> None:
+    with pytest.raises(ConfigError, match=name):
+        config_from_env(prod_env(tmp_path, **{name: value}))
