@@ -17,7 +17,9 @@ import weakref
 from dataclasses import dataclass, field
 from email.message import Message
 from email.utils import getaddresses, parseaddr
+from html import unescape as html_unescape
 from typing import Any
+from urllib.parse import unquote
 
 import nh3
 from mailparser_reply import EmailReplyParser
@@ -35,6 +37,8 @@ REPLY_LANGUAGES = ["en", "de", "fr", "es", "it", "nl"]
 _MSGID = re.compile(r"<([\x21-\x3b\x3d\x3f-\x7e]{1,990})>")
 _BARE_MSGID = re.compile(r"[\x21-\x3b\x3d\x3f-\x7e]{1,990}")
 _CID = re.compile(r"[^\x21-\x7e]")
+_CALENDAR_TYPES = ("text/calendar", "application/ics", "text/x-vcalendar", "application/x-ics")
+_IMG_SRC = re.compile(r"""(\b(?:src|background)\s*=\s*["']?)([^"'\s>]{1,500})""", re.IGNORECASE)
 _SPACE = re.compile(r"[ \t]*\n{3,}")
 _TOKEN = re.compile(r"[^a-z0-9!#$&^_.+/-]")
 # C0 controls and DEL never belong in a header value; NUL would break any database text column.
@@ -168,6 +172,28 @@ def _filename(part: Message) -> str | None:
     return " ".join(safe_text(name).replace("/", "_").replace("\\", "_").split())[:255] or None
 
 
+def _inline_references(html: str, attachments: list[ParsedAttachment], locations: dict[str, str]) -> str:
+    """Each image reference in the HTML spelled as its part's Content-ID exactly, so the ingest can point it at the
+    stored part: `cid:` URLs percent-decoded and matched without regard to case (RFC 2392; Outlook changes the case),
+    and plain URLs that are a part's Content-Location (RFC 2557) turned into `cid:` references."""
+    ids = {_cid_key(a.content_id): a.content_id for a in attachments if a.content_id}
+    located = {name.lower(): cid for name, cid in locations.items()}
+
+    def fix(match: re.Match[str]) -> str:
+        value = html_unescape(match.group(2))
+        if value[:4].lower() == "cid:":
+            found = ids.get(_cid_key(value[4:]))
+        else:
+            found = located.get(value.lower())
+        return f"{match.group(1)}cid:{found}" if found else match.group(0)
+
+    return _IMG_SRC.sub(fix, html)
+
+
+def _cid_key(value: str) -> str:
+    return _CID.sub("", unquote(value).strip().strip("<>")).lower()
+
+
 def _encoded_size(part: Message) -> int:
     payload = part.get_payload()
     if not isinstance(payload, str):
@@ -266,6 +292,7 @@ def parse_mail(raw: bytes, *, attachment_max_bytes: int) -> ParsedMail:
     report = delivery_report(msg) or returned_to_verp(msg, recipients, automatic=auto is not None)
     invitations: list[str] = []
     oversized: list[Message] = []
+    locations: dict[str, str] = {}
 
     def visit(part: Message, depth: int) -> None:
         nonlocal body_text, body_html, attached_bytes, count, dropped
@@ -291,9 +318,9 @@ def parse_mail(raw: bytes, *, attachment_max_bytes: int) -> ParsedMail:
             return
         if report is not None:
             return  # a bounce's status parts and the returned message are read by app.mail.dsn, not kept as files
-        if ctype == "text/calendar":
+        if ctype in _CALENDAR_TYPES or (filename or "").lower().endswith((".ics", ".vcs")):
             invitation = calendar.read_invitation(_decode_text(part, notes))
-            if invitation is not None:
+            if invitation is not None and invitation.describe() not in invitations:  # Outlook sends it twice
                 invitations.append(invitation.describe())
                 notes.append({"code": "invitation", "summary": invitation.summary, "start": invitation.start, "method": invitation.method})
             filename = filename if filename and filename.lower().endswith(".ics") else "invitation.ics"
@@ -314,6 +341,10 @@ def parse_mail(raw: bytes, *, attachment_max_bytes: int) -> ParsedMail:
             return
         attached_bytes += len(content)
         content_id = _CID.sub("", str(part.get("Content-ID", "") or "").strip().strip("<>"))[:250] or None
+        location = _CID.sub("", str(part.get("Content-Location", "") or ""))[:250]
+        if content_id is None and location:
+            content_id = f"location-{count}@content-location.invalid"  # RFC 2557: the HTML names this part by its location
+            locations[location] = content_id
         attachments.append(ParsedAttachment(filename=filename or f"part-{count}", content_type=ctype, content=content, content_id=content_id))
 
     try:
@@ -323,6 +354,8 @@ def parse_mail(raw: bytes, *, attachment_max_bytes: int) -> ParsedMail:
     if dropped:
         notes.append({"code": "parts_dropped", "reason": "too_many_or_too_deep", "count": dropped})
 
+    if body_html and attachments:
+        body_html = _inline_references(body_html, attachments, locations)
     text = body_text if body_text is not None else (_html_to_text(body_html) if body_html else "")
     if invitations:
         flags.append("invitation")
