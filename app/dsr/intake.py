@@ -35,6 +35,8 @@ from app.dsr.settings import DsrSettings
 from app.mail.intake import Inbound
 from app.mail.policies import OutboundRefused
 from app.principal import Principal
+from app.tickets import lookup as tickets_lookup
+from app.tickets.lookup import REFERENCE as TICKET_REFERENCE
 from app.tickets.models import Message
 
 REQUEST_TEXT_CHARS = 4000
@@ -128,6 +130,8 @@ def claim_request(session: Session, inbound: Inbound, *, by: Principal, now: dt.
         return None
     if DSR_REFERENCE.search(mail.subject):
         return None  # about a request we already have (ours quoted back, a robot's answer to our mail): never a second one
+    if TICKET_REFERENCE.search(mail.subject) and tickets_lookup.find_by_reference(session, mail.subject) is not None:
+        return None  # our ticket's reference quoted by a stranger (another helpdesk's answer to our mail): a loop, not a request
     if ticket.controller_id is not None and dsr_instructions.is_registered_contact(session, ticket.controller_id, mail.from_email):
         return None  # a controller writing to the privacy address is not a data subject
     hint = classifier.classify(f"{mail.subject}\n{mail.body_text}")

@@ -93,7 +93,6 @@ def test_a_different_message_from_the_same_subject_under_a_reused_id_is_kept_on_
 # --- 3. loops -------------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="needs app/dsr/intake.py (lead's): claim_request skips DSR-… references only, not T-… ticket ones")
 def test_another_helpdesk_quoting_our_ticket_reference_only_opens_no_second_request(session: Session) -> None:
     # Given a request whose acknowledgement went out
     request_with_ack(session)

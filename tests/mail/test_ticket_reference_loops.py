@@ -1,0 +1,37 @@
+"""Our ticket references (T-…) quoted back by strangers: another helpdesk's answer to our mail is a loop, not a request.
+
+The quoting sender is not on the ticket, so the message does not join it (references are guessable) and is kept on a
+ticket of its own; it must not open a second request with a second 24-hour clock and acknowledgement. A reference the
+desk never issued is nobody's: such a message to the privacy address is a request like any other."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.tickets.models import Ticket
+from tests.mail import more_cases as cases
+from tests.mail.test_cases import mail_requests
+from tests.mail.test_real_world import acks, ingest, request_with_ack
+
+
+def test_a_stranger_quoting_our_ticket_reference_in_the_body_subject_opens_no_request(session: Session) -> None:
+    # Given a request whose acknowledgement went out
+    request_with_ack(session)
+    ticket = session.scalars(select(Ticket)).one()
+    # When another helpdesk's robot answers with our reference in its subject, in its own words and no threading headers
+    subject = f"Ihre Anfrage {ticket.reference} wurde erfasst [Ticket#88213]"
+    outcome = ingest(session, cases.plain("noreply@support.example", "privacy@desk.example", subject, "Wir melden uns.", "hd2@t"))
+    # Then it is kept (a ticket of its own), and nothing answers it: no second request, no second acknowledgement
+    assert outcome.status == "stored" and outcome.ticket_id != ticket.id
+    assert len(mail_requests(session)) == 1 and acks(session) == 1
+
+
+def test_a_reference_the_desk_never_issued_does_not_stop_a_request(session: Session) -> None:
+    # Given a desk with one request (ticket T-<year>-000001)
+    request_with_ack(session)
+    # When a data subject writes to the privacy address with a T-… number of their own (no ticket of ours has it)
+    subject = "Delete my data (my case T-2019-987654)"
+    ingest(session, cases.plain("bob@acme.example", "privacy@desk.example", subject, "Please delete all my personal data.", "bob@x"))
+    # Then it is a request of its own, acknowledged
+    assert len(mail_requests(session)) == 2 and acks(session) == 2
