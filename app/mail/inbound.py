@@ -50,7 +50,7 @@ log = logging.getLogger(__name__)
 EX_OK, EX_DATAERR, EX_TEMPFAIL = 0, 65, 75
 DEFAULT_ATTACHMENT_MAX_BYTES = 25 * 1024 * 1024
 REOPENING_STATUSES = ("waiting", "closed")
-_CID_SRC = re.compile(r"""(\bsrc\s*=\s*["']?)cid:([^"'\s>]{1,250})""", re.IGNORECASE)
+_CID_SRC = re.compile(r"""(\b(?:src|background)\s*=\s*["']?)cid:([^"'\s>]{1,250})""", re.IGNORECASE)
 
 
 @dataclass(frozen=True)

@@ -15,8 +15,10 @@ _ATTRIBUTES = {
     "*": {"title", "align", "dir", "lang"},
     "a": {"href"},
     "img": {"src", "alt", "width", "height"},
-    "td": {"colspan", "rowspan"},
-    "th": {"colspan", "rowspan"},
+    # Outlook's table backgrounds: kept only as a stored inline part (`_keep_inline_images_only`).
+    "table": {"background"},
+    "td": {"colspan", "rowspan", "background"},
+    "th": {"colspan", "rowspan", "background"},
     "font": {"color"},
 }
 
@@ -28,6 +30,8 @@ def _keep_inline_images_only(tag: str, attribute: str, value: str) -> str | None
     # Remote images are tracking pixels: a staff member opening a ticket must not tell
     # the sender so. Only cid: (inline parts) survive; data: URLs are dropped everywhere
     # (issue 12 item 14: an SVG or HTML document smuggled in a data: URL is active content).
+    if attribute == "background":  # never a remote image, nor an unresolved cid: (a background cannot show one)
+        return value if _STORED_PART.match(value.strip()) else None
     if tag == "img" and attribute == "src":
         # An inline part rewritten at ingest (app.mail.inbound: cid: -> the stored attachment, same origin) survives too.
         return value if value.strip().lower().startswith("cid:") or _STORED_PART.match(value) else None
