@@ -190,9 +190,10 @@ def ingest_message(
     followed_up = prechecked.pop(referenced.REFERENCED) if prechecked is not None else True
     reused_on, reused_id = None, None
     if existing is not None:
-        # The same bytes again; or an inbound message kept without its digest (nothing to compare: taken as the same).
+        # The same bytes again (or but for CRLF/LF); or an inbound message kept without its digest (taken as the same).
         # What the desk wrote itself (a reply, a forward's note) has no raw bytes: a message under its id is another.
-        if existing.raw_sha256 == raw_sha256 or (existing.raw_sha256 is None and existing.direction == "inbound"):
+        same = existing.raw_sha256 == raw_sha256 or (existing.raw_sha256 is None and existing.direction == "inbound")
+        if same or tickets.same_original(session, existing.id, raw):
             claim = _for_another_recipient(session, existing.id, raw, mail, envelope, settings=settings, registry=registry, by=by, now=now)
             return IngestOutcome("duplicate", ticket_id=existing.ticket_id, message_pk=existing.id, claim=claim)
         # Another message under an id we hold (a broken sender, a forgery): stored, never dropped; its thread if the sender's on it.

@@ -263,6 +263,22 @@ def raw_original_chunks(session: Session, message: Message) -> Iterator[bytes]:
     return iter_blob(session, message.raw_blob_id) if message.raw_blob_id else iter(())
 
 
+def same_original(session: Session, message_pk: int, raw: bytes) -> bool:
+    """Whether `raw` is message `message_pk`'s stored raw original but for its line endings (CRLF or LF, a final newline).
+
+    RFC 5322 lines end in CRLF; local delivery (a pipe, a Maildir) often hands the same message over with LF, so one
+    message delivered by two paths differs in its bytes only there. Read only when a Message-ID is held with other bytes.
+    """
+    message = session.get(Message, message_pk)
+    if message is None or message.raw_blob_id is None or message.direction != "inbound":
+        return False
+
+    def lines(data: bytes) -> bytes:
+        return data.replace(b"\r\n", b"\n").rstrip(b"\n")
+
+    return lines(b"".join(iter_blob(session, message.raw_blob_id))) == lines(raw)
+
+
 def get_ticket(session: Session, ticket_id: int, *, controller_ids: Collection[int] | None = None, include_triage: bool = False) -> Ticket:
     """The ticket, or TicketNotFound (also when it belongs to a controller outside `controller_ids`)."""
     ticket = session.scalar(scoped(select(Ticket).where(Ticket.id == ticket_id), controller_ids, include_triage))

@@ -72,13 +72,18 @@ def test_an_rfc6532_address_and_raw_bytes_in_the_message_id_are_stored(session: 
 # --- 2. reused Message-IDs -------------------------------------------------------------------------------------------
 
 
-def test_the_same_message_with_other_line_endings_opens_no_second_request(session: Session) -> None:
+@pytest.mark.parametrize("lf_first", [False, True], ids=["crlf_then_lf", "lf_then_crlf"])
+def test_the_same_message_with_other_line_endings_is_a_duplicate(session: Session, lf_first: bool) -> None:
+    # Given a message delivered once (by one path: SMTP keeps CRLF, a local pipe or Maildir often hands over LF)
     acme(session)
     crlf = cases.plain("ann@acme.example", "privacy@desk.example", "Delete my data", "Please delete my personal data.", "le@acme.example")
-    first = ingest(session, crlf)
-    again = ingest(session, crlf.replace(b"\r\n", b"\n"), minutes=6)
-    assert again.exit_code == 0 and again.ticket_id == first.ticket_id
-    assert len(mail_requests(session)) == 1 and acks(session) == 1 and count(session, Ticket) == 1
+    lf = crlf.replace(b"\r\n", b"\n") + b"\n"
+    first = ingest(session, lf if lf_first else crlf)
+    # When the same message arrives again by the other path
+    again = ingest(session, crlf if lf_first else lf, minutes=6)
+    # Then it is a duplicate: not stored twice, no second request or acknowledgement
+    assert (again.status, again.exit_code, again.ticket_id, again.message_pk) == ("duplicate", 0, first.ticket_id, first.message_pk)
+    assert count(session, Message) == 1 and len(mail_requests(session)) == 1 and acks(session) == 1 and count(session, Ticket) == 1
 
 
 def test_a_different_message_from_the_same_subject_under_a_reused_id_is_kept_on_the_thread(session: Session) -> None:
