@@ -206,9 +206,9 @@ class BaseConfig:
         # The outbox's and the health check's timings (README, docs/operations.md), in seconds (attempts: a count).
         # Set only when given: unset, each default is computed where it is used (the stale-claim window follows the
         # SMTP timeout, app.mail.outbox_settings).
-        for name in TIMING_VARIABLES:
+        for name, (least, most) in TIMING_VARIABLES.items():
             if env.get(name):
-                settings[name] = positive_int(env[name], name, default=0) if name == "OUTBOX_MAX_ATTEMPTS" else positive_seconds(env[name], name)
+                settings[name] = bounded(env[name], name, least, most, whole=name == "OUTBOX_MAX_ATTEMPTS")
         return settings
 
     @classmethod
@@ -219,7 +219,16 @@ class BaseConfig:
         return {name: env.get(name) or values[name] for name in GENERATED_SECRETS}
 
 
-TIMING_VARIABLES = ("OUTBOX_STALE_SECONDS", "OUTBOX_RETRY_BASE_SECONDS", "OUTBOX_MAX_ATTEMPTS", "OUTBOX_OUTAGE_GIVE_UP_SECONDS", "HEALTH_WORKER_STALE_SECONDS")
+# The timing variables and the range each may take (seconds; attempts: a count). Outside it a value is a mistake, not a
+# setting: a stale window over a day, a first retry after more than the 6-hour backoff cap, an outage waited out for
+# over 30 days, a health window under two heartbeats (the job runs every 15 s: /healthz would be 503 for live workers).
+TIMING_VARIABLES: dict[str, tuple[float, float]] = {
+    "OUTBOX_STALE_SECONDS": (0.1, 86400),
+    "OUTBOX_RETRY_BASE_SECONDS": (0.1, 21600),
+    "OUTBOX_MAX_ATTEMPTS": (1, 100),
+    "OUTBOX_OUTAGE_GIVE_UP_SECONDS": (1, 30 * 86400),
+    "HEALTH_WORKER_STALE_SECONDS": (30, 86400),
+}
 # The ceiling of RETENTION_MAX_DAYS: 100 years (a longer period is no retention policy, and date arithmetic must stay in range).
 MAX_RETENTION_DAYS = 36500
 
@@ -233,15 +242,18 @@ def positive_int(raw: str | None, name: str, *, default: int) -> int:
     return int(raw)
 
 
-def positive_seconds(raw: str, name: str) -> float:
-    """A positive, finite number of seconds from the environment ("60", "0.5"); ConfigError naming `name` otherwise."""
+def bounded(raw: str, name: str, least: float, most: float, *, whole: bool = False) -> float:
+    """A number from the environment within [least, most] (`whole`: an integer, returned as int); ConfigError naming
+    `name` and the range otherwise (not a number, infinite, out of range)."""
+    text = raw.strip()
     try:
-        value = float(raw)
+        value = float(int(text)) if whole else float(text)
     except ValueError:
-        value = 0.0
-    if not math.isfinite(value) or value <= 0:
-        raise ConfigError(f"{name} must be a positive number of seconds")
-    return value
+        value = math.nan
+    if not math.isfinite(value) or not least <= value <= most:
+        kind = "a whole number" if whole else "a number of seconds"
+        raise ConfigError(f"{name} must be {kind} from {least:g} to {most:g}")
+    return int(value) if whole else value
 
 
 def cron_expression(raw: str | None, name: str, *, default: str) -> str:

@@ -108,13 +108,13 @@ def test_the_outbox_and_health_timings_the_readme_lists_come_from_the_environmen
         "OUTBOX_RETRY_BASE_SECONDS": "30",
         "OUTBOX_MAX_ATTEMPTS": "4",
         "OUTBOX_OUTAGE_GIVE_UP_SECONDS": "86400",
-        "HEALTH_WORKER_STALE_SECONDS": "9",
+        "HEALTH_WORKER_STALE_SECONDS": "45",
     }
     settings = config_from_env(prod_env(tmp_path, **timings))
     # Then the desk uses them (they were read from nowhere: the defaults applied whatever was set)
     timing = OutboundSettings.from_config({**settings, "SMTP_URL": "smtp://127.0.0.1:2525"}).timing
     assert (timing.stale_after.total_seconds(), timing.retry_base.total_seconds(), timing.max_attempts) == (5.5, 30, 4)
-    assert settings["OUTBOX_OUTAGE_GIVE_UP_SECONDS"] == 86400 and settings["HEALTH_WORKER_STALE_SECONDS"] == 9
+    assert settings["OUTBOX_OUTAGE_GIVE_UP_SECONDS"] == 86400 and settings["HEALTH_WORKER_STALE_SECONDS"] == 45
     # And unset, the computed defaults stay (the stale window follows the SMTP timeout)
     default = OutboundSettings.from_config({**config_from_env(prod_env(tmp_path)), "SMTP_URL": "smtp://127.0.0.1:2525"}).timing
     assert default.max_attempts == 12 and default.stale_after.total_seconds() > 5
@@ -122,8 +122,16 @@ def test_the_outbox_and_health_timings_the_readme_lists_come_from_the_environmen
 
 @pytest.mark.parametrize(
     ("name", "value"),
-    [("OUTBOX_MAX_ATTEMPTS", v) for v in ("0", "-5", "soon", "1.5")] + [("OUTBOX_STALE_SECONDS", v) for v in ("0", "-5", "soon", "inf", "nan")],
+    [("OUTBOX_MAX_ATTEMPTS", v) for v in ("0", "-5", "soon", "1.5", "1e3", "101", "99999999999999999999")]
+    + [("OUTBOX_STALE_SECONDS", v) for v in ("0", "-5", "soon", "inf", "nan", "99999999999999999999", "1e300")]
+    + [("OUTBOX_RETRY_BASE_SECONDS", "99999999999999999999"), ("OUTBOX_OUTAGE_GIVE_UP_SECONDS", "1e300")]
+    + [("HEALTH_WORKER_STALE_SECONDS", v) for v in ("3", "99999999999999999999")],
 )
 def test_a_bad_timing_is_refused_with_its_name(tmp_path: Path, name: str, value: str) -> None:
     with pytest.raises(ConfigError, match=name):
         config_from_env(prod_env(tmp_path, **{name: value}))
+
+
+def test_a_timing_within_its_range_is_taken_as_written(tmp_path: Path) -> None:
+    settings = config_from_env(prod_env(tmp_path, OUTBOX_STALE_SECONDS=" 7 ", OUTBOX_MAX_ATTEMPTS="100", HEALTH_WORKER_STALE_SECONDS="30"))
+    assert (settings["OUTBOX_STALE_SECONDS"], settings["OUTBOX_MAX_ATTEMPTS"], settings["HEALTH_WORKER_STALE_SECONDS"]) == (7.0, 100, 30.0)
