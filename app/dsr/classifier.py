@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import re
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 # A request is suggested when the text names a right (a type phrase) or uses a
@@ -45,6 +46,7 @@ TYPE_PHRASES: dict[str, dict[str, tuple[str, ...]]] = {
             "right to be forgotten",
             "remove my data",
             "remove my personal data",
+            "forget me",
         ),
         "de": ("loschung", "loschen sie", "daten loschen", "recht auf vergessenwerden", "meine daten zu loschen", "entfernen sie meine daten"),
         "hu": ("torles", "toroljek", "torolje", "toroljetek", "elfeledtetes", "adataim torleset"),
@@ -62,7 +64,7 @@ TYPE_PHRASES: dict[str, dict[str, tuple[str, ...]]] = {
     },
     "restriction": {
         "en": ("restriction of processing", "restrict processing", "restrict the processing"),
-        "de": ("einschrankung der verarbeitung", "verarbeitung einschranken"),
+        "de": ("einschrankung der verarbeitung", "verarbeitung einschranken", "schranken sie die verarbeitung"),
         "hu": ("korlatozas", "adatkezeles korlatozasa"),
         "fr": ("limitation du traitement", "limiter le traitement"),
         "es": ("limitacion del tratamiento",),
@@ -104,9 +106,10 @@ DATA_TERMS: dict[str, tuple[str, ...]] = {
     "en": (
         "my data", "my personal", "personal data", "personal information", "personal details", "my information", "my details",
         "my records", "your records", "data you", "data about me", "data held", "information about me", "information you", "any data", "all data",
-        "all the data", "all of my data",
+        "all the data", "all of my data", "about me", "on me", "on file", "my info", "my email address", "my address",
+        "my phone number", "everything about me", "anything about me",
     ),
-    "de": ("daten", "angaben", "informationen"),
+    "de": ("daten", "angaben", "informationen", "uber mich"),
     "fr": ("donnees", "informations"), "es": ("datos", "informacion"), "pt": ("dados", "informac"), "it": ("dati", "informazioni"),
     "nl": ("gegevens", "persoonsgegevens"), "pl": ("dane", "danych", "informacj"), "cs": ("udaj", "osobni"), "hu": ("adat",),
     "sv": ("personuppgift", "uppgifter om mig"), "da": ("personoplysning", "oplysninger om mig"), "no": ("personopplysning", "opplysninger om meg"),
@@ -115,8 +118,19 @@ DATA_TERMS: dict[str, tuple[str, ...]] = {
 }  # fmt: skip
 # Everyday phrases that hold a data term but are not about personal data (a data term inside one does not count).
 NOT_DATA_TERMS: dict[str, tuple[str, ...]] = {
-    "en": ("my data plan", "my data usage", "my data allowance", "my data roaming", "my data limit", "my data volume", "my data bundle"),
-}
+    "en": (
+        "my data plan", "my data usage", "my data allowance", "my data roaming", "my data limit", "my data volume", "my data bundle",
+        "personal area", "personal page", "personal account", "personal details page", "personal settings", "personal dashboard",
+    ),
+}  # fmt: skip
+# How-to openings: a request verb up to HOWTO_REACH characters after one is asked about, not requested.
+HOWTO_REACH = 30
+HOWTO: tuple[str, ...] = (
+    "how do i", "how can i", "how to", "how do you", "how does one", "where can i", "where do i", "is it possible to",
+    "wie kann ich", "wie konnen", "wie lasst sich", "wie geht", "wo kann ich", "wie ", "comment ", "ou puis-je",
+    "como puedo", "como se ", "como posso", "como faco", "come posso", "come si ", "come faccio", "hoe kan ik", "hoe ",
+    "jak moge", "jak mozna", "jak ", "try to", "trying to", "tried to", "attempt to",
+)  # fmt: skip
 ACCOUNT_TERMS: dict[str, tuple[str, ...]] = {
     "en": ("account", "profile"), "de": ("konto", "account", "profil"), "fr": ("compte",), "es": ("cuenta",), "pt": ("conta",),
     "it": ("account", "profilo"), "nl": ("account", "profiel"), "pl": ("konto", "konta"), "cs": ("ucet", "uctu"), "hu": ("fiok",),
@@ -132,7 +146,8 @@ ACTIONS: dict[str, dict[str, tuple[str, ...]]] = {
         "ja": ("削除", "消去"), "zh": ("删除", "清除"),
     },
     "access": {
-        "en": ("access", "a copy", "copy of", "what data", "which data", "what personal", "what information", "which information", "about me"),
+        "en": ("access", "a copy", "copy of", "what data", "which data", "what personal", "what information", "which information",
+               "see all", "see what", "see everything"),
         "de": ("kopie", "zugang", "einsicht", "welche daten", "uber mich"), "fr": ("acces", "copie", "quelles donnees", "me concernant"),
         "es": ("acceso", "copia", "que datos", "sobre mi"), "pt": ("acesso", "copia", "que dados", "sobre mim"),
         "it": ("accesso", "copia", "quali dati", "che mi riguardano"), "nl": ("inzage", "kopie", "welke gegevens", "over mij"),
@@ -144,7 +159,7 @@ ACTIONS: dict[str, dict[str, tuple[str, ...]]] = {
     "rectification": {
         "en": ("rectif", "correct my", "correct the", "be corrected", "is wrong", "are wrong", "is incorrect", "are incorrect",
                "inaccurate", "outdated", "update my"),
-        "de": ("berichtig", "korrigier", "falsch", "aktualisier"), "fr": ("rectif", "corrig", "inexact", "erron"),
+        "de": ("berichtig", "korrigier", "falsch", "aktualisieren sie", "zu aktualisieren"), "fr": ("rectif", "corrig", "inexact", "erron"),
         "es": ("rectific", "corregir", "incorrect", "erroneo"),
         "pt": ("retific", "corrigir", "incorret"), "it": ("rettific", "correggere", "errat", "inesatt"),
         "nl": ("rectific", "corrigeer", "corrigeren", "onjuist"),
@@ -165,7 +180,9 @@ ACTIONS: dict[str, dict[str, tuple[str, ...]]] = {
         "no": ("protesterer", "innsigelse"), "fi": ("vastust",), "tr": ("itiraz",), "ru": ("возража",), "ja": ("異議",), "zh": ("反对",),
     },
     "portability": {
-        "en": ("portab", "machine-readable", "export", "transfer my"), "de": ("ubertrag", "maschinenlesbar", "exportier"), "fr": ("portabilite", "export"),
+        "en": ("portab", "machine-readable", "export my", "export all", "export the data", "export of my", "transfer my"),
+        "de": ("ubertrag", "maschinenlesbar", "exportier"),
+        "fr": ("portabilite", "export", "recuperer", "transferer"),
         "es": ("portabilidad", "exportar"), "pt": ("portabilidade", "exportar"), "it": ("portabilita", "esporta"), "nl": ("overdraagbaar", "exporte"),
         "pl": ("przenoszeni", "eksport"), "cs": ("prenositel",), "hu": ("hordozhato",), "sv": ("dataportabilitet", "exportera"),
         "da": ("dataportabilitet", "eksporter"),
@@ -188,12 +205,21 @@ class Suggestion:
     score: int = 0
 
 
+# Letters NFKD does not split into a base letter and a mark (Polish ł, Danish ø, Turkish ı, ...), and invisible
+# characters that would split a word (zero-width space and joiners, soft hyphen, word joiner, BOM).
+_UNDECOMPOSED = str.maketrans(
+    {"ß": "ss", "ẞ": "ss", "ł": "l", "Ł": "l", "đ": "d", "Đ": "d", "ø": "o", "Ø": "o", "æ": "ae", "Æ": "ae", "œ": "oe",
+     "Œ": "oe", "ı": "i", "ħ": "h", "Ħ": "h", "þ": "th", "Þ": "th", "ð": "d", "Ð": "d",
+     "\u200b": None, "\u200c": None, "\u200d": None, "\u00ad": None, "\u2060": None, "\ufeff": None}
+)  # fmt: skip
+
+
 def fold(text: str) -> str:
-    """Lower case without accents, single spaces (ő -> o, ß -> ss, é -> e)."""
+    """Lower case without accents, single spaces (ő -> o, ß -> ss, é -> e, ł -> l, ø -> o; zero-width characters dropped)."""
     if text.isascii():
         # The same result without the Unicode work: ASCII has nothing to decompose and casefold is lower there.
         return " ".join(text.lower().split())
-    text = text.replace("ß", "ss").replace("ẞ", "ss")
+    text = text.translate(_UNDECOMPOSED)
     decomposed = unicodedata.normalize("NFKD", text.casefold())
     stripped = "".join(c for c in decomposed if not unicodedata.combining(c))
     return " ".join(stripped.replace("’", "'").split())
@@ -213,32 +239,55 @@ def _found(phrase: str, text: str) -> bool:
     return False
 
 
+def _found_at(phrase: str, text: str) -> list[int]:
+    # Every start of `phrase` in `text` at a word start (see `_found`).
+    out, at = [], text.find(phrase)
+    while at != -1:
+        if at == 0 or text[at - 1] not in _WORD_CHARS:
+            out.append(at)
+        at = text.find(phrase, at + 1)
+    return out
+
+
 def classify(text: str) -> Suggestion:
-    """Suggest whether `text` (a subject line and body) is a data-subject request, and of which types."""
+    """Suggest whether `text` (a subject line and body) is a data-subject request, and of which types.
+
+    A type found only in a how-to question ("How do I delete my account?", "Wie kann ich meine Daten exportieren?")
+    is suggested but opens nothing by itself: `looks_like_dsr` needs one said as a request.
+    """
     folded = fold(text[:SCAN_CHARS])
+    asked = [m.end() for m in _HOWTO.finditer(folded)]
+
+    def said(at: int) -> bool:  # not within HOWTO_REACH characters after a how-to opening, in the same sentence
+        return not any(0 <= at - end <= HOWTO_REACH and not _SENTENCE_END.search(folded, end, at) for end in asked)
+
     types: list[str] = []
     languages: set[str] = set()
+    requested: set[str] = set()
     score = 0
     for kind, by_language in TYPE_PHRASES.items():
         for language, phrases in by_language.items():
-            hits = sum(1 for p in phrases if _found(p, folded))
-            if hits:
+            found = [at for p in phrases for at in _found_at(p, folded)]
+            if found:
                 if kind not in types:
                     types.append(kind)
                 languages.add(language)
-                score += 2 * hits
-    paired, paired_languages = _paired(folded)
-    for kind in paired:
+                score += 2 * len({p for p in phrases if _found_at(p, folded)})
+                requested.update(kind for at in found if said(at))
+    paired, paired_languages = _paired(folded, said)
+    for kind, as_request in paired.items():
         if kind not in types:
             types.append(kind)
             score += 2
+        if as_request:
+            requested.add(kind)
     languages |= paired_languages
     for language, phrases in GENERAL_PHRASES.items():
         hits = sum(1 for p in phrases if _found(p, folded))
         if hits:
             languages.add(language)
             score += hits
-    return Suggestion(looks_like_dsr=score >= THRESHOLD and bool(types), types=types, languages=sorted(languages), score=score)
+    return Suggestion(looks_like_dsr=score >= THRESHOLD and bool(requested), types=types, languages=sorted(languages), score=score)
 
 
 def _stems(stems: tuple[str, ...]) -> re.Pattern[str]:
@@ -265,6 +314,8 @@ def _languages_of(found: str) -> frozenset[str]:
     return frozenset(language for term, languages in _TERM_LANGUAGES.items() if found.startswith(term) for language in languages)
 
 
+_SENTENCE_END = re.compile(r"[?.!;\n]")
+_HOWTO = re.compile(r"(?<![a-z0-9])(?:" + "|".join(re.escape(fold(h)) if not h.endswith(" ") else re.escape(h) for h in HOWTO) + ")")
 _NOT_DATA = {language: _stems(terms) for language, terms in NOT_DATA_TERMS.items()}
 
 
@@ -275,24 +326,25 @@ def _near(span: tuple[int, int], others: list[tuple[int, int]]) -> bool:
     return any(not (b0 <= start and end <= b1) and not (start <= b0 and b1 <= end) and max(b0 - end, start - b1) <= WINDOW for b0, b1 in others)
 
 
-def _paired(folded: str) -> tuple[list[str], set[str]]:
-    """The types whose request verb stands within WINDOW of a data term of the same language, and those languages."""
-    types: list[str] = []
+def _paired(folded: str, said: Callable[[int], bool]) -> tuple[dict[str, bool], set[str]]:
+    """The types whose request verb stands within WINDOW of a data term of the same language (True: one of them said
+    as a request, not in a how-to question), and those languages."""
+    types: dict[str, bool] = {}
     languages: set[str] = set()
     candidates = {language for m in _ANY_TERM.finditer(folded) for language in _languages_of(m.group())}
     for language, data in _DATA.items():
         if language not in candidates:
             continue
         not_data = [m.span() for m in _NOT_DATA[language].finditer(folded)] if language in _NOT_DATA else []
-        terms = [m.span() for m in data.finditer(folded) if not any(b0 <= m.start() < b1 for b0, b1 in not_data)]
+        terms = [m.span() for m in data.finditer(folded) if not any(b0 < m.end() and m.start() < b1 for b0, b1 in not_data)]
         accounts = [m.span() for m in _ACCOUNT[language].finditer(folded)]
         if not terms and not accounts:
             continue
         for kind, by_language in _ACTIONS.items():
             near = terms + accounts if kind == "erasure" else terms
             verbs = by_language.get(language)
-            if verbs is not None and near and any(_near(m.span(), near) for m in verbs.finditer(folded)):
+            found = [m.start() for m in verbs.finditer(folded) if _near(m.span(), near)] if verbs is not None and near else []
+            if found:
                 languages.add(language)
-                if kind not in types:
-                    types.append(kind)
+                types[kind] = types.get(kind, False) or any(said(at) for at in found)
     return types, languages

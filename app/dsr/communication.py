@@ -68,11 +68,30 @@ PHRASES: dict[str, tuple[str, ...]] = {
     ),
     "complaint": (
         "complain", "lodge a complaint", "article 77", "art. 77", "artikel 77",
-        "beschwer", "plainte", "je me plains", "queja", "quejarme", "reclamacion", "reclamacao", "queixa",
+        "beschwer", "plainte", "reclamation", "je me plains", "queja", "quejarme", "reclamacion", "reclamacao", "queixa",
         "klacht", "ik wil klagen", "reclamo", "lamentela", "panasz", "skarg", "zazalen", "stiznost",
         "klagomal", "klage over", "klage til", "valitus", "valituksen", "kantelu", "sikayet", "жалоб", "苦情", "投诉",
     ),
 }  # fmt: skip
+# A complaint is a communication only about the processing (Pexgle §11.2): it also names personal data, privacy, the
+# GDPR, or how a ticket or request was handled. "Beschwerde: mein Paket ist nicht angekommen" is a parcel, not this.
+# (An authority's letter or a lawyer's notice is passed on whatever it says.)
+PROCESSING_CONTEXT: tuple[str, ...] = (
+    # en
+    "data", "privacy", "gdpr", "information about me", "my information", "my details", "my email address", "ticket",
+    "request", "support agent", "support team", "your support", "your agent", "your staff", "handled", "handling", "customer service", "processing",
+    "article 77", "art. 77", "artikel 77",
+    # de fr es pt it nl
+    "daten", "datenschutz", "dsgvo", "anfrage", "anliegen", "bearbeitung", "kundenservice", "verarbeitung",
+    "donnees", "rgpd", "demande", "traitement", "service client", "datos", "solicitud", "tratamiento", "atencion al cliente",
+    "dados", "pedido de", "tratamento", "atendimento", "dati", "richiesta", "trattamento", "gegevens", "avg", "verzoek",
+    "behandeling", "klantenservice",
+    # pl cs hu sv da no fi tr ru ja zh
+    "dane", "danych", "rodo", "zgloszeni", "obslug", "przetwarzani", "udaj", "zpracovani", "pozadav", "adat", "kezeles",
+    "kerelm", "personuppgift", "arende", "hanter", "behandling", "personoplysning", "henvendelse", "personopplysning",
+    "henkilotie", "tietosuoja", "kasittely", "asiakaspalvel", "veri", "talep", "destek", "данн", "персональн", "обработк", "обращени", "поддержк",
+    "個人情報", "個人データ", "対応", "个人信息", "个人数据", "处理",
+)  # fmt: skip
 WORDS: dict[str, tuple[str, ...]] = {
     "authority": ("ico", "dpc", "edps", "edpb", "cnil", "aepd", "cnpd", "anpd", "uodo", "naih", "imy", "bfdi", "baylda", "kvkk", "garante"),
 }  # fmt: skip
@@ -82,6 +101,7 @@ _PHRASE = {
     )
     for what in PHRASES
 }
+_CONTEXT = re.compile(r"(?<![a-z0-9])(?:" + "|".join(re.escape(fold(p)) for p in PROCESSING_CONTEXT) + ")")
 _MARKER = "communication-{ticket_id}@communication.invalid"
 
 
@@ -90,9 +110,10 @@ class CommunicationNotAnswered(OutboundRefused):
 
 
 def communication_kind(text: str) -> str | None:
-    """What kind of communication `text` is ("complaint", "authority", "legal"), or None."""
+    """What kind of communication `text` is ("authority", "legal", "complaint" about the processing), or None."""
     folded = fold(text[:TEXT_CHARS])
-    return next((what for what, pattern in _PHRASE.items() if pattern.search(folded)), None)
+    what = next((what for what, pattern in _PHRASE.items() if pattern.search(folded)), None)
+    return None if what == "complaint" and not _CONTEXT.search(folded) else what
 
 
 def is_communication(session: Session, ticket_id: int) -> bool:

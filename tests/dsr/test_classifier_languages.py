@@ -44,6 +44,18 @@ REQUESTS = [
     ("zh", "erasure", "请删除我的所有个人数据。"),
     ("pl", "objection", "Wnoszę sprzeciw wobec przetwarzania moich danych w celach marketingowych."),
     ("it", "rectification", "Vi chiedo di rettificare i miei dati: l'indirizzo è errato."),
+    # said in other everyday ways (found by a tester)
+    ("en", "access", "What information do you hold about me? I want to see it."),
+    ("en", "access", "I'd like to see all the personal information you have on me."),
+    ("en", "erasure", "hey, can u wipe all my info from ur system?"),
+    ("en", "erasure", "Please forget me. I don't want you to keep anything about me."),
+    ("en", "erasure", "Please unsubscribe me and delete my email address from your list."),
+    ("de", "erasure", "Ich möchte, dass Sie alles über mich entfernen."),
+    ("de", "restriction", "Bitte schränken Sie die Verarbeitung meiner Daten ein."),
+    ("fr", "portability", "Je veux récupérer mes données personnelles pour les transférer à un autre service."),
+    ("en", "erasure", "Please de\u200blete all my per\u200bsonal data."),  # zero-width spaces inside the words
+    ("en", "erasure", "How do I delete my account? Please delete all my personal data as well."),
+    ("pl", "erasure", "Proszę usunąć moje dane osobowe z Waszej bazy, złożyłam już wniosek."),
 ]
 QUESTIONS = [
     "How do I access my account? I forgot my password.",
@@ -58,6 +70,14 @@ QUESTIONS = [
     "Proszę anulować zamówienie.",
     "Mijn pakket is niet aangekomen.",
     "注文した商品がまだ届きません。",
+    # how-to questions and bug reports that name a right's verb (found by a tester)
+    "How do I delete my account?",
+    "I can't access my personal area on your website.",
+    "My personal details page shows an error when I try to correct my address.",
+    "Wie kann ich meine Daten exportieren? Der Button funktioniert nicht.",
+    "How do I export my data to CSV from the dashboard? The export button is greyed out.",
+    "Die Daten in meinem Dashboard werden nicht aktualisiert.",
+    "How do I remove a user from my team account? The user data is still shown.",
 ]
 
 

@@ -40,6 +40,8 @@ COMMUNICATIONS = [
     ("complaint", "Жалоба", "Я хочу подать жалобу на работу вашей службы поддержки."),
     ("complaint", "苦情", "サポートの対応について苦情を申し上げます。"),
     ("legal", "律师函", "本律师受当事人委托，就贵公司处理其个人信息一事致函。"),
+    ("complaint", "Réclamation", "Je dépose une réclamation concernant le traitement de ma demande : mes données ont été divulguées."),
+    ("complaint", "Skarga", "Składam skargę: moje dane osobowe zostały ujawnione przez Wasz dział obsługi."),
 ]
 NOT_COMMUNICATIONS = [
     ("Where is my parcel?", "My parcel 4471 has not arrived. Can you check?"),
@@ -48,6 +50,13 @@ NOT_COMMUNICATIONS = [
     ("Avocado", "The avocado in my order was not ripe."),
     ("Mandatory fields", "Which fields of the form are mandatory?"),
     ("Icon", "The icon on your page is broken."),
+    # complaints about a product or a delivery, not about the processing (Pexgle §11.2 is about the processing)
+    ("Complaint", "The Nordlicht Reisen app (NL-42) keeps crashing when I log in."),
+    ("Beschwerde", "Mein Paket (NL-42) ist nicht angekommen."),
+    ("Late parcel", "My parcel is two weeks late and I want to complain to the manager."),
+    ("Reclamación", "El pedido llegó roto."),
+    ("Klacht", "Mijn pakket is beschadigd."),
+    ("苦情", "荷物が壊れていました。"),
 ]
 
 
