@@ -5,7 +5,8 @@ first message, not from the confirmation); in single-address mode what it
 recognises opens a request (app.dsr.intake). Set phrases in English, German,
 Hungarian, French, Spanish and Dutch, and a request verb near a data term
 (`_paired`) in those and Portuguese, Italian, Polish, Czech, Swedish, Danish,
-Norwegian, Finnish, Turkish, Russian, Japanese and Chinese, matched on text
+Norwegian, Finnish, Turkish, Russian, Japanese, Chinese, Romanian, Greek,
+Ukrainian, Croatian, Bulgarian, Korean and Arabic, matched on text
 folded to lower case without accents, so "törlés", "torles" and "TÖRLÉS" all count.
 """
 
@@ -115,6 +116,9 @@ DATA_TERMS: dict[str, tuple[str, ...]] = {
     "sv": ("personuppgift", "uppgifter om mig"), "da": ("personoplysning", "oplysninger om mig"), "no": ("personopplysning", "opplysninger om meg"),
     "fi": ("henkilotie", "tietoni", "tietojeni", "tiedot"), "tr": ("veri", "kisisel"), "ru": ("данн", "персональн"),
     "ja": ("個人データ", "個人情報", "データ"), "zh": ("个人数据", "个人信息", "数据"),
+    "ro": ("datele", "datelor", "date personale", "date cu caracter personal"), "el": ("δεδομεν", "προσωπικ"),
+    "uk": ("даних", "дані", "персональн"), "hr": ("podat", "osobn"), "bg": ("данни", "данните", "лични"),
+    "ko": ("개인정보", "데이터", "정보"), "ar": ("بيانات", "بياناتي", "معلوماتي"),
 }  # fmt: skip
 # Everyday phrases that hold a data term but are not about personal data (a data term inside one does not count).
 NOT_DATA_TERMS: dict[str, tuple[str, ...]] = {
@@ -144,6 +148,8 @@ ACTIONS: dict[str, dict[str, tuple[str, ...]]] = {
         "nl": ("verwijder", "wissen", "wis "), "pl": ("usun", "skasow"), "cs": ("vymaz", "smaz", "odstran"), "hu": ("torl", "torol"),
         "sv": ("radera", "ta bort"), "da": ("slet",), "no": ("slett",), "fi": ("poista",), "tr": ("silin", "silme"), "ru": ("удал",),
         "ja": ("削除", "消去"), "zh": ("删除", "清除"),
+        "ro": ("sterge", "stergere"), "el": ("διαγραφ", "διαγραψ"), "uk": ("видал",), "hr": ("izbris", "obris", "brisanj"),
+        "bg": ("изтри",), "ko": ("삭제",), "ar": ("حذف", "مسح"),
     },
     "access": {
         "en": ("access", "a copy", "copy of", "what data", "which data", "what personal", "what information", "which information",
@@ -155,6 +161,8 @@ ACTIONS: dict[str, dict[str, tuple[str, ...]]] = {
         "sv": ("tillgang", "kopia", "registerutdrag", "om mig"), "da": ("indsigt", "kopi", "om mig"), "no": ("innsyn", "kopi", "om meg"),
         "fi": ("tarkastus", "kopio", "paasy"), "tr": ("erisim", "kopya", "hakkimda"), "ru": ("доступ", "копи", "обо мне"),
         "ja": ("開示", "コピー"), "zh": ("访问", "副本", "查阅", "查询"),
+        "ro": ("acces", "copie"), "el": ("προσβαση", "αντιγραφο"), "uk": ("доступ", "копі"), "hr": ("pristup", "kopij"),
+        "bg": ("достъп", "копие"), "ko": ("열람", "사본"), "ar": ("الوصول", "نسخة"),
     },
     "rectification": {
         "en": ("rectif", "correct my", "correct the", "be corrected", "is wrong", "are wrong", "is incorrect", "are incorrect",
@@ -166,18 +174,22 @@ ACTIONS: dict[str, dict[str, tuple[str, ...]]] = {
         "pl": ("sprostow", "popraw", "nieprawidlow"), "cs": ("oprav",), "hu": ("helyesbit", "javit"), "sv": ("rattelse", "ratta", "felaktig"),
         "da": ("berigtig", "rettelse", "forkert"), "no": ("retting", "rette", "feil"), "fi": ("oikaise", "korjaa", "virheellis"), "tr": ("duzelt",),
         "ru": ("исправ",), "ja": ("訂正",), "zh": ("更正", "纠正"),
+        "ro": ("rectific", "corect"), "el": ("διορθωσ",), "uk": ("виправ",), "hr": ("isprav",), "bg": ("коригир", "поправ"), "ko": ("정정",), "ar": ("تصحيح",),
     },
     "restriction": {
         "en": ("restrict", "limit the processing"), "de": ("einschrank",), "fr": ("limitation", "limiter"), "es": ("limitacion", "limitar"),
         "pt": ("limitacao", "limitar"), "it": ("limitazione", "limitare"), "nl": ("beperking", "beperken"), "pl": ("ogranicz",), "cs": ("omezen",),
         "hu": ("korlatoz",), "sv": ("begransning", "begransa"), "da": ("begraensning",), "no": ("begrensning",), "fi": ("rajoit",), "tr": ("kisitla",),
         "ru": ("огранич",), "ja": ("制限",), "zh": ("限制",),
+        "ro": ("restrictionar", "limitar"), "el": ("περιορισμ",), "uk": ("обмеж",), "hr": ("ograni",), "bg": ("ограничав",), "ko": ("제한",), "ar": ("تقييد",),
     },
     "objection": {
         "en": ("i object", "object to", "stop using", "stop processing", "opt out", "opt-out"), "de": ("widersprech", "widerspruch"),
         "fr": ("m'oppose", "opposition"), "es": ("me opongo", "oposicion"), "pt": ("oponho", "oposicao"), "it": ("mi oppongo", "opposizione"),
         "nl": ("bezwaar",), "pl": ("sprzeciw",), "cs": ("namitk",), "hu": ("tiltakoz",), "sv": ("invandning", "motsatter"), "da": ("indsigelse",),
         "no": ("protesterer", "innsigelse"), "fi": ("vastust",), "tr": ("itiraz",), "ru": ("возража",), "ja": ("異議",), "zh": ("反对",),
+        "ro": ("ma opun", "opozitie"), "el": ("αντιταξ", "εναντιωσ"), "uk": ("заперечу",), "hr": ("prigovor",),
+        "bg": ("възраз",), "ko": ("반대",), "ar": ("اعتراض",),
     },
     "portability": {
         "en": ("portab", "machine-readable", "export my", "export all", "export the data", "export of my", "transfer my"),
@@ -189,6 +201,7 @@ ACTIONS: dict[str, dict[str, tuple[str, ...]]] = {
         "no": ("dataportabilitet", "eksporter"), "fi": ("siirrettavyy",), "tr": ("tasinab",), "ru": ("переносим", "экспорт"),
         "ja": ("ポータビリティ", "エクスポート"),
         "zh": ("可携", "导出"),
+        "ro": ("portabilit",), "el": ("φορητοτητ",), "uk": ("перенос",), "hr": ("prenosiv",), "bg": ("преносим",), "ko": ("이동",), "ar": ("نقل",),
     },
 }  # fmt: skip
 SCAN_CHARS = 20_000
@@ -337,7 +350,7 @@ def _paired(folded: str, said: Callable[[int], bool]) -> tuple[dict[str, bool], 
             continue
         not_data = [m.span() for m in _NOT_DATA[language].finditer(folded)] if language in _NOT_DATA else []
         terms = [m.span() for m in data.finditer(folded) if not any(b0 < m.end() and m.start() < b1 for b0, b1 in not_data)]
-        accounts = [m.span() for m in _ACCOUNT[language].finditer(folded)]
+        accounts = [m.span() for m in _ACCOUNT[language].finditer(folded)] if language in _ACCOUNT else []
         if not terms and not accounts:
             continue
         for kind, by_language in _ACTIONS.items():

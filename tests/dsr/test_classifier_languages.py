@@ -56,6 +56,13 @@ REQUESTS = [
     ("en", "erasure", "Please de\u200blete all my per\u200bsonal data."),  # zero-width spaces inside the words
     ("en", "erasure", "How do I delete my account? Please delete all my personal data as well."),
     ("pl", "erasure", "Proszę usunąć moje dane osobowe z Waszej bazy, złożyłam już wniosek."),
+    ("ro", "erasure", "Vă rog să ștergeți toate datele mele personale."),
+    ("el", "access", "Ζητώ πρόσβαση στα προσωπικά μου δεδομένα."),
+    ("uk", "erasure", "Прошу видалити всі мої персональні дані."),
+    ("hr", "erasure", "Molim vas da izbrišete sve moje osobne podatke."),
+    ("bg", "erasure", "Моля, изтрийте всички мои лични данни."),
+    ("ko", "erasure", "제 개인정보를 삭제해 주세요."),
+    ("ar", "erasure", "أرجو حذف جميع بياناتي الشخصية."),
 ]
 QUESTIONS = [
     "How do I access my account? I forgot my password.",
@@ -78,6 +85,11 @@ QUESTIONS = [
     "How do I export my data to CSV from the dashboard? The export button is greyed out.",
     "Die Daten in meinem Dashboard werden nicht aktualisiert.",
     "How do I remove a user from my team account? The user data is still shown.",
+    "Unde este coletul meu?",
+    "Πού είναι το δέμα μου;",
+    "Де моя посилка?",
+    "택배가 아직 도착하지 않았습니다.",
+    "أين طردي؟",
 ]
 
 
