@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib
 import logging
 import threading
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -193,8 +194,18 @@ def broker_status(*, quiet: bool = False) -> str:
     return "ok"
 
 
+_STARTED: weakref.WeakSet[dramatiq.Worker] = weakref.WeakSet()
+
+
 def start_worker(*, threads: int = 2, worker_timeout: int = 100) -> dramatiq.Worker:
     """A worker in this process (the embedded default, and tests against a real broker)."""
     worker = dramatiq.Worker(dramatiq.get_broker(), worker_threads=threads, worker_timeout=worker_timeout)
     worker.start()
+    _STARTED.add(worker)
     return worker
+
+
+def worker_in_this_process() -> bool:
+    """True while a worker started here (`start_worker`) has live threads: with the in-process broker, only such a
+    worker ever takes what this process enqueues (a separate `flask` command has none)."""
+    return any(thread.is_alive() for worker in list(_STARTED) for thread in worker.workers)

@@ -12,6 +12,7 @@ from flask.cli import with_appcontext
 from app.clikit import ID, operator
 from app.db import utcnow
 from app.extensions import db
+from app.jobs.broker import is_in_process, worker_in_this_process
 from app.mail import delivery, figures
 from app.mail.outbox_settings import OutboundSettings
 
@@ -25,9 +26,16 @@ def sweep_outbox_command(send_now: bool, as_json: bool) -> None:
 
     With --send-now each row is sent from here; the outbound policies are asked
     again first, so a row no longer allowed ends refused (counted as refused).
+    With the in-process broker (no DRAMATIQ_BROKER_URL) this command has no worker
+    to hand rows to, so it sends them from here as with --send-now, and says so.
     """
     settings = OutboundSettings.from_config(current_app.config)
     report: dict[str, object] = {}
+    if not send_now and is_in_process() and not worker_in_this_process():
+        # The embedded default's worker lives in the `serve` process: a row rung from this command would go to a
+        # broker nobody here reads, so the rows are sent from here (claims are exclusive: `serve` may send too).
+        send_now = True
+        report["sent_from_here"] = "in-process broker: no worker in this process"
     if send_now:
         with db.session_scope() as session:
             due = delivery.due_for_delivery(session, now=utcnow(), timing=settings.timing)

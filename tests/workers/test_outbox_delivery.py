@@ -26,6 +26,7 @@ from sqlalchemy import select
 from app.audit.models import AuditEvent
 from app.db import utcnow
 from app.extensions import db
+from app.jobs.broker import is_in_process
 from app.mail import delivery, outbox
 from app.mail.models import OutboxEmail
 from app.mail.outbox_settings import OutboundSettings
@@ -249,6 +250,7 @@ import sys
 from app import create_app
 from app.db import utcnow
 from app.extensions import db
+from app.jobs.broker import is_in_process
 from app.mail import delivery
 from app.mail.outbox_settings import OutboundSettings
 app = create_app()
@@ -305,6 +307,14 @@ def test_the_sweep_command_enqueues_due_rows_or_sends_them_itself(committed_app:
         patch.setattr(broker, "enqueue", lambda *a, **k: (_ for _ in ()).throw(ConnectionError("broker unreachable")))
         row = queue_email(committed_app)
     runner = committed_app.test_cli_runner()
+    if is_in_process():
+        # The embedded default: no worker runs in this process to take a doorbell, so the sweep sends from here and says so
+        swept = runner.invoke(args=["mail", "sweep-outbox", "--json"])
+        assert swept.exit_code == 0, swept.output
+        report = json.loads(swept.output)
+        assert (report["due"], report["sent"], report["sent_from_here"]) == (1, 1, "in-process broker: no worker in this process")
+        assert row_of(committed_app, row.id).state == "sent"
+        return
     # The broker is back: the sweep hands the row to the workers (none run here, so it stays queued)
     enqueued = runner.invoke(args=["mail", "sweep-outbox", "--json"])
     assert enqueued.exit_code == 0, enqueued.output
