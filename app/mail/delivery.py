@@ -261,7 +261,7 @@ def deliver(sessions: SessionScope, outbox_id: int, *, settings: OutboundSetting
     The batch-job shape (`app.jobs.batch`): each step is a transaction of
     `sessions` at `clock()`, committed before the next, so a crash mid-send
     leaves a visible `sending` claim instead of a rolled-back nothing.
-    Returns what became of the row ("skipped": not due, not ours, or already done).
+    Returns what became of the row ("skipped": not due, not ours, or already done; "queued": it waits, rung again).
     """
     taken = in_transaction(sessions, lambda session, now: _take(session, outbox_id, settings, now), clock=clock)
     if not isinstance(taken, _Taken):
@@ -279,7 +279,7 @@ def deliver(sessions: SessionScope, outbox_id: int, *, settings: OutboundSetting
 
 
 def _sent(session: Session, won: Claim, result: SendResult, now: dt.datetime) -> None:
-    """Record the relay's acceptance; after failures, bring the waiting retries forward (`relay.kind_rank`: DSR forwards first)."""
+    """Record the relay's acceptance; after failures, release every queued row, rung by `relay.kind_rank` (DSR forwards first)."""
     record_sent(session, won, result, now=now)
     if relay.note_success(session, now=now):
         for outbox_id in relay.bring_forward(session, now=now):
@@ -288,6 +288,10 @@ def _sent(session: Session, won: Claim, result: SendResult, now: dt.datetime) ->
 
 def _take(session: Session, outbox_id: int, settings: OutboundSettings, now: dt.datetime) -> _Taken | Outcome:
     """Claim the row and decide: send it (the message to send), or what became of it."""
+    seen = relay.health(session)
+    if relay.gives_way(session, outbox_id, seen, now=now):  # just after the relay's return: higher-ranked mail first
+        session.info.setdefault(_RETRY_KEY, []).append((outbox_id, relay.ORDER_WAIT))
+        return "queued"
     won = claim(session, outbox_id, now=now, timing=settings.timing)
     if won is None:
         return "skipped"
@@ -304,14 +308,14 @@ def _take(session: Session, outbox_id: int, settings: OutboundSettings, now: dt.
         return record_failure(session, won, PermanentFailure(f"the message could not be built ({type(exc).__name__})"), now=now, timing=settings.timing)
     if refuse_if_disallowed(session, won, row, now=now):
         return "refused"
-    if not relay.may_send(session, now=now):
-        return _defer(session, won, now)
+    if not relay.may_send(session, now=now, seen=seen):
+        return _defer(session, won, row.kind, now)
     return _Taken(won, message, str(message["To"]))
 
 
-def _defer(session: Session, won: Claim, now: dt.datetime) -> Outcome:
-    """The breaker is open: put the row back until the next probe, the attempt not counted."""
-    probe_at = relay.health(session).probe_at or now + relay.PROBE_EVERY
+def _defer(session: Session, won: Claim, kind: str, now: dt.datetime) -> Outcome:
+    """The breaker is open: put the row back until its slot at the next probe (`relay.probe_slot`), the attempt not counted."""
+    probe_at = relay.probe_slot(relay.health(session).probe_at or now + relay.PROBE_EVERY, kind)
     session.execute(
         update(OutboxEmail)
         .where(OutboxEmail.id == won.outbox_id, OutboxEmail.state == "sending", OutboxEmail.claim_token == won.token)
