@@ -1,22 +1,17 @@
 """The transactional outbox, send side: claim a row, ask the outbound policies again, send, record.
 
-Exactly-once, as far as SMTP allows: a worker claims a row with a conditional
-UPDATE (queued -> sending), so two workers never both send it. A worker that
-dies mid-send leaves the row in `sending` with its claim time; once the claim
-is older than `stale_after` (longer than the actor's time limit, so its owner
-is surely gone) the sweeper re-sends it with the same Message-ID and the row
-records `delivery_note = 'resent after stale claim'`. Residual risk: if the
-worker died after the SMTP server accepted the message but before the row
-was marked sent, the recipient gets two copies with one Message-ID (most
-receivers and mail clients collapse them). The file outbox has no such
-window: the `.eml` file named after the Message-ID is the proof of delivery.
+Exactly-once, as far as SMTP allows: a worker claims a row with a conditional UPDATE (queued -> sending), so two
+workers never both send it. A worker that dies mid-send leaves the row in `sending` with its claim time; once the
+claim is older than `stale_after` (longer than the actor's time limit, so its owner is surely gone) the sweeper
+re-sends it with the same Message-ID and the row records `delivery_note = 'resent after stale claim'`. Residual risk:
+if the worker died after the SMTP server accepted the message but before the row was marked sent, the recipient gets
+two copies with one Message-ID (most receivers and mail clients collapse them). The file outbox has no such window:
+the `.eml` file named after the Message-ID is the proof of delivery.
 
-Every claim (the first try, a retry after backoff, a requeue by an operator,
-a resend after a stale claim) asks the registered outbound policies again in
-the claim's transaction (`app.mail.policies`): an email allowed when it was
-queued but no longer allowed (the requester opened a data-subject request
-meanwhile) ends `refused`, is never sent, and the refusal is audit-logged
-with the state change.
+Every claim (the first try, a retry after backoff, a requeue by an operator, a resend after a stale claim) asks the
+registered outbound policies again in the claim's transaction (`app.mail.policies`): an email allowed when it was
+queued but no longer allowed (the requester opened a data-subject request meanwhile) ends `refused`, is never sent,
+and the refusal is audit-logged with the state change.
 """
 
 from __future__ import annotations
@@ -41,7 +36,7 @@ from app.mail.models import OutboxEmail
 from app.mail.outbox import OutboxError, build_message, ring_after_commit, ring_doorbell
 from app.mail.outbox_settings import OutboundSettings, OutboxTiming
 from app.mail.outcomes import HOOKS, DeliveryOutcome, OutcomeState
-from app.mail.transport import DeliveryFailure, PermanentFailure, SendResult
+from app.mail.transport import DeliveryFailure, PermanentFailure, SendResult, TemporaryFailure
 from app.principal import Principal
 
 log = logging.getLogger(__name__)
@@ -309,13 +304,17 @@ def _take(session: Session, outbox_id: int, settings: OutboundSettings, now: dt.
     if refuse_if_disallowed(session, won, row, now=now):
         return "refused"
     if not relay.may_send(session, now=now, seen=seen):
-        return _defer(session, won, row.kind, now)
+        return _defer(session, won, row.kind, now, settings.timing)
     return _Taken(won, message, str(message["To"]))
 
 
-def _defer(session: Session, won: Claim, kind: str, now: dt.datetime) -> Outcome:
-    """The breaker is open: put the row back until its slot at the next probe (`relay.probe_slot`), the attempt not counted."""
-    probe_at = relay.probe_slot(relay.health(session).probe_at or now + relay.PROBE_EVERY, kind)
+def _defer(session: Session, won: Claim, kind: str, now: dt.datetime, timing: OutboxTiming) -> Outcome:
+    """The breaker is open: put the row back until its slot at the next probe (`relay.probe_slot`), the attempt not counted;
+    a row that has waited out `timing.outage_give_up` fails now (its owner told), not when its turn to probe comes."""
+    seen = relay.health(session)
+    if relay.held_until(session, won.outbox_id, seen, now=now, limit=timing.outage_give_up) is None:
+        return record_failure(session, won, TemporaryFailure(seen.last_error or "the relay stayed down"), now=now, timing=timing, outage=seen)
+    probe_at = relay.probe_slot(seen.probe_at or now + relay.PROBE_EVERY, kind)
     session.execute(
         update(OutboxEmail)
         .where(OutboxEmail.id == won.outbox_id, OutboxEmail.state == "sending", OutboxEmail.claim_token == won.token)

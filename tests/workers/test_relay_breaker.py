@@ -160,6 +160,25 @@ def test_a_row_waiting_out_an_outage_gives_up_only_after_the_outage_limit_and_th
     assert smtp.received == []
 
 
+def test_every_row_past_the_outage_limit_gives_up_in_the_same_pass_not_one_per_probe(
+    mail_app: Flask, smtp: SmtpServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given three DSR forwards waiting out a long outage (limit 3 days)
+    mail_app.config["OUTBOX_OUTAGE_GIVE_UP_SECONDS"] = 3 * 24 * 3600
+    monkeypatch.setattr(relay, "PROBE_EVERY", dt.timedelta(seconds=2))
+    settings, _now, ids = _outage(mail_app, smtp, kinds=("dsr_forward", "dsr_forward", "dsr_forward"))
+    with mail_app.app_context(), db.session_scope() as session:
+        opened = relay.health(session).opened_at
+    assert opened is not None
+    outcomes: list[DeliveryOutcome] = []
+    with HOOKS.registered("test.outcomes", lambda session, outcome, *, now: outcomes.append(outcome)):
+        # When the limit has passed and the outbox makes one pass
+        _deliver_due(mail_app, settings, opened + dt.timedelta(days=3, seconds=1))
+    # Then all three are failed at once and their owner told (each forward escalates now, not 15 s apart per probe)
+    assert [row_of(mail_app, outbox_id).state for outbox_id in ids] == ["failed", "failed", "failed"]
+    assert sorted(o.outbox_id for o in outcomes if o.state == "failed") == sorted(ids)
+
+
 def _doorbells(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, dt.timedelta]]:
     """Record the outbox's doorbells (row id, delay) instead of sending them to the broker."""
     rung: list[tuple[int, dt.timedelta]] = []
