@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from collections.abc import Sequence
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -52,6 +53,7 @@ PHRASES: dict[str, tuple[str, ...]] = {
         "autoriteit persoonsgegevens", "gegevensbeschermingsautoriteit", "garante per la protezione", "garante privacy",
         "nemzeti adatvedelmi", "urzad ochrony danych", "urzedu ochrony danych", "prezes uodo", "urad pro ochranu osobnich udaju", "integritetsskyddsmyndighet",
         "datainspektion", "datatilsynet", "tietosuojavaltuutet", "kisisel verileri koruma", "роскомнадзор", "個人情報保護委員会",
+        "autoritatea nationala de supraveghere", "αρχη προστασιας δεδομενων", "개인정보보호위원회",
     ),
     "legal": (
         "on behalf of my client", "on behalf of our client", "my client", "our client", "we act for", "acting for",
@@ -71,37 +73,73 @@ PHRASES: dict[str, tuple[str, ...]] = {
         "beschwer", "plainte", "reclamation", "je me plains", "queja", "quejarme", "reclamacion", "reclamacao", "queixa",
         "klacht", "ik wil klagen", "reclamo", "lamentela", "panasz", "skarg", "zazalen", "stiznost",
         "klagomal", "klage over", "klage til", "valitus", "valituksen", "kantelu", "sikayet", "жалоб", "苦情", "投诉",
+        "καταγγελ", "plangere", "reclamatie", "민원", "불만", "شكوى", "بشكوى",
     ),
 }  # fmt: skip
-# A complaint is a communication only about the processing (Pexgle §11.2): it also names personal data, privacy, the
-# GDPR, or how a ticket or request was handled. "Beschwerde: mein Paket ist nicht angekommen" is a parcel, not this.
-# (An authority's letter or a lawyer's notice is passed on whatever it says.)
-PROCESSING_CONTEXT: tuple[str, ...] = (
-    # en
-    "data", "privacy", "gdpr", "information about me", "my information", "my details", "my email address", "ticket",
-    "request", "support agent", "support team", "your support", "your agent", "your staff", "handled", "handling", "customer service", "processing",
-    "article 77", "art. 77", "artikel 77",
-    # de fr es pt it nl
-    "daten", "datenschutz", "dsgvo", "anfrage", "anliegen", "bearbeitung", "kundenservice", "verarbeitung",
-    "donnees", "rgpd", "demande", "traitement", "service client", "datos", "solicitud", "tratamiento", "atencion al cliente",
-    "dados", "pedido de", "tratamento", "atendimento", "dati", "richiesta", "trattamento", "gegevens", "avg", "verzoek",
-    "behandeling", "klantenservice",
-    # pl cs hu sv da no fi tr ru ja zh
-    "dane", "danych", "rodo", "zgloszeni", "obslug", "przetwarzani", "udaj", "zpracovani", "pozadav", "adat", "kezeles",
-    "kerelm", "personuppgift", "arende", "hanter", "behandling", "personoplysning", "henvendelse", "personopplysning",
-    "henkilotie", "tietosuoja", "kasittely", "asiakaspalvel", "veri", "talep", "destek", "данн", "персональн", "обработк", "обращени", "поддержк",
-    "個人情報", "個人データ", "対応", "个人信息", "个人数据", "处理",
+# A complaint is a communication only about the processing (Pexgle §11.2): it names personal data, privacy, consent or
+# the GDPR (PRIVACY_TERMS), or how a ticket or request was handled (a HANDLED word within 60 characters of a CASES
+# word). "Beschwerde: mein Paket ist nicht angekommen", "my refund request was ignored", "the handling fee", "my mobile
+# data stopped working" are about products and service, not this. (An authority's or a lawyer's letter always is.)
+PRIVACY_TERMS: tuple[str, ...] = (
+    "personal data", "personal information", "my data", "my personal", "privacy", "gdpr", "data protection", "consent",
+    "my phone number", "my email address", "my address", "my information", "my details", "shared my", "disclosed",
+    "leaked", "data breach", "without my permission", "article 77", "art. 77", "artikel 77",
+    "personenbezogen", "meine daten", "meiner daten", "datenschutz", "dsgvo", "einwilligung", "weitergegeben",
+    "donnees personnelles", "mes donnees", "vie privee", "rgpd", "consentement", "divulgu",
+    "datos personales", "mis datos", "privacidad", "consentimiento", "dados pessoais", "meus dados", "privacidade",
+    "lgpd", "consentimento", "dati personali", "miei dati", "consenso", "persoonsgegevens", "mijn gegevens", "avg",
+    "toestemming", "dane osobowe", "danych osobowych", "moje dane", "moich danych", "prywatnosc", "rodo", "zgody",
+    "osobni udaje", "osobnich udaju", "souhlas", "szemelyes adat", "adataim", "adatvedelm", "hozzajarulas",
+    "personuppgift", "samtycke", "personoplysning", "samtykke", "personopplysning", "henkilotie", "tietosuoja",
+    "suostumus", "kisisel veri", "kvkk", "персональн", "мои данные", "моих данных", "согласи", "个人信息", "个人数据",
+    "隐私", "個人情報", "個人データ", "προσωπικα δεδομενα", "δεδομενα μου", "δεδομεν", "date personale", "datele mele", "개인정보",
+    "بياناتي", "البيانات الشخصية",
+)  # fmt: skip
+HANDLED: tuple[str, ...] = (
+    "handled", "dealt with", "treated", "handling of my", "bearbeitet", "bearbeitung meine", "umgegangen", "traite",
+    "traitement de ma", "traitement de mon", "gere", "gestion de ma", "tratado", "tratamiento de mi", "gestionado",
+    "gestion de mi", "tratamento d", "gestito", "gestita", "gestione della mia", "trattato", "trattata", "behandeld",
+    "behandeling van mijn", "rozpatrzon", "obsluzon", "obslugi mojego", "obslugi mojej", "hanterad", "hanterat", "hanteringen av", "vyrizen",
+    "behandlet", "behandlingen af", "kasitelt", "kasittely", "ele alin", "обработан", "рассмотрен", "対応", "处理",
+)  # fmt: skip
+CASES: tuple[str, ...] = (
+    "ticket", "request", "case", "enquiry", "inquiry", "anfrage", "anliegen", "demande", "dossier", "solicitud", "caso",
+    "consulta", "pedido", "solicitacao", "richiesta", "pratica", "verzoek", "zgloszeni", "wniosek", "sprawy", "sprawa",
+    "arende", "begaran", "henvendelse", "anmodning", "tiketti", "pyynto", "talep", "talebi", "pozadav", "обращени", "заявк", "запрос",
+    "問い合わせ", "チケット", "工单", "请求", "申请",
 )  # fmt: skip
 WORDS: dict[str, tuple[str, ...]] = {
-    "authority": ("ico", "dpc", "edps", "edpb", "cnil", "aepd", "cnpd", "anpd", "uodo", "naih", "imy", "bfdi", "baylda", "kvkk", "garante"),
+    "authority": ("anspdcp", "ico", "dpc", "edps", "edpb", "cnil", "aepd", "cnpd", "anpd", "uodo", "naih", "imy", "bfdi", "baylda", "kvkk", "garante"),
 }  # fmt: skip
 _PHRASE = {
     what: re.compile(
-        r"(?<![a-z0-9])(?:" + "|".join([re.escape(p) for p in PHRASES[what]] + [re.escape(w) + r"(?![a-z0-9])" for w in WORDS.get(what, ())]) + r")"
+        # Folded like the text: Greek final sigma, Korean syllables (NFKD splits them) must meet it in the same form.
+        r"(?<![a-z0-9])(?:" + "|".join([re.escape(fold(p)) for p in PHRASES[what]] + [re.escape(w) + r"(?![a-z0-9])" for w in WORDS.get(what, ())]) + r")"
     )
     for what in PHRASES
 }
-_CONTEXT = re.compile(r"(?<![a-z0-9])(?:" + "|".join(re.escape(fold(p)) for p in PROCESSING_CONTEXT) + ")")
+
+
+def _words(words: tuple[str, ...]) -> re.Pattern[str]:
+    return re.compile(r"(?<![a-z0-9])(?:" + "|".join(re.escape(fold(w)) for w in sorted(words, key=len, reverse=True)) + ")")
+
+
+_PRIVACY, _HANDLED, _CASES = _words(PRIVACY_TERMS), _words(HANDLED), _words(CASES)
+
+
+def about_the_processing(folded: str, complaints: Sequence[int] = ()) -> bool:
+    """Whether folded text names personal data or privacy, says how a ticket or request was handled (a HANDLED word
+    within 60 characters of a CASES word), or complains about one (a CASES word up to 25 characters after a complaint's
+    end in `complaints`, in the same sentence: "a formal complaint about my ticket")."""
+    if _PRIVACY.search(folded):
+        return True
+    cases = [m.start() for m in _CASES.finditer(folded)]
+    if any(0 <= at - end <= 25 and not _SENTENCE_END.search(folded, end, at) for end in complaints for at in cases):
+        return True
+    return any(abs(m.start() - at) <= 60 for m in _HANDLED.finditer(folded) for at in cases)
+
+
+_SENTENCE_END = re.compile(r"[?.!;:\n。？！]")
 _MARKER = "communication-{ticket_id}@communication.invalid"
 
 
@@ -113,7 +151,11 @@ def communication_kind(text: str) -> str | None:
     """What kind of communication `text` is ("authority", "legal", "complaint" about the processing), or None."""
     folded = fold(text[:TEXT_CHARS])
     what = next((what for what, pattern in _PHRASE.items() if pattern.search(folded)), None)
-    return None if what == "complaint" and not _CONTEXT.search(folded) else what
+    if what != "complaint":
+        return what
+    # Line by line for the complaint's own words: a subject line ("Complaint") is not a sentence with the body's first.
+    lines = "\n".join(fold(line) for line in text[:TEXT_CHARS].splitlines())
+    return what if about_the_processing(lines, [m.end() for m in _PHRASE["complaint"].finditer(lines)]) else None
 
 
 def is_communication(session: Session, ticket_id: int) -> bool:
