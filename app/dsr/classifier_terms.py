@@ -286,8 +286,8 @@ ACTIONS: dict[str, dict[str, tuple[str, ...]]] = {
         "ar": ("تصحيح",),
     },
     "restriction": {
-        "en": ("restrict", "limit the processing"),
-        "de": ("einschrank",),
+        "en": ("restrict", "limit the processing", "while you check", "while you verify"),
+        "de": ("einschrank", "solange sie prufen", "wahrend sie prufen"),
         "fr": ("limitation", "limiter"),
         "es": ("limitacion", "limitar"),
         "pt": ("limitacao", "limitar"),
