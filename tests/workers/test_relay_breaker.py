@@ -263,14 +263,21 @@ def test_rows_already_due_at_the_relays_return_are_released_in_rank_order_with_t
     assert delivery.due_for_delivery(session, now=back, timing=OutboxTiming()) == [due_forward, held_forward, notice]
 
 
-def test_after_the_relays_return_a_notice_gives_way_to_a_due_forward_for_at_most_the_order_window(mail_app: Flask, smtp: SmtpServer) -> None:
-    settings = OutboundSettings.from_config(mail_app.config)
+def _relay_returning(app: Flask) -> tuple[OutboundSettings, dt.datetime, int, int]:
+    """A notice, then a DSR forward, queued during an outage that opened the breaker; (settings, now, notice, forward)."""
+    settings = OutboundSettings.from_config(app.config)
     back = utcnow()
-    with mail_app.app_context(), db.session_scope() as session:
+    with app.app_context(), db.session_scope() as session:
         [notice] = _queue(session, 1, now=back - dt.timedelta(minutes=5))
         [forward] = _queue(session, 1, kind="dsr_forward", now=back - dt.timedelta(minutes=5))
         for _ in range(relay.OPEN_AFTER):
             relay.note_failure(session, "SMTP server unreachable or connection failed (ConnectionRefusedError)", now=back - dt.timedelta(minutes=4))
+    return settings, back, notice, forward
+
+
+def test_after_the_relays_return_a_notice_gives_way_to_a_due_forward_for_at_most_the_order_window(mail_app: Flask, smtp: SmtpServer) -> None:
+    settings, back, notice, forward = _relay_returning(mail_app)
+    with mail_app.app_context(), db.session_scope() as session:
         # Given the relay has just returned, and a DSR forward released with the notice is due but not yet taken
         assert relay.note_success(session, now=back) is True
     with mail_app.app_context():
@@ -286,13 +293,8 @@ def test_after_the_relays_return_a_notice_gives_way_to_a_due_forward_for_at_most
 
 
 def test_after_the_relays_return_a_notice_waits_while_a_forward_released_with_it_is_being_sent(mail_app: Flask, smtp: SmtpServer) -> None:
-    settings = OutboundSettings.from_config(mail_app.config)
-    back = utcnow()
+    settings, back, notice, forward = _relay_returning(mail_app)
     with mail_app.app_context(), db.session_scope() as session:
-        [notice] = _queue(session, 1, now=back - dt.timedelta(minutes=5))
-        [forward] = _queue(session, 1, kind="dsr_forward", now=back - dt.timedelta(minutes=5))
-        for _ in range(relay.OPEN_AFTER):
-            relay.note_failure(session, "SMTP server unreachable or connection failed (ConnectionRefusedError)", now=back - dt.timedelta(minutes=4))
         assert relay.note_success(session, now=back) is True
     with mail_app.app_context():
         # Given another worker has claimed the forward and is sending it
