@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from flask import Flask
 
-from app.dsr import communication, delivery, gate, intake
+from app.dsr import communication, communication_delivery, delivery, gate, intake
 from app.mail.intake import REGISTRY, IntakeRegistry
 from app.mail.outcomes import HOOKS, DeliveryHooks
 from app.mail.policies import POLICIES, PolicyRegistry
@@ -34,6 +34,7 @@ def register_policies(policies: PolicyRegistry) -> None:
 def register_delivery(hooks: DeliveryHooks) -> None:
     """What the relay did with a forward settles it: accepted -> forwarded, refused or bounced -> officers alerted at once."""
     hooks.add("dsr.forward_delivery", delivery.on_delivery)
+    hooks.add("dsr.communication_delivery", communication_delivery.on_delivery)  # Pexgle §11.2: a notice that did not arrive
 
 
 def register(app: Flask) -> None:

@@ -542,14 +542,23 @@ def test_a_request_that_also_complains_is_a_request(session: Session) -> None:
     assert len(mail_requests(session)) == 1
 
 
-def test_a_bounced_communication_forward_is_marked_on_its_row(session: Session) -> None:
+def test_a_bounced_communication_forward_is_marked_on_its_row_and_escalated_at_once(session: Session) -> None:
     from app.dsr.communication import KIND
+    from tests.factories import make_user
 
+    # Given a privacy officer and a complaint forwarded to Acme's DSR contact (Pexgle §11.2: immediately)
+    officer = make_user(session, "privacy_officer")
     acme(session)
-    ingest(session, _privacy_mail("ann@acme.example", "Complaint", "Formal complaint about my ticket.", "c5@x"))
+    outcome = ingest(session, _privacy_mail("ann@acme.example", "Complaint", "Formal complaint about my ticket.", "c5@x"))
     forward = session.scalars(select(OutboxEmail).where(OutboxEmail.kind == KIND)).one()
+    # When the controller's mail server returns it
     ingest(session, _dsn(f"Message-ID: {forward.message_id}\r\n", kind="text/rfc822-headers"), minutes=30)
+    # Then the row is bounced, the officers are emailed at once, and the ticket says so (issue 11 item 4: any notice kind)
     assert forward.state == "bounced" and forward.bounce_status == "5.1.1"
+    alerts = list(session.scalars(select(OutboxEmail).where(OutboxEmail.kind == "dsr_escalation")))
+    assert [(a.to_addr, a.related_type, a.related_id) for a in alerts] == [(officer.email, "ticket", outcome.ticket_id)]
+    notes = [m for m in session.scalars(select(Message).where(Message.ticket_id == outcome.ticket_id, Message.direction == "note"))]
+    assert any(n.notes and n.notes[0].get("code") == "communication_undelivered" for n in notes)
 
 
 def test_a_bounced_forward_shows_on_the_request_and_in_the_banner_at_once(session: Session, client, auth) -> None:  # type: ignore[no-untyped-def]
