@@ -63,6 +63,19 @@ AUTO_SUBJECT_PREFIXES: dict[str, tuple[str, ...]] = {
     "zh": ("自动回复", "自動回覆", "自動回復", "自动答复", "自動答覆", "不在办公室"),
     "ja": ("自動応答", "自動返信", "不在通知", "外出中"),
     "ko": ("자동 응답", "자동응답", "자동 회신", "자동회신", "부재중"),
+    "eu": ("erantzun automatikoa",),
+    "gl": ("resposta automática",),
+    "mk": ("автоматски одговор",),
+    "is": ("sjálfvirkt svar", "sjalfvirkt svar"),
+    "ga": ("freagra uathoibríoch", "freagra uathoibrioch"),
+    "mt": ("tweġiba awtomatika", "twegiba awtomatika"),
+    "sq": ("përgjigje automatike", "pergjigje automatike"),
+    "be": ("аўтаматычны адказ",),
+    "ka": ("ავტომატური პასუხი",),
+    "hy": ("ավտոմատ պատասխան",),
+    "ms": ("balasan automatik",),
+    "sw": ("jibu la kiotomatiki",),
+    "cy": ("ateb awtomatig",),
 }  # fmt: skip
 # Words a person's subject may also start with ("Vacation rental booking ...", "Afwezigheid in mijn dossier"): taken
 # as automatic only when the prefix stands alone, followed by a colon, a bracket, a spaced dash or nothing.

@@ -109,12 +109,26 @@ def _body_text(part: Message) -> str:
         return ""
 
 
+def _body_text_of(payload: list[Message]) -> str:
+    # The parser took an encoded message/rfc822 body for a message: its text is the encoded original, undo that.
+    body = "".join(str(p.get_payload() or "") if not p.is_multipart() else p.as_string() for p in payload)
+    try:
+        return base64.b64decode("".join(body.split()), validate=False).decode("utf-8", errors="replace")
+    except (binascii.Error, ValueError):
+        return ""
+
+
 def _returned_ids(part: Message) -> list[str]:
     ctype = part.get_content_type()
     if ctype in ("message/rfc822", "message/global"):
         payload = part.get_payload()
         inner = payload[0] if isinstance(payload, list) and payload and isinstance(payload[0], Message) else None
-        return _MSGID.findall(str(inner.get("Message-ID", "") or "")) if inner is not None else []
+        found = _MSGID.findall(str(inner.get("Message-ID", "") or "")) if inner is not None else []
+        if found or str(part.get("Content-Transfer-Encoding", "") or "").strip().lower() not in ("base64", "quoted-printable"):
+            return found
+        # Encoded against RFC 2046 §5.2.1 (some gateways base64 the returned message): read it decoded.
+        text = _body_text(part) if not isinstance(payload, list) else _body_text_of(payload)
+        return _MSGID.findall(str(email.message_from_string(text, policy=email.policy.compat32).get("Message-ID", "") or ""))
     if ctype in ("text/rfc822-headers", "message/rfc822-headers", "message/global-headers"):
         inner = email.message_from_string(_body_text(part), policy=email.policy.compat32)
         return _MSGID.findall(str(inner.get("Message-ID", "") or ""))

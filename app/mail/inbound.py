@@ -161,7 +161,7 @@ def ingest_message(
     try:
         if len(raw) > settings.max_message_bytes and not force:
             raise MalformedMessage("too_large", f"{len(raw)} bytes; the limit is {settings.max_message_bytes}")
-        mail = parse_mail(raw, attachment_max_bytes=settings.attachment_max_bytes)
+        mail = parse_mail(raw, attachment_max_bytes=settings.attachment_max_bytes, envelope=(recipient or "")[:320])
     except MalformedMessage as exc:
         if not force:
             item = quarantine.hold(session, raw, reason=exc.reason, detail=exc.detail, source=source, by=by, now=now)

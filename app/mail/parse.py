@@ -233,8 +233,9 @@ def _domain(address: str) -> str:
     return address.rpartition("@")[2].strip().strip(">").lower()
 
 
-def parse_mail(raw: bytes, *, attachment_max_bytes: int) -> ParsedMail:
-    """Parse one message; MalformedMessage when it cannot be taken as mail."""
+def parse_mail(raw: bytes, *, attachment_max_bytes: int, envelope: str = "") -> ParsedMail:
+    """Parse one message; MalformedMessage when it cannot be taken as mail. `envelope`: the MTA's recipient (a bounce
+    to our VERP address often shows it only there)."""
     if not raw or not raw.strip():
         raise MalformedMessage("empty", "no bytes were received")
     try:
@@ -289,7 +290,7 @@ def parse_mail(raw: bytes, *, attachment_max_bytes: int) -> ParsedMail:
     count = 0
     dropped = 0
     auto = auto_reply_reason(msg, subject)
-    report = delivery_report(msg) or returned_to_verp(msg, recipients, automatic=auto is not None)
+    report = delivery_report(msg) or returned_to_verp(msg, [*recipients, envelope.strip().lower()], automatic=auto is not None)
     invitations: list[str] = []
     oversized: list[Message] = []
     locations: dict[str, str] = {}

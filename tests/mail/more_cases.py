@@ -98,6 +98,11 @@ AUTO_HEADERS = [
 ]
 
 AUTO_SUBJECTS = [
+    # Basque, Macedonian, Icelandic, Welsh (a tester's: each opened a request or a ticket)
+    "Erantzun automatikoa: Your request",
+    "Автоматски одговор: Your request",
+    "Sjálfvirkt svar: Your request",
+    "Ateb awtomatig: Your request",
     "Respuesta automática: Your request",
     "Fuera de la oficina: Your request",
     "Risposta automatica: Your request",

@@ -175,6 +175,48 @@ def test_a_plain_text_bounce_to_the_verp_address_marks_the_row(session: Session)
     assert count(session, Ticket) == 1 and len(mail_requests(session)) == 1
 
 
+def test_a_plain_text_bounce_whose_verp_address_is_only_the_envelope_recipient_marks_the_row(session: Session) -> None:
+    # Real bounces often show our plain address in To:; the VERP address is only the MTA's envelope recipient (found by a tester)
+    ack = request_with_ack(session)
+    raw = cases.qmail_bounce("privacy@desk.example", ack.message_id)
+    outcome = ingest_message(
+        session, raw, settings=cases_settings(), by=TEST_PRINCIPAL, now=NOW + dt.timedelta(minutes=9), recipient=cases.verp(ack.message_id)
+    )
+    assert (outcome.status, outcome.exit_code) == ("bounce", 0), outcome
+    assert ack.state == "bounced" and count(session, Ticket) == 1 and len(mail_requests(session)) == 1
+
+
+def test_a_dsn_whose_returned_message_is_base64_encoded_is_matched(session: Session) -> None:
+    # RFC 2046 allows only 7bit/8bit/binary for message/rfc822, but gateways base64 it (found by a tester)
+    import base64
+
+    ack = request_with_ack(session)
+    returned = f"From: privacy@desk.example\r\nTo: ann@acme.example\r\nMessage-ID: {ack.message_id}\r\nSubject: Your request\r\n\r\nHello\r\n"
+    encoded = base64.encodebytes(returned.encode()).decode()
+    raw = dsn_with_part(f"Content-Type: message/rfc822\r\nContent-Transfer-Encoding: base64\r\n\r\n{encoded}")
+    outcome = ingest(session, raw, minutes=9)
+    assert (outcome.status, outcome.exit_code) == ("bounce", 0), outcome
+    assert (ack.state, ack.bounce_status) == ("bounced", "5.1.1") and count(session, Ticket) == 1
+
+
+def dsn_with_part(part: str) -> bytes:
+    return (
+        "Return-Path: <>\r\nFrom: MAILER-DAEMON@mx.example\r\nTo: privacy@desk.example\r\nSubject: Undelivered Mail\r\n"
+        "Message-ID: <dsn-b64@mx.example>\r\nMIME-Version: 1.0\r\n"
+        'Content-Type: multipart/report; report-type="delivery-status"; boundary="B"\r\n\r\n'
+        "--B\r\nContent-Type: text/plain\r\n\r\nDelivery failed.\r\n"
+        "--B\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; mx.example\r\n\r\n"
+        "Final-Recipient: rfc822; ann@acme.example\r\nAction: failed\r\nStatus: 5.1.1\r\n\r\n"
+        f"--B\r\n{part}\r\n--B--\r\n"
+    ).encode()
+
+
+def cases_settings() -> IngestSettings:
+    from tests.mail.test_cases import SETTINGS
+
+    return SETTINGS
+
+
 # --- 5. text -----------------------------------------------------------------------------------------------------------
 
 
