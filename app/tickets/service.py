@@ -263,20 +263,40 @@ def raw_original_chunks(session: Session, message: Message) -> Iterator[bytes]:
     return iter_blob(session, message.raw_blob_id) if message.raw_blob_id else iter(())
 
 
-def same_original(session: Session, message_pk: int, raw: bytes) -> bool:
-    """Whether `raw` is message `message_pk`'s stored raw original but for its line endings (CRLF or LF, a final newline).
+# Fields each hop adds or rewrites on its way (RFC 5321 §4.4 trace fields and their vendor kin): a copy of one message
+# delivered by another path, or to another of our addresses, differs only in these.
+_TRACE_FIELDS = (
+    b"received:", b"return-path:", b"delivered-to:", b"x-original-to:", b"envelope-to:", b"x-envelope-to:", b"x-envelope-from:",
+    b"x-delivered-to:", b"authentication-results:", b"arc-", b"received-spf:", b"x-received:", b"x-spam-", b"x-virus-", b"x-rspamd-",
+)  # fmt: skip
 
-    RFC 5322 lines end in CRLF; local delivery (a pipe, a Maildir) often hands the same message over with LF, so one
-    message delivered by two paths differs in its bytes only there. Read only when a Message-ID is held with other bytes.
+
+def _comparable(data: bytes) -> bytes:
+    """`data` with LF line endings, no trailing newlines and its header section's trace fields dropped (folded lines too)."""
+    text = data.replace(b"\r\n", b"\n").rstrip(b"\n")
+    head, sep, body = text.partition(b"\n\n")
+    kept, skipping = [], False
+    for line in head.split(b"\n"):
+        if line[:1] in (b" ", b"\t"):  # a folded continuation belongs to the field before it
+            if not skipping:
+                kept.append(line)
+            continue
+        skipping = line.lower().startswith(_TRACE_FIELDS)
+        if not skipping:
+            kept.append(line)
+    return b"\n".join(kept) + sep + body
+
+
+def same_original(session: Session, message_pk: int, raw: bytes) -> bool:
+    """Whether `raw` is message `message_pk`'s stored raw original but for its line endings (CRLF or LF, a final newline)
+    and its trace fields (Received, Delivered-To, …): the same message delivered again by another path or for another of
+    our addresses. RFC 5322 lines end in CRLF; local delivery often hands them over with LF. Read only when a
+    Message-ID is held with other bytes.
     """
     message = session.get(Message, message_pk)
     if message is None or message.raw_blob_id is None or message.direction != "inbound":
         return False
-
-    def lines(data: bytes) -> bytes:
-        return data.replace(b"\r\n", b"\n").rstrip(b"\n")
-
-    return lines(b"".join(iter_blob(session, message.raw_blob_id))) == lines(raw)
+    return _comparable(b"".join(iter_blob(session, message.raw_blob_id))) == _comparable(raw)
 
 
 def get_ticket(session: Session, ticket_id: int, *, controller_ids: Collection[int] | None = None, include_triage: bool = False) -> Ticket:

@@ -86,6 +86,21 @@ def test_the_same_message_with_other_line_endings_is_a_duplicate(session: Sessio
     assert count(session, Message) == 1 and len(mail_requests(session)) == 1 and acks(session) == 1 and count(session, Ticket) == 1
 
 
+def test_the_same_message_by_another_path_or_for_another_of_our_addresses_is_a_duplicate(session: Session) -> None:
+    # Given a message delivered once (To privacy, Cc support: one copy for each address; a backup MX adds a Received)
+    acme(session)
+    body = cases.plain("ann@acme.example", "privacy@desk.example", "Delete my data", "Please delete my personal data.", "cc@acme.example")
+    first = ingest(session, b"Delivered-To: privacy@desk.example\r\nReceived: from mx1 by desk; Mon, 16 Nov 2026\r\n" + body)
+    # When the copy for the other address, through another relay, arrives
+    copy = b"Delivered-To: support@desk.example\r\nReceived: from backup-mx by desk;\r\n\tMon, 16 Nov 2026\r\nReceived: from mx2 by backup-mx\r\n" + body
+    again = ingest(session, copy, minutes=6)
+    # Then it is the same message: not stored twice, no second request; but another body is another message
+    assert (again.status, again.message_pk) == ("duplicate", first.message_pk)
+    assert count(session, Message) == 1 and len(mail_requests(session)) == 1
+    other = ingest(session, copy.replace(b"Please delete", b"Please also delete"), minutes=7)
+    assert other.status == "stored" and count(session, Message) == 2
+
+
 def test_a_different_message_from_the_same_subject_under_a_reused_id_is_kept_on_the_thread(session: Session) -> None:
     acme(session)
     first = ingest(session, cases.plain("ann@acme.example", "privacy@desk.example", "Delete my data", "Please delete my data.", "r@acme.example"))
