@@ -39,7 +39,7 @@ from app.jobs.batch import Clock, SessionScope, in_transaction
 from app.mail import bounces, quarantine
 from app.mail.intake import REGISTRY, Claim, Inbound, IntakeRegistry
 from app.mail.parse import MalformedMessage, ParsedMail, parse_mail
-from app.mail.threading import find_sent, find_thread, find_thread_serialised, reused_thread, route_new
+from app.mail.threading import find_sent, find_thread, find_thread_serialised, reflected_own, reused_thread, route_new
 from app.principal import Principal
 from app.tickets import referenced
 from app.tickets import service as tickets
@@ -109,11 +109,8 @@ class IngestOutcome:
 
     @property
     def exit_code(self) -> int:
-        """The sysexits code for an MTA pipe: EX_OK for every outcome, since a quarantined message is safely kept.
-
-        Exit 65 would have the MTA bounce the whole original to a sender who may be forged, while the desk also
-        keeps it: a privacy officer decides instead (release or delete).
-        """
+        """The sysexits code for an MTA pipe: EX_OK for every outcome, since a quarantined message is safely kept (exit 65
+        would have the MTA bounce the original to a sender who may be forged; a privacy officer releases or deletes it)."""
         return EX_OK
 
 
@@ -151,12 +148,12 @@ def ingest_message(
 ) -> IngestOutcome:
     """Store one raw message on its ticket (or a new one), or quarantine it; `force` (a release) never quarantines.
 
-    `recipient` is the envelope recipient the MTA delivers for (Postfix's ${recipient}; a Bcc is only there):
-    it counts as an addressee, and a message already stored for another recipient is offered once more to the
-    intake handlers when this one is the privacy address (a To support@ + Bcc privacy@ request opens its DSR).
-
-    A stored message is then offered to the intake handlers of `registry` (the one the domains filled at
-    app creation); the claim, if any, is on the outcome. A message nobody claims is a ticket message only.
+    `recipient` is the envelope recipient the MTA delivers for (Postfix's ${recipient}; a Bcc is only there): it counts
+    as an addressee, and a message already stored for another recipient is offered once more to the intake handlers
+    when this one is the privacy address (a To support@ + Bcc privacy@ request opens its DSR). A stored message is then
+    offered to the intake handlers of `registry` (the domains filled it at app creation); the claim, if any, is on the
+    outcome. A message nobody claims is a ticket message only. A copy of the desk's own email (a list reflecting our
+    acknowledgement) is held as a loop: stored as inbound, it would take over the thread of every reply to it.
     """
     try:
         if len(raw) > settings.max_message_bytes and not force:
@@ -205,6 +202,9 @@ def ingest_message(
         mail.notes.append({"code": "reused_message_id", "first_message": existing.id})  # not the id itself: never stored in plaintext
         mail.flags.append("reused_message_id")
 
+    if existing is None and not force and reflected_own(session, mail, settings.dsr_address, settings.support_address) is not None:
+        item = quarantine.hold(session, raw, reason="loop", detail="a copy of an email the desk sent", source=source, by=by, now=now)
+        return IngestOutcome("quarantined", quarantine_id=item.id, reason="loop")
     sent = find_sent(session, mail)
     thread = find_thread(session, mail, support_address=settings.support_address, sent=sent, registry=registry, followed_up=followed_up)
     if thread is None and reused_on is None:
@@ -349,12 +349,10 @@ def ingest_committed(
 ) -> IngestOutcome:
     """Ingest in a transaction of its own (`sessions`, committed); a concurrent duplicate (unique Message-ID) is retried once as a no-op.
 
-    Temporary faults propagate (`is_temporary`: the database or the disk was unavailable; the caller reports
-    EX_TEMPFAIL and the source keeps the message). Any other failure is a fault of the desk with this message, not a
-    reason to have the MTA retry and finally bounce it: the message is held in the quarantine ("unprocessable", or
-    "controller_shredded" for mail under a destroyed key; its error type as the detail) in a fresh transaction.
-    Nothing is acknowledged to the source before this returns.
-    """
+    Temporary faults propagate (`is_temporary`: the database or the disk was unavailable; the caller reports EX_TEMPFAIL
+    and the source keeps the message). Any other failure is the desk's fault, no reason for the MTA to retry and bounce:
+    the message is held in the quarantine ("unprocessable", or "controller_shredded" under a destroyed key; its error
+    type as the detail) in a fresh transaction. Nothing is acknowledged to the source before this returns."""
 
     def work(session: Session, now: dt.datetime) -> IngestOutcome:
         return ingest_message(session, raw, settings=settings, by=by, now=now, source=source, recipient=recipient)

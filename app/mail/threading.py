@@ -79,6 +79,17 @@ def find_sent(session: Session, mail: ParsedMail) -> OutboxEmail | None:
     return next((rows[h] for h in hashes if h in rows), None)
 
 
+def reflected_own(session: Session, mail: ParsedMail, *addresses: str) -> OutboxEmail | None:
+    """The outbox row whose Message-ID this message carries as its own (our email coming back: a mailing list or a
+    forwarder reflecting it), or None. Asked of the database only when the id's domain is one of `addresses`' (the
+    desk's Message-IDs are made on the privacy address's domain), so other mail costs no statement."""
+    domains = {a.rpartition("@")[2].strip().lower() for a in addresses if a}
+    if mail.message_id.strip().strip("<>").rpartition("@")[2].lower() not in domains:
+        return None
+    hashes = message_ids.digests(session, [mail.message_id])
+    return session.scalars(_sent_statement(), {"hashes": hashes or [b""]}).first()
+
+
 @functools.cache
 def _sent_statement() -> Select[OutboxEmail]:
     return select(OutboxEmail).where(OutboxEmail.message_id_bidx.in_(bindparam("hashes", expanding=True)))  # built once, as _route_statement

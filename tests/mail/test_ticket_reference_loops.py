@@ -35,3 +35,25 @@ def test_a_reference_the_desk_never_issued_does_not_stop_a_request(session: Sess
     ingest(session, cases.plain("bob@acme.example", "privacy@desk.example", subject, "Please delete all my personal data.", "bob@x"))
     # Then it is a request of its own, acknowledged
     assert len(mail_requests(session)) == 2 and acks(session) == 2
+
+
+def test_a_list_reflecting_our_acknowledgement_opens_nothing_and_replies_still_join_the_request(session: Session) -> None:
+    # Given a request whose acknowledgement went out
+    ack = request_with_ack(session)
+    ticket = session.scalars(select(Ticket)).one()
+    # When a mailing list sends our acknowledgement back (its Message-ID, From rewritten, list headers; found by a tester)
+    reflected = (
+        f"From: Acme Team via list <team@acme.example>\r\nTo: team@acme.example\r\nSubject: Your request\r\n"
+        f"Message-ID: {ack.message_id}\r\nList-Id: <team.acme.example>\r\nPrecedence: list\r\n\r\nThank you for your request.\r\n"
+    ).encode()
+    held = ingest(session, reflected)
+    # Then it is held as a loop, not stored as a message of a ticket of its own
+    assert (held.status, held.reason, held.exit_code) == ("quarantined", "loop", 0)
+    assert session.scalars(select(Ticket)).all() == [ticket]
+    # And the data subject's reply to the acknowledgement still joins the request's ticket: no second request
+    reply = (
+        f"From: Ann Archer <ann@acme.example>\r\nTo: privacy@desk.example\r\nSubject: Re: Your request\r\n"
+        f"Message-ID: <reply-after-list@acme.example>\r\nIn-Reply-To: {ack.message_id}\r\nReferences: {ack.message_id}\r\n\r\nThanks!\r\n"
+    ).encode()
+    joined = ingest(session, reply, minutes=9)
+    assert joined.ticket_id == ticket.id and len(mail_requests(session)) == 1 and acks(session) == 1
