@@ -24,6 +24,7 @@ import quopri
 import re
 from dataclasses import dataclass, field
 from email.message import Message
+from typing import Any
 
 VERP_TAG = "bounce-"
 _TOKEN = re.compile(r"^[0-9a-f]{32}$")
@@ -109,9 +110,9 @@ def _body_text(part: Message) -> str:
         return ""
 
 
-def _body_text_of(payload: list[Message]) -> str:
+def _body_text_of(payload: list[Any]) -> str:
     # The parser took an encoded message/rfc822 body for a message: its text is the encoded original, undo that.
-    body = "".join(str(p.get_payload() or "") if not p.is_multipart() else p.as_string() for p in payload)
+    body = "".join(p.as_string() if isinstance(p, Message) and p.is_multipart() else str(p.get_payload() if isinstance(p, Message) else p) for p in payload)
     try:
         return base64.b64decode("".join(body.split()), validate=False).decode("utf-8", errors="replace")
     except (binascii.Error, ValueError):
@@ -191,3 +192,15 @@ def returned_to_verp(msg: Message, recipients: list[str], *, automatic: bool) ->
         diagnostic=_clean(line, 480),
         original_message_ids=_RETURNED_ID.findall(text)[:5],
     )
+
+
+def disposition_ids(msg: Message) -> list[str]:
+    """The Message-IDs a read receipt (RFC 8098 MDN: multipart/report; report-type=disposition-notification) reports on,
+    from its Original-Message-ID fields; [] for any other message. A receipt answers that email, like a reply."""
+    if msg.get_content_type() != "multipart/report" or str(msg.get_param("report-type", "") or "").lower() != "disposition-notification":
+        return []
+    found = _MSGID.findall(str(msg.get("Original-Message-ID", "") or ""))
+    for part in msg.walk():
+        if part.get_content_type() == "message/disposition-notification":
+            found += _MSGID.findall(str(email.message_from_string(_body_text(part), policy=email.policy.compat32).get("Original-Message-ID", "") or ""))
+    return found[:5]

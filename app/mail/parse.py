@@ -27,7 +27,7 @@ from mailparser_reply import EmailReplyParser
 from app.exceptions import Refused
 from app.mail import autoreply, calendar
 from app.mail.decode import decode_bytes, decode_words, header_codec, html_meta_charset, safe_text, unescape_header, unflow
-from app.mail.dsn import DeliveryReport, delivery_report, returned_to_verp
+from app.mail.dsn import DeliveryReport, delivery_report, disposition_ids, returned_to_verp
 
 MAX_PARTS = 250
 MAX_DEPTH = 12
@@ -302,6 +302,8 @@ def parse_mail(raw: bytes, *, attachment_max_bytes: int, envelope: str = "") -> 
             dropped += 1
             return
         ctype = _TOKEN.sub("", part.get_content_type())[:127] or "application/octet-stream"
+        if ctype == "message/disposition-notification":
+            return  # a read receipt's status part: its Original-Message-ID is read by app.mail.dsn (disposition_ids)
         if part.is_multipart() and ctype != "message/rfc822":
             payload = part.get_payload()
             for sub in payload if isinstance(payload, list) else []:
@@ -366,7 +368,7 @@ def parse_mail(raw: bytes, *, attachment_max_bytes: int, envelope: str = "") -> 
     return ParsedMail(
         message_id=message_id,
         has_message_id=has_id,
-        in_reply_to=_message_ids(_header(msg, "In-Reply-To")),
+        in_reply_to=_message_ids(_header(msg, "In-Reply-To")) or disposition_ids(msg),  # a read receipt answers what it reports on
         references=_message_ids(_header(msg, "References")),
         subject=subject,
         from_name=" ".join(str(from_name).split())[:200],

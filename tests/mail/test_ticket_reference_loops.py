@@ -10,8 +10,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.tickets.models import Ticket
+from tests.factories import TEST_PRINCIPAL
 from tests.mail import more_cases as cases
-from tests.mail.test_cases import mail_requests
+from tests.mail.test_cases import NOW, mail_requests
 from tests.mail.test_real_world import acks, ingest, request_with_ack
 
 
@@ -57,3 +58,33 @@ def test_a_list_reflecting_our_acknowledgement_opens_nothing_and_replies_still_j
     ).encode()
     joined = ingest(session, reply, minutes=9)
     assert joined.ticket_id == ticket.id and len(mail_requests(session)) == 1 and acks(session) == 1
+
+
+def test_a_read_receipt_for_our_forward_joins_the_requests_ticket_with_no_empty_attachment(session: Session) -> None:
+    from app.dsr import forward as dsr_forward
+    from app.dsr.models import Instruction
+    from app.dsr.settings import DsrSettings
+    from app.mail.models import OutboxEmail
+    from app.tickets.models import Attachment
+
+    # Given a request forwarded to Acme's DSR contact
+    request_with_ack(session)
+    dsr = mail_requests(session)[0]
+    dsr_forward.forward(session, dsr.id, settings=DsrSettings("privacy@desk.example", "desk.example"), by=TEST_PRINCIPAL, now=NOW)
+    sent = session.scalars(select(OutboxEmail).where(OutboxEmail.kind == "dsr_forward")).one()
+    instructions = len(session.scalars(select(Instruction)).all())
+    # When Outlook sends a read receipt (RFC 8098 MDN) for it, with no In-Reply-To (found by a tester)
+    receipt = (
+        f"From: Assistant <assistant@acme.example>\r\nTo: privacy@desk.example\r\nSubject: Read: Data subject request {dsr.reference}\r\n"
+        "Message-ID: <mdn-1@acme.example>\r\nMIME-Version: 1.0\r\n"
+        'Content-Type: multipart/report; report-type=disposition-notification; boundary="M"\r\n\r\n'
+        "--M\r\nContent-Type: text/plain\r\n\r\nYour message was read.\r\n"
+        "--M\r\nContent-Type: message/disposition-notification\r\n\r\n"
+        f"Final-Recipient: rfc822;dpo@acme.example\r\nOriginal-Message-ID: {sent.message_id}\r\n"
+        "Disposition: automatic-action/MDN-sent-automatically; displayed\r\n\r\n--M--\r\n"
+    ).encode()
+    outcome = ingest(session, receipt, minutes=9)
+    # Then it is kept on the request's ticket: no new ticket, no request, no instruction, no empty attachment
+    assert outcome.status == "stored" and outcome.ticket_id == dsr.ticket_id and outcome.new_ticket is False
+    assert len(mail_requests(session)) == 1 and session.scalars(select(Attachment)).all() == []
+    assert len(session.scalars(select(Instruction)).all()) == instructions  # a receipt instructs nothing
