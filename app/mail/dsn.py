@@ -173,24 +173,29 @@ def _read_status(part: Message, report: DeliveryReport) -> None:
 
 
 def returned_to_verp(msg: Message, recipients: list[str], *, automatic: bool) -> DeliveryReport | None:
-    """A report for mail to an outbox row's VERP address that is no DSN, or None: a plain-text bounce (from the null
-    sender or a mailer daemon) as a failure with the first status code its text gives (5.0.0 when none), an
-    `automatic` reply (an out-of-office sent to the Return-Path) as "auto-replied". A person's mail is None."""
-    if not verp_tokens(recipients):
-        return None
+    """A report for mail that is no DSN but reports on an outbox row, or None. Mail to a row's VERP address: a
+    plain-text bounce (from the null sender or a mailer daemon) as a failure with the first status code its text gives
+    (5.0.0 when none), an `automatic` reply (an out-of-office sent to the Return-Path) as "auto-replied". Mail from a
+    mailer daemon to any address whose text quotes a returned Message-ID line (Exchange's "Undeliverable" with a
+    winmail.dat) likewise: the row it names is found by that id, else it is held as an unmatched bounce. A person's
+    mail is None."""
+    verp = bool(verp_tokens(recipients))
     sender = str(msg.get("From", "") or "").lower()
     daemon = str(msg.get("Return-Path", "") or "").strip() == "<>" or any(f"{name}@" in sender for name in _DAEMONS)
     if not daemon:
-        return DeliveryReport(action=AUTO_REPLIED) if automatic else None
+        return DeliveryReport(action=AUTO_REPLIED) if verp and automatic else None
     text = "\n".join(_body_text(part) for part in msg.walk() if part.get_content_maintype() in ("text", "message") and not part.is_multipart())
+    returned = _RETURNED_ID.findall(text)[:5]
+    if not verp and not returned:
+        return None
     found = _STATUS.search(text)
     status = ".".join(found.groups()) if found is not None else "5.0.0"
     line = next((ln for ln in text.splitlines() if found is not None and found.group(0) in ln), "")
     return DeliveryReport(
-        action="delayed" if status.startswith("4") else "failed",
+        action="delayed" if status.startswith("4") else "delivered" if status.startswith("2") else "failed",
         status=status,
         diagnostic=_clean(line, 480),
-        original_message_ids=_RETURNED_ID.findall(text)[:5],
+        original_message_ids=returned,
     )
 
 

@@ -214,6 +214,23 @@ def test_a_dsn_whose_returned_message_is_base64_encoded_is_matched(session: Sess
     assert (ack.state, ack.bounce_status) == ("bounced", "5.1.1") and count(session, Ticket) == 1
 
 
+def test_an_exchange_undeliverable_with_a_winmail_dat_to_the_plain_address_marks_the_row(session: Session) -> None:
+    # Exchange's NDR: multipart/mixed, text and application/ms-tnef, null sender, the returned headers quoted in the text
+    # (found by a tester: it opened a ticket and the forward's escalation never came)
+    ack = request_with_ack(session)
+    raw = (
+        "Return-Path: <>\r\nFrom: postmaster@mail.elsewhere.example\r\nTo: privacy@desk.example\r\nSubject: Undeliverable: Your request\r\n"
+        'Message-ID: <ndr-1@mail.elsewhere.example>\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="T"\r\n\r\n'
+        "--T\r\nContent-Type: text/plain\r\n\r\nDelivery has failed to these recipients or groups:\r\n\r\nann@acme.example\r\n"
+        "Remote Server returned '550 5.1.1 RESOLVER.ADR.RecipNotFound; not found'\r\n\r\nOriginal message headers:\r\n\r\n"
+        f"From: privacy@desk.example\r\nMessage-ID: {ack.message_id}\r\nSubject: Your request\r\n\r\n"
+        '--T\r\nContent-Type: application/ms-tnef; name="winmail.dat"\r\nContent-Transfer-Encoding: base64\r\n\r\neJ8+IgAAAQ==\r\n--T--\r\n'
+    ).encode()
+    outcome = ingest(session, raw, minutes=9)
+    assert (outcome.status, outcome.exit_code) == ("bounce", 0), outcome
+    assert (ack.state, ack.bounce_status) == ("bounced", "5.1.1") and count(session, Ticket) == 1 and count(session, Attachment) == 0
+
+
 def dsn_with_part(part: str) -> bytes:
     return (
         "Return-Path: <>\r\nFrom: MAILER-DAEMON@mx.example\r\nTo: privacy@desk.example\r\nSubject: Undelivered Mail\r\n"
