@@ -53,6 +53,9 @@ def dsr_list(as_json: bool, state: str | None, open_only: bool, limit: int) -> N
                 "due_at": _iso(d.due_at),
                 "forwarded_at": _iso(d.forwarded_at),
                 "pending_instructions": pending.get(d.id, 0),
+                # Escalated to the privacy officers (4 h before the deadline, or a forward bounced or refused), and each forward's state.
+                "escalated_at": _iso(d.escalated_at),
+                "forwards": [{"controller_id": f.controller_id, "state": f.state} for f in d.forwards],
             }
             for d in rows
         ]
@@ -68,6 +71,7 @@ def dsr_list(as_json: bool, state: str | None, open_only: bool, limit: int) -> N
         left = "" if item["forwarded_at"] else f"  {lefts[item['id']]}"
         click.echo(
             f"{item['reference']}  {'+'.join(item['types']) or '-'}  {controllers}  {item['state']}{' MISSED' if item['missed'] else ''}"
+            f"{' ESCALATED' if item['escalated_at'] else ''}"
             f"  received {item['received_at']}  due {item['due_at']}  forwarded {item['forwarded_at'] or '-'}{left}"
             f"  pending instructions {item['pending_instructions']}"
         )

@@ -41,6 +41,7 @@ def test_dsr_list_json_and_sweep(runner: FlaskCliRunner, session: Session) -> No
     assert item["types"] == ["access", "erasure"] and item["state"] == "awaiting_forward"
     assert item["controllers"] == [{"id": controller.id, "name": "Listed Controller Ltd"}]
     assert item["received_at"] and item["due_at"] and item["forwarded_at"] is None and item["pending_instructions"] == 0
+    assert item["escalated_at"] is None and item["forwards"] == [{"controller_id": controller.id, "state": "pending"}]
     assert "cli@subject.example" not in result.output  # the listing names references, not people
     text = runner.invoke(args=["dsr", "list"])
     assert text.exit_code == 0 and str(dsr.reference) in text.output
