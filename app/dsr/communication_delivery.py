@@ -16,9 +16,8 @@ from sqlalchemy.orm import Session
 from app.audit.service import record
 from app.controllers.models import Controller
 from app.dsr.communication import KIND
-from app.dsr.delivery import GIVEN_UP, privacy_officers
+from app.dsr.delivery import GIVEN_UP, email_officers
 from app.mail.models import OutboxEmail
-from app.mail.outbox import enqueue_email
 from app.mail.outcomes import DeliveryOutcome
 from app.principal import Principal
 from app.tickets import service as tickets
@@ -50,21 +49,9 @@ def on_delivery(session: Session, outcome: DeliveryOutcome, *, now: dt.datetime)
         + f"Open /tickets/{ticket.id}.\n"
     )
     domain = str(row.message_id).strip("<>").rpartition("@")[2] or "desk.localhost"
-    officers = privacy_officers(session)
-    for officer in officers:
-        enqueue_email(
-            session,
-            to=officer.email,
-            subject=f"Escalation: the communication on {ticket.reference} did not reach the controller",
-            body_text=body,
-            related_type="ticket",
-            related_id=ticket.id,
-            kind="dsr_escalation",
-            msgid_domain=domain,
-            by=DELIVERY,
-            now=now,
-        )
-    note = f"The communication's forward to {row.to_addr} {what}; {len(officers)} privacy officer(s) alerted. Pass it on another way."
+    subject = f"Escalation: the communication on {ticket.reference} did not reach the controller"
+    officers = email_officers(session, subject=subject, body=body, related_type="ticket", related_id=ticket.id, msgid_domain=domain, by=DELIVERY, now=now)
+    note = f"The communication's forward to {row.to_addr} {what}; {officers} privacy officer(s) alerted. Pass it on another way."
     tickets.add_message(
         session,
         ticket,
@@ -79,7 +66,7 @@ def on_delivery(session: Session, outcome: DeliveryOutcome, *, now: dt.datetime)
         target_type="ticket",
         target_id=ticket.id,
         controller_id=ticket.controller_id,
-        details={"outbox_id": row.id, "outcome": outcome.state, "officers": len(officers)},
+        details={"outbox_id": row.id, "outcome": outcome.state, "officers": officers},
         now=now,
     )
-    log.warning("ticket %s: communication forward %s not delivered (%s); %d privacy officer(s) alerted", ticket.id, row.id, outcome.state, len(officers))
+    log.warning("ticket %s: communication forward %s not delivered (%s); %d privacy officer(s) alerted", ticket.id, row.id, outcome.state, officers)

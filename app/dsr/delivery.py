@@ -53,8 +53,8 @@ def privacy_officers(session: Session) -> list[User]:
     return list(session.scalars(select(User).where(User.role == "privacy_officer", User.disabled_at.is_(None)).order_by(User.id)))
 
 
-def alert_officers(session: Session, dsr: Dsr, *, subject: str, body: str, msgid_domain: str, by: Principal, now: dt.datetime) -> int:
-    """Email every privacy officer about `dsr` (neutral subject; the body may name contacts) and mark it escalated; returns how many."""
+def email_officers(session: Session, *, subject: str, body: str, related_type: str, related_id: int, msgid_domain: str, by: Principal, now: dt.datetime) -> int:
+    """Queue an escalation (kind "dsr_escalation") to every active privacy officer about a request or ticket; returns how many."""
     officers = privacy_officers(session)
     for officer in officers:
         enqueue_email(
@@ -62,16 +62,22 @@ def alert_officers(session: Session, dsr: Dsr, *, subject: str, body: str, msgid
             to=officer.email,
             subject=subject,
             body_text=body,
-            related_type="dsr",
-            related_id=dsr.id,
+            related_type=related_type,
+            related_id=related_id,
             kind="dsr_escalation",
             msgid_domain=msgid_domain,
             by=by,
             now=now,
         )
+    return len(officers)
+
+
+def alert_officers(session: Session, dsr: Dsr, *, subject: str, body: str, msgid_domain: str, by: Principal, now: dt.datetime) -> int:
+    """Email every privacy officer about `dsr` (neutral subject; the body may name contacts) and mark it escalated; returns how many."""
+    officers = email_officers(session, subject=subject, body=body, related_type="dsr", related_id=dsr.id, msgid_domain=msgid_domain, by=by, now=now)
     # The UI banner counts escalated requests; the first escalation's time is kept.
     session.execute(update(Dsr).where(Dsr.id == dsr.id, Dsr.escalated_at.is_(None)).values(escalated_at=now).execution_options(synchronize_session=False))
-    return len(officers)
+    return officers
 
 
 def _rows(session: Session, forward: DsrForward) -> list[OutboxEmail]:
