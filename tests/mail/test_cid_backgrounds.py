@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from flask.testing import FlaskClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.tickets.html import sanitise_html
 from app.tickets.models import Attachment, Message
+from tests.conftest import AuthActions
 from tests.mail.more_cases import _related
 from tests.mail.test_cases import acme
 from tests.mail.test_real_world import ingest
@@ -14,7 +16,7 @@ from tests.mail.test_real_world import ingest
 HTML = '<table background="cid:bg1@acme.example"><tr><td background="cid:bg1@acme.example">Hello</td></tr></table>'
 
 
-def test_a_cid_background_is_rewritten_to_the_stored_part_and_shown_on_the_ticket_page(session: Session, client, auth) -> None:  # type: ignore[no-untyped-def]
+def test_a_cid_background_is_rewritten_to_the_stored_part_and_shown_on_the_ticket_page(session: Session, client: FlaskClient, auth: AuthActions) -> None:
     # Given an HTML message whose table background is an inline part
     acme(session)
     outcome = ingest(session, _related(HTML, "Content-ID: <bg1@acme.example>"))
