@@ -88,9 +88,10 @@ def test_repeated_kill_9_loses_nothing_and_duplicates_only_what_the_relay_had_ac
     print(f"\nkill -9 x{kills} over {ROWS} emails: lost {ROWS - len(copies)}, duplicated {len(duplicated)} ({len(duplicated) / ROWS:.0%})")
     # Then nothing is lost, each email reached the relay at least once with its one Message-ID
     assert len(copies) == ROWS and all(r.state == "sent" for r in rows)
-    # And a duplicate happens only for a kill after the relay accepted and before the commit: at most one per kill,
-    # and its row says it was re-sent after a stale claim
-    assert len(duplicated) <= kills and all(copies[m] == 2 for m in duplicated)
+    # And a duplicate happens only for a kill after the relay accepted and before the commit: at most one extra copy per
+    # kill (two kills can land on the same email: the sending processes take over stale claims after STALE_SECONDS,
+    # which they read from OUTBOX_STALE_SECONDS since 70bcb6d), and its row says it was re-sent after a stale claim
+    assert sum(n - 1 for n in copies.values()) <= kills
     stale = {r.message_id for r in rows if r.stale_claims > 0}
     assert duplicated <= stale
     assert all(r.delivery_note == "resent after stale claim" for r in rows if r.message_id in stale)
