@@ -136,22 +136,23 @@ def classify(text: str) -> Suggestion:
     return Suggestion(looks_like_dsr=score >= THRESHOLD and bool(requested), types=types, languages=sorted(languages), score=score)
 
 
-def _stems(stems: tuple[str, ...]) -> re.Pattern[str]:
+def stems_pattern(stems: tuple[str, ...]) -> re.Pattern[str]:
+    """One pattern for `stems`, each matched at a word start in folded text (`fold`), longest first."""
     # Longest first, at a word start (CJK and Cyrillic stems: never preceded by [a-z0-9], so anywhere in a word).
     # Folded like the text (NFKD splits the voicing marks off Japanese kana: "データ" is matched as the text becomes).
     folded = sorted({fold(s) for s in stems}, key=len, reverse=True)
     return re.compile(r"(?<![a-z0-9])(?:" + "|".join(re.escape(s) for s in folded) + ")")
 
 
-_DATA = {language: _stems(terms) for language, terms in DATA_TERMS.items()}
-_ACCOUNT = {language: _stems(terms) for language, terms in ACCOUNT_TERMS.items()}
-_ACTIONS = {kind: {language: _stems(stems) for language, stems in by_language.items()} for kind, by_language in ACTIONS.items()}
+_DATA = {language: stems_pattern(terms) for language, terms in DATA_TERMS.items()}
+_ACCOUNT = {language: stems_pattern(terms) for language, terms in ACCOUNT_TERMS.items()}
+_ACTIONS = {kind: {language: stems_pattern(stems) for language, stems in by_language.items()} for kind, by_language in ACTIONS.items()}
 # Every language's terms in one pattern: one scan of the text says which languages to try (most texts: one).
 _TERM_LANGUAGES: dict[str, set[str]] = {}
 for _language in DATA_TERMS:
     for _term in (*DATA_TERMS[_language], *ACCOUNT_TERMS.get(_language, ())):
         _TERM_LANGUAGES.setdefault(fold(_term), set()).add(_language)
-_ANY_TERM = _stems(tuple(_TERM_LANGUAGES))
+_ANY_TERM = stems_pattern(tuple(_TERM_LANGUAGES))
 
 
 @functools.lru_cache(maxsize=1024)
@@ -163,7 +164,7 @@ def _languages_of(found: str) -> frozenset[str]:
 _SENTENCE_END = re.compile(r"[?.!;\n。？！]")
 _HOWTO_AFTER = re.compile("|".join(re.escape(fold(h)) for h in HOWTO_AFTER))
 _HOWTO = re.compile(r"(?<![a-z0-9])(?:" + "|".join(re.escape(fold(h)) if not h.endswith(" ") else re.escape(h) for h in HOWTO) + ")")
-_NOT_DATA = {language: _stems(terms) for language, terms in NOT_DATA_TERMS.items()}
+_NOT_DATA = {language: stems_pattern(terms) for language, terms in NOT_DATA_TERMS.items()}
 
 
 def _near(span: tuple[int, int], others: list[tuple[int, int]]) -> bool:

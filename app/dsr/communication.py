@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session
 from app.auth.models import User
 from app.controllers.models import Controller
 from app.crypto.message_ids import digests as message_id_digests
-from app.dsr.classifier import classify, fold
+from app.dsr.classifier import classify, fold, stems_pattern
 from app.mail.intake import Inbound
 from app.mail.outbox import enqueue_email, msgid_domain_for
 from app.mail.policies import OutboundMessage, OutboundRefused, Refusal
@@ -120,11 +120,7 @@ _PHRASE = {
 }
 
 
-def _words(words: tuple[str, ...]) -> re.Pattern[str]:
-    return re.compile(r"(?<![a-z0-9])(?:" + "|".join(re.escape(fold(w)) for w in sorted(words, key=len, reverse=True)) + ")")
-
-
-_PRIVACY, _HANDLED, _CASES = _words(PRIVACY_TERMS), _words(HANDLED), _words(CASES)
+_PRIVACY, _HANDLED, _CASES = stems_pattern(PRIVACY_TERMS), stems_pattern(HANDLED), stems_pattern(CASES)
 
 
 def about_the_processing(folded: str, complaints: Sequence[int] = ()) -> bool:

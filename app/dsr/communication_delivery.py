@@ -14,7 +14,7 @@ import logging
 from sqlalchemy.orm import Session
 
 from app.audit.service import record
-from app.controllers.models import Controller
+from app.controllers.models import CONTACT_KINDS, Controller
 from app.dsr.communication import KIND
 from app.dsr.delivery import GIVEN_UP, email_officers
 from app.mail.models import OutboxEmail
@@ -26,7 +26,6 @@ from app.tickets.models import Ticket
 log = logging.getLogger(__name__)
 
 DELIVERY = Principal.system("communication delivery")
-CONTACT_KINDS = ("dsr", "breach", "subprocessor")
 
 
 def on_delivery(session: Session, outcome: DeliveryOutcome, *, now: dt.datetime) -> None:
