@@ -39,7 +39,7 @@ from app.jobs.batch import Clock, SessionScope, in_transaction
 from app.mail import bounces, quarantine
 from app.mail.intake import REGISTRY, Claim, Inbound, IntakeRegistry
 from app.mail.parse import MalformedMessage, ParsedMail, parse_mail
-from app.mail.threading import find_sent, find_thread, find_thread_serialised, reflected_own, reused_thread, route_new
+from app.mail.threading import find_sent, find_thread, reflected_own, reused_thread, route_new, serialise_sender
 from app.principal import Principal
 from app.tickets import referenced
 from app.tickets import service as tickets
@@ -179,6 +179,7 @@ def ingest_message(
 
     raw = mail.stored_raw or raw  # oversized attachments are not kept in the original either
     raw_sha256 = hashlib.sha256(raw).hexdigest()
+    serialise_sender(session, mail)  # Postgres: a concurrent ingest from the same sender first, so every lookup below sees it
     # The observers' prechecks ride on the duplicate lookup (the erased-subject flag: no statement while nobody was erased).
     looked_up = (Message.id, Message.ticket_id, Message.raw_sha256, Message.direction)
     # So does whether a stored message names this one (a follow-up that arrived first: app.tickets.referenced).
@@ -207,8 +208,6 @@ def ingest_message(
         return IngestOutcome("quarantined", quarantine_id=item.id, reason="loop")
     sent = find_sent(session, mail)
     thread = find_thread(session, mail, support_address=settings.support_address, sent=sent, registry=registry, followed_up=followed_up)
-    if thread is None and reused_on is None:
-        thread = find_thread_serialised(session, mail)  # Postgres: a concurrent ingest from the same sender first
     mail.message_id = reused_id or mail.message_id  # stored under its own id from here on (the threading used the real one)
     if thread is None and reused_on is not None:
         ticket, how, new = reused_on, "reused_message_id", False

@@ -132,24 +132,18 @@ def find_thread(
     return Thread(ticket, "followed_up") if ticket is not None else None
 
 
-def find_thread_serialised(session: Session, mail: ParsedMail) -> Thread | None:
-    """Before a message opens a new ticket on Postgres: wait for any other ingest from the same sender, then look again.
+def serialise_sender(session: Session, mail: ParsedMail) -> None:
+    """On Postgres, before the lookups of an ingest: wait for any other ingest from the same sender to end.
 
     Two messages of one person ingested at the same moment (a follow-up and the original it answers, reordered by the
     MTAs) each saw nothing of the other in their own snapshot and opened two tickets, two requests and two clocks. A
     transaction-level advisory lock keyed by the sender's address (a SHA-256 derived key: nothing readable in
-    pg_locks) orders them: the second one, once the first has committed, finds it here by its References or by the
-    reverse index. SQLite needs nothing: BEGIN IMMEDIATE already runs one ingest at a time. Returns the thread, or None.
+    pg_locks) orders them: taken before the duplicate lookup, every lookup after it (each statement a snapshot of its
+    own under READ COMMITTED) sees what the other one committed, by its References or by the reverse index, so nothing
+    is looked up twice. SQLite needs nothing: BEGIN IMMEDIATE already runs one ingest at a time. One statement, or none.
     """
-    if session.get_bind().dialect.name != "postgresql" or not mail.from_email:
-        return None
-    session.execute(select(func.pg_advisory_xact_lock(advisory_key(f"ingest sender {mail.from_email.strip().lower()}"))))
-    named = [*mail.references, *mail.in_reply_to]
-    ticket = tickets.find_by_message_ids(session, named) if named else None
-    if ticket is not None:
-        return Thread(ticket, "in_reply_to")
-    ticket = _followed_up(session, mail)
-    return Thread(ticket, "followed_up") if ticket is not None else None
+    if mail.from_email and session.get_bind().dialect.name == "postgresql":
+        session.execute(select(func.pg_advisory_xact_lock(advisory_key(f"ingest sender {mail.from_email.strip().lower()}"))))
 
 
 def _followed_up(session: Session, mail: ParsedMail) -> Ticket | None:
