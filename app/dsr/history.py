@@ -39,6 +39,16 @@ def add_event(session: Session, dsr: Dsr, code: str, *, by: Principal, now: dt.d
 def add_events(session: Session, dsr: Dsr, steps: Sequence[Step], *, by: Principal, now: dt.datetime) -> None:
     """Several history lines of one request and their audit events, in this order (one INSERT for each table)."""
     for step in steps:
-        session.add(DsrEvent(dsr_id=dsr.id, at=now, code=step.code, by_label=by.label[:100], details=dict(step.details)))
-    entries = [Entry(f"dsr.{step.code}", "dsr", dsr.id, step.controller_id, step.details) for step in steps]
+        session.add(DsrEvent(dsr_id=dsr.id, at=now, code=step.code, by_label=by_label(by), details=dict(step.details)))
+    audit_steps(session, dsr.id, steps, by=by, now=now)
+
+
+def by_label(by: Principal) -> str:
+    """Who acted, as a history line names them (at most 100 characters)."""
+    return by.label[:100]
+
+
+def audit_steps(session: Session, dsr_id: int, steps: Sequence[Step], *, by: Principal, now: dt.datetime) -> None:
+    """The audit events of history lines already written (`add_events` writes both), in this order."""
+    entries = [Entry(f"dsr.{step.code}", "dsr", dsr_id, step.controller_id, step.details) for step in steps]
     record_all(session, entries, by=by, now=now)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, selectinload
@@ -22,8 +23,9 @@ from app.dsr import deadlines
 from app.dsr.errors import DsrNotFound, InvalidDsr
 from app.dsr.forward import FORWARD_DOORBELL
 from app.dsr.gate import ACKNOWLEDGEMENT, acknowledgement_body
-from app.dsr.history import Step, add_event, add_events, single_controller
-from app.dsr.models import TYPES, Dsr, DsrForward, DsrSuggestion, Instruction, StandingInstruction
+from app.dsr.history import Step, add_event, audit_steps, by_label
+from app.dsr.models import TYPES, Dsr, DsrEvent, DsrForward, DsrSuggestion, Instruction, StandingInstruction
+from app.dsr.request_row import insert_request
 from app.dsr.routing import route
 from app.dsr.settings import DsrSettings
 from app.mail.outbox import enqueue_email
@@ -88,37 +90,49 @@ def create_dsr(
         how, candidates = routing.how, len(routing.controller_ids)
     else:
         chosen, how, candidates = [], ["staff"], len(set(controller_ids))
-    dsr = Dsr(
-        types=types,
-        state="awaiting_forward" if chosen else "triage",
-        is_open=True,
-        source=source,
-        ticket_id=ticket.id if ticket is not None else None,
-        message_pk=message_pk,
-        subject_email=email,
-        subject_name=(data.subject_name or "").strip() or None,
-        subject_identifiers=(data.subject_identifiers or "").strip() or None,
-        request_text=(data.request_text or "").strip() or None,
-        received_at=received_at,
-        due_at=deadlines.due_at(received_at),
-        created_at=now,
-        updated_at=now,
-        # Known from the start (an empty list is not read back from the database when the history asks).
-        forwards=[DsrForward(controller_id=cid, state="pending", outbox_ids=[], created_at=now) for cid in chosen],
-    )
-    session.add(dsr)
-    session.flush()
+    fields: dict[str, Any] = {
+        "types": types,
+        "state": "awaiting_forward" if chosen else "triage",
+        "is_open": True,
+        "source": source,
+        "ticket_id": ticket.id if ticket is not None else None,
+        "message_pk": message_pk,
+        "received_at": received_at,
+        "due_at": deadlines.due_at(received_at),
+        "created_at": now,
+        "updated_at": now,
+    }
+    plain = {
+        "subject_email": email,
+        "subject_name": (data.subject_name or "").strip() or None,
+        "subject_identifiers": (data.subject_identifiers or "").strip() or None,
+        "request_text": (data.request_text or "").strip() or None,
+    }
+    # The creation's audit event names no controller (the request had none when it was recorded), as before; the
+    # route's names the one it was routed to. Both lines and both events are written together.
+    steps = [Step("create", None, {"source": source, "types": types, "ticket_id": fields["ticket_id"], "candidates": candidates, "how": how})]
+    if chosen:
+        steps.append(Step("route", chosen[0], {"controller_ids": chosen}))
+    # Postgres: the request, its forward and its history lines in one statement (app.dsr.request_row).
+    lines = [(step.code, step.details) for step in steps]
+    dsr = insert_request(session, fields, plain, forward_to=chosen[0] if chosen else None, events=lines, by_label=by_label(by), now=now)
+    if dsr is None:
+        dsr = Dsr(
+            **fields,
+            **plain,
+            # Known from the start (an empty list is not read back from the database when the history asks).
+            forwards=[DsrForward(controller_id=cid, state="pending", outbox_ids=[], created_at=now) for cid in chosen],
+        )
+        session.add(dsr)
+        session.flush()
+        for step in steps:
+            session.add(DsrEvent(dsr_id=dsr.id, at=now, code=step.code, by_label=by_label(by), details=dict(step.details)))
     reference = format_reference(received_at, dsr.id)
     if dsr.reference != reference:
         # SQLite (Postgres fills it in the INSERT, migration 0026), or a time not in UTC whose year differs there:
-        # written by the next flush (the history's audit event).
+        # written by the next flush (the audit events').
         dsr.reference = reference
-    # The creation's audit event names no controller (the request had none when it was recorded), as before; the
-    # route's names the one it was routed to. Both lines and both events are written together.
-    steps = [Step("create", None, {"source": source, "types": types, "ticket_id": dsr.ticket_id, "candidates": candidates, "how": how})]
-    if chosen:
-        steps.append(Step("route", single_controller(dsr), {"controller_ids": chosen}))
-    add_events(session, dsr, steps, by=by, now=now)
+    audit_steps(session, dsr.id, steps, by=by, now=now)
     if chosen:
         FORWARD_DOORBELL.ring_after_commit(session, [dsr.id])
     elif controller_ids:

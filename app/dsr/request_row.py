@@ -1,0 +1,107 @@
+"""A new request with its forward and history lines in one statement (Postgres; issue 11 item 7).
+
+`app.dsr.requests.create_dsr` records a request as an ORM flush (the request and
+its forward, the encryption listener locking the platform key) and another (its
+history lines). On Postgres `insert_request` writes the same rows with the same
+values in one statement of data-modifying WITHs: the fields encrypted exactly as
+a flush encrypts them (`app.crypto.fields.encrypt_new_row`: the platform's active
+key locked FOR SHARE, associated data naming table, column and row, the blind
+index), the reference filled by the database trigger of migration 0026 (as when
+the ORM inserts the row), the history lines in their order. The rows returned are
+in the session, loaded, as after a flush. Elsewhere (SQLite) it returns None and
+the caller takes the ordinary path.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import Integer, Select, bindparam, insert, null, select
+from sqlalchemy.orm import Session, make_transient_to_detached
+from sqlalchemy.orm.attributes import set_committed_value
+from sqlalchemy.sql.schema import ScalarElementColumnDefault
+
+from app.crypto.fields import encrypt_new_row, new_row_uid, remember_plain
+from app.db import table_of_model
+from app.dsr.models import Dsr, DsrEvent, DsrForward
+
+
+def insert_request(
+    session: Session,
+    fields: Mapping[str, Any],
+    plain: Mapping[str, Any],
+    *,
+    forward_to: int | None,
+    events: Sequence[tuple[str, Mapping[str, Any]]],
+    by_label: str,
+    now: dt.datetime,
+) -> Dsr | None:
+    """The request of `fields` (its plain columns) and `plain` (its encrypted fields by name; None: no value), with a
+    pending forward to `forward_to` when given and its history lines `events` ((code, details), in order), written in
+    one statement; the request, in the session and loaded with its forwards, or None when this path does not apply."""
+    if session.get_bind().dialect.name != "postgresql" or not events:
+        return None
+    session.flush()  # whatever is pending is written before the request, as the flush of the ordinary path would
+    row_uid = new_row_uid()
+    columns = {**_defaults(), **fields, "row_uid": row_uid, **encrypt_new_row(session, Dsr, dict(plain), owner=None, row_uid=row_uid)}
+    forward: dict[str, Any] = {"state": "pending", "forwarded_at": None, "message_id_bidx": None, "outbox_ids": [], "created_at": now}
+    params: dict[str, Any] = {f"d_{k}": v for k, v in columns.items()}
+    if forward_to is not None:
+        params.update({f"f_{k}": v for k, v in forward.items()}, f_controller_id=forward_to)
+    for n, (code, details) in enumerate(events):
+        params.update({f"e{n}_at": now, f"e{n}_code": code, f"e{n}_by_label": by_label, f"e{n}_details": dict(details)})
+    dsr_id, reference, forward_id = session.execute(_statement(forward_to is not None, len(events)), params).one()
+    dsr = Dsr(id=dsr_id, reference=reference, **columns)
+    make_transient_to_detached(dsr)
+    session.add(dsr)
+    remember_plain(dsr, dict(plain))
+    forwards: list[DsrForward] = []
+    if forward_to is not None:
+        made = DsrForward(id=forward_id, dsr_id=dsr_id, controller_id=forward_to, **forward)
+        make_transient_to_detached(made)
+        session.add(made)
+        set_committed_value(made, "dsr", dsr)
+        forwards.append(made)
+    set_committed_value(dsr, "forwards", forwards)
+    return dsr
+
+
+@functools.cache
+def _defaults() -> dict[str, Any]:
+    # What a flush writes for a column the request does not set: its scalar default, else NULL.
+    table = table_of_model(Dsr)
+    found: dict[str, Any] = {}
+    for column in table.columns:
+        if column.name in ("id", "reference"):
+            continue
+        default = column.default
+        found[column.name] = default.arg if isinstance(default, ScalarElementColumnDefault) else None
+    return found
+
+
+def _plain_columns() -> list[str]:
+    return [c.name for c in table_of_model(Dsr).columns if c.name not in ("id", "reference")]
+
+
+@functools.cache
+def _statement(with_forward: bool, events: int) -> Select[Any]:
+    # Built once per shape (its values are parameters): the request (its reference from the trigger), [its forward,]
+    # its history lines in order. Each WITH runs whether or not read.
+    dsrs, forwards, lines = table_of_model(Dsr), table_of_model(DsrForward), table_of_model(DsrEvent)
+    new_dsr = insert(dsrs).values({c: bindparam(f"d_{c}", type_=dsrs.c[c].type) for c in _plain_columns()})
+    new_dsr_cte = new_dsr.returning(dsrs.c.id, dsrs.c.reference).cte("new_dsr")
+    line_columns = ("at", "code", "by_label", "details")
+    dsr_id = select(new_dsr_cte.c.id).scalar_subquery()
+    rows = [{"dsr_id": dsr_id, **{c: bindparam(f"e{n}_{c}", type_=lines.c[c].type) for c in line_columns}} for n in range(events)]
+    new_lines = insert(lines).values(rows)  # one VALUES list: the lines numbered in their order
+    ctes = [new_lines.returning(lines.c.id).cte("new_lines")]
+    forward_id: Any = null().cast(Integer)
+    if with_forward:
+        forward_columns = [c.name for c in forwards.columns if c.name not in ("id", "dsr_id")]
+        row = select(new_dsr_cte.c.id, *[bindparam(f"f_{c}", type_=forwards.c[c].type) for c in forward_columns])
+        new_forward = insert(forwards).from_select(["dsr_id", *forward_columns], row).returning(forwards.c.id).cte("new_forward")
+        forward_id = select(new_forward.c.id).scalar_subquery()
+    return select(new_dsr_cte.c.id, new_dsr_cte.c.reference, forward_id).add_cte(*ctes)

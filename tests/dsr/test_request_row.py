@@ -1,0 +1,98 @@
+"""A new request: on Postgres the request, its forward and its history lines are one statement (app.dsr.request_row),
+with the same rows, values and audit events as the ORM path (which SQLite always takes)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import pytest
+from sqlalchemy import event, select
+from sqlalchemy.orm import Session
+
+from app.audit.models import AuditEvent
+from app.dsr import request_row, requests
+from app.dsr.models import Dsr, DsrEvent, DsrForward
+from app.dsr.requests import DsrInput, create_dsr
+from app.tickets import service as tickets
+from tests.factories import TEST_PRINCIPAL, make_controller
+
+NOW = dt.datetime(2026, 12, 1, 6, 0, tzinfo=dt.UTC)
+RECEIVED = NOW - dt.timedelta(minutes=3)
+DATA = DsrInput(types=["erasure", "access"], subject_email=" Zoe@Example.org ", subject_name="Zoë Roe", request_text="Delete everything, Zoë")
+
+
+def _create(session: Session, ticket: tickets.Ticket) -> tuple[Dsr, list[str]]:
+    session.flush()
+    statements: list[str] = []
+    engine = session.get_bind().engine
+
+    def count(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+        statements.append(statement)
+
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        dsr = create_dsr(session, DATA, source="privacy_address", received_at=RECEIVED, ticket=ticket, message_pk=None, by=TEST_PRINCIPAL, now=NOW)
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+    return dsr, statements
+
+
+def _read_back(session: Session, dsr_id: int) -> dict[str, Any]:
+    session.flush()
+    session.expire_all()
+    dsr = session.get(Dsr, dsr_id)
+    assert dsr is not None
+    columns = {c.name: getattr(dsr, c.key) for c in Dsr.__table__.columns if c.name not in ("id", "reference", "row_uid") and not c.name.endswith("_ct")}
+    columns["subject_email_bidx"] = bytes(columns["subject_email_bidx"])
+    plain = {name: getattr(dsr, name) for name in ("subject_email", "subject_name", "subject_identifiers", "request_text", "missed_reason")}
+    forwards = [
+        (f.controller_id, f.state, f.forwarded_at, f.message_id_bidx, f.outbox_ids, f.created_at)
+        for f in session.scalars(select(DsrForward).where(DsrForward.dsr_id == dsr_id))
+    ]
+    lines = [(e.at, e.code, e.by_label, e.details) for e in session.scalars(select(DsrEvent).where(DsrEvent.dsr_id == dsr_id).order_by(DsrEvent.id))]
+    audited = session.scalars(select(AuditEvent).where(AuditEvent.target_type == "dsr", AuditEvent.target_id == str(dsr_id)).order_by(AuditEvent.seq))
+    audit = [(a.action, a.controller_id, a.details_json) for a in audited]
+    return {"columns": columns, "plain": plain, "forwards": forwards, "lines": lines, "audit": audit, "reference": dsr.reference, "id": dsr.id}
+
+
+@pytest.mark.parametrize("routed", [True, False])
+def test_a_new_request_is_one_statement_on_postgres_with_the_rows_of_the_orm_path(session: Session, monkeypatch: pytest.MonkeyPatch, routed: bool) -> None:
+    # Given a ticket of a controller (routed: one forward) or in triage (no controller: no forward)
+    controller = make_controller(session)
+    ticket = tickets.create_ticket(
+        session,
+        controller_id=controller.id if routed else None,
+        requester_name="Zoë",
+        requester_email="zoe@example.org",
+        subject="Data",
+        by=TEST_PRINCIPAL,
+        now=NOW,
+    )
+    # When a request is recorded by the path of this database, and again by the ORM path
+    fast, statements = _create(session, ticket)
+    fast_id = fast.id
+    assert [f.controller_id for f in fast.forwards] == ([controller.id] if routed else [])
+    assert fast.subject_email == "Zoe@Example.org" and fast.reference == requests.format_reference(RECEIVED, fast_id)
+    monkeypatch.setattr(requests, "insert_request", lambda *a, **k: None)
+    slow, _ = _create(session, ticket)
+    slow_id = slow.id
+    # Then on Postgres the request, its forward and its lines were one statement (then the audit events), nothing left to flush
+    writes = [s.lstrip().split()[0].upper() for s in statements if not s.lstrip().upper().startswith("SELECT") and "data_keys" not in s]
+    if session.get_bind().dialect.name == "postgresql":
+        assert writes == ["WITH", "INSERT"]
+        assert not session.dirty or fast not in session.dirty
+    # and both read back alike from the database, decrypted (values bound to their rows), with the same history and audit
+    got, want = _read_back(session, fast_id), _read_back(session, slow_id)
+    assert got["reference"] == requests.format_reference(RECEIVED, fast_id)
+    for part in ("columns", "plain", "forwards", "lines", "audit"):
+        assert got[part] == want[part], part
+    assert got["plain"]["subject_email"] == "Zoe@Example.org" and got["plain"]["subject_name"] == "Zoë Roe"
+    assert [line[1] for line in got["lines"]] == (["create", "route"] if routed else ["create"])
+
+
+def test_sqlite_takes_the_orm_path(session: Session) -> None:
+    if session.get_bind().dialect.name == "postgresql":
+        assert request_row.insert_request is not None
+        return
+    assert request_row.insert_request(session, {}, {}, forward_to=None, events=[("create", {})], by_label="x", now=NOW) is None
