@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from sqlalchemy import Connection, Select, String, Table, and_, func, literal, or_, select, update
+from sqlalchemy import Connection, Select, String, Table, and_, bindparam, func, literal, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
@@ -158,10 +158,7 @@ def active_key(conn: Connection, cache: KeyCache, owner: str) -> LoadedKey:
     if known is not None:
         return known
     for _attempt in range(3):
-        # FOR SHARE (Postgres): rotation cannot retire this key until the writer
-        # commits, so no value is written under a key rotation already passed.
-        active = select(data_keys).where(data_keys.c.owner == owner, data_keys.c.state == "active").with_for_update(read=True)
-        row = conn.execute(active).one_or_none()
+        row = conn.execute(_active_statement(), {"owner": owner}).one_or_none()
         if row is not None:
             key = cache.by_id.get(row.id) or unwrap_row(cache.keyring, row)
             cache.by_id[row.id] = key
@@ -176,6 +173,14 @@ def active_key(conn: Connection, cache: KeyCache, owner: str) -> LoadedKey:
             raise KeyShredded(f"the data keys of {owner} were destroyed (crypto-shredded): nothing new is stored under them")
         insert_generation(conn, cache.keyring, owner, (latest or 0) + 1)
     raise DecryptionError(f"could not create a data key for {owner}")
+
+
+@functools.cache
+def _active_statement() -> Select[Any]:
+    # Built once (building it cost more CPU than running it). FOR SHARE (Postgres): rotation cannot retire this
+    # key until the writer commits, so no value is written under a key rotation already passed.
+    owner = data_keys.c.owner == bindparam("owner", type_=String)
+    return select(data_keys).where(owner, data_keys.c.state == "active").with_for_update(read=True)
 
 
 def find_index_key(conn: Connection, cache: KeyCache, owner: str) -> bytes | None:
@@ -240,7 +245,7 @@ def index_keys_of_controllers(session: Session, controller_ids: Any) -> dict[int
     without keys are left out (nothing is indexed under them). The cost does not grow with queries per controller.
     For a SELECT on Postgres the answer is kept per process and re-checked by its fingerprint (`_INDEX_KEYSETS`).
     """
-    conn, keyring, database = session.connection(), keyring_for(session), _database_of(session)
+    conn, keyring, database = session.connection(), keyring_for(session), database_of(session)
     kept_for = isinstance(controller_ids, Select) and conn.dialect.name == "postgresql"
     fingerprint, read = _kept_statements(controller_ids) if kept_for else _index_key_rows(controller_ids, fingerprinted=False)
     slot = (database, controller_ids)
@@ -285,13 +290,13 @@ _INDEX_OF_OWNER: weakref.WeakKeyDictionary[Keyring, dict[tuple[str, str], Loaded
 def remember_index_key(session: Session, key: LoadedKey) -> None:
     """Keep `key`'s blind-index key for this process's later transactions (used only once checked: `index_key_check`)."""
     with _REMEMBERED_LOCK:
-        _INDEX_OF_OWNER.setdefault(keyring_for(session), {})[(_database_of(session), key.owner)] = key
+        _INDEX_OF_OWNER.setdefault(keyring_for(session), {})[(database_of(session), key.owner)] = key
 
 
 def remembered_index_key(session: Session, owner: str) -> LoadedKey | None:
     """The owner's key generation this process remembers for its index key, or None."""
     with _REMEMBERED_LOCK:
-        return (_INDEX_OF_OWNER.get(keyring_for(session)) or {}).get((_database_of(session), owner))
+        return (_INDEX_OF_OWNER.get(keyring_for(session)) or {}).get((database_of(session), owner))
 
 
 def index_key_check(key: LoadedKey) -> ColumnElement[bool]:
@@ -306,7 +311,7 @@ def confirm_index_key(session: Session, key: LoadedKey, live: bool) -> None:
         cache_for(session).index[key.owner] = key.index_key
         return
     with _REMEMBERED_LOCK:
-        (_INDEX_OF_OWNER.get(keyring_for(session)) or {}).pop((_database_of(session), key.owner), None)
+        (_INDEX_OF_OWNER.get(keyring_for(session)) or {}).pop((database_of(session), key.owner), None)
 
 
 def set_state(conn: Connection, key_id: int, state: str) -> None:
@@ -334,7 +339,8 @@ _REMEMBERED_LOCK = threading.Lock()
 _REMEMBERED_MAX = 4096  # keys per keyring; beyond it the process starts over (bounded memory)
 
 
-def _database_of(session: Session) -> str:
+def database_of(session: Session) -> str:
+    """The URL of the session's database, naming it in the per-process key caches (key ids are per database)."""
     bind = session.get_bind()
     return str(bind.engine.url)  # engine or connection: key ids are per database
 
@@ -343,7 +349,7 @@ def remembered(session: Session, owner: str) -> dict[int, LoadedKey]:
     """The keys of `owner` this process remembers for this session's database and keyring."""
     with _REMEMBERED_LOCK:
         owners = _REMEMBERED.get(keyring_for(session)) or {}
-        return dict(owners.get((_database_of(session), owner), {}))
+        return dict(owners.get((database_of(session), owner), {}))
 
 
 def live_remembered(keys: dict[int, LoadedKey], owner: str) -> ColumnElement[int]:
@@ -363,7 +369,7 @@ def adopt_remembered(session: Session, owner: str, keys: dict[int, LoadedKey], l
         return
     with _REMEMBERED_LOCK:
         # Shredded, deleted or rewrapped since: never used again; the keys load from the table.
-        (_REMEMBERED.get(keyring_for(session)) or {}).pop((_database_of(session), owner), None)
+        (_REMEMBERED.get(keyring_for(session)) or {}).pop((database_of(session), owner), None)
 
 
 def remember_keys(session: Session, owner: str) -> None:
@@ -376,7 +382,7 @@ def remember_keys(session: Session, owner: str) -> None:
         owners = _REMEMBERED.setdefault(cache.keyring, {})
         if sum(len(keys) for keys in owners.values()) >= _REMEMBERED_MAX:
             owners.clear()
-        owners.setdefault((_database_of(session), owner), {}).update(loaded)
+        owners.setdefault((database_of(session), owner), {}).update(loaded)
 
 
 def forget_remembered(owner: str | None = None) -> None:

@@ -22,7 +22,8 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import secrets
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from sqlalchemy import Integer, LargeBinary, Select, String, bindparam, func, insert, literal, select, update
 from sqlalchemy.dialects.postgresql import ARRAY
@@ -33,6 +34,8 @@ from app.blobs.models import Blob, BlobChunk
 from app.blobs.store import CHUNK_BYTES, inserted_blob, one_chunk_rows
 from app.crypto import message_ids
 from app.crypto.fields import encrypt_new_row, new_row_uid, remember_plain
+from app.crypto.kept_active import active_check, active_check_params, keep_active, kept_key, settle_kept, try_kept
+from app.crypto.keys import owner_of
 from app.db import table_of_model
 from app.tickets import referenced
 from app.tickets.identifiers import MessageIdentifier, digests_of
@@ -47,9 +50,12 @@ def insert_with_raw(session: Session, ticket: Ticket, data: Any, *, now: dt.date
     if not _applies(session, data.raw, raw_max_bytes):
         return None
     session.flush()  # whatever is pending is written before the message, as the flush of the ordinary path would
-    columns, plain, blob_values, params = _message_rows(session, ticket.key_owner, data, now=now)
-    params.update(m_ticket_id=ticket.id, u_ticket_id=ticket.id, u_updated_at=now)
-    message_pk, blob_id = session.execute(_statement(False, touch), params).one()
+
+    def rows() -> tuple[tuple[dict[str, Any], dict[str, Any], dict[str, Any]], dict[str, Any]]:
+        columns, plain, blob_values, params = _message_rows(session, ticket.key_owner, data, now=now)
+        return (columns, plain, blob_values), {**params, "m_ticket_id": ticket.id, "u_ticket_id": ticket.id, "u_updated_at": now}
+
+    (message_pk, blob_id), (columns, plain, blob_values) = _written(session, ticket.key_owner, rows, False, touch)
     if touch:
         set_committed_value(ticket, "updated_at", now)  # written by the statement, as the flush would have
     return _loaded_message(session, message_pk, ticket.id, blob_id, columns, plain, blob_values)
@@ -63,28 +69,59 @@ def insert_ticket_with_raw(
     if not _applies(session, first.raw, None):
         return None
     session.flush()
-    owner, row_uid = key_owner_for(controller_id), new_row_uid()
+    owner = key_owner_for(controller_id)
     plain = {"requester_name": requester_name, "requester_email": requester_email, "subject": subject}
-    ticket_columns: dict[str, Any] = {
-        "controller_id": controller_id,
-        "key_owner": owner,
-        "status": "new",
-        "assignee_id": None,
-        "reply_token": secrets.token_hex(10),
-        "created_at": now,
-        "updated_at": now,
-        "closed_at": None,
-        "row_uid": row_uid,
-        **encrypt_new_row(session, Ticket, plain, owner=owner, row_uid=row_uid),
-    }
-    columns, message_plain, blob_values, params = _message_rows(session, owner, first, now=now)
-    params.update({f"t_{k}": v for k, v in ticket_columns.items()})
-    ticket_pk, reference, message_pk, blob_id = session.execute(_statement(True), params).one()
+
+    def rows() -> tuple[tuple[dict[str, Any], dict[str, Any], dict[str, Any], dict[str, Any]], dict[str, Any]]:
+        row_uid = new_row_uid()
+        ticket_columns: dict[str, Any] = {
+            "controller_id": controller_id,
+            "key_owner": owner,
+            "status": "new",
+            "assignee_id": None,
+            "reply_token": secrets.token_hex(10),
+            "created_at": now,
+            "updated_at": now,
+            "closed_at": None,
+            "row_uid": row_uid,
+            **encrypt_new_row(session, Ticket, plain, owner=owner, row_uid=row_uid),
+        }
+        columns, message_plain, blob_values, params = _message_rows(session, owner, first, now=now)
+        return (ticket_columns, columns, message_plain, blob_values), {**params, **{f"t_{k}": v for k, v in ticket_columns.items()}}
+
+    (ticket_pk, reference, message_pk, blob_id), (ticket_columns, columns, message_plain, blob_values) = _written(session, owner, rows, True, False)
     ticket = Ticket(id=ticket_pk, reference=reference, **ticket_columns)
     make_transient_to_detached(ticket)
     session.add(ticket)
     remember_plain(ticket, plain)
     return ticket, _loaded_message(session, message_pk, ticket_pk, blob_id, columns, message_plain, blob_values)
+
+
+_Made = TypeVar("_Made")
+
+
+def _written(session: Session, key_owner: int, rows: Callable[[], tuple[_Made, dict[str, Any]]], with_ticket: bool, touch: bool) -> tuple[Any, _Made]:
+    # (the statement's one row, what `rows` made for it): written under the key owner's active key as this process kept
+    # it, checked and locked FOR SHARE by the statement itself (app.crypto.kept_active: no key query of its own); when
+    # the check finds it no longer active and unchanged, nothing was written: the rows are made again under the key
+    # `active_key` locks, as the flush of the ordinary path would.
+    owner = owner_of(key_owner)
+    kept = kept_key(session, owner)
+    if kept is not None:
+        found, live = None, False
+        try_kept(session, kept)
+        try:
+            made, params = rows()
+            found = session.execute(_statement(with_ticket, touch, True), {**params, **active_check_params(kept)}).one_or_none()
+            live = found is not None
+        finally:
+            settle_kept(session, kept, live)
+        if found is not None:
+            return found, made
+    made, params = rows()
+    found = session.execute(_statement(with_ticket, touch), params).one()
+    keep_active(session, owner)
+    return found, made
 
 
 def _applies(session: Session, raw: Any, raw_max_bytes: int | None) -> bool:
@@ -137,14 +174,21 @@ def _loaded_message(
 
 
 @functools.cache
-def _statement(with_ticket: bool, touch: bool = False) -> Select[Any]:
+def _statement(with_ticket: bool, touch: bool = False, checked: bool = False) -> Select[Any]:
     # Built once (its values are parameters): [the ticket,] the blob, its chunk, the message (raw_blob_id from the blob,
     # ticket_id from the ticket or a parameter) and its index rows (unnest of two arrays: none when empty). Each WITH
-    # runs once whether or not the final SELECT reads it.
+    # runs once whether or not the final SELECT reads it. `checked`: the ticket, the blob (so all that hangs on it) and
+    # the touch are written only while the WITH key_ok finds the kept key active (app.crypto.kept_active), no row else.
     tickets, blobs, chunks = table_of_model(Ticket), table_of_model(Blob), table_of_model(BlobChunk)
     messages, index, refs = table_of_model(Message), table_of_model(MessageIdentifier), table_of_model(referenced.MessageReference)
+    key_ok = active_check().cte("key_ok") if checked else None
+
+    def row_of(table: Any, columns: Any, prefix: str) -> Any:  # INSERT ... VALUES, or ... SELECT FROM key_ok when checked
+        values = {c: bindparam(f"{prefix}{c}", type_=table.c[c].type) for c in columns}
+        return insert(table).values(values) if key_ok is None else insert(table).from_select(list(values), select(*values.values()).select_from(key_ok))
+
     blob_columns = ("key_owner", "size", "sha256", "chunk_count", "created_at")
-    new_blob = insert(blobs).values({c: bindparam(f"blob_{c}", type_=blobs.c[c].type) for c in blob_columns}).returning(blobs.c.id).cte("new_blob")
+    new_blob = row_of(blobs, blob_columns, "blob_").returning(blobs.c.id).cte("new_blob")
     chunk_columns = ("seq", "key_owner", "row_uid", "data_ct")
     chunk = select(new_blob.c.id, *[bindparam(f"chunk_{c}", type_=chunks.c[c].type) for c in chunk_columns])
     new_chunk = insert(chunks).from_select(["blob_id", *chunk_columns], chunk).returning(chunks.c.id).cte("new_chunk")
@@ -152,8 +196,7 @@ def _statement(with_ticket: bool, touch: bool = False) -> Select[Any]:
     values = [bindparam(f"m_{c}", type_=messages.c[c].type) for c in message_columns]
     if with_ticket:
         ticket_columns = [c.name for c in tickets.columns if c.name not in ("id", "reference")]
-        ticket_values = {c: bindparam(f"t_{c}", type_=tickets.c[c].type) for c in ticket_columns}
-        new_ticket = insert(tickets).values(ticket_values).returning(tickets.c.id, tickets.c.reference).cte("new_ticket")
+        new_ticket = row_of(tickets, ticket_columns, "t_").returning(tickets.c.id, tickets.c.reference).cte("new_ticket")
         row = select(*values, new_blob.c.id, new_ticket.c.id).select_from(new_blob.join(new_ticket, literal(True)))
     else:
         row = select(*values, new_blob.c.id, bindparam("m_ticket_id", type_=messages.c.ticket_id.type))
@@ -168,6 +211,7 @@ def _statement(with_ticket: bool, touch: bool = False) -> Select[Any]:
     ctes = [new_chunk, new_index, new_refs]
     if touch:  # the ticket's updated_at, as the flush of the ordinary path writes it
         touched = update(tickets).where(tickets.c.id == bindparam("u_ticket_id", type_=tickets.c.id.type))
+        touched = touched if key_ok is None else touched.where(select(key_ok.c.id).exists())  # a one-time filter: before its row lock
         ctes.append(touched.values(updated_at=bindparam("u_updated_at", type_=tickets.c.updated_at.type)).returning(tickets.c.id).cte("touched"))
     if with_ticket:
         both = new_message_cte.join(new_ticket, literal(True))
