@@ -21,11 +21,12 @@ from __future__ import annotations
 
 import threading
 import weakref
-from typing import Any, cast
+from collections.abc import Callable
+from typing import Any, TypeVar, cast
 
 from sqlalchemy import LargeBinary, String, Table, bindparam, select
 from sqlalchemy.orm import Session
-from sqlalchemy.sql import Select
+from sqlalchemy.sql import Executable, Select
 
 from app.crypto.keyring import Keyring
 from app.crypto.keys import LoadedKey, cache_for, database_of
@@ -98,3 +99,33 @@ def active_check() -> Select[Any]:
 def active_check_params(key: LoadedKey) -> dict[str, Any]:
     """The values of `active_check`'s parameters for `key`."""
     return {CHECK_ID: key.id, CHECK_OWNER: key.owner, CHECK_WRAPPED: key.wrapped}
+
+
+Made = TypeVar("Made")
+
+
+def write_checked(session: Session, owner: str, rows: Callable[[], tuple[Made, dict[str, Any]]], statement: Callable[[bool], Executable]) -> tuple[Any, Made]:
+    """Run a writing statement of one result row under the owner's active key; (that row, what `rows` made for it).
+
+    `rows()` encrypts the values (through `active_key`, as a flush does) and returns what it made and the statement's
+    parameters; `statement(checked)` is the statement, which when `checked` writes nothing and returns no row unless its
+    WITH of `active_check` finds the key (`active_check_params` are added). With a kept key, no key query: one checked
+    statement. Else (or when that statement wrote nothing) `rows()` again under the key `active_key` locks, and the
+    statement unchecked; that key is kept for the next transaction. Errors propagate (KeyShredded as from `active_key`).
+    """
+    kept = kept_key(session, owner)
+    if kept is not None:
+        found, live = None, False
+        try_kept(session, kept)
+        try:
+            made, params = rows()
+            found = session.execute(statement(True), {**params, **active_check_params(kept)}).one_or_none()
+            live = found is not None
+        finally:
+            settle_kept(session, kept, live)
+        if found is not None:
+            return found, made
+    made, params = rows()
+    found = session.execute(statement(False), params).one()
+    keep_active(session, owner)
+    return found, made

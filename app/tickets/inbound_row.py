@@ -34,7 +34,7 @@ from app.blobs.models import Blob, BlobChunk
 from app.blobs.store import CHUNK_BYTES, inserted_blob, one_chunk_rows
 from app.crypto import message_ids
 from app.crypto.fields import encrypt_new_row, new_row_uid, remember_plain
-from app.crypto.kept_active import active_check, active_check_params, keep_active, kept_key, settle_kept, try_kept
+from app.crypto.kept_active import active_check, write_checked
 from app.crypto.keys import owner_of
 from app.db import table_of_model
 from app.tickets import referenced
@@ -101,27 +101,8 @@ _Made = TypeVar("_Made")
 
 
 def _written(session: Session, key_owner: int, rows: Callable[[], tuple[_Made, dict[str, Any]]], with_ticket: bool, touch: bool) -> tuple[Any, _Made]:
-    # (the statement's one row, what `rows` made for it): written under the key owner's active key as this process kept
-    # it, checked and locked FOR SHARE by the statement itself (app.crypto.kept_active: no key query of its own); when
-    # the check finds it no longer active and unchanged, nothing was written: the rows are made again under the key
-    # `active_key` locks, as the flush of the ordinary path would.
-    owner = owner_of(key_owner)
-    kept = kept_key(session, owner)
-    if kept is not None:
-        found, live = None, False
-        try_kept(session, kept)
-        try:
-            made, params = rows()
-            found = session.execute(_statement(with_ticket, touch, True), {**params, **active_check_params(kept)}).one_or_none()
-            live = found is not None
-        finally:
-            settle_kept(session, kept, live)
-        if found is not None:
-            return found, made
-    made, params = rows()
-    found = session.execute(_statement(with_ticket, touch), params).one()
-    keep_active(session, owner)
-    return found, made
+    # (the statement's one row, what `rows` made for it), under the key owner's kept key checked by the statement itself
+    return write_checked(session, owner_of(key_owner), rows, lambda checked: _statement(with_ticket, touch, checked))
 
 
 def _applies(session: Session, raw: Any, raw_max_bytes: int | None) -> bool:
