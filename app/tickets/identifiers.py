@@ -43,7 +43,12 @@ SCAN_CHARS = 200_000
 PHONE_REGIONS = ("DE", "GB", "FR", "NL", "AT", "CH")
 _ADDRESS = re.compile(r"[^\s<>()\[\],;:\"']{1,64}@[A-Za-z0-9.-]{1,253}\.[A-Za-z]{2,63}")
 _IBAN_CANDIDATE = re.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}\b")
-_DIGIT = re.compile(r"\d")  # a decimal digit of any script, as phonenumbers' own pattern reads one
+# The fewest decimal digits a valid number is written with (tests/tickets/test_identifiers.py derives it from the metadata):
+# its national significant number's shortest possible length in PHONE_REGIONS (DE, AT: 4), or in any region with its
+# country code (6). A valid number's national digits are all written digits (at VALID leniency an "x" is no digit).
+MIN_PHONE_DIGITS = 4
+# Decimal digits of any script, as phonenumbers' own pattern reads them; the search stops at the fourth.
+_ENOUGH_DIGITS = re.compile(rf"\d(?:\D*\d){{{MIN_PHONE_DIGITS - 1}}}")
 
 
 class MessageIdentifier(Base):
@@ -69,15 +74,26 @@ def normalise_name(value: str) -> str:
 def phones_in(text: str | None) -> Iterator[tuple[str, str]]:
     """Each phone number in `text` as (the text as written, E.164); numbers without a country code tried per PHONE_REGIONS."""
     text = (text or "")[:SCAN_CHARS]
-    if not _DIGIT.search(text):
-        return  # the matcher finds numbers only in runs of digits (any script's): none here, in any region
+    if not _ENOUGH_DIGITS.search(text):
+        return  # too few digits (any script's) for a valid number, in any region
     seen: set[tuple[int, int]] = set()
     for region in PHONE_REGIONS:
-        for match in phonenumbers.PhoneNumberMatcher(text, region, leniency=phonenumbers.Leniency.VALID):
+        for match in _Matcher(text, region, leniency=phonenumbers.Leniency.VALID):
             if (match.start, match.end) in seen:
                 continue
             seen.add((match.start, match.end))
             yield match.raw_string, phonenumbers.format_number(match.number, phonenumbers.PhoneNumberFormat.E164)
+
+
+class _Matcher(phonenumbers.PhoneNumberMatcher):
+    """phonenumbers' matcher, with no parse of a candidate too short to be valid anywhere (days, hours): the same matches."""
+
+    def _parse_and_verify(self, candidate: str, offset: int) -> phonenumbers.PhoneNumberMatch | None:
+        # Each candidate (and inner group) is parsed in each region, the most of the matcher's time: "16", "02" and "10"
+        # of a quoted "Nov 16, 2026 at 10:02" cannot be valid anywhere. A renamed hook is never called: only slower.
+        if not _ENOUGH_DIGITS.search(candidate):
+            return None
+        return super()._parse_and_verify(candidate, offset)
 
 
 def ibans_in(text: str | None) -> Iterator[tuple[str, str]]:
