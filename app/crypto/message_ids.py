@@ -35,7 +35,7 @@ import string
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, Label, LargeBinary, bindparam, literal, select
+from sqlalchemy import ColumnElement, Integer, Label, LargeBinary, bindparam, literal, select
 from sqlalchemy.orm import Session
 
 from app.crypto.cipher import INDEX_BYTES, blind_index
@@ -141,37 +141,57 @@ def first_by_digest(session: Session, message_id: str, entity: Any, column: Any,
 
 
 def lookup_with(
-    session: Session, message_id: str, entity: Any, column: Any, columns: tuple[Any, ...], *, beside: Mapping[str, Label[bool]] | None = None
-) -> tuple[Any, dict[str, bool] | None]:
+    session: Session,
+    message_id: str,
+    entity: Any,
+    column: Any,
+    columns: tuple[Any, ...],
+    *,
+    beside: Mapping[str, Label[Any]] | None = None,
+    joined: Mapping[str, tuple[Any, Any]] | None = None,
+    more: Callable[[bytes], Mapping[str, Any]] | None = None,
+) -> tuple[Any, dict[str, Any] | None]:
     """`first_by_digest`, and the value of each `beside` column (by name) read in the same statement, match or not.
 
     For the intake registry's observer prechecks (app.mail.intake): what they say costs no statement of its own.
-    The values are None when the lookup could not carry them (then nobody may rely on them).
+    An Integer `beside` column's value is as read (None or an int), any other's a bool. `joined` names mapped classes outer-joined on
+    their ON clause (each an entity or None under its name); `more(index_key)` gives the parameters those columns and
+    clauses take (keyed hashes under the platform's index key). The values are None when the lookup could not carry
+    them (then nobody may rely on them).
     """
     extra = dict(beside or {})
-    shape = (*map(id, (entity, column, *columns)), *((name, id(label.element)) for name, label in extra.items()))
+    joins = dict(joined or {})
+    shape = (
+        *map(id, (entity, column, *columns)),
+        *((name, id(label.element)) for name, label in extra.items()),
+        *((name, id(target), id(on)) for name, (target, on) in joins.items()),
+    )
     known = remembered_index_key(session, PLATFORM)
     if known is not None and PLATFORM not in cache_for(session).index:
         stmt = _statement(
             ("checked", *shape, known.id, known.wrapped),
-            lambda: _outer_lookup(entity, column, columns, [index_key_check(known).label("key_ok"), *extra.values()]),
+            lambda: _outer_lookup(entity, column, columns, [index_key_check(known).label("key_ok"), *extra.values()], joins),
         )
-        row = session.execute(stmt, _params(known.index_key, message_id)).first()
+        row = session.execute(stmt, {**_params(known.index_key, message_id), **(more(known.index_key) if more else {})}).first()
         live = row is not None and bool(row.key_ok)
         confirm_index_key(session, known, live)
         if live:
             assert row is not None
-            return (row if row[0] is not None else None), _values(row, extra)
+            return (row if row[0] is not None else None), _values(row, extra, joins)
     hashed = params(session, message_id)
-    if extra:
-        row = session.execute(_statement(("outer", *shape), lambda: _outer_lookup(entity, column, columns, list(extra.values()))), hashed).one()
-        return (row if row[0] is not None else None), _values(row, extra)
+    if extra or joins:
+        stmt = _statement(("outer", *shape), lambda: _outer_lookup(entity, column, columns, list(extra.values()), joins))
+        row = session.execute(stmt, {**hashed, **(more(_index_key(session)) if more else {})}).one()
+        return (row if row[0] is not None else None), _values(row, extra, joins)
     stmt = _statement(("plain", *shape), lambda: select(*columns).where(matching(column)).limit(1))
     return session.execute(stmt, hashed).first(), None
 
 
-def _values(row: Any, extra: Mapping[str, Label[bool]]) -> dict[str, bool]:
-    return {name: bool(row._mapping[label.name]) for name, label in extra.items()}
+def _values(row: Any, extra: Mapping[str, Label[Any]], joins: Mapping[str, tuple[Any, Any]]) -> dict[str, Any]:
+    mapping = row._mapping
+    found = {name: mapping[label.name] if isinstance(label.type, Integer) else bool(mapping[label.name]) for name, label in extra.items()}
+    # The joined entities come last, in their order.
+    return found | dict(zip(joins, tuple(row)[len(row) - len(joins) :], strict=True))
 
 
 # The lookups are built once per shape (and per remembered key generation, which the check names): building the
@@ -190,10 +210,13 @@ def _statement(shape: tuple[Any, ...], build: Callable[[], Any]) -> Any:
     return stmt
 
 
-def _outer_lookup(entity: Any, column: Any, columns: tuple[Any, ...], beside: list[Any]) -> Any:
+def _outer_lookup(entity: Any, column: Any, columns: tuple[Any, ...], beside: list[Any], joins: Mapping[str, tuple[Any, Any]]) -> Any:
     # One row whether a message matches or not (its columns NULL then), so what is selected beside is always read.
     one = select(literal(1).label("one")).subquery()
-    return select(*columns, *beside).select_from(one).outerjoin(entity, matching(column)).limit(1)
+    stmt = select(*columns, *beside, *(target for target, _ in joins.values())).select_from(one).outerjoin(entity, matching(column))
+    for target, on in joins.values():
+        stmt = stmt.outerjoin(target, on)
+    return stmt.limit(1)
 
 
 def digests(session: Session, message_ids: Iterable[str]) -> list[bytes]:

@@ -37,9 +37,10 @@ from app.crypto import message_ids
 from app.crypto.cipher import KeyShredded
 from app.jobs.batch import Clock, SessionScope, in_transaction
 from app.mail import bounces, quarantine
+from app.mail.ingest_lookup import look_up
 from app.mail.intake import REGISTRY, Claim, Inbound, IntakeRegistry
 from app.mail.parse import MalformedMessage, ParsedMail, parse_mail
-from app.mail.threading import find_sent, find_thread, reflected_own, reused_thread, route_new, serialise_sender
+from app.mail.threading import find_sent, find_thread, reflected_own, reused_thread, route_new
 from app.principal import Principal
 from app.tickets import referenced
 from app.tickets import service as tickets
@@ -179,13 +180,10 @@ def ingest_message(
 
     raw = mail.stored_raw or raw  # oversized attachments are not kept in the original either
     raw_sha256 = hashlib.sha256(raw).hexdigest()
-    serialise_sender(session, mail)  # Postgres: a concurrent ingest from the same sender first, so every lookup below sees it
-    # The observers' prechecks ride on the duplicate lookup (the erased-subject flag: no statement while nobody was erased).
-    looked_up = (Message.id, Message.ticket_id, Message.raw_sha256, Message.direction)
-    # So does whether a stored message names this one (a follow-up that arrived first: app.tickets.referenced).
-    beside = {**registry.prechecks(), referenced.REFERENCED: referenced.referenced_flag()}
-    existing, prechecked = message_ids.lookup_with(session, mail.message_id, Message, Message.message_id_bidx, looked_up, beside=beside)
-    followed_up = prechecked.pop(referenced.REFERENCED) if prechecked is not None else True
+    # After the sender's lock, one statement: the duplicate lookup, the observers' prechecks (the erased-subject flag), whether
+    # a stored message names this one (a follow-up that arrived first), and on Postgres the thread, email answered and route.
+    looked = look_up(session, mail, registry=registry)
+    existing, prechecked = looked.existing, looked.prechecked
     reused_on, reused_id = None, None
     if existing is not None:
         # The same bytes again (or but for CRLF/LF); or an inbound message kept without its digest (taken as the same).
@@ -206,15 +204,16 @@ def ingest_message(
     if existing is None and not force and reflected_own(session, mail, settings.dsr_address, settings.support_address) is not None:
         item = quarantine.hold(session, raw, reason="loop", detail="a copy of an email the desk sent", source=source, by=by, now=now)
         return IngestOutcome("quarantined", quarantine_id=item.id, reason="loop")
-    sent = find_sent(session, mail)
-    thread = find_thread(session, mail, support_address=settings.support_address, sent=sent, registry=registry, followed_up=followed_up)
+    sent = looked.sent if looked.folded else find_sent(session, mail)
+    named = (looked.named,) if looked.folded else None
+    thread = find_thread(session, mail, support_address=settings.support_address, sent=sent, registry=registry, followed_up=looked.followed_up, named=named)
     mail.message_id = reused_id or mail.message_id  # stored under its own id from here on (the threading used the real one)
     if thread is None and reused_on is not None:
         ticket, how, new = reused_on, "reused_message_id", False
     elif thread is not None:
         ticket, how, new = thread.ticket, thread.how, False
     else:
-        route = route_new(session, mail)
+        route = looked.route or route_new(session, mail)
         how, new = route.how, True
     if new:
         ticket, message = tickets.open_ticket(

@@ -20,7 +20,8 @@ import functools
 import re
 from dataclasses import dataclass
 
-from sqlalchemy import Select, bindparam, func, literal, select, union_all
+from sqlalchemy import Label, Select, String, any_, bindparam, func, literal, select, union_all
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
 from app.controllers.models import ControllerDomain, ControllerIdentifier
@@ -103,12 +104,14 @@ def find_thread(
     sent: OutboxEmail | None = None,
     registry: IntakeRegistry = REGISTRY,
     followed_up: bool = True,
+    named: tuple[Ticket | None] | None = None,
 ) -> Thread | None:
     """The ticket this message replies to, or None; `sent` is the desk's email it answers (`find_sent`), if any.
 
     `followed_up=False`: the caller knows no stored message names this one's Message-ID (no lookup for it).
+    `named`: the ticket holding one of the ids it names (`tickets.find_by_message_ids`), read already (a 1-tuple), or None.
     """
-    ticket = tickets.find_by_message_ids(session, [*mail.references, *mail.in_reply_to])
+    ticket = named[0] if named is not None else tickets.find_by_message_ids(session, [*mail.references, *mail.in_reply_to])
     if ticket is not None:
         return Thread(ticket, "in_reply_to")
     ticket_id = registry.ticket_of(session, sent) if sent is not None else None
@@ -143,7 +146,9 @@ def serialise_sender(session: Session, mail: ParsedMail) -> None:
     is looked up twice. SQLite needs nothing: BEGIN IMMEDIATE already runs one ingest at a time. One statement, or none.
     """
     if mail.from_email and session.get_bind().dialect.name == "postgresql":
-        session.execute(select(func.pg_advisory_xact_lock(advisory_key(f"ingest sender {mail.from_email.strip().lower()}"))))
+        # The key (an int) written into the text, as app.audit's chain lock: no ORM statement to compile and bind.
+        key = int(advisory_key(f"ingest sender {mail.from_email.strip().lower()}"))
+        session.connection().exec_driver_sql(f"SELECT pg_advisory_xact_lock({key})")
 
 
 def _followed_up(session: Session, mail: ParsedMail) -> Ticket | None:
@@ -200,18 +205,44 @@ def _route_statement() -> Select[tuple[int, int]]:
     return select(both.c.controller_id, both.c.by_identifier).order_by(both.c.by_identifier, both.c.rank).limit(1)
 
 
+def route_parameters(mail: ParsedMail) -> dict[str, list[str]]:
+    """The domains and identifier candidates `route_new` looks a message's controller up by (for `_route_statement`)."""
+    haystack = f"{mail.subject}\n{mail.body_text[:SCAN_CHARS]}"
+    return {"domains": _parent_domains(mail.from_email.rpartition("@")[2]), "candidates": sorted(identifier_candidates(haystack))[:MAX_CANDIDATES]}
+
+
+@functools.cache
+def route_value() -> Label[int]:
+    """`route_new`'s answer as one column to select beside another statement (Postgres: its lists as array parameters
+    "route_domains" and "route_candidates", `route_parameters`): the controller id times 2, plus 1 when found by an
+    identifier; NULL: triage. Read it with `route_of`."""
+    domains, candidates = bindparam("route_domains", type_=ARRAY(String)), bindparam("route_candidates", type_=ARRAY(String))
+    by_domain = select(ControllerDomain.controller_id, literal(0).label("by_identifier"), (-func.length(ControllerDomain.domain)).label("rank")).where(
+        ControllerDomain.domain == any_(domains)
+    )
+    by_identifier = select(ControllerIdentifier.controller_id, literal(1).label("by_identifier"), ControllerIdentifier.id.label("rank")).where(
+        func.lower(ControllerIdentifier.identifier) == any_(candidates)
+    )
+    both = union_all(by_domain, by_identifier).subquery()
+    first = select(both.c.controller_id * 2 + both.c.by_identifier).order_by(both.c.by_identifier, both.c.rank).limit(1)
+    return first.scalar_subquery().label("route")
+
+
+def route_of(value: int | None) -> Route:
+    """The `Route` a `route_value` column holds."""
+    return Route(None, "triage") if value is None else Route(value // 2, "identifier" if value % 2 else "domain")
+
+
 def route_new(session: Session, mail: ParsedMail) -> Route:
     """The controller a new ticket from this message belongs to: one statement whatever the number of controllers.
 
     The sender's registered domain (the most specific one) wins; else an identifier the subject or body
     names (of the identifiers the text could contain, not every identifier: `identifier_candidates`), else triage.
     """
-    domains = _parent_domains(mail.from_email.rpartition("@")[2])
-    haystack = f"{mail.subject}\n{mail.body_text[:SCAN_CHARS]}"
-    candidates = sorted(identifier_candidates(haystack))[:MAX_CANDIDATES]
-    if not domains and not candidates:
+    wanted = route_parameters(mail)
+    if not wanted["domains"] and not wanted["candidates"]:
         return Route(None, "triage")
-    found = session.execute(_route_statement(), {"domains": domains, "candidates": candidates}).first()
+    found = session.execute(_route_statement(), wanted).first()
     if found is None:
         return Route(None, "triage")
     return Route(found.controller_id, "identifier" if found.by_identifier else "domain")
