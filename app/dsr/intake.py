@@ -23,7 +23,7 @@ import hashlib
 import re
 from collections.abc import Sequence
 
-from sqlalchemy import JSON, Integer, null, select, type_coerce, union_all
+from sqlalchemy import JSON, Integer, exists, null, select, type_coerce, union_all
 from sqlalchemy.orm import Session
 
 from app.crypto.message_ids import digests as message_id_digests
@@ -75,6 +75,13 @@ def forward_of(session: Session, message_ids: Sequence[str]) -> tuple[int, int] 
                 return int(item["dsr_id"]), int(item["controller_id"])
     found = next((r for r in rows if r[0] is None), None)
     return (found[2], found[3]) if found is not None else None
+
+
+# The instruction handler's precheck (app.mail.intake): true once any forward was sent (its Message-ID kept on its row).
+# A reply can name a forward only after the forward's transaction committed (the relay sends it afterwards), and that
+# transaction set the row's message_id_bidx beside the forward's notes and outbox rows, so while none is set no message
+# answers a forward: the ingest reads this beside its duplicate lookup and skips `claim_instruction` (no statement).
+ANY_FORWARD_SENT = exists(select(DsrForward.id).where(DsrForward.message_id_bidx.is_not(None)))
 
 
 def ticket_of_reference(session: Session, subject: str) -> int | None:

@@ -7,9 +7,12 @@ values in one statement of data-modifying WITHs: the fields encrypted exactly as
 a flush encrypts them (`app.crypto.fields.encrypt_new_row`: the platform's active
 key locked FOR SHARE, associated data naming table, column and row, the blind
 index), the reference filled by the database trigger of migration 0026 (as when
-the ORM inserts the row), the history lines in their order. The rows returned are
-in the session, loaded, as after a flush. Elsewhere (SQLite) it returns None and
-the caller takes the ordinary path.
+the ORM inserts the row), the history lines in their order. The platform key is
+the one this process kept (`app.crypto.kept_active`): the statement itself selects
+its row FOR SHARE and writes nothing unless it is still the active one, unchanged
+(then the row is made again under the key `active_key` locks), so no key query of
+its own. The rows returned are in the session, loaded, as after a flush.
+Elsewhere (SQLite) it returns None and the caller takes the ordinary path.
 """
 
 from __future__ import annotations
@@ -19,12 +22,14 @@ import functools
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import Integer, Select, bindparam, insert, null, select
+from sqlalchemy import Integer, Select, bindparam, cast, insert, null, select, union_all
 from sqlalchemy.orm import Session, make_transient_to_detached
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.sql.schema import ScalarElementColumnDefault
 
 from app.crypto.fields import encrypt_new_row, new_row_uid, remember_plain
+from app.crypto.kept_active import active_check, active_check_params, keep_active, kept_key, settle_kept, try_kept
+from app.crypto.keys import PLATFORM
 from app.db import table_of_model
 from app.dsr.models import Dsr, DsrEvent, DsrForward
 
@@ -45,16 +50,38 @@ def insert_request(
     if session.get_bind().dialect.name != "postgresql" or not events:
         return None
     session.flush()  # whatever is pending is written before the request, as the flush of the ordinary path would
-    row_uid = new_row_uid()
-    columns = {**_defaults(), **fields, "row_uid": row_uid, **encrypt_new_row(session, Dsr, dict(plain), owner=None, row_uid=row_uid)}
     forward: dict[str, Any] = {"state": "pending", "forwarded_at": None, "message_id_bidx": None, "outbox_ids": [], "created_at": now}
-    params: dict[str, Any] = {f"d_{k}": v for k, v in columns.items()}
+    params: dict[str, Any] = {}
     if forward_to is not None:
         params.update({f"f_{k}": v for k, v in forward.items()}, f_controller_id=forward_to)
     for n, (code, details) in enumerate(events):
         params.update({f"e{n}_at": now, f"e{n}_code": code, f"e{n}_by_label": by_label, f"e{n}_details": dict(details)})
-    dsr_id, reference, forward_id = session.execute(_statement(forward_to is not None, len(events)), params).one()
-    dsr = Dsr(id=dsr_id, reference=reference, **columns)
+
+    def columns() -> dict[str, Any]:
+        row_uid = new_row_uid()
+        return {**_defaults(), **fields, "row_uid": row_uid, **encrypt_new_row(session, Dsr, dict(plain), owner=None, row_uid=row_uid)}
+
+    # Under the platform key as this process kept it, checked and locked FOR SHARE by the statement itself
+    # (app.crypto.kept_active: no key query of its own); when the check finds it no longer active and unchanged,
+    # nothing was written: the row is made again under the key `active_key` locks, as the flush would.
+    found, values = None, {}
+    kept = kept_key(session, PLATFORM)
+    if kept is not None:
+        live = False
+        try_kept(session, kept)
+        try:
+            values = columns()
+            checked = {**params, **{f"d_{k}": v for k, v in values.items()}, **active_check_params(kept)}
+            found = session.execute(_statement(forward_to is not None, len(events), True), checked).one_or_none()
+            live = found is not None
+        finally:
+            settle_kept(session, kept, live)
+    if found is None:
+        values = columns()
+        found = session.execute(_statement(forward_to is not None, len(events), False), {**params, **{f"d_{k}": v for k, v in values.items()}}).one()
+        keep_active(session, PLATFORM)
+    dsr_id, reference, forward_id = found
+    dsr = Dsr(id=dsr_id, reference=reference, **values)
     make_transient_to_detached(dsr)
     session.add(dsr)
     remember_plain(dsr, dict(plain))
@@ -87,16 +114,23 @@ def _plain_columns() -> list[str]:
 
 
 @functools.cache
-def _statement(with_forward: bool, events: int) -> Select[Any]:
+def _statement(with_forward: bool, events: int, checked: bool) -> Select[Any]:
     # Built once per shape (its values are parameters): the request (its reference from the trigger), [its forward,]
-    # its history lines in order. Each WITH runs whether or not read.
+    # its history lines in order. Each WITH runs whether or not read. `checked`: the request (so all that hangs on it)
+    # is written only while the WITH key_ok finds the kept key active (app.crypto.kept_active), no row else.
     dsrs, forwards, lines = table_of_model(Dsr), table_of_model(DsrForward), table_of_model(DsrEvent)
-    new_dsr = insert(dsrs).values({c: bindparam(f"d_{c}", type_=dsrs.c[c].type) for c in _plain_columns()})
+    values = {c: bindparam(f"d_{c}", type_=dsrs.c[c].type) for c in _plain_columns()}
+    if checked:
+        new_dsr = insert(dsrs).from_select(list(values), select(*values.values()).select_from(active_check().cte("key_ok")))
+    else:
+        new_dsr = insert(dsrs).values(values)
     new_dsr_cte = new_dsr.returning(dsrs.c.id, dsrs.c.reference).cte("new_dsr")
     line_columns = ("at", "code", "by_label", "details")
-    dsr_id = select(new_dsr_cte.c.id).scalar_subquery()
-    rows = [{"dsr_id": dsr_id, **{c: bindparam(f"e{n}_{c}", type_=lines.c[c].type) for c in line_columns}} for n in range(events)]
-    new_lines = insert(lines).values(rows)  # one VALUES list: the lines numbered in their order
+    # A UNION ALL of one SELECT a line, in their order (its values cast: a UNION does not take the columns' types; a
+    # multi-row VALUES would be, but SQLAlchemy does not cache such a statement: compiled anew, ~7 ms CPU each time).
+    typed = [[cast(bindparam(f"e{n}_{c}", type_=lines.c[c].type), lines.c[c].type) for c in line_columns] for n in range(events)]
+    rows = [select(new_dsr_cte.c.id, *values) for values in typed]
+    new_lines = insert(lines).from_select(["dsr_id", *line_columns], union_all(*rows) if len(rows) > 1 else rows[0])
     ctes = [new_lines.returning(lines.c.id).cte("new_lines")]
     forward_id: Any = null().cast(Integer)
     if with_forward:

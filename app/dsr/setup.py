@@ -17,7 +17,8 @@ from app.mail.policies import POLICIES, PolicyRegistry
 
 def register_intake(registry: IntakeRegistry) -> None:
     """The DSR intake handlers, in the order they are asked, and the ticket finder of outbox rows about a request."""
-    registry.add("dsr.instruction", intake.claim_instruction)  # a controller's reply to a forward
+    # A controller's reply to a forward; skipped while no forward was ever sent (its precheck, read beside the ingest's lookup).
+    registry.add("dsr.instruction", intake.claim_instruction, precheck=intake.ANY_FORWARD_SENT)
     registry.add("dsr.communication", communication.claim_communication)  # a complaint or notice for the controller (P§11.2)
     registry.add("dsr.request", intake.claim_request)  # new mail to the privacy address
     registry.add("dsr.suggestion", intake.suggest_request, fallback=True)  # after every other domain's handlers

@@ -23,13 +23,14 @@ Tests add a handler for one test with `REGISTRY.registered(name, handler)`
 (or anything, finders included, inside `with REGISTRY.scoped():`), which
 restores the registry afterwards.
 
-An observer that usually has nothing to do (the erased-subject flag: nobody
-erased at all) may register a *precheck*, a SQL boolean that is false when it
-certainly has nothing to do. `prechecks()` gives them as labelled columns for the
-ingest to select beside a statement it runs anyway; the values it passes on
-the `Inbound` (`prechecked`) let `offer` skip an observer whose precheck was
-false, so that observer costs no statement of its own. Without values (None,
-or no value for that observer) the observer is asked as always.
+A handler that usually has nothing to do (the erased-subject flag: nobody
+erased at all; the instruction handler: no forward ever sent) may register a
+*precheck*, a SQL boolean that is false when it certainly has nothing to do
+(an observer nothing to mark, a claimer nothing to claim). `prechecks()` gives
+them as labelled columns for the ingest to select beside a statement it runs
+anyway; the values it passes on the `Inbound` (`prechecked`) let `offer` skip a
+handler whose precheck was false, so that handler costs no statement of its
+own. Without values (None, or no value for that handler) it is asked as always.
 """
 
 from __future__ import annotations
@@ -67,7 +68,7 @@ class Inbound:
     replied_to: OutboxEmail | None
     support_address: str
     privacy_address: str
-    # The observers' prechecks as the ingest read them in this transaction (name -> value), if it did.
+    # The handlers' prechecks as the ingest read them in this transaction (name -> value), if it did.
     prechecked: Mapping[str, bool] | None = None
 
     @property
@@ -119,11 +120,9 @@ class IntakeRegistry:
         """Register `handler` under `name` (e.g. "dsr.instruction"); the same name again replaces it in its place.
 
         An `observer` is asked about every stored message before any other handler and never claims one (what it
-        returns is ignored): it marks or flags, and the message still reaches the handler that owns it. Its
-        `precheck` (observers only) is false when it certainly has nothing to do (see the module docstring).
+        returns is ignored): it marks or flags, and the message still reaches the handler that owns it. A
+        `precheck` is false when the handler certainly has nothing to do (see the module docstring).
         """
-        if precheck is not None and not observer:
-            raise ValueError("only an observer takes a precheck")
         entry = _Entry(name, handler, fallback, observer, precheck)
         for i, existing in enumerate(self._entries):
             if existing.name == name:
@@ -157,7 +156,7 @@ class IntakeRegistry:
         return [e.name for e in self._ordered()]
 
     def prechecks(self) -> dict[str, Label[bool]]:
-        """The observers' prechecks by handler name, each labelled ("precheck_<n>"), to select beside another statement."""
+        """The handlers' prechecks by handler name, each labelled ("precheck_<n>"), to select beside another statement."""
         checks = [e for e in self._ordered() if e.precheck is not None]
         return {e.name: e.precheck.label(f"precheck_{n}") for n, e in enumerate(checks) if e.precheck is not None}
 
@@ -194,7 +193,7 @@ class IntakeRegistry:
     def offer(self, session: Session, inbound: Inbound, *, by: Principal, now: dt.datetime) -> Claim | None:
         """Ask each handler in turn until one claims the message; returns that claim, or None when nobody did."""
         for entry in self._ordered():
-            if entry.observer and inbound.prechecked is not None and inbound.prechecked.get(entry.name) is False:
+            if inbound.prechecked is not None and inbound.prechecked.get(entry.name) is False:
                 continue  # its precheck, read in this transaction, says it has nothing to do
             code = entry.handler(session, inbound, by=by, now=now)
             if code is not None and not entry.observer:

@@ -7,10 +7,12 @@ import datetime as dt
 from typing import Any
 
 import pytest
-from sqlalchemy import event, select
+from sqlalchemy import event, func, select, update
 from sqlalchemy.orm import Session
 
 from app.audit.models import AuditEvent
+from app.crypto.cipher import key_id_of
+from app.crypto.keys import PLATFORM, cache_for, data_keys, forget_keys, insert_generation
 from app.dsr import request_row, requests
 from app.dsr.models import Dsr, DsrEvent, DsrForward
 from app.dsr.requests import DsrInput, create_dsr
@@ -96,3 +98,40 @@ def test_sqlite_takes_the_orm_path(session: Session) -> None:
         assert request_row.insert_request is not None
         return
     assert request_row.insert_request(session, {}, {}, forward_to=None, events=[("create", {})], by_label="x", now=NOW) is None
+
+
+def _request(session: Session) -> tuple[Dsr, list[str]]:
+    ticket = tickets.create_ticket(
+        session, controller_id=None, requester_name="Zoë", requester_email="zoe@example.org", subject="Data", by=TEST_PRINCIPAL, now=NOW
+    )
+    return _create(session, ticket)
+
+
+def test_a_later_request_is_written_under_the_kept_platform_key_checked_and_locked_by_its_statement(session: Session) -> None:
+    if session.get_bind().dialect.name != "postgresql":
+        return  # the one statement is Postgres only
+    # Given a request written under the platform key (kept by this process), and a new transaction
+    first, _ = _request(session)
+    assert first.subject_email_ct is not None
+    key_id = key_id_of(first.subject_email_ct, where="dsrs.subject_email_ct")
+    forget_keys(session)
+    # When another request is recorded: no statement of its own locks the platform key; the request's one statement does
+    second, seen = _request(session)
+    assert not [s for s in seen if "data_keys" in s and "FOR SHARE" in s and not s.lstrip().startswith("WITH")]
+    written = [s for s in seen if s.lstrip().startswith("WITH")]
+    assert len(written) == 1 and "key_ok" in written[0] and "FOR SHARE" in written[0]
+    assert second.subject_email_ct is not None and key_id_of(second.subject_email_ct, where="x") == key_id
+    assert cache_for(session).active[PLATFORM].id == key_id
+    # And when a rotation retired that key since (a new generation active, the same index key), nothing is written
+    # under it: the request goes under the new active key, once
+    old = cache_for(session).active[PLATFORM]
+    forget_keys(session)
+    conn = session.connection()
+    conn.execute(update(data_keys).where(data_keys.c.id == key_id).values(state="retired"))
+    insert_generation(conn, cache_for(session).keyring, PLATFORM, old.generation + 1, index_key=old.index_key)
+    before = session.scalar(select(func.count()).select_from(Dsr))
+    third, seen = _request(session)
+    assert len([s for s in seen if s.lstrip().startswith("WITH")]) == 2
+    assert third.subject_email_ct is not None and key_id_of(third.subject_email_ct, where="x") != key_id
+    assert session.scalar(select(func.count()).select_from(Dsr)) == before + 1
+    assert _read_back(session, third.id)["plain"]["subject_email"] == "Zoe@Example.org"

@@ -1,11 +1,10 @@
-"""An observer's precheck (app.mail.intake): a SQL boolean the ingest reads beside a statement it runs anyway; false
-means the observer has nothing to do, so `offer` skips it; without a value it is asked as always."""
+"""A handler's precheck (app.mail.intake): a SQL boolean the ingest reads beside a statement it runs anyway; false
+means the handler (an observer or a claimer) has nothing to do, so `offer` skips it; without a value it is asked as always."""
 
 from __future__ import annotations
 
 import datetime as dt
 
-import pytest
 from sqlalchemy import exists, select
 from sqlalchemy.orm import Session
 
@@ -48,6 +47,13 @@ def test_an_observer_whose_precheck_was_false_is_not_asked(session: Session) -> 
     assert session.execute(select(*checks.values())).scalar_one() is True
 
 
-def test_only_an_observer_takes_a_precheck() -> None:
-    with pytest.raises(ValueError, match="only an observer"):
-        IntakeRegistry().add("t.claim", lambda _s, _i, **_k: None, precheck=exists(select(Ticket.id)))
+def test_a_claimer_whose_precheck_was_false_is_not_asked_and_the_next_handler_is(session: Session) -> None:
+    # A claimer's precheck (the DSR instruction handler's: no forward ever sent) is false when it has nothing to claim.
+    asked: list[str] = []
+    registry = IntakeRegistry()
+    registry.add("t.first", lambda _s, _i, **_k: asked.append("first") or "first", precheck=exists(select(Ticket.id)))
+    registry.add("t.second", lambda _s, _i, **_k: asked.append("second") or "second")
+    for prechecked, expected in (({"t.first": False}, "t.second"), ({"t.first": True}, "t.first"), (None, "t.first")):
+        asked.clear()
+        claim = registry.offer(session, _inbound(session, prechecked), by=BY, now=NOW)
+        assert claim is not None and claim.handler == expected and asked == [expected.removeprefix("t.")], prechecked
