@@ -25,9 +25,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, event, insert, select
-from sqlalchemy.orm import Session, make_transient_to_detached
+from sqlalchemy import Connection, Engine, event, select
+from sqlalchemy.orm import Session
 
+from app.audit import append
 from app.audit import checkpoint as cp
 from app.audit.chain import GENESIS, Link, canonical_json, event_hash, personal_digest
 from app.audit.checkpoint import KeyFor
@@ -38,7 +39,6 @@ from app.audit.search import EventPage as EventPage
 from app.audit.search import EventView as EventView
 from app.audit.search import list_actions as list_actions
 from app.audit.search import search_events as search_events
-from app.db import table_of_model
 from app.exceptions import DeskError
 from app.principal import Principal
 
@@ -133,16 +133,14 @@ _LOCK_THEN_HEAD = f"SELECT pg_advisory_xact_lock({CHAIN_LOCK_KEY}); SELECT seq, 
 
 
 @functools.cache
-def _statements() -> tuple[Any, Any, Any]:
-    # Built once (the head query, one event's INSERT, several events'): building them cost more CPU than sending them.
-    table = table_of_model(AuditEvent)
-    head = select(AuditEvent.seq, AuditEvent.hash).order_by(AuditEvent.seq.desc()).limit(1)
-    return head, insert(table).returning(table.c.id), insert(table).returning(table.c.id, sort_by_parameter_order=True)
+def _head_query() -> Any:
+    # Built once: building a statement cost more CPU than sending it.
+    return select(AuditEvent.seq, AuditEvent.hash).order_by(AuditEvent.seq.desc()).limit(1)
 
 
 def chain_head(session: Session) -> tuple[int, str]:
     """The last (seq, hash) of the chain, or (0, GENESIS) when it is empty."""
-    row = session.execute(_statements()[0]).first()
+    row = session.execute(_head_query()).first()
     return (row[0], row[1]) if row is not None else (0, GENESIS)
 
 
@@ -169,9 +167,8 @@ def _locked_head(session: Session) -> tuple[int, str]:
     return (row[0], row[1]) if row is not None else (0, GENESIS)
 
 
-def _keep_head(session: Session, added: AuditEvent) -> None:
-    conn = session.connection()
-    conn.info[_HEAD] = (conn.get_transaction(), added.seq, added.hash)
+def _keep_head(conn: Connection, seq: int, hash_: str) -> None:
+    conn.info[_HEAD] = (conn.get_transaction(), seq, hash_)
 
 
 @event.listens_for(Engine, "commit")
@@ -245,7 +242,8 @@ def record_all(session: Session, entries: Sequence[Entry], *, by: Principal, now
     """Append events to the chain in this order, in the caller's transaction, with one INSERT (flush only).
 
     Each is checked as `record` checks one, all before anything is written; the caller's pending changes are flushed
-    first (as `record` always did); the events go in by a Core INSERT, not a flush, and come back in the session, loaded."""
+    first (as `record` always did); the events go in by one INSERT, not a flush (app.audit.append), and come back in
+    the session, loaded."""
     if now.tzinfo is None:
         raise InvalidAuditEvent("audit time must be timezone-aware UTC")
     at = now.astimezone(dt.UTC)
@@ -262,15 +260,10 @@ def record_all(session: Session, entries: Sequence[Entry], *, by: Principal, now
         prev = event_hash(link)
         row = {name: getattr(link, name) for name in _LINK_COLUMNS}
         rows.append({**row, "occurred_at": at, "details_json": canonical_json(link.details), "hash": prev, "personal_ct": personal_ct})
-    # A Core INSERT: the ORM's flush machinery costs more than the row (several events a stored message).
-    _, one, several = _statements()
-    ids = [session.execute(one, rows[0]).scalar_one()] if len(rows) == 1 else list(session.execute(several, rows).scalars())
-    events = [AuditEvent(id=event_id, **row) for row, event_id in zip(rows, ids, strict=True)]
-    for added in events:
-        make_transient_to_detached(added)
-        session.add(added)
-    _keep_head(session, events[-1])
-    return events
+    conn = session.connection()
+    ids = append.insert_rows(conn, rows)
+    _keep_head(conn, seq, prev)
+    return append.loaded_events(session, rows, ids)
 
 
 # --- signed checkpoints (issue 3 item 11) -----------------------------------------------
