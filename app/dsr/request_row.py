@@ -28,7 +28,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.sql.schema import ScalarElementColumnDefault
 
 from app.crypto.fields import encrypt_new_row, new_row_uid, remember_plain
-from app.crypto.kept_active import active_check, active_check_params, keep_active, kept_key, settle_kept, try_kept
+from app.crypto.kept_active import active_check, write_checked
 from app.crypto.keys import PLATFORM
 from app.db import table_of_model
 from app.dsr.models import Dsr, DsrEvent, DsrForward
@@ -57,29 +57,15 @@ def insert_request(
     for n, (code, details) in enumerate(events):
         params.update({f"e{n}_at": now, f"e{n}_code": code, f"e{n}_by_label": by_label, f"e{n}_details": dict(details)})
 
-    def columns() -> dict[str, Any]:
+    def rows() -> tuple[dict[str, Any], dict[str, Any]]:
         row_uid = new_row_uid()
-        return {**_defaults(), **fields, "row_uid": row_uid, **encrypt_new_row(session, Dsr, dict(plain), owner=None, row_uid=row_uid)}
+        columns = {**_defaults(), **fields, "row_uid": row_uid, **encrypt_new_row(session, Dsr, dict(plain), owner=None, row_uid=row_uid)}
+        return columns, {**params, **{f"d_{k}": v for k, v in columns.items()}}
 
     # Under the platform key as this process kept it, checked and locked FOR SHARE by the statement itself
     # (app.crypto.kept_active: no key query of its own); when the check finds it no longer active and unchanged,
     # nothing was written: the row is made again under the key `active_key` locks, as the flush would.
-    found, values = None, {}
-    kept = kept_key(session, PLATFORM)
-    if kept is not None:
-        live = False
-        try_kept(session, kept)
-        try:
-            values = columns()
-            checked = {**params, **{f"d_{k}": v for k, v in values.items()}, **active_check_params(kept)}
-            found = session.execute(_statement(forward_to is not None, len(events), True), checked).one_or_none()
-            live = found is not None
-        finally:
-            settle_kept(session, kept, live)
-    if found is None:
-        values = columns()
-        found = session.execute(_statement(forward_to is not None, len(events), False), {**params, **{f"d_{k}": v for k, v in values.items()}}).one()
-        keep_active(session, PLATFORM)
+    found, values = write_checked(session, PLATFORM, rows, lambda checked: _statement(forward_to is not None, len(events), checked))
     dsr_id, reference, forward_id = found
     dsr = Dsr(id=dsr_id, reference=reference, **values)
     make_transient_to_detached(dsr)
