@@ -193,17 +193,23 @@ def digests_of(
     return [(k, digest(key, k, v)) for k, v in sorted(identifiers_of(texts, addresses, names))]
 
 
+def file_digests(session: Session, key_owner: int, filename: str | None, text: bytes | None) -> list[tuple[str, bytes]] | None:
+    """The (kind, digest) rows of what a file carries (its name; a small text file's contents) under the key owner's
+    index key, in order (None: the owner has no keys yet)."""
+    key = index_key_of(session, key_owner)
+    if key is None:
+        return None
+    body = text.decode("utf-8", "replace") if text is not None and len(text) <= SCAN_CHARS else None
+    return [(k, digest(key, k, v)) for k, v in sorted(identifiers_of([filename, body], [], []))]
+
+
 def index_file(session: Session, message: Message, filename: str | None, text: bytes | None = None) -> int:
     """Add what a file of `message` carries (its name; a small text file's contents) to the message's index; how many (flush only)."""
-    key = index_key_of(session, message.key_owner)
-    if key is None:
+    found = file_digests(session, message.key_owner, filename, text)
+    if found is None:
         return 0
-    body = text.decode("utf-8", "replace") if text is not None and len(text) <= SCAN_CHARS else None
-    found = identifiers_of([filename, body], [], [])
     known = set(session.scalars(select(MessageIdentifier.digest).where(MessageIdentifier.message_id == message.id)))
-    rows = [
-        {"message_id": message.id, "key_owner": message.key_owner, "kind": k, "digest": d} for k, v in sorted(found) if (d := digest(key, k, v)) not in known
-    ]
+    rows = [{"message_id": message.id, "key_owner": message.key_owner, "kind": k, "digest": d} for k, d in found if d not in known]
     if rows:
         session.execute(_insert(), rows)
     return len(rows)

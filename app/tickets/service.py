@@ -37,6 +37,7 @@ from app.blobs.store import BlobTooLarge, iter_blob, move_blob, store_blob
 from app.crypto import message_ids
 from app.exceptions import DeskError, NotFound, Refused
 from app.principal import Principal
+from app.tickets.attachment_row import insert_attachment
 from app.tickets.identifiers import index_file, index_message
 from app.tickets.inbound_row import insert_ticket_with_raw, insert_with_raw
 from app.tickets.lookup import format_reference, scoped
@@ -216,27 +217,31 @@ def add_attachment(
 ) -> Attachment:
     """Store a file of a message encrypted in chunks; AttachmentTooLarge past `max_bytes` (nothing kept)."""
     ticket = message.ticket
-    try:
-        blob = store_blob(session, content, key_owner=ticket.key_owner, now=now, max_bytes=max_bytes)
-    except BlobTooLarge:
-        limit = f"{max_bytes // (1024 * 1024)} MiB" if max_bytes and max_bytes >= 1024 * 1024 else f"{max_bytes} bytes"
-        raise AttachmentTooLarge(f"The file is larger than the limit of {limit}; nothing was stored.") from None
-    attachment = Attachment(
-        message_id=message.id,
-        key_owner=ticket.key_owner,
-        filename=filename,
-        content_type=(content_type or "application/octet-stream").lower()[:127],
-        size=blob.size,
-        sha256=blob.sha256,
-        blob_id=blob.id,
-        created_at=now,
-    )
-    session.add(attachment)
-    session.flush()
-    index_file(session, message, filename, content if isinstance(content, bytes) and content_type.startswith("text/") else None)
+    stored_type = (content_type or "application/octet-stream").lower()[:127]
+    text = content if isinstance(content, bytes) and content_type.startswith("text/") else None
+    attachment = insert_attachment(session, message, filename=filename, content_type=stored_type, content=content, text=text, now=now, max_bytes=max_bytes)
+    if attachment is None:  # not Postgres, or content in pieces or of more than one chunk: blob, row and index one by one
+        try:
+            blob = store_blob(session, content, key_owner=ticket.key_owner, now=now, max_bytes=max_bytes)
+        except BlobTooLarge:
+            limit = f"{max_bytes // (1024 * 1024)} MiB" if max_bytes and max_bytes >= 1024 * 1024 else f"{max_bytes} bytes"
+            raise AttachmentTooLarge(f"The file is larger than the limit of {limit}; nothing was stored.") from None
+        attachment = Attachment(
+            message_id=message.id,
+            key_owner=ticket.key_owner,
+            filename=filename,
+            content_type=stored_type,
+            size=blob.size,
+            sha256=blob.sha256,
+            blob_id=blob.id,
+            created_at=now,
+        )
+        session.add(attachment)
+        session.flush()
+        index_file(session, message, filename, text)
     if by.kind == "staff":
         # Staff uploads are a change a person made; inbound attachments are covered by ticket.message.
-        _audit(session, ticket, "ticket.attachment", by=by, now=now, message_id=message.id, attachment_id=attachment.id, size=blob.size)
+        _audit(session, ticket, "ticket.attachment", by=by, now=now, message_id=message.id, attachment_id=attachment.id, size=attachment.size)
     return attachment
 
 
