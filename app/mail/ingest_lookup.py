@@ -56,7 +56,7 @@ def look_up(session: Session, mail: ParsedMail, *, registry: IntakeRegistry) -> 
     routed = folded and not names
     if routed:
         beside[_ROUTE] = route_value()
-    joined = {_NAMED: (Ticket, Ticket.id == _named_ticket()), _SENT: (OutboxEmail, OutboxEmail.id == _sent_row())} if folded else None
+    joined = _joined() if folded else None
     more = functools.partial(_parameters, mail, routed) if folded else None
     existing, read = message_ids.lookup_with(session, mail.message_id, Message, Message.message_id_bidx, _LOOKED_UP, beside=beside, joined=joined, more=more)
     if read is None:
@@ -79,6 +79,12 @@ def _parameters(mail: ParsedMail, routed: bool, index_key: bytes) -> dict[str, A
 def _digests(index_key: bytes, ids: list[str]) -> list[bytes]:
     # As message_ids.digests: each id's stored form's hash, then the exact one when it differs, in the ids' order.
     return [d for m in ids if m and message_ids.bare(m) for d in message_ids.candidates_with(index_key, m)]
+
+
+@functools.cache
+def _joined() -> dict[str, tuple[Any, Any]]:
+    # Built once: the lookup's statement is cached by the identity of its parts (app.crypto.message_ids._statement).
+    return {_NAMED: (Ticket, Ticket.id == _named_ticket()), _SENT: (OutboxEmail, OutboxEmail.id == _sent_row())}
 
 
 @functools.cache
