@@ -22,8 +22,8 @@ import functools
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import Integer, Select, bindparam, cast, insert, null, select, union_all
-from sqlalchemy.orm import Session, make_transient_to_detached
+from sqlalchemy import Boolean, Integer, Select, bindparam, cast, event, exists, insert, null, select, union_all
+from sqlalchemy.orm import Session, SessionTransaction, make_transient_to_detached
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.sql.schema import ScalarElementColumnDefault
 
@@ -31,7 +31,11 @@ from app.crypto.fields import encrypt_new_row, new_row_uid, remember_plain
 from app.crypto.kept_active import active_check, write_checked
 from app.crypto.keys import PLATFORM
 from app.db import table_of_model
-from app.dsr.models import Dsr, DsrEvent, DsrForward
+from app.dsr.gate import ACKNOWLEDGEMENT
+from app.dsr.models import Dsr, DsrEvent, DsrForward, StandingInstruction
+
+# The forward's controller's standing acknowledgement instruction as the request's statement read it (`standing_read`).
+STANDING_READ = "dsr.standing_read"
 
 
 def insert_request(
@@ -66,7 +70,7 @@ def insert_request(
     # (app.crypto.kept_active: no key query of its own); when the check finds it no longer active and unchanged,
     # nothing was written: the row is made again under the key `active_key` locks, as the flush would.
     found, values = write_checked(session, PLATFORM, rows, lambda checked: _statement(forward_to is not None, len(events), checked))
-    dsr_id, reference, forward_id = found
+    dsr_id, reference, forward_id, standing = found
     dsr = Dsr(id=dsr_id, reference=reference, **values)
     make_transient_to_detached(dsr)
     session.add(dsr)
@@ -78,8 +82,22 @@ def insert_request(
         session.add(made)
         set_committed_value(made, "dsr", dsr)
         forwards.append(made)
+        session.info.setdefault(STANDING_READ, {})[(dsr_id, forward_to)] = bool(standing)
     set_committed_value(dsr, "forwards", forwards)
     return dsr
+
+
+def standing_read(session: Session, dsr_id: int, controller_id: int) -> bool | None:
+    """Whether the controller had an active standing acknowledgement instruction, as the statement that wrote the request
+    `dsr_id` and its forward to that controller read it in this transaction (once: the value is dropped); None: not read."""
+    known: dict[tuple[int, int], bool] = session.info.get(STANDING_READ) or {}
+    return known.pop((dsr_id, controller_id), None)
+
+
+@event.listens_for(Session, "after_transaction_end")
+def _forget_standing(session: Session, _transaction: SessionTransaction) -> None:
+    # Read in one transaction, valid in it only (a savepoint's end drops it too: the caller then asks, as before).
+    session.info.pop(STANDING_READ, None)
 
 
 @functools.cache
@@ -119,9 +137,14 @@ def _statement(with_forward: bool, events: int, checked: bool) -> Select[Any]:
     new_lines = insert(lines).from_select(["dsr_id", *line_columns], union_all(*rows) if len(rows) > 1 else rows[0])
     ctes = [new_lines.returning(lines.c.id).cte("new_lines")]
     forward_id: Any = null().cast(Integer)
+    standing: Any = null().cast(Boolean)
     if with_forward:
         forward_columns = [c.name for c in forwards.columns if c.name not in ("id", "dsr_id")]
         row = select(new_dsr_cte.c.id, *[bindparam(f"f_{c}", type_=forwards.c[c].type) for c in forward_columns])
         new_forward = insert(forwards).from_select(["dsr_id", *forward_columns], row).returning(forwards.c.id).cte("new_forward")
         forward_id = select(new_forward.c.id).scalar_subquery()
-    return select(new_dsr_cte.c.id, new_dsr_cte.c.reference, forward_id).add_cte(*ctes)
+        # What `acknowledge` asks next (app.dsr.requests): the controller's active standing acknowledgement instruction.
+        rules = table_of_model(StandingInstruction)
+        of_controller = rules.c.controller_id == bindparam("f_controller_id", type_=rules.c.controller_id.type)
+        standing = exists(select(rules.c.id).where(of_controller, rules.c.kind == ACKNOWLEDGEMENT, rules.c.revoked_at.is_(None)))
+    return select(new_dsr_cte.c.id, new_dsr_cte.c.reference, forward_id, standing).add_cte(*ctes)

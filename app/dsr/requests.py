@@ -25,7 +25,7 @@ from app.dsr.forward import FORWARD_DOORBELL
 from app.dsr.gate import ACKNOWLEDGEMENT, acknowledgement_body
 from app.dsr.history import Step, add_event, audit_steps, by_label
 from app.dsr.models import TYPES, Dsr, DsrEvent, DsrForward, DsrSuggestion, Instruction, StandingInstruction
-from app.dsr.request_row import insert_request
+from app.dsr.request_row import insert_request, standing_read
 from app.dsr.routing import route
 from app.dsr.settings import DsrSettings
 from app.mail.outbox import enqueue_email
@@ -230,12 +230,11 @@ def acknowledge(session: Session, dsr: Dsr, *, settings: DsrSettings, by: Princi
     if not dsr.subject_email or not dsr.forwards:
         return False
     for cid in dsr.controller_ids:
-        standing = session.scalar(
-            select(StandingInstruction.id)
-            .where(StandingInstruction.controller_id == cid, StandingInstruction.kind == ACKNOWLEDGEMENT, StandingInstruction.revoked_at.is_(None))
-            .limit(1)
-        )
+        standing = standing_read(session, dsr.id, cid)  # read by the statement that wrote the request (Postgres), if so
         if standing is None:
+            rule = (StandingInstruction.controller_id == cid, StandingInstruction.kind == ACKNOWLEDGEMENT, StandingInstruction.revoked_at.is_(None))
+            standing = session.scalar(select(StandingInstruction.id).where(*rule).limit(1)) is not None
+        if not standing:
             return False
     enqueue_email(
         session,

@@ -16,8 +16,9 @@ from app.crypto.keys import PLATFORM, cache_for, data_keys, forget_keys, insert_
 from app.dsr import request_row, requests
 from app.dsr.models import Dsr, DsrEvent, DsrForward
 from app.dsr.requests import DsrInput, create_dsr
+from app.dsr.settings import DsrSettings
 from app.tickets import service as tickets
-from tests.factories import TEST_PRINCIPAL, make_controller
+from tests.factories import TEST_PRINCIPAL, make_controller, make_standing
 
 NOW = dt.datetime(2026, 12, 1, 6, 0, tzinfo=dt.UTC)
 RECEIVED = NOW - dt.timedelta(minutes=3)
@@ -135,3 +136,34 @@ def test_a_later_request_is_written_under_the_kept_platform_key_checked_and_lock
     assert third.subject_email_ct is not None and key_id_of(third.subject_email_ct, where="x") != key_id
     assert session.scalar(select(func.count()).select_from(Dsr)) == before + 1
     assert _read_back(session, third.id)["plain"]["subject_email"] == "Zoe@Example.org"
+
+
+def test_the_standing_acknowledgement_read_by_the_requests_statement_is_what_acknowledge_asks(session: Session) -> None:
+    # Given two controllers, one with a standing acknowledgement instruction
+    yes, no = make_controller(session), make_controller(session)
+    make_standing(session, yes, now=NOW)
+    settings = DsrSettings("privacy@desk.example", "desk.example")
+    for controller, acknowledged in ((yes, True), (no, False)):
+        made = tickets.create_ticket(
+            session, controller_id=controller.id, requester_name="Zoë", requester_email="zoe@example.org", subject="D", by=TEST_PRINCIPAL, now=NOW
+        )
+        data = DsrInput(types=["access"], subject_email=f"z{controller.id}@example.org")
+        dsr = create_dsr(session, data, source="privacy_address", received_at=RECEIVED, ticket=made, by=TEST_PRINCIPAL, now=NOW)
+        assert dsr.controller_ids == [controller.id]
+        postgres = session.get_bind().dialect.name == "postgresql"
+        # The request's statement read it (Postgres), once, and acknowledge asks no statement of its own for it
+        seen: list[str] = []
+        engine = session.get_bind().engine
+
+        def count(_conn: object, _cursor: object, statement: str, *_args: object, seen: list[str] = seen) -> None:
+            seen.append(statement)
+
+        event.listen(engine, "before_cursor_execute", count)
+        try:
+            assert requests.acknowledge(session, dsr, settings=settings, by=TEST_PRINCIPAL, now=NOW) is acknowledged
+        finally:
+            event.remove(engine, "before_cursor_execute", count)
+        # (the gate asks again when the acknowledgement is queued: that one names the source instruction)
+        asked = [s for s in seen if "FROM dsr_standing_instructions" in s and "source_instruction_id" not in s]
+        assert len(asked) == (0 if postgres else 1), asked
+        assert request_row.standing_read(session, dsr.id, controller.id) is None  # used once
