@@ -182,7 +182,7 @@ def ingest_message(
     raw_sha256 = hashlib.sha256(raw).hexdigest()
     # After the sender's lock, one statement: the duplicate lookup, the observers' prechecks (the erased-subject flag), whether
     # a stored message names this one (a follow-up that arrived first), and on Postgres the thread, email answered and route.
-    looked = look_up(session, mail, registry=registry)
+    looked = look_up(session, mail, registry=registry, raw_sha256=raw_sha256)
     existing, prechecked = looked.existing, looked.prechecked
     reused_on, reused_id = None, None
     if existing is not None:

@@ -1,13 +1,14 @@
 """The first lookups of an ingest (app.mail.inbound) in one statement: duplicate, prechecks, thread, the email answered, route.
 
-After the sender's lock (`threading.serialise_sender`), one statement reads the stored message under this Message-ID
-(a duplicate, or a reused id), with the intake observers' prechecks and whether a stored message names this one
-(`referenced.REFERENCED`) beside it. On Postgres the same statement also reads what the later steps would each have
-asked in a statement of their own: the ticket holding an id this message names (`tickets.find_by_message_ids`), the
-desk's email it answers (`threading.find_sent`, In-Reply-To first, then the latest of References), and, for a message
-naming no id (a new ticket, most likely), the controller it would be routed to (`threading.route_new`). Each is a
-scalar subquery with array parameters (one plan whatever the number of ids), answered exactly as the statement it
-replaces. SQLite, and the rare lookup that cannot carry them, leave them to those statements (`Looked.folded` False).
+After the sender's lock (`threading.serialise_sender`; a reply joining its stored thread needs none: `look_up`), one
+statement reads the stored message under this Message-ID (a duplicate, or a reused id), with the intake observers'
+prechecks and whether a stored message names this one (`referenced.REFERENCED`) beside it. On Postgres the same
+statement also reads what the later steps would each have asked in a statement of their own: the ticket holding an id
+this message names (`tickets.find_by_message_ids`), the desk's email it answers (`threading.find_sent`, In-Reply-To
+first, then the latest of References), and, for a message naming no id (a new ticket, most likely), the controller it
+would be routed to (`threading.route_new`). Each is a scalar subquery with array parameters (one plan whatever the
+number of ids), answered exactly as the statement it replaces. SQLite, and the rare lookup that cannot carry them,
+leave them to those statements (`Looked.folded` False).
 """
 
 from __future__ import annotations
@@ -46,14 +47,31 @@ class Looked:
     route: Route | None = None  # where a new ticket from it goes; None: not read (it names ids), ask `route_new`
 
 
-def look_up(session: Session, mail: ParsedMail, *, registry: IntakeRegistry) -> Looked:
+def look_up(session: Session, mail: ParsedMail, *, registry: IntakeRegistry, raw_sha256: str) -> Looked:
     """Take the sender's lock (Postgres), then read everything above in one statement (two when the process's remembered
-    platform key has changed: `message_ids.lookup_with`)."""
+    platform key has changed: `message_ids.lookup_with`).
+
+    A message naming ids (a reply) is read before the lock: when it joins the thread they name, or is the same bytes
+    again (`raw_sha256`), it opens no ticket and needs no lock (none was taken for it before the lookups were folded
+    either); else the lock, and the same read again, so what a concurrent ingest of the sender committed meanwhile counts.
+    """
+    postgres = session.get_bind().dialect.name == "postgresql"
+    if postgres and mail.from_email and (mail.references or mail.in_reply_to):
+        first = _read(session, mail, registry, folded=True)
+        if first.folded and ((first.existing is None and first.named is not None) or _same(first.existing, raw_sha256)):
+            return first
     serialise_sender(session, mail)
+    return _read(session, mail, registry, folded=postgres)
+
+
+def _same(existing: Any, raw_sha256: str) -> bool:
+    # As app.mail.inbound: the same bytes, or an inbound message kept without its digest (a duplicate either way).
+    return existing is not None and (existing.raw_sha256 == raw_sha256 or (existing.raw_sha256 is None and existing.direction == "inbound"))
+
+
+def _read(session: Session, mail: ParsedMail, registry: IntakeRegistry, *, folded: bool) -> Looked:
     beside: dict[str, Any] = {**registry.prechecks(), referenced.REFERENCED: referenced.referenced_flag()}
-    folded = session.get_bind().dialect.name == "postgresql"
-    names = [*mail.references, *mail.in_reply_to]
-    routed = folded and not names
+    routed = folded and not (mail.references or mail.in_reply_to)
     if routed:
         beside[_ROUTE] = route_value()
     joined = _joined() if folded else None
