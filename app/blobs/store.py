@@ -19,6 +19,8 @@ from sqlalchemy.sql.dml import ReturningInsert
 
 from app.blobs.models import Blob, BlobChunk
 from app.crypto.fields import new_row_uid
+from app.crypto.kept_active import active_check, write_checked
+from app.crypto.keys import owner_of
 from app.db import ids_in, table_of_model
 from app.exceptions import Refused
 
@@ -100,13 +102,18 @@ def _store_one_chunk(session: Session, content: bytes, *, key_owner: int, now: d
     and its chunk in a data-modifying WITH), elsewhere two. The chunk is encrypted as a flush would (its own
     row_uid in the associated data, the owner's active key); the Blob returned is in the session, loaded."""
     blobs, chunks = table_of_model(Blob), table_of_model(BlobChunk)
-    values, chunk = one_chunk_rows(session, content, key_owner=key_owner, now=now)
     if session.get_bind().dialect.name == "postgresql":
-        params = {**{f"blob_{k}": v for k, v in values.items()}, **{f"chunk_{k}": v for k, v in chunk.items()}}
-        blob_id = session.execute(_one_chunk_statement(), params).scalar_one()
-    else:
-        blob_id = session.execute(insert(blobs).values(**values).returning(blobs.c.id)).scalar_one()
-        session.execute(insert(chunks).values(blob_id=blob_id, **chunk))
+
+        def rows() -> tuple[dict[str, Any], dict[str, Any]]:
+            values, chunk = one_chunk_rows(session, content, key_owner=key_owner, now=now)
+            return values, {**{f"blob_{k}": v for k, v in values.items()}, **{f"chunk_{k}": v for k, v in chunk.items()}}
+
+        # Under the owner's kept key, checked FOR SHARE by the statement itself (app.crypto.kept_active): no key query
+        (blob_id,), values = write_checked(session, owner_of(key_owner), rows, _one_chunk_statement)
+        return inserted_blob(session, blob_id, values)
+    values, chunk = one_chunk_rows(session, content, key_owner=key_owner, now=now)
+    blob_id = session.execute(insert(blobs).values(**values).returning(blobs.c.id)).scalar_one()
+    session.execute(insert(chunks).values(blob_id=blob_id, **chunk))
     return inserted_blob(session, blob_id, values)
 
 
@@ -128,12 +135,15 @@ def inserted_blob(session: Session, blob_id: int, values: dict[str, Any]) -> Blo
 
 
 @functools.cache
-def _one_chunk_statement() -> ReturningInsert[int]:
+def _one_chunk_statement(checked: bool = False) -> ReturningInsert[int]:
     # The blob row and its chunk in one data-modifying WITH (Postgres), built once: building it per blob cost more CPU
-    # than sending it. Parameters: blob_<column> for the blob row, chunk_<column> for the chunk.
+    # than sending it. Parameters: blob_<column> for the blob row, chunk_<column> for the chunk. `checked`: the blob (so
+    # its chunk) is written only while the WITH key_ok finds the kept key active (app.crypto.kept_active), no row else.
     blobs, chunks = table_of_model(Blob), table_of_model(BlobChunk)
     blob_columns = ("key_owner", "size", "sha256", "chunk_count", "created_at")
-    new = insert(blobs).values({c: bindparam(f"blob_{c}", type_=blobs.c[c].type) for c in blob_columns}).returning(blobs.c.id).cte("new_blob")
+    blob = {c: bindparam(f"blob_{c}", type_=blobs.c[c].type) for c in blob_columns}
+    gated = insert(blobs).from_select(list(blob), select(*blob.values()).select_from(active_check().cte("key_ok")))
+    new = (gated if checked else insert(blobs).values(blob)).returning(blobs.c.id).cte("new_blob")
     chunk_columns = ("seq", "key_owner", "row_uid", "data_ct")
     chunk = [bindparam(f"chunk_{c}", type_=chunks.c[c].type) for c in chunk_columns]
     return insert(chunks).from_select(["blob_id", *chunk_columns], select(new.c.id, *chunk)).returning(chunks.c.blob_id)

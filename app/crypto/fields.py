@@ -344,11 +344,12 @@ def encrypt_new_row(session: Session, model: type, plain: dict[str, Any], *, own
     `row_uid` of `model` whose owner column holds `owner`, for a Core INSERT: the same ciphertexts (bound to table, column
     and row, under the owner's active key, locked as a flush locks it) and blind indexes. `remember_plain` afterwards."""
     columns: dict[str, Any] = {}
+    conn, cache = session.connection(), cache_for(session)  # once a row, not once a value
     for spec in _specs(model):
         if spec.name in plain:
             value = plain[spec.name]
             target = SimpleNamespace(row_uid=row_uid, **({} if spec.owner == PLATFORM else {spec.owner: owner}))  # as _owner_label reads a row
-            blob, index = _encrypt_value(session.connection(), cache_for(session), spec, target, value) if value is not None else (None, None)
+            blob, index = _encrypt_value(conn, cache, spec, target, value) if value is not None else (None, None)
             columns[spec.column] = blob
             if spec.blind_index:
                 columns[spec.blind_index] = index

@@ -13,7 +13,8 @@ from sqlalchemy import event, func, select, text, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
-from app.blobs.models import Blob
+from app.blobs.models import Blob, BlobChunk
+from app.blobs.store import read_blob, store_blob
 from app.crypto.cipher import KeyShredded, key_id_of
 from app.crypto.keys import PLATFORM, cache_for, data_keys, forget_keys, insert_generation, owner_of
 from app.extensions import db
@@ -148,3 +149,24 @@ def test_the_checking_statement_holds_the_key_row_as_active_key_does(committed_a
             # Then until it ends the key row is locked: a rotation cannot retire it under the writer
             with db.state(committed_app).engine.connect() as other, pytest.raises(OperationalError, match="lock"):
                 other.execute(text("SELECT id FROM data_keys WHERE id = :k FOR UPDATE NOWAIT"), {"k": key_id})
+
+
+def test_a_blob_of_one_chunk_is_one_checked_statement_and_falls_back_when_the_key_changed(session: Session) -> None:
+    # Given a controller's kept key (its first message) and a new transaction
+    ticket, key_id = _ticket_of(session)
+    forget_keys(session)
+    # When a blob of one chunk is stored under the controller (a quarantined raw message, say)
+    with _statements(session) as seen:
+        blob = store_blob(session, b"raw bytes", key_owner=ticket.key_owner, now=NOW)
+    # Then it is one statement checking the key, and reads back
+    assert len(seen) == 1 and "key_ok" in seen[0] and "FOR SHARE" in seen[0]
+    assert read_blob(session, blob.id) == b"raw bytes"
+    # and with the key retired since (a rotation), nothing is written under it: the new active key is used
+    forget_keys(session)
+    conn = session.connection()
+    conn.execute(update(data_keys).where(data_keys.c.id == key_id).values(state="retired"))
+    insert_generation(conn, cache_for(session).keyring, owner_of(ticket.key_owner), 2)
+    again = store_blob(session, b"more bytes", key_owner=ticket.key_owner, now=NOW)
+    chunk = session.scalar(select(BlobChunk).where(BlobChunk.blob_id == again.id))
+    assert chunk is not None and chunk.data_ct is not None and key_id_of(chunk.data_ct, where="x") != key_id
+    assert read_blob(session, again.id) == b"more bytes" and session.scalar(select(func.count()).select_from(Blob).where(Blob.id > blob.id)) == 1
