@@ -66,18 +66,25 @@ def _manager() -> Any:
     return sa_inspect(AuditEvent).class_manager
 
 
-def loaded_events(session: Session, rows: Sequence[Mapping[str, Any]], ids: Sequence[int]) -> list[AuditEvent]:
+def loaded_events(session: Session, rows: Sequence[Mapping[str, Any]], ids: Sequence[int], events: Sequence[AuditEvent] | None = None) -> list[AuditEvent]:
     """The stored rows as AuditEvent instances in the session, loaded (as a query would return them), nothing to flush.
 
+    `events`: instances handed out before the rows were written (`unwritten`), filled in place; else new ones.
     The values are set as loaded state, not through the attribute events of the constructor (a third of an
     append's CPU): `make_transient_to_detached` then keys each by its id and `session.add` makes it persistent.
     """
-    manager = _manager()
-    events: list[AuditEvent] = []
-    for row, event_id in zip(rows, ids, strict=True):
-        added: AuditEvent = manager.new_instance()
+    targets = list(events) if events is not None else [_manager().new_instance() for _ in rows]
+    for added, row, event_id in zip(targets, rows, ids, strict=True):
         added.__dict__.update(row, id=event_id)
         make_transient_to_detached(added)
         session.add(added)
-        events.append(added)
-    return events
+    return targets
+
+
+def unwritten(row: Mapping[str, Any]) -> AuditEvent:
+    """A transient instance of an event not written yet: `row`'s columns, None for those the append sets (id, seq,
+    prev_hash, hash, personal_ct) until `loaded_events` fills it."""
+    event: AuditEvent = _manager().new_instance()
+    event.__dict__.update(row)
+    event.__dict__.update(dict.fromkeys(("id", "seq", "prev_hash", "hash", "personal_ct")))
+    return event

@@ -13,6 +13,10 @@ wrote stays the head: it is kept on the connection (`_HEAD`) and the next event
 of the same transaction is appended with one INSERT, no lock or head query.
 It is forgotten when the transaction ends and when a savepoint is rolled back
 (that takes its events, and an advisory lock taken inside it, along).
+
+`appended_at_end(session)` (opt-in) queues a block's events and appends them at its
+end with one lock, head read and INSERT: a block that ends as its transaction commits
+(one inbound message) holds the lock from there only, and takes it after every other lock.
 """
 
 from __future__ import annotations
@@ -20,7 +24,8 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -28,7 +33,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, event, select
 from sqlalchemy.orm import Session
 
-from app.audit import append
+from app.audit import append, pending
 from app.audit import checkpoint as cp
 from app.audit.chain import GENESIS, Link, canonical_json, event_hash, personal_digest
 from app.audit.checkpoint import KeyFor
@@ -139,7 +144,8 @@ def _head_query() -> Any:
 
 
 def chain_head(session: Session) -> tuple[int, str]:
-    """The last (seq, hash) of the chain, or (0, GENESIS) when it is empty."""
+    """The last (seq, hash) of the chain, or (0, GENESIS) when it is empty (events queued by `appended_at_end` appended first)."""
+    _append_pending(session)
     row = session.execute(_head_query()).first()
     return (row[0], row[1]) if row is not None else (0, GENESIS)
 
@@ -243,7 +249,7 @@ def record_all(session: Session, entries: Sequence[Entry], *, by: Principal, now
 
     Each is checked as `record` checks one, all before anything is written; the caller's pending changes are flushed
     first (as `record` always did); the events go in by one INSERT, not a flush (app.audit.append), and come back in
-    the session, loaded."""
+    the session, loaded. Inside `appended_at_end` they are queued instead (returned unwritten)."""
     if now.tzinfo is None:
         raise InvalidAuditEvent("audit time must be timezone-aware UTC")
     at = now.astimezone(dt.UTC)
@@ -251,19 +257,80 @@ def record_all(session: Session, entries: Sequence[Entry], *, by: Principal, now
     if not prepared:
         return []
     session.flush()
+    queue = pending.current(session)
+    if queue is not None and queue.open:
+        if session.in_nested_transaction():
+            raise AuditError("an audit event recorded in a savepoint inside appended_at_end (its rollback could not take the queue along)")
+        events = [append.unwritten(_columns(link)) for link, _ in prepared]
+        queue.links.extend(prepared)
+        queue.events.extend(events)
+        return events
+    _append_pending(session)  # left by a block that raised in this transaction: they come first
+    return _append(session, prepared)
+
+
+def _columns(link: Link) -> dict[str, Any]:
+    row = {name: getattr(link, name) for name in _LINK_COLUMNS}
+    return {**row, "occurred_at": link.at, "details_json": canonical_json(link.details)}
+
+
+def _append(session: Session, prepared: Sequence[tuple[Link, dict[str, Any]]], events: Sequence[AuditEvent] | None = None) -> list[AuditEvent]:
+    """Link the events after the head (kept, or read under the chain lock) and INSERT them; `events` to fill, if handed out."""
     seq, prev = _locked_head(session)
     rows: list[dict[str, Any]] = []
     for link, part in prepared:
         seq += 1
-        personal_ct = seal(session, part, seq=seq, at=at) if part else None
+        personal_ct = seal(session, part, seq=seq, at=link.at) if part else None
         link = replace(link, seq=seq, prev_hash=prev, personal=personal_digest(personal_ct))
         prev = event_hash(link)
-        row = {name: getattr(link, name) for name in _LINK_COLUMNS}
-        rows.append({**row, "occurred_at": at, "details_json": canonical_json(link.details), "hash": prev, "personal_ct": personal_ct})
+        rows.append({**_columns(link), "hash": prev, "personal_ct": personal_ct})
     conn = session.connection()
     ids = append.insert_rows(conn, rows)
     _keep_head(conn, seq, prev)
-    return append.loaded_events(session, rows, ids)
+    return append.loaded_events(session, rows, ids, events)
+
+
+# --- appending a block's events at its end (opt-in) -----------------------------------
+
+
+def _append_pending(session: Session) -> None:
+    taken = pending.take(session)
+    if taken is not None:
+        _append(session, *taken)
+
+
+@contextmanager
+def appended_at_end(session: Session) -> Iterator[None]:
+    """Queue the events recorded in the block and append them at its end in call order, with one chain lock and head
+    read and one INSERT: for a block that ends as its transaction commits, the lock is then held from there only.
+
+    The events `record`/`record_all` hand back in the block are unwritten (no id, seq or hashes) until it ends.
+    In the block: an event recorded in a savepoint raises AuditError (its rollback could not take queued events
+    along); `chain_head` appends the queue first; other reads of audit_events do not see queued events. A commit in
+    the block appends the queue first (before_commit); a rollback drops it with the transaction; if the block
+    raises, its queue is left to its transaction the same way. Inside a block already collecting, it joins that.
+    """
+    if session.in_nested_transaction():
+        raise AuditError("appended_at_end cannot start inside a savepoint")
+    if pending.collecting(session):
+        yield
+        return
+    _append_pending(session)
+    queue = pending.start(session)
+    try:
+        yield
+    finally:
+        queue.open = False
+    if session.in_nested_transaction():
+        raise AuditError("appended_at_end ended inside a savepoint it did not start in")
+    _append_pending(session)
+    pending.end(session, queue)
+
+
+@event.listens_for(Session, "before_commit")
+def _append_before_commit(session: Session) -> None:
+    if pending.queued(session) and not session.in_nested_transaction():
+        _append_pending(session)
 
 
 # --- signed checkpoints (issue 3 item 11) -----------------------------------------------
