@@ -154,10 +154,11 @@ def lookup_with(
     """`first_by_digest`, and the value of each `beside` column (by name) read in the same statement, match or not.
 
     For the intake registry's observer prechecks (app.mail.intake): what they say costs no statement of its own.
-    An Integer `beside` column's value is as read (None or an int), any other's a bool. `joined` names mapped classes outer-joined on
-    their ON clause (each an entity or None under its name); `more(index_key)` gives the parameters those columns and
-    clauses take (keyed hashes under the platform's index key). The values are None when the lookup could not carry
-    them (then nobody may rely on them).
+    An Integer `beside` column's value is as read (None or an int), any other's a bool. `joined` names mapped classes
+    outer-joined on their ON clause (each an entity or None under its name); `more(index_key)` gives the parameters
+    those columns and clauses take (keyed hashes under the platform's index key, which it may differ from the
+    remembered one's: it is asked again then). The values are None when the lookup could not carry them (then nobody
+    may rely on them).
     """
     extra = dict(beside or {})
     joins = dict(joined or {})
