@@ -115,6 +115,7 @@ class IntakeRegistry:
         self._entries: list[_Entry] = []
         self._finders: dict[str, TicketFinder] = {}
         self._references: dict[str, ReferenceFinder] = {}
+        self._checks: dict[str, Label[bool]] | None = None  # `prechecks()`, made once per registration (every ingest asks)
 
     def add(self, name: str, handler: Handler, *, fallback: bool = False, observer: bool = False, precheck: ColumnElement[bool] | None = None) -> None:
         """Register `handler` under `name` (e.g. "dsr.instruction"); the same name again replaces it in its place.
@@ -124,6 +125,7 @@ class IntakeRegistry:
         `precheck` is false when the handler certainly has nothing to do (see the module docstring).
         """
         entry = _Entry(name, handler, fallback, observer, precheck)
+        self._checks = None
         for i, existing in enumerate(self._entries):
             if existing.name == name:
                 self._entries[i] = entry
@@ -133,6 +135,7 @@ class IntakeRegistry:
     def remove(self, name: str) -> None:
         """Forget the handler registered under `name` (none: no-op)."""
         self._entries = [e for e in self._entries if e.name != name]
+        self._checks = None
 
     def add_ticket_finder(self, related_type: str, finder: TicketFinder) -> None:
         """How to find the ticket of an outbox row with this `related_type` (one finder per type; again: replaced)."""
@@ -157,8 +160,10 @@ class IntakeRegistry:
 
     def prechecks(self) -> dict[str, Label[bool]]:
         """The handlers' prechecks by handler name, each labelled ("precheck_<n>"), to select beside another statement."""
-        checks = [e for e in self._ordered() if e.precheck is not None]
-        return {e.name: e.precheck.label(f"precheck_{n}") for n, e in enumerate(checks) if e.precheck is not None}
+        if self._checks is None:
+            checks = [e for e in self._ordered() if e.precheck is not None]
+            self._checks = {e.name: e.precheck.label(f"precheck_{n}") for n, e in enumerate(checks) if e.precheck is not None}
+        return dict(self._checks)
 
     def _ordered(self) -> list[_Entry]:
         observers = [e for e in self._entries if e.observer]
@@ -173,6 +178,7 @@ class IntakeRegistry:
             yield self
         finally:
             self._entries, self._finders, self._references = saved
+            self._checks = None
 
     @contextmanager
     def registered(self, name: str, handler: Handler, *, fallback: bool = False) -> Iterator[None]:
