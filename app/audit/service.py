@@ -233,7 +233,7 @@ def _link(entry: Entry, by: Principal, at: dt.datetime) -> tuple[Link, dict[str,
     if by.kind == "controller" and by.name:
         part.setdefault("actor_address", by.name)
     try:
-        part = check_personal(part)
+        part = check_personal(part) if part else part  # an empty part is valid: nothing to check
     except InvalidPersonalPart as exc:
         raise InvalidAuditEvent(str(exc)) from None
     if isinstance(entry.target_id, bool):
