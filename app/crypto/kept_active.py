@@ -80,6 +80,12 @@ def keep_active(session: Session, owner: str) -> None:
         kept[(database_of(session), owner)] = key
 
 
+def forget_kept_keys() -> None:
+    """Forget every key this process kept (as a new process starts): the next write of each owner asks `active_key`."""
+    with _LOCK:
+        _KEPT.clear()
+
+
 # The parameters of `active_check`: the kept key's id, owner and wrapped bytes (`active_check_params`).
 CHECK_ID, CHECK_OWNER, CHECK_WRAPPED = "k_id", "k_owner", "k_wrapped"
 

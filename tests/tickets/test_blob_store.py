@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 from app.blobs.models import Blob, BlobChunk
 from app.blobs.store import read_blob, store_blob
 from app.crypto.cipher import DecryptionError, decrypt_field, key_id_of
+from app.crypto.kept_active import forget_kept_keys
 from app.crypto.keys import cache_for, load_key
 
 NOW = dt.datetime(2026, 12, 1, 4, 0, tzinfo=dt.UTC)
@@ -31,6 +32,7 @@ def _inserts(session: Session) -> tuple[list[str], Callable[..., None]]:
 
 def test_one_chunk_blob_reads_back_and_costs_one_insert_on_postgres(session: Session) -> None:
     content = b"From: someone@example.org\r\nSubject: hello\r\n\r\nbody \xe9\r\n"
+    forget_kept_keys()  # as a new process: a key kept from an earlier test's rolled-back transaction is gone (checked, then a second write)
     seen, listener = _inserts(session)
     try:
         blob = store_blob(session, content, key_owner=0, now=NOW)
