@@ -37,6 +37,7 @@ from app import create_app
 from app.auth import mfa
 from app.auth.models import User
 from app.controllers.models import Controller
+from app.crypto.kept_active import forget_kept_keys
 from app.db import utcnow
 from app.extensions import db
 from app.jobs.broker import app_context
@@ -71,6 +72,15 @@ def _migrated_template() -> Iterator[None]:
     """The run's migrated template database (tests.databases.migrated_database copies it), removed at the end."""
     yield
     drop_template()
+
+
+@pytest.fixture(autouse=True)
+def _no_kept_keys() -> Iterator[None]:
+    """Each test starts as a new process would, with no data key kept (app.crypto.kept_active): a key kept from an
+    earlier test's rolled-back transaction is rightly refused by the write's check and written again, which would
+    make a statement count depend on the order the tests ran in."""
+    forget_kept_keys()
+    yield
 
 
 @pytest.fixture(scope="session")
