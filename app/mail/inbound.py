@@ -33,6 +33,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
+from app.audit.service import appended_at_end
 from app.crypto import message_ids
 from app.crypto.cipher import KeyShredded
 from app.jobs.batch import Clock, SessionScope, in_transaction
@@ -353,7 +354,8 @@ def ingest_committed(
     type as the detail) in a fresh transaction. Nothing is acknowledged to the source before this returns."""
 
     def work(session: Session, now: dt.datetime) -> IngestOutcome:
-        return ingest_message(session, raw, settings=settings, by=by, now=now, source=source, recipient=recipient)
+        with appended_at_end(session):  # the message's audit events in one append at the end: the chain lock held least
+            return ingest_message(session, raw, settings=settings, by=by, now=now, source=source, recipient=recipient)
 
     try:
         try:

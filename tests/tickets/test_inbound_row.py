@@ -98,7 +98,9 @@ def test_a_message_with_its_raw_original_reads_back_bound_to_its_row_and_indexed
     )
     assert b"".join(tickets.raw_original_chunks(session, stored)) == RAW
     assert lookup.find_by_message_ids(session, ["row-1@example.org"]) is not None
-    assert session.scalars(select(Message.id).where(Message.sender_email.matches(session, "zoe@example.org", controller_id=stored.key_owner))).all() == [
+    assert session.scalars(
+        select(Message.id).where(Message.sender_email.matches(session, "zoe@example.org", controller_id=stored.key_owner)).order_by(Message.id)
+    ).all() == [
         first_pk,
         second_pk,
     ]
