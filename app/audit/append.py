@@ -38,7 +38,12 @@ COLUMNS = (
 )
 
 
-@functools.cache
+# Rows a statement: Postgres takes at most 65,535 parameters in one (13 a row: 5,041 rows); a longer list is sent in
+# pages of this many, each page's statement built once (so the cache holds at most this many texts).
+PAGE_ROWS = 1000
+
+
+@functools.lru_cache(maxsize=64)
 def _insert_sql(count: int) -> str:
     row = "(" + ", ".join(["%s"] * len(COLUMNS)) + ")"
     return f"INSERT INTO audit_events ({', '.join(COLUMNS)}) VALUES {', '.join([row] * count)} RETURNING id, seq"
@@ -51,11 +56,14 @@ def _core_insert() -> Any:
 
 
 def insert_rows(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> list[int]:
-    """INSERT the rows (each a mapping of every column in COLUMNS) in one statement; their ids, in the rows' order."""
+    """INSERT the rows (each a mapping of every column in COLUMNS), one statement a PAGE_ROWS; their ids, in the rows' order."""
     if conn.dialect.name == "postgresql" and conn.dialect.driver == "psycopg":
-        params = tuple(row[name] for row in rows for name in COLUMNS)
-        # RETURNING of a multi-row VALUES promises no order: the ids are matched by seq (unique).
-        ids = {seq: event_id for event_id, seq in conn.exec_driver_sql(_insert_sql(len(rows)), params)}
+        ids: dict[int, int] = {}
+        for start in range(0, len(rows), PAGE_ROWS):
+            page = rows[start : start + PAGE_ROWS]
+            params = tuple(row[name] for row in page for name in COLUMNS)
+            # RETURNING of a multi-row VALUES promises no order: the ids are matched by seq (unique).
+            ids.update({seq: event_id for event_id, seq in conn.exec_driver_sql(_insert_sql(len(page)), params)})
         return [ids[row["seq"]] for row in rows]
     return list(conn.execute(_core_insert(), list(rows)).scalars())
 
