@@ -79,8 +79,12 @@ def start(session: Session, *, by: Principal, now: dt.datetime) -> tuple[dict[st
     saved = get_state(session, JOB)
     if saved is not None:
         return saved, True
-    rewrap_keys(session, by=by, now=now)
     conn = session.connection()
+    # The active keys' rows first, then the audit chain (rewrap_keys records): the order every writer takes them in
+    # (a write holds its key FOR SHARE until it commits, and appends its audit events last); the other way round, a
+    # rotation starting while a write waited for the chain lock was a deadlock.
+    conn.execute(select(data_keys.c.id).where(data_keys.c.state == "active").order_by(data_keys.c.id).with_for_update()).all()
+    rewrap_keys(session, by=by, now=now)
     keyring = keyring_for(session)
     for row in conn.execute(select(data_keys).where(data_keys.c.state == "active")).all():
         index_key = unwrap_row(keyring, row).index_key  # kept, so blind indexes stay valid
