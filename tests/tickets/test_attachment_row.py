@@ -60,7 +60,10 @@ def test_a_file_in_one_statement_is_stored_as_the_ordinary_path_stores_it(
     held = [_message(session, controller.id), _message(session, controller.id)]  # the tickets held: in the identity map
     message, other = held[0][1], held[1][1]
     seen: list[str] = []
-    listen = lambda *a: seen.append(a[2])  # noqa: E731
+
+    def listen(*args: Any) -> None:
+        seen.append(args[2])
+
     event.listen(session.get_bind().engine, "before_cursor_execute", listen)
     try:
         # When a file is stored on one of them on this path, in a transaction that kept its key (no key query)
