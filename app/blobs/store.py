@@ -13,13 +13,13 @@ import hashlib
 from collections.abc import Iterable, Iterator
 from typing import Any, BinaryIO
 
-from sqlalchemy import bindparam, delete, insert, select
+from sqlalchemy import CTE, Insert, bindparam, delete, insert, select
 from sqlalchemy.orm import Session, make_transient_to_detached
 from sqlalchemy.sql.dml import ReturningInsert
 
 from app.blobs.models import Blob, BlobChunk
 from app.crypto.fields import new_row_uid
-from app.crypto.kept_active import active_check, write_checked
+from app.crypto.kept_active import active_check, gated_insert, write_checked
 from app.crypto.keys import owner_of
 from app.db import ids_in, table_of_model
 from app.exceptions import Refused
@@ -106,7 +106,7 @@ def _store_one_chunk(session: Session, content: bytes, *, key_owner: int, now: d
 
         def rows() -> tuple[dict[str, Any], dict[str, Any]]:
             values, chunk = one_chunk_rows(session, content, key_owner=key_owner, now=now)
-            return values, {**{f"blob_{k}": v for k, v in values.items()}, **{f"chunk_{k}": v for k, v in chunk.items()}}
+            return values, one_chunk_params(values, chunk)
 
         # Under the owner's kept key, checked FOR SHARE by the statement itself (app.crypto.kept_active): no key query
         (blob_id,), values = write_checked(session, owner_of(key_owner), rows, _one_chunk_statement)
@@ -134,19 +134,30 @@ def inserted_blob(session: Session, blob_id: int, values: dict[str, Any]) -> Blo
     return blob
 
 
-@functools.cache
-def _one_chunk_statement(checked: bool = False) -> ReturningInsert[int]:
-    # The blob row and its chunk in one data-modifying WITH (Postgres), built once: building it per blob cost more CPU
-    # than sending it. Parameters: blob_<column> for the blob row, chunk_<column> for the chunk. `checked`: the blob (so
-    # its chunk) is written only while the WITH key_ok finds the kept key active (app.crypto.kept_active), no row else.
+def one_chunk_params(values: dict[str, Any], chunk: dict[str, Any]) -> dict[str, Any]:
+    """The parameters of `one_chunk_inserts` for the rows of `one_chunk_rows`: blob_<column>, chunk_<column>."""
+    return {**{f"blob_{k}": v for k, v in values.items()}, **{f"chunk_{k}": v for k, v in chunk.items()}}
+
+
+def one_chunk_inserts(key_ok: CTE | None) -> tuple[CTE, Insert]:
+    """A one-chunk blob in a statement built once (Postgres): its row as the WITH new_blob (RETURNING its id; written
+    only while `key_ok`, a WITH of `app.crypto.kept_active.active_check`, finds its row, when given) and the INSERT of
+    its chunk selecting that id. Parameters: `one_chunk_params`."""
     blobs, chunks = table_of_model(Blob), table_of_model(BlobChunk)
-    blob_columns = ("key_owner", "size", "sha256", "chunk_count", "created_at")
-    blob = {c: bindparam(f"blob_{c}", type_=blobs.c[c].type) for c in blob_columns}
-    gated = insert(blobs).from_select(list(blob), select(*blob.values()).select_from(active_check().cte("key_ok")))
-    new = (gated if checked else insert(blobs).values(blob)).returning(blobs.c.id).cte("new_blob")
+    blob = {c: bindparam(f"blob_{c}", type_=blobs.c[c].type) for c in ("key_owner", "size", "sha256", "chunk_count", "created_at")}
+    new_blob = gated_insert(blobs, blob, key_ok).returning(blobs.c.id).cte("new_blob")
     chunk_columns = ("seq", "key_owner", "row_uid", "data_ct")
     chunk = [bindparam(f"chunk_{c}", type_=chunks.c[c].type) for c in chunk_columns]
-    return insert(chunks).from_select(["blob_id", *chunk_columns], select(new.c.id, *chunk)).returning(chunks.c.blob_id)
+    return new_blob, insert(chunks).from_select(["blob_id", *chunk_columns], select(new_blob.c.id, *chunk))
+
+
+@functools.cache
+def _one_chunk_statement(checked: bool) -> ReturningInsert[int]:
+    # The blob row and its chunk in one data-modifying WITH (Postgres), built once: building it per blob cost more CPU
+    # than sending it. `checked`: the blob (so its chunk) is written only while the WITH key_ok finds the kept key
+    # active (app.crypto.kept_active), no row else.
+    _, new_chunk = one_chunk_inserts(active_check().cte("key_ok") if checked else None)
+    return new_chunk.returning(table_of_model(BlobChunk).c.blob_id)
 
 
 def iter_blob(session: Session, blob_id: int) -> Iterator[bytes]:

@@ -24,7 +24,7 @@ import weakref
 from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
-from sqlalchemy import LargeBinary, String, Table, bindparam, select
+from sqlalchemy import CTE, Insert, LargeBinary, String, Table, bindparam, insert, select
 from sqlalchemy.orm import Session
 from sqlalchemy.sql import Executable, Select
 
@@ -100,6 +100,14 @@ def active_check() -> Select[Any]:
         c.wrapped_key == bindparam(CHECK_WRAPPED, type_=LargeBinary),
     )
     return select(c.id).where(*same, c.state == "active").with_for_update(read=True)
+
+
+def gated_insert(table: Table, values: dict[str, Any], key_ok: CTE | None) -> Insert:
+    """The INSERT of one row of `table` (`values`: column name -> its bind parameter): INSERT ... VALUES, or with `key_ok`
+    (a WITH of `active_check`) INSERT ... SELECT FROM key_ok, which writes no row when the check found none."""
+    if key_ok is None:
+        return insert(table).values(values)
+    return insert(table).from_select(list(values), select(*values.values()).select_from(key_ok))
 
 
 def active_check_params(key: LoadedKey) -> dict[str, Any]:

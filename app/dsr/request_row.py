@@ -28,7 +28,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.sql.schema import ScalarElementColumnDefault
 
 from app.crypto.fields import encrypt_new_row, new_row_uid, remember_plain
-from app.crypto.kept_active import active_check, write_checked
+from app.crypto.kept_active import active_check, gated_insert, write_checked
 from app.crypto.keys import PLATFORM
 from app.db import table_of_model
 from app.dsr.gate import ACKNOWLEDGEMENT
@@ -124,11 +124,7 @@ def _statement(with_forward: bool, events: int, checked: bool) -> Select[Any]:
     # is written only while the WITH key_ok finds the kept key active (app.crypto.kept_active), no row else.
     dsrs, forwards, lines = table_of_model(Dsr), table_of_model(DsrForward), table_of_model(DsrEvent)
     values = {c: bindparam(f"d_{c}", type_=dsrs.c[c].type) for c in _plain_columns()}
-    if checked:
-        new_dsr = insert(dsrs).from_select(list(values), select(*values.values()).select_from(active_check().cte("key_ok")))
-    else:
-        new_dsr = insert(dsrs).values(values)
-    new_dsr_cte = new_dsr.returning(dsrs.c.id, dsrs.c.reference).cte("new_dsr")
+    new_dsr_cte = gated_insert(dsrs, values, active_check().cte("key_ok") if checked else None).returning(dsrs.c.id, dsrs.c.reference).cte("new_dsr")
     line_columns = ("at", "code", "by_label", "details")
     # A UNION ALL of one SELECT a line, in their order (its values cast: a UNION does not take the columns' types; a
     # multi-row VALUES would be, but SQLAlchemy does not cache such a statement: compiled anew, ~7 ms CPU each time).

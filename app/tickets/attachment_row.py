@@ -25,8 +25,8 @@ from sqlalchemy import Integer, LargeBinary, Select, String, bindparam, func, in
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session, make_transient_to_detached
 
-from app.blobs.models import Blob, BlobChunk
-from app.blobs.store import CHUNK_BYTES, inserted_blob, one_chunk_rows
+from app.blobs.models import BlobChunk
+from app.blobs.store import CHUNK_BYTES, inserted_blob, one_chunk_inserts, one_chunk_params, one_chunk_rows
 from app.crypto.fields import encrypt_new_row, new_row_uid, remember_plain
 from app.crypto.kept_active import active_check, write_checked
 from app.crypto.keys import owner_of
@@ -62,8 +62,7 @@ def insert_attachment(
         }
         found = file_digests(session, owner, filename, text) or []
         params = {
-            **{f"blob_{k}": v for k, v in blob_values.items()},
-            **{f"chunk_{k}": v for k, v in chunk.items()},
+            **one_chunk_params(blob_values, chunk),
             **{f"a_{k}": v for k, v in columns.items()},
             "id_message": message.id,
             "id_owner": owner,
@@ -85,16 +84,9 @@ def insert_attachment(
 def _statement(checked: bool) -> Select[Any]:
     # Built once (its values are parameters): the blob (gated on the WITH key_ok when `checked`), its chunk, the attachment
     # and the index rows, each from the blob's row (none when it was not written); the new digests only.
-    blobs, chunks, attachments, index = table_of_model(Blob), table_of_model(BlobChunk), table_of_model(Attachment), table_of_model(MessageIdentifier)
-    blob_values = {c: bindparam(f"blob_{c}", type_=blobs.c[c].type) for c in ("key_owner", "size", "sha256", "chunk_count", "created_at")}
-    if checked:
-        new_blob = insert(blobs).from_select(list(blob_values), select(*blob_values.values()).select_from(active_check().cte("key_ok")))
-    else:
-        new_blob = insert(blobs).values(blob_values)
-    blob = new_blob.returning(blobs.c.id).cte("new_blob")
-    chunk_columns = ("seq", "key_owner", "row_uid", "data_ct")
-    chunk = select(blob.c.id, *[bindparam(f"chunk_{c}", type_=chunks.c[c].type) for c in chunk_columns])
-    new_chunk = insert(chunks).from_select(["blob_id", *chunk_columns], chunk).returning(chunks.c.id).cte("new_chunk")
+    chunks, attachments, index = table_of_model(BlobChunk), table_of_model(Attachment), table_of_model(MessageIdentifier)
+    blob, chunk = one_chunk_inserts(active_check().cte("key_ok") if checked else None)
+    new_chunk = chunk.returning(chunks.c.id).cte("new_chunk")
     columns = [c.name for c in attachments.columns if c.name not in ("id", "blob_id")]
     row = select(*[bindparam(f"a_{c}", type_=attachments.c[c].type) for c in columns], blob.c.id)
     new_attachment = insert(attachments).from_select([*columns, "blob_id"], row).returning(attachments.c.id, attachments.c.blob_id).cte("new_attachment")

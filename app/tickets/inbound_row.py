@@ -30,11 +30,11 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session, make_transient_to_detached
 from sqlalchemy.orm.attributes import set_committed_value
 
-from app.blobs.models import Blob, BlobChunk
-from app.blobs.store import CHUNK_BYTES, inserted_blob, one_chunk_rows
+from app.blobs.models import BlobChunk
+from app.blobs.store import CHUNK_BYTES, inserted_blob, one_chunk_inserts, one_chunk_params, one_chunk_rows
 from app.crypto import message_ids
 from app.crypto.fields import encrypt_new_row, new_row_uid, remember_plain
-from app.crypto.kept_active import active_check, write_checked
+from app.crypto.kept_active import active_check, gated_insert, write_checked
 from app.crypto.keys import owner_of
 from app.db import table_of_model
 from app.tickets import referenced
@@ -132,8 +132,7 @@ def _message_rows(session: Session, owner: int, data: Any, *, now: dt.datetime) 
     texts = [data.subject, data.body_text, data.reply_text]
     found = digests_of(session, owner, texts, [data.sender_email, *data.recipients], [data.sender_name]) or []
     params = {
-        **{f"blob_{k}": v for k, v in blob_values.items()},
-        **{f"chunk_{k}": v for k, v in chunk.items()},
+        **one_chunk_params(blob_values, chunk),
         **{f"m_{k}": v for k, v in columns.items()},
         "id_owner": owner,
         "id_kinds": [kind for kind, _ in found],
@@ -155,29 +154,22 @@ def _loaded_message(
 
 
 @functools.cache
-def _statement(with_ticket: bool, touch: bool = False, checked: bool = False) -> Select[Any]:
+def _statement(with_ticket: bool, touch: bool, checked: bool) -> Select[Any]:
     # Built once (its values are parameters): [the ticket,] the blob, its chunk, the message (raw_blob_id from the blob,
     # ticket_id from the ticket or a parameter) and its index rows (unnest of two arrays: none when empty). Each WITH
     # runs once whether or not the final SELECT reads it. `checked`: the ticket, the blob (so all that hangs on it) and
     # the touch are written only while the WITH key_ok finds the kept key active (app.crypto.kept_active), no row else.
-    tickets, blobs, chunks = table_of_model(Ticket), table_of_model(Blob), table_of_model(BlobChunk)
+    tickets, chunks = table_of_model(Ticket), table_of_model(BlobChunk)
     messages, index, refs = table_of_model(Message), table_of_model(MessageIdentifier), table_of_model(referenced.MessageReference)
     key_ok = active_check().cte("key_ok") if checked else None
-
-    def row_of(table: Any, columns: Any, prefix: str) -> Any:  # INSERT ... VALUES, or ... SELECT FROM key_ok when checked
-        values = {c: bindparam(f"{prefix}{c}", type_=table.c[c].type) for c in columns}
-        return insert(table).values(values) if key_ok is None else insert(table).from_select(list(values), select(*values.values()).select_from(key_ok))
-
-    blob_columns = ("key_owner", "size", "sha256", "chunk_count", "created_at")
-    new_blob = row_of(blobs, blob_columns, "blob_").returning(blobs.c.id).cte("new_blob")
-    chunk_columns = ("seq", "key_owner", "row_uid", "data_ct")
-    chunk = select(new_blob.c.id, *[bindparam(f"chunk_{c}", type_=chunks.c[c].type) for c in chunk_columns])
-    new_chunk = insert(chunks).from_select(["blob_id", *chunk_columns], chunk).returning(chunks.c.id).cte("new_chunk")
+    new_blob, chunk = one_chunk_inserts(key_ok)
+    new_chunk = chunk.returning(chunks.c.id).cte("new_chunk")
     message_columns = [c.name for c in messages.columns if c.name not in ("id", "raw_blob_id", "ticket_id")]
     values = [bindparam(f"m_{c}", type_=messages.c[c].type) for c in message_columns]
     if with_ticket:
         ticket_columns = [c.name for c in tickets.columns if c.name not in ("id", "reference")]
-        new_ticket = row_of(tickets, ticket_columns, "t_").returning(tickets.c.id, tickets.c.reference).cte("new_ticket")
+        ticket_values = {c: bindparam(f"t_{c}", type_=tickets.c[c].type) for c in ticket_columns}
+        new_ticket = gated_insert(tickets, ticket_values, key_ok).returning(tickets.c.id, tickets.c.reference).cte("new_ticket")
         row = select(*values, new_blob.c.id, new_ticket.c.id).select_from(new_blob.join(new_ticket, literal(True)))
     else:
         row = select(*values, new_blob.c.id, bindparam("m_ticket_id", type_=messages.c.ticket_id.type))
