@@ -179,10 +179,11 @@ def lookup_with(
         if live:
             assert row is not None
             return (row if row[0] is not None else None), _values(row, extra, joins)
-    hashed = params(session, message_id)
+    index_key = _index_key(session)
+    hashed = _params(index_key, message_id)
     if extra or joins:
         stmt = _statement(("outer", *shape), lambda: _outer_lookup(entity, column, columns, list(extra.values()), joins))
-        row = session.execute(stmt, {**hashed, **(more(_index_key(session)) if more else {})}).one()
+        row = session.execute(stmt, {**hashed, **(more(index_key) if more else {})}).one()
         return (row if row[0] is not None else None), _values(row, extra, joins)
     stmt = _statement(("plain", *shape), lambda: select(*columns).where(matching(column)).limit(1))
     return session.execute(stmt, hashed).first(), None
@@ -230,4 +231,9 @@ def digests(session: Session, message_ids: Iterable[str]) -> list[bytes]:
     if not wanted:
         return []
     key = find_index_key(session.connection(), cache_for(session), PLATFORM)
-    return [] if key is None else [d for m in wanted for d in candidates_with(key, m)]
+    return [] if key is None else digests_with(key, wanted)
+
+
+def digests_with(index_key: bytes, message_ids: Iterable[str]) -> list[bytes]:
+    """`digests` under the platform's index key `index_key` (the ids' `candidates_with`, in their order; empty ids skipped)."""
+    return [d for m in message_ids if m and bare(m) for d in candidates_with(index_key, m)]

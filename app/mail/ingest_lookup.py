@@ -87,16 +87,11 @@ def _read(session: Session, mail: ParsedMail, registry: IntakeRegistry, *, folde
 def _parameters(mail: ParsedMail, routed: bool, index_key: bytes) -> dict[str, Any]:
     named = [m for m in [*mail.references, *mail.in_reply_to] if m][-MAX_NAMED_IDS:]
     answered = [*mail.in_reply_to, *reversed(mail.references)][:MAX_THREAD_IDS]
-    found: dict[str, Any] = {"named_ids": _digests(index_key, named), "answered_ids": _digests(index_key, answered)}
+    found: dict[str, Any] = {"named_ids": message_ids.digests_with(index_key, named), "answered_ids": message_ids.digests_with(index_key, answered)}
     if routed:
         wanted = route_parameters(mail)
         found |= {"route_domains": wanted["domains"], "route_candidates": wanted["candidates"]}
     return found
-
-
-def _digests(index_key: bytes, ids: list[str]) -> list[bytes]:
-    # As message_ids.digests: each id's stored form's hash, then the exact one when it differs, in the ids' order.
-    return [d for m in ids if m and message_ids.bare(m) for d in message_ids.candidates_with(index_key, m)]
 
 
 @functools.cache
