@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import Label, Select, String, any_, bindparam, func, literal, select, union_all
+from sqlalchemy import Label, Select, String, Subquery, any_, bindparam, func, literal, select, union_all
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
@@ -195,14 +197,21 @@ def _parent_domains(domain: str) -> list[str]:
 def _route_statement() -> Select[tuple[int, int]]:
     # Built once: constructing the union (its clauses, the IN lists) cost about 1 ms of CPU a new ticket, three
     # times the query. The lists are expanding parameters, rendered at execution (an empty one matches nothing).
+    both, first = _routes(lambda domain: domain.in_(bindparam("domains", expanding=True)), lambda name: name.in_(bindparam("candidates", expanding=True)))
+    return select(both.c.controller_id, both.c.by_identifier).order_by(*first).limit(1)
+
+
+def _routes(domain_in: Callable[[Any], Any], candidate_in: Callable[[Any], Any]) -> tuple[Subquery, tuple[Any, Any]]:
+    # The controllers `route_new` may choose, (controller_id, by_identifier: 0 by domain, 1 by identifier, rank), and
+    # the order the first one is chosen in: a registered domain (the longest) before an identifier (the first made).
     by_domain = select(ControllerDomain.controller_id, literal(0).label("by_identifier"), (-func.length(ControllerDomain.domain)).label("rank")).where(
-        ControllerDomain.domain.in_(bindparam("domains", expanding=True))
+        domain_in(ControllerDomain.domain)
     )
     by_identifier = select(ControllerIdentifier.controller_id, literal(1).label("by_identifier"), ControllerIdentifier.id.label("rank")).where(
-        func.lower(ControllerIdentifier.identifier).in_(bindparam("candidates", expanding=True))
+        candidate_in(func.lower(ControllerIdentifier.identifier))
     )
     both = union_all(by_domain, by_identifier).subquery()
-    return select(both.c.controller_id, both.c.by_identifier).order_by(both.c.by_identifier, both.c.rank).limit(1)
+    return both, (both.c.by_identifier, both.c.rank)
 
 
 def route_parameters(mail: ParsedMail) -> dict[str, list[str]]:
@@ -217,15 +226,8 @@ def route_value() -> Label[int]:
     "route_domains" and "route_candidates", `route_parameters`): the controller id times 2, plus 1 when found by an
     identifier; NULL: triage. Read it with `route_of`."""
     domains, candidates = bindparam("route_domains", type_=ARRAY(String)), bindparam("route_candidates", type_=ARRAY(String))
-    by_domain = select(ControllerDomain.controller_id, literal(0).label("by_identifier"), (-func.length(ControllerDomain.domain)).label("rank")).where(
-        ControllerDomain.domain == any_(domains)
-    )
-    by_identifier = select(ControllerIdentifier.controller_id, literal(1).label("by_identifier"), ControllerIdentifier.id.label("rank")).where(
-        func.lower(ControllerIdentifier.identifier) == any_(candidates)
-    )
-    both = union_all(by_domain, by_identifier).subquery()
-    first = select(both.c.controller_id * 2 + both.c.by_identifier).order_by(both.c.by_identifier, both.c.rank).limit(1)
-    return first.scalar_subquery().label("route")
+    both, first = _routes(lambda domain: domain == any_(domains), lambda name: name == any_(candidates))
+    return select(both.c.controller_id * 2 + both.c.by_identifier).order_by(*first).limit(1).scalar_subquery().label("route")
 
 
 def route_of(value: int | None) -> Route:
