@@ -27,11 +27,11 @@ from app.mail.models import OutboxEmail
 from app.mail.parse import ParsedMail
 from app.mail.threading import MAX_THREAD_IDS, Route, route_of, route_parameters, route_value, serialise_sender
 from app.tickets import referenced
+from app.tickets.lookup import MAX_NAMED_IDS
 from app.tickets.models import Message, Ticket
 
 _LOOKED_UP = (Message.id, Message.ticket_id, Message.raw_sha256, Message.direction)
 _NAMED, _SENT, _ROUTE = "thread_by_ids", "sent", "route"
-MAX_NAMED_IDS = 100  # as app.tickets.lookup.find_by_message_ids
 
 
 @dataclass(frozen=True)

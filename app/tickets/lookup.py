@@ -22,6 +22,7 @@ from app.tickets.models import Message, Ticket, key_owner_for
 
 REFERENCE = re.compile(r"\bT-(\d{4})-(\d{6,})\b")
 MAX_PAGE = 200
+MAX_NAMED_IDS = 100  # the last ids of References/In-Reply-To `find_by_message_ids` looks a ticket up by
 
 
 def format_reference(created_at: dt.datetime, ticket_id: int) -> str:
@@ -74,7 +75,7 @@ def find_by_requester_email(
 
 def find_by_message_ids(session: Session, message_ids: Sequence[str]) -> Ticket | None:
     """The ticket holding any of these Message-IDs (latest first), or None."""
-    hashes = digests(session, [m for m in message_ids if m][-100:])
+    hashes = digests(session, [m for m in message_ids if m][-MAX_NAMED_IDS:])
     if not hashes:
         return None
     return session.scalar(_by_message_ids(), {"hashes": hashes})
