@@ -38,9 +38,14 @@ def add_event(session: Session, dsr: Dsr, code: str, *, by: Principal, now: dt.d
 
 def add_events(session: Session, dsr: Dsr, steps: Sequence[Step], *, by: Principal, now: dt.datetime) -> None:
     """Several history lines of one request and their audit events, in this order (one INSERT for each table)."""
-    for step in steps:
-        session.add(DsrEvent(dsr_id=dsr.id, at=now, code=step.code, by_label=by_label(by), details=dict(step.details)))
+    add_lines(session, dsr.id, steps, by=by, now=now)
     audit_steps(session, dsr.id, steps, by=by, now=now)
+
+
+def add_lines(session: Session, dsr_id: int, steps: Sequence[Step], *, by: Principal, now: dt.datetime) -> None:
+    """The history lines of `steps` in this order, added to the session (written by the next flush), without audit events."""
+    for step in steps:
+        session.add(DsrEvent(dsr_id=dsr_id, at=now, code=step.code, by_label=by_label(by), details=dict(step.details)))
 
 
 def by_label(by: Principal) -> str:

@@ -23,8 +23,8 @@ from app.dsr import deadlines
 from app.dsr.errors import DsrNotFound, InvalidDsr
 from app.dsr.forward import FORWARD_DOORBELL
 from app.dsr.gate import ACKNOWLEDGEMENT, acknowledgement_body
-from app.dsr.history import Step, add_event, audit_steps, by_label
-from app.dsr.models import TYPES, Dsr, DsrEvent, DsrForward, DsrSuggestion, Instruction, StandingInstruction
+from app.dsr.history import Step, add_event, add_lines, audit_steps, by_label
+from app.dsr.models import TYPES, Dsr, DsrForward, DsrSuggestion, Instruction, StandingInstruction
 from app.dsr.request_row import insert_request, standing_read
 from app.dsr.routing import route
 from app.dsr.settings import DsrSettings
@@ -125,8 +125,7 @@ def create_dsr(
         )
         session.add(dsr)
         session.flush()
-        for step in steps:
-            session.add(DsrEvent(dsr_id=dsr.id, at=now, code=step.code, by_label=by_label(by), details=dict(step.details)))
+        add_lines(session, dsr.id, steps, by=by, now=now)
     reference = format_reference(received_at, dsr.id)
     if dsr.reference != reference:
         # SQLite (Postgres fills it in the INSERT, migration 0026), or a time not in UTC whose year differs there:
