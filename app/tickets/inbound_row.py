@@ -22,8 +22,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import secrets
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 from sqlalchemy import Integer, LargeBinary, Select, String, bindparam, func, insert, literal, select, update
 from sqlalchemy.dialects.postgresql import ARRAY
@@ -55,7 +54,9 @@ def insert_with_raw(session: Session, ticket: Ticket, data: Any, *, now: dt.date
         columns, plain, blob_values, params = _message_rows(session, ticket.key_owner, data, now=now)
         return (columns, plain, blob_values), {**params, "m_ticket_id": ticket.id, "u_ticket_id": ticket.id, "u_updated_at": now}
 
-    (message_pk, blob_id), (columns, plain, blob_values) = _written(session, ticket.key_owner, rows, False, touch)
+    # Under the key owner's kept key, checked FOR SHARE by the statement itself (app.crypto.kept_active): no key query.
+    statement = functools.partial(_statement, False, touch)
+    (message_pk, blob_id), (columns, plain, blob_values) = write_checked(session, owner_of(ticket.key_owner), rows, statement)
     if touch:
         set_committed_value(ticket, "updated_at", now)  # written by the statement, as the flush would have
     return _loaded_message(session, message_pk, ticket.id, blob_id, columns, plain, blob_values)
@@ -89,20 +90,15 @@ def insert_ticket_with_raw(
         columns, message_plain, blob_values, params = _message_rows(session, owner, first, now=now)
         return (ticket_columns, columns, message_plain, blob_values), {**params, **{f"t_{k}": v for k, v in ticket_columns.items()}}
 
-    (ticket_pk, reference, message_pk, blob_id), (ticket_columns, columns, message_plain, blob_values) = _written(session, owner, rows, True, False)
+    statement = functools.partial(_statement, True, False)
+    (ticket_pk, reference, message_pk, blob_id), (ticket_columns, columns, message_plain, blob_values) = write_checked(
+        session, owner_of(owner), rows, statement
+    )
     ticket = Ticket(id=ticket_pk, reference=reference, **ticket_columns)
     make_transient_to_detached(ticket)
     session.add(ticket)
     remember_plain(ticket, plain)
     return ticket, _loaded_message(session, message_pk, ticket_pk, blob_id, columns, message_plain, blob_values)
-
-
-_Made = TypeVar("_Made")
-
-
-def _written(session: Session, key_owner: int, rows: Callable[[], tuple[_Made, dict[str, Any]]], with_ticket: bool, touch: bool) -> tuple[Any, _Made]:
-    # (the statement's one row, what `rows` made for it), under the key owner's kept key checked by the statement itself
-    return write_checked(session, owner_of(key_owner), rows, lambda checked: _statement(with_ticket, touch, checked))
 
 
 def _applies(session: Session, raw: Any, raw_max_bytes: int | None) -> bool:
