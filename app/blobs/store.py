@@ -134,6 +134,14 @@ def inserted_blob(session: Session, blob_id: int, values: dict[str, Any]) -> Blo
     return blob
 
 
+def fits_one_statement(session: Session, content: Any, max_bytes: int | None) -> bool:
+    """Whether `content` can go in one statement with the rows that hold it (`one_chunk_inserts`): on Postgres, bytes of
+    one chunk (not empty) within `max_bytes` (past it the ordinary path refuses it: BlobTooLarge)."""
+    if session.get_bind().dialect.name != "postgresql" or not isinstance(content, bytes) or not 0 < len(content) <= CHUNK_BYTES:
+        return False
+    return max_bytes is None or len(content) <= max_bytes
+
+
 def one_chunk_params(values: dict[str, Any], chunk: dict[str, Any]) -> dict[str, Any]:
     """The parameters of `one_chunk_inserts` for the rows of `one_chunk_rows`: blob_<column>, chunk_<column>."""
     return {**{f"blob_{k}": v for k, v in values.items()}, **{f"chunk_{k}": v for k, v in chunk.items()}}

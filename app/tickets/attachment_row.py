@@ -26,7 +26,7 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session, make_transient_to_detached
 
 from app.blobs.models import BlobChunk
-from app.blobs.store import CHUNK_BYTES, inserted_blob, one_chunk_inserts, one_chunk_params, one_chunk_rows
+from app.blobs.store import fits_one_statement, inserted_blob, one_chunk_inserts, one_chunk_params, one_chunk_rows
 from app.crypto.fields import encrypt_new_row, new_row_uid, remember_plain
 from app.crypto.kept_active import active_check, write_checked
 from app.crypto.keys import owner_of
@@ -40,10 +40,8 @@ def insert_attachment(
 ) -> Attachment | None:
     """`content` stored as a file of `message` (its type as given, normalised by the caller) with the index rows of its name
     and `text` (`index_file`'s), in one statement; None when this path does not apply (the caller takes the ordinary one)."""
-    if session.get_bind().dialect.name != "postgresql" or not isinstance(content, bytes) or not 0 < len(content) <= CHUNK_BYTES:
-        return None
-    if max_bytes is not None and len(content) > max_bytes:
-        return None  # the ordinary path refuses it (AttachmentTooLarge)
+    if not fits_one_statement(session, content, max_bytes):
+        return None  # past max_bytes the ordinary path refuses it (AttachmentTooLarge)
     session.flush()  # whatever is pending is written first, as the ordinary path's flushes would
     owner = message.key_owner
 

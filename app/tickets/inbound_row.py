@@ -30,7 +30,7 @@ from sqlalchemy.orm import Session, make_transient_to_detached
 from sqlalchemy.orm.attributes import set_committed_value
 
 from app.blobs.models import BlobChunk
-from app.blobs.store import CHUNK_BYTES, inserted_blob, one_chunk_inserts, one_chunk_params, one_chunk_rows
+from app.blobs.store import fits_one_statement, inserted_blob, one_chunk_inserts, one_chunk_params, one_chunk_rows
 from app.crypto import message_ids
 from app.crypto.fields import encrypt_new_row, new_row_uid, remember_plain
 from app.crypto.kept_active import active_check, gated_insert, write_checked
@@ -46,7 +46,7 @@ _ENCRYPTED = ("message_id", "sender_name", "sender_email", "subject", "body_text
 def insert_with_raw(session: Session, ticket: Ticket, data: Any, *, now: dt.datetime, raw_max_bytes: int | None, touch: bool) -> Message | None:
     """`data` (an app.tickets.service.MessageInput: not imported, the service imports this) stored on `ticket` in one
     statement, with the ticket's `updated_at` set to `now` when `touch`, or None when this path does not apply."""
-    if not _applies(session, data.raw, raw_max_bytes):
+    if not fits_one_statement(session, data.raw, raw_max_bytes):
         return None
     session.flush()  # whatever is pending is written before the message, as the flush of the ordinary path would
 
@@ -67,7 +67,7 @@ def insert_ticket_with_raw(
 ) -> tuple[Ticket, Message] | None:
     """A new ticket ("new", as create_ticket makes one) with its first message `first`, in one statement (the ticket row
     first: its reference set by the database, as on the ordinary path), or None when this path does not apply."""
-    if not _applies(session, first.raw, None):
+    if not fits_one_statement(session, first.raw, None):
         return None
     session.flush()
     owner = key_owner_for(controller_id)
@@ -99,12 +99,6 @@ def insert_ticket_with_raw(
     session.add(ticket)
     remember_plain(ticket, plain)
     return ticket, _loaded_message(session, message_pk, ticket_pk, blob_id, columns, message_plain, blob_values)
-
-
-def _applies(session: Session, raw: Any, raw_max_bytes: int | None) -> bool:
-    if session.get_bind().dialect.name != "postgresql" or not isinstance(raw, bytes) or not 0 < len(raw) <= CHUNK_BYTES:
-        return False
-    return raw_max_bytes is None or len(raw) <= raw_max_bytes  # else the ordinary path refuses it (BlobTooLarge)
 
 
 def _message_rows(session: Session, owner: int, data: Any, *, now: dt.datetime) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any], dict[str, Any]]:
