@@ -35,6 +35,8 @@ SYSTEM_PYTHON = Path("/usr/bin/python3")
 DOC = REPO_ROOT / "docs" / "operations.md"
 # The user the pipe and the LMTP listener run as (Postfix refuses to run a pipe as root).
 DESK_USER = "dsr-desk-test"
+# Postfix's cleanup service on a file system whose time stamps run ahead of the system clock (see Postfix.problems).
+CLOCK_SKEW = re.compile(r" postfix/cleanup\[\d+\]: warning: (file system clock is \d+ seconds? ahead of local clock|resetting file time stamps)")
 
 
 def installed() -> bool:
@@ -289,8 +291,15 @@ class Postfix:
         self.command(str(POSTQUEUE), "-f")
 
     def problems(self) -> list[str]:
-        """Log lines of Postfix's warnings, errors and worse (a configuration it complains about, a crashed service)."""
-        return [line for line in self.log().splitlines() if re.search(r": (warning|error|fatal|panic): ", line)]
+        """Log lines of Postfix's warnings, errors and worse (a configuration it complains about, a crashed service).
+
+        Not the cleanup service's clock-skew pair ('file system clock is N seconds ahead of local clock',
+        'resetting file time stamps'): it compares the queue file's time stamp with the system clock, which
+        says something about the machine's file system (seen once in CI, 1 second off), nothing about the
+        desk or the configuration; the mail is queued and delivered as usual.
+        """
+        lines = [line for line in self.log().splitlines() if re.search(r": (warning|error|fatal|panic): ", line)]
+        return [line for line in lines if not CLOCK_SKEW.search(line)]
 
     def bounces(self) -> list[str]:
         """Log lines of anything sent back or refused after acceptance: a notice to the sender (non-delivery, delay), a bounced recipient.
