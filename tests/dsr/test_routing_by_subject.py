@@ -10,9 +10,11 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+import pytest
 from sqlalchemy import event, update
 from sqlalchemy.orm import Session
 
+from app.crypto import fields
 from app.crypto.keys import data_keys, owner_of
 from app.dsr.routing import controllers_of_subject
 from app.keys.service import shred_controller_keys
@@ -79,3 +81,34 @@ def test_two_statements_at_any_count_and_shredded_keys_are_not_used(session: Ses
         .values(state="shredded", wrapped_key=None, wrapped_index_key=None, master_version=None)
     )
     assert controllers_of_subject(session, "pat@mail.example") == {c.id for c in holders[2:]}
+
+
+def test_only_controllers_holding_tickets_are_keyed_and_a_ticket_moved_to_one_is_found(session: Session, monkeypatch: pytest.MonkeyPatch) -> None:
+    keyed: list[set[int]] = []  # the controllers whose index keys each lookup used (a digest of the subject under each)
+    real = fields.index_keys_of_controllers
+
+    def spy(*args: Any, **kwargs: Any) -> dict[int, bytes]:
+        found = real(*args, **kwargs)
+        keyed.append(set(found))
+        return found
+
+    monkeypatch.setattr(fields, "index_keys_of_controllers", spy)
+    # Given 30 controllers of which one holds a ticket of Pat (and one of Kim), and a ticket of Pat's in triage
+    controllers = [make_controller(session) for _ in range(30)]
+    pat = {"requester_name": "P", "requester_email": "pat@mail.example", "subject": "Hi"}
+    tickets.create_ticket(session, controller_id=controllers[7].id, **pat, by=TEST_PRINCIPAL, now=T0)
+    tickets.create_ticket(session, controller_id=controllers[21].id, **{**pat, "requester_email": "kim@mail.example"}, by=TEST_PRINCIPAL, now=T0)
+    in_triage = tickets.create_ticket(session, controller_id=None, **pat, by=TEST_PRINCIPAL, now=T0)
+    session.flush()
+    assert controllers_of_subject(session, "pat@mail.example") == {controllers[7].id}
+    # Only the two holders' index keys were used: a digest under each of the 30 controllers' keys was computed before
+    assert keyed == [{controllers[7].id, controllers[21].id}]
+    # And when the triage ticket is moved to a controller that held nothing: that controller now holds Pat's ticket
+    tickets.move_to_controller(session, in_triage.id, controllers[12].id, by=TEST_PRINCIPAL, now=T0)
+    session.flush()
+    assert controllers_of_subject(session, "PAT@mail.example") == {controllers[7].id, controllers[12].id}
+    assert keyed[-1] == {controllers[7].id, controllers[12].id, controllers[21].id}
+    # And a controller that is no longer active is not a candidate, tickets or not
+    controllers[7].status = "terminated"
+    session.flush()
+    assert controllers_of_subject(session, "pat@mail.example") == {controllers[12].id}
