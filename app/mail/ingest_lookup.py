@@ -74,7 +74,9 @@ def _read(session: Session, mail: ParsedMail, registry: IntakeRegistry, *, folde
     routed = folded and not (mail.references or mail.in_reply_to)
     if routed:
         beside[_ROUTE] = route_value()
-    joined = _joined() if folded else None
+    # A message naming no id answers nothing and joins no thread by id: no ticket or email to read beside it (their
+    # columns, some seventy, were most of the lookup's client time for the commonest message, a new one).
+    joined = _joined() if folded and not routed else None
     more = functools.partial(_parameters, mail, routed) if folded else None
     existing, read = message_ids.lookup_with(session, mail.message_id, Message, Message.message_id_bidx, _LOOKED_UP, beside=beside, joined=joined, more=more)
     if read is None:
@@ -85,13 +87,12 @@ def _read(session: Session, mail: ParsedMail, registry: IntakeRegistry, *, folde
 
 
 def _parameters(mail: ParsedMail, routed: bool, index_key: bytes) -> dict[str, Any]:
-    named = [m for m in [*mail.references, *mail.in_reply_to] if m][-MAX_NAMED_IDS:]
-    answered = [*mail.in_reply_to, *reversed(mail.references)][:MAX_THREAD_IDS]
-    found: dict[str, Any] = {"named_ids": message_ids.digests_with(index_key, named), "answered_ids": message_ids.digests_with(index_key, answered)}
     if routed:
         wanted = route_parameters(mail)
-        found |= {"route_domains": wanted["domains"], "route_candidates": wanted["candidates"]}
-    return found
+        return {"route_domains": wanted["domains"], "route_candidates": wanted["candidates"]}
+    named = [m for m in [*mail.references, *mail.in_reply_to] if m][-MAX_NAMED_IDS:]
+    answered = [*mail.in_reply_to, *reversed(mail.references)][:MAX_THREAD_IDS]
+    return {"named_ids": message_ids.digests_with(index_key, named), "answered_ids": message_ids.digests_with(index_key, answered)}
 
 
 @functools.cache
