@@ -88,6 +88,8 @@ ROUTE_MATRIX: dict[tuple[str, str], str | frozenset[str]] = {
     ("dsr.reply", "POST"): PRIVACY,
     ("dsr.standing", "POST"): PRIVACY,
     ("dsr.dismiss", "POST"): PRIVACY,
+    # a communication that did not reach its controller, passed on another way (Pexgle §11.2, issue 11 item 4)
+    ("dsr.passed_on", "POST"): PRIVACY,
     # executing a request under the controller's instruction (issue 6, items 7-10): privacy officers
     ("subject_data.start", "POST"): PRIVACY,
     ("subject_data.restrict_data", "POST"): PRIVACY,

@@ -12,8 +12,8 @@ from app.auth import rbac
 from app.controllers.models import Controller
 from app.db import utcnow
 from app.dsr import chart as dsr_chart
+from app.dsr import communication_delivery, deadlines
 from app.dsr import dashboard as dsr_dashboard
-from app.dsr import deadlines
 from app.dsr import instructions as dsr_instructions
 from app.dsr.errors import InvalidDsr
 from app.dsr.gate import response_body
@@ -26,9 +26,12 @@ from app.exceptions import Refused
 from app.extensions import db
 from app.mail.outbox import enqueue_email
 from app.tickets import service as tickets
+from app.tickets.models import Ticket
 from app.web import MAX_ID, current_principal, id_value
 
 bp = Blueprint("dsr", __name__, url_prefix="/dsr")
+# The escalation banner links at most this many tickets of undelivered communications by their reference.
+BANNER_TICKETS = 5
 
 
 def _now() -> Any:
@@ -58,7 +61,19 @@ def _banner() -> dict[str, Any]:
         count = db.session.scalar(select(func.count()).select_from(Dsr).where(Dsr.state.in_(UNFORWARDED), at_risk))
         return int(count or 0)
 
-    return {"dsr_alerts": dsr_alerts}
+    def communication_alerts() -> tuple[int, list[int]]:
+        # Communications whose forward did not reach the controller (Pexgle §11.2, issue 11 item 4): how many, and the
+        # first few tickets to link to. A partial index holds only these tickets (migration 0029).
+        staff: rbac.StaffContext | None = g.get("staff")
+        if staff is None or not staff.can(rbac.DSR_MANAGE):
+            return 0, []
+        undelivered = Ticket.communication_undelivered_at.is_not(None)
+        ids = list(db.session.scalars(select(Ticket.id).where(undelivered).order_by(Ticket.id).limit(BANNER_TICKETS)))
+        if len(ids) < BANNER_TICKETS:
+            return len(ids), ids
+        return int(db.session.scalar(select(func.count()).select_from(Ticket).where(undelivered)) or 0), ids
+
+    return {"dsr_alerts": dsr_alerts, "communication_alerts": communication_alerts}
 
 
 @bp.get("/")
@@ -228,6 +243,19 @@ def standing(controller_id: int) -> ResponseReturnValue:
     db.session.commit()
     flash("Standing instruction revoked." if request.form.get("revoke") else "Standing instruction recorded.", "success")
     return redirect(page)
+
+
+@bp.post("/communications/<int:ticket_id>/passed-on")
+@rbac.require(rbac.DSR_MANAGE)
+@back_to("tickets.show")
+def passed_on(ticket_id: int) -> ResponseReturnValue:
+    """A privacy officer records how a communication that did not reach the controller was passed on (Pexgle §11.2)."""
+    communication_delivery.passed_on(
+        db.session, ticket_id, request.form.get("what", ""), controller_ids=rbac.controller_scope(), by=current_principal(), now=_now()
+    )
+    db.session.commit()
+    flash("Recorded how the communication was passed on; the escalation is cleared.", "success")
+    return redirect(url_for("tickets.show", ticket_id=ticket_id))
 
 
 @bp.post("/suggestions/<int:suggestion_id>/dismiss")

@@ -84,6 +84,7 @@ def insert_ticket_with_raw(
             "created_at": now,
             "updated_at": now,
             "closed_at": None,
+            "communication_undelivered_at": None,
             "row_uid": row_uid,
             **encrypt_new_row(session, Ticket, plain, owner=owner, row_uid=row_uid),
         }

@@ -14,7 +14,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import JSON, CheckConstraint, FetchedValue, ForeignKey, Index, Integer, String
+from sqlalchemy import JSON, CheckConstraint, FetchedValue, ForeignKey, Index, Integer, String, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.crypto.fields import EncryptedField, EncryptedRow, blind_index_column, encrypted_column
@@ -46,6 +46,14 @@ class Ticket(EncryptedRow, Base):
         # "My tickets" / "unassigned" in any status (migration 0009): without it a
         # person with few tickets in a large queue meant scanning the whole queue.
         Index("ix_tickets_queue_assignee_any", "controller_id", "assignee_id", "created_at", "id"),
+        # The escalation banner counts the tickets whose communication did not reach the controller (migration 0029):
+        # only those rows are in the index.
+        Index(
+            "ix_tickets_communication_undelivered",
+            "communication_undelivered_at",
+            sqlite_where=text("communication_undelivered_at IS NOT NULL"),
+            postgresql_where=text("communication_undelivered_at IS NOT NULL"),
+        ),
     )
 
     id: Mapped[intpk]
@@ -65,6 +73,9 @@ class Ticket(EncryptedRow, Base):
     created_at: Mapped[utc]
     updated_at: Mapped[utc]
     closed_at: Mapped[dt.datetime | None]
+    # When the forward of a communication on this ticket to the controller was first given up (Pexgle §11.2, issue 11
+    # item 4; app.dsr.communication_delivery); None once it was passed on another way or a later forward got through.
+    communication_undelivered_at: Mapped[dt.datetime | None]
 
     messages: Mapped[list[Message]] = relationship(back_populates="ticket", cascade="all, delete-orphan", order_by="Message.id", passive_deletes=True)
 
