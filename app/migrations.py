@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
-from alembic import command
-from alembic.config import Config
-from alembic.util import CommandError
 from sqlalchemy import NullPool, create_engine, text
 
 from app.exceptions import Refused
 from config.settings import REPO_ROOT
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 T = TypeVar("T")
 _ROLE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
@@ -31,8 +31,14 @@ class MigrationRefused(Refused):
     """Alembic refused the request (an unknown revision, a bad range) or the role cannot be set up."""
 
 
+# Alembic is imported where it is used: every process that imports the app (each `flask` command, each piped message)
+# would otherwise load it, and only migrations need it.
+
+
 def alembic_config(url: str) -> Config:
     """An Alembic config for the repository's migrations and the given database."""
+    from alembic.config import Config
+
     cfg = Config(str(REPO_ROOT / "alembic.ini"))
     cfg.set_main_option("script_location", str(REPO_ROOT / "migrations"))
     cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
@@ -42,21 +48,29 @@ def alembic_config(url: str) -> Config:
 
 def upgrade(url: str, revision: str = "head") -> None:
     """Bring the schema up to `revision`."""
+    from alembic import command
+
     command.upgrade(alembic_config(url), revision)
 
 
 def downgrade(url: str, revision: str) -> None:
     """Take the schema down to `revision`."""
+    from alembic import command
+
     command.downgrade(alembic_config(url), revision)
 
 
 def check(url: str) -> None:
     """Raise when the models and the migrated schema differ."""
+    from alembic import command
+
     command.check(alembic_config(url))
 
 
 def run_command(fn: Callable[[str, str], T], url: str, argument: str) -> T:
     """Run `fn(url, argument)` for the CLI: Alembic's refusal (e.g. an unknown revision) becomes MigrationRefused, one line."""
+    from alembic.util import CommandError
+
     try:
         return fn(url, argument)
     except CommandError as exc:

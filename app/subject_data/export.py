@@ -13,12 +13,8 @@ import base64
 import datetime as dt
 import json
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-from fpdf import FPDF
-from fpdf.enums import WrapMode, XPos, YPos
-from fpdf.fonts import TTFFont
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, selectinload
 
@@ -108,35 +104,12 @@ def _json_pieces(session: Session, head: dict[str, Any], tickets: list[Ticket], 
     yield b"\n ]\n}\n"
 
 
-# DejaVu Sans (vendored, licence beside it): Latin, Greek and Cyrillic scripts print as they are
-# (Łukasz, Ελένη, Ольга); the PDF core fonts are Latin-1 only.
-FONTS = Path(__file__).resolve().parent / "fonts"
-FONT = "DejaVu"
-
-
-class _Summary(FPDF):
-    def __init__(self) -> None:
-        super().__init__()
-        self.add_font(FONT, "", FONTS / "DejaVuSans.ttf")
-        self.add_font(FONT, "B", FONTS / "DejaVuSans-Bold.ttf")
-
-    def footer(self) -> None:
-        self.set_y(-12)
-        self.set_font(FONT, size=8)
-        self.cell(0, 8, f"Page {self.page_no()}", align="C")
-
-    def text_block(self, height: int, text: str | None) -> None:
-        """A block of text, back to the left margin after it; a character the font lacks prints as "?"."""
-        font = self.current_font
-        assert isinstance(font, TTFFont)  # set_font(FONT) came first
-        cmap = font.cmap
-        printable = "".join(ch if ord(ch) in cmap else "?" for ch in (text or ""))
-        # Lines break between words (a word longer than the line, such as a long address, is split where it must be).
-        self.multi_cell(0, height, printable, new_x=XPos.LMARGIN, new_y=YPos.NEXT, wrapmode=WrapMode.WORD)
-
-
 def _pdf(session: Session, head: dict[str, Any], tickets: list[Ticket], scope: Any) -> bytes:
-    pdf = _Summary()
+    # Imported here: fpdf and its fonts cost every process that imports the app ~0.4 s (python -X importtime), and
+    # only an export writes a PDF.
+    from app.subject_data.pdf_summary import FONT, Summary
+
+    pdf = Summary()
     pdf.set_auto_page_break(auto=True, margin=15)
     pdf.add_page()
     # The JSON export is the exact, complete record; this is a readable summary.

@@ -15,7 +15,7 @@ from app.audit.models import AuditEvent
 from app.db import utcnow
 from app.dsr.models import DsrEvent
 from app.mail.models import OutboxEmail
-from app.subject_data import export
+from app.subject_data import pdf_summary
 from app.subject_data.models import ExportLink, SubjectRun
 from tests.conftest import AuthActions
 from tests.subject_data.support import drain, instruct, scene
@@ -77,9 +77,9 @@ def test_a_link_older_than_7_days_no_longer_works(client: FlaskClient, auth: Aut
 
 def test_the_pdf_wraps_at_word_boundaries() -> None:
     # "Receiv/ed" and "max.muster@post.ex/ample" were split mid-word (WrapMode.CHAR).
-    summary = export._Summary()
+    summary = pdf_summary.Summary()
     summary.add_page()
-    summary.set_font(export.FONT, size=9)
+    summary.set_font(pdf_summary.FONT, size=9)
     summary.text_block(5, " ".join(["Received", "on", "Monday", "from", "max.muster@post.example"] * 12))
     text = PdfReader(io.BytesIO(bytes(summary.output()))).pages[0].extract_text()
     words = text.split()
