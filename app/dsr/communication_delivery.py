@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import unicodedata
 from collections.abc import Collection
 
 from sqlalchemy import update
@@ -109,12 +110,16 @@ def passed_on(session: Session, ticket_id: int, what: str, *, controller_ids: Co
     `what` says what was done ("phoned the controller's DPO"): it becomes a note on the ticket (encrypted, like every
     note), the audit event carries ids and a count only, and the ticket's mark is cleared, so the banner stops counting
     it. Returns the ticket. Raises TicketNotFound for no such ticket (or one outside `controller_ids`); NotPassedOn,
-    nothing changed, when `what` is blank or longer than PASSED_ON_CHARS, or the ticket has no undelivered
+    nothing changed, when `what` has no visible character (blank, or only invisible format characters), holds a
+    control character other than a line break (CR, LF) or tab, is longer than PASSED_ON_CHARS, or the ticket has no undelivered
     communication (never had one, or it was already passed on). Flush only.
     """
     ticket = tickets.get_ticket(session, ticket_id, controller_ids=controller_ids, include_triage=controller_ids is None)
     text = what.strip()
-    if not text:
+    if any(unicodedata.category(ch) == "Cc" and ch not in "\r\n\t" for ch in text):
+        raise NotPassedOn("Say how it was passed on in plain text: control characters (such as NUL or escape) are not accepted.")
+    if not any(unicodedata.category(ch)[0] in "LNPS" for ch in text):
+        # Nothing visible: blank, or only spaces and invisible format characters (zero-width space, direction marks).
         raise NotPassedOn("Say how the communication was passed on (for example: phoned the controller's DPO).")
     if len(text) > PASSED_ON_CHARS:
         raise NotPassedOn(f"Say how it was passed on in at most {PASSED_ON_CHARS:,} characters.")

@@ -61,17 +61,18 @@ def _banner() -> dict[str, Any]:
         count = db.session.scalar(select(func.count()).select_from(Dsr).where(Dsr.state.in_(UNFORWARDED), at_risk))
         return int(count or 0)
 
-    def communication_alerts() -> tuple[int, list[int]]:
+    def communication_alerts() -> tuple[int, list[tuple[int, str]]]:
         # Communications whose forward did not reach the controller (Pexgle §11.2, issue 11 item 4): how many, and the
-        # first few tickets to link to. A partial index holds only these tickets (migration 0029).
+        # first few tickets (id, reference) to link to. A partial index holds only these tickets (migration 0029).
         staff: rbac.StaffContext | None = g.get("staff")
         if staff is None or not staff.can(rbac.DSR_MANAGE):
             return 0, []
         undelivered = Ticket.communication_undelivered_at.is_not(None)
-        ids = list(db.session.scalars(select(Ticket.id).where(undelivered).order_by(Ticket.id).limit(BANNER_TICKETS)))
-        if len(ids) < BANNER_TICKETS:
-            return len(ids), ids
-        return int(db.session.scalar(select(func.count()).select_from(Ticket).where(undelivered)) or 0), ids
+        first = select(Ticket.id, Ticket.reference).where(undelivered).order_by(Ticket.id).limit(BANNER_TICKETS)
+        shown = [(ticket_id, reference or f"ticket {ticket_id}") for ticket_id, reference in db.session.execute(first)]
+        if len(shown) < BANNER_TICKETS:
+            return len(shown), shown
+        return int(db.session.scalar(select(func.count()).select_from(Ticket).where(undelivered)) or 0), shown
 
     return {"dsr_alerts": dsr_alerts, "communication_alerts": communication_alerts}
 

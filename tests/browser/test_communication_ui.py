@@ -33,7 +33,7 @@ def test_officer_follows_the_banner_and_records_how_the_complaint_was_passed_on(
     live_server.login(page, "privacy_officer")
     page.goto(f"{live_server.url}/dsr/")
     banner = page.locator(".communication-banner")
-    expect(banner).to_contain_text("1 complaint or notice did not reach its controller.")
+    expect(banner).to_contain_text("1 complaint, authority letter or legal notice did not reach its controller.")
     banner.get_by_role("link").click()
     expect(page).to_have_url(f"{live_server.url}/tickets/{ticket_id}")
     # And they record what they did instead

@@ -24,7 +24,7 @@ from tests.factories import TEST_PRINCIPAL, make_controller
 
 SETTINGS = IngestSettings(support_address="support@desk.example", privacy_address="privacy@desk.example")
 NOW = dt.datetime(2026, 11, 30, 10, 5, tzinfo=dt.UTC)
-BANNER = "1 complaint or notice did not reach its controller."
+BANNER = "1 complaint, authority letter or legal notice did not reach its controller."
 WHAT = "Phoned the controller's DPO, Dana Vogt, on +49 30 1234567"
 
 
@@ -151,3 +151,28 @@ def test_passed_on_refuses_a_ticket_without_an_undelivered_communication(session
         passed_on(session, ticket.id, WHAT, by=Principal.staff(1), now=NOW)
     with pytest.raises(NotPassedOn, match="at most"):
         passed_on(session, ticket.id, "x" * 2_001, by=Principal.staff(1), now=NOW)
+
+
+@pytest.mark.parametrize(
+    ("what", "said"),
+    [
+        ("\u200b\u200b", "Say how the communication was passed on"),  # zero-width spaces: nothing visible
+        ("\u202e", "Say how the communication was passed on"),  # a right-to-left override alone
+        ("\u00a0\u3000 \u2060", "Say how the communication was passed on"),  # no-break, ideographic space, word joiner
+        ("phoned\x00DPO", "control characters"),
+        ("phoned \x1b[31mred\x07", "control characters"),
+    ],
+)
+def test_passed_on_refuses_text_with_nothing_visible_or_control_characters_and_changes_nothing(session: Session, what: str, said: str) -> None:
+    # Given a communication whose forward was refused
+    ticket, (dpo, _) = complaint(session)
+    refuse(session, dpo, now=NOW + dt.timedelta(minutes=1))
+    session.flush()
+    notes = note_codes(session, ticket)
+    # When "what was done" is invisible or carries control characters, it is refused and the mark stays
+    with pytest.raises(NotPassedOn, match=said):
+        passed_on(session, ticket.id, what, by=TEST_PRINCIPAL, now=NOW)
+    assert ticket.communication_undelivered_at is not None and note_codes(session, ticket) == notes
+    # And a text typed in a textarea (CRLF line breaks, a tab) is taken
+    passed_on(session, ticket.id, "Phoned the DPO.\r\nSent the letter by post.\tDone.", by=TEST_PRINCIPAL, now=NOW)
+    assert ticket.communication_undelivered_at is None
