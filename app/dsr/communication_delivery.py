@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import unicodedata
 from collections.abc import Collection
 
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
+from app import typed_text
 from app.audit.service import record
 from app.controllers.models import CONTACT_KINDS, Controller
 from app.dsr.communication import KIND
@@ -116,11 +116,11 @@ def passed_on(session: Session, ticket_id: int, what: str, *, controller_ids: Co
     """
     ticket = tickets.get_ticket(session, ticket_id, controller_ids=controller_ids, include_triage=controller_ids is None)
     text = what.strip()
-    if any(unicodedata.category(ch) == "Cc" and ch not in "\r\n\t" for ch in text):
-        raise NotPassedOn("Say how it was passed on in plain text: control characters (such as NUL or escape) are not accepted.")
-    if not any(unicodedata.category(ch)[0] in "LNPS" for ch in text):
-        # Nothing visible: blank, or only spaces and invisible format characters (zero-width space, direction marks).
+    if not text:
         raise NotPassedOn("Say how the communication was passed on (for example: phoned the controller's DPO).")
+    found = typed_text.problem(text)
+    if found is not None:
+        raise NotPassedOn(f"Say how the communication was passed on: the text {found}.")
     if len(text) > PASSED_ON_CHARS:
         raise NotPassedOn(f"Say how it was passed on in at most {PASSED_ON_CHARS:,} characters.")
     since = ticket.communication_undelivered_at

@@ -8,12 +8,25 @@ from flask_wtf import FlaskForm
 from flask_wtf.file import FileField, FileRequired
 from wtforms import SelectField, StringField, TextAreaField
 from wtforms.fields.choices import SelectChoice
-from wtforms.validators import DataRequired, Length, Optional
+from wtforms.validators import DataRequired, Length, Optional, ValidationError
 
+from app import typed_text
 from app.exceptions import Refused
 from app.tickets.models import STATUSES
 
 STATUS_CHOICES = [SelectChoice(s, s) for s in STATUSES]
+
+
+class TypedText:
+    """A WTForms validator: refuses what `app.typed_text.problem` finds (control characters, nothing visible)."""
+
+    def __call__(self, form: FlaskForm, field: object) -> None:
+        data = getattr(field, "data", None)
+        found = typed_text.problem(data) if isinstance(data, str) and data else None
+        if found is not None:
+            raise ValidationError(f"the text {found}")
+
+
 # Text a person types: generous, but bounded so a paste accident is refused, not stored.
 MAX_BODY = 100_000
 
@@ -22,14 +35,14 @@ class ReplyForm(FlaskForm):
     """A reply to the requester: stored on the ticket and queued in the outbox in one transaction."""
 
     # Field names differ per form: both sit on one page and each label must point at its own box.
-    reply = TextAreaField("Reply to the requester", validators=[DataRequired(), Length(max=MAX_BODY)])
+    reply = TextAreaField("Reply to the requester", validators=[DataRequired(), Length(max=MAX_BODY), TypedText()])
     status_after = SelectField("Then set the status to", choices=STATUS_CHOICES, default="waiting")
 
 
 class NoteForm(FlaskForm):
     """An internal note: staff only, never mailed."""
 
-    note = TextAreaField("Internal note", validators=[DataRequired(), Length(max=MAX_BODY)])
+    note = TextAreaField("Internal note", validators=[DataRequired(), Length(max=MAX_BODY), TypedText()])
 
 
 class StatusForm(FlaskForm):
@@ -54,7 +67,7 @@ class AttachmentForm(FlaskForm):
     """Add a file to the ticket (as an internal note carrying it)."""
 
     file = FileField("File", validators=[FileRequired()])
-    comment = StringField("Comment", validators=[Optional(), Length(max=2000)])
+    comment = StringField("Comment", validators=[Optional(), Length(max=2000), TypedText()])
 
 
 class SearchForm(FlaskForm):

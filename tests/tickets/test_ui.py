@@ -428,3 +428,37 @@ def test_forms_without_the_csrf_token_change_nothing(
     session.expire_all()
     assert session.get(Ticket, ticket.id).status == "new"  # type: ignore[union-attr]
     assert session.scalar(select(func.count()).select_from(Message).where(Message.ticket_id == ticket.id)) == 1
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["Called\x00back", "Called \x1b[31mback\x07", "\u200b\u200b", "\u202e", "\ufeff \u2060", "\x7f"],
+    ids=["nul", "escape-and-bell", "zero-width-spaces", "rtl-override", "bom-and-word-joiner", "delete"],
+)
+def test_a_note_or_reply_with_control_characters_or_nothing_visible_is_refused_and_nothing_is_stored_or_sent(
+    client: FlaskClient, auth: AuthActions, session: Session, text: str
+) -> None:
+    c = make_controller(session)
+    ticket = make_ticket(session, c)
+    auth.login("agent", controllers=[c])
+    before = session.scalar(select(func.count()).select_from(Message).where(Message.ticket_id == ticket.id))
+    # When the agent posts such a note or reply, the page says what is wrong with the text
+    for path, data in ((f"/tickets/{ticket.id}/note", {"note": text}), (f"/tickets/{ticket.id}/reply", {"reply": text, "status_after": "waiting"})):
+        html = client.post(path, data=data, follow_redirects=True).get_data(as_text=True)
+        assert "the text contains control characters" in html or "the text has nothing visible in it" in html, path
+    # And nothing was stored or queued
+    session.expire_all()
+    assert session.scalar(select(func.count()).select_from(Message).where(Message.ticket_id == ticket.id)) == before
+    assert session.scalar(select(func.count()).select_from(OutboxEmail).where(OutboxEmail.related_id == ticket.id)) == 0
+
+
+def test_a_note_typed_in_a_textarea_keeps_its_line_breaks_tabs_and_any_script(client: FlaskClient, auth: AuthActions, session: Session) -> None:
+    c = make_controller(session)
+    ticket = make_ticket(session, c)
+    auth.login("agent", controllers=[c])
+    text = "Anruf: Frau Müller.\r\n\tRückruf 14:00 ✔\r\nمرحبا \u200fשלום 你好"
+    html = client.post(f"/tickets/{ticket.id}/note", data={"note": text}, follow_redirects=True).get_data(as_text=True)
+    assert "Internal note added." in html
+    session.expire_all()
+    notes = list(session.scalars(select(Message).where(Message.ticket_id == ticket.id, Message.direction == "note")))
+    assert len(notes) == 1 and "Frau Müller" in (notes[0].body_text or "") and "你好" in (notes[0].body_text or "")
