@@ -17,6 +17,7 @@ from email.parser import BytesHeaderParser
 from sqlalchemy import Select, bindparam, select, update
 from sqlalchemy.orm import Session
 
+from app import typed_text
 from app.audit.service import record
 from app.controllers.models import Controller, ControllerContact
 from app.db import table_of_model
@@ -179,6 +180,8 @@ def flag(session: Session, dsr_id: int, instruction_id: int, reason: str, *, set
     text = (reason or "").strip()
     if not 10 <= len(text) <= 4000:
         raise InstructionNotConfirmable("explain the concern in 10 to 4000 characters")
+    if (found := typed_text.problem(text)) is not None:
+        raise InstructionNotConfirmable(f"explain the concern in words: the text {found}")
     dsr = get_dsr(session, dsr_id)
     instruction = _instruction(session, dsr_id, instruction_id)
     _decide(session, instruction, "flagged", by=by, now=now)

@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, selectinload
 
+from app import typed_text
 from app.audit.service import record
 from app.controllers.models import Controller
 from app.dsr import deadlines
@@ -153,12 +154,17 @@ def create_from_ticket(
     """Staff mark a ticket as a DSR: the clock runs from the subject's first message, not from now.
 
     InvalidDsr without a type or without the subject's email or name: a bare POST must not
-    record (and forward) an empty request (issue 12 item 12).
+    record (and forward) an empty request (issue 12 item 12); nor with a control character, or nothing visible, in
+    what staff typed (`app.typed_text`; a request made from mail takes its text as the mail had it).
     """
     if not data.types:
         raise InvalidDsr("choose at least one type of request")
     if not ((data.subject_email or "").strip() or (data.subject_name or "").strip()):
         raise InvalidDsr("give the subject's email address or name")
+    typed = {"subject name": data.subject_name, "other identifiers": data.subject_identifiers, "request text": data.request_text}
+    problems = [f"{label}: the text {found}" for label, value in typed.items() if value and value.strip() and (found := typed_text.problem(value.strip()))]
+    if problems:
+        raise InvalidDsr("; ".join(problems))
     ticket = tickets.get_ticket(session, ticket_id)
     first = session.scalar(select(Message.id).where(Message.ticket_id == ticket.id, Message.direction == "inbound").order_by(Message.id).limit(1))
     dsr = create_dsr(

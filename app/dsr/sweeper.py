@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
+from app import typed_text
 from app.dsr import deadlines
 from app.dsr.delivery import alert_officers
 from app.dsr.errors import InvalidDsr
@@ -121,6 +122,8 @@ def record_missed_reason(session: Session, dsr_id: int, reason: str, *, by: Prin
     text = (reason or "").strip()
     if len(text) < 10 or len(text) > 4000:
         raise InvalidDsr("reason must be 10 to 4000 characters")
+    if (found := typed_text.problem(text)) is not None:
+        raise InvalidDsr(f"reason: the text {found}")
     dsr.missed_reason = text
     dsr.missed_reason_missing = False
     dsr.updated_at = now

@@ -268,3 +268,30 @@ def test_a_reason_written_before_the_rename_still_reads_and_a_new_one_is_bound_t
     assert dsr.missed_reason_ct is not None
     plain = decrypt_field(key.aead, dsr.missed_reason_ct, table="dsrs", column="breach_reason_ct", row_uid=dsr.row_uid)
     assert plain == b"Written after the rename."
+
+
+@pytest.mark.parametrize("bad", ["Jane\x00Doe", "\x1b[2J", "\u200b\u200b"], ids=["nul", "escape", "zero-width"])
+def test_what_staff_type_into_a_request_is_refused_with_control_characters_or_nothing_visible(session: Session, bad: str) -> None:
+    # Given a ticket in triage
+    ticket = make_ticket(session, None, "pat@nowhere.example")
+    count = session.scalar(select(func.count()).select_from(Dsr))
+    # When staff make a request of it with such text as the subject's name, identifiers or request text
+    for field in ("subject_name", "subject_identifiers", "request_text"):
+        data = DsrInput(types=["access"], subject_email="pat@nowhere.example", **{field: bad})
+        with pytest.raises(InvalidDsr, match="the text (contains control characters|has nothing visible)"):
+            create_from_ticket(session, ticket.id, data, by=TEST_PRINCIPAL, now=T0)
+    # Then no request was recorded
+    assert session.scalar(select(func.count()).select_from(Dsr)) == count
+    # And a request that missed its deadline takes no such reason, nor a flagged instruction such a concern (long enough)
+    dsr = create_from_ticket(session, ticket.id, DsrInput(types=["access"], subject_email="pat@nowhere.example"), by=TEST_PRINCIPAL, now=T0)
+    sweep(session, settings=SETTINGS, by=TEST_PRINCIPAL, now=T0 + dt.timedelta(hours=24))
+    with pytest.raises(InvalidDsr, match="reason: the text"):
+        record_missed_reason(session, dsr.id, bad * 12, by=TEST_PRINCIPAL, now=T0 + dt.timedelta(hours=25))
+    session.refresh(dsr)
+    assert dsr.missed_reason_missing is True
+    controller = make_controller(session, dsr_contacts=["dpo@flagging.example"])
+    routed = make_dsr(session, controller.id)
+    instruction = make_instruction(session, routed, controller_id=controller.id, sender_email="dpo@flagging.example", reply_text="Delete it all.", now=T0)
+    with pytest.raises(dsr_instructions.InstructionNotConfirmable, match="the text"):
+        dsr_instructions.flag(session, routed.id, instruction.id, bad * 12, settings=SETTINGS, by=TEST_PRINCIPAL, now=T0)
+    assert instruction.state != "flagged"
