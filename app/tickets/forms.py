@@ -17,6 +17,10 @@ from app.tickets.models import STATUSES
 STATUS_CHOICES = [SelectChoice(s, s) for s in STATUSES]
 
 
+# Text a person types: generous, but bounded so a paste accident is refused, not stored.
+MAX_BODY = 100_000
+
+
 class TypedText:
     """A WTForms validator: refuses what `app.typed_text.problem` finds (control characters, nothing visible)."""
 
@@ -25,10 +29,6 @@ class TypedText:
         found = typed_text.problem(data) if isinstance(data, str) and data else None
         if found is not None:
             raise ValidationError(f"the text {found}")
-
-
-# Text a person types: generous, but bounded so a paste accident is refused, not stored.
-MAX_BODY = 100_000
 
 
 class ReplyForm(FlaskForm):
