@@ -28,6 +28,7 @@ from sqlalchemy import CTE, Insert, LargeBinary, String, Table, bindparam, inser
 from sqlalchemy.orm import Session
 from sqlalchemy.sql import Executable, Select
 
+from app.compiled_once import one_row
 from app.crypto.keyring import Keyring
 from app.crypto.keys import LoadedKey, cache_for, database_of
 from app.crypto.models import DataKey
@@ -133,13 +134,15 @@ def write_checked(session: Session, owner: str, rows: Callable[[], tuple[Made, d
         try_kept(session, kept)
         try:
             made, params = rows()
-            found = session.execute(statement(True), {**params, **active_check_params(kept)}).one_or_none()
+            found = one_row(session.connection(), statement(True), {**params, **active_check_params(kept)})
             live = found is not None
         finally:
             settle_kept(session, kept, live)
         if found is not None:
             return found, made
     made, params = rows()
-    found = session.execute(statement(False), params).one()
+    found = one_row(session.connection(), statement(False), params)
+    if found is None:
+        raise RuntimeError("a write under the owner's locked active key returned no row")
     keep_active(session, owner)
     return found, made

@@ -1,0 +1,105 @@
+"""A statement built once, compiled once, sent on the DBAPI cursor: SQLAlchemy's per-execution work skipped.
+
+For the writes every inbound message makes (issue 11 item 7): a Core statement held for the life of the process
+(built once, as `functools.cache` builds the ingest path's writes) is compiled once per dialect; each execution
+sends its SQL text and parameters on a cursor of the connection's DBAPI connection and reads back its one row.
+SQLAlchemy's per-execution work (the compiled-cache lookup, the execution context, the result object) cost about
+0.2 ms of CPU a message over the ingest corpus (bench/ingest.py, `Session.execute` against this path).
+
+What `Connection.execute` does and this keeps: the parameters pass through each bind parameter's own type
+processor (`TypeEngine.bind_processor`: a JSON column's serialiser, the UTC date-time decorator); the cursor events
+fire (`before_cursor_execute`, `after_cursor_execute`), so statement counters and loggers see the statement; a
+DBAPI error is raised as SQLAlchemy's (`DBAPIError.instance`: IntegrityError, OperationalError, ...) and a lost
+connection is invalidated, as SQLAlchemy does for any statement. What it does not: result processing. Only a
+statement whose returned columns need none (integers, text, booleans) takes this path, and none with an expanding
+(`IN`) parameter; any other is executed by `Connection.execute` itself.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, cast
+
+from sqlalchemy import Connection
+from sqlalchemy.engine import Dialect
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.sql import ClauseElement, Executable
+
+# At most this many statements are kept compiled; the ingest path has a handful. Past it the cache starts again.
+MAX_STATEMENTS = 256
+
+
+@dataclass(frozen=True)
+class _Compiled:
+    statement: Any  # kept: the cache is keyed by its id(), which must not be reused while the entry lives
+    dialect: Dialect
+    text: str | None  # None: not for this path (executed the ordinary way)
+    compiled: Any
+    processors: tuple[tuple[str, Callable[[Any], Any]], ...]
+
+
+_cache: dict[int, _Compiled] = {}
+_lock = threading.Lock()
+
+
+def one_row(conn: Connection, statement: Executable, params: Mapping[str, Any]) -> tuple[Any, ...] | None:
+    """The one row `statement` returns with `params` (a tuple), or None when it returns none; on `conn`'s transaction.
+
+    `statement` must be an object kept for the life of the process (it is compiled once, keyed by identity) that
+    returns at most one row. Thread-safe. Errors as `conn.execute` raises them (see the module).
+    """
+    entry = _cache.get(id(statement))
+    if entry is None or entry.statement is not statement or entry.dialect is not conn.dialect:
+        entry = _compile(statement, conn.dialect)
+    if entry.text is None:
+        row = conn.execute(statement, dict(params)).one_or_none()
+        return None if row is None else tuple(row)
+    values = entry.compiled.construct_params(dict(params))
+    for key, process in entry.processors:
+        values[key] = process(values[key])
+    text, dispatch = entry.text, cast(Any, conn.dispatch)
+    dbapi_conn = conn.connection.dbapi_connection
+    assert dbapi_conn is not None
+    cursor = dbapi_conn.cursor()
+    try:
+        for before in dispatch.before_cursor_execute:
+            text, values = before(conn, cursor, text, values, None, False)
+        cursor.execute(text, values)
+        for after in dispatch.after_cursor_execute:
+            after(conn, cursor, text, values, None, False)
+        row = cursor.fetchone()
+    except conn.dialect.loaded_dbapi.Error as exc:
+        lost = conn.dialect.is_disconnect(exc, dbapi_conn, cursor)
+        if lost:
+            conn.invalidate(exc)
+        raise DBAPIError.instance(text, values, exc, conn.dialect.loaded_dbapi.Error, connection_invalidated=lost, dialect=conn.dialect) from exc
+    finally:
+        cursor.close()
+    return None if row is None else tuple(row)
+
+
+def _compile(statement: Executable, dialect: Dialect) -> _Compiled:
+    compiled: Any = cast(ClauseElement, statement).compile(dialect=dialect)
+    text: str | None = compiled.string
+    if text is None or "POSTCOMPILE" in text or compiled.positional or _processes_results(statement, dialect):
+        text = None
+    processors = []
+    for bind, name in compiled.bind_names.items():  # each bind parameter and the name it is rendered (and valued) under
+        process = bind.type.dialect_impl(dialect).bind_processor(dialect)
+        if process is not None:
+            processors.append((compiled.escaped_bind_names.get(name, name), process))
+    entry = _Compiled(statement, dialect, text, compiled, tuple(processors))
+    with _lock:
+        if len(_cache) >= MAX_STATEMENTS:
+            _cache.clear()
+        _cache[id(statement)] = entry
+    return entry
+
+
+def _processes_results(statement: Executable, dialect: Dialect) -> bool:
+    columns = getattr(statement, "selected_columns", None)
+    if columns is None:
+        columns = getattr(statement, "exported_columns", ())
+    return any(column.type.dialect_impl(dialect).result_processor(dialect, None) is not None for column in columns)

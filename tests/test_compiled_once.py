@@ -1,0 +1,103 @@
+"""app.compiled_once.one_row: a statement compiled once and sent on the DBAPI cursor behaves as `Connection.execute`.
+
+The ingest path's writes go through it (app.crypto.kept_active.write_checked). What the caller relies on: the same
+row, the parameters through their types' processors (JSON, UTC date-times: a naive one refused), the cursor events
+seen by statement counters, SQLAlchemy's exceptions (an IntegrityError is how ingest tells a concurrent duplicate; a
+lost connection is a temporary fault), and a fallback to `Connection.execute` where results need processing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import JSON, Column, Engine, Integer, MetaData, String, Table, bindparam, event, insert, select, text
+from sqlalchemy.exc import DBAPIError, IntegrityError, StatementError
+
+from app.compiled_once import _cache, one_row
+from app.db import UTCDateTime, make_engine
+from tests.databases import ON_POSTGRES, fresh_database
+
+metadata = MetaData()
+things = Table(
+    "compiled_once_things",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", String(40), unique=True, nullable=False),
+    Column("notes", JSON, nullable=False),
+    Column("at", UTCDateTime(), nullable=False),
+)
+AT = dt.datetime(2026, 12, 2, 9, 30, tzinfo=dt.timezone(dt.timedelta(hours=2)))
+# Built once, as the callers build theirs: the cache is keyed by the statement object.
+INSERT = (
+    insert(things)
+    .values(name=bindparam("name"), notes=bindparam("notes", type_=JSON), at=bindparam("at", type_=UTCDateTime()))
+    .returning(things.c.id, things.c.name)
+)
+READ_AT = select(things.c.at, things.c.notes).where(things.c.name == bindparam("name"))
+
+
+@pytest.fixture
+def engine(tmp_path: Path) -> Iterator[Engine]:
+    with fresh_database(tmp_path, "compiled") as url:
+        made = make_engine(url)
+        metadata.create_all(made)
+        yield made
+        made.dispose()
+
+
+def test_the_row_is_written_with_its_types_processed_and_the_statement_is_seen_by_cursor_listeners(engine: Engine) -> None:
+    seen: list[str] = []
+    listen = event.listens_for(engine, "before_cursor_execute")(lambda *args: seen.append(args[2]))
+    with engine.begin() as conn:
+        row = one_row(conn, INSERT, {"name": "first", "notes": [{"code": "x"}], "at": AT})
+        again = one_row(conn, INSERT, {"name": "second", "notes": [], "at": AT})
+    event.remove(engine, "before_cursor_execute", listen)
+    assert row is not None and again is not None and row[1] == "first" and again[0] == row[0] + 1
+    # On Postgres (psycopg, named parameters) it went on the DBAPI cursor; SQLite's positional style takes execute
+    assert (_cache[id(INSERT)].text is not None) == ON_POSTGRES
+    assert sum("INSERT INTO compiled_once_things" in s for s in seen) == 2
+    with engine.connect() as conn:
+        stored = conn.execute(READ_AT, {"name": "first"}).one()
+    # The JSON serialised and the time stored as UTC, as Connection.execute would have (read back the ordinary way)
+    assert stored.notes == [{"code": "x"}] and stored.at == AT and stored.at.tzinfo == dt.UTC
+
+
+def test_a_naive_datetime_is_refused_by_the_type_as_it_would_be_by_execute(engine: Engine) -> None:
+    with engine.begin() as conn, pytest.raises((StatementError, ValueError)):
+        one_row(conn, INSERT, {"name": "naive", "notes": [], "at": AT.replace(tzinfo=None)})
+    with engine.connect() as conn:
+        assert conn.execute(select(things.c.id)).first() is None
+
+
+def test_a_unique_violation_is_sqlalchemys_integrity_error_and_the_transaction_rolls_back(engine: Engine) -> None:
+    with engine.begin() as conn:
+        one_row(conn, INSERT, {"name": "taken", "notes": [], "at": AT})
+    with pytest.raises(IntegrityError), engine.begin() as conn:
+        one_row(conn, INSERT, {"name": "other", "notes": [], "at": AT})
+        one_row(conn, INSERT, {"name": "taken", "notes": [], "at": AT})
+    with engine.connect() as conn:
+        assert [r.name for r in conn.execute(select(things.c.name))] == ["taken"]  # "other" went with the rollback
+
+
+def test_a_statement_whose_results_need_processing_is_executed_the_ordinary_way(engine: Engine) -> None:
+    with engine.begin() as conn:
+        one_row(conn, INSERT, {"name": "read", "notes": {"a": 1}, "at": AT})
+        row = one_row(conn, READ_AT, {"name": "read"})
+        missing = one_row(conn, READ_AT, {"name": "nobody"})
+    assert row is not None and row[0] == AT and row[0].tzinfo == dt.UTC and row[1] == {"a": 1}
+    assert _cache[id(READ_AT)].text is None
+    assert missing is None
+
+
+@pytest.mark.skipif(not ON_POSTGRES, reason="a server that ends the connection (SQLite has none)")
+def test_a_connection_the_server_ended_is_a_disconnect_and_invalidated(engine: Engine) -> None:
+    with engine.connect() as conn:
+        pid = conn.exec_driver_sql("SELECT pg_backend_pid()").scalar_one()
+        with engine.connect() as other:
+            other.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        with pytest.raises(DBAPIError) as raised:
+            one_row(conn, INSERT, {"name": "lost", "notes": [], "at": AT})
+        assert raised.value.connection_invalidated and conn.invalidated
