@@ -99,7 +99,8 @@ def _compile(statement: Executable, dialect: Dialect) -> _Compiled:
 
 
 def _processes_results(statement: Executable, dialect: Dialect) -> bool:
-    columns = getattr(statement, "selected_columns", None)
+    # A SELECT's columns, or what an INSERT/UPDATE ... RETURNING returns.
+    columns: Any = getattr(statement, "selected_columns", None)
     if columns is None:
         columns = getattr(statement, "exported_columns", ())
     return any(column.type.dialect_impl(dialect).result_processor(dialect, None) is not None for column in columns)
