@@ -104,3 +104,38 @@ def _processes_results(statement: Executable, dialect: Dialect) -> bool:
     if columns is None:
         columns = getattr(statement, "exported_columns", ())
     return any(column.type.dialect_impl(dialect).result_processor(dialect, None) is not None for column in columns)
+
+
+def begin_with(conn: Connection, statement: str) -> bool:
+    """Open `conn`'s database transaction with `statement` (SQL text without parameters): BEGIN and it sent as one simple
+    query, one round trip where psycopg would send BEGIN on its own first. True when done; False (nothing sent, or
+    whatever was sent undone) where it does not apply: not psycopg, a transaction already open, a connection set to
+    autocommit or to a non-default isolation, read-only or deferrable mode, or the query failed. The caller then
+    executes `statement` the ordinary way, so a failure is raised as it always was (a lost connection, a lock
+    timeout), by `Connection.exec_driver_sql`. The cursor events see `statement` (BEGIN, as psycopg's own, unseen).
+    """
+    if conn.dialect.driver != "psycopg":
+        return False
+    from psycopg import pq  # the driver is psycopg: importable
+
+    if not conn.in_transaction():
+        conn.begin()  # SQLAlchemy's side of it (executing would autobegin): its commit and rollback reach the driver
+    dbapi_conn: Any = conn.connection.dbapi_connection
+    if (
+        dbapi_conn is None
+        or dbapi_conn.pgconn.transaction_status != pq.TransactionStatus.IDLE
+        or dbapi_conn.autocommit
+        or (dbapi_conn.isolation_level, dbapi_conn.read_only, dbapi_conn.deferrable) != (None, None, None)
+    ):
+        return False
+    dispatch: Any = conn.dispatch
+    for before in dispatch.before_cursor_execute:
+        statement, _ = before(conn, None, statement, (), None, False)
+    result = dbapi_conn.pgconn.exec_(b"BEGIN; " + statement.encode())
+    if result.status in (pq.ExecStatus.TUPLES_OK, pq.ExecStatus.COMMAND_OK) and dbapi_conn.pgconn.transaction_status == pq.TransactionStatus.INTRANS:
+        for after in dispatch.after_cursor_execute:
+            after(conn, None, statement, (), None, False)
+        return True
+    if dbapi_conn.pgconn.transaction_status in (pq.TransactionStatus.INTRANS, pq.TransactionStatus.INERROR):
+        dbapi_conn.pgconn.exec_(b"ROLLBACK")  # back to no transaction: the ordinary path begins again and meets the error
+    return False

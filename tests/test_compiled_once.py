@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy import JSON, Column, Engine, Integer, MetaData, String, Table, bindparam, event, insert, select, text
 from sqlalchemy.exc import DBAPIError, IntegrityError, StatementError
 
-from app.compiled_once import _cache, one_row
+from app.compiled_once import _cache, begin_with, one_row
 from app.db import UTCDateTime, make_engine
 from tests.databases import ON_POSTGRES, fresh_database
 
@@ -101,3 +101,49 @@ def test_a_connection_the_server_ended_is_a_disconnect_and_invalidated(engine: E
         with pytest.raises(DBAPIError) as raised:
             one_row(conn, INSERT, {"name": "lost", "notes": [], "at": AT})
         assert raised.value.connection_invalidated and conn.invalidated
+
+
+LOCK = "SELECT pg_advisory_xact_lock(424243)"
+
+
+def _lock_holders(engine: Engine) -> list[int]:
+    with engine.connect() as conn:
+        query = "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND objid = 424243 AND granted"
+        return list(conn.exec_driver_sql(query).scalars())
+
+
+@pytest.mark.skipif(not ON_POSTGRES, reason="psycopg's own BEGIN (SQLite's is BEGIN IMMEDIATE, sent by app.db)")
+def test_begin_with_opens_the_transaction_with_the_statement_and_the_rest_commits_or_rolls_back_with_it(engine: Engine) -> None:
+    with engine.connect() as conn:
+        pid = conn.exec_driver_sql("SELECT pg_backend_pid()").scalar_one()
+        conn.commit()
+        assert begin_with(conn, LOCK)
+        assert _lock_holders(engine) == [pid]  # held by this transaction
+        one_row(conn, INSERT, {"name": "kept", "notes": [], "at": AT})
+        assert not begin_with(conn, LOCK)  # a transaction is open: nothing sent
+        conn.commit()
+        assert _lock_holders(engine) == []  # a transaction-level lock: gone with the commit
+        assert begin_with(conn, LOCK)
+        one_row(conn, INSERT, {"name": "undone", "notes": [], "at": AT})
+        conn.rollback()
+    with engine.connect() as conn:
+        assert [r.name for r in conn.execute(select(things.c.name))] == ["kept"]
+
+
+@pytest.mark.skipif(not ON_POSTGRES, reason="psycopg's own BEGIN")
+def test_begin_with_a_failing_statement_leaves_no_transaction_and_the_ordinary_path_raises_the_error(engine: Engine) -> None:
+    with engine.connect() as conn:
+        conn.commit()
+        assert not begin_with(conn, "SELECT 1 / 0")
+        with pytest.raises(DBAPIError) as raised:
+            conn.exec_driver_sql("SELECT 1 / 0")
+        assert "division by zero" in str(raised.value)
+        conn.rollback()
+        assert conn.exec_driver_sql("SELECT 2").scalar_one() == 2
+
+
+def test_begin_with_applies_only_to_psycopg(engine: Engine) -> None:
+    with engine.connect() as conn:
+        conn.commit()
+        assert begin_with(conn, "SELECT 1") == ON_POSTGRES
+        conn.rollback()

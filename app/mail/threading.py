@@ -26,6 +26,7 @@ from sqlalchemy import Label, Select, String, Subquery, any_, bindparam, func, l
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
+from app.compiled_once import begin_with
 from app.controllers.models import ControllerDomain, ControllerIdentifier
 from app.crypto import message_ids
 from app.jobs.locks import advisory_key
@@ -150,7 +151,9 @@ def serialise_sender(session: Session, mail: ParsedMail) -> None:
     if mail.from_email and session.get_bind().dialect.name == "postgresql":
         # The key (an int) written into the text, as app.audit's chain lock: no ORM statement to compile and bind.
         key = int(advisory_key(f"ingest sender {mail.from_email.strip().lower()}"))
-        session.connection().exec_driver_sql(f"SELECT pg_advisory_xact_lock({key})")
+        conn, statement = session.connection(), f"SELECT pg_advisory_xact_lock({key})"
+        if not begin_with(conn, statement):  # the transaction's first statement: with its BEGIN, one round trip
+            conn.exec_driver_sql(statement)
 
 
 def _followed_up(session: Session, mail: ParsedMail) -> Ticket | None:
