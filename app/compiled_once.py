@@ -17,6 +17,7 @@ statement whose returned columns need none (integers, text, booleans) takes this
 
 from __future__ import annotations
 
+import collections
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -38,14 +39,17 @@ class _Compiled:
     text: str | None  # None: not for this path (executed the ordinary way)
     compiled: Any
     processors: tuple[tuple[str, Callable[[Any], Any]], ...]
+    row: Any  # a namedtuple class of the returned columns' keys (a duplicate or unusable key renamed _N)
 
 
 _cache: dict[int, _Compiled] = {}
 _lock = threading.Lock()
 
 
-def one_row(conn: Connection, statement: Executable, params: Mapping[str, Any]) -> tuple[Any, ...] | None:
-    """The one row `statement` returns with `params` (a tuple), or None when it returns none; on `conn`'s transaction.
+def one_row(conn: Connection, statement: Executable, params: Mapping[str, Any]) -> Any:
+    """The one row `statement` returns with `params`, or None when it returns none; on `conn`'s transaction.
+
+    The row is a named tuple: by position, or by the returned columns' keys as attributes (as SQLAlchemy's Row).
 
     `statement` must be an object kept for the life of the process (it is compiled once, keyed by identity) that
     returns at most one row. Thread-safe. Errors as `conn.execute` raises them (see the module).
@@ -55,7 +59,7 @@ def one_row(conn: Connection, statement: Executable, params: Mapping[str, Any]) 
         entry = _compile(statement, conn.dialect)
     if entry.text is None:
         row = conn.execute(statement, dict(params)).one_or_none()
-        return None if row is None else tuple(row)
+        return None if row is None else entry.row._make(row)
     values = entry.compiled.construct_params(dict(params))
     for key, process in entry.processors:
         values[key] = process(values[key])
@@ -77,7 +81,7 @@ def one_row(conn: Connection, statement: Executable, params: Mapping[str, Any]) 
         raise DBAPIError.instance(text, values, exc, conn.dialect.loaded_dbapi.Error, connection_invalidated=lost, dialect=conn.dialect) from exc
     finally:
         cursor.close()
-    return None if row is None else tuple(row)
+    return None if row is None else entry.row._make(row)
 
 
 def _compile(statement: Executable, dialect: Dialect) -> _Compiled:
@@ -85,12 +89,15 @@ def _compile(statement: Executable, dialect: Dialect) -> _Compiled:
     text: str | None = compiled.string
     if text is None or "POSTCOMPILE" in text or compiled.positional or _processes_results(statement, dialect):
         text = None
-    processors = []
-    for bind, name in compiled.bind_names.items():  # each bind parameter and the name it is rendered (and valued) under
+    processors: dict[str, Callable[[Any], Any]] = {}
+    # Each bind parameter and the name it is rendered (and valued) under; one parameter used twice (two BindParameter
+    # objects of one name) is one value, processed once.
+    for bind, name in compiled.bind_names.items():
         process = bind.type.dialect_impl(dialect).bind_processor(dialect)
         if process is not None:
-            processors.append((compiled.escaped_bind_names.get(name, name), process))
-    entry = _Compiled(statement, dialect, text, compiled, tuple(processors))
+            processors.setdefault(compiled.escaped_bind_names.get(name, name), process)
+    row = collections.namedtuple("Row", [str(column.key) for column in _returned(statement)], rename=True)  # type: ignore[misc]
+    entry = _Compiled(statement, dialect, text, compiled, tuple(processors.items()), row)
     with _lock:
         if len(_cache) >= MAX_STATEMENTS:
             _cache.clear()
@@ -98,12 +105,14 @@ def _compile(statement: Executable, dialect: Dialect) -> _Compiled:
     return entry
 
 
-def _processes_results(statement: Executable, dialect: Dialect) -> bool:
+def _returned(statement: Executable) -> Any:
     # A SELECT's columns, or what an INSERT/UPDATE ... RETURNING returns.
     columns: Any = getattr(statement, "selected_columns", None)
-    if columns is None:
-        columns = getattr(statement, "exported_columns", ())
-    return any(column.type.dialect_impl(dialect).result_processor(dialect, None) is not None for column in columns)
+    return getattr(statement, "exported_columns", ()) if columns is None else columns
+
+
+def _processes_results(statement: Executable, dialect: Dialect) -> bool:
+    return any(column.type.dialect_impl(dialect).result_processor(dialect, None) is not None for column in _returned(statement))
 
 
 def begin_with(conn: Connection, statement: str) -> bool:

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import JSON, Column, Engine, Integer, MetaData, String, Table, bindparam, event, insert, select, text
+from sqlalchemy import JSON, Column, Engine, Integer, LargeBinary, MetaData, String, Table, bindparam, event, insert, literal, literal_column, select, text
 from sqlalchemy.exc import DBAPIError, IntegrityError, StatementError
 
 from app.compiled_once import _cache, begin_with, one_row
@@ -147,3 +147,17 @@ def test_begin_with_applies_only_to_psycopg(engine: Engine) -> None:
         conn.commit()
         assert begin_with(conn, "SELECT 1") == ON_POSTGRES
         conn.rollback()
+
+
+# One parameter used twice in a statement (two BindParameter objects, one name): one value, processed once.
+TWICE = select(things.c.id, things.c.name).where(things.c.name == bindparam("name"), literal_column("'x'") != bindparam("name"))
+BYTES_TWICE = select(literal(1).label("one")).where(bindparam("b", type_=LargeBinary) == bindparam("b", type_=LargeBinary))
+
+
+def test_a_parameter_named_twice_is_processed_once_and_the_row_reads_by_name(engine: Engine) -> None:
+    with engine.begin() as conn:
+        one_row(conn, INSERT, {"name": "named", "notes": [], "at": AT})
+        row = one_row(conn, TWICE, {"name": "named"})
+        same = one_row(conn, BYTES_TWICE, {"b": b"\x00\xffbytes"})
+    assert row is not None and row.name == "named" and row[1] == "named" and row.id == row[0]
+    assert same is not None and same.one == 1

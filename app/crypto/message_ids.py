@@ -38,6 +38,7 @@ from typing import Any, cast
 from sqlalchemy import ColumnElement, Integer, Label, LargeBinary, bindparam, literal, select
 from sqlalchemy.orm import Session
 
+from app.compiled_once import one_row
 from app.crypto.cipher import INDEX_BYTES, blind_index
 from app.crypto.keys import (
     PLATFORM,
@@ -173,7 +174,7 @@ def lookup_with(
             ("checked", *shape, known.id, known.wrapped),
             lambda: _outer_lookup(entity, column, columns, [index_key_check(known).label("key_ok"), *extra.values()], joins),
         )
-        row = session.execute(stmt, {**_params(known.index_key, message_id), **(more(known.index_key) if more else {})}).first()
+        row = _first(session, stmt, {**_params(known.index_key, message_id), **(more(known.index_key) if more else {})}, joins)
         live = row is not None and bool(row.key_ok)
         confirm_index_key(session, known, live)
         if live:
@@ -183,15 +184,25 @@ def lookup_with(
     hashed = _params(index_key, message_id)
     if extra or joins:
         stmt = _statement(("outer", *shape), lambda: _outer_lookup(entity, column, columns, list(extra.values()), joins))
-        row = session.execute(stmt, {**hashed, **(more(index_key) if more else {})}).one()
+        row = _first(session, stmt, {**hashed, **(more(index_key) if more else {})}, joins)
+        assert row is not None  # the outer lookup's one row, match or not
         return (row if row[0] is not None else None), _values(row, extra, joins)
     stmt = _statement(("plain", *shape), lambda: select(*columns).where(matching(column)).limit(1))
-    return session.execute(stmt, hashed).first(), None
+    return _first(session, stmt, hashed, joins), None
+
+
+def _first(session: Session, stmt: Any, params: dict[str, Any], joins: Mapping[str, tuple[Any, Any]]) -> Any:
+    # The lookup's first row. Columns only (no joined entity to load): compiled once and sent on the cursor
+    # (app.compiled_once), after the flush the ORM's execute would make; entities: the ORM's execute.
+    if joins:
+        return session.execute(stmt, params).first()
+    if session.autoflush:
+        session.flush()
+    return one_row(session.connection(), stmt, params)
 
 
 def _values(row: Any, extra: Mapping[str, Label[Any]], joins: Mapping[str, tuple[Any, Any]]) -> dict[str, Any]:
-    mapping = row._mapping
-    found = {name: mapping[label.name] if isinstance(label.type, Integer) else bool(mapping[label.name]) for name, label in extra.items()}
+    found = {name: getattr(row, label.name) if isinstance(label.type, Integer) else bool(getattr(row, label.name)) for name, label in extra.items()}
     # The joined entities come last, in their order.
     return found | dict(zip(joins, tuple(row)[len(row) - len(joins) :], strict=True))
 
