@@ -1,18 +1,21 @@
 """A statement built once, compiled once, sent on the DBAPI cursor: SQLAlchemy's per-execution work skipped.
 
-For the writes every inbound message makes (issue 11 item 7): a Core statement held for the life of the process
-(built once, as `functools.cache` builds the ingest path's writes) is compiled once per dialect; each execution
-sends its SQL text and parameters on a cursor of the connection's DBAPI connection and reads back its one row.
-SQLAlchemy's per-execution work (the compiled-cache lookup, the execution context, the result object) cost about
-0.2 ms of CPU a message over the ingest corpus (bench/ingest.py, `Session.execute` against this path).
+For the statements every inbound message makes (issue 11 item 7): a Core statement held for the life of the process
+(built once, as `functools.cache` builds the ingest path's writes and lookups) is compiled once per dialect; each
+execution sends its SQL text and parameters on a cursor of the connection's DBAPI connection and reads back its one
+row. SQLAlchemy's per-execution work (the compiled-cache lookup, the execution context, the result object) cost
+about 0.2 ms of CPU a message for the writes and as much for the duplicate lookup over the ingest corpus (docs/
+benchmarks.md, ninth pass). `begin_with` sends a transaction's first statement with its BEGIN (one round trip).
 
-What `Connection.execute` does and this keeps: the parameters pass through each bind parameter's own type
-processor (`TypeEngine.bind_processor`: a JSON column's serialiser, the UTC date-time decorator); the cursor events
-fire (`before_cursor_execute`, `after_cursor_execute`), so statement counters and loggers see the statement; a
-DBAPI error is raised as SQLAlchemy's (`DBAPIError.instance`: IntegrityError, OperationalError, ...) and a lost
-connection is invalidated, as SQLAlchemy does for any statement. What it does not: result processing. Only a
-statement whose returned columns need none (integers, text, booleans) takes this path, and none with an expanding
-(`IN`) parameter; any other is executed by `Connection.execute` itself.
+What `Connection.execute` does and this keeps: SQLAlchemy's transaction is begun if it was not (its commit and
+rollback reach the driver); the parameters pass through each bind parameter's own type processor
+(`TypeEngine.bind_processor`: a JSON column's serialiser, the UTC date-time decorator); the `before_cursor_execute`
+and `after_cursor_execute` events fire (statement counters see the statement; the `context` they get is None); any
+error, DBAPI or interrupt, goes through SQLAlchemy's own handling (`Connection._handle_dbapi_exception`): raised as
+SQLAlchemy's (IntegrityError, OperationalError, ...), `handle_error` events, a lost connection invalidated with the
+pool's older connections. What it does not: result processing, Python-side column defaults, the engine's `echo`
+log. So a statement whose returned columns need result processing, with a Python-side default or onupdate, or with
+an expanding (`IN`) parameter, and any statement on an engine with `echo` on, is executed by `Connection.execute`.
 """
 
 from __future__ import annotations
@@ -21,11 +24,10 @@ import collections
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, NoReturn, cast
 
 from sqlalchemy import Connection
 from sqlalchemy.engine import Dialect
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql import ClauseElement, Executable
 
 # At most this many statements are kept compiled; the ingest path has a handful. Past it the cache starts again.
@@ -57,37 +59,46 @@ def one_row(conn: Connection, statement: Executable, params: Mapping[str, Any]) 
     entry = _cache.get(id(statement))
     if entry is None or entry.statement is not statement or entry.dialect is not conn.dialect:
         entry = _compile(statement, conn.dialect)
-    if entry.text is None:
+    if entry.text is None or conn.engine.echo:
         row = conn.execute(statement, dict(params)).one_or_none()
         return None if row is None else entry.row._make(row)
     values = entry.compiled.construct_params(dict(params))
     for key, process in entry.processors:
         values[key] = process(values[key])
+    if not conn.in_transaction():
+        conn.begin()  # as execute autobegins: else the driver's transaction would be one SQLAlchemy never commits
     text, dispatch = entry.text, cast(Any, conn.dispatch)
     dbapi_conn = conn.connection.dbapi_connection
     assert dbapi_conn is not None
-    cursor = dbapi_conn.cursor()
+    cursor = None
     try:
+        cursor = dbapi_conn.cursor()
         for before in dispatch.before_cursor_execute:
             text, values = before(conn, cursor, text, values, None, False)
         cursor.execute(text, values)
         for after in dispatch.after_cursor_execute:
             after(conn, cursor, text, values, None, False)
         row = cursor.fetchone()
-    except conn.dialect.loaded_dbapi.Error as exc:
-        lost = conn.dialect.is_disconnect(exc, dbapi_conn, cursor)
-        if lost:
-            conn.invalidate(exc)
-        raise DBAPIError.instance(text, values, exc, conn.dialect.loaded_dbapi.Error, connection_invalidated=lost, dialect=conn.dialect) from exc
+    except BaseException as exc:
+        _raise_as_sqlalchemy(conn, exc, text, values, cursor)
     finally:
-        cursor.close()
+        if cursor is not None:
+            cursor.close()
     return None if row is None else entry.row._make(row)
+
+
+def _raise_as_sqlalchemy(conn: Connection, exc: BaseException, statement: str, parameters: Any, cursor: Any) -> NoReturn:
+    # SQLAlchemy's own handling of an error in a statement it executed: wrapped as its exception (a DBAPI error) or
+    # re-raised (anything else), handle_error events, invalidation of a lost connection and of the pool's older ones.
+    conn._handle_dbapi_exception(exc, statement, parameters, cursor, None)
+    raise exc  # not reached: the handler raises
 
 
 def _compile(statement: Executable, dialect: Dialect) -> _Compiled:
     compiled: Any = cast(ClauseElement, statement).compile(dialect=dialect)
     text: str | None = compiled.string
-    if text is None or "POSTCOMPILE" in text or compiled.positional or _processes_results(statement, dialect):
+    prefetch = compiled.insert_prefetch or compiled.update_prefetch  # Python-side defaults the execution context runs
+    if text is None or "POSTCOMPILE" in text or compiled.positional or prefetch or _processes_results(statement, dialect):
         text = None
     processors: dict[str, Callable[[Any], Any]] = {}
     # Each bind parameter and the name it is rendered (and valued) under; one parameter used twice (two BindParameter
@@ -112,20 +123,25 @@ def _returned(statement: Executable) -> Any:
 
 
 def _processes_results(statement: Executable, dialect: Dialect) -> bool:
-    return any(column.type.dialect_impl(dialect).result_processor(dialect, None) is not None for column in _returned(statement))
+    try:
+        return any(column.type.dialect_impl(dialect).result_processor(dialect, None) is not None for column in _returned(statement))
+    except Exception:  # a type that cannot say without the cursor's type (Numeric, Float on psycopg): take execute
+        return True
 
 
 def begin_with(conn: Connection, statement: str) -> bool:
     """Open `conn`'s database transaction with `statement` (SQL text without parameters): BEGIN and it sent as one simple
-    query, one round trip where psycopg would send BEGIN on its own first. True when done; False (nothing sent, or
-    whatever was sent undone) where it does not apply: not psycopg, a transaction already open, a connection set to
-    autocommit or to a non-default isolation, read-only or deferrable mode, or the query failed. The caller then
-    executes `statement` the ordinary way, so a failure is raised as it always was (a lost connection, a lock
-    timeout), by `Connection.exec_driver_sql`. The cursor events see `statement` (BEGIN, as psycopg's own, unseen).
+    query, one round trip where psycopg would send BEGIN on its own first. True when sent and done.
+
+    False, with nothing sent, where it does not apply: not psycopg, a transaction already open, a connection set to
+    autocommit or to a non-default isolation, read-only or deferrable mode, an engine with `echo` on; the caller then
+    executes `statement` the ordinary way. An error of the query (a lock timeout, a lost connection) or an interrupt
+    while it waits (psycopg's own wait: Ctrl-C cancels the query on the server) rolls the transaction back and is
+    raised as `Connection.exec_driver_sql` would raise it (see the module); the statement is not sent again.
     """
-    if conn.dialect.driver != "psycopg":
+    if conn.dialect.driver != "psycopg" or conn.engine.echo:
         return False
-    from psycopg import pq  # the driver is psycopg: importable
+    from psycopg import errors, generators, pq  # the driver is psycopg: importable
 
     if not conn.in_transaction():
         conn.begin()  # SQLAlchemy's side of it (executing would autobegin): its commit and rollback reach the driver
@@ -138,13 +154,22 @@ def begin_with(conn: Connection, statement: str) -> bool:
     ):
         return False
     dispatch: Any = conn.dispatch
-    for before in dispatch.before_cursor_execute:
-        statement, _ = before(conn, None, statement, (), None, False)
-    result = dbapi_conn.pgconn.exec_(b"BEGIN; " + statement.encode())
-    if result.status in (pq.ExecStatus.TUPLES_OK, pq.ExecStatus.COMMAND_OK) and dbapi_conn.pgconn.transaction_status == pq.TransactionStatus.INTRANS:
+    cursor = dbapi_conn.cursor()  # for the listeners, as execute gives them one
+    try:
+        for before in dispatch.before_cursor_execute:
+            statement, _ = before(conn, cursor, statement, (), None, False)
+        pgconn, encoding = dbapi_conn.pgconn, dbapi_conn.info.encoding
+        pgconn.send_query(b"BEGIN; " + statement.encode(encoding))
+        results = dbapi_conn.wait(generators.execute(pgconn))
+        failed = next((r for r in results if r.status not in (pq.ExecStatus.COMMAND_OK, pq.ExecStatus.TUPLES_OK)), None)
+        if failed is not None:
+            raise errors.error_from_result(failed, encoding=encoding)
         for after in dispatch.after_cursor_execute:
-            after(conn, None, statement, (), None, False)
-        return True
-    if dbapi_conn.pgconn.transaction_status in (pq.TransactionStatus.INTRANS, pq.TransactionStatus.INERROR):
-        dbapi_conn.pgconn.exec_(b"ROLLBACK")  # back to no transaction: the ordinary path begins again and meets the error
-    return False
+            after(conn, cursor, statement, (), None, False)
+    except BaseException as exc:
+        if dbapi_conn.pgconn.transaction_status in (pq.TransactionStatus.INTRANS, pq.TransactionStatus.INERROR):
+            dbapi_conn.pgconn.exec_(b"ROLLBACK")  # BEGIN went through: nothing of this transaction is kept
+        _raise_as_sqlalchemy(conn, exc, statement, (), cursor)
+    finally:
+        cursor.close()
+    return True

@@ -9,15 +9,36 @@ lost connection is a temporary fault), and a fallback to `Connection.execute` wh
 from __future__ import annotations
 
 import datetime as dt
+import decimal
+import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import JSON, Column, Engine, Integer, LargeBinary, MetaData, String, Table, bindparam, event, insert, literal, literal_column, select, text
-from sqlalchemy.exc import DBAPIError, IntegrityError, StatementError
+from sqlalchemy import (
+    JSON,
+    Column,
+    Engine,
+    Integer,
+    LargeBinary,
+    MetaData,
+    Numeric,
+    String,
+    Table,
+    bindparam,
+    event,
+    insert,
+    literal,
+    literal_column,
+    select,
+    text,
+)
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, StatementError
 
 from app.compiled_once import _cache, begin_with, one_row
 from app.db import UTCDateTime, make_engine
+from app.mail.inbound import is_temporary
 from tests.databases import ON_POSTGRES, fresh_database
 
 metadata = MetaData()
@@ -36,6 +57,11 @@ INSERT = (
     .values(name=bindparam("name"), notes=bindparam("notes", type_=JSON), at=bindparam("at", type_=UTCDateTime()))
     .returning(things.c.id, things.c.name)
 )
+counted = Table(
+    "compiled_once_counted", metadata, Column("id", Integer, primary_key=True), Column("name", String(40)), Column("counter", Integer, default=lambda: 7)
+)
+INSERT_COUNTED = insert(counted).values(name=bindparam("name")).returning(counted.c.id, counted.c.counter)
+NUMERIC = select(literal(decimal.Decimal("1.50"), Numeric(4, 2)).label("n"))
 READ_AT = select(things.c.at, things.c.notes).where(things.c.name == bindparam("name"))
 
 
@@ -131,15 +157,84 @@ def test_begin_with_opens_the_transaction_with_the_statement_and_the_rest_commit
 
 
 @pytest.mark.skipif(not ON_POSTGRES, reason="psycopg's own BEGIN")
-def test_begin_with_a_failing_statement_leaves_no_transaction_and_the_ordinary_path_raises_the_error(engine: Engine) -> None:
+def test_begin_with_a_failing_statement_raises_sqlalchemys_error_once_and_leaves_no_transaction(engine: Engine) -> None:
     with engine.connect() as conn:
         conn.commit()
-        assert not begin_with(conn, "SELECT 1 / 0")
         with pytest.raises(DBAPIError) as raised:
-            conn.exec_driver_sql("SELECT 1 / 0")
+            begin_with(conn, "SELECT 1 / 0")
         assert "division by zero" in str(raised.value)
         conn.rollback()
         assert conn.exec_driver_sql("SELECT 2").scalar_one() == 2
+
+
+@pytest.mark.skipif(not ON_POSTGRES, reason="a lock held by another server session")
+def test_begin_with_a_lock_timeout_waits_once_and_is_a_temporary_fault(engine: Engine) -> None:
+    with engine.connect() as holder, engine.connect() as conn:
+        holder.exec_driver_sql(LOCK)
+        conn.exec_driver_sql("SET lock_timeout = '1s'")
+        conn.commit()
+        started = time.monotonic()
+        with pytest.raises(OperationalError) as raised:
+            begin_with(conn, LOCK)
+        waited = time.monotonic() - started
+        # Raised by the one attempt (it is not sent again the ordinary way: 2 s); exit 75 for `mail ingest`
+        assert 0.9 < waited < 1.9 and "lock timeout" in str(raised.value) and is_temporary(raised.value)
+        conn.rollback()
+        holder.rollback()
+
+
+@pytest.mark.skipif(not ON_POSTGRES, reason="a lock held by another server session")
+def test_begin_with_is_interrupted_while_it_waits_for_the_lock(engine: Engine) -> None:
+    def interrupt(*_args: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    try:
+        with engine.connect() as holder, engine.connect() as conn:
+            holder.exec_driver_sql(LOCK)
+            conn.commit()
+            started = time.monotonic()
+            signal.setitimer(signal.ITIMER_REAL, 0.3)
+            with pytest.raises(KeyboardInterrupt):
+                begin_with(conn, LOCK)
+            # Ctrl-C (or a shutdown handler) is not held back for as long as the other holds the lock
+            assert time.monotonic() - started < 2.0 and conn.invalidated
+            holder.rollback()
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+@pytest.mark.skipif(not ON_POSTGRES, reason="a server that ends the connection")
+def test_begin_with_on_a_connection_the_server_ended_is_a_temporary_fault(engine: Engine) -> None:
+    with engine.connect() as conn:
+        pid = conn.exec_driver_sql("SELECT pg_backend_pid()").scalar_one()
+        conn.commit()
+        with engine.connect() as other:
+            other.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        with pytest.raises(DBAPIError) as raised:
+            begin_with(conn, LOCK)
+        assert raised.value.connection_invalidated and is_temporary(raised.value)
+
+
+def test_one_row_on_a_connection_with_no_transaction_begins_one_and_its_commit_keeps_the_row(engine: Engine) -> None:
+    with engine.connect() as conn:
+        conn.commit()
+        assert not conn.in_transaction()
+        one_row(conn, INSERT, {"name": "autobegun", "notes": [], "at": AT})
+        assert conn.in_transaction()
+        conn.commit()
+    with engine.connect() as conn:
+        assert [r.name for r in conn.execute(select(things.c.name))] == ["autobegun"]
+
+
+def test_python_side_defaults_and_numeric_results_take_execute(engine: Engine) -> None:
+    with engine.begin() as conn:
+        first = one_row(conn, INSERT_COUNTED, {"name": "counted"})
+        number = one_row(conn, NUMERIC, {})
+    assert first is not None and first.counter == 7  # the column's Python default ran, as execute runs it
+    assert number is not None and number.n == decimal.Decimal("1.50")
+    assert _cache[id(INSERT_COUNTED)].text is None and _cache[id(NUMERIC)].text is None
 
 
 def test_begin_with_applies_only_to_psycopg(engine: Engine) -> None:
