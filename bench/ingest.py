@@ -354,9 +354,9 @@ def run_desk(url: str, corpus: list[bytes], plain: list[bytes], controllers: int
             with server_database(admin, f"{template}_capture", template=template) as capture_url:
                 with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
                     captured_outcomes, captured, statements, waits = pool.submit(capture_written, capture_url, corpus).result()
-            written_of = [as_parameters(w) for w in captured]
             copies = contextlib.ExitStack()
             rows_work = RowCeiling(libpq_url(copies.enter_context(server_database(admin, f"{template}_rows", template=template))))
+            plans = rows_work.plan([as_parameters(w) for w in captured])
             outcomes: Counter[str] = Counter()
             latencies = []
             # The statements of the mix were counted in the capture run; those of the plain messages after the timed
@@ -371,7 +371,7 @@ def run_desk(url: str, corpus: list[bytes], plain: list[bytes], controllers: int
             elapsed = ceiling_elapsed = rows_elapsed = cpu = 0.0
             # BENCH_PROFILE=<path>: cProfile the desk's work on the mix into <path>.<controllers> (slows the desk).
             profiler = cProfile.Profile() if os.environ.get("BENCH_PROFILE") else None
-            for raw, written in zip(corpus, written_of, strict=True):
+            for raw, plan in zip(corpus, plans, strict=True):
                 t0 = time.perf_counter()
                 raw_work.take(raw)
                 t1, c1 = time.perf_counter(), time.process_time()
@@ -381,7 +381,7 @@ def run_desk(url: str, corpus: list[bytes], plain: list[bytes], controllers: int
                 if profiler is not None:
                     profiler.disable()
                 t2, c2 = time.perf_counter(), time.process_time()
-                rows_work.take(raw, written)
+                rows_work.take(raw, plan)
                 rows_elapsed += time.perf_counter() - t2
                 latencies.append(t2 - t1)
                 ceiling_elapsed, elapsed, cpu = ceiling_elapsed + (t1 - t0), elapsed + (t2 - t1), cpu + (c2 - c1)
@@ -422,9 +422,8 @@ def run_desk(url: str, corpus: list[bytes], plain: list[bytes], controllers: int
     )
     print(f"  one-row ceiling interleaved (the same parse and encryption, the whole message as one row, one commit): {ceiling:.1f} messages/s")
     print(
-        f"  in the capture run the desk waited on Postgres in psycopg {waits[0] / len(corpus):.1f} times a message (psycopg's "
-        f"BEGIN and COMMIT included; a BEGIN sent with the sender's lock by libpq itself, app.compiled_once.begin_with, is not "
-        f"seen here): {waits[1] / len(corpus) * 1000:.2f} ms a message, of which {waits[2] / len(corpus) * 1000:.2f} ms its own CPU "
+        f"  in the capture run the desk waited on Postgres {waits[0] / len(corpus):.1f} times a message (BEGIN and COMMIT "
+        f"included): {waits[1] / len(corpus) * 1000:.2f} ms a message, of which {waits[2] / len(corpus) * 1000:.2f} ms its own CPU "
         f"(sending, receiving). In the timed run a message took the desk {elapsed / len(corpus) * 1000:.2f} ms, the per-row ceiling "
         f"{rows_elapsed / len(corpus) * 1000:.2f} ms, the one-row ceiling {ceiling_elapsed / len(corpus) * 1000:.2f} ms"
     )

@@ -108,10 +108,16 @@ def as_parameters(written: Written) -> Written:
     return [(table, columns, [tuple(Jsonb(v) if isinstance(v, dict | list) else v for v in row) for row in rows]) for table, columns, rows in written]
 
 
+Plan = list[tuple[str, tuple[Any, ...]]]  # one message's statements (SQL text, parameters), in order
+
+
 class RowCeiling:
     """The raw work for one message: stdlib parse, AES-GCM of body and requester, one INSERT per row the desk stored, one commit.
 
-    `url` is a copy of the desk's database made before the run (written, timed).
+    `url` is a copy of the desk's database made before the run (written, timed). `plan` (untimed, before the run)
+    turns the captured rows into each message's statements: an INSERT per new row; for a row that existed (written
+    by an earlier message, or in the copy from the start), an UPDATE of the columns that changed (of the first
+    non-key column when none did: the desk wrote it). `take` runs one message's plan after its parse and encryption.
     """
 
     def __init__(self, url: str) -> None:
@@ -119,17 +125,51 @@ class RowCeiling:
         self.conn = psycopg.connect(url)
         self.tables = _tables_in_foreign_key_order(self.conn)
         self.keys = _primary_keys(self.conn)
-        self.present: dict[str, set[tuple[Any, ...]]] = {}
-        for table in self.tables:
-            key = self.keys[table]
-            query = sql.SQL("SELECT {} FROM {}").format(sql.SQL(", ").join(map(sql.Identifier, key)), sql.Identifier(table))
-            self.present[table] = {tuple(row) for row in self.conn.execute(query)}
-        self.conn.commit()
-        self.statements: dict[tuple[str, tuple[str, ...]], tuple[str, str, list[int], list[int]]] = {}
         self.rows = self.inserts = self.updates = 0
 
-    def take(self, raw: bytes, written: Written) -> None:
-        """One message, committed: the parse and encryption, then the rows the desk stored for it, one statement each."""
+    def plan(self, written_of: list[Written]) -> list[Plan]:
+        """Each message's statements, in the corpus's order (untimed): the rows as they were before each is known."""
+        current: dict[str, dict[tuple[Any, ...], tuple[Any, ...]]] = {}
+        columns_of: dict[str, list[str]] = {}
+        for table in self.tables:
+            cur = self.conn.execute(sql.SQL("SELECT * FROM {}").format(sql.Identifier(table)))
+            assert cur.description is not None
+            columns_of[table] = [d.name for d in cur.description]
+            at = [columns_of[table].index(k) for k in self.keys[table]]
+            current[table] = {tuple(row[i] for i in at): tuple(row) for row in as_parameters([(table, columns_of[table], cur.fetchall())])[0][2]}
+        self.conn.commit()
+        texts: dict[tuple[str, str, tuple[str, ...]], str] = {}
+        plans = []
+        for written in written_of:
+            plan: Plan = []
+            for table, columns, rows in written:
+                key = self.keys[table]
+                at = [columns.index(k) for k in key]
+                for row in rows:
+                    pk = tuple(row[i] for i in at)
+                    before = current[table].get(pk)
+                    if before is None:
+                        text = texts.get(("insert", table, tuple(columns)))
+                        if text is None:
+                            text = texts[("insert", table, tuple(columns))] = self._insert(table, columns)
+                        plan.append((text, row))
+                        self.inserts += 1
+                    else:
+                        changed = [i for i, c in enumerate(columns) if c not in key and _differs(before[i], row[i])]
+                        changed = changed or [next(i for i, c in enumerate(columns) if c not in key)]
+                        names = tuple(columns[i] for i in changed)
+                        text = texts.get(("update", table, names))
+                        if text is None:
+                            text = texts[("update", table, names)] = self._update(table, names, key)
+                        plan.append((text, tuple(row[i] for i in changed) + pk))
+                        self.updates += 1
+                    current[table][pk] = row
+                    self.rows += 1
+            plans.append(plan)
+        return plans
+
+    def take(self, raw: bytes, plan: Plan) -> None:
+        """One message, committed: the parse and encryption, then its statements, one a row."""
         aead, conn = self.aead, self.conn
         msg = email.message_from_bytes(raw, policy=email.policy.default)
         part = msg.get_body(preferencelist=("plain", "html")) if not msg.is_multipart() or msg.get_content_maintype() == "multipart" else msg
@@ -138,39 +178,36 @@ class RowCeiling:
         aead.encrypt(os.urandom(12), requester.encode(), None)
         aead.encrypt(os.urandom(12), str(body).encode(errors="replace"), None)
         aead.encrypt(os.urandom(12), raw, None)
-        for table, columns, rows in written:
-            insert, update, at, rest = self._statements(table, columns)
-            present = self.present[table]
-            for row in rows:
-                pk = tuple(row[i] for i in at)
-                if pk in present:
-                    conn.execute(update, [row[i] for i in rest] + list(pk))
-                    self.updates += 1
-                else:
-                    conn.execute(insert, row)
-                    present.add(pk)
-                    self.inserts += 1
-                self.rows += 1
-        conn.commit()
+        if os.environ.get("PIPE"):
+            with conn.pipeline():
+                for text, params in plan:
+                    conn.execute(text, params)
+                conn.commit()
+        else:
+            for text, params in plan:
+                conn.execute(text, params)
+            conn.commit()
 
-    def _statements(self, table: str, columns: list[str]) -> tuple[str, str, list[int], list[int]]:
-        """The INSERT and UPDATE of `table` with `columns`, built once (as any raw loop would), and where its key sits."""
-        cached = self.statements.get((table, tuple(columns)))
-        if cached is None:
-            key = self.keys[table]
-            rest = [i for i, c in enumerate(columns) if c not in key]
-            insert = sql.SQL("INSERT INTO {} ({}) VALUES ({})").format(
-                sql.Identifier(table), sql.SQL(", ").join(map(sql.Identifier, columns)), sql.SQL(", ").join(sql.Placeholder() * len(columns))
-            )
-            update = sql.SQL("UPDATE {} SET {} WHERE {}").format(
-                sql.Identifier(table),
-                sql.SQL(", ").join(sql.SQL("{} = %s").format(sql.Identifier(columns[i])) for i in rest),
-                sql.SQL(" AND ").join(sql.SQL("{} = %s").format(sql.Identifier(k)) for k in key),
-            )
-            at = [columns.index(k) for k in key]
-            cached = self.statements[(table, tuple(columns))] = (insert.as_string(self.conn), update.as_string(self.conn), at, rest)
-        return cached
+    def _insert(self, table: str, columns: list[str]) -> str:
+        statement = sql.SQL("INSERT INTO {} ({}) VALUES ({})").format(
+            sql.Identifier(table), sql.SQL(", ").join(map(sql.Identifier, columns)), sql.SQL(", ").join(sql.Placeholder() * len(columns))
+        )
+        return statement.as_string(self.conn)
+
+    def _update(self, table: str, names: tuple[str, ...], key: list[str]) -> str:
+        statement = sql.SQL("UPDATE {} SET {} WHERE {}").format(
+            sql.Identifier(table),
+            sql.SQL(", ").join(sql.SQL("{} = %s").format(sql.Identifier(c)) for c in names),
+            sql.SQL(" AND ").join(sql.SQL("{} = %s").format(sql.Identifier(k)) for k in key),
+        )
+        return statement.as_string(self.conn)
 
     def close(self) -> None:
         """Close the connection."""
         self.conn.close()
+
+
+def _differs(before: Any, after: Any) -> bool:
+    if isinstance(before, Jsonb) and isinstance(after, Jsonb):
+        return bool(before.obj != after.obj)
+    return bool(before != after)

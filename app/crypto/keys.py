@@ -16,6 +16,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
+from app.compiled_once import one_row
 from app.crypto.cipher import DecryptionError, KeyShredded, unwrap_key, wrap_context, wrap_key
 from app.crypto.keyring import WRAP, Keyring, KeyringError, keyring_for
 from app.crypto.models import DataKey
@@ -220,7 +221,8 @@ def _index_key_rows(controller_ids: Any, *, fingerprinted: bool) -> tuple[Any, A
     fingerprint (a scalar subquery, so the same snapshot as the rows): the SHA-256 of every row's id, controller,
     generation, master version and wrapped index key in id order, NULL when there is none (Postgres only)."""
     c = data_keys.c
-    where = (c.controller_id.in_(controller_ids), c.state.in_(("active", "retired")))
+    # The states as two comparisons, not IN of a tuple (an expanding parameter, rendered again on every execution).
+    where = (c.controller_id.in_(controller_ids), or_(c.state == "active", c.state == "retired"))
     columns: list[Any] = [c.id, c.owner, c.controller_id, c.generation, c.master_version, c.wrapped_index_key]
     fingerprint = None
     if fingerprinted:
@@ -252,8 +254,10 @@ def index_keys_of_controllers(session: Session, controller_ids: Any) -> dict[int
     if kept_for:
         with _REMEMBERED_LOCK:
             kept = (_INDEX_KEYSETS.get(keyring) or {}).get(slot)
-        if kept is not None and conn.execute(fingerprint).scalar() == kept[0]:
-            return dict(kept[1])
+        if kept is not None:
+            checked = one_row(conn, fingerprint, {})  # built once (`_kept_statements`): compiled once, sent on the cursor
+            if checked is not None and checked[0] == kept[0]:
+                return dict(kept[1])
     rows = conn.execute(read).all()
     found: dict[int, bytes] = {}
     # Fetched at once and unpacked as tuples: iterating the result fetched row by row, and attribute access
@@ -302,7 +306,10 @@ def remembered_index_key(session: Session, owner: str) -> LoadedKey | None:
 def index_key_check(key: LoadedKey) -> ColumnElement[bool]:
     """A clause (EXISTS) true while `key`'s generation is in data_keys unchanged and not shredded: select it with the lookup."""
     same = and_(data_keys.c.id == key.id, data_keys.c.wrapped_key == key.wrapped, data_keys.c.owner == key.owner)
-    return select(data_keys.c.id).where(same, data_keys.c.state.in_(("active", "retired"))).exists()
+    # Two comparisons, not IN of a tuple: an IN list renders as an expanding parameter, re-rendered on every execution
+    # (and so never sent by app.compiled_once on the cursor as the duplicate lookup that selects this clause is).
+    usable = or_(data_keys.c.state == "active", data_keys.c.state == "retired")
+    return select(data_keys.c.id).where(same, usable).exists()
 
 
 def confirm_index_key(session: Session, key: LoadedKey, live: bool) -> None:
