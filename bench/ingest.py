@@ -310,7 +310,7 @@ def capture_written(url: str, corpus: list[bytes]) -> tuple[dict[str, int], list
     return dict(outcomes), written, sent, (waiting.count, waiting.wall, waiting.cpu)
 
 
-def run_desk(url: str, corpus: list[bytes], plain: list[bytes], controllers: int, ceiling_url: str) -> dict[str, float]:
+def run_desk(url: str, corpus: list[bytes], plain: list[bytes], controllers: int, ceiling_url: str, *, pipelined: bool = False) -> dict[str, float]:
     """The corpus through `ingest_committed` on a fresh desk with `controllers` controllers; rate, statements and latency.
 
     The raw ceiling runs on `ceiling_url` interleaved with the desk, message by message (one ceiling message,
@@ -355,7 +355,8 @@ def run_desk(url: str, corpus: list[bytes], plain: list[bytes], controllers: int
                 with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
                     captured_outcomes, captured, statements, waits = pool.submit(capture_written, capture_url, corpus).result()
             copies = contextlib.ExitStack()
-            rows_work = RowCeiling(libpq_url(copies.enter_context(server_database(admin, f"{template}_rows", template=template))))
+            rows_url = copies.enter_context(server_database(admin, f"{template}_rows", template=template))
+            rows_work = RowCeiling(libpq_url(rows_url), pipelined=pipelined)
             plans = rows_work.plan([as_parameters(w) for w in captured])
             outcomes: Counter[str] = Counter()
             latencies = []
@@ -418,7 +419,8 @@ def run_desk(url: str, corpus: list[bytes], plain: list[bytes], controllers: int
         print(f"    {n / len(plain):5.2f}  {shape}")
     print(
         f"  per-row ceiling interleaved (issue 11's: stdlib parse, AES-GCM body and requester, one INSERT per row the desk stored, "
-        f"one commit a message): {row_ceiling:.1f} messages/s; {rows_per_message[0]:.1f} INSERTs and {rows_per_message[1]:.1f} UPDATEs a message"
+        f"one commit a message{'; PIPELINED, a variant' if pipelined else ''}): {row_ceiling:.1f} messages/s; "
+        f"{rows_per_message[0]:.1f} INSERTs and {rows_per_message[1]:.1f} UPDATEs a message"
     )
     print(f"  one-row ceiling interleaved (the same parse and encryption, the whole message as one row, one commit): {ceiling:.1f} messages/s")
     print(
@@ -446,6 +448,9 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=1200)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--controllers", type=int, nargs="+", default=[5, 1000], help="desk sizes to run (default: 5 and 1000)")
+    parser.add_argument(
+        "--pipelined-ceiling", action="store_true", help="send the per-row ceiling's statements in psycopg's pipeline mode (a variant for the record)"
+    )
     args = parser.parse_args()
 
     corpus = generate(args.messages, args.seed)
@@ -454,7 +459,7 @@ def main() -> None:
     results = {}
     for size in args.controllers:
         with fresh_postgres(f"ingest_{size}") as url, fresh_postgres(f"ingest_raw_{size}") as ceiling_url:
-            results[size] = run_desk(url, corpus, plain, size, ceiling_url)
+            results[size] = run_desk(url, corpus, plain, size, ceiling_url, pipelined=args.pipelined_ceiling)
     columns = [
         "controllers",
         "per-row ceiling messages/s",
