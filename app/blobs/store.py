@@ -14,14 +14,14 @@ from collections.abc import Iterable, Iterator
 from typing import Any, BinaryIO
 
 from sqlalchemy import CTE, Insert, bindparam, delete, insert, select
-from sqlalchemy.orm import Session, make_transient_to_detached
+from sqlalchemy.orm import Session
 from sqlalchemy.sql.dml import ReturningInsert
 
 from app.blobs.models import Blob, BlobChunk
 from app.crypto.fields import new_row_uid
 from app.crypto.kept_active import active_check, gated_insert, write_checked
 from app.crypto.keys import owner_of
-from app.db import ids_in, table_of_model
+from app.db import ids_in, loaded, table_of_model
 from app.exceptions import Refused
 
 CHUNK_BYTES = 1024 * 1024
@@ -128,10 +128,7 @@ def one_chunk_rows(session: Session, content: bytes, *, key_owner: int, now: dt.
 
 def inserted_blob(session: Session, blob_id: int, values: dict[str, Any]) -> Blob:
     """The Blob of a row a Core INSERT just wrote (`one_chunk_rows`), in the session, loaded."""
-    blob = Blob(id=blob_id, **values)
-    make_transient_to_detached(blob)
-    session.add(blob)
-    return blob
+    return loaded(session, Blob, id=blob_id, **values)
 
 
 def fits_one_statement(session: Session, content: Any, max_bytes: int | None) -> bool:

@@ -23,14 +23,14 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import Boolean, Integer, Select, bindparam, cast, event, exists, insert, null, select, union_all
-from sqlalchemy.orm import Session, SessionTransaction, make_transient_to_detached
+from sqlalchemy.orm import Session, SessionTransaction
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.sql.schema import ScalarElementColumnDefault
 
 from app.crypto.fields import encrypt_new_row, new_row_uid, remember_plain
 from app.crypto.kept_active import active_check, gated_insert, write_checked
 from app.crypto.keys import PLATFORM
-from app.db import table_of_model
+from app.db import loaded, table_of_model
 from app.dsr.gate import ACKNOWLEDGEMENT
 from app.dsr.models import Dsr, DsrEvent, DsrForward, StandingInstruction
 
@@ -71,15 +71,11 @@ def insert_request(
     # nothing was written: the row is made again under the key `active_key` locks, as the flush would.
     found, values = write_checked(session, PLATFORM, rows, lambda checked: _statement(forward_to is not None, len(events), checked))
     dsr_id, reference, forward_id, standing = found
-    dsr = Dsr(id=dsr_id, reference=reference, **values)
-    make_transient_to_detached(dsr)
-    session.add(dsr)
+    dsr = loaded(session, Dsr, id=dsr_id, reference=reference, **values)
     remember_plain(dsr, dict(plain))
     forwards: list[DsrForward] = []
     if forward_to is not None:
-        made = DsrForward(id=forward_id, dsr_id=dsr_id, controller_id=forward_to, **forward)
-        make_transient_to_detached(made)
-        session.add(made)
+        made = loaded(session, DsrForward, id=forward_id, dsr_id=dsr_id, controller_id=forward_to, **forward)
         set_committed_value(made, "dsr", dsr)
         forwards.append(made)
         session.info.setdefault(STANDING_READ, {})[(dsr_id, forward_to)] = bool(standing)

@@ -23,14 +23,14 @@ from typing import Any
 
 from sqlalchemy import Integer, LargeBinary, Select, String, bindparam, func, insert, literal, select
 from sqlalchemy.dialects.postgresql import ARRAY
-from sqlalchemy.orm import Session, make_transient_to_detached
+from sqlalchemy.orm import Session
 
 from app.blobs.models import BlobChunk
 from app.blobs.store import fits_one_statement, inserted_blob, one_chunk_inserts, one_chunk_params, one_chunk_rows
 from app.crypto.fields import encrypt_new_row, new_row_uid, remember_plain
 from app.crypto.kept_active import active_check, write_checked
 from app.crypto.keys import owner_of
-from app.db import table_of_model
+from app.db import loaded, table_of_model
 from app.tickets.identifiers import MessageIdentifier, file_digests
 from app.tickets.models import Attachment, Message
 
@@ -71,9 +71,7 @@ def insert_attachment(
 
     (attachment_pk, blob_id), (columns, blob_values) = write_checked(session, owner_of(owner), rows, _statement)
     inserted_blob(session, blob_id, blob_values)
-    attachment = Attachment(id=attachment_pk, blob_id=blob_id, **columns)
-    make_transient_to_detached(attachment)
-    session.add(attachment)
+    attachment = loaded(session, Attachment, id=attachment_pk, blob_id=blob_id, **columns)
     remember_plain(attachment, {"filename": filename})
     return attachment
 

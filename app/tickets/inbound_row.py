@@ -26,7 +26,7 @@ from typing import Any
 
 from sqlalchemy import Integer, LargeBinary, Select, String, bindparam, func, insert, literal, select, update
 from sqlalchemy.dialects.postgresql import ARRAY
-from sqlalchemy.orm import Session, make_transient_to_detached
+from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
 from app.blobs.models import BlobChunk
@@ -35,7 +35,7 @@ from app.crypto import message_ids
 from app.crypto.fields import encrypt_new_row, new_row_uid, remember_plain
 from app.crypto.kept_active import active_check, gated_insert, write_checked
 from app.crypto.keys import owner_of
-from app.db import table_of_model
+from app.db import loaded, table_of_model
 from app.tickets import referenced
 from app.tickets.identifiers import MessageIdentifier, digests_of
 from app.tickets.models import Message, Ticket, key_owner_for
@@ -95,9 +95,7 @@ def insert_ticket_with_raw(
     (ticket_pk, reference, message_pk, blob_id), (ticket_columns, columns, message_plain, blob_values) = write_checked(
         session, owner_of(owner), rows, statement
     )
-    ticket = Ticket(id=ticket_pk, reference=reference, **ticket_columns)
-    make_transient_to_detached(ticket)
-    session.add(ticket)
+    ticket = loaded(session, Ticket, id=ticket_pk, reference=reference, **ticket_columns)
     remember_plain(ticket, plain)
     return ticket, _loaded_message(session, message_pk, ticket_pk, blob_id, columns, message_plain, blob_values)
 
@@ -137,9 +135,7 @@ def _loaded_message(
     session: Session, message_pk: int, ticket_pk: int, blob_id: int, columns: dict[str, Any], plain: dict[str, Any], blob_values: dict[str, Any]
 ) -> Message:
     inserted_blob(session, blob_id, blob_values)
-    message = Message(id=message_pk, ticket_id=ticket_pk, raw_blob_id=blob_id, **columns)
-    make_transient_to_detached(message)
-    session.add(message)
+    message = loaded(session, Message, id=message_pk, ticket_id=ticket_pk, raw_blob_id=blob_id, **columns)
     remember_plain(message, plain)
     return message
 
