@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import collections
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn, cast
 
@@ -85,6 +85,48 @@ def one_row(conn: Connection, statement: Executable, params: Mapping[str, Any]) 
         if cursor is not None:
             cursor.close()
     return None if row is None else entry.row._make(row)
+
+
+def last_rows(conn: Connection, text: str, params: Sequence[Any] | None = None) -> list[tuple[Any, ...]]:
+    """The rows of the last result of SQL `text` (one statement with positional `%s` parameters, or several statements
+    without parameters: one simple query) on `conn`'s transaction; psycopg only (`conn.exec_driver_sql` elsewhere).
+
+    For SQL text the caller built once (the audit chain's lock and head, its INSERT): the same as
+    `conn.exec_driver_sql(text, params)` then the last result's rows, without SQLAlchemy's execution context and result.
+    Errors, events and the transaction as `one_row`. With the engine's `echo` on, exec_driver_sql itself.
+    """
+    if conn.dialect.driver != "psycopg" or conn.engine.echo:
+        result = conn.exec_driver_sql(text, tuple(params) if params is not None else ())
+        ordinary = result.cursor
+        try:
+            while ordinary is not None and getattr(ordinary, "nextset", None) and ordinary.nextset():
+                pass  # psycopg: to the last result (sqlite3 has one, and no nextset)
+            return [tuple(r) for r in ordinary.fetchall()] if ordinary is not None and ordinary.description is not None else []
+        finally:
+            result.close()
+    if not conn.in_transaction():
+        conn.begin()
+    dispatch = cast(Any, conn.dispatch)
+    dbapi_conn = conn.connection.dbapi_connection
+    assert dbapi_conn is not None
+    values: Any = tuple(params) if params is not None else None
+    cursor = None
+    try:
+        cursor = dbapi_conn.cursor()
+        for before in dispatch.before_cursor_execute:
+            text, values = before(conn, cursor, text, values, None, False)
+        cursor.execute(text, values)
+        for after in dispatch.after_cursor_execute:
+            after(conn, cursor, text, values, None, False)
+        while cursor.nextset():
+            pass
+        rows = [tuple(r) for r in cursor.fetchall()] if cursor.description is not None else []
+    except BaseException as exc:
+        _raise_as_sqlalchemy(conn, exc, text, values, cursor)
+    finally:
+        if cursor is not None:
+            cursor.close()
+    return rows
 
 
 def _raise_as_sqlalchemy(conn: Connection, exc: BaseException, statement: str, parameters: Any, cursor: Any) -> NoReturn:

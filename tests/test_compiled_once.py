@@ -36,7 +36,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, StatementError
 
-from app.compiled_once import _cache, begin_with, one_row
+from app.compiled_once import _cache, begin_with, last_rows, one_row
 from app.db import UTCDateTime, make_engine
 from app.mail.inbound import is_temporary
 from tests.databases import ON_POSTGRES, fresh_database
@@ -256,3 +256,18 @@ def test_a_parameter_named_twice_is_processed_once_and_the_row_reads_by_name(eng
         same = one_row(conn, BYTES_TWICE, {"b": b"\x00\xffbytes"})
     assert row is not None and row.name == "named" and row[1] == "named" and row.id == row[0]
     assert same is not None and same.one == 1
+
+
+def test_last_rows_reads_the_last_statements_rows_and_takes_positional_parameters(engine: Engine) -> None:
+    with engine.begin() as conn:
+        assert last_rows(conn, "SELECT 2 UNION ALL SELECT 3") == [(2,), (3,)]
+        if ON_POSTGRES:  # several statements in one simple query (SQLite's driver takes one at a time)
+            assert last_rows(conn, "SELECT 1; SELECT 2 UNION ALL SELECT 3") == [(2,), (3,)]
+            rows = last_rows(conn, "INSERT INTO compiled_once_counted (name, counter) VALUES (%s, %s), (%s, %s) RETURNING name", ("a", 1, "b", 2))
+            assert sorted(rows) == [("a",), ("b",)]
+
+
+@pytest.mark.skipif(not ON_POSTGRES, reason="psycopg's parameters")
+def test_last_rows_raises_sqlalchemys_errors(engine: Engine) -> None:
+    with pytest.raises(IntegrityError), engine.begin() as conn:
+        last_rows(conn, "INSERT INTO compiled_once_things (id, name, notes, at) VALUES (%s, %s, '[]', now()), (%s, %s, '[]', now())", (1, "x", 2, "x"))

@@ -18,6 +18,7 @@ from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.orm import Session, configure_mappers, make_transient_to_detached
 
 from app.audit.models import AuditEvent
+from app.compiled_once import last_rows
 from app.db import table_of_model
 
 # Every stored column but id, in the INSERT's order.
@@ -63,7 +64,7 @@ def insert_rows(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> list[int
             page = rows[start : start + PAGE_ROWS]
             params = tuple(row[name] for row in page for name in COLUMNS)
             # RETURNING of a multi-row VALUES promises no order: the ids are matched by seq (unique).
-            ids.update({seq: event_id for event_id, seq in conn.exec_driver_sql(_insert_sql(len(page)), params)})
+            ids.update({seq: event_id for event_id, seq in last_rows(conn, _insert_sql(len(page)), params)})
         return [ids[row["seq"]] for row in rows]
     return list(conn.execute(_core_insert(), list(rows)).scalars())
 

@@ -44,6 +44,7 @@ from app.audit.search import EventPage as EventPage
 from app.audit.search import EventView as EventView
 from app.audit.search import list_actions as list_actions
 from app.audit.search import search_events as search_events
+from app.compiled_once import last_rows
 from app.exceptions import DeskError
 from app.principal import Principal
 
@@ -164,13 +165,8 @@ def _locked_head(session: Session) -> tuple[int, str]:
         return held[1], held[2]
     if conn.dialect.name != "postgresql":
         return chain_head(session)  # SQLite: the write transaction began with BEGIN IMMEDIATE, no lock to take
-    result = conn.exec_driver_sql(_LOCK_THEN_HEAD)
-    try:
-        cursor = result.cursor  # the DBAPI cursor: its second result is the head
-        row = cursor.fetchone() if cursor.nextset() else None
-    finally:
-        result.close()
-    return (row[0], row[1]) if row is not None else (0, GENESIS)
+    rows = last_rows(conn, _LOCK_THEN_HEAD)  # the second statement's: the head
+    return (rows[0][0], rows[0][1]) if rows else (0, GENESIS)
 
 
 def _keep_head(conn: Connection, seq: int, hash_: str) -> None:
