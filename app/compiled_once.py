@@ -24,11 +24,13 @@ import collections
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, NoReturn, cast
+from typing import Any, NoReturn, TypeVar, cast
 
 from sqlalchemy import Connection
 from sqlalchemy.engine import Dialect
 from sqlalchemy.sql import ClauseElement, Executable
+
+T = TypeVar("T")
 
 # At most this many statements are kept compiled; the ingest path has a handful. Past it the cache starts again.
 MAX_STATEMENTS = 256
@@ -65,25 +67,7 @@ def one_row(conn: Connection, statement: Executable, params: Mapping[str, Any]) 
     values = entry.compiled.construct_params(dict(params))
     for key, process in entry.processors:
         values[key] = process(values[key])
-    if not conn.in_transaction():
-        conn.begin()  # as execute autobegins: else the driver's transaction would be one SQLAlchemy never commits
-    text, dispatch = entry.text, cast(Any, conn.dispatch)
-    dbapi_conn = conn.connection.dbapi_connection
-    assert dbapi_conn is not None
-    cursor = None
-    try:
-        cursor = dbapi_conn.cursor()
-        for before in dispatch.before_cursor_execute:
-            text, values = before(conn, cursor, text, values, None, False)
-        cursor.execute(text, values)
-        for after in dispatch.after_cursor_execute:
-            after(conn, cursor, text, values, None, False)
-        row = cursor.fetchone()
-    except BaseException as exc:
-        _raise_as_sqlalchemy(conn, exc, text, values, cursor)
-    finally:
-        if cursor is not None:
-            cursor.close()
+    row = _on_cursor(conn, entry.text, values, lambda cursor: cursor.fetchone())
     return None if row is None else entry.row._make(row)
 
 
@@ -104,12 +88,24 @@ def last_rows(conn: Connection, text: str, params: Sequence[Any] | None = None) 
             return [tuple(r) for r in ordinary.fetchall()] if ordinary is not None and ordinary.description is not None else []
         finally:
             result.close()
+    return _on_cursor(conn, text, tuple(params) if params is not None else None, _last_result_rows)
+
+
+def _last_result_rows(cursor: Any) -> list[tuple[Any, ...]]:
+    while cursor.nextset():
+        pass  # to the last statement's result
+    return [tuple(r) for r in cursor.fetchall()] if cursor.description is not None else []
+
+
+def _on_cursor(conn: Connection, text: str, values: Any, read: Callable[[Any], T]) -> T:
+    # `text` with `values` on a cursor of `conn`'s DBAPI connection, in SQLAlchemy's transaction (begun as execute
+    # autobegins: else the driver's transaction would be one SQLAlchemy never commits), with the cursor events; what
+    # `read` makes of the cursor. Errors and interrupts through SQLAlchemy's own handling.
     if not conn.in_transaction():
         conn.begin()
     dispatch = cast(Any, conn.dispatch)
     dbapi_conn = conn.connection.dbapi_connection
     assert dbapi_conn is not None
-    values: Any = tuple(params) if params is not None else None
     cursor = None
     try:
         cursor = dbapi_conn.cursor()
@@ -118,15 +114,12 @@ def last_rows(conn: Connection, text: str, params: Sequence[Any] | None = None) 
         cursor.execute(text, values)
         for after in dispatch.after_cursor_execute:
             after(conn, cursor, text, values, None, False)
-        while cursor.nextset():
-            pass
-        rows = [tuple(r) for r in cursor.fetchall()] if cursor.description is not None else []
+        return read(cursor)
     except BaseException as exc:
         _raise_as_sqlalchemy(conn, exc, text, values, cursor)
     finally:
         if cursor is not None:
             cursor.close()
-    return rows
 
 
 def _raise_as_sqlalchemy(conn: Connection, exc: BaseException, statement: str, parameters: Any, cursor: Any) -> NoReturn:
