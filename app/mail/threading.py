@@ -26,7 +26,7 @@ from sqlalchemy import Label, Select, String, Subquery, any_, bindparam, func, l
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
-from app.compiled_once import begin_with
+from app.compiled_once import begin_with, last_rows
 from app.controllers.models import ControllerDomain, ControllerIdentifier
 from app.crypto import message_ids
 from app.jobs.locks import advisory_key
@@ -153,7 +153,7 @@ def serialise_sender(session: Session, mail: ParsedMail) -> None:
         key = int(advisory_key(f"ingest sender {mail.from_email.strip().lower()}"))
         conn, statement = session.connection(), f"SELECT pg_advisory_xact_lock({key})"
         if not begin_with(conn, statement):  # the transaction's first statement: with its BEGIN, one round trip
-            conn.exec_driver_sql(statement)
+            last_rows(conn, statement)  # after the lookups of a reply: on the cursor (app.compiled_once)
 
 
 def _followed_up(session: Session, mail: ParsedMail) -> Ticket | None:
