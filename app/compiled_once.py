@@ -28,6 +28,7 @@ from typing import Any, NoReturn, TypeVar, cast
 
 from sqlalchemy import Connection
 from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import Session
 from sqlalchemy.sql import ClauseElement, Executable
 
 T = TypeVar("T")
@@ -69,6 +70,14 @@ def one_row(conn: Connection, statement: Executable, params: Mapping[str, Any]) 
         values[key] = process(values[key])
     row = _on_cursor(conn, entry.text, values, lambda cursor: cursor.fetchone())
     return None if row is None else entry.row._make(row)
+
+
+def session_row(session: Session, statement: Executable, params: Mapping[str, Any]) -> Any:
+    """`one_row` on the session's connection, after the flush the ORM's own execute would make (autoflush: what the
+    transaction added so far is seen)."""
+    if session.autoflush:
+        session.flush()
+    return one_row(session.connection(), statement, params)
 
 
 def last_rows(conn: Connection, text: str, params: Sequence[Any] | None = None) -> list[tuple[Any, ...]]:
@@ -142,6 +151,7 @@ def _compile(statement: Executable, dialect: Dialect) -> _Compiled:
         process = bind.type.dialect_impl(dialect).bind_processor(dialect)
         if process is not None:
             processors.setdefault(compiled.escaped_bind_names.get(name, name), process)
+    # The field names are the statement's, known only now: mypy cannot type a namedtuple made from a runtime list.
     row = collections.namedtuple("Row", [str(column.key) for column in _returned(statement)], rename=True)  # type: ignore[misc]
     entry = _Compiled(statement, dialect, text, compiled, tuple(processors.items()), row)
     with _lock:

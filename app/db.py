@@ -106,17 +106,23 @@ def _mapped(model: type) -> tuple[Any, frozenset[str]]:
     return found
 
 
+def bare_instance(model: type[M]) -> M:
+    """An empty instance of the mapped class `model`, made without its constructor (no attribute events): for state a
+    caller sets itself as loaded (`loaded`; the audit append's events)."""
+    instance: M = _mapped(model)[0].new_instance()
+    return instance
+
+
 def loaded(session: Session, model: type[M], **values: Any) -> M:
     """An instance of `model` with `values` (its primary key among them) as its loaded state, persistent in `session`:
     as a query would return the row a Core statement just wrote. Nothing to flush; relationships not given load on
     access. The values are set as loaded state, not through the constructor's attribute events (they cost more CPU
     than the statement that wrote the row: issue 11 item 7). Raises TypeError for a name that is no mapped column.
     """
-    manager, columns = _mapped(model)
-    unknown = values.keys() - columns
+    unknown = values.keys() - _mapped(model)[1]
     if unknown:
         raise TypeError(f"{model.__name__} has no mapped column {sorted(unknown)!r}")
-    instance: M = manager.new_instance()
+    instance = bare_instance(model)
     vars(instance).update(values)
     make_transient_to_detached(instance)
     session.add(instance)

@@ -43,7 +43,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
 from bench.common import ADMIN_URL, fresh_postgres, libpq_url  # noqa: E402 - after the sys.path line above (run as a script)
-from bench.row_ceiling import RowCapture, RowCeiling, Written, as_parameters  # noqa: E402
+from bench.row_ceiling import RowCapture, RowCeiling, Written, as_parameters  # noqa: E402 - after the sys.path line, as above
 
 FIRST = ["Jane", "Lukas", "Amélie", "Priya", "Tomasz", "Sofia", "Jürgen", "Aoife", "Mateo", "Ingrid", "Kwame", "Yuki"]
 LAST = ["Roe", "Schneider", "Durand", "Nair", "Kowalski", "Rossi", "Müller", "Byrne", "García", "Olsen", "Mensah", "Tanaka"]

@@ -14,12 +14,11 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import Connection, insert
-from sqlalchemy import inspect as sa_inspect
-from sqlalchemy.orm import Session, configure_mappers, make_transient_to_detached
+from sqlalchemy.orm import Session, make_transient_to_detached
 
 from app.audit.models import AuditEvent
 from app.compiled_once import last_rows
-from app.db import table_of_model
+from app.db import bare_instance, table_of_model
 
 # Every stored column but id, in the INSERT's order.
 COLUMNS = (
@@ -69,12 +68,6 @@ def insert_rows(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> list[int
     return list(conn.execute(_core_insert(), list(rows)).scalars())
 
 
-@functools.cache
-def _manager() -> Any:
-    configure_mappers()  # the constructor would configure them; new_instance does not
-    return sa_inspect(AuditEvent).class_manager
-
-
 def loaded_events(session: Session, rows: Sequence[Mapping[str, Any]], ids: Sequence[int], events: Sequence[AuditEvent] | None = None) -> list[AuditEvent]:
     """The stored rows as AuditEvent instances in the session, loaded (as a query would return them), nothing to flush.
 
@@ -82,7 +75,7 @@ def loaded_events(session: Session, rows: Sequence[Mapping[str, Any]], ids: Sequ
     The values are set as loaded state, not through the attribute events of the constructor (a third of an
     append's CPU): `make_transient_to_detached` then keys each by its id and `session.add` makes it persistent.
     """
-    targets = list(events) if events is not None else [_manager().new_instance() for _ in rows]
+    targets = list(events) if events is not None else [bare_instance(AuditEvent) for _ in rows]
     for added, row, event_id in zip(targets, rows, ids, strict=True):
         added.__dict__.update(row, id=event_id)
         make_transient_to_detached(added)
@@ -93,7 +86,7 @@ def loaded_events(session: Session, rows: Sequence[Mapping[str, Any]], ids: Sequ
 def unwritten(row: Mapping[str, Any]) -> AuditEvent:
     """A transient instance of an event not written yet: `row`'s columns, None for those the append sets (id, seq,
     prev_hash, hash, personal_ct) until `loaded_events` fills it."""
-    event: AuditEvent = _manager().new_instance()
+    event = bare_instance(AuditEvent)
     event.__dict__.update(row)
     event.__dict__.update(dict.fromkeys(("id", "seq", "prev_hash", "hash", "personal_ct")))
     return event

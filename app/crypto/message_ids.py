@@ -38,7 +38,7 @@ from typing import Any, cast
 from sqlalchemy import ColumnElement, Integer, Label, LargeBinary, bindparam, literal, select
 from sqlalchemy.orm import Session
 
-from app.compiled_once import one_row
+from app.compiled_once import session_row
 from app.crypto.cipher import INDEX_BYTES, blind_index
 from app.crypto.keys import (
     PLATFORM,
@@ -193,12 +193,8 @@ def lookup_with(
 
 def _first(session: Session, stmt: Any, params: dict[str, Any], joins: Mapping[str, tuple[Any, Any]]) -> Any:
     # The lookup's first row. Columns only (no joined entity to load): compiled once and sent on the cursor
-    # (app.compiled_once), after the flush the ORM's execute would make; entities: the ORM's execute.
-    if joins:
-        return session.execute(stmt, params).first()
-    if session.autoflush:
-        session.flush()
-    return one_row(session.connection(), stmt, params)
+    # (app.compiled_once.session_row); entities: the ORM's execute.
+    return session.execute(stmt, params).first() if joins else session_row(session, stmt, params)
 
 
 def _values(row: Any, extra: Mapping[str, Label[Any]], joins: Mapping[str, tuple[Any, Any]]) -> dict[str, Any]:

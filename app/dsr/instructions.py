@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from app import typed_text
 from app.audit.service import record
-from app.compiled_once import one_row
+from app.compiled_once import session_row
 from app.controllers.models import Controller, ControllerContact
 from app.db import table_of_model
 from app.dsr.contacts import email_dsr_contacts
@@ -66,9 +66,8 @@ def is_registered_contact(session: Session, controller_id: int, email: str) -> b
     digest = ControllerContact.email.index_value(session, email, controller_id=controller_id)
     if digest is None:
         return False  # the controller has no keys: nothing is indexed under it, no contact can match
-    if session.autoflush:
-        session.flush()  # as the ORM's execute would: a contact added in this transaction counts
-    return one_row(session.connection(), _contact_statement(), {"digest": digest, "controller_id": controller_id}) is not None
+    # After the flush the ORM's execute would make: a contact added in this transaction counts.
+    return session_row(session, _contact_statement(), {"digest": digest, "controller_id": controller_id}) is not None
 
 
 @functools.cache
